@@ -1,0 +1,308 @@
+"""The staff surface (authority, operator, supervisor, source department): a thin shell
+over :class:`gateway.governance.service.GovernanceService`, each route checked against the
+caller's role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.app import logged
+from gateway.api.appkeys import GATEWAY, RECORD
+from gateway.api.bodies import read_json
+from gateway.api.merchant import bearer_token, entry_document
+from gateway.api.problems import json_response
+from gateway.authorization.roles import Action, require
+from gateway.catalog.models import expect_keys
+from gateway.errors import ValidationError
+from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioStatus
+from gateway.governance.service import Actor
+from gateway.ledger.log import read_entries
+
+__all__ = ["add_routes"]
+
+
+async def _actor(request: web.Request) -> Actor:
+    gateway = request.app[GATEWAY]
+    claims = await gateway.tokens.verify(bearer_token(request), admin=True)
+    record = request[RECORD]
+    record.client_id = claims.client_id
+    record.token_id = claims.jti
+    assert claims.role is not None
+    return Actor(claims.client_id, claims.role)
+
+
+def _text(body: dict[str, Any], key: str, *, required: bool = True) -> str:
+    value = body.get(key, "" if not required else None)
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ValidationError(f"{key} must be a non-empty string")
+    return value
+
+
+def _status_body(body: dict[str, Any]) -> tuple[str, str]:
+    expect_keys("status change", body, {"status"}, {"reason"})
+    return _text(body, "status"), _text(body, "reason", required=False)
+
+
+def _parse_enum(enum: Any, value: str) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        raise ValidationError(f"status must be one of {', '.join(e.value for e in enum)}") from None
+
+
+@logged("admin")
+async def list_datasets(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    assert actor.role is not None
+    require(actor.role, Action.READ_CATALOG)
+    snapshot = await request.app[GATEWAY].governance.snapshot()
+    return json_response({"datasets": [d.to_dict() for d in snapshot.datasets.values()]})
+
+
+@logged("admin")
+async def register_dataset(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    body = await read_json(request)
+    dataset = await request.app[GATEWAY].governance.register_dataset(actor, body)
+    return json_response(dataset.to_dict(), status=201)
+
+
+@logged("admin")
+async def list_scenarios(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    assert actor.role is not None
+    require(actor.role, Action.READ_CATALOG)
+    snapshot = await request.app[GATEWAY].governance.snapshot()
+    return json_response({"scenarios": [s.to_dict() for s in snapshot.scenarios.values()]})
+
+
+@logged("admin")
+async def create_scenario(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    body = await read_json(request)
+    scenario = await request.app[GATEWAY].governance.create_scenario(actor, body)
+    return json_response(scenario.to_dict(), status=201)
+
+
+@logged("admin")
+async def scenario_status(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    status, reason = _status_body(await read_json(request))
+    scenario = await request.app[GATEWAY].governance.set_scenario_status(
+        actor, request.match_info["id"], _parse_enum(ScenarioStatus, status), reason
+    )
+    return json_response(scenario.to_dict())
+
+
+@logged("admin")
+async def list_merchants(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    assert actor.role is not None
+    require(actor.role, Action.READ_CALLS)
+    snapshot = await request.app[GATEWAY].governance.snapshot()
+    return json_response(
+        {
+            "merchants": [
+                {"id": m.id, "name": m.name, "credit_code": m.credit_code, "status": m.status.value}
+                for m in snapshot.merchants.values()
+            ]
+        }
+    )
+
+
+@logged("admin")
+async def register_merchant(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    body = await read_json(request)
+    expect_keys("merchant", body, {"id", "name", "credit_code"})
+    merchant = await request.app[GATEWAY].governance.register_merchant(
+        actor, _text(body, "id"), _text(body, "name"), _text(body, "credit_code")
+    )
+    return json_response(
+        {
+            "id": merchant.id,
+            "name": merchant.name,
+            "credit_code": merchant.credit_code,
+            "status": merchant.status.value,
+        },
+        status=201,
+    )
+
+
+@logged("admin")
+async def merchant_status(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    status, reason = _status_body(await read_json(request))
+    merchant = await request.app[GATEWAY].governance.set_merchant_status(
+        actor, request.match_info["id"], _parse_enum(MerchantStatus, status), reason
+    )
+    return json_response({"id": merchant.id, "status": merchant.status.value})
+
+
+@logged("admin")
+async def list_agreements(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    assert actor.role is not None
+    require(actor.role, Action.READ_CALLS)
+    snapshot = await request.app[GATEWAY].governance.snapshot()
+    return json_response(
+        {
+            "agreements": [
+                {
+                    "id": a.id,
+                    "merchant_id": a.merchant_id,
+                    "scenario_id": a.scenario_id,
+                    "starts_at": a.starts_at,
+                    "ends_at": a.ends_at,
+                    "status": a.status.value,
+                    "shares": {
+                        "owner": a.share_owner,
+                        "operator": a.share_operator,
+                        "processor": a.share_processor,
+                    },
+                }
+                for a in snapshot.agreements.values()
+            ]
+        }
+    )
+
+
+@logged("admin")
+async def grant_agreement(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    body = await read_json(request)
+    expect_keys(
+        "agreement",
+        body,
+        {"merchant_id", "scenario_id", "starts_at", "ends_at", "shares"},
+        {"id", "terms"},
+    )
+    shares = body["shares"]
+    if not isinstance(shares, dict):
+        raise ValidationError("shares must be an object with owner, operator, processor")
+    expect_keys("shares", shares, {"owner", "operator", "processor"})
+    terms = body.get("terms", {})
+    if not isinstance(terms, dict):
+        raise ValidationError("terms must be an object")
+    agreement = await request.app[GATEWAY].governance.grant_agreement(
+        actor,
+        merchant_id=_text(body, "merchant_id"),
+        scenario_id=_text(body, "scenario_id"),
+        starts_at=body["starts_at"],
+        ends_at=body["ends_at"],
+        shares=(shares["owner"], shares["operator"], shares["processor"]),
+        terms=terms,
+        agreement_id=body.get("id"),
+    )
+    return json_response(
+        {
+            "id": agreement.id,
+            "merchant_id": agreement.merchant_id,
+            "scenario_id": agreement.scenario_id,
+            "starts_at": agreement.starts_at,
+            "ends_at": agreement.ends_at,
+            "status": agreement.status.value,
+        },
+        status=201,
+    )
+
+
+@logged("admin")
+async def agreement_status(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    status, reason = _status_body(await read_json(request))
+    result = await request.app[GATEWAY].governance.set_agreement_status(
+        actor, request.match_info["id"], _parse_enum(AgreementStatus, status), reason
+    )
+    return json_response({"id": request.match_info["id"], "status": result.value})
+
+
+@logged("admin")
+async def issue_client(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    body = await read_json(request)
+    expect_keys("client", body, {"merchant_id"}, {"public_jwk", "secret"})
+    public_jwk = body.get("public_jwk")
+    if public_jwk is not None and not isinstance(public_jwk, dict):
+        raise ValidationError("public_jwk must be a JWK object")
+    with_secret = body.get("secret", True)
+    if not isinstance(with_secret, bool):
+        raise ValidationError("secret must be true or false")
+    issued = await request.app[GATEWAY].governance.issue_client(
+        actor,
+        merchant_id=_text(body, "merchant_id"),
+        public_jwk=public_jwk,
+        with_secret=with_secret,
+    )
+    response = json_response(
+        {
+            "client_id": issued.client.client_id,
+            "client_secret": issued.secret,
+            "merchant_id": issued.client.merchant_id,
+        },
+        status=201,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@logged("admin")
+async def revoke_token(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    body = await read_json(request)
+    expect_keys("revocation", body, {"reason"})
+    await request.app[GATEWAY].governance.revoke_token(
+        actor, request.match_info["jti"], _text(body, "reason")
+    )
+    return json_response({"jti": request.match_info["jti"], "revoked": True})
+
+
+@logged("admin")
+async def revoke_merchant_tokens(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    body = await read_json(request)
+    expect_keys("revocation", body, {"reason"})
+    count = await request.app[GATEWAY].governance.revoke_merchant_tokens(
+        actor, request.match_info["id"], _text(body, "reason")
+    )
+    return json_response({"merchant_id": request.match_info["id"], "revoked": count})
+
+
+@logged("admin")
+async def list_calls(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    assert actor.role is not None
+    require(actor.role, Action.READ_CALLS)
+    merchant = request.query.get("merchant")
+    try:
+        limit = min(500, max(1, int(request.query.get("limit", "50"))))
+    except ValueError:
+        raise ValidationError("limit must be an integer") from None
+    stream = request.query.get("stream", "calls")
+    if stream not in ("calls", "governance"):
+        raise ValidationError("stream must be calls or governance")
+    entries = await read_entries(
+        request.app[GATEWAY].engine, stream, merchant_id=merchant, limit=limit
+    )
+    return json_response({"entries": [entry_document(e) for e in entries]})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/admin/datasets", list_datasets, allow_head=False)
+    r.add_post("/admin/datasets", register_dataset)
+    r.add_get("/admin/scenarios", list_scenarios, allow_head=False)
+    r.add_post("/admin/scenarios", create_scenario)
+    r.add_post("/admin/scenarios/{id}/status", scenario_status)
+    r.add_get("/admin/merchants", list_merchants, allow_head=False)
+    r.add_post("/admin/merchants", register_merchant)
+    r.add_post("/admin/merchants/{id}/status", merchant_status)
+    r.add_post("/admin/merchants/{id}/revoke-tokens", revoke_merchant_tokens)
+    r.add_get("/admin/agreements", list_agreements, allow_head=False)
+    r.add_post("/admin/agreements", grant_agreement)
+    r.add_post("/admin/agreements/{id}/status", agreement_status)
+    r.add_post("/admin/clients", issue_client)
+    r.add_post("/admin/tokens/{jti}/revoke", revoke_token)
+    r.add_get("/admin/calls", list_calls, allow_head=False)

@@ -1,0 +1,166 @@
+"""The aiohttp application: routes, the problem middleware and the logging wrapper."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD
+from gateway.api.problems import problem_response
+from gateway.errors import (
+    BadRequestError,
+    DsgwError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    all_problem_types,
+)
+from gateway.ledger.records import CallRecord
+from gateway.runtime import Gateway
+
+__all__ = ["GATEWAY", "MAX_BODY", "RECORD", "create_app", "logged"]
+
+log = logging.getLogger(__name__)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class InternalError(DsgwError):
+    slug = "internal"
+    title = "Internal error"
+    status = 500
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a problem document; never a stack trace."""
+    try:
+        return await handler(request)
+    except DsgwError as err:
+        return problem_response(err, request.path)
+    except web.HTTPNotFound:
+        return problem_response(NotFoundError(f"no resource at {request.path}"), request.path)
+    except web.HTTPMethodNotAllowed as exc:
+        response = problem_response(
+            MethodNotAllowedError(f"{request.method} is not allowed on {request.path}"),
+            request.path,
+        )
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return response
+    except web.HTTPRequestEntityTooLarge:
+        return problem_response(PayloadTooLargeError("request body too large"), request.path)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        generic = BadRequestError(exc.reason) if exc.status < 500 else InternalError(exc.reason)
+        return problem_response(generic, request.path)
+    except Exception:  # a bug must never show a stack trace to the caller
+        log.exception("unhandled error in %s", request.path)
+        return problem_response(InternalError("internal error"), request.path)
+
+
+def logged(kind: str) -> Callable[[Handler], Handler]:
+    """Wrap a handler so its call is recorded durably before the response leaves.
+
+    The handler fills in ``request[RECORD]``; refusals raised as :class:`DsgwError` are
+    recorded as denials. If the record cannot be committed, the answer is withheld and the
+    client gets 503.
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            gateway = request.app[GATEWAY]
+            record = CallRecord(
+                kind=kind,
+                started_at=gateway.clock.now(),
+                method=request.method,
+                path=request.path[:512],
+                remote=request.remote,
+            )
+            request[RECORD] = record
+            try:
+                response = await handler(request)
+                record.decision = "allow"
+            except DsgwError as err:
+                response = problem_response(err, request.path)
+                record.decision = "deny"
+                record.reason = err.slug
+                record.reason_detail = err.detail[:500]
+            except web.HTTPException:
+                raise
+            except Exception as exc:  # a bug must still leave a trace in the log
+                log.exception("unhandled error in %s", request.path)
+                internal = InternalError("internal error; the call was logged")
+                response = problem_response(internal, request.path)
+                record.decision = "error"
+                record.reason = internal.slug
+                record.reason_detail = type(exc).__name__
+            if not isinstance(response, web.Response):
+                raise TypeError("logged handlers must return a complete web.Response")
+            body = response.body if isinstance(response.body, bytes) else b""
+            record.status = response.status
+            record.response_sha256 = hashlib.sha256(body).hexdigest()
+            entry = await gateway.log.append(record.to_pending(gateway.clock.now()))
+            response.headers["Dsgw-Record-Id"] = entry.record_id
+            response.headers["Dsgw-Record-Hash"] = entry.leaf_hash.hex()
+            return response
+
+        wrapper.__name__ = handler.__name__
+        wrapper.__doc__ = handler.__doc__
+        return wrapper
+
+    return decorate
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def openapi_document() -> dict[str, Any]:
+    text = resources.files("gateway.api").joinpath("openapi.json").read_text("utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+async def problem_description(request: web.Request) -> web.Response:
+    slug = request.match_info["slug"]
+    for cls in all_problem_types():
+        if cls.slug == slug:
+            return web.json_response(
+                {
+                    "type": f"/problems/{slug}",
+                    "title": cls.title,
+                    "status": cls.status,
+                    "description": (cls.__doc__ or cls.title).strip(),
+                }
+            )
+    raise NotFoundError(f"no problem type {slug}")
+
+
+def create_app(gateway: Gateway) -> web.Application:
+    from gateway.api import admin, merchant
+
+    app = web.Application(
+        middlewares=[problem_middleware],
+        client_max_size=gateway.settings.max_body_bytes,
+    )
+    app[GATEWAY] = gateway
+    app[MAX_BODY] = gateway.settings.max_body_bytes
+    app[OPENAPI] = openapi_document()
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/openapi.json", openapi, allow_head=False)
+    app.router.add_get("/problems/{slug}", problem_description, allow_head=False)
+    merchant.add_routes(app)
+    admin.add_routes(app)
+    return app

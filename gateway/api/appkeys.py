@@ -1,0 +1,17 @@
+"""Typed keys for what the app and each request carry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.ledger.records import CallRecord
+from gateway.runtime import Gateway
+
+__all__ = ["GATEWAY", "MAX_BODY", "OPENAPI", "RECORD"]
+
+GATEWAY = web.AppKey("gateway", Gateway)
+MAX_BODY = web.AppKey("max_body", int)
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+RECORD = web.RequestKey("record", CallRecord)

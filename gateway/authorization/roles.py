@@ -1,0 +1,87 @@
+"""Staff roles and what each may do through the admin surface (RULES.md, "Roles")."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from gateway.errors import ForbiddenError, ValidationError
+
+__all__ = ["Action", "Role", "parse_role", "require"]
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"
+    AUTHORITY = "authority"
+    SUPERVISOR = "supervisor"
+    SOURCE = "source"
+    EXCHANGE = "exchange"
+
+
+class Action(StrEnum):
+    REGISTER_DATASET = "dataset.register"
+    MANAGE_SCENARIO = "scenario.manage"
+    SUSPEND_SCENARIO = "scenario.suspend"
+    REGISTER_MERCHANT = "merchant.register"
+    SUSPEND_MERCHANT = "merchant.suspend"
+    GRANT_AGREEMENT = "agreement.grant"
+    MANAGE_AGREEMENT = "agreement.manage"
+    ISSUE_CLIENT = "client.issue"
+    REVOKE_TOKEN = "token.revoke"  # noqa: S105 - an action name
+    READ_CALLS = "calls.read"
+    READ_CATALOG = "catalog.read"
+
+
+# The data bureau publishes scenarios and signs agreements; the operator onboards
+# merchants and runs the gateway; source departments register their datasets; the
+# supervisor can stop things but not grant them.
+PERMISSIONS: dict[Role, frozenset[Action]] = {
+    Role.AUTHORITY: frozenset(
+        {
+            Action.REGISTER_DATASET,
+            Action.MANAGE_SCENARIO,
+            Action.SUSPEND_SCENARIO,
+            Action.SUSPEND_MERCHANT,
+            Action.GRANT_AGREEMENT,
+            Action.MANAGE_AGREEMENT,
+            Action.REVOKE_TOKEN,
+            Action.READ_CALLS,
+            Action.READ_CATALOG,
+        }
+    ),
+    Role.OPERATOR: frozenset(
+        {
+            Action.REGISTER_MERCHANT,
+            Action.SUSPEND_MERCHANT,
+            Action.ISSUE_CLIENT,
+            Action.REVOKE_TOKEN,
+            Action.READ_CALLS,
+            Action.READ_CATALOG,
+        }
+    ),
+    Role.SUPERVISOR: frozenset(
+        {
+            Action.SUSPEND_SCENARIO,
+            Action.SUSPEND_MERCHANT,
+            Action.MANAGE_AGREEMENT,
+            Action.REVOKE_TOKEN,
+            Action.READ_CALLS,
+            Action.READ_CATALOG,
+        }
+    ),
+    Role.SOURCE: frozenset({Action.REGISTER_DATASET, Action.READ_CATALOG}),
+    Role.EXCHANGE: frozenset({Action.READ_CATALOG}),
+}
+
+
+def parse_role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise ValidationError(
+            f"unknown role {value!r}; use one of {', '.join(r.value for r in Role)}"
+        ) from None
+
+
+def require(role: Role, action: Action) -> None:
+    if action not in PERMISSIONS[role]:
+        raise ForbiddenError(f"role {role.value} may not {action.value}", action=action.value)

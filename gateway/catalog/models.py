@@ -1,0 +1,258 @@
+"""Catalog entries: what a dataset is, who provides it, and which of its fields are sensitive.
+
+A :class:`Dataset` that exists has passed validation: build one with
+:meth:`Dataset.from_dict`, which raises :class:`ValidationError` naming the bad member.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, cast, get_args
+
+from connectors.base import FieldType
+from gateway.errors import ValidationError
+from gateway.privacy.masking import MaskRule, parse_mask_rule
+
+__all__ = [
+    "Dataset",
+    "FieldSpec",
+    "OpenAttribute",
+    "SourceSpec",
+    "check_id",
+    "expect_keys",
+]
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
+
+
+class OpenAttribute(StrEnum):
+    """Open attribute of public data (CS21 art. 22-24)."""
+
+    UNCONDITIONAL = "unconditional"
+    CONDITIONAL = "conditional"
+    NOT_OPEN = "not_open"
+
+
+def check_id(kind: str, value: object) -> str:
+    """Identifiers appear in URLs and logs: lower-case, digits, ``.-_``, at most 64 chars."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ValidationError(
+            f"{kind} id {value!r} is invalid: use 1-64 lower-case letters, digits, '.', '-', '_'"
+        )
+    return value
+
+
+def expect_keys(
+    what: str, data: Mapping[str, Any], required: Collection[str], optional: Collection[str] = ()
+) -> None:
+    """Refuse unknown and missing members, so a typo never silently widens a grant."""
+    if not isinstance(data, Mapping):
+        raise ValidationError(f"{what}: expected a JSON object")
+    unknown = sorted(set(data) - set(required) - set(optional))
+    if unknown:
+        raise ValidationError(f"{what}: unknown member(s) {', '.join(unknown)}", unknown=unknown)
+    missing = sorted(set(required) - set(data))
+    if missing:
+        raise ValidationError(f"{what}: missing member(s) {', '.join(missing)}", missing=missing)
+
+
+def _str(what: str, value: object, *, max_len: int = 500, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise ValidationError(f"{what} must be a non-empty string")
+    if len(value) > max_len:
+        raise ValidationError(f"{what} is longer than {max_len} characters")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    type: FieldType
+    description: str = ""
+    # Masking rule for a sensitive field; None means the field is not sensitive.
+    sensitive: MaskRule | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FieldSpec:
+        expect_keys("field", data, {"name", "type"}, {"description", "sensitive"})
+        name = data["name"]
+        if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]{0,62}$", name):
+            raise ValidationError(f"field name {name!r} must be snake_case ASCII")
+        if data["type"] not in FIELD_TYPES:
+            raise ValidationError(f"field {name}: type must be one of {', '.join(FIELD_TYPES)}")
+        sensitive = data.get("sensitive")
+        return cls(
+            name=name,
+            type=cast(FieldType, data["type"]),
+            description=_str(
+                f"field {name} description", data.get("description", ""), allow_empty=True
+            ),
+            sensitive=None if sensitive is None else parse_mask_rule(str(sensitive)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.description:
+            out["description"] = self.description
+        if self.sensitive is not None:
+            out["sensitive"] = str(self.sensitive)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """Where the rows live. ``sql``: a SQLAlchemy URL and table; ``csv``: a file path."""
+
+    kind: str
+    url: str = ""
+    table: str = ""
+    path: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SourceSpec:
+        expect_keys("source", data, {"kind"}, {"url", "table", "path"})
+        kind = data["kind"]
+        if kind == "sql":
+            expect_keys("sql source", data, {"kind", "url", "table"})
+            return cls(
+                kind="sql",
+                url=_str("source url", data["url"]),
+                table=_str("source table", data["table"], max_len=128),
+            )
+        if kind == "csv":
+            expect_keys("csv source", data, {"kind", "path"})
+            return cls(kind="csv", path=_str("source path", data["path"]))
+        raise ValidationError("source kind must be 'sql' or 'csv'")
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "sql":
+            return {"kind": "sql", "url": self.url, "table": self.table}
+        return {"kind": "csv", "path": self.path}
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """A catalog entry (CS21 art. 22-24; ZW art. 8)."""
+
+    id: str
+    name: str
+    provider: str
+    summary: str
+    fields: tuple[FieldSpec, ...]
+    update_frequency: str
+    # Grading level, 1 (public) to 4 (most sensitive).
+    classification: int
+    open_attribute: OpenAttribute
+    negative_list: bool
+    key_fields: tuple[str, ...]
+    subject_field: str
+    source: SourceSpec
+
+    @property
+    def grantable(self) -> bool:
+        """Data classed "not open" or on the negative list is never operated (CS23 art. 11, 13)."""
+        return self.open_attribute is not OpenAttribute.NOT_OPEN and not self.negative_list
+
+    def field(self, name: str) -> FieldSpec:
+        for spec in self.fields:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.fields)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Dataset:
+        expect_keys(
+            "dataset",
+            data,
+            {
+                "id",
+                "name",
+                "provider",
+                "fields",
+                "open_attribute",
+                "key_fields",
+                "subject_field",
+                "source",
+            },
+            {"summary", "update_frequency", "classification", "negative_list"},
+        )
+        dataset_id = check_id("dataset", data["id"])
+        raw_fields = data["fields"]
+        if not isinstance(raw_fields, list) or not raw_fields:
+            raise ValidationError(f"dataset {dataset_id}: fields must be a non-empty list")
+        fields = tuple(FieldSpec.from_dict(item) for item in raw_fields)
+        names = [spec.name for spec in fields]
+        if len(set(names)) != len(names):
+            raise ValidationError(f"dataset {dataset_id}: duplicate field names")
+        try:
+            open_attribute = OpenAttribute(data["open_attribute"])
+        except ValueError as exc:
+            raise ValidationError(
+                f"dataset {dataset_id}: open_attribute must be one of "
+                + ", ".join(a.value for a in OpenAttribute)
+            ) from exc
+        key_fields = data["key_fields"]
+        if (
+            not isinstance(key_fields, list)
+            or not key_fields
+            or any(k not in names for k in key_fields)
+        ):
+            raise ValidationError(
+                f"dataset {dataset_id}: key_fields must name one or more declared fields"
+            )
+        if data["subject_field"] not in names:
+            raise ValidationError(f"dataset {dataset_id}: subject_field must be a declared field")
+        classification = data.get("classification", 2)
+        if not isinstance(classification, int) or not 1 <= classification <= 4:
+            raise ValidationError(f"dataset {dataset_id}: classification must be 1..4")
+        negative = data.get("negative_list", False)
+        if not isinstance(negative, bool):
+            raise ValidationError(f"dataset {dataset_id}: negative_list must be true or false")
+        return cls(
+            id=dataset_id,
+            name=_str("dataset name", data["name"], max_len=200),
+            provider=_str("dataset provider", data["provider"], max_len=200),
+            summary=_str(
+                "dataset summary", data.get("summary", ""), max_len=2000, allow_empty=True
+            ),
+            fields=fields,
+            update_frequency=_str(
+                "update_frequency", data.get("update_frequency", "unknown"), max_len=50
+            ),
+            classification=classification,
+            open_attribute=open_attribute,
+            negative_list=negative,
+            key_fields=tuple(key_fields),
+            subject_field=data["subject_field"],
+            source=SourceSpec.from_dict(data["source"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "provider": self.provider,
+            "summary": self.summary,
+            "fields": [spec.to_dict() for spec in self.fields],
+            "update_frequency": self.update_frequency,
+            "classification": self.classification,
+            "open_attribute": self.open_attribute.value,
+            "negative_list": self.negative_list,
+            "key_fields": list(self.key_fields),
+            "subject_field": self.subject_field,
+            "source": self.source.to_dict(),
+        }
+
+    def public_dict(self) -> dict[str, Any]:
+        """What a merchant may see of a catalog entry: no source location."""
+        out = self.to_dict()
+        del out["source"]
+        return out

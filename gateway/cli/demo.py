@@ -1,0 +1,434 @@
+"""``dsgw demo``: a whole authorized-operation setup on synthetic data, exercised end to end.
+
+Everything goes through the same services and HTTP API a deployment uses; the demo only
+chooses the data. Running it again reuses the data directory and issues fresh credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.table import Table
+
+from connectors import synthetic
+from gateway.authorization.roles import Role
+from gateway.errors import CatalogError, DsgwError
+from gateway.governance.models import ScenarioStatus
+from gateway.governance.service import LOCAL_ADMIN
+from gateway.identifiers import USCC_ALPHABET, uscc_check_char
+from gateway.runtime import Gateway, initialise
+from gateway.settings import Settings
+
+__all__ = ["DEMO_MERCHANT", "DEMO_SCENARIO", "demo_datasets", "demo_scenario", "run_demo"]
+
+DEMO_SCENARIO = "enterprise-credit"
+DEMO_MERCHANT = "xingchen-credit"
+REGISTRY = "sources/registry.sqlite3"
+VEHICLES = "sources/vehicles.csv"
+
+SENSITIVE = {
+    "legal_rep_name": "name",
+    "legal_rep_id": "resident_id",
+    "legal_rep_mobile": "mobile",
+    "address": "address",
+    "person_id": "resident_id",
+    "person_name": "name",
+    "owner_name": "name",
+    "owner_id": "resident_id",
+}
+
+DESCRIPTIONS = {
+    "enterprises": (
+        "企业登记信息",
+        "市场监督管理局",
+        "Enterprise registry: registration, legal representative, capital, status.",
+    ),
+    "social_insurance": (
+        "社保缴费记录",
+        "人力资源和社会保障局",
+        "Monthly social-insurance contributions per insured person and employer.",
+    ),
+    "vehicles": ("机动车登记信息", "公安局交通警察支队", "Motor vehicle registrations."),
+}
+
+
+def _fields(name: str) -> list[dict[str, Any]]:
+    out = []
+    for field, type_ in synthetic.SCHEMAS[name].items():
+        spec: dict[str, Any] = {"name": field, "type": type_}
+        if field in SENSITIVE:
+            spec["sensitive"] = SENSITIVE[field]
+        out.append(spec)
+    return out
+
+
+def demo_datasets() -> list[dict[str, Any]]:
+    datasets = []
+    for name, source in (
+        ("enterprises", {"kind": "sql", "url": f"sqlite:///{REGISTRY}", "table": "enterprises"}),
+        (
+            "social_insurance",
+            {"kind": "sql", "url": f"sqlite:///{REGISTRY}", "table": "social_insurance"},
+        ),
+        ("vehicles", {"kind": "csv", "path": VEHICLES}),
+    ):
+        title, provider, summary = DESCRIPTIONS[name]
+        datasets.append(
+            {
+                "id": name.replace("_", "-"),
+                "name": title,
+                "provider": provider,
+                "summary": summary,
+                "fields": _fields(name),
+                "update_frequency": "daily",
+                "classification": 3 if name != "enterprises" else 2,
+                "open_attribute": "conditional",
+                "key_fields": list(synthetic.KEY_FIELDS[name]),
+                "subject_field": synthetic.SUBJECT_FIELDS[name],
+                "source": source,
+            }
+        )
+    # Household registration is classed not open: the catalog knows it, nobody may use it.
+    datasets.append(
+        {
+            "id": "household-registry",
+            "name": "户籍人口信息",
+            "provider": "公安局",
+            "summary": "Household registration. Not open (CS21 art. 22).",
+            "fields": [
+                {"name": "person_id", "type": "string", "sensitive": "resident_id"},
+                {"name": "district", "type": "string"},
+            ],
+            "classification": 4,
+            "open_attribute": "not_open",
+            "key_fields": ["person_id"],
+            "subject_field": "person_id",
+            "source": {"kind": "sql", "url": f"sqlite:///{REGISTRY}", "table": "household"},
+        }
+    )
+    return datasets
+
+
+def demo_scenario(now: dt.datetime) -> dict[str, Any]:
+    return {
+        "id": DEMO_SCENARIO,
+        "name": "企业信贷风控",
+        "domain": "finance",
+        "purpose": "Verify borrower enterprises and assess their operating status for "
+        "small-business lending.",
+        "valid_from": (now - dt.timedelta(days=1)).date().isoformat(),
+        "valid_until": (now + dt.timedelta(days=730)).date().isoformat(),
+        "quotas": {"rate_per_minute": 600, "daily_calls": 100_000},
+        "grants": [
+            {
+                "dataset": "enterprises",
+                "modes": ["verify", "query", "aggregate"],
+                "verify_fields": ["credit_code", "name", "legal_rep_name", "legal_rep_id"],
+                "reveal_mismatch": True,
+                "fields": [
+                    "credit_code",
+                    "name",
+                    "legal_rep_name",
+                    "registered_capital",
+                    "established",
+                    "district",
+                    "industry",
+                    "status",
+                ],
+                "filter_fields": ["credit_code", "district", "industry", "status"],
+                "required_filters": ["credit_code", "district"],
+                "group_by": ["district", "industry", "status"],
+                "measure_fields": ["registered_capital"],
+                "row_cap": 50,
+            },
+            {
+                "dataset": "social-insurance",
+                "modes": ["aggregate"],
+                "filter_fields": ["employer_credit_code", "month", "insurance_type"],
+                "group_by": ["district", "insurance_type", "employer_credit_code"],
+                "measure_fields": ["amount", "base"],
+            },
+        ],
+    }
+
+
+def demo_credit_code(seed: str) -> str:
+    """A well-formed credit code (Changsha, enterprise) derived from ``seed``."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    body = "91430100" + "".join(USCC_ALPHABET[b % len(USCC_ALPHABET)] for b in digest[:9])
+    return body + uscc_check_char(body)
+
+
+@dataclass(slots=True)
+class DemoCall:
+    title: str
+    status: int
+    record_id: str
+    outcome: str
+
+
+async def _setup(gateway: Gateway, console: Console) -> dict[str, str]:
+    gov = gateway.governance
+    now = gateway.clock.now()
+    for data in demo_datasets():
+        await gov.register_dataset(LOCAL_ADMIN, data, replace_existing=True)
+    snapshot = await gov.snapshot()
+    if DEMO_SCENARIO not in snapshot.scenarios:
+        await gov.create_scenario(LOCAL_ADMIN, demo_scenario(now))
+        await gov.set_scenario_status(LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED)
+    try:
+        bad = demo_scenario(now) | {"id": "household-check"}
+        bad["grants"] = [
+            {
+                "dataset": "household-registry",
+                "modes": ["verify"],
+                "verify_fields": ["person_id", "district"],
+            }
+        ]
+        await gov.create_scenario(LOCAL_ADMIN, bad)
+    except CatalogError as exc:
+        console.print(
+            f"[dim]catalog rule:[/] scenario with household-registry refused: {exc.detail}"
+        )
+    if DEMO_MERCHANT not in snapshot.merchants:
+        await gov.register_merchant(
+            LOCAL_ADMIN, DEMO_MERCHANT, "长沙星辰征信服务有限公司", demo_credit_code("XC")
+        )
+    if snapshot.agreement_for(DEMO_MERCHANT, DEMO_SCENARIO, now) is None:
+        await gov.grant_agreement(
+            LOCAL_ADMIN,
+            merchant_id=DEMO_MERCHANT,
+            scenario_id=DEMO_SCENARIO,
+            starts_at=now - dt.timedelta(hours=1),
+            ends_at=now + dt.timedelta(days=365),
+            shares=("40", "35", "25"),
+            terms={"fees": "按次计费 0.10 元/次", "security": "等保三级"},
+        )
+    merchant_client = await gov.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
+    operator = await gov.issue_client(LOCAL_ADMIN, role=Role.OPERATOR)
+    assert merchant_client.secret
+    assert operator.secret
+    return {
+        "client_id": merchant_client.client.client_id,
+        "client_secret": merchant_client.secret,
+        "operator_id": operator.client.client_id,
+        "operator_secret": operator.secret,
+    }
+
+
+async def _calls(base: str, creds: dict[str, str], sample: dict[str, Any]) -> list[DemoCall]:
+    calls: list[DemoCall] = []
+    data_url = f"{base}/v1/scenarios/{DEMO_SCENARIO}/datasets"
+
+    async with aiohttp.ClientSession() as http:
+
+        async def call(title: str, method: str, url: str, summarize: Any, **kw: Any) -> Any:
+            async with http.request(method, url, **kw) as resp:
+                body = await resp.json(content_type=None)
+                calls.append(
+                    DemoCall(
+                        title,
+                        resp.status,
+                        resp.headers.get("Dsgw-Record-Id", "-"),
+                        summarize(resp.status, body),
+                    )
+                )
+                return body
+
+        def problem(status: int, body: Any) -> str:
+            return body.get("detail", "") if status >= 400 else "unexpected success"
+
+        token_body = await call(
+            "token (client credentials, scenario:enterprise-credit)",
+            "POST",
+            f"{base}/oauth/token",
+            lambda s, b: f"expires in {b.get('expires_in')} s" if s == 200 else problem(s, b),
+            data={"grant_type": "client_credentials", "scope": f"scenario:{DEMO_SCENARIO}"},
+            headers={
+                "Authorization": aiohttp.encode_basic_auth(
+                    creds["client_id"], creds["client_secret"]
+                )
+            },
+        )
+        token = token_body["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        await call(
+            "verify: credit code + legal representative (true claim)",
+            "POST",
+            f"{data_url}/enterprises/verify",
+            lambda s, b: json.dumps(b, ensure_ascii=False) if s == 200 else problem(s, b),
+            headers=auth,
+            json={
+                "values": {
+                    "credit_code": sample["credit_code"],
+                    "legal_rep_name": sample["legal_rep_name"],
+                }
+            },
+        )
+        await call(
+            "verify: same company, wrong legal representative",
+            "POST",
+            f"{data_url}/enterprises/verify",
+            lambda s, b: json.dumps(b, ensure_ascii=False) if s == 200 else problem(s, b),
+            headers=auth,
+            json={"values": {"credit_code": sample["credit_code"], "legal_rep_name": "王小明"}},
+        )
+        await call(
+            "query: one company, sensitive fields masked",
+            "POST",
+            f"{data_url}/enterprises/query",
+            lambda s, b: (
+                (json.dumps(b["rows"][0], ensure_ascii=False) if b.get("rows") else str(b))
+                if s == 200
+                else problem(s, b)
+            ),
+            headers=auth,
+            json={"filters": {"credit_code": sample["credit_code"]}},
+        )
+        await call(
+            "aggregate: companies and capital by district (k=10)",
+            "POST",
+            f"{data_url}/enterprises/aggregate",
+            lambda s, b: (
+                (f"{len(b['groups'])} groups, {b['suppressed_groups']} suppressed as too small")
+                if s == 200
+                else problem(s, b)
+            ),
+            headers=auth,
+            json={
+                "group_by": ["district"],
+                "measures": [{"fn": "count"}, {"fn": "sum", "field": "registered_capital"}],
+            },
+        )
+        await call(
+            "refused: vehicles are outside the scenario",
+            "POST",
+            f"{data_url}/vehicles/query",
+            problem,
+            headers=auth,
+            json={"filters": {"district": "芙蓉区"}},
+        )
+        await call(
+            "refused: legal_rep_id is not a returnable field",
+            "POST",
+            f"{data_url}/enterprises/query",
+            problem,
+            headers=auth,
+            json={
+                "filters": {"credit_code": sample["credit_code"]},
+                "fields": ["name", "legal_rep_id"],
+            },
+        )
+        await call(
+            "refused: query without a required filter (no bulk export)",
+            "POST",
+            f"{data_url}/enterprises/query",
+            problem,
+            headers=auth,
+            json={"filters": {"status": "存续"}},
+        )
+        forged = (
+            token.rsplit(".", 1)[0] + "." + base64.urlsafe_b64encode(bytes(64)).decode().rstrip("=")
+        )
+        await call(
+            "refused: token with a forged signature",
+            "POST",
+            f"{data_url}/enterprises/verify",
+            problem,
+            headers={"Authorization": f"Bearer {forged}"},
+            json={"values": {"credit_code": sample["credit_code"], "name": "x"}},
+        )
+        await call(
+            "refused: token for a scenario without agreement",
+            "POST",
+            f"{base}/oauth/token",
+            problem,
+            data={"grant_type": "client_credentials", "scope": "scenario:household-check"},
+            headers={
+                "Authorization": aiohttp.encode_basic_auth(
+                    creds["client_id"], creds["client_secret"]
+                )
+            },
+        )
+    return calls
+
+
+async def run_demo(
+    settings: Settings, *, rows: int, keep_serving: bool, console: Console
+) -> list[DemoCall]:
+    from gateway.cli.server import running_gateway, wait_for_signal
+
+    console.rule("[bold]dsgw demo")
+    report = await initialise(settings)
+    registry = settings.data_dir / REGISTRY
+    if not registry.exists():
+        console.print(f"generating synthetic source data ({rows} enterprises) ...")
+        registry.parent.mkdir(parents=True, exist_ok=True)
+        synthetic.write_sqlite(
+            registry, {"enterprises": rows, "social_insurance": rows * 3}, seed=7
+        )
+        synthetic.write_csv(settings.data_dir / VEHICLES, "vehicles", rows, seed=7)
+    gateway = await Gateway.open(settings)
+    try:
+        creds = await _setup(gateway, console)
+    except DsgwError:
+        await gateway.close()
+        raise
+    sample = next(synthetic.generate("enterprises", 1, seed=7))
+    async with running_gateway(settings, gateway) as (_gw, port):
+        base = f"http://{settings.host}:{port}"
+        console.print(f"gateway listening on [bold]{base}[/]")
+        calls = await _calls(base, creds, sample)
+        table = Table(
+            "call", "status", "log record", "outcome", title="merchant calls", show_lines=False
+        )
+        for c in calls:
+            colour = "green" if c.status < 400 else "red"
+            table.add_row(c.title, f"[{colour}]{c.status}[/]", c.record_id, c.outcome[:90])
+        console.print(table)
+        console.print(
+            f"call log: {report.database_url} (stream 'calls'); "
+            f"see it with: dsgw --data-dir {settings.data_dir} calls"
+        )
+        if not keep_serving:
+            return calls
+        _print_next_steps(console, base, creds, sample)
+        await wait_for_signal()
+        console.print("stopping; queued log records are committed before exit")
+    return calls
+
+
+def _print_next_steps(
+    console: Console, base: str, creds: dict[str, str], sample: dict[str, Any]
+) -> None:
+    console.rule("try it yourself")
+    console.print(
+        "[bold]1. get a token as the merchant[/]\n"
+        f"TOKEN=$(curl -s -u '{creds['client_id']}:{creds['client_secret']}' "
+        f"-d grant_type=client_credentials -d scope=scenario:{DEMO_SCENARIO} "
+        f"{base}/oauth/token | python3 -c 'import json,sys; print(json.load(sys.stdin)"
+        '["access_token"])\')\n'
+        "[bold]2. verify a company[/]\n"
+        f"curl -si -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        f'-d \'{{"values": {{"credit_code": "{sample["credit_code"]}", '
+        f'"legal_rep_name": "{sample["legal_rep_name"]}"}}}}\' '
+        f"{base}/v1/scenarios/{DEMO_SCENARIO}/datasets/enterprises/verify\n"
+        "[bold]3. aggregate by industry[/]\n"
+        f"curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        f'-d \'{{"group_by": ["industry"], "measures": [{{"fn": "count"}}]}}\' '
+        f"{base}/v1/scenarios/{DEMO_SCENARIO}/datasets/enterprises/aggregate\n"
+        "[bold]4. as the operator: list the newest calls[/]\n"
+        f"OPS=$(curl -s -u '{creds['operator_id']}:{creds['operator_secret']}' "
+        f"-d grant_type=client_credentials -d scope=admin {base}/oauth/token | python3 -c "
+        "'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
+        f"curl -s -H \"Authorization: Bearer $OPS\" '{base}/admin/calls?limit=5'\n"
+        f"[bold]API description:[/] {base}/openapi.json\n"
+        "Ctrl-C stops the gateway."
+    )

@@ -1,0 +1,668 @@
+"""``dsgw``: the command line, a thin shell over the same services as the HTTP API.
+
+Admin verbs here act as the local administrator (whoever holds the data directory and the
+keystore passphrase); staff elsewhere use the admin HTTP API with role credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from gateway.authorization.roles import parse_role
+from gateway.errors import (
+    ConflictError,
+    DsgwError,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+)
+from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioStatus
+from gateway.governance.service import LOCAL_ADMIN
+from gateway.runtime import Gateway, initialise
+from gateway.settings import Settings, load_settings
+
+__all__ = ["cli", "main"]
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def exit_code(error: DsgwError) -> int:
+    """One mapping from errors to exit codes, so scripts can tell failures apart."""
+    if isinstance(error, ValidationError):
+        return 2
+    if isinstance(error, NotFoundError):
+        return 3
+    if isinstance(error, ConflictError | ForbiddenError):
+        return 4
+    return 1
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except DsgwError as error:
+        err_console.print(f"[bold red]error:[/] {error.detail}")
+        sys.exit(exit_code(error))
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+async def with_gateway(settings: Settings, action: Callable[[Gateway], Awaitable[T]]) -> T:
+    gateway = await Gateway.open(settings)
+    try:
+        return await action(gateway)
+    finally:
+        await gateway.close()
+
+
+def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
+    if as_json or table is None:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        console.print(table)
+
+
+@click.group()
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML settings file (also DSGW_CONFIG).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Data directory (default ./dsgw-data, also DSGW_DATA_DIR).",
+)
+@click.option(
+    "--database-url",
+    default=None,
+    help="SQLAlchemy URL of the gateway store (default SQLite in the data dir).",
+)
+@click.version_option(package_name="dsgw")
+@click.pass_context
+def cli(
+    ctx: click.Context, config: Path | None, data_dir: Path | None, database_url: str | None
+) -> None:
+    """dsgw: the trusted data-space gateway."""
+    try:
+        ctx.obj = load_settings(config, data_dir=data_dir, database_url=database_url)
+    except DsgwError as error:
+        err_console.print(f"[bold red]error:[/] {error.detail}")
+        sys.exit(exit_code(error))
+
+
+@cli.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the data directory, encrypted keystore and database schema."""
+    settings = settings_of(ctx)
+    report = run(initialise(settings))
+    console.print(f"data directory: {report.data_dir}")
+    console.print(f"database:       {report.database_url}")
+    console.print(
+        f"keystore:       {settings.keystore_path}"
+        + (" (created)" if report.created_keystore else " (kept)")
+    )
+    if report.created_passphrase_file:
+        console.print(
+            f"[yellow]keystore passphrase written to {report.created_passphrase_file} "
+            "(mode 0600). In production, supply DSGW_KEYSTORE_PASSPHRASE from your secret "
+            "store and delete this file.[/]"
+        )
+
+
+@cli.command()
+@click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Listen port (default 8080).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the gateway until interrupted."""
+    from gateway.cli.server import serve_forever
+
+    settings = _with(settings_of(ctx), host=host, port=port)
+    run(initialise(settings))
+    run(serve_forever(settings))
+
+
+def _with(settings: Settings, **changes: Any) -> Settings:
+    """``settings`` with the options the user gave on the command line."""
+    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
+
+
+@cli.command()
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option(
+    "--rows", type=int, default=2000, show_default=True, help="Synthetic enterprises to generate."
+)
+@click.option(
+    "--serve/--no-serve", default=True, show_default=True, help="Keep serving after the demo calls."
+)
+@click.pass_context
+def demo(ctx: click.Context, port: int, rows: int, serve: bool) -> None:
+    """Set up a demo deployment, make allowed and refused calls, then keep serving."""
+    from gateway.cli.demo import run_demo
+
+    settings = _with(settings_of(ctx), port=port)
+    run(run_demo(settings, rows=rows, keep_serving=serve, console=console))
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--rows", type=int, default=10_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth(out: Path, rows: int, seed: int) -> None:
+    """Generate synthetic source data (SQLite registry + vehicles CSV) for development."""
+    from connectors import synthetic
+
+    out.mkdir(parents=True, exist_ok=True)
+    synthetic.write_sqlite(
+        out / "registry.sqlite3", {"enterprises": rows, "social_insurance": rows * 3}, seed=seed
+    )
+    synthetic.write_csv(out / "vehicles.csv", "vehicles", rows, seed=seed)
+    console.print(f"wrote {out / 'registry.sqlite3'} and {out / 'vehicles.csv'}")
+
+
+# -- catalog ------------------------------------------------------------------------------
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"{path}: cannot read JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValidationError(f"{path}: expected a JSON object")
+    return data
+
+
+@cli.group()
+def dataset() -> None:
+    """Catalog entries."""
+
+
+@dataset.command("register")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--replace", is_flag=True, help="Replace an existing entry with the same id.")
+@click.pass_context
+def dataset_register(ctx: click.Context, file: Path, replace: bool) -> None:
+    """Register a dataset from a JSON catalog entry."""
+    data = run(_async(lambda: _load_json(file)))
+    result = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.governance.register_dataset(LOCAL_ADMIN, data, replace_existing=replace),
+        )
+    )
+    console.print(f"registered dataset [bold]{result.id}[/] ({result.name})")
+
+
+async def _async(fn: Callable[[], T]) -> T:
+    return fn()
+
+
+@dataset.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def dataset_list(ctx: click.Context, as_json: bool) -> None:
+    snapshot = run(with_gateway(settings_of(ctx), lambda g: g.governance.snapshot()))
+    table = Table("id", "name", "provider", "open", "negative list", "sensitive fields")
+    data = []
+    for d in snapshot.datasets.values():
+        data.append(d.to_dict())
+        table.add_row(
+            d.id,
+            d.name,
+            d.provider,
+            d.open_attribute.value,
+            "yes" if d.negative_list else "no",
+            ", ".join(f.name for f in d.fields if f.sensitive),
+        )
+    emit(data, as_json, table)
+
+
+# -- scenarios ----------------------------------------------------------------------------
+
+
+@cli.group()
+def scenario() -> None:
+    """Authorized scenarios."""
+
+
+@scenario.command("create")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--publish", is_flag=True, help="Publish right after creating.")
+@click.pass_context
+def scenario_create(ctx: click.Context, file: Path, publish: bool) -> None:
+    """Create a draft scenario from JSON."""
+    data = run(_async(lambda: _load_json(file)))
+
+    async def act(g: Gateway) -> Any:
+        created = await g.governance.create_scenario(LOCAL_ADMIN, data)
+        if publish:
+            created = await g.governance.set_scenario_status(
+                LOCAL_ADMIN, created.id, ScenarioStatus.PUBLISHED
+            )
+        return created
+
+    result = run(with_gateway(settings_of(ctx), act))
+    console.print(f"scenario [bold]{result.id}[/] is {result.status.value}")
+
+
+def _scenario_transition(name: str, status: ScenarioStatus) -> None:
+    @scenario.command(name)
+    @click.argument("scenario_id")
+    @click.option("--reason", default="", help="Why (kept in the governance log).")
+    @click.pass_context
+    def command(ctx: click.Context, scenario_id: str, reason: str) -> None:
+        result = run(
+            with_gateway(
+                settings_of(ctx),
+                lambda g: g.governance.set_scenario_status(
+                    LOCAL_ADMIN, scenario_id, status, reason
+                ),
+            )
+        )
+        console.print(f"scenario [bold]{result.id}[/] is {result.status.value}")
+
+    command.__doc__ = f"Mark a scenario {status.value}."
+
+
+for _name, _status in (
+    ("publish", ScenarioStatus.PUBLISHED),
+    ("suspend", ScenarioStatus.SUSPENDED),
+    ("retire", ScenarioStatus.RETIRED),
+):
+    _scenario_transition(_name, _status)
+
+
+@scenario.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def scenario_list(ctx: click.Context, as_json: bool) -> None:
+    snapshot = run(with_gateway(settings_of(ctx), lambda g: g.governance.snapshot()))
+    table = Table("id", "name", "status", "datasets", "valid until")
+    data = []
+    for s in snapshot.scenarios.values():
+        data.append(s.to_dict())
+        table.add_row(
+            s.id,
+            s.name,
+            s.status.value,
+            ", ".join(g.dataset_id for g in s.grants),
+            s.valid_until.date().isoformat(),
+        )
+    emit(data, as_json, table)
+
+
+# -- merchants, agreements, clients, tokens ------------------------------------------------
+
+
+@cli.group()
+def merchant() -> None:
+    """Data merchants."""
+
+
+@merchant.command("register")
+@click.argument("merchant_id")
+@click.option("--name", required=True)
+@click.option("--credit-code", required=True, help="Unified social credit code (18 chars).")
+@click.pass_context
+def merchant_register(ctx: click.Context, merchant_id: str, name: str, credit_code: str) -> None:
+    result = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.governance.register_merchant(LOCAL_ADMIN, merchant_id, name, credit_code),
+        )
+    )
+    console.print(f"merchant [bold]{result.id}[/] registered ({result.credit_code})")
+
+
+def _merchant_transition(name: str, status: MerchantStatus) -> None:
+    @merchant.command(name)
+    @click.argument("merchant_id")
+    @click.option("--reason", default="")
+    @click.pass_context
+    def command(ctx: click.Context, merchant_id: str, reason: str) -> None:
+        result = run(
+            with_gateway(
+                settings_of(ctx),
+                lambda g: g.governance.set_merchant_status(
+                    LOCAL_ADMIN, merchant_id, status, reason
+                ),
+            )
+        )
+        console.print(f"merchant [bold]{result.id}[/] is {result.status.value}")
+
+    command.__doc__ = f"Mark a merchant {status.value} (effective on its next call)."
+
+
+_merchant_transition("suspend", MerchantStatus.SUSPENDED)
+_merchant_transition("reinstate", MerchantStatus.ACTIVE)
+
+
+@merchant.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def merchant_list(ctx: click.Context, as_json: bool) -> None:
+    snapshot = run(with_gateway(settings_of(ctx), lambda g: g.governance.snapshot()))
+    table = Table("id", "name", "credit code", "status")
+    data = []
+    for m in snapshot.merchants.values():
+        data.append(
+            {"id": m.id, "name": m.name, "credit_code": m.credit_code, "status": m.status.value}
+        )
+        table.add_row(m.id, m.name, m.credit_code, m.status.value)
+    emit(data, as_json, table)
+
+
+@cli.group()
+def agreement() -> None:
+    """Authorization agreements between a merchant and a scenario."""
+
+
+@agreement.command("grant")
+@click.option("--merchant", "merchant_id", required=True)
+@click.option("--scenario", "scenario_id", required=True)
+@click.option("--start", required=True, help="YYYY-MM-DD or RFC 3339.")
+@click.option("--end", required=True, help="YYYY-MM-DD or RFC 3339; at most 3 years on.")
+@click.option(
+    "--shares",
+    required=True,
+    help="Revenue split owner,operator,processor in percent, e.g. 40,30,30.",
+)
+@click.option("--id", "agreement_id", default=None)
+@click.pass_context
+def agreement_grant(
+    ctx: click.Context,
+    merchant_id: str,
+    scenario_id: str,
+    start: str,
+    end: str,
+    shares: str,
+    agreement_id: str | None,
+) -> None:
+    parts = shares.split(",")
+    if len(parts) != 3:
+        raise click.BadParameter("give three percentages: owner,operator,processor")
+    result = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.governance.grant_agreement(
+                LOCAL_ADMIN,
+                merchant_id=merchant_id,
+                scenario_id=scenario_id,
+                starts_at=start,
+                ends_at=end,
+                shares=(parts[0], parts[1], parts[2]),
+                agreement_id=agreement_id,
+            ),
+        )
+    )
+    console.print(f"agreement [bold]{result.id}[/] granted until {result.ends_at.date()}")
+
+
+def _agreement_transition(name: str, status: AgreementStatus) -> None:
+    @agreement.command(name)
+    @click.argument("agreement_id")
+    @click.option("--reason", default="")
+    @click.pass_context
+    def command(ctx: click.Context, agreement_id: str, reason: str) -> None:
+        run(
+            with_gateway(
+                settings_of(ctx),
+                lambda g: g.governance.set_agreement_status(
+                    LOCAL_ADMIN, agreement_id, status, reason
+                ),
+            )
+        )
+        console.print(f"agreement [bold]{agreement_id}[/] is {status.value}")
+
+    command.__doc__ = f"Mark an agreement {status.value}."
+
+
+_agreement_transition("suspend", AgreementStatus.SUSPENDED)
+_agreement_transition("reinstate", AgreementStatus.ACTIVE)
+_agreement_transition("terminate", AgreementStatus.TERMINATED)
+
+
+@agreement.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def agreement_list(ctx: click.Context, as_json: bool) -> None:
+    snapshot = run(with_gateway(settings_of(ctx), lambda g: g.governance.snapshot()))
+    table = Table("id", "merchant", "scenario", "from", "until", "status")
+    data = []
+    for a in snapshot.agreements.values():
+        data.append(
+            {
+                "id": a.id,
+                "merchant_id": a.merchant_id,
+                "scenario_id": a.scenario_id,
+                "starts_at": a.starts_at.isoformat(),
+                "ends_at": a.ends_at.isoformat(),
+                "status": a.status.value,
+            }
+        )
+        table.add_row(
+            a.id,
+            a.merchant_id,
+            a.scenario_id,
+            a.starts_at.date().isoformat(),
+            a.ends_at.date().isoformat(),
+            a.status.value,
+        )
+    emit(data, as_json, table)
+
+
+@cli.group()
+def client() -> None:
+    """OAuth client credentials."""
+
+
+@client.command("issue")
+@click.option("--merchant", "merchant_id", default=None, help="Merchant the client acts for.")
+@click.option(
+    "--role",
+    default=None,
+    help="Staff role instead: operator, authority, supervisor, source, exchange.",
+)
+@click.option(
+    "--jwk",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Public JWK for private_key_jwt authentication.",
+)
+@click.option("--no-secret", is_flag=True, help="Key-only client (needs --jwk).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def client_issue(
+    ctx: click.Context,
+    merchant_id: str | None,
+    role: str | None,
+    jwk: Path | None,
+    no_secret: bool,
+    as_json: bool,
+) -> None:
+    """Issue client credentials; the secret is shown once and stored only as a hash."""
+    public_jwk = run(_async(lambda: _load_json(jwk))) if jwk else None
+    parsed_role = parse_role(role) if role else None
+    issued = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.governance.issue_client(
+                LOCAL_ADMIN,
+                merchant_id=merchant_id,
+                role=parsed_role,
+                public_jwk=public_jwk,
+                with_secret=not no_secret,
+            ),
+        )
+    )
+    data = {
+        "client_id": issued.client.client_id,
+        "client_secret": issued.secret,
+        "merchant_id": issued.client.merchant_id,
+        "role": issued.client.role,
+    }
+    if as_json:
+        emit(data, True)
+        return
+    console.print(f"client_id:     {issued.client.client_id}")
+    if issued.secret:
+        console.print(f"client_secret: {issued.secret}")
+        console.print("[yellow]Store the secret now: it is not kept and cannot be shown again.[/]")
+
+
+@cli.group()
+def token() -> None:
+    """Access tokens."""
+
+
+@token.command("revoke")
+@click.argument("jti")
+@click.option("--reason", required=True)
+@click.pass_context
+def token_revoke(ctx: click.Context, jti: str, reason: str) -> None:
+    """Revoke one token by its id (effective on the next call)."""
+    run(
+        with_gateway(
+            settings_of(ctx), lambda g: g.governance.revoke_token(LOCAL_ADMIN, jti, reason)
+        )
+    )
+    console.print(f"token {jti} revoked")
+
+
+@token.command("revoke-merchant")
+@click.argument("merchant_id")
+@click.option("--reason", required=True)
+@click.pass_context
+def token_revoke_merchant(ctx: click.Context, merchant_id: str, reason: str) -> None:
+    """Revoke every unexpired token of a merchant."""
+    count = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.governance.revoke_merchant_tokens(LOCAL_ADMIN, merchant_id, reason),
+        )
+    )
+    console.print(f"{count} token(s) of {merchant_id} revoked")
+
+
+@cli.command()
+@click.option("--merchant", "merchant_id", default=None)
+@click.option(
+    "--stream", type=click.Choice(["calls", "governance"]), default="calls", show_default=True
+)
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def calls(
+    ctx: click.Context, merchant_id: str | None, stream: str, limit: int, as_json: bool
+) -> None:
+    """Show the newest log records."""
+    from gateway.ledger.log import read_entries
+
+    entries = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: read_entries(g.engine, stream, merchant_id=merchant_id, limit=limit),
+        )
+    )
+    table = Table("record", "time", "kind", "merchant", "what", "decision", "status", "rows")
+    data = []
+    for e in entries:
+        record = json.loads(e.payload)
+        data.append(
+            {"record_id": f"{e.stream}/{e.seq}", "leaf_hash": e.leaf_hash.hex(), "record": record}
+        )
+        what = " ".join(str(record.get(k) or "") for k in ("scenario", "dataset", "mode")).strip()
+        table.add_row(
+            f"{e.stream}/{e.seq}",
+            record.get("time", "")[:19],
+            e.kind,
+            str(record.get("merchant") or record.get("actor", {}).get("id", "")),
+            what or str(record.get("path", "")),
+            str(record.get("decision", "")),
+            str(record.get("status", "")),
+            str(record.get("rows", "")),
+        )
+    emit(data, as_json, table)
+
+
+@cli.group()
+def keys() -> None:
+    """Keystore keys."""
+
+
+@keys.command("rotate")
+@click.argument("purpose", type=click.Choice(["token-signing", "checkpoint"]))
+@click.pass_context
+def keys_rotate(ctx: click.Context, purpose: str) -> None:
+    """Make a new active key; the old one keeps verifying until its last token expires."""
+    from gateway.clock import SystemClock
+    from gateway.runtime import _passphrase
+    from keys.keystore import KeyPurpose, Keystore
+
+    settings = settings_of(ctx)
+
+    async def act() -> Any:
+        store = Keystore.open(settings.keystore_path, _passphrase(settings))
+        return store.rotate(KeyPurpose(purpose), now=SystemClock().now())
+
+    info = run(act())
+    console.print(f"new {purpose} key {info.kid} is active")
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_list(ctx: click.Context, as_json: bool) -> None:
+    from gateway.runtime import _passphrase
+    from keys.keystore import Keystore
+
+    settings = settings_of(ctx)
+
+    async def act() -> Any:
+        return Keystore.open(settings.keystore_path, _passphrase(settings)).entries()
+
+    entries = run(act())
+    table = Table("kid", "purpose", "algorithm", "created", "retired")
+    data = []
+    for e in entries:
+        data.append(
+            {
+                "kid": e.kid,
+                "purpose": str(e.purpose),
+                "algorithm": e.algorithm,
+                "created_at": e.created_at.isoformat(),
+                "retired_at": e.retired_at.isoformat() if e.retired_at else None,
+            }
+        )
+        table.add_row(
+            e.kid,
+            str(e.purpose),
+            e.algorithm,
+            e.created_at.isoformat()[:19],
+            e.retired_at.isoformat()[:19] if e.retired_at else "",
+        )
+    emit(data, as_json, table)
+
+
+def main() -> None:
+    cli(prog_name="dsgw")

@@ -1,0 +1,332 @@
+"""The data plane: verification, masked query and suppressed aggregate, never raw export.
+
+``DataPlane.execute`` decides and runs one call for an already verified token. It returns
+the answer and fills in the call record; the caller logs the record durably and only then
+sends the answer.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any
+
+from connectors.base import AggregateQuery, Condition, Connector, RowQuery, Value
+from connectors.csv_file import CsvConnector
+from connectors.sql import SqlConnector
+from gateway.authorization.quotas import QuotaTracker
+from gateway.authorization.tokens import AccessClaims
+from gateway.catalog.models import Dataset
+from gateway.clock import Clock
+from gateway.dataplane.requests import parse_aggregate, parse_query, parse_verify
+from gateway.errors import ConfigError, OutOfScopeError, ValidationError
+from gateway.governance.models import Mode
+from gateway.governance.policy import PolicySnapshot
+from gateway.ledger.records import CallRecord, keyed_digest
+from gateway.privacy.masking import mask
+
+__all__ = ["ConnectorRegistry", "DataPlane"]
+
+AVG_QUANTUM = Decimal("0.0001")
+
+
+class ConnectorRegistry:
+    """One connector per dataset source, opened on first use and reused."""
+
+    def __init__(self, data_dir: Path, *, pool_size: int = 4) -> None:
+        self._data_dir = data_dir
+        self._pool_size = pool_size
+        self._connectors: dict[str, tuple[Dataset, Connector]] = {}
+        self._retired: list[Connector] = []
+
+    def _resolve(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self._data_dir / candidate
+
+    def get(self, dataset: Dataset) -> Connector:
+        cached = self._connectors.get(dataset.id)
+        if cached is not None and cached[0] == dataset:
+            return cached[1]
+        fields = {spec.name: spec.type for spec in dataset.fields}
+        source = dataset.source
+        connector: Connector
+        if source.kind == "sql":
+            url = source.url
+            if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+                url = f"sqlite:///{self._resolve(url.removeprefix('sqlite:///'))}"
+            connector = SqlConnector(url, source.table, fields, pool_size=self._pool_size)
+        elif source.kind == "csv":
+            connector = CsvConnector(
+                self._resolve(source.path), fields, index_fields=dataset.key_fields
+            )
+        else:
+            raise ConfigError(f"dataset {dataset.id}: unknown source kind {source.kind}")
+        # A changed definition replaces the connector; the old one is closed by close().
+        if cached is not None:
+            self._retired.append(cached[1])
+        self._connectors[dataset.id] = (dataset, connector)
+        return connector
+
+    async def close(self) -> None:
+        for _dataset, connector in self._connectors.values():
+            await connector.close()
+        for connector in self._retired:
+            await connector.close()
+        self._connectors.clear()
+        self._retired.clear()
+
+
+def _normalise(value: Value) -> Value:
+    """Compare claimed and stored values the way a person would: full-width and
+    half-width forms, surrounding spaces and letter case do not matter."""
+    if isinstance(value, str):
+        return unicodedata.normalize("NFKC", value).strip().upper()
+    return value
+
+
+def _json_value(value: Value) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return value.isoformat()
+
+
+class DataPlane:
+    def __init__(
+        self,
+        connectors: ConnectorRegistry,
+        quotas: QuotaTracker,
+        clock: Clock,
+        *,
+        min_subjects: int,
+        param_key: bytes,
+    ) -> None:
+        self._connectors = connectors
+        self._quotas = quotas
+        self._clock = clock
+        self._min_subjects = min_subjects
+        self._param_key = param_key
+
+    def _record_params(
+        self, dataset: Dataset, params: Mapping[str, Any], record: CallRecord
+    ) -> None:
+        """Log what was asked, with values of sensitive fields as keyed digests."""
+        logged: dict[str, Any] = {}
+        for name, value in params.items():
+            try:
+                sensitive = dataset.field(name).sensitive is not None
+            except KeyError:
+                sensitive = False
+            if isinstance(value, Mapping):
+                logged[name] = {
+                    op: (keyed_digest(self._param_key, v) if sensitive else _jsonable(v))
+                    for op, v in value.items()
+                }
+            else:
+                logged[name] = (
+                    keyed_digest(self._param_key, value) if sensitive else _jsonable(value)
+                )
+        record.parameters = logged
+
+    async def execute(
+        self,
+        snapshot: PolicySnapshot,
+        claims: AccessClaims,
+        scenario_id: str,
+        dataset_id: str,
+        mode_name: str,
+        body: Mapping[str, Any],
+        record: CallRecord,
+    ) -> dict[str, Any]:
+        """Decide and run one data call. Raises a :class:`DsgwError` for every refusal."""
+        if claims.scenario_id != scenario_id:
+            raise OutOfScopeError(
+                f"the token is for scenario {claims.scenario_id}; this call names scenario "
+                f"{scenario_id} (one scenario, one authorization)",
+                refused={"scenario": scenario_id},
+            )
+        scenario = snapshot.scenarios[scenario_id]
+        grant = scenario.grant(dataset_id)
+        if grant is None:
+            raise OutOfScopeError(
+                f"scenario {scenario_id} does not include dataset {dataset_id}",
+                refused={"dataset": dataset_id},
+            )
+        try:
+            mode = Mode(mode_name)
+        except ValueError:
+            raise ValidationError(f"unknown access mode {mode_name!r}") from None
+        if mode not in grant.modes:
+            raise OutOfScopeError(
+                f"scenario {scenario_id} does not allow {mode.value} on dataset {dataset_id}",
+                refused={"mode": mode.value},
+            )
+        dataset = snapshot.datasets.get(dataset_id)
+        if dataset is None or not dataset.grantable:
+            # Catalog changed under a published scenario: fail closed.
+            raise OutOfScopeError(
+                f"dataset {dataset_id} is not available for operation",
+                refused={"dataset": dataset_id},
+            )
+        if mode is Mode.VERIFY:
+            return await self._verify(
+                dataset, grant.reveal_mismatch, body, scenario_id, record, snapshot, claims
+            )
+        if mode is Mode.QUERY:
+            return await self._query(dataset, body, scenario_id, record, snapshot, claims)
+        return await self._aggregate(dataset, body, scenario_id, record, snapshot, claims)
+
+    async def _consume(self, claims: AccessClaims, snapshot: PolicySnapshot) -> None:
+        scenario = snapshot.scenarios[claims.scenario_id or ""]
+        await self._quotas.consume(
+            claims.merchant_id or "", scenario.id, scenario.quotas, self._clock.now()
+        )
+
+    async def _verify(
+        self,
+        dataset: Dataset,
+        reveal: bool,
+        body: Mapping[str, Any],
+        scenario_id: str,
+        record: CallRecord,
+        snapshot: PolicySnapshot,
+        claims: AccessClaims,
+    ) -> dict[str, Any]:
+        grant = snapshot.scenarios[scenario_id].grant(dataset.id)
+        assert grant is not None
+        request = parse_verify(body, dataset, grant, scenario_id)
+        self._record_params(dataset, {**request.key, **request.claims}, record)
+        record.fields = sorted([*request.key, *request.claims])
+        await self._consume(claims, snapshot)
+        connector = self._connectors.get(dataset)
+        rows = await connector.fetch(
+            RowQuery(
+                fields=tuple(request.claims),
+                conditions=tuple(Condition(k, "eq", v) for k, v in request.key.items()),
+                order_by=dataset.key_fields,
+                limit=2,
+            )
+        )
+        if len(rows) == 1:
+            stored = rows[0]
+            mismatched = sorted(
+                name
+                for name, claimed in request.claims.items()
+                if _normalise(claimed) != _normalise(stored.get(name))
+            )
+        else:
+            # Unknown key: report every submitted field, so a mismatch and an absence look
+            # the same and the answer does not confirm whether the subject exists.
+            mismatched = sorted([*request.key, *request.claims])
+        result: dict[str, Any] = {"match": not mismatched}
+        if reveal:
+            result["mismatched"] = mismatched
+        return result
+
+    async def _query(
+        self,
+        dataset: Dataset,
+        body: Mapping[str, Any],
+        scenario_id: str,
+        record: CallRecord,
+        snapshot: PolicySnapshot,
+        claims: AccessClaims,
+    ) -> dict[str, Any]:
+        grant = snapshot.scenarios[scenario_id].grant(dataset.id)
+        assert grant is not None
+        filters = body.get("filters") if isinstance(body, Mapping) else None
+        request = parse_query(body, dataset, grant, scenario_id)
+        if isinstance(filters, Mapping):
+            self._record_params(dataset, filters, record)
+        record.parameters["limit"] = request.limit
+        record.parameters["offset"] = request.offset
+        record.fields = list(request.fields)
+        await self._consume(claims, snapshot)
+        rows = await self._connectors.get(dataset).fetch(
+            RowQuery(
+                fields=request.fields,
+                conditions=request.conditions,
+                order_by=dataset.key_fields,
+                limit=request.limit,
+                offset=request.offset,
+            )
+        )
+        rules = {spec.name: spec.sensitive for spec in dataset.fields if spec.sensitive}
+        out_rows = []
+        for row in rows:
+            out: dict[str, Any] = {}
+            for name in request.fields:
+                value = row.get(name)
+                rule = rules.get(name)
+                out[name] = mask(rule, value) if rule is not None else _json_value(value)
+            out_rows.append(out)
+        record.rows = len(out_rows)
+        return {
+            "rows": out_rows,
+            "count": len(out_rows),
+            "limit": request.limit,
+            "offset": request.offset,
+            "next_offset": request.offset + len(out_rows)
+            if len(out_rows) == request.limit
+            else None,
+            "masked_fields": sorted(n for n in request.fields if n in rules),
+        }
+
+    async def _aggregate(
+        self,
+        dataset: Dataset,
+        body: Mapping[str, Any],
+        scenario_id: str,
+        record: CallRecord,
+        snapshot: PolicySnapshot,
+        claims: AccessClaims,
+    ) -> dict[str, Any]:
+        grant = snapshot.scenarios[scenario_id].grant(dataset.id)
+        assert grant is not None
+        request = parse_aggregate(body, dataset, grant, scenario_id)
+        filters = body.get("filters", {})
+        if isinstance(filters, Mapping):
+            self._record_params(dataset, filters, record)
+        record.parameters["group_by"] = list(request.group_by)
+        record.parameters["measures"] = [m.name for m in request.measures]
+        record.fields = sorted({*request.group_by, *(m.field for m in request.measures if m.field)})
+        await self._consume(claims, snapshot)
+        rows = await self._connectors.get(dataset).aggregate(
+            AggregateQuery(
+                group_by=request.group_by,
+                measures=request.measures,
+                subject_field=dataset.subject_field,
+                conditions=request.conditions,
+            )
+        )
+        groups: list[dict[str, Any]] = []
+        suppressed = 0
+        for row in rows:
+            subjects = row.get("_subjects")
+            if not isinstance(subjects, int) or subjects < self._min_subjects:
+                suppressed += 1
+                continue
+            group: dict[str, Any] = {name: _json_value(row.get(name)) for name in request.group_by}
+            for measure in request.measures:
+                value = row.get(measure.name)
+                if measure.fn == "avg" and isinstance(value, Decimal):
+                    value = value.quantize(AVG_QUANTUM, rounding=ROUND_HALF_EVEN)
+                group[measure.name] = _json_value(value)
+            groups.append(group)
+        record.rows = len(groups)
+        return {
+            "groups": groups,
+            "suppressed_groups": suppressed,
+            "min_subjects": self._min_subjects,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return str(value)
+    return value

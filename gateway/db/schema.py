@@ -1,0 +1,183 @@
+"""The gateway's own tables, on one declarative base with named constraints.
+
+Alembic migrations under ``gateway/migrations`` create exactly these tables; a test compares
+the two so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "AgreementRow",
+    "AssertionJtiRow",
+    "Base",
+    "ClientRow",
+    "DatasetRow",
+    "LogEntryRow",
+    "MerchantRow",
+    "ScenarioRow",
+    "TokenRow",
+]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JsonDoc = JSON().with_variant(JSONB(), "postgresql")
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class DatasetRow(Base):
+    """A catalog entry; the full definition (fields, masking, source) lives in ``definition``."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(200))
+    open_attribute: Mapped[str] = mapped_column(String(16))
+    negative_list: Mapped[bool] = mapped_column(Boolean)
+    definition: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+
+class ScenarioRow(Base):
+    __tablename__ = "scenarios"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    definition: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+
+class MerchantRow(Base):
+    __tablename__ = "merchants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    credit_code: Mapped[str] = mapped_column(String(18), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+
+class AgreementRow(Base):
+    __tablename__ = "agreements"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    scenario_id: Mapped[str] = mapped_column(ForeignKey("scenarios.id"), index=True)
+    starts_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    ends_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    share_owner: Mapped[Decimal] = mapped_column(Numeric(5, 2))
+    share_operator: Mapped[Decimal] = mapped_column(Numeric(5, 2))
+    share_processor: Mapped[Decimal] = mapped_column(Numeric(5, 2))
+    status: Mapped[str] = mapped_column(String(16))
+    terms: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+
+class ClientRow(Base):
+    """OAuth client: a merchant's application or a staff member of a role."""
+
+    __tablename__ = "clients"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    merchant_id: Mapped[str | None] = mapped_column(ForeignKey("merchants.id"), index=True)
+    role: Mapped[str | None] = mapped_column(String(32))
+    secret_hash: Mapped[str | None] = mapped_column(String(255))
+    public_jwk: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+
+class TokenRow(Base):
+    """Every token issued, so a token can be revoked by id and audited later."""
+
+    __tablename__ = "tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id"), index=True)
+    merchant_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    scenario_id: Mapped[str | None] = mapped_column(String(64))
+    agreement_id: Mapped[str | None] = mapped_column(String(64))
+    role: Mapped[str | None] = mapped_column(String(32))
+    issued_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    revoked_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class AssertionJtiRow(Base):
+    """Seen ``private_key_jwt`` assertion ids, kept until they expire (replay protection)."""
+
+    __tablename__ = "assertion_jtis"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
+
+
+class LogEntryRow(Base):
+    """One record of an append-only, hash-linked log stream (calls, governance, products).
+
+    ``seq`` is the record's 0-based index in its stream and thus its RFC 9162 leaf index;
+    ``leaf_hash`` = H(0x00 || salt || payload) and ``entry_hash`` = H(0x02 || prev_hash ||
+    leaf_hash). The (stream, seq) primary key is what keeps concurrent writers from forking
+    a stream: a second writer of the same position fails and retries on the new head.
+    The copied columns (merchant, scenario, ...) only serve queries; the payload is the truth.
+    """
+
+    __tablename__ = "log_entries"
+
+    stream: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    recorded_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    kind: Mapped[str] = mapped_column(String(32))
+    merchant_id: Mapped[str | None] = mapped_column(String(64))
+    scenario_id: Mapped[str | None] = mapped_column(String(64))
+    dataset_id: Mapped[str | None] = mapped_column(String(64))
+    decision: Mapped[str | None] = mapped_column(String(16))
+    payload: Mapped[str] = mapped_column(Text)
+    salt: Mapped[bytes] = mapped_column(LargeBinary(32))
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(64))
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(64))
+    entry_hash: Mapped[bytes] = mapped_column(LargeBinary(64))
+
+    __table_args__ = (
+        Index("ix_log_entries_merchant", "merchant_id", "scenario_id", "recorded_at"),
+        Index("ix_log_entries_recorded_at", "stream", "recorded_at"),
+    )

@@ -1,0 +1,188 @@
+"""The one exception hierarchy of dsgw.
+
+Every error a user can cause or meet is a :class:`DsgwError` subclass carrying a stable
+problem ``slug`` (the last segment of its RFC 9457 ``type``), the HTTP status the API maps it
+to, and a message that says what to do. The HTTP layer and the CLI translate these in one
+place each; domain code never builds HTTP responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AgreementError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CatalogError",
+    "ConfigError",
+    "ConflictError",
+    "DsgwError",
+    "ForbiddenError",
+    "InvalidClientError",
+    "InvalidTokenError",
+    "KeystoreError",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "OutOfScopeError",
+    "PayloadTooLargeError",
+    "QuotaExceededError",
+    "RateLimitedError",
+    "SourceUnavailableError",
+    "SuspendedError",
+    "TokenRevokedError",
+    "UnsupportedMediaTypeError",
+    "ValidationError",
+    "all_problem_types",
+]
+
+
+class DsgwError(Exception):
+    """Root of every dsgw error; ``str(err)`` is the actionable message."""
+
+    slug: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        # Extra problem members (RFC 9457 §3.2), e.g. which field was refused.
+        self.extensions: dict[str, Any] = extensions
+
+
+class ConfigError(DsgwError):
+    slug = "config"
+    title = "Configuration error"
+    status = 500
+
+
+class KeystoreError(DsgwError):
+    slug = "keystore"
+    title = "Keystore error"
+    status = 500
+
+
+class BadRequestError(DsgwError):
+    slug = "bad-request"
+    title = "Bad request"
+    status = 400
+
+
+class ValidationError(BadRequestError):
+    slug = "validation"
+    title = "Invalid input"
+
+
+class PayloadTooLargeError(BadRequestError):
+    slug = "payload-too-large"
+    title = "Request body too large"
+    status = 413
+
+
+class UnsupportedMediaTypeError(BadRequestError):
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+    status = 415
+
+
+class AuthenticationError(DsgwError):
+    slug = "unauthenticated"
+    title = "Authentication required"
+    status = 401
+
+
+class InvalidTokenError(AuthenticationError):
+    slug = "invalid-token"
+    title = "Invalid access token"
+
+
+class TokenRevokedError(InvalidTokenError):
+    slug = "token-revoked"
+    title = "Access token revoked"
+
+
+class InvalidClientError(AuthenticationError):
+    slug = "invalid-client"
+    title = "Client authentication failed"
+
+
+class ForbiddenError(DsgwError):
+    slug = "forbidden"
+    title = "Forbidden"
+    status = 403
+
+
+class OutOfScopeError(ForbiddenError):
+    """A call reaches past what the token's scenario authorizes."""
+
+    slug = "out-of-scope"
+    title = "Outside the authorized scenario"
+
+
+class SuspendedError(ForbiddenError):
+    slug = "suspended"
+    title = "Suspended or inactive"
+
+
+class AgreementError(ForbiddenError):
+    slug = "agreement"
+    title = "No usable agreement"
+
+
+class NotFoundError(DsgwError):
+    slug = "not-found"
+    title = "Not found"
+    status = 404
+
+
+class MethodNotAllowedError(DsgwError):
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+    status = 405
+
+
+class ConflictError(DsgwError):
+    slug = "conflict"
+    title = "Conflict with current state"
+    status = 409
+
+
+class CatalogError(ConflictError):
+    """A catalog rule forbids the change (e.g. granting a dataset that is not open)."""
+
+    slug = "catalog-rule"
+    title = "Refused by catalog rules"
+    status = 422
+
+
+class RateLimitedError(DsgwError):
+    slug = "rate-limited"
+    title = "Rate limit exceeded"
+    status = 429
+
+    def __init__(self, detail: str, retry_after: int, **extensions: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extensions)
+        self.retry_after = retry_after
+
+
+class QuotaExceededError(RateLimitedError):
+    slug = "quota-exceeded"
+    title = "Quota exhausted"
+
+
+class SourceUnavailableError(DsgwError):
+    slug = "source-unavailable"
+    title = "Data source unavailable"
+    status = 503
+
+
+def all_problem_types() -> list[type[DsgwError]]:
+    """Every concrete error class, for the problem registry and the OpenAPI check."""
+    seen: list[type[DsgwError]] = []
+    stack: list[type[DsgwError]] = [DsgwError]
+    while stack:
+        cls = stack.pop()
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return sorted(seen, key=lambda c: c.slug)

@@ -1,0 +1,422 @@
+"""Scenarios, merchants, agreements and clients: who may use which data, and how.
+
+"One scenario, one authorization; no scenario, no authorization" (LZ24 §二.2): every grant of
+data is a :class:`DatasetGrant` inside a published :class:`Scenario`, reached only through an
+active :class:`Agreement` between a merchant and that scenario.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from gateway.catalog.models import Dataset, check_id, expect_keys
+from gateway.clock import utc
+from gateway.errors import CatalogError, ConflictError, ValidationError
+
+__all__ = [
+    "MAX_AGREEMENT_YEARS",
+    "Agreement",
+    "AgreementStatus",
+    "Client",
+    "DatasetGrant",
+    "Merchant",
+    "MerchantStatus",
+    "Mode",
+    "Quotas",
+    "Scenario",
+    "ScenarioStatus",
+    "add_years",
+    "parse_time_value",
+]
+
+MAX_AGREEMENT_YEARS = 3
+
+
+class Mode(StrEnum):
+    """Access modes of the data plane: "verification, query, desensitization or computed
+    results" (CS21 art. 24), never a raw export."""
+
+    VERIFY = "verify"
+    QUERY = "query"
+    AGGREGATE = "aggregate"
+
+
+class ScenarioStatus(StrEnum):
+    DRAFT = "draft"
+    PUBLISHED = "published"
+    SUSPENDED = "suspended"
+    RETIRED = "retired"
+
+
+SCENARIO_TRANSITIONS: dict[ScenarioStatus, frozenset[ScenarioStatus]] = {
+    ScenarioStatus.DRAFT: frozenset({ScenarioStatus.PUBLISHED, ScenarioStatus.RETIRED}),
+    ScenarioStatus.PUBLISHED: frozenset({ScenarioStatus.SUSPENDED, ScenarioStatus.RETIRED}),
+    ScenarioStatus.SUSPENDED: frozenset({ScenarioStatus.PUBLISHED, ScenarioStatus.RETIRED}),
+    ScenarioStatus.RETIRED: frozenset(),
+}
+
+
+class MerchantStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class AgreementStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    TERMINATED = "terminated"
+
+
+AGREEMENT_TRANSITIONS: dict[AgreementStatus, frozenset[AgreementStatus]] = {
+    AgreementStatus.ACTIVE: frozenset({AgreementStatus.SUSPENDED, AgreementStatus.TERMINATED}),
+    AgreementStatus.SUSPENDED: frozenset({AgreementStatus.ACTIVE, AgreementStatus.TERMINATED}),
+    AgreementStatus.TERMINATED: frozenset(),
+}
+
+
+def parse_time_value(what: str, value: object) -> dt.datetime:
+    """An RFC 3339 timestamp or a date (taken as midnight UTC)."""
+    if isinstance(value, dt.datetime):
+        return utc(value)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be an RFC 3339 time or a YYYY-MM-DD date")
+    try:
+        if len(value) == 10:
+            day = dt.date.fromisoformat(value)
+            return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+        return utc(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError as exc:
+        raise ValidationError(f"{what}: {value!r} is not an RFC 3339 time or a date") from exc
+
+
+def add_years(moment: dt.datetime, years: int) -> dt.datetime:
+    """Same calendar day ``years`` later; 29 February falls back to 28 February."""
+    try:
+        return moment.replace(year=moment.year + years)
+    except ValueError:
+        return moment.replace(year=moment.year + years, day=28)
+
+
+def _str_list(what: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+        raise ValidationError(f"{what} must be a list of field names")
+    if len(set(value)) != len(value):
+        raise ValidationError(f"{what} lists a field twice")
+    return tuple(value)
+
+
+def _positive_int(what: str, value: object, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValidationError(f"{what} must be a positive integer")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetGrant:
+    """What one scenario may do with one dataset: the minimum necessary (CS21 art. 21)."""
+
+    dataset_id: str
+    modes: frozenset[Mode]
+    # Fields a query may return.
+    fields: tuple[str, ...] = ()
+    # Fields a query or aggregate may filter on.
+    filter_fields: tuple[str, ...] = ()
+    # A query must filter with equality on at least one of these (no unfiltered dumps).
+    required_filters: tuple[str, ...] = ()
+    # Fields a verification may submit (must include the dataset's key fields).
+    verify_fields: tuple[str, ...] = ()
+    reveal_mismatch: bool = False
+    group_by: tuple[str, ...] = ()
+    measure_fields: tuple[str, ...] = ()
+    row_cap: int = 100
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetGrant:
+        expect_keys(
+            "dataset grant",
+            data,
+            {"dataset", "modes"},
+            {
+                "fields",
+                "filter_fields",
+                "required_filters",
+                "verify_fields",
+                "reveal_mismatch",
+                "group_by",
+                "measure_fields",
+                "row_cap",
+            },
+        )
+        dataset_id = check_id("dataset", data["dataset"])
+        raw_modes = data["modes"]
+        if not isinstance(raw_modes, list) or not raw_modes:
+            raise ValidationError(f"grant {dataset_id}: modes must be a non-empty list")
+        try:
+            modes = frozenset(Mode(m) for m in raw_modes)
+        except ValueError as exc:
+            raise ValidationError(
+                f"grant {dataset_id}: modes must be among verify, query, aggregate"
+            ) from exc
+        reveal = data.get("reveal_mismatch", False)
+        if not isinstance(reveal, bool):
+            raise ValidationError(f"grant {dataset_id}: reveal_mismatch must be true or false")
+        row_cap = _positive_int(f"grant {dataset_id}: row_cap", data.get("row_cap", 100))
+        assert row_cap is not None
+        if row_cap > 1000:
+            raise ValidationError(f"grant {dataset_id}: row_cap may not exceed 1000 rows per call")
+        return cls(
+            dataset_id=dataset_id,
+            modes=modes,
+            fields=_str_list("fields", data.get("fields", [])),
+            filter_fields=_str_list("filter_fields", data.get("filter_fields", [])),
+            required_filters=_str_list("required_filters", data.get("required_filters", [])),
+            verify_fields=_str_list("verify_fields", data.get("verify_fields", [])),
+            reveal_mismatch=reveal,
+            group_by=_str_list("group_by", data.get("group_by", [])),
+            measure_fields=_str_list("measure_fields", data.get("measure_fields", [])),
+            row_cap=row_cap,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset_id,
+            "modes": sorted(m.value for m in self.modes),
+            "fields": list(self.fields),
+            "filter_fields": list(self.filter_fields),
+            "required_filters": list(self.required_filters),
+            "verify_fields": list(self.verify_fields),
+            "reveal_mismatch": self.reveal_mismatch,
+            "group_by": list(self.group_by),
+            "measure_fields": list(self.measure_fields),
+            "row_cap": self.row_cap,
+        }
+
+    def check_against(self, dataset: Dataset) -> None:
+        """Refuse a grant of an ungrantable dataset or of fields it does not have."""
+        if not dataset.grantable:
+            reason = "is on the negative list" if dataset.negative_list else "is classed not open"
+            raise CatalogError(
+                f"dataset {dataset.id} {reason} and can never be granted",
+                dataset=dataset.id,
+            )
+        names = set(dataset.field_names)
+        for what, listed in (
+            ("fields", self.fields),
+            ("filter_fields", self.filter_fields),
+            ("required_filters", self.required_filters),
+            ("verify_fields", self.verify_fields),
+            ("group_by", self.group_by),
+            ("measure_fields", self.measure_fields),
+        ):
+            unknown = sorted(set(listed) - names)
+            if unknown:
+                raise ValidationError(
+                    f"grant {dataset.id}: {what} names unknown field(s) {', '.join(unknown)}"
+                )
+        if not set(self.required_filters) <= set(self.filter_fields):
+            raise ValidationError(f"grant {dataset.id}: required_filters must be filter_fields")
+        if Mode.QUERY in self.modes and not self.fields:
+            raise ValidationError(f"grant {dataset.id}: query mode needs fields to return")
+        if Mode.QUERY in self.modes and not self.filter_fields:
+            raise ValidationError(f"grant {dataset.id}: query mode needs filter_fields")
+        if Mode.VERIFY in self.modes:
+            missing = sorted(set(dataset.key_fields) - set(self.verify_fields))
+            if missing:
+                raise ValidationError(
+                    f"grant {dataset.id}: verify_fields must include key field(s) "
+                    + ", ".join(missing)
+                )
+        if Mode.AGGREGATE in self.modes and not self.group_by:
+            raise ValidationError(f"grant {dataset.id}: aggregate mode needs group_by fields")
+        for name in self.measure_fields:
+            if dataset.field(name).type not in ("integer", "decimal"):
+                raise ValidationError(f"grant {dataset.id}: measure field {name} is not numeric")
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    """Per merchant and scenario. Calls refused by policy do not consume quota."""
+
+    rate_per_minute: int = 120
+    daily_calls: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Quotas:
+        expect_keys("quotas", data, set(), {"rate_per_minute", "daily_calls"})
+        rate = _positive_int("quotas.rate_per_minute", data.get("rate_per_minute", 120))
+        assert rate is not None
+        return cls(
+            rate_per_minute=rate,
+            daily_calls=_positive_int(
+                "quotas.daily_calls", data.get("daily_calls"), allow_none=True
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rate_per_minute": self.rate_per_minute, "daily_calls": self.daily_calls}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    id: str
+    name: str
+    domain: str
+    purpose: str
+    grants: tuple[DatasetGrant, ...]
+    quotas: Quotas
+    valid_from: dt.datetime
+    valid_until: dt.datetime
+    status: ScenarioStatus = ScenarioStatus.DRAFT
+
+    def grant(self, dataset_id: str) -> DatasetGrant | None:
+        for grant in self.grants:
+            if grant.dataset_id == dataset_id:
+                return grant
+        return None
+
+    def usable_at(self, now: dt.datetime) -> bool:
+        return self.status is ScenarioStatus.PUBLISHED and self.valid_from <= now < self.valid_until
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+        expect_keys(
+            "scenario",
+            data,
+            {"id", "name", "purpose", "grants", "valid_from", "valid_until"},
+            {"domain", "quotas", "status"},
+        )
+        scenario_id = check_id("scenario", data["id"])
+        grants_raw = data["grants"]
+        if not isinstance(grants_raw, list) or not grants_raw:
+            raise ValidationError(f"scenario {scenario_id}: grants must be a non-empty list")
+        grants = tuple(DatasetGrant.from_dict(g) for g in grants_raw)
+        if len({g.dataset_id for g in grants}) != len(grants):
+            raise ValidationError(f"scenario {scenario_id}: a dataset is granted twice")
+        valid_from = parse_time_value("valid_from", data["valid_from"])
+        valid_until = parse_time_value("valid_until", data["valid_until"])
+        if valid_until <= valid_from:
+            raise ValidationError(f"scenario {scenario_id}: valid_until must be after valid_from")
+        try:
+            status = ScenarioStatus(data.get("status", "draft"))
+        except ValueError as exc:
+            raise ValidationError(f"scenario {scenario_id}: unknown status") from exc
+
+        def text(key: str, default: str = "") -> str:
+            value = data.get(key, default)
+            if not isinstance(value, str) or len(value) > 2000:
+                raise ValidationError(f"scenario {scenario_id}: {key} must be a string")
+            return value
+
+        if not text("name").strip() or not text("purpose").strip():
+            raise ValidationError(f"scenario {scenario_id}: name and purpose are required")
+        return cls(
+            id=scenario_id,
+            name=text("name"),
+            domain=text("domain", "general"),
+            purpose=text("purpose"),
+            grants=grants,
+            quotas=Quotas.from_dict(data.get("quotas", {})),
+            valid_from=valid_from,
+            valid_until=valid_until,
+            status=status,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "domain": self.domain,
+            "purpose": self.purpose,
+            "grants": [g.to_dict() for g in self.grants],
+            "quotas": self.quotas.to_dict(),
+            "valid_from": self.valid_from.isoformat(),
+            "valid_until": self.valid_until.isoformat(),
+            "status": self.status.value,
+        }
+
+    def check_transition(self, target: ScenarioStatus) -> None:
+        if target not in SCENARIO_TRANSITIONS[self.status]:
+            raise ConflictError(
+                f"scenario {self.id} is {self.status.value}; it cannot become {target.value}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Merchant:
+    id: str
+    name: str
+    credit_code: str
+    status: MerchantStatus = MerchantStatus.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """An authorization agreement (CS23 art. 8, 21, 22; ZW art. 19)."""
+
+    id: str
+    merchant_id: str
+    scenario_id: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    share_owner: Decimal
+    share_operator: Decimal
+    share_processor: Decimal
+    status: AgreementStatus = AgreementStatus.ACTIVE
+
+    def usable_at(self, now: dt.datetime) -> bool:
+        return self.status is AgreementStatus.ACTIVE and self.starts_at <= now < self.ends_at
+
+    @staticmethod
+    def check_terms(
+        starts_at: dt.datetime, ends_at: dt.datetime, shares: tuple[object, object, object]
+    ) -> tuple[Decimal, Decimal, Decimal]:
+        """Period within 3 years (CS23 art. 22) and revenue shares summing to 100% (art. 21)."""
+        if ends_at <= starts_at:
+            raise ValidationError("agreement: the period must end after it starts")
+        if ends_at > add_years(starts_at, MAX_AGREEMENT_YEARS):
+            raise ValidationError(
+                f"agreement: the period may last at most {MAX_AGREEMENT_YEARS} years "
+                f"(until {add_years(starts_at, MAX_AGREEMENT_YEARS).date().isoformat()})"
+            )
+        parsed: list[Decimal] = []
+        for name, raw in zip(("owner", "operator", "processor"), shares, strict=True):
+            try:
+                value = Decimal(str(raw))
+            except InvalidOperation as exc:
+                raise ValidationError(f"agreement: share of {name} is not a number") from exc
+            if not value.is_finite() or value < 0 or value > 100 or value != round(value, 2):
+                raise ValidationError(
+                    f"agreement: share of {name} must be a percentage 0-100 with 2 decimals"
+                )
+            parsed.append(value)
+        if sum(parsed) != Decimal(100):
+            raise ValidationError(f"agreement: revenue shares must sum to 100%, got {sum(parsed)}%")
+        return parsed[0], parsed[1], parsed[2]
+
+    def check_transition(self, target: AgreementStatus) -> None:
+        if target not in AGREEMENT_TRANSITIONS[self.status]:
+            raise ConflictError(
+                f"agreement {self.id} is {self.status.value}; it cannot become {target.value}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """An OAuth client. Merchant clients get scenario tokens; staff clients get role tokens."""
+
+    client_id: str
+    kind: str  # "merchant" | "staff"
+    merchant_id: str | None
+    role: str | None
+    secret_hash: str | None
+    public_jwk: Mapping[str, Any] | None
+    status: str = "active"

@@ -1,0 +1,162 @@
+"""An in-memory, immutable view of everything a call decision needs.
+
+Deciding a call must not cost database round trips, so each process holds a
+:class:`PolicySnapshot` and swaps in a fresh one whenever the epoch file says policy changed
+(see :mod:`gateway.governance.epoch`). Snapshots are immutable: a request keeps deciding
+against the one it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.catalog.models import Dataset
+from gateway.clock import Clock, utc
+from gateway.db.schema import (
+    AgreementRow,
+    ClientRow,
+    DatasetRow,
+    MerchantRow,
+    ScenarioRow,
+    TokenRow,
+)
+from gateway.governance.epoch import EpochFile
+from gateway.governance.models import (
+    Agreement,
+    AgreementStatus,
+    Client,
+    Merchant,
+    MerchantStatus,
+    Scenario,
+    ScenarioStatus,
+)
+
+__all__ = ["PolicySnapshot", "PolicyStore", "load_snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    datasets: Mapping[str, Dataset] = field(default_factory=dict)
+    scenarios: Mapping[str, Scenario] = field(default_factory=dict)
+    merchants: Mapping[str, Merchant] = field(default_factory=dict)
+    agreements: Mapping[str, Agreement] = field(default_factory=dict)
+    clients: Mapping[str, Client] = field(default_factory=dict)
+    revoked_jtis: frozenset[str] = frozenset()
+    loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.min.replace(tzinfo=dt.UTC))
+
+    def agreement_for(
+        self, merchant_id: str, scenario_id: str, now: dt.datetime
+    ) -> Agreement | None:
+        """The merchant's agreement for the scenario that is usable now, if any."""
+        for agreement in self.agreements.values():
+            if (
+                agreement.merchant_id == merchant_id
+                and agreement.scenario_id == scenario_id
+                and agreement.usable_at(now)
+            ):
+                return agreement
+        return None
+
+
+def _decimal(value: object) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+async def load_snapshot(engine: AsyncEngine, now: dt.datetime) -> PolicySnapshot:
+    async with engine.connect() as conn:
+        datasets = {
+            row.id: Dataset.from_dict(row.definition)
+            for row in (await conn.execute(select(DatasetRow))).all()
+        }
+        scenarios: dict[str, Scenario] = {}
+        for row in (await conn.execute(select(ScenarioRow))).all():
+            scenario = Scenario.from_dict(row.definition)
+            scenarios[row.id] = _with_status(scenario, ScenarioStatus(row.status))
+        merchants = {
+            row.id: Merchant(row.id, row.name, row.credit_code, MerchantStatus(row.status))
+            for row in (await conn.execute(select(MerchantRow))).all()
+        }
+        agreements = {
+            row.id: Agreement(
+                id=row.id,
+                merchant_id=row.merchant_id,
+                scenario_id=row.scenario_id,
+                starts_at=utc(row.starts_at),
+                ends_at=utc(row.ends_at),
+                share_owner=_decimal(row.share_owner),
+                share_operator=_decimal(row.share_operator),
+                share_processor=_decimal(row.share_processor),
+                status=AgreementStatus(row.status),
+            )
+            for row in (await conn.execute(select(AgreementRow))).all()
+        }
+        clients = {
+            row.client_id: Client(
+                client_id=row.client_id,
+                kind=row.kind,
+                merchant_id=row.merchant_id,
+                role=row.role,
+                secret_hash=row.secret_hash,
+                public_jwk=row.public_jwk,
+                status=row.status,
+            )
+            for row in (await conn.execute(select(ClientRow))).all()
+        }
+        revoked = frozenset(
+            (
+                await conn.scalars(
+                    select(TokenRow.jti).where(
+                        TokenRow.revoked_at.is_not(None), TokenRow.expires_at > now
+                    )
+                )
+            ).all()
+        )
+    return PolicySnapshot(
+        datasets=datasets,
+        scenarios=scenarios,
+        merchants=merchants,
+        agreements=agreements,
+        clients=clients,
+        revoked_jtis=revoked,
+        loaded_at=now,
+    )
+
+
+def _with_status(scenario: Scenario, status: ScenarioStatus) -> Scenario:
+    return replace(scenario, status=status)
+
+
+class PolicyStore:
+    """Hands out the current snapshot, reloading first if the epoch moved."""
+
+    def __init__(self, engine: AsyncEngine, epoch: EpochFile, clock: Clock) -> None:
+        self._engine = engine
+        self._epoch = epoch
+        self._clock = clock
+        self._snapshot = PolicySnapshot()
+        self._marker: tuple[int, int, int] | None = None
+        self._lock = asyncio.Lock()
+        self.reloads = 0
+
+    async def current(self) -> PolicySnapshot:
+        if self._epoch.marker() != self._marker:
+            await self.reload()
+        return self._snapshot
+
+    async def reload(self) -> None:
+        async with self._lock:
+            marker = self._epoch.marker()
+            if marker == self._marker:
+                return
+            # Read the marker before loading: a change committed during the load moves it
+            # again, and the next call reloads once more.
+            self._snapshot = await load_snapshot(self._engine, self._clock.now())
+            self._marker = marker
+            self.reloads += 1

@@ -1,0 +1,554 @@
+"""Admin actions of the authority and the operator: the catalog, scenarios, merchants,
+agreements, client credentials and revocation.
+
+Each change commits together with its record in the ``governance`` log stream, then bumps
+the policy epoch so every gateway process applies it on its very next call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.authorization.roles import Action, Role, require
+from gateway.authorization.secrets import SecretHasher, new_client_secret
+from gateway.catalog.models import Dataset, check_id
+from gateway.clock import Clock
+from gateway.db.schema import (
+    AgreementRow,
+    Base,
+    ClientRow,
+    DatasetRow,
+    MerchantRow,
+    ScenarioRow,
+    TokenRow,
+)
+from gateway.errors import CatalogError, ConflictError, NotFoundError, ValidationError
+from gateway.governance.epoch import EpochFile
+from gateway.governance.models import (
+    Agreement,
+    AgreementStatus,
+    Client,
+    Merchant,
+    MerchantStatus,
+    Scenario,
+    ScenarioStatus,
+    parse_time_value,
+)
+from gateway.governance.policy import load_snapshot
+from gateway.identifiers import is_valid_uscc
+from gateway.ledger.hashing import HashAlgorithm
+from gateway.ledger.log import PendingRecord, append_in_transaction
+
+__all__ = ["LOCAL_ADMIN", "Actor", "GovernanceService", "IssuedClient"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes a change. ``role=None`` is the local administrator at the console, who
+    holds the data directory and the keystore passphrase and so may do anything."""
+
+    id: str
+    role: Role | None = None
+
+    def may(self, action: Action) -> None:
+        if self.role is not None:
+            require(self.role, action)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "role": self.role.value if self.role else "local-admin"}
+
+
+LOCAL_ADMIN = Actor("local-admin")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedClient:
+    client: Client
+    # Shown once; only its hash is stored.
+    secret: str | None
+
+
+async def _row(conn: AsyncConnection, model: type[Base], condition: Any) -> Any:
+    """The one row matching ``condition`` as a named tuple, or None."""
+    table = model.__table__
+    return (await conn.execute(select(table).where(condition))).first()
+
+
+class GovernanceService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        epoch: EpochFile,
+        clock: Clock,
+        hasher: SecretHasher,
+        *,
+        algorithm: HashAlgorithm = "sha256",
+    ) -> None:
+        self._engine = engine
+        self._epoch = epoch
+        self._clock = clock
+        self._hasher = hasher
+        self._algorithm: HashAlgorithm = algorithm
+
+    async def _change(
+        self,
+        actor: Actor,
+        kind: str,
+        body: Mapping[str, Any],
+        apply: Callable[[AsyncConnection, dt.datetime], Awaitable[T]],
+    ) -> T:
+        """Run ``apply`` and append its governance record in one transaction."""
+        for _attempt in range(5):
+            now = self._clock.now()
+            try:
+                async with self._engine.begin() as conn:
+                    result = await apply(conn, now)
+                    await append_in_transaction(
+                        conn,
+                        PendingRecord(
+                            stream="governance",
+                            kind=kind,
+                            recorded_at=now,
+                            body={"actor": actor.to_dict(), **body},
+                        ),
+                        self._algorithm,
+                    )
+            except IntegrityError:
+                # A concurrent append took our log position (or a row appeared since we
+                # checked): run the whole change again on the new state.
+                continue
+            self._epoch.bump()
+            return result
+        raise ConflictError(f"{kind}: concurrent changes kept conflicting; try again")
+
+    # -- catalog ------------------------------------------------------------------------
+
+    async def register_dataset(
+        self, actor: Actor, data: Mapping[str, Any], *, replace_existing: bool = False
+    ) -> Dataset:
+        actor.may(Action.REGISTER_DATASET)
+        dataset = Dataset.from_dict(data)
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> Dataset:
+            exists = await conn.scalar(select(DatasetRow.id).where(DatasetRow.id == dataset.id))
+            values = {
+                "name": dataset.name,
+                "provider": dataset.provider,
+                "open_attribute": dataset.open_attribute.value,
+                "negative_list": dataset.negative_list,
+                "definition": dataset.to_dict(),
+                "updated_at": now,
+            }
+            if exists and not replace_existing:
+                raise ConflictError(f"dataset {dataset.id} is already registered")
+            if exists:
+                await conn.execute(
+                    update(DatasetRow).where(DatasetRow.id == dataset.id).values(**values)
+                )
+            else:
+                await conn.execute(
+                    insert(DatasetRow).values(id=dataset.id, created_at=now, **values)
+                )
+            return dataset
+
+        kind = "dataset.updated" if replace_existing else "dataset.registered"
+        return await self._change(actor, kind, {"dataset": dataset.to_dict()}, apply)
+
+    # -- scenarios ----------------------------------------------------------------------
+
+    async def create_scenario(self, actor: Actor, data: Mapping[str, Any]) -> Scenario:
+        actor.may(Action.MANAGE_SCENARIO)
+        scenario = replace(Scenario.from_dict(data), status=ScenarioStatus.DRAFT)
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> Scenario:
+            if await conn.scalar(select(ScenarioRow.id).where(ScenarioRow.id == scenario.id)):
+                raise ConflictError(f"scenario {scenario.id} already exists")
+            await self._check_grants(conn, scenario)
+            await conn.execute(
+                insert(ScenarioRow).values(
+                    id=scenario.id,
+                    name=scenario.name,
+                    status=scenario.status.value,
+                    definition=scenario.to_dict(),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return scenario
+
+        return await self._change(
+            actor, "scenario.created", {"scenario": scenario.to_dict()}, apply
+        )
+
+    async def _check_grants(self, conn: AsyncConnection, scenario: Scenario) -> None:
+        for grant in scenario.grants:
+            row = await _row(conn, DatasetRow, DatasetRow.id == grant.dataset_id)
+            if row is None:
+                raise NotFoundError(
+                    f"scenario {scenario.id}: dataset {grant.dataset_id} is not in the catalog"
+                )
+            grant.check_against(Dataset.from_dict(row.definition))
+
+    async def set_scenario_status(
+        self, actor: Actor, scenario_id: str, status: ScenarioStatus, reason: str = ""
+    ) -> Scenario:
+        actor.may(
+            Action.SUSPEND_SCENARIO
+            if status is ScenarioStatus.SUSPENDED
+            else Action.MANAGE_SCENARIO
+        )
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> Scenario:
+            row = await _row(conn, ScenarioRow, ScenarioRow.id == scenario_id)
+            if row is None:
+                raise NotFoundError(f"scenario {scenario_id} does not exist")
+            current = replace(Scenario.from_dict(row.definition), status=ScenarioStatus(row.status))
+            current.check_transition(status)
+            if status is ScenarioStatus.PUBLISHED:
+                # Catalog rules may have changed since the draft was written.
+                await self._check_grants(conn, current)
+            updated = replace(current, status=status)
+            await conn.execute(
+                update(ScenarioRow)
+                .where(ScenarioRow.id == scenario_id)
+                .values(status=status.value, definition=updated.to_dict(), updated_at=now)
+            )
+            return updated
+
+        return await self._change(
+            actor,
+            f"scenario.{status.value}",
+            {"scenario_id": scenario_id, "status": status.value, "reason": reason},
+            apply,
+        )
+
+    # -- merchants ----------------------------------------------------------------------
+
+    async def register_merchant(
+        self, actor: Actor, merchant_id: str, name: str, credit_code: str
+    ) -> Merchant:
+        actor.may(Action.REGISTER_MERCHANT)
+        check_id("merchant", merchant_id)
+        if not name.strip() or len(name) > 200:
+            raise ValidationError("merchant name must be 1-200 characters")
+        code = credit_code.strip().upper()
+        if not is_valid_uscc(code):
+            raise ValidationError(
+                f"merchant credit code {credit_code!r} is not a valid unified social credit "
+                "code (GB 32100: 18 characters with a correct check character)"
+            )
+        merchant = Merchant(merchant_id, name.strip(), code)
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> Merchant:
+            if await conn.scalar(select(MerchantRow.id).where(MerchantRow.id == merchant_id)):
+                raise ConflictError(f"merchant {merchant_id} already exists")
+            if await conn.scalar(select(MerchantRow.id).where(MerchantRow.credit_code == code)):
+                raise ConflictError(f"a merchant with credit code {code} already exists")
+            await conn.execute(
+                insert(MerchantRow).values(
+                    id=merchant_id,
+                    name=merchant.name,
+                    credit_code=code,
+                    status=merchant.status.value,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return merchant
+
+        return await self._change(
+            actor,
+            "merchant.registered",
+            {"merchant_id": merchant_id, "name": merchant.name, "credit_code": code},
+            apply,
+        )
+
+    async def set_merchant_status(
+        self, actor: Actor, merchant_id: str, status: MerchantStatus, reason: str = ""
+    ) -> Merchant:
+        actor.may(
+            Action.SUSPEND_MERCHANT
+            if status is MerchantStatus.SUSPENDED
+            else Action.REGISTER_MERCHANT
+        )
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> Merchant:
+            row = await _row(conn, MerchantRow, MerchantRow.id == merchant_id)
+            if row is None:
+                raise NotFoundError(f"merchant {merchant_id} does not exist")
+            await conn.execute(
+                update(MerchantRow)
+                .where(MerchantRow.id == merchant_id)
+                .values(status=status.value, updated_at=now)
+            )
+            return Merchant(row.id, row.name, row.credit_code, status)
+
+        return await self._change(
+            actor,
+            f"merchant.{status.value}",
+            {"merchant_id": merchant_id, "status": status.value, "reason": reason},
+            apply,
+        )
+
+    # -- agreements ---------------------------------------------------------------------
+
+    async def grant_agreement(
+        self,
+        actor: Actor,
+        *,
+        merchant_id: str,
+        scenario_id: str,
+        starts_at: object,
+        ends_at: object,
+        shares: tuple[object, object, object],
+        terms: Mapping[str, Any] | None = None,
+        agreement_id: str | None = None,
+    ) -> Agreement:
+        actor.may(Action.GRANT_AGREEMENT)
+        start = parse_time_value("starts_at", starts_at)
+        end = parse_time_value("ends_at", ends_at)
+        owner, operator, processor = Agreement.check_terms(start, end, shares)
+        new_id = check_id("agreement", agreement_id or f"agr-{secrets.token_hex(6)}")
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> Agreement:
+            merchant = await _row(conn, MerchantRow, MerchantRow.id == merchant_id)
+            if merchant is None:
+                raise NotFoundError(f"merchant {merchant_id} does not exist")
+            if merchant.status != MerchantStatus.ACTIVE.value:
+                raise ConflictError(f"merchant {merchant_id} is {merchant.status}")
+            row = await _row(conn, ScenarioRow, ScenarioRow.id == scenario_id)
+            if row is None:
+                raise NotFoundError(f"scenario {scenario_id} does not exist")
+            if row.status != ScenarioStatus.PUBLISHED.value:
+                raise ConflictError(
+                    f"scenario {scenario_id} is {row.status}; only a published scenario can be "
+                    "granted (no scenario, no authorization)"
+                )
+            scenario = Scenario.from_dict(row.definition)
+            try:
+                await self._check_grants(conn, scenario)
+            except CatalogError as exc:
+                raise CatalogError(f"agreement refused: {exc.detail}", **exc.extensions) from exc
+            if await conn.scalar(select(AgreementRow.id).where(AgreementRow.id == new_id)):
+                raise ConflictError(f"agreement {new_id} already exists")
+            await conn.execute(
+                insert(AgreementRow).values(
+                    id=new_id,
+                    merchant_id=merchant_id,
+                    scenario_id=scenario_id,
+                    starts_at=start,
+                    ends_at=end,
+                    share_owner=owner,
+                    share_operator=operator,
+                    share_processor=processor,
+                    status=AgreementStatus.ACTIVE.value,
+                    terms=dict(terms or {}),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return Agreement(
+                new_id, merchant_id, scenario_id, start, end, owner, operator, processor
+            )
+
+        return await self._change(
+            actor,
+            "agreement.granted",
+            {
+                "agreement_id": new_id,
+                "merchant_id": merchant_id,
+                "scenario_id": scenario_id,
+                "starts_at": start,
+                "ends_at": end,
+                "shares": {"owner": owner, "operator": operator, "processor": processor},
+            },
+            apply,
+        )
+
+    async def set_agreement_status(
+        self, actor: Actor, agreement_id: str, status: AgreementStatus, reason: str = ""
+    ) -> AgreementStatus:
+        actor.may(Action.MANAGE_AGREEMENT)
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> AgreementStatus:
+            row = await _row(conn, AgreementRow, AgreementRow.id == agreement_id)
+            if row is None:
+                raise NotFoundError(f"agreement {agreement_id} does not exist")
+            snapshot_agreement = Agreement(
+                row.id,
+                row.merchant_id,
+                row.scenario_id,
+                row.starts_at,
+                row.ends_at,
+                row.share_owner,
+                row.share_operator,
+                row.share_processor,
+                AgreementStatus(row.status),
+            )
+            snapshot_agreement.check_transition(status)
+            await conn.execute(
+                update(AgreementRow)
+                .where(AgreementRow.id == agreement_id)
+                .values(status=status.value, updated_at=now)
+            )
+            return status
+
+        return await self._change(
+            actor,
+            f"agreement.{status.value}",
+            {"agreement_id": agreement_id, "status": status.value, "reason": reason},
+            apply,
+        )
+
+    # -- clients and tokens -------------------------------------------------------------
+
+    async def issue_client(
+        self,
+        actor: Actor,
+        *,
+        merchant_id: str | None = None,
+        role: Role | None = None,
+        public_jwk: Mapping[str, Any] | None = None,
+        with_secret: bool = True,
+    ) -> IssuedClient:
+        """New client credentials for a merchant, or staff credentials for a role.
+
+        A client authenticates with the returned secret, with ``private_key_jwt`` signed by
+        the key matching ``public_jwk``, or either if both are set.
+        """
+        if (merchant_id is None) == (role is None):
+            raise ValidationError("a client belongs either to a merchant or to a staff role")
+        if role is not None and actor.role is not None:
+            raise ValidationError("staff credentials are issued only by the local administrator")
+        actor.may(Action.ISSUE_CLIENT)
+        if public_jwk is not None:
+            from keys.jwk import jwk_to_public_key
+
+            jwk_to_public_key(public_jwk)  # refuse a malformed key now, not at first use
+        if not with_secret and public_jwk is None:
+            raise ValidationError("a client needs a secret or a public key")
+        client_id = f"{merchant_id or role}-{secrets.token_hex(4)}"
+        secret = new_client_secret() if with_secret else None
+        secret_hash = await self._hasher.hash_async(secret) if secret else None
+        kind = "merchant" if merchant_id else "staff"
+        client = Client(
+            client_id=client_id,
+            kind=kind,
+            merchant_id=merchant_id,
+            role=role.value if role else None,
+            secret_hash=secret_hash,
+            public_jwk=dict(public_jwk) if public_jwk else None,
+        )
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> IssuedClient:
+            if merchant_id is not None:
+                exists = await conn.scalar(
+                    select(MerchantRow.id).where(MerchantRow.id == merchant_id)
+                )
+                if exists is None:
+                    raise NotFoundError(f"merchant {merchant_id} does not exist")
+            await conn.execute(
+                insert(ClientRow).values(
+                    client_id=client_id,
+                    kind=kind,
+                    merchant_id=merchant_id,
+                    role=client.role,
+                    secret_hash=secret_hash,
+                    public_jwk=client.public_jwk,
+                    status="active",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return IssuedClient(client, secret)
+
+        return await self._change(
+            actor,
+            "client.issued",
+            {
+                "client_id": client_id,
+                "merchant_id": merchant_id,
+                "role": client.role,
+                "auth": [
+                    m
+                    for m, on in (("secret", bool(secret)), ("private_key_jwt", bool(public_jwk)))
+                    if on
+                ],
+            },
+            apply,
+        )
+
+    async def set_client_status(
+        self, actor: Actor, client_id: str, status: str, reason: str = ""
+    ) -> None:
+        actor.may(Action.ISSUE_CLIENT)
+        if status not in ("active", "disabled"):
+            raise ValidationError("client status must be active or disabled")
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> None:
+            result = await conn.execute(
+                update(ClientRow)
+                .where(ClientRow.client_id == client_id)
+                .values(status=status, updated_at=now)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"client {client_id} does not exist")
+
+        await self._change(
+            actor, f"client.{status}", {"client_id": client_id, "reason": reason}, apply
+        )
+
+    async def revoke_token(self, actor: Actor, jti: str, reason: str) -> None:
+        actor.may(Action.REVOKE_TOKEN)
+        if not reason.strip():
+            raise ValidationError("a revocation needs a reason")
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> None:
+            row = await _row(conn, TokenRow, TokenRow.jti == jti)
+            if row is None:
+                raise NotFoundError(f"token {jti} was not issued by this gateway")
+            if row.revoked_at is None:
+                await conn.execute(
+                    update(TokenRow)
+                    .where(TokenRow.jti == jti)
+                    .values(revoked_at=now, revoked_reason=reason[:500])
+                )
+
+        await self._change(actor, "token.revoked", {"jti": jti, "reason": reason}, apply)
+
+    async def revoke_merchant_tokens(self, actor: Actor, merchant_id: str, reason: str) -> int:
+        actor.may(Action.REVOKE_TOKEN)
+        if not reason.strip():
+            raise ValidationError("a revocation needs a reason")
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> int:
+            if await _row(conn, MerchantRow, MerchantRow.id == merchant_id) is None:
+                raise NotFoundError(f"merchant {merchant_id} does not exist")
+            result = await conn.execute(
+                update(TokenRow)
+                .where(
+                    TokenRow.merchant_id == merchant_id,
+                    TokenRow.revoked_at.is_(None),
+                    TokenRow.expires_at > now,
+                )
+                .values(revoked_at=now, revoked_reason=reason[:500])
+            )
+            return int(result.rowcount or 0)
+
+        return await self._change(
+            actor, "token.revoked-all", {"merchant_id": merchant_id, "reason": reason}, apply
+        )
+
+    async def snapshot(self) -> Any:
+        """The current policy as the gateway would see it (for listings)."""
+        return await load_snapshot(self._engine, self._clock.now())

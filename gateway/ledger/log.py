@@ -1,0 +1,326 @@
+"""Append-only, hash-linked log streams with group commit.
+
+Why group commit: every call's record must be durable before its answer leaves, and a
+durable commit costs an fsync. One writer task takes every record queued while the previous
+transaction was committing and writes them in the next transaction, so concurrent callers
+share one fsync instead of queueing for one each.
+
+Correctness across processes does not rest on this writer: the (stream, seq) primary key
+refuses a second record at the same position, and the writer then reloads the head and
+rebuilds the batch on top of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.clock import utc
+from gateway.db.schema import LogEntryRow
+from gateway.errors import DsgwError
+from gateway.ledger.canonical import canonical_bytes
+from gateway.ledger.hashing import GENESIS, HashAlgorithm, entry_hash, leaf_hash
+
+__all__ = [
+    "STREAMS",
+    "AppendedEntry",
+    "LogEntry",
+    "LogUnavailableError",
+    "LogWriter",
+    "PendingRecord",
+    "append_in_transaction",
+    "read_entries",
+    "read_entry",
+    "stream_size",
+]
+
+log = logging.getLogger(__name__)
+
+STREAMS = ("calls", "governance", "products")
+SALT_BYTES = 16
+_MAX_CONFLICT_RETRIES = 20
+
+
+class LogUnavailableError(DsgwError):
+    """The log could not commit; the gateway refuses to answer rather than answer unlogged."""
+
+    slug = "log-unavailable"
+    title = "Call log unavailable"
+    status = 503
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRecord:
+    """A record to append. ``body`` holds the record's own fields (no ``kind``/``time``)."""
+
+    stream: str
+    kind: str
+    recorded_at: dt.datetime
+    body: Mapping[str, Any]
+    merchant_id: str | None = None
+    scenario_id: str | None = None
+    dataset_id: str | None = None
+    decision: str | None = None
+
+    def payload(self) -> bytes:
+        if "kind" in self.body or "time" in self.body:
+            raise ValueError("record body must not set 'kind' or 'time'")
+        return canonical_bytes({"kind": self.kind, "time": self.recorded_at, **self.body})
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedEntry:
+    """Where a record landed; what a merchant keeps to ask for its proof later."""
+
+    stream: str
+    seq: int
+    leaf_hash: bytes
+    entry_hash: bytes
+
+    @property
+    def record_id(self) -> str:
+        return f"{self.stream}/{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    stream: str
+    seq: int
+    recorded_at: dt.datetime
+    kind: str
+    payload: bytes
+    salt: bytes
+    leaf_hash: bytes
+    prev_hash: bytes
+    entry_hash: bytes
+
+
+@dataclass(slots=True)
+class _Job:
+    record: PendingRecord
+    payload: bytes
+    future: asyncio.Future[AppendedEntry]
+    salt: bytes = field(default_factory=lambda: os.urandom(SALT_BYTES))
+
+
+class LogWriter:
+    """The single writer of this process; :meth:`append` returns once the record is durable."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, algorithm: HashAlgorithm = "sha256", batch_max: int = 512
+    ) -> None:
+        self._engine = engine
+        self._algorithm: HashAlgorithm = algorithm
+        self._batch_max = batch_max
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._heads: dict[str, tuple[int, bytes]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches_committed = 0
+        self.records_committed = 0
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="dsgw-log-writer")
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop."""
+        self._closing = True
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def append(self, record: PendingRecord) -> AppendedEntry:
+        """Queue ``record`` and wait until it is committed.
+
+        Raises :class:`LogUnavailableError` if the store cannot commit it; the caller must
+        then not deliver anything that depends on the record.
+        """
+        if self._closing or self._task is None:
+            raise LogUnavailableError("log: the writer is not running")
+        if record.stream not in STREAMS:
+            raise ValueError(f"unknown log stream {record.stream!r}")
+        loop = asyncio.get_running_loop()
+        job = _Job(record, record.payload(), loop.create_future())
+        self._queue.put_nowait(job)
+        return await asyncio.shield(job.future)
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            jobs = [first]
+            while len(jobs) < self._batch_max and not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+            try:
+                results = await self._commit(jobs)
+            except Exception as exc:  # the one writer must outlive any failed batch
+                error = (
+                    exc
+                    if isinstance(exc, LogUnavailableError)
+                    else LogUnavailableError(f"log: commit failed unexpectedly: {exc}")
+                )
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+            else:
+                for job, result in zip(jobs, results, strict=True):
+                    if not job.future.done():
+                        job.future.set_result(result)
+            finally:
+                for _ in jobs:
+                    self._queue.task_done()
+
+    async def _commit(self, jobs: Sequence[_Job]) -> list[AppendedEntry]:
+        for _attempt in range(_MAX_CONFLICT_RETRIES):
+            heads = dict(self._heads)
+            try:
+                async with self._engine.begin() as conn:
+                    rows: list[dict[str, Any]] = []
+                    results: list[AppendedEntry] = []
+                    for job in jobs:
+                        stream = job.record.stream
+                        if stream not in heads:
+                            heads[stream] = await _load_head(conn, stream)
+                        row, appended = _build_row(
+                            self._algorithm, job.record, job.payload, job.salt, heads[stream]
+                        )
+                        heads[stream] = (appended.seq + 1, appended.entry_hash)
+                        rows.append(row)
+                        results.append(appended)
+                    await conn.execute(insert(LogEntryRow), rows)
+            except IntegrityError:
+                # Another process appended first: forget our heads and rebuild on theirs.
+                self._heads.clear()
+                continue
+            except (SQLAlchemyError, OSError) as exc:
+                self._heads.clear()
+                log.error("log commit failed: %s", exc)
+                raise LogUnavailableError(
+                    "log: the call log could not be committed; nothing was delivered"
+                ) from exc
+            self._heads = heads
+            self.batches_committed += 1
+            self.records_committed += len(jobs)
+            return results
+        raise LogUnavailableError("log: too many concurrent writers; try again")
+
+
+async def _load_head(conn: AsyncConnection, stream: str) -> tuple[int, bytes]:
+    row = (
+        await conn.execute(
+            select(LogEntryRow.seq, LogEntryRow.entry_hash)
+            .where(LogEntryRow.stream == stream)
+            .order_by(LogEntryRow.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    return (0, GENESIS) if row is None else (row.seq + 1, bytes(row.entry_hash))
+
+
+def _build_row(
+    algorithm: HashAlgorithm,
+    record: PendingRecord,
+    payload: bytes,
+    salt: bytes,
+    head: tuple[int, bytes],
+) -> tuple[dict[str, Any], AppendedEntry]:
+    seq, previous = head
+    leaf = leaf_hash(algorithm, salt, payload)
+    link = entry_hash(algorithm, previous, leaf)
+    row = {
+        "stream": record.stream,
+        "seq": seq,
+        "recorded_at": record.recorded_at,
+        "kind": record.kind,
+        "merchant_id": record.merchant_id,
+        "scenario_id": record.scenario_id,
+        "dataset_id": record.dataset_id,
+        "decision": record.decision,
+        "payload": payload.decode("utf-8"),
+        "salt": salt,
+        "leaf_hash": leaf,
+        "prev_hash": previous,
+        "entry_hash": link,
+    }
+    return row, AppendedEntry(record.stream, seq, leaf, link)
+
+
+async def append_in_transaction(
+    conn: AsyncConnection, record: PendingRecord, algorithm: HashAlgorithm
+) -> AppendedEntry:
+    """Append inside the caller's transaction, so a state change and its record commit
+    together. A concurrent append at the same position raises ``IntegrityError``: the caller
+    retries its whole transaction."""
+    if record.stream not in STREAMS:
+        raise ValueError(f"unknown log stream {record.stream!r}")
+    row, appended = _build_row(
+        algorithm,
+        record,
+        record.payload(),
+        os.urandom(SALT_BYTES),
+        await _load_head(conn, record.stream),
+    )
+    await conn.execute(insert(LogEntryRow), [row])
+    return appended
+
+
+def _entry(row: Any) -> LogEntry:
+    return LogEntry(
+        stream=row.stream,
+        seq=row.seq,
+        recorded_at=utc(row.recorded_at),
+        kind=row.kind,
+        payload=row.payload.encode("utf-8"),
+        salt=bytes(row.salt),
+        leaf_hash=bytes(row.leaf_hash),
+        prev_hash=bytes(row.prev_hash),
+        entry_hash=bytes(row.entry_hash),
+    )
+
+
+async def read_entry(engine: AsyncEngine, stream: str, seq: int) -> LogEntry | None:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(LogEntryRow).where(LogEntryRow.stream == stream, LogEntryRow.seq == seq)
+            )
+        ).first()
+    return None if row is None else _entry(row)
+
+
+async def read_entries(
+    engine: AsyncEngine,
+    stream: str,
+    *,
+    merchant_id: str | None = None,
+    limit: int = 50,
+    newest_first: bool = True,
+) -> list[LogEntry]:
+    query = select(LogEntryRow).where(LogEntryRow.stream == stream)
+    if merchant_id is not None:
+        query = query.where(LogEntryRow.merchant_id == merchant_id)
+    order = LogEntryRow.seq.desc() if newest_first else LogEntryRow.seq.asc()
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(order).limit(limit))).all()
+    return [_entry(row) for row in rows]
+
+
+async def stream_size(engine: AsyncEngine, stream: str) -> int:
+    async with engine.connect() as conn:
+        value = await conn.scalar(
+            select(func.count()).select_from(LogEntryRow).where(LogEntryRow.stream == stream)
+        )
+    return int(value or 0)

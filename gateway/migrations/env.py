@@ -1,0 +1,20 @@
+"""Alembic environment: runs on the connection dsgw hands it (see gateway.db.migrate)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from gateway.db.schema import Base
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("dsgw migrations run through `dsgw init` or gateway.db.migrate")
+
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

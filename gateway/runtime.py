@@ -1,0 +1,187 @@
+"""Wiring: builds every domain service of one gateway process from its settings.
+
+The HTTP app and the CLI both start here, so they share one set of services and rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.authorization.quotas import QuotaTracker
+from gateway.authorization.secrets import SecretHasher
+from gateway.authorization.tokens import TokenService
+from gateway.clock import Clock, SystemClock
+from gateway.dataplane.service import ConnectorRegistry, DataPlane
+from gateway.db import create_engine, migrate
+from gateway.db.schema import LogEntryRow
+from gateway.errors import KeystoreError
+from gateway.governance.epoch import EpochFile
+from gateway.governance.policy import PolicyStore
+from gateway.governance.service import GovernanceService
+from gateway.ledger.hashing import HashAlgorithm
+from gateway.ledger.log import LogWriter
+from gateway.settings import Settings
+from keys.keystore import KeyPurpose, Keystore
+from keys.passphrase import create_passphrase_file, load_passphrase
+
+__all__ = ["Gateway", "initialise"]
+
+
+def _passphrase_file(settings: Settings) -> Path:
+    if settings.keystore_passphrase_file:
+        return Path(settings.keystore_passphrase_file)
+    return settings.data_dir / "keystore.pass"
+
+
+def _passphrase(settings: Settings) -> bytes:
+    return load_passphrase(
+        env_value=settings.keystore_passphrase or None,
+        file=_passphrase_file(settings),
+    )
+
+
+def derive_key(secret: bytes, label: str) -> bytes:
+    """A sub-key per use, so one secret never serves two purposes directly."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label.encode()).derive(secret)
+
+
+@dataclass(frozen=True, slots=True)
+class InitReport:
+    data_dir: Path
+    created_keystore: bool
+    created_passphrase_file: Path | None
+    database_url: str
+
+
+async def initialise(settings: Settings, *, clock: Clock | None = None) -> InitReport:
+    """Create the data directory, the keystore (with its first keys) and the schema.
+
+    Idempotent: existing keys and data are kept. Without ``DSGW_KEYSTORE_PASSPHRASE`` a
+    random passphrase is written to a 0600 file beside the keystore; production
+    deployments pass the passphrase from their secret store instead.
+    """
+    now = (clock or SystemClock()).now()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    created_pass: Path | None = None
+    pass_file = _passphrase_file(settings)
+    if not settings.keystore_passphrase and not pass_file.exists():
+        create_passphrase_file(pass_file)
+        created_pass = pass_file
+    passphrase = _passphrase(settings)
+    created = False
+    if settings.keystore_path.exists():
+        keystore = Keystore.open(settings.keystore_path, passphrase)
+    else:
+        keystore = Keystore.create(settings.keystore_path, passphrase)
+        created = True
+    for purpose in (KeyPurpose.TOKEN_SIGNING, KeyPurpose.CHECKPOINT, KeyPurpose.MARK):
+        try:
+            keystore.active(purpose)
+        except KeystoreError:
+            keystore.generate(purpose, now=now)
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    return InitReport(settings.data_dir, created, created_pass, settings.resolved_database_url)
+
+
+@dataclass(slots=True)
+class Gateway:
+    """Every service of one gateway process."""
+
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    keystore: Keystore
+    epoch: EpochFile
+    policy: PolicyStore
+    log: LogWriter
+    tokens: TokenService
+    governance: GovernanceService
+    dataplane: DataPlane
+    connectors: ConnectorRegistry
+
+    @classmethod
+    async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Gateway:
+        """Open the store and keystore made by :func:`initialise` and start the log writer.
+
+        Raises :class:`KeystoreError` when the keystore is missing or the passphrase is wrong.
+        """
+        clock = clock or SystemClock()
+        if not settings.keystore_path.exists():
+            raise KeystoreError(
+                f"keystore: {settings.keystore_path} does not exist; run `dsgw init` first"
+            )
+        keystore = Keystore.open(settings.keystore_path, _passphrase(settings))
+        engine = create_engine(settings.resolved_database_url)
+        await migrate(engine)
+        algorithm: HashAlgorithm = "sm3" if settings.ledger_hash_algorithm == "sm3" else "sha256"
+        epoch = EpochFile(settings.epoch_path)
+        policy = PolicyStore(engine, epoch, clock)
+        await policy.reload()
+        log = LogWriter(engine, algorithm=algorithm, batch_max=settings.log_batch_max)
+        await log.start()
+        hasher = SecretHasher(
+            time_cost=settings.secret_hash_time_cost,
+            memory_kib=settings.secret_hash_memory_kib,
+        )
+        tokens = TokenService(settings, keystore, policy, engine, hasher, clock)
+        governance = GovernanceService(engine, epoch, clock, hasher, algorithm=algorithm)
+        connectors = ConnectorRegistry(settings.data_dir, pool_size=settings.source_pool_size)
+
+        async def count_calls(
+            merchant_id: str, scenario_id: str, start: dt.datetime, end: dt.datetime
+        ) -> int:
+            async with engine.connect() as conn:
+                value = await conn.scalar(
+                    select(func.count())
+                    .select_from(LogEntryRow)
+                    .where(
+                        LogEntryRow.stream == "calls",
+                        LogEntryRow.kind == "data",
+                        LogEntryRow.merchant_id == merchant_id,
+                        LogEntryRow.scenario_id == scenario_id,
+                        LogEntryRow.decision == "allow",
+                        LogEntryRow.recorded_at >= start,
+                        LogEntryRow.recorded_at < end,
+                    )
+                )
+            return int(value or 0)
+
+        mark_secret = keystore.secret(keystore.active(KeyPurpose.MARK).kid)
+        dataplane = DataPlane(
+            connectors,
+            QuotaTracker(count_calls),
+            clock,
+            min_subjects=settings.aggregate_min_subjects,
+            param_key=derive_key(mark_secret, "dsgw call-record parameter digests v1"),
+        )
+        return cls(
+            settings=settings,
+            clock=clock,
+            engine=engine,
+            keystore=keystore,
+            epoch=epoch,
+            policy=policy,
+            log=log,
+            tokens=tokens,
+            governance=governance,
+            dataplane=dataplane,
+            connectors=connectors,
+        )
+
+    async def close(self) -> None:
+        """Commit queued records, close sources and the store."""
+        await self.log.close()
+        await self.connectors.close()
+        await self.engine.dispose()

@@ -1,0 +1,169 @@
+"""Deployment settings: one frozen object from a TOML file plus ``DSGW_*`` variables.
+
+This is the only module that reads the environment. Everything else receives a
+:class:`Settings` and never looks at globals, so tests build settings explicitly.
+
+Precedence: defaults < TOML file < environment. Environment names are the upper-cased
+field names with ``DSGW_`` in front (``DSGW_DATABASE_URL``, ``DSGW_PORT``...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from gateway.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every knob of a deployment, with safe defaults for the embedded single-node shape."""
+
+    data_dir: Path = Path("dsgw-data")
+    # SQLAlchemy URL of the gateway's own store; empty means SQLite in the data directory.
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The deployment's name: token issuer/audience and the ledger's checkpoint origin use it.
+    deployment: str = "dsgw.local"
+    # Public base URL of this gateway; token `aud` for client assertions is derived from it.
+    public_url: str = ""
+    keystore_passphrase: str = field(default="", repr=False)
+    keystore_passphrase_file: str = ""
+    token_lifetime_seconds: int = 900
+    # Clock skew tolerated on exp/nbf/iat. Small: tokens are short-lived.
+    token_leeway_seconds: int = 30
+    token_cache_size: int = 100_000
+    # argon2id cost for client secrets (RFC 9106 second recommended option by default).
+    secret_hash_time_cost: int = 3
+    secret_hash_memory_kib: int = 65_536
+    max_body_bytes: int = 64 * 1024
+    aggregate_min_subjects: int = 10
+    # Group commit: how many call records one transaction may carry at most.
+    log_batch_max: int = 512
+    ledger_hash_algorithm: str = "sha256"
+    source_pool_size: int = 4
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The async SQLAlchemy URL to connect with (drivers filled in for known dialects)."""
+        url = self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'dsgw.sqlite3'}"
+        if url.startswith("sqlite:///"):
+            url = "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+        elif url.startswith(("postgresql://", "postgres://")):
+            url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+        return url
+
+    @property
+    def issuer(self) -> str:
+        return f"dsgw:{self.deployment}"
+
+    @property
+    def audience(self) -> str:
+        """Audience of data-plane tokens; admin tokens use ``audience + '/admin'``."""
+        return f"dsgw:{self.deployment}:data"
+
+    @property
+    def admin_audience(self) -> str:
+        return f"dsgw:{self.deployment}:admin"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.base_url.rstrip("/") + "/oauth/token"
+
+    @property
+    def keystore_path(self) -> Path:
+        return self.data_dir / "keystore.json"
+
+    @property
+    def epoch_path(self) -> Path:
+        """File whose mtime announces policy changes to running gateway processes."""
+        return self.data_dir / "policy.epoch"
+
+
+def _coerce(name: str, type_: Any, raw: object) -> object:
+    try:
+        if type_ is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if type_ is int:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(str(raw).strip())
+        if type_ is Path:
+            return Path(str(raw)).expanduser()
+        if type_ is str:
+            if not isinstance(raw, str | int):
+                raise ValueError(raw)
+            return str(raw)
+    except ValueError as exc:
+        raise ConfigError(f"settings: {name} must be a {type_.__name__}, got {raw!r}") from exc
+    raise ConfigError(f"settings: unsupported type for {name}")
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build settings from defaults, an optional TOML file, ``DSGW_*`` variables and overrides.
+
+    Raises :class:`ConfigError` naming the offending key for unknown keys or bad values, so
+    a typo in a deployment file is loud instead of silently ignored.
+    """
+    env = os.environ if environ is None else environ
+    hints = get_type_hints(Settings)
+    names = {f.name for f in dataclasses.fields(Settings)}
+    values: dict[str, object] = {}
+
+    config_path = path or (Path(env["DSGW_CONFIG"]) if env.get("DSGW_CONFIG") else None)
+    if config_path is not None:
+        try:
+            document = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"settings: config file {config_path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"settings: {config_path} is not valid TOML: {exc}") from exc
+        table = document.get("dsgw", document)
+        for key, raw in table.items():
+            if key not in names:
+                raise ConfigError(f"settings: unknown key {key!r} in {config_path}")
+            values[key] = _coerce(key, hints[key], raw)
+
+    for key in names:
+        env_name = "DSGW_" + key.upper()
+        if env_name in env:
+            values[key] = _coerce(env_name, hints[key], env[env_name])
+
+    for key, raw in overrides.items():
+        if key not in names:
+            raise ConfigError(f"settings: unknown setting {key!r}")
+        if raw is not None:
+            values[key] = _coerce(key, hints[key], raw)
+
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.token_lifetime_seconds < 30 or settings.token_lifetime_seconds > 3600:
+        raise ConfigError("settings: token_lifetime_seconds must be between 30 and 3600")
+    if settings.ledger_hash_algorithm not in ("sha256", "sm3"):
+        raise ConfigError("settings: ledger_hash_algorithm must be 'sha256' or 'sm3'")
+    if settings.aggregate_min_subjects < 2:
+        raise ConfigError("settings: aggregate_min_subjects must be at least 2")
+    return settings
