@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Protocol, runtime_checkable
 
-from gateway.errors import DsgwError
+from gateway.errors import SourceUnavailableError
 
 __all__ = [
     "AggregateQuery",
@@ -36,12 +36,8 @@ Value = str | int | Decimal | dt.date | bool | None
 Row = dict[str, Value]
 
 
-class ConnectorError(DsgwError):
+class ConnectorError(SourceUnavailableError):
     """The data source failed or is misconfigured; the message names the source."""
-
-    slug = "source-unavailable"
-    title = "Data source unavailable"
-    status = 503
 
 
 @dataclass(frozen=True, slots=True)

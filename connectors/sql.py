@@ -46,11 +46,13 @@ from connectors.base import (
     coerce_value,
 )
 
-__all__ = ["SqlConnector"]
+__all__ = ["CONNECT_TIMEOUT", "SqlConnector"]
 
 #: Name of the exact decimal SUM registered on SQLite connections (see _DecimalSum).
 _SQLITE_DECIMAL_SUM = "dsgw_decimal_sum"
 _LIKE_ESCAPE = "\\"
+#: Seconds a PostgreSQL connection attempt may take (unless the URL sets connect_timeout).
+CONNECT_TIMEOUT = 10
 
 
 class _RawNumeric(sa.Numeric[Decimal]):
@@ -150,6 +152,9 @@ def _make_engine(url: str, table: str, pool_size: int) -> Engine:
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = 0
         kwargs["pool_pre_ping"] = True
+        if backend == "postgresql" and "connect_timeout" not in parsed.query:
+            # An unreachable host should fail a call in seconds, not hang it.
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError):
@@ -188,7 +193,12 @@ class SqlConnector:
 
     ``fields`` maps each usable column to its type; other columns of the table are never
     touched. Values coming back are coerced to the declared types with ``coerce_value``
-    (SQLite hands back dates as text and decimals as floats, for instance).
+    (SQLite hands back dates as text and decimals as floats, for instance). SQLite keeps
+    ``NUMERIC`` values as integers or floats, so a decimal's trailing zeros do not survive
+    there (``200.00`` comes back as ``200``: equal in value, not in scale); its decimal sums
+    are nonetheless exact, through an aggregate registered on each connection.
+    ``avg`` is computed here as exact ``sum / count`` (see ``connectors._query.average``),
+    so every backend gives the same digits.
 
     Ordering is by the requested fields, ``NULL`` first. On PostgreSQL, strings are
     compared and sorted with the ``"C"`` collation, i.e. by code point, the same order

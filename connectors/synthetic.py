@@ -8,12 +8,12 @@ same validation paths as production data; no value belongs to a real person or c
 
 Determinism: the same ``(dataset, rows, seed)`` always yields the same rows, and a run with
 fewer rows yields a prefix of a longer one (for ``social_insurance``, with the same
-``employers``). Enterprise ``i``'s credit code and district
-depend only on ``(seed, i)``, which is how ``social_insurance`` draws its
+``employers``). Enterprise ``i``'s credit code and district depend only on ``(seed, i)``
+(:func:`enterprise_identity`), which is how ``social_insurance`` draws its
 ``employer_credit_code`` from ``generate("enterprises", n, seed)`` without generating it:
-every employer code is one of the first ``employers`` enterprises of the same seed
-(default ``rows // 3``; :func:`write_sqlite` passes the number of enterprises it writes),
-so the two tables join.
+every employer is one of the first ``employers`` enterprises of the same seed (default
+``rows // 3``; :func:`write_sqlite` passes the number of enterprises it writes), so the two
+tables join, and an insured person's ``district`` is their employer's.
 
 Small cells on purpose: district weights make 望城区 rare (about 1 % of enterprises,
 vehicles and insured persons), while the large districts have 12-18 % each. At a few
@@ -21,8 +21,10 @@ hundred rows, a ``GROUP BY district`` therefore yields groups both above and bel
 distinct subjects, which is what the gateway's small-cell suppression needs to be seen
 working. At large sizes every district passes the threshold.
 
-Speed: generation is a single pass with precomputed tables and partial check sums, about
-100k rows/s for enterprises in CPython; memory does not grow with ``rows``.
+Speed: generation is a single streaming pass over precomputed tables and partial check
+sums; on a modest CPU, CPython makes about 55k enterprise rows/s, 100k vehicle rows/s and
+600k social-insurance rows/s, and memory does not grow with ``rows`` (a million-row
+``write_sqlite`` stays near 60 MB).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from itertools import islice
 from pathlib import Path
 from random import Random
 
-from connectors.base import FieldType, Row, Value
+from connectors.base import FieldType, Row
 from gateway.identifiers import (
     RESIDENT_ID_WEIGHTS,
     USCC_ALPHABET,
@@ -143,66 +145,17 @@ _STREETS: dict[str, tuple[str, ...]] = {
     "宁乡市": ("玉潭中路", "花明路", "金洲大道", "一环路", "新康路"),
 }
 #: Common surnames with rough relative frequencies.
+# fmt: off
 _SURNAMES: dict[str, int] = {
-    "王": 72,
-    "李": 71,
-    "张": 68,
-    "刘": 54,
-    "陈": 48,
-    "杨": 33,
-    "黄": 25,
-    "赵": 21,
-    "吴": 20,
-    "周": 19,
-    "徐": 17,
-    "孙": 15,
-    "马": 14,
-    "朱": 13,
-    "胡": 13,
-    "郭": 12,
-    "何": 12,
-    "高": 11,
-    "林": 11,
-    "罗": 11,
-    "郑": 10,
-    "梁": 9,
-    "谢": 9,
-    "宋": 8,
-    "唐": 8,
-    "许": 7,
-    "韩": 7,
-    "冯": 7,
-    "邓": 7,
-    "曹": 7,
-    "彭": 7,
-    "曾": 6,
-    "肖": 6,
-    "田": 6,
-    "董": 5,
-    "袁": 5,
-    "潘": 5,
-    "蒋": 5,
-    "蔡": 5,
-    "余": 5,
-    "杜": 5,
-    "叶": 5,
-    "程": 5,
-    "苏": 4,
-    "魏": 4,
-    "吕": 4,
-    "丁": 4,
-    "任": 4,
-    "沈": 4,
-    "姚": 4,
-    "卢": 4,
-    "谭": 4,
-    "廖": 3,
-    "贺": 3,
-    "龙": 3,
-    "易": 3,
-    "欧阳": 1,
-    "司马": 1,
+    "王": 72, "李": 71, "张": 68, "刘": 54, "陈": 48, "杨": 33, "黄": 25, "赵": 21,
+    "吴": 20, "周": 19, "徐": 17, "孙": 15, "马": 14, "朱": 13, "胡": 13, "郭": 12,
+    "何": 12, "高": 11, "林": 11, "罗": 11, "郑": 10, "梁": 9, "谢": 9, "宋": 8,
+    "唐": 8, "许": 7, "韩": 7, "冯": 7, "邓": 7, "曹": 7, "彭": 7, "曾": 6, "肖": 6,
+    "田": 6, "董": 5, "袁": 5, "潘": 5, "蒋": 5, "蔡": 5, "余": 5, "杜": 5, "叶": 5,
+    "程": 5, "苏": 4, "魏": 4, "吕": 4, "丁": 4, "任": 4, "沈": 4, "姚": 4, "卢": 4,
+    "谭": 4, "廖": 3, "贺": 3, "龙": 3, "易": 3, "欧阳": 1, "司马": 1,
 }
+# fmt: on
 _GIVEN_MALE = "伟强磊军洋勇杰涛明超刚平辉鹏华飞斌宇浩凯健俊帆峰建国志文博亮成林"
 _GIVEN_FEMALE = "芳娜敏静丽艳娟霞秀玲婷雪琳颖倩慧晶欣悦佳怡婉露瑶梅兰萍红燕琴妍"
 _GIVEN_ANY = "子思雨晨一欣嘉梓佳宇安然可心诗语天泽星辰"
@@ -231,25 +184,11 @@ _CAPITAL_ROUND = tuple(
     Decimal(n).quantize(Decimal("0.01"))
     for n in (10, 20, 30, 50, 100, 100, 200, 300, 500, 500, 1000, 2000, 5000)
 )
+#: Mainland mobile prefixes in common use.
 _MOBILE_PREFIXES = tuple(
-    str(p)
-    for p in (
-        *range(130, 140),
-        147,
-        150,
-        151,
-        152,
-        153,
-        *range(155, 160),
-        166,
-        173,
-        *range(176, 179),
-        *range(180, 190),
-        191,
-        198,
-        199,
-    )
-)
+    str(p) for p in (*range(130, 140), 147, *range(150, 154), *range(155, 160), 166, 173,
+                     *range(176, 179), *range(180, 190), 191, 198, 199)
+)  # fmt: skip
 #: Brand -> (VIN world manufacturer identifier, share of new-energy vehicles, weight).
 _BRANDS: dict[str, tuple[str, float, int]] = {
     "比亚迪": ("LGX", 0.95, 16),
@@ -641,24 +580,47 @@ _SQLITE_TYPES: dict[FieldType, str] = {
 }
 
 
-def _sqlite_value(value: Value) -> str | int | None:
-    if value is None or isinstance(value, str | int):
-        return value  # bool is an int: stored as 0/1
-    if isinstance(value, Decimal):
-        return format(value, "f")
+def _decimal_text(value: object) -> str:
+    assert isinstance(value, Decimal)
+    return format(value, "f")
+
+
+def _date_text(value: object) -> str:
+    assert isinstance(value, dt.date)
     return value.isoformat()
 
 
-def _text(value: Value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
+def _bool_text(value: object) -> str:
+    return "true" if value else "false"
+
+
+def _rows_as(
+    dataset: str, source: Iterator[Row], converters: Mapping[FieldType, Callable[[object], object]]
+) -> Iterator[list[object]]:
+    """Rows as lists, with values of the types in ``converters`` converted (nulls kept).
+    Only the few columns that need it are touched, which keeps writing fast."""
+    special = [
+        (i, converters[t]) for i, t in enumerate(SCHEMAS[dataset].values()) if t in converters
+    ]
+    for row in source:
+        values: list[object] = list(row.values())
+        for i, convert in special:
+            if values[i] is not None:
+                values[i] = convert(values[i])
+        yield values
+
+
+#: SQLite adapts str, int and bool (as 0/1) itself.
+_SQLITE_CONVERT: dict[FieldType, Callable[[object], object]] = {
+    "decimal": _decimal_text,
+    "date": _date_text,
+}
+#: csv writes None as an empty cell and str/int as they are.
+_CSV_CONVERT: dict[FieldType, Callable[[object], object]] = {
+    "decimal": _decimal_text,
+    "date": _date_text,
+    "boolean": _bool_text,
+}
 
 
 def _quote(name: str) -> str:
@@ -690,9 +652,8 @@ def write_sqlite(
             insert = f"INSERT INTO {table} VALUES ({', '.join('?' for _ in schema)})"  # noqa: S608
             employers = datasets.get("enterprises") if name == "social_insurance" else None
             source = generate(name, rows, seed, employers=employers or None)
-            while chunk := [
-                tuple(_sqlite_value(v) for v in row.values()) for row in islice(source, batch)
-            ]:
+            values = _rows_as(name, source, _SQLITE_CONVERT)
+            while chunk := list(islice(values, batch)):
                 with conn:
                     conn.executemany(insert, chunk)
             indexed: Sequence[str] = (*KEY_FIELDS[name], "district", SUBJECT_FIELDS[name])
@@ -714,5 +675,4 @@ def write_csv(path: Path, dataset: str, rows: int, seed: int = 0) -> None:
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(SCHEMAS[dataset])
-        for row in source:
-            writer.writerow([_text(v) for v in row.values()])
+        writer.writerows(_rows_as(dataset, source, _CSV_CONVERT))

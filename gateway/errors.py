@@ -38,7 +38,8 @@ __all__ = [
 
 
 class DsgwError(Exception):
-    """Root of every dsgw error; ``str(err)`` is the actionable message."""
+    """Root of every dsgw error; ``str(err)`` is the actionable message. Raised as itself
+    it is an internal error: the server failed, not the request."""
 
     slug: ClassVar[str] = "internal"
     title: ClassVar[str] = "Internal error"

@@ -126,7 +126,9 @@ def expected_aggregate(rows: list[Row], query: AggregateQuery) -> list[Row]:
         members = groups[key]
         result: Row = dict(zip(query.group_by, key, strict=True))
         for m in query.measures:
-            values = [] if m.field is None else [r[m.field] for r in members if r[m.field] is not None]
+            values = (
+                [] if m.field is None else [r[m.field] for r in members if r[m.field] is not None]
+            )
             if m.fn == "count":
                 result[m.name] = len(members) if m.field is None else len(values)
             else:
@@ -168,22 +170,26 @@ def _write_csv(path: Path, fields: Mapping[str, FieldType], rows: list[Row]) -> 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("sources")
-    synthetic.write_sqlite(base / "db.sqlite3", {"enterprises": 300, "social_insurance": 900},
-                           seed=11)
+    synthetic.write_sqlite(
+        base / "db.sqlite3", {"enterprises": 300, "social_insurance": 900}, seed=11
+    )
     import sqlite3
 
     conn = sqlite3.connect(base / "db.sqlite3")
     with conn:
         conn.execute(
-            "CREATE TABLE special (id INTEGER, label TEXT, amount NUMERIC, day DATE, "
-            "flag BOOLEAN)"
+            "CREATE TABLE special (id INTEGER, label TEXT, amount NUMERIC, day DATE, flag BOOLEAN)"
         )
         conn.executemany(
             "INSERT INTO special VALUES (?, ?, ?, ?, ?)",
             [
-                (r["id"], r["label"],
-                 None if r["amount"] is None else str(r["amount"]),
-                 None if r["day"] is None else _text(r["day"]), r["flag"])
+                (
+                    r["id"],
+                    r["label"],
+                    None if r["amount"] is None else str(r["amount"]),
+                    None if r["day"] is None else _text(r["day"]),
+                    r["flag"],
+                )
                 for r in SPECIAL
             ],
         )
@@ -194,8 +200,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
-PG_TYPES = {"string": "text", "integer": "bigint", "decimal": "numeric", "date": "date",
-            "boolean": "boolean"}
+PG_TYPES = {
+    "string": "text",
+    "integer": "bigint",
+    "decimal": "numeric",
+    "date": "date",
+    "boolean": "boolean",
+}
 
 
 @pytest.fixture
@@ -235,12 +246,16 @@ class Sources:
         fields = TABLES[table][0]
         connector: Connector
         if self.backend == "csv":
-            index = {"enterprises": ("credit_code", "district"), "social_insurance":
-                     ("record_id",), "special": ("label",)}[table]
+            index = {
+                "enterprises": ("credit_code", "district"),
+                "social_insurance": ("record_id",),
+                "special": ("label",),
+            }[table]
             connector = CsvConnector(self.files / f"{table}.csv", fields, index_fields=index)
         elif self.backend == "sqlite":
-            connector = SqlConnector(f"sqlite:///{self.files / 'db.sqlite3'}", table, fields,
-                                     pool_size=2)
+            connector = SqlConnector(
+                f"sqlite:///{self.files / 'db.sqlite3'}", table, fields, pool_size=2
+            )
         else:
             connector = SqlConnector(PG_URL, table, fields, schema=self.schema, pool_size=2)
         self.opened.append(connector)
@@ -276,8 +291,13 @@ async def every(request: pytest.FixtureRequest, files: Path) -> AsyncIterator[li
             await sources.close()
 
 
-def q(fields: Sequence[str], *conds: Condition, order_by: Sequence[str] = ("credit_code",),
-      limit: int = 1000, offset: int = 0) -> RowQuery:
+def q(
+    fields: Sequence[str],
+    *conds: Condition,
+    order_by: Sequence[str] = ("credit_code",),
+    limit: int = 1000,
+    offset: int = 0,
+) -> RowQuery:
     return RowQuery(tuple(fields), tuple(conds), tuple(order_by), limit, offset)
 
 
@@ -295,17 +315,26 @@ SAMPLE = ENTERPRISES[17]
 async def test_eq_and_in(src: Sources) -> None:
     ent = src.connector("enterprises")
     fields = ("credit_code", "name", "registered_capital", "established", "district")
-    got = await check_fetch(ent, ENTERPRISES, q(fields, Condition("credit_code", "eq",
-                                                                  SAMPLE["credit_code"])))
+    got = await check_fetch(
+        ent, ENTERPRISES, q(fields, Condition("credit_code", "eq", SAMPLE["credit_code"]))
+    )
     assert len(got) == 1 and got[0]["name"] == SAMPLE["name"]
     got = await check_fetch(ent, ENTERPRISES, q(fields, Condition("district", "eq", "望城区")))
     assert got
-    codes = tuple(str(r["credit_code"]) for r in ENTERPRISES[5:40:3]) + ("91NOSUCHCODE",)
-    got = await check_fetch(ent, ENTERPRISES, q(("credit_code",),
-                                                Condition("credit_code", "in", codes)))
+    codes = (*(str(r["credit_code"]) for r in ENTERPRISES[5:40:3]), "91NOSUCHCODE")
+    got = await check_fetch(
+        ent, ENTERPRISES, q(("credit_code",), Condition("credit_code", "in", codes))
+    )
     assert len(got) == len(codes) - 1
-    await check_fetch(ent, ENTERPRISES, q(fields, Condition("status", "in", ("注销", "吊销")),
-                                          Condition("district", "eq", "岳麓区")))
+    await check_fetch(
+        ent,
+        ENTERPRISES,
+        q(
+            fields,
+            Condition("status", "in", ("注销", "吊销")),
+            Condition("district", "eq", "岳麓区"),
+        ),
+    )
     assert await ent.fetch(q(fields, Condition("status", "in", ()))) == []
 
 
@@ -329,14 +358,19 @@ async def test_ordered_operators(src: Sources, op: str) -> None:
         Condition("day", op, dt.date(2022, 1, 1)),  # type: ignore[arg-type]
         Condition("label", op, "a"),  # type: ignore[arg-type]
     ):
-        await check_fetch(special, SPECIAL, q(("id", "label", "amount", "day"), cond,
-                                              order_by=("id",)))
+        await check_fetch(
+            special, SPECIAL, q(("id", "label", "amount", "day"), cond, order_by=("id",))
+        )
 
 
 async def test_values_are_coerced_to_field_types(src: Sources) -> None:
     special = src.connector("special")
-    query = q(("id",), Condition("amount", "gte", "7"), Condition("day", "lt", "2022-01-01"),
-              order_by=("id",))
+    query = q(
+        ("id",),
+        Condition("amount", "gte", "7"),
+        Condition("day", "lt", "2022-01-01"),
+        order_by=("id",),
+    )
     assert await special.fetch(query) == [{"id": 6}, {"id": 7}]
     assert await special.fetch(q(("id",), Condition("flag", "eq", True), order_by=("id",))) == [
         {"id": i} for i in (1, 3, 6, 8)
@@ -368,18 +402,21 @@ async def test_prefix_matches_literally(src: Sources) -> None:
 async def test_nulls(src: Sources) -> None:
     special = src.connector("special")
     fields = ("id", "label", "amount", "day", "flag")
-    got = await check_fetch(special, SPECIAL, q(fields, Condition("label", "eq", None),
-                                                order_by=("id",)))
+    got = await check_fetch(
+        special, SPECIAL, q(fields, Condition("label", "eq", None), order_by=("id",))
+    )
     assert [r["id"] for r in got] == [8]
     assert got[0]["amount"] == Decimal("2.5") and got[0]["day"] == dt.date(2022, 3, 3)
-    got = await check_fetch(special, SPECIAL, q(fields, Condition("label", "in", ("abc", None)),
-                                                order_by=("id",)))
+    got = await check_fetch(
+        special, SPECIAL, q(fields, Condition("label", "in", ("abc", None)), order_by=("id",))
+    )
     assert [r["id"] for r in got] == [7, 8]
     # NULL sorts first, and never satisfies an ordered comparison.
     got = await check_fetch(special, SPECIAL, q(("id", "amount"), order_by=("amount", "id")))
     assert got[0] == {"id": 5, "amount": None}
-    await check_fetch(special, SPECIAL, q(("id",), Condition("day", "gt", dt.date(1900, 1, 1)),
-                                          order_by=("id",)))
+    await check_fetch(
+        special, SPECIAL, q(("id",), Condition("day", "gt", dt.date(1900, 1, 1)), order_by=("id",))
+    )
     await check_fetch(special, SPECIAL, q(fields, order_by=("flag", "label", "id")))
 
 
@@ -394,9 +431,14 @@ async def test_injection_strings_are_plain_values(src: Sources) -> None:
             Condition("address", "gt", "\uffff" + text),
         ):
             assert await ent.fetch(q(("credit_code",), cond)) == [], (text, cond)
-        groups = await ent.aggregate(AggregateQuery(("district",), (Measure("count"),),
-                                                    "credit_code",
-                                                    (Condition("status", "eq", text),)))
+        groups = await ent.aggregate(
+            AggregateQuery(
+                ("district",),
+                (Measure("count"),),
+                "credit_code",
+                (Condition("status", "eq", text),),
+            )
+        )
         assert groups == []
     total = await ent.aggregate(AggregateQuery((), (Measure("count"),), "credit_code"))
     assert total == [{"count": len(ENTERPRISES), "_subjects": len(ENTERPRISES)}]
@@ -408,9 +450,11 @@ async def test_paging_is_stable(src: Sources) -> None:
     full = expected_fetch(ENTERPRISES, q(("credit_code", "established"), order_by=order))
     pages: list[Row] = []
     for offset in range(0, len(ENTERPRISES) + 37, 37):
-        pages += await check_fetch(ent, ENTERPRISES, q(("credit_code", "established"),
-                                                       order_by=order, limit=37,
-                                                       offset=offset))
+        pages += await check_fetch(
+            ent,
+            ENTERPRISES,
+            q(("credit_code", "established"), order_by=order, limit=37, offset=offset),
+        )
     assert pages == full
     assert await ent.fetch(q(("credit_code",), limit=0)) == []
 
@@ -436,27 +480,29 @@ BAD_QUERIES: list[RowQuery | AggregateQuery] = [
     AggregateQuery(("district",), (Measure("avg"),), "credit_code"),
     AggregateQuery(("district",), (Measure("count"),), "password"),
     AggregateQuery(("district",), (Measure("count"), Measure("count")), "credit_code"),
-    AggregateQuery(("district",), (Measure("count"),), "credit_code",
-                   (Condition("password", "eq", 1),)),
+    AggregateQuery(
+        ("district",), (Measure("count"),), "credit_code", (Condition("password", "eq", 1),)
+    ),
 ]
 
 
 @pytest.mark.parametrize("query", BAD_QUERIES)
-async def test_bad_queries_raise_value_error(src: Sources, query: RowQuery | AggregateQuery,
-                                             ) -> None:
+async def test_bad_queries_raise_value_error(
+    src: Sources,
+    query: RowQuery | AggregateQuery,
+) -> None:
     ent = src.connector("enterprises")
+    call = ent.fetch(query) if isinstance(query, RowQuery) else ent.aggregate(query)
     with pytest.raises(ValueError) as info:
-        if isinstance(query, RowQuery):
-            await ent.fetch(query)
-        else:
-            await ent.aggregate(query)
+        await call
     assert not isinstance(info.value, ConnectorError)
 
 
 async def test_unknown_field_is_refused_before_touching_the_database(tmp_path: Path) -> None:
     fields = synthetic.SCHEMAS["enterprises"]
-    unreachable = SqlConnector("postgresql+psycopg://postgres@127.0.0.1:1/none", "enterprises",
-                               fields)
+    unreachable = SqlConnector(
+        "postgresql+psycopg://postgres@127.0.0.1:1/none", "enterprises", fields
+    )
     missing = CsvConnector(tmp_path / "missing.csv", fields)
     try:
         for connector in (unreachable, missing):
@@ -472,33 +518,86 @@ async def test_unknown_field_is_refused_before_touching_the_database(tmp_path: P
 # --- aggregates ---------------------------------------------------------------------
 
 AGGREGATES: list[tuple[str, AggregateQuery]] = [
-    ("enterprises", AggregateQuery(
-        ("district",),
-        (Measure("count"), Measure("sum", "registered_capital"),
-         Measure("avg", "registered_capital")),
-        "credit_code")),
-    ("enterprises", AggregateQuery(
-        ("district", "status"), (Measure("count"), Measure("avg", "registered_capital")),
-        "legal_rep_id", (Condition("established", "gte", dt.date(2015, 1, 1)),))),
-    ("enterprises", AggregateQuery(
-        (), (Measure("sum", "registered_capital"), Measure("count")), "credit_code",
-        (Condition("industry", "eq", "制造业"),))),
-    ("enterprises", AggregateQuery(
-        (), (Measure("sum", "registered_capital"), Measure("avg", "registered_capital"),
-             Measure("count")), "credit_code", (Condition("industry", "eq", "不存在"),))),
-    ("enterprises", AggregateQuery(("industry",), (Measure("count"),), "credit_code",
-                                   limit=4)),
-    ("social_insurance", AggregateQuery(
-        ("insurance_type",),
-        (Measure("sum", "amount"), Measure("avg", "base"), Measure("count"),
-         Measure("sum", "record_id"), Measure("avg", "record_id")),
-        "person_id")),
-    ("social_insurance", AggregateQuery(
-        ("district", "month"), (Measure("count"), Measure("sum", "amount")), "person_id",
-        (Condition("month", "lt", dt.date(2024, 1, 1)),))),
-    ("special", AggregateQuery(
-        ("flag",), (Measure("count"), Measure("count", "amount"), Measure("sum", "amount"),
-                    Measure("avg", "amount")), "label")),
+    (
+        "enterprises",
+        AggregateQuery(
+            ("district",),
+            (
+                Measure("count"),
+                Measure("sum", "registered_capital"),
+                Measure("avg", "registered_capital"),
+            ),
+            "credit_code",
+        ),
+    ),
+    (
+        "enterprises",
+        AggregateQuery(
+            ("district", "status"),
+            (Measure("count"), Measure("avg", "registered_capital")),
+            "legal_rep_id",
+            (Condition("established", "gte", dt.date(2015, 1, 1)),),
+        ),
+    ),
+    (
+        "enterprises",
+        AggregateQuery(
+            (),
+            (Measure("sum", "registered_capital"), Measure("count")),
+            "credit_code",
+            (Condition("industry", "eq", "制造业"),),
+        ),
+    ),
+    (
+        "enterprises",
+        AggregateQuery(
+            (),
+            (
+                Measure("sum", "registered_capital"),
+                Measure("avg", "registered_capital"),
+                Measure("count"),
+            ),
+            "credit_code",
+            (Condition("industry", "eq", "不存在"),),
+        ),
+    ),
+    ("enterprises", AggregateQuery(("industry",), (Measure("count"),), "credit_code", limit=4)),
+    (
+        "social_insurance",
+        AggregateQuery(
+            ("insurance_type",),
+            (
+                Measure("sum", "amount"),
+                Measure("avg", "base"),
+                Measure("count"),
+                Measure("sum", "record_id"),
+                Measure("avg", "record_id"),
+            ),
+            "person_id",
+        ),
+    ),
+    (
+        "social_insurance",
+        AggregateQuery(
+            ("district", "month"),
+            (Measure("count"), Measure("sum", "amount")),
+            "person_id",
+            (Condition("month", "lt", dt.date(2024, 1, 1)),),
+        ),
+    ),
+    (
+        "special",
+        AggregateQuery(
+            ("flag",),
+            (
+                Measure("count"),
+                Measure("count", "amount"),
+                Measure("sum", "amount"),
+                Measure("avg", "amount"),
+            ),
+            "label",
+        ),
+    ),
 ]
 
 
@@ -519,24 +618,43 @@ async def test_aggregates_match_python(src: Sources, table: str, query: Aggregat
 
 async def test_small_cells_exist(src: Sources) -> None:
     groups = await src.connector("enterprises").aggregate(
-        AggregateQuery(("district",), (Measure("count"),), "credit_code"))
-    subjects = [g["_subjects"] for g in groups]
-    assert min(subjects) < 10 <= max(subjects)  # type: ignore[operator]
+        AggregateQuery(("district",), (Measure("count"),), "credit_code")
+    )
+    subjects = [int(str(g["_subjects"])) for g in groups]
+    assert min(subjects) < 10 <= max(subjects)
 
 
 async def test_backends_agree(every: list[Sources]) -> None:
     """The same questions get the same answers, in the same order, from each backend."""
     row_queries = [
-        ("enterprises", q(tuple(synthetic.SCHEMAS["enterprises"]),
-                          Condition("district", "in", ("芙蓉区", "望城区")),
-                          order_by=("name", "credit_code"), limit=50, offset=5)),
-        ("enterprises", q(("credit_code", "registered_capital"),
-                          Condition("name", "prefix", "长沙市"),
-                          order_by=("registered_capital", "credit_code"))),
-        ("social_insurance", q(("record_id", "person_id", "month", "amount"),
-                               Condition("amount", "gt", Decimal("100")),
-                               Condition("insurance_type", "eq", "失业"),
-                               order_by=("month", "record_id"), limit=40)),
+        (
+            "enterprises",
+            q(
+                tuple(synthetic.SCHEMAS["enterprises"]),
+                Condition("district", "in", ("芙蓉区", "望城区")),
+                order_by=("name", "credit_code"),
+                limit=50,
+                offset=5,
+            ),
+        ),
+        (
+            "enterprises",
+            q(
+                ("credit_code", "registered_capital"),
+                Condition("name", "prefix", "长沙市"),
+                order_by=("registered_capital", "credit_code"),
+            ),
+        ),
+        (
+            "social_insurance",
+            q(
+                ("record_id", "person_id", "month", "amount"),
+                Condition("amount", "gt", Decimal("100")),
+                Condition("insurance_type", "eq", "失业"),
+                order_by=("month", "record_id"),
+                limit=40,
+            ),
+        ),
         ("special", q(tuple(SPECIAL_FIELDS), order_by=("label", "id"))),
     ]
     for table, query in row_queries:
@@ -550,8 +668,10 @@ async def test_backends_agree(every: list[Sources]) -> None:
 
 async def test_concurrent_queries(src: Sources) -> None:
     ent = src.connector("enterprises")
-    queries = [q(("credit_code", "name"), Condition("credit_code", "eq", r["credit_code"]))
-               for r in ENTERPRISES[:24]]
+    queries = [
+        q(("credit_code", "name"), Condition("credit_code", "eq", r["credit_code"]))
+        for r in ENTERPRISES[:24]
+    ]
     results = await asyncio.gather(*(ent.fetch(query) for query in queries))
     assert [r[0]["credit_code"] for r in results] == [r["credit_code"] for r in ENTERPRISES[:24]]
 
@@ -577,12 +697,16 @@ def _assert_discreet(err: ConnectorError, secret: str) -> None:
 
 
 async def test_unreachable_postgres() -> None:
-    connector = SqlConnector("postgresql+psycopg://postgres@127.0.0.1:1/test", "enterprises",
-                             synthetic.SCHEMAS["enterprises"])
+    connector = SqlConnector(
+        "postgresql+psycopg://postgres@127.0.0.1:1/test",
+        "enterprises",
+        synthetic.SCHEMAS["enterprises"],
+    )
     try:
         with pytest.raises(ConnectorError, match="enterprises") as info:
-            await connector.fetch(q(("credit_code",), Condition("legal_rep_id", "eq",
-                                                                "430104199001011234")))
+            await connector.fetch(
+                q(("credit_code",), Condition("legal_rep_id", "eq", "430104199001011234"))
+            )
         _assert_discreet(info.value, "430104199001011234")
     finally:
         await connector.close()
@@ -600,22 +724,27 @@ async def test_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-async def test_missing_table_or_column(backend: str, files: Path,
-                                       request: pytest.FixtureRequest) -> None:
+async def test_missing_table_or_column(
+    backend: str, files: Path, request: pytest.FixtureRequest
+) -> None:
     sources = await _open(backend, files, request)
     url = f"sqlite:///{files / 'db.sqlite3'}" if backend == "sqlite" else PG_URL
     fields = dict(synthetic.SCHEMAS["enterprises"])
     no_table = SqlConnector(url, "no_such_table", fields, schema=sources.schema)
-    no_column = SqlConnector(url, "enterprises", {**fields, "ghost": "string"},
-                             schema=sources.schema)
+    no_column = SqlConnector(
+        url, "enterprises", {**fields, "ghost": "string"}, schema=sources.schema
+    )
     secret = "914301SECRETVALUE"
     try:
         with pytest.raises(ConnectorError, match="no_such_table") as info:
             await no_table.fetch(q(("credit_code",), Condition("credit_code", "eq", secret)))
         _assert_discreet(info.value, secret)
         with pytest.raises(ConnectorError, match="enterprises") as info:
-            await no_column.aggregate(AggregateQuery(("ghost",), (), "credit_code",
-                                                     (Condition("credit_code", "eq", secret),)))
+            await no_column.aggregate(
+                AggregateQuery(
+                    ("ghost",), (), "credit_code", (Condition("credit_code", "eq", secret),)
+                )
+            )
         _assert_discreet(info.value, secret)
     finally:
         await no_table.close()
@@ -651,7 +780,7 @@ def _csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
         ("id,label,amount,day,flag\n1,a,1.5,2024-01-01\n", "line 2 has 4 cells"),
         ("id,label,amount,day,flag\n1,a,1.5,2024-02-30,true\n", "line 2, column day"),
         ("id,label,amount,day,flag\nx,a,1.5,2024-01-01,true\n", "line 2, column id"),
-        ("id,label,amount,day,flag\n1,\"a,1.5,2024-01-01,true\n", "cannot read"),
+        ('id,label,amount,day,flag\n1,"a,1.5,2024-01-01,true\n', "cannot read"),
     ],
 )
 async def test_bad_csv(tmp_path: Path, content: str, match: str) -> None:
@@ -666,8 +795,10 @@ async def test_bad_csv(tmp_path: Path, content: str, match: str) -> None:
 
 
 async def test_csv_unreadable(tmp_path: Path) -> None:
-    for path in (tmp_path / "missing.csv",
-                 _csv(tmp_path / "latin.csv", "id,label,amount,day,flag\n1,é,1,,\n", "latin-1")):
+    for path in (
+        tmp_path / "missing.csv",
+        _csv(tmp_path / "latin.csv", "id,label,amount,day,flag\n1,é,1,,\n", "latin-1"),
+    ):
         connector = CsvConnector(path, SPECIAL_FIELDS)
         with pytest.raises(ConnectorError, match=path.name):
             await connector.aggregate(AggregateQuery((), (Measure("count"),), "id"))
@@ -675,17 +806,25 @@ async def test_csv_unreadable(tmp_path: Path) -> None:
 
 
 async def test_csv_bom_and_blank_lines(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "bom.csv", "\ufeffid, label ,amount,day,flag\n\n2,b,,,\n1,a,1.50,2024-01-01,1\n")
+    path = _csv(
+        tmp_path / "bom.csv", "\ufeffid, label ,amount,day,flag\n\n2,b,,,\n1,a,1.50,2024-01-01,1\n"
+    )
     connector = CsvConnector(path, SPECIAL_FIELDS, index_fields=("id",))
     try:
         got = await connector.fetch(q(tuple(SPECIAL_FIELDS), order_by=()))
         assert got == [
             {"id": 2, "label": "b", "amount": None, "day": None, "flag": None},
-            {"id": 1, "label": "a", "amount": Decimal("1.50"), "day": dt.date(2024, 1, 1),
-             "flag": True},
+            {
+                "id": 1,
+                "label": "a",
+                "amount": Decimal("1.50"),
+                "day": dt.date(2024, 1, 1),
+                "flag": True,
+            },
         ]
-        assert await connector.fetch(q(("label",), Condition("id", "in", (1, 3)),
-                                       order_by=())) == [{"label": "a"}]
+        assert await connector.fetch(q(("label",), Condition("id", "in", (1, 3)), order_by=())) == [
+            {"label": "a"}
+        ]
     finally:
         await connector.close()
 

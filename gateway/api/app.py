@@ -32,12 +32,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class InternalError(DsgwError):
-    slug = "internal"
-    title = "Internal error"
-    status = 500
-
-
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into a problem document; never a stack trace."""
@@ -59,11 +53,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        generic = BadRequestError(exc.reason) if exc.status < 500 else InternalError(exc.reason)
+        generic = BadRequestError(exc.reason) if exc.status < 500 else DsgwError(exc.reason)
         return problem_response(generic, request.path)
     except Exception:  # a bug must never show a stack trace to the caller
         log.exception("unhandled error in %s", request.path)
-        return problem_response(InternalError("internal error"), request.path)
+        return problem_response(DsgwError("internal error"), request.path)
 
 
 def logged(kind: str) -> Callable[[Handler], Handler]:
@@ -97,7 +91,7 @@ def logged(kind: str) -> Callable[[Handler], Handler]:
                 raise
             except Exception as exc:  # a bug must still leave a trace in the log
                 log.exception("unhandled error in %s", request.path)
-                internal = InternalError("internal error; the call was logged")
+                internal = DsgwError("internal error; the call was logged")
                 response = problem_response(internal, request.path)
                 record.decision = "error"
                 record.reason = internal.slug
@@ -148,6 +142,13 @@ async def problem_description(request: web.Request) -> web.Response:
     raise NotFoundError(f"no problem type {slug}")
 
 
+async def _harden_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """No software banner; answers carrying data are never cached by intermediaries."""
+    response.headers.pop("Server", None)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Cache-Control", "no-store")
+
+
 def create_app(gateway: Gateway) -> web.Application:
     from gateway.api import admin, merchant
 
@@ -156,6 +157,7 @@ def create_app(gateway: Gateway) -> web.Application:
         client_max_size=gateway.settings.max_body_bytes,
     )
     app[GATEWAY] = gateway
+    app.on_response_prepare.append(_harden_headers)
     app[MAX_BODY] = gateway.settings.max_body_bytes
     app[OPENAPI] = openapi_document()
     app.router.add_get("/healthz", healthz, allow_head=False)

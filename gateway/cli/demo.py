@@ -293,7 +293,7 @@ async def _calls(base: str, creds: dict[str, str], sample: dict[str, Any]) -> li
             json={"filters": {"credit_code": sample["credit_code"]}},
         )
         await call(
-            "aggregate: companies and capital by district (k=10)",
+            "aggregate: companies and capital by district x industry (k=10)",
             "POST",
             f"{data_url}/enterprises/aggregate",
             lambda s, b: (
@@ -303,7 +303,7 @@ async def _calls(base: str, creds: dict[str, str], sample: dict[str, Any]) -> li
             ),
             headers=auth,
             json={
-                "group_by": ["district"],
+                "group_by": ["district", "industry"],
                 "measures": [{"fn": "count"}, {"fn": "sum", "field": "registered_capital"}],
             },
         )
@@ -346,7 +346,7 @@ async def _calls(base: str, creds: dict[str, str], sample: dict[str, Any]) -> li
             json={"values": {"credit_code": sample["credit_code"], "name": "x"}},
         )
         await call(
-            "refused: token for a scenario without agreement",
+            "refused: token for a scenario never authorized",
             "POST",
             f"{base}/oauth/token",
             problem,
@@ -394,7 +394,7 @@ async def run_demo(
             table.add_row(c.title, f"[{colour}]{c.status}[/]", c.record_id, c.outcome[:90])
         console.print(table)
         console.print(
-            f"call log: {report.database_url} (stream 'calls'); "
+            f"call log: {report.database_url.split('///')[-1]} (stream 'calls'); "
             f"see it with: dsgw --data-dir {settings.data_dir} calls"
         )
         if not keep_serving:
@@ -430,5 +430,6 @@ def _print_next_steps(
         "'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
         f"curl -s -H \"Authorization: Bearer $OPS\" '{base}/admin/calls?limit=5'\n"
         f"[bold]API description:[/] {base}/openapi.json\n"
-        "Ctrl-C stops the gateway."
+        "Ctrl-C stops the gateway.",
+        soft_wrap=True,  # long commands must stay copyable
     )
