@@ -86,7 +86,7 @@ async def _load_until_stopped(
                         answered.append(
                             (resp.headers["Dsgw-Record-Id"], resp.headers["Dsgw-Record-Hash"])
                         )
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return
 
     async with aiohttp.ClientSession() as http:
@@ -104,13 +104,15 @@ async def test_answered_calls_survive_the_process(
     base = f"http://127.0.0.1:{port}"
     with _server(settings, port) as proc:
         await _wait_ready(base, proc)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
                 f"{base}/oauth/token",
                 data={"grant_type": "client_credentials", "scope": f"scenario:{DEMO_SCENARIO}"},
                 headers={"Authorization": aiohttp.encode_basic_auth(*creds["merchant"])},
-            ) as resp:
-                token = (await resp.json())["access_token"]
+            ) as resp,
+        ):
+            token = (await resp.json())["access_token"]
         from connectors import synthetic
 
         code = str(next(synthetic.generate("enterprises", 1, seed=7))["credit_code"])
