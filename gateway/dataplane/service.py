@@ -20,7 +20,14 @@ from gateway.authorization.quotas import QuotaTracker
 from gateway.authorization.tokens import AccessClaims
 from gateway.catalog.models import Dataset
 from gateway.clock import Clock
-from gateway.dataplane.requests import parse_aggregate, parse_query, parse_verify
+from gateway.dataplane.requests import (
+    AggregateRequest,
+    QueryRequest,
+    VerifyRequest,
+    parse_aggregate,
+    parse_query,
+    parse_verify,
+)
 from gateway.errors import ConfigError, OutOfScopeError, ValidationError
 from gateway.governance.models import Mode
 from gateway.governance.policy import PolicySnapshot
@@ -171,38 +178,45 @@ class DataPlane:
                 f"dataset {dataset_id} is not available for operation",
                 refused={"dataset": dataset_id},
             )
+        # Parse and record what was asked before anything runs, so a refusal is logged with
+        # the request it refused; quota is taken only by calls that passed every check.
+        filters = body.get("filters")
+        if isinstance(filters, Mapping):
+            self._record_params(dataset, filters, record)
         if mode is Mode.VERIFY:
-            return await self._verify(
-                dataset, grant.reveal_mismatch, body, scenario_id, record, snapshot, claims
-            )
+            verify = parse_verify(body, dataset, grant, scenario_id)
+            self._record_params(dataset, {**verify.key, **verify.claims}, record)
+            record.fields = sorted([*verify.key, *verify.claims])
+            await self._consume(claims, scenario_id, snapshot)
+            return await self._verify(dataset, grant.reveal_mismatch, verify)
         if mode is Mode.QUERY:
-            return await self._query(dataset, body, scenario_id, record, snapshot, claims)
-        return await self._aggregate(dataset, body, scenario_id, record, snapshot, claims)
+            query = parse_query(body, dataset, grant, scenario_id)
+            record.parameters["limit"] = query.limit
+            record.parameters["offset"] = query.offset
+            record.fields = list(query.fields)
+            await self._consume(claims, scenario_id, snapshot)
+            return await self._query(dataset, query, record)
+        aggregate = parse_aggregate(body, dataset, grant, scenario_id)
+        record.parameters["group_by"] = list(aggregate.group_by)
+        record.parameters["measures"] = [m.name for m in aggregate.measures]
+        record.fields = sorted(
+            {*aggregate.group_by, *(m.field for m in aggregate.measures if m.field)}
+        )
+        await self._consume(claims, scenario_id, snapshot)
+        return await self._aggregate(dataset, aggregate, record)
 
-    async def _consume(self, claims: AccessClaims, snapshot: PolicySnapshot) -> None:
-        scenario = snapshot.scenarios[claims.scenario_id or ""]
+    async def _consume(
+        self, claims: AccessClaims, scenario_id: str, snapshot: PolicySnapshot
+    ) -> None:
+        scenario = snapshot.scenarios[scenario_id]
         await self._quotas.consume(
             claims.merchant_id or "", scenario.id, scenario.quotas, self._clock.now()
         )
 
     async def _verify(
-        self,
-        dataset: Dataset,
-        reveal: bool,
-        body: Mapping[str, Any],
-        scenario_id: str,
-        record: CallRecord,
-        snapshot: PolicySnapshot,
-        claims: AccessClaims,
+        self, dataset: Dataset, reveal: bool, request: VerifyRequest
     ) -> dict[str, Any]:
-        grant = snapshot.scenarios[scenario_id].grant(dataset.id)
-        assert grant is not None
-        request = parse_verify(body, dataset, grant, scenario_id)
-        self._record_params(dataset, {**request.key, **request.claims}, record)
-        record.fields = sorted([*request.key, *request.claims])
-        await self._consume(claims, snapshot)
-        connector = self._connectors.get(dataset)
-        rows = await connector.fetch(
+        rows = await self._connectors.get(dataset).fetch(
             RowQuery(
                 fields=tuple(request.claims),
                 conditions=tuple(Condition(k, "eq", v) for k, v in request.key.items()),
@@ -227,24 +241,8 @@ class DataPlane:
         return result
 
     async def _query(
-        self,
-        dataset: Dataset,
-        body: Mapping[str, Any],
-        scenario_id: str,
-        record: CallRecord,
-        snapshot: PolicySnapshot,
-        claims: AccessClaims,
+        self, dataset: Dataset, request: QueryRequest, record: CallRecord
     ) -> dict[str, Any]:
-        grant = snapshot.scenarios[scenario_id].grant(dataset.id)
-        assert grant is not None
-        filters = body.get("filters") if isinstance(body, Mapping) else None
-        request = parse_query(body, dataset, grant, scenario_id)
-        if isinstance(filters, Mapping):
-            self._record_params(dataset, filters, record)
-        record.parameters["limit"] = request.limit
-        record.parameters["offset"] = request.offset
-        record.fields = list(request.fields)
-        await self._consume(claims, snapshot)
         rows = await self._connectors.get(dataset).fetch(
             RowQuery(
                 fields=request.fields,
@@ -264,36 +262,19 @@ class DataPlane:
                 out[name] = mask(rule, value) if rule is not None else _json_value(value)
             out_rows.append(out)
         record.rows = len(out_rows)
+        full_page = len(out_rows) == request.limit
         return {
             "rows": out_rows,
             "count": len(out_rows),
             "limit": request.limit,
             "offset": request.offset,
-            "next_offset": request.offset + len(out_rows)
-            if len(out_rows) == request.limit
-            else None,
+            "next_offset": request.offset + len(out_rows) if full_page else None,
             "masked_fields": sorted(n for n in request.fields if n in rules),
         }
 
     async def _aggregate(
-        self,
-        dataset: Dataset,
-        body: Mapping[str, Any],
-        scenario_id: str,
-        record: CallRecord,
-        snapshot: PolicySnapshot,
-        claims: AccessClaims,
+        self, dataset: Dataset, request: AggregateRequest, record: CallRecord
     ) -> dict[str, Any]:
-        grant = snapshot.scenarios[scenario_id].grant(dataset.id)
-        assert grant is not None
-        request = parse_aggregate(body, dataset, grant, scenario_id)
-        filters = body.get("filters", {})
-        if isinstance(filters, Mapping):
-            self._record_params(dataset, filters, record)
-        record.parameters["group_by"] = list(request.group_by)
-        record.parameters["measures"] = [m.name for m in request.measures]
-        record.fields = sorted({*request.group_by, *(m.field for m in request.measures if m.field)})
-        await self._consume(claims, snapshot)
         rows = await self._connectors.get(dataset).aggregate(
             AggregateQuery(
                 group_by=request.group_by,
