@@ -31,7 +31,7 @@ from gateway.settings import Settings
 from keys.keystore import KeyPurpose, Keystore
 from keys.passphrase import create_passphrase_file, load_passphrase
 
-__all__ = ["Gateway", "initialise"]
+__all__ = ["Gateway", "initialise", "keystore_passphrase"]
 
 
 def _passphrase_file(settings: Settings) -> Path:
@@ -40,7 +40,8 @@ def _passphrase_file(settings: Settings) -> Path:
     return settings.data_dir / "keystore.pass"
 
 
-def _passphrase(settings: Settings) -> bytes:
+def keystore_passphrase(settings: Settings) -> bytes:
+    """The keystore passphrase: ``DSGW_KEYSTORE_PASSPHRASE`` or the passphrase file."""
     return load_passphrase(
         env_value=settings.keystore_passphrase or None,
         file=_passphrase_file(settings),
@@ -75,7 +76,7 @@ async def initialise(settings: Settings, *, clock: Clock | None = None) -> InitR
     if not settings.keystore_passphrase and not pass_file.exists():
         create_passphrase_file(pass_file)
         created_pass = pass_file
-    passphrase = _passphrase(settings)
+    passphrase = keystore_passphrase(settings)
     created = False
     if settings.keystore_path.exists():
         keystore = Keystore.open(settings.keystore_path, passphrase)
@@ -122,7 +123,7 @@ class Gateway:
             raise KeystoreError(
                 f"keystore: {settings.keystore_path} does not exist; run `dsgw init` first"
             )
-        keystore = Keystore.open(settings.keystore_path, _passphrase(settings))
+        keystore = Keystore.open(settings.keystore_path, keystore_passphrase(settings))
         engine = create_engine(settings.resolved_database_url)
         await migrate(engine)
         algorithm: HashAlgorithm = "sm3" if settings.ledger_hash_algorithm == "sm3" else "sha256"

@@ -13,7 +13,7 @@ from gateway.api.appkeys import GATEWAY, RECORD
 from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token, entry_document
 from gateway.api.problems import json_response
-from gateway.authorization.roles import Action, require
+from gateway.authorization.roles import Action
 from gateway.catalog.models import expect_keys
 from gateway.errors import ValidationError
 from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioStatus
@@ -55,8 +55,7 @@ def _parse_enum(enum: Any, value: str) -> Any:
 @logged("admin")
 async def list_datasets(request: web.Request) -> web.Response:
     actor = await _actor(request)
-    assert actor.role is not None
-    require(actor.role, Action.READ_CATALOG)
+    actor.may(Action.READ_CATALOG)
     snapshot = await request.app[GATEWAY].governance.snapshot()
     return json_response({"datasets": [d.to_dict() for d in snapshot.datasets.values()]})
 
@@ -72,8 +71,7 @@ async def register_dataset(request: web.Request) -> web.Response:
 @logged("admin")
 async def list_scenarios(request: web.Request) -> web.Response:
     actor = await _actor(request)
-    assert actor.role is not None
-    require(actor.role, Action.READ_CATALOG)
+    actor.may(Action.READ_CATALOG)
     snapshot = await request.app[GATEWAY].governance.snapshot()
     return json_response({"scenarios": [s.to_dict() for s in snapshot.scenarios.values()]})
 
@@ -99,8 +97,7 @@ async def scenario_status(request: web.Request) -> web.Response:
 @logged("admin")
 async def list_merchants(request: web.Request) -> web.Response:
     actor = await _actor(request)
-    assert actor.role is not None
-    require(actor.role, Action.READ_CALLS)
+    actor.may(Action.READ_CALLS)
     snapshot = await request.app[GATEWAY].governance.snapshot()
     return json_response(
         {
@@ -144,8 +141,7 @@ async def merchant_status(request: web.Request) -> web.Response:
 @logged("admin")
 async def list_agreements(request: web.Request) -> web.Response:
     actor = await _actor(request)
-    assert actor.role is not None
-    require(actor.role, Action.READ_CALLS)
+    actor.may(Action.READ_CALLS)
     snapshot = await request.app[GATEWAY].governance.snapshot()
     return json_response(
         {
@@ -273,8 +269,7 @@ async def revoke_merchant_tokens(request: web.Request) -> web.Response:
 @logged("admin")
 async def list_calls(request: web.Request) -> web.Response:
     actor = await _actor(request)
-    assert actor.role is not None
-    require(actor.role, Action.READ_CALLS)
+    actor.may(Action.READ_CALLS)
     merchant = request.query.get("merchant")
     try:
         limit = min(500, max(1, int(request.query.get("limit", "50"))))

@@ -40,8 +40,9 @@ from gateway.errors import (
 )
 from gateway.governance.models import Client, MerchantStatus
 from gateway.governance.policy import PolicySnapshot, PolicyStore
+from gateway.ledger.log import LogUnavailableError
 from gateway.settings import Settings
-from keys.jwk import jwk_to_public_key
+from keys.jwk import jwk_to_public_key, jwks
 from keys.keystore import KeyPurpose, Keystore
 
 __all__ = ["AccessClaims", "ClientCredentials", "IssuedToken", "TokenService"]
@@ -185,8 +186,6 @@ class TokenService:
 
     def jwks(self) -> dict[str, Any]:
         """The public keys that verify tokens now, including retired ones in their grace."""
-        from keys.jwk import jwks
-
         if self._keystore.reload_if_changed():
             self._load_keys()
         return jwks(sorted(self._keys.items()))
@@ -370,8 +369,6 @@ class TokenService:
                     )
                 )
         except SQLAlchemyError as exc:
-            from gateway.ledger.log import LogUnavailableError
-
             raise LogUnavailableError("token: could not record the issued token") from exc
         access = self._claims_from(claims)
         return IssuedToken(token, max(0, int(expires_at.timestamp()) - issued), scope, access)

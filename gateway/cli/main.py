@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.authorization.roles import parse_role
+from gateway.clock import SystemClock
 from gateway.errors import (
     ConflictError,
     DsgwError,
@@ -28,8 +29,9 @@ from gateway.errors import (
 )
 from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN
-from gateway.runtime import Gateway, initialise
+from gateway.runtime import Gateway, initialise, keystore_passphrase
 from gateway.settings import Settings, load_settings
+from keys.keystore import KeyPurpose, Keystore
 
 __all__ = ["cli", "main"]
 
@@ -186,9 +188,9 @@ def _load_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValidationError(f"{path}: cannot read JSON: {exc}") from exc
+        raise click.BadParameter(f"{path}: cannot read JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValidationError(f"{path}: expected a JSON object")
+        raise click.BadParameter(f"{path}: expected a JSON object")
     return data
 
 
@@ -203,7 +205,7 @@ def dataset() -> None:
 @click.pass_context
 def dataset_register(ctx: click.Context, file: Path, replace: bool) -> None:
     """Register a dataset from a JSON catalog entry."""
-    data = run(_async(lambda: _load_json(file)))
+    data = _load_json(file)
     result = run(
         with_gateway(
             settings_of(ctx),
@@ -211,10 +213,6 @@ def dataset_register(ctx: click.Context, file: Path, replace: bool) -> None:
         )
     )
     console.print(f"registered dataset [bold]{result.id}[/] ({result.name})")
-
-
-async def _async(fn: Callable[[], T]) -> T:
-    return fn()
 
 
 @dataset.command("list")
@@ -251,7 +249,7 @@ def scenario() -> None:
 @click.pass_context
 def scenario_create(ctx: click.Context, file: Path, publish: bool) -> None:
     """Create a draft scenario from JSON."""
-    data = run(_async(lambda: _load_json(file)))
+    data = _load_json(file)
 
     async def act(g: Gateway) -> Any:
         created = await g.governance.create_scenario(LOCAL_ADMIN, data)
@@ -501,7 +499,7 @@ def client_issue(
     as_json: bool,
 ) -> None:
     """Issue client credentials; the secret is shown once and stored only as a hash."""
-    public_jwk = run(_async(lambda: _load_json(jwk))) if jwk else None
+    public_jwk = _load_json(jwk) if jwk else None
     parsed_role = parse_role(role) if role else None
     issued = run(
         with_gateway(
@@ -615,14 +613,12 @@ def keys() -> None:
 @click.pass_context
 def keys_rotate(ctx: click.Context, purpose: str) -> None:
     """Make a new active key; the old one keeps verifying until its last token expires."""
-    from gateway.clock import SystemClock
-    from gateway.runtime import _passphrase
-    from keys.keystore import KeyPurpose, Keystore
+    from keys.keystore import Keystore
 
     settings = settings_of(ctx)
 
     async def act() -> Any:
-        store = Keystore.open(settings.keystore_path, _passphrase(settings))
+        store = Keystore.open(settings.keystore_path, keystore_passphrase(settings))
         return store.rotate(KeyPurpose(purpose), now=SystemClock().now())
 
     info = run(act())
@@ -633,13 +629,10 @@ def keys_rotate(ctx: click.Context, purpose: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def keys_list(ctx: click.Context, as_json: bool) -> None:
-    from gateway.runtime import _passphrase
-    from keys.keystore import Keystore
-
     settings = settings_of(ctx)
 
     async def act() -> Any:
-        return Keystore.open(settings.keystore_path, _passphrase(settings)).entries()
+        return Keystore.open(settings.keystore_path, keystore_passphrase(settings)).entries()
 
     entries = run(act())
     table = Table("kid", "purpose", "algorithm", "created", "retired")

@@ -42,10 +42,11 @@ from gateway.governance.models import (
     ScenarioStatus,
     parse_time_value,
 )
-from gateway.governance.policy import load_snapshot
+from gateway.governance.policy import PolicySnapshot, load_snapshot
 from gateway.identifiers import is_valid_uscc
 from gateway.ledger.hashing import HashAlgorithm
 from gateway.ledger.log import PendingRecord, append_in_transaction
+from keys.jwk import jwk_to_public_key
 
 __all__ = ["LOCAL_ADMIN", "Actor", "GovernanceService", "IssuedClient"]
 
@@ -432,8 +433,6 @@ class GovernanceService:
             raise ValidationError("staff credentials are issued only by the local administrator")
         actor.may(Action.ISSUE_CLIENT)
         if public_jwk is not None:
-            from keys.jwk import jwk_to_public_key
-
             jwk_to_public_key(public_jwk)  # refuse a malformed key now, not at first use
         if not with_secret and public_jwk is None:
             raise ValidationError("a client needs a secret or a public key")
@@ -549,6 +548,6 @@ class GovernanceService:
             actor, "token.revoked-all", {"merchant_id": merchant_id, "reason": reason}, apply
         )
 
-    async def snapshot(self) -> Any:
+    async def snapshot(self) -> PolicySnapshot:
         """The current policy as the gateway would see it (for listings)."""
         return await load_snapshot(self._engine, self._clock.now())
