@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -36,6 +37,7 @@ __all__ = [
     "MerchantRow",
     "ScenarioRow",
     "TokenRow",
+    "TreeNodeRow",
 ]
 
 NAMING = {
@@ -181,3 +183,23 @@ class LogEntryRow(Base):
         Index("ix_log_entries_merchant", "merchant_id", "scenario_id", "recorded_at"),
         Index("ix_log_entries_recorded_at", "stream", "recorded_at"),
     )
+
+
+class TreeNodeRow(Base):
+    """The hash of one perfect subtree of a stream's RFC 9162 Merkle tree: the ``2**level``
+    leaves starting at leaf ``idx * 2**level``.
+
+    Stored so that any root or proof needs O(log n) lookups instead of rebuilding the tree
+    per request. Only levels >= 1 live here; level 0 is ``log_entries.leaf_hash``. A node is
+    written once its subtree is complete and never changes, so concurrent folders may insert
+    the same row: the primary key keeps one copy.
+    """
+
+    __tablename__ = "tree_nodes"
+
+    stream: Mapped[str] = mapped_column(String(32), primary_key=True)
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(64))
+
+    __table_args__ = (CheckConstraint("level >= 1 AND idx >= 0", name="position"),)
