@@ -9,7 +9,9 @@ still read the answer they are waiting for, so every request sent gets its answe
 records the gateway committed.
 
 If ``--server-pid`` is given, the server's CPU time (user + system, all threads, from
-``/proc/PID/stat``) is sampled at the start and end of the measured window.
+``/proc/PID/stat``) is sampled at the start and end of the measured window; so are this
+process's own CPU time and the whole machine's busy CPU time (``/proc/stat``), so that
+CPU used by anything else on the machine during the window can be reported.
 
 Prints one JSON document on stdout.
 
@@ -41,6 +43,13 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy (not idle, not waiting for I/O) since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -60,9 +69,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.token:
         headers["Authorization"] = f"Bearer {args.token}"
     rng = random.Random(args.seed)
-    bodies = [
-        json.dumps({"filters": {"credit_code": code}}).encode() for code in codes
-    ]
+    bodies = [json.dumps({"filters": {"credit_code": code}}).encode() for code in codes]
 
     latencies: list[float] = []
     measured_ok = 0
@@ -82,10 +89,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def sample_cpu() -> None:
         await asyncio.sleep(max(0.0, window_start - loop.time()))
         cpu["client_start"] = own_cpu_seconds()
+        cpu["machine_start"] = machine_busy_seconds()
         if args.server_pid:
             cpu["server_start"] = process_cpu_seconds(args.server_pid)
         await asyncio.sleep(max(0.0, window_end - loop.time()))
         cpu["client_end"] = own_cpu_seconds()
+        cpu["machine_end"] = machine_busy_seconds()
         if args.server_pid:
             cpu["server_end"] = process_cpu_seconds(args.server_pid)
 
@@ -153,6 +162,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "total_ok": total_ok,
         "total_errors": dict(total_errors),
         "client_cpu_s": cpu["client_end"] - cpu["client_start"],
+        "machine_busy_cpu_s": cpu["machine_end"] - cpu["machine_start"],
     }
     if args.check_rows:
         result["rows_returned"] = rows_returned

@@ -185,4 +185,5 @@ class Gateway:
         """Commit queued records, close sources and the store."""
         await self.log.close()
         await self.connectors.close()
+        self.epoch.close()
         await self.engine.dispose()

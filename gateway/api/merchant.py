@@ -22,6 +22,7 @@ from gateway.errors import (
     SuspendedError,
     ValidationError,
 )
+from gateway.governance.policy import PolicySnapshot
 from gateway.ledger.log import read_entries, read_entry
 
 __all__ = ["add_routes", "bearer_token"]
@@ -88,9 +89,11 @@ async def jwks(request: web.Request) -> web.Response:
     return response
 
 
-async def _merchant_claims(request: web.Request) -> AccessClaims:
+async def _merchant_claims(
+    request: web.Request, snapshot: PolicySnapshot | None = None
+) -> AccessClaims:
     gateway = request.app[GATEWAY]
-    claims = await gateway.tokens.verify(bearer_token(request))
+    claims = await gateway.tokens.verify(bearer_token(request), snapshot=snapshot)
     record = request.get(RECORD)
     if record is not None:
         record.merchant_id = claims.merchant_id
@@ -110,11 +113,11 @@ async def data_call(request: web.Request) -> web.Response:
     mode = request.match_info["mode"]
     record.scenario_id, record.dataset_id = scenario_id, dataset_id
     record.mode = mode[:16]
-    claims = await _merchant_claims(request)
+    snapshot = await gateway.policy.current()
+    claims = await _merchant_claims(request, snapshot)
     if mode not in MODES:
         raise NotFoundError(f"unknown access mode {mode[:32]!r}; use verify, query or aggregate")
     body = await read_json(request)
-    snapshot = await gateway.policy.current()
     result = await gateway.dataplane.execute(
         snapshot, claims, scenario_id, dataset_id, mode, body, record
     )

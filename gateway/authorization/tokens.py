@@ -448,8 +448,11 @@ class TokenService:
         except ValueError as exc:
             raise InvalidTokenError("token: unknown role") from exc
 
-    async def verify(self, token: str, *, admin: bool = False) -> AccessClaims:
-        """Verify a bearer token for the data plane (or the admin API with ``admin``).
+    async def verify(
+        self, token: str, *, admin: bool = False, snapshot: PolicySnapshot | None = None
+    ) -> AccessClaims:
+        """Verify a bearer token for the data plane (or the admin API with ``admin``),
+        against ``snapshot`` if given, so a call decides everything on one policy view.
 
         Raises :class:`InvalidTokenError` (or a subclass), :class:`SuspendedError` or
         :class:`AgreementError`.
@@ -466,7 +469,8 @@ class TokenService:
         if now >= claims.expires_at + self._leeway:
             self._cache.pop(cache_key, None)
             raise InvalidTokenError("token: expired; request a new one")
-        snapshot = await self._policy.current()
+        if snapshot is None:
+            snapshot = await self._policy.current()
         if claims.jti in snapshot.revoked_jtis:
             raise TokenRevokedError("token: revoked")
         client = snapshot.clients.get(claims.client_id)

@@ -141,7 +141,7 @@ class PolicyStore:
         self._epoch = epoch
         self._clock = clock
         self._snapshot = PolicySnapshot()
-        self._marker: tuple[int, int, int] | None = None
+        self._marker: int | None = None
         self._lock = asyncio.Lock()
         self.reloads = 0
 

@@ -25,15 +25,27 @@ __all__ = ["canonical_bytes", "format_time", "parse_time", "to_canonical_value"]
 def format_time(value: dt.datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("canonical: naive datetime; use timezone-aware UTC times")
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime and gives the same text for
+    # four-digit years, which is every year a record can carry.
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def to_canonical_value(value: Any) -> Any:
     """Convert to the JSON-ready value the canonical encoding prescribes."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {key: to_canonical_value(item) for key, item in _string_keys(value)}
+    if kind is list:
+        return [to_canonical_value(item) for item in value]
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
@@ -60,6 +72,13 @@ def to_canonical_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [to_canonical_value(item) for item in value]
     raise TypeError(f"canonical: unsupported type {type(value).__name__}")
+
+
+def _string_keys(mapping: Mapping[Any, Any]) -> Any:
+    for key, item in mapping.items():
+        if type(key) is not str:
+            raise TypeError("canonical: object keys must be strings")
+        yield key, item
 
 
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
