@@ -252,7 +252,9 @@ class LogWriter:
         loop = asyncio.get_running_loop()
         job = _Job(record, record.payload(), loop.create_future())
         self._queue.put_nowait(job)
-        return await asyncio.shield(job.future)
+        # Not shielded: a caller that goes away stops waiting, but its record is still
+        # committed with the batch it joined.
+        return await job.future
 
     async def _run(self) -> None:
         while True:
