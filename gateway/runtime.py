@@ -6,12 +6,14 @@ The HTTP app and the CLI both start here, so they share one set of services and 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.authorization.quotas import QuotaTracker
@@ -21,17 +23,19 @@ from gateway.clock import Clock, SystemClock
 from gateway.dataplane.service import ConnectorRegistry, DataPlane
 from gateway.db import create_engine, migrate
 from gateway.db.schema import LogEntryRow
-from gateway.errors import KeystoreError
+from gateway.errors import DsgwError, KeystoreError
 from gateway.governance.epoch import EpochFile
 from gateway.governance.policy import PolicyStore
 from gateway.governance.service import GovernanceService
-from gateway.ledger.hashing import HashAlgorithm
-from gateway.ledger.log import LogWriter
+from gateway.ledger.checkpoints import Checkpointer, NoteSigner
+from gateway.ledger.log import STREAMS, LogWriter
 from gateway.settings import Settings
 from keys.keystore import KeyPurpose, Keystore
 from keys.passphrase import create_passphrase_file, load_passphrase
 
 __all__ = ["Gateway", "initialise", "keystore_passphrase"]
+
+log = logging.getLogger(__name__)
 
 
 def _passphrase_file(settings: Settings) -> Path:
@@ -111,6 +115,7 @@ class Gateway:
     governance: GovernanceService
     dataplane: DataPlane
     connectors: ConnectorRegistry
+    checkpointer: Checkpointer
 
     @classmethod
     async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Gateway:
@@ -126,7 +131,7 @@ class Gateway:
         keystore = Keystore.open(settings.keystore_path, keystore_passphrase(settings))
         engine = create_engine(settings.resolved_database_url)
         await migrate(engine)
-        algorithm: HashAlgorithm = "sm3" if settings.ledger_hash_algorithm == "sm3" else "sha256"
+        algorithm = settings.hash_algorithm
         epoch = EpochFile(settings.epoch_path)
         policy = PolicyStore(engine, epoch, clock)
         await policy.reload()
@@ -167,7 +172,20 @@ class Gateway:
             min_subjects=settings.aggregate_min_subjects,
             param_key=derive_key(mark_secret, "dsgw call-record parameter digests v1"),
         )
+        checkpointer = Checkpointer(
+            engine,
+            NoteSigner(
+                settings.deployment,
+                keystore.signing_key(keystore.active(KeyPurpose.CHECKPOINT).kid),
+            ),
+            clock,
+            deployment=settings.deployment,
+            algorithm=algorithm,
+            every_records=settings.checkpoint_every_records,
+            every_seconds=settings.checkpoint_every_seconds,
+        )
         return cls(
+            checkpointer=checkpointer,
             settings=settings,
             clock=clock,
             engine=engine,
@@ -181,9 +199,16 @@ class Gateway:
             connectors=connectors,
         )
 
-    async def close(self) -> None:
-        """Commit queued records, close sources and the store."""
+    async def close(self, *, final_checkpoint: bool = False) -> None:
+        """Commit queued records, optionally checkpoint them (a server stopping does, so
+        its last calls are covered), close sources and the store."""
+        await self.checkpointer.stop()
         await self.log.close()
+        for stream in STREAMS if final_checkpoint else ():
+            try:
+                await self.checkpointer.checkpoint(stream)
+            except (SQLAlchemyError, OSError, DsgwError) as exc:
+                log.warning("final checkpoint of %s failed: %s", stream, exc)
         await self.connectors.close()
         self.epoch.close()
         await self.engine.dispose()

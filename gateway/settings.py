@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 from gateway.errors import ConfigError
 
@@ -49,6 +49,9 @@ class Settings:
     # Group commit: how many call records one transaction may carry at most.
     log_batch_max: int = 512
     ledger_hash_algorithm: str = "sha256"
+    # Sign a checkpoint every N records or T seconds, whichever comes first.
+    checkpoint_every_records: int = 10_000
+    checkpoint_every_seconds: int = 5
     source_pool_size: int = 4
 
     @property
@@ -60,6 +63,11 @@ class Settings:
         elif url.startswith(("postgresql://", "postgres://")):
             url = "postgresql+asyncpg://" + url.split("://", 1)[1]
         return url
+
+    @property
+    def hash_algorithm(self) -> Literal["sha256", "sm3"]:
+        """The ledger hash algorithm, typed (validated at load)."""
+        return "sm3" if self.ledger_hash_algorithm == "sm3" else "sha256"
 
     @property
     def issuer(self) -> str:

@@ -72,6 +72,27 @@ def test_admin_verbs_and_calls_listing(demo_dir: tuple[Path, str]) -> None:
     assert {k["purpose"] for k in keys} >= {"token-signing", "checkpoint", "mark"}
 
 
+def test_checkpoint_and_proofs(demo_dir: tuple[Path, str]) -> None:
+    from gateway.ledger.merkle import InclusionProof, verify_inclusion
+
+    data_dir, _ = demo_dir
+    heads = {h["stream"]: h for h in json.loads(dsgw(data_dir, "checkpoint", "--json").stdout)}
+    assert {"calls", "governance"} <= set(heads)
+    calls = json.loads(dsgw(data_dir, "calls", "--json", "--limit", "1").stdout)[0]
+    index = int(calls["record_id"].split("/")[1])
+    proof = json.loads(dsgw(data_dir, "proof", "inclusion", "calls", str(index)).stdout)
+    assert verify_inclusion(
+        "sha256",
+        bytes.fromhex(calls["leaf_hash"]),
+        InclusionProof.from_dict(proof),
+        bytes.fromhex(heads["calls"]["root"]),
+    )
+    consistency = dsgw(data_dir, "proof", "consistency", "calls", "1", str(heads["calls"]["size"]))
+    assert json.loads(consistency.stdout)["second"] == heads["calls"]["size"]
+    bad = dsgw(data_dir, "proof", "inclusion", "calls", "999999", check=False)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
 def test_errors_have_exit_codes_and_messages(demo_dir: tuple[Path, str]) -> None:
     data_dir, _ = demo_dir
     too_long = dsgw(

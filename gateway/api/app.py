@@ -150,7 +150,7 @@ async def _harden_headers(request: web.Request, response: web.StreamResponse) ->
 
 
 def create_app(gateway: Gateway) -> web.Application:
-    from gateway.api import admin, merchant
+    from gateway.api import admin, ledger, merchant
 
     app = web.Application(
         middlewares=[problem_middleware],
@@ -165,4 +165,5 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/problems/{slug}", problem_description, allow_head=False)
     merchant.add_routes(app)
     admin.add_routes(app)
+    ledger.add_routes(app)
     return app

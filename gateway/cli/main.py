@@ -29,6 +29,9 @@ from gateway.errors import (
 )
 from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN
+from gateway.ledger.checkpoints import latest_checkpoint
+from gateway.ledger.log import STREAMS
+from gateway.ledger.tree import MerkleTree
 from gateway.runtime import Gateway, initialise, keystore_passphrase
 from gateway.settings import Settings, load_settings
 from keys.keystore import KeyPurpose, Keystore
@@ -601,6 +604,75 @@ def calls(
             str(record.get("rows", "")),
         )
     emit(data, as_json, table)
+
+
+@cli.command()
+@click.option(
+    "--stream", type=click.Choice(list(STREAMS)), default=None, help="One stream (default: all)."
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def checkpoint(ctx: click.Context, stream: str | None, as_json: bool) -> None:
+    """Fold the log into its Merkle trees and sign a checkpoint of every stream that grew."""
+
+    async def act(g: Gateway) -> list[dict[str, object]]:
+        out = []
+        for name in [stream] if stream else STREAMS:
+            await g.checkpointer.checkpoint(name)
+            try:
+                out.append((await latest_checkpoint(g.engine, name)).to_dict())
+            except NotFoundError:
+                continue
+        return out
+
+    heads = run(with_gateway(settings_of(ctx), act))
+    table = Table("stream", "size", "root", "algorithm")
+    for head in heads:
+        table.add_row(
+            str(head["stream"]), str(head["size"]), str(head["root"]), str(head["algorithm"])
+        )
+    emit(heads, as_json, table)
+
+
+@cli.group()
+def proof() -> None:
+    """RFC 9162 proofs from the stored trees."""
+
+
+@proof.command("inclusion")
+@click.argument("stream", type=click.Choice(list(STREAMS)))
+@click.argument("index", type=click.IntRange(min=0))
+@click.option(
+    "--size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tree size (default: the newest checkpoint's).",
+)
+@click.pass_context
+def proof_inclusion(ctx: click.Context, stream: str, index: int, size: int | None) -> None:
+    """Print the inclusion proof of record INDEX as JSON."""
+
+    async def act(g: Gateway) -> dict[str, object]:
+        tree = MerkleTree(g.engine, stream, algorithm=g.settings.hash_algorithm)
+        at = size or (await latest_checkpoint(g.engine, stream)).size
+        return {"stream": stream, **(await tree.inclusion_proof(index, at)).to_dict()}
+
+    emit(run(with_gateway(settings_of(ctx), act)), True)
+
+
+@proof.command("consistency")
+@click.argument("stream", type=click.Choice(list(STREAMS)))
+@click.argument("first", type=click.IntRange(min=1))
+@click.argument("second", type=click.IntRange(min=1))
+@click.pass_context
+def proof_consistency(ctx: click.Context, stream: str, first: int, second: int) -> None:
+    """Print the consistency proof between tree sizes FIRST and SECOND as JSON."""
+
+    async def act(g: Gateway) -> dict[str, object]:
+        tree = MerkleTree(g.engine, stream, algorithm=g.settings.hash_algorithm)
+        return {"stream": stream, **(await tree.consistency_proof(first, second)).to_dict()}
+
+    emit(run(with_gateway(settings_of(ctx), act)), True)
 
 
 @cli.group()

@@ -32,10 +32,11 @@ async def running_gateway(
         site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=10)
         await site.start()
         port = int(runner.addresses[0][1]) if runner.addresses else settings.port
+        gateway.checkpointer.start()
         yield gateway, port
     finally:
         await runner.cleanup()
-        await gateway.close()
+        await gateway.close(final_checkpoint=True)
 
 
 async def wait_for_signal() -> None:
