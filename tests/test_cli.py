@@ -93,6 +93,22 @@ def test_checkpoint_and_proofs(demo_dir: tuple[Path, str]) -> None:
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
 
 
+def test_audit_clean_then_tampered(tmp_path: Path) -> None:
+    import sqlite3
+
+    data_dir = tmp_path / "data"
+    dsgw(data_dir, "demo", "--no-serve", "--port", "0", "--rows", "200")
+    dsgw(data_dir, "checkpoint")
+    clean = dsgw(data_dir, "audit", "--json")
+    assert json.loads(clean.stdout)["findings"] == []
+    with sqlite3.connect(data_dir / "dsgw.sqlite3") as db:
+        db.execute("UPDATE log_entries SET payload = replace(payload, 'deny', 'allow') "
+                   "WHERE stream = 'calls' AND seq = 6")
+    tampered = dsgw(data_dir, "audit", check=False)
+    assert tampered.returncode == 5
+    assert "calls/6" in tampered.stdout and "edited" in tampered.stdout
+
+
 def test_errors_have_exit_codes_and_messages(demo_dir: tuple[Path, str]) -> None:
     data_dir, _ = demo_dir
     too_long = dsgw(
