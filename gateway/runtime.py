@@ -9,6 +9,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -27,6 +28,7 @@ from gateway.errors import DsgwError, KeystoreError
 from gateway.governance.epoch import EpochFile
 from gateway.governance.policy import PolicyStore
 from gateway.governance.service import GovernanceService
+from gateway.ledger.bundles import build_bundle
 from gateway.ledger.checkpoints import Checkpointer, NoteSigner
 from gateway.ledger.log import STREAMS, LogWriter
 from gateway.settings import Settings
@@ -197,6 +199,19 @@ class Gateway:
             governance=governance,
             dataplane=dataplane,
             connectors=connectors,
+        )
+
+    async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
+        """The evidence bundle of one record (see :mod:`gateway.ledger.bundles`)."""
+        kid = self.keystore.active(KeyPurpose.CHECKPOINT).kid
+        return await build_bundle(
+            self.engine,
+            self.checkpointer,
+            stream,
+            seq,
+            algorithm=self.settings.hash_algorithm,
+            key_name=self.settings.deployment,
+            checkpoint_key=self.keystore.public_key(kid),
         )
 
     async def close(self, *, final_checkpoint: bool = False) -> None:

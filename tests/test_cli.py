@@ -109,6 +109,22 @@ def test_audit_clean_then_tampered(tmp_path: Path) -> None:
     assert "calls/6" in tampered.stdout and "edited" in tampered.stdout
 
 
+def test_bundle_and_offline_verify(demo_dir: tuple[Path, str], tmp_path: Path) -> None:
+    data_dir, _ = demo_dir
+    out = tmp_path / "bundle.json"
+    dsgw(data_dir, "bundle", "calls", "1", "--out", str(out))
+    key = json.loads(out.read_text())["checkpoint"]["verifier_key"]
+    ok = subprocess.run([*DSGW, "verify", str(out), "--key", key], capture_output=True,
+                        text=True, check=False)
+    assert ok.returncode == 0 and "verified" in ok.stdout
+    document = json.loads(out.read_text())
+    document["record"] = document["record"].replace("verify", "query", 1)
+    out.write_text(json.dumps(document))
+    bad = subprocess.run([*DSGW, "verify", str(out), "--key", key], capture_output=True,
+                         text=True, check=False)
+    assert bad.returncode == 6 and "NOT VERIFIED" in bad.stderr
+
+
 def test_errors_have_exit_codes_and_messages(demo_dir: tuple[Path, str]) -> None:
     data_dir, _ = demo_dir
     too_long = dsgw(

@@ -18,7 +18,7 @@ from gateway.catalog.models import expect_keys
 from gateway.errors import ValidationError
 from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioStatus
 from gateway.governance.service import Actor
-from gateway.ledger.log import read_entries
+from gateway.ledger.log import STREAMS, read_entries
 
 __all__ = ["add_routes"]
 
@@ -284,6 +284,21 @@ async def list_calls(request: web.Request) -> web.Response:
     return json_response({"entries": [entry_document(e) for e in entries]})
 
 
+@logged("admin")
+async def bundle(request: web.Request) -> web.Response:
+    """The evidence bundle of any record, for staff who may read the log."""
+    actor = await _actor(request)
+    actor.may(Action.READ_CALLS)
+    stream = request.match_info["stream"]
+    if stream not in STREAMS:
+        raise ValidationError(f"stream must be one of {', '.join(STREAMS)}")
+    try:
+        seq = int(request.match_info["seq"])
+    except ValueError:
+        raise ValidationError("record sequence must be an integer") from None
+    return json_response(await request.app[GATEWAY].bundle(stream, seq))
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/admin/datasets", list_datasets, allow_head=False)
@@ -301,3 +316,4 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/admin/clients", issue_client)
     r.add_post("/admin/tokens/{jti}/revoke", revoke_token)
     r.add_get("/admin/calls", list_calls, allow_head=False)
+    r.add_get("/admin/bundles/{stream}/{seq}", bundle, allow_head=False)

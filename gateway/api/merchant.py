@@ -180,6 +180,20 @@ async def own_call(request: web.Request) -> web.Response:
     return json_response(entry_document(entry))
 
 
+async def own_bundle(request: web.Request) -> web.Response:
+    """The evidence bundle of one of the merchant's own calls."""
+    gateway = request.app[GATEWAY]
+    claims = await _merchant_claims(request)
+    try:
+        seq = int(request.match_info["seq"])
+    except ValueError:
+        raise ValidationError("record sequence must be an integer") from None
+    entry = await read_entry(gateway.engine, "calls", seq)
+    if entry is None or json.loads(entry.payload).get("merchant") != claims.merchant_id:
+        raise NotFoundError(f"no call record calls/{seq} of yours")
+    return json_response(await gateway.bundle("calls", seq))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/oauth/token", token)
     app.router.add_get("/.well-known/jwks.json", jwks, allow_head=False)
@@ -187,3 +201,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/catalog", catalog, allow_head=False)
     app.router.add_get("/v1/calls", own_calls, allow_head=False)
     app.router.add_get("/v1/calls/{seq}", own_call, allow_head=False)
+    app.router.add_get("/v1/calls/{seq}/bundle", own_bundle, allow_head=False)

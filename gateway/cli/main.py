@@ -30,6 +30,7 @@ from gateway.errors import (
 from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.ledger.audit import AuditReport, audit_stream
+from gateway.ledger.bundles import verify_bundle
 from gateway.ledger.checkpoints import latest_checkpoint
 from gateway.ledger.log import STREAMS, stream_size
 from gateway.ledger.tree import MerkleTree
@@ -699,6 +700,68 @@ def audit(ctx: click.Context, stream: str | None, as_json: bool) -> None:
             console.print("[green]every record, link and checkpoint verifies[/]")
     if findings:
         sys.exit(5)
+
+
+@cli.command()
+@click.argument("stream", type=click.Choice(list(STREAMS)))
+@click.argument("seq", type=click.IntRange(min=0))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the bundle here instead of standard output.",
+)
+@click.pass_context
+def bundle(ctx: click.Context, stream: str, seq: int, out: Path | None) -> None:
+    """Write the evidence bundle of record STREAM/SEQ."""
+    document = run(with_gateway(settings_of(ctx), lambda g: g.bundle(stream, seq)))
+    text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        err_console.print(f"bundle of {stream}/{seq} written to {out}")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--key",
+    "trusted_key",
+    default=None,
+    help="Verifier key you trust (name+keyid+base64), e.g. from the operator.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def verify(file: Path, trusted_key: str | None, as_json: bool) -> None:
+    """Verify an evidence bundle offline: no database, no gateway."""
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(f"{file}: cannot read JSON: {exc}") from exc
+    try:
+        check = verify_bundle(document, trusted_key=trusted_key)
+    except DsgwError as error:
+        if as_json:
+            emit({"verified": False, "error": error.detail}, True)
+        else:
+            err_console.print(f"[bold red]NOT VERIFIED:[/] {error.detail}")
+        sys.exit(6)
+    if as_json:
+        emit(
+            {
+                "verified": True,
+                "steps": check.steps,
+                "warnings": check.warnings,
+                "record": check.record,
+            },
+            True,
+        )
+        return
+    for step in check.steps:
+        console.print(f"[green]ok[/]   {step}")
+    for warning in check.warnings:
+        console.print(f"[yellow]note[/] {warning}")
+    console.print("[bold green]verified[/]")
 
 
 @cli.group()
