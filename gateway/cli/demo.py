@@ -23,6 +23,7 @@ from gateway.errors import CatalogError, DsgwError
 from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.identifiers import USCC_ALPHABET, uscc_check_char
+from gateway.ledger.bundles import verify_bundle
 from gateway.runtime import Gateway, initialise
 from gateway.settings import Settings
 
@@ -397,12 +398,31 @@ async def run_demo(
             f"call log: {report.database_url.split('///')[-1]} (stream 'calls'); "
             f"see it with: dsgw --data-dir {settings.data_dir} calls"
         )
+        await _show_evidence(gateway, calls, console)
         if not keep_serving:
             return calls
         _print_next_steps(console, base, creds, sample)
         await wait_for_signal()
         console.print("stopping; queued log records are committed before exit")
     return calls
+
+
+async def _show_evidence(gateway: Gateway, calls: list[DemoCall], console: Console) -> None:
+    """Sign a checkpoint and verify one call's evidence bundle, as a third party would."""
+    head = await gateway.checkpointer.checkpoint("calls")
+    if head is not None:
+        console.print(
+            f"checkpoint signed: {head.origin} size {head.size} root {head.root.hex()[:16]}..."
+        )
+    record_id = next(c.record_id for c in calls if c.title.startswith("verify"))
+    seq = int(record_id.split("/")[1])
+    document = await gateway.bundle("calls", seq)
+    check = verify_bundle(document, trusted_key=document["checkpoint"]["verifier_key"])
+    console.print(f"evidence bundle of {record_id} verified offline: " + "; ".join(check.steps))
+    console.print(
+        f"[dim]write it with: dsgw --data-dir {gateway.settings.data_dir} bundle calls {seq} "
+        "--out bundle.json, then: dsgw verify bundle.json --key <verifier key>[/]"
+    )
 
 
 def _print_next_steps(
