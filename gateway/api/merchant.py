@@ -23,7 +23,7 @@ from gateway.errors import (
     ValidationError,
 )
 from gateway.governance.policy import PolicySnapshot
-from gateway.ledger.log import read_entries, read_entry
+from gateway.ledger.log import LogEntry, read_entries, read_entry
 
 __all__ = ["add_routes", "bearer_token"]
 
@@ -166,7 +166,8 @@ async def own_calls(request: web.Request) -> web.Response:
     return json_response({"calls": [entry_document(e) for e in entries]})
 
 
-async def own_call(request: web.Request) -> web.Response:
+async def _own_entry(request: web.Request) -> LogEntry:
+    """The calls-stream record named in the path, if it is the caller's own."""
     gateway = request.app[GATEWAY]
     claims = await _merchant_claims(request)
     try:
@@ -177,21 +178,17 @@ async def own_call(request: web.Request) -> web.Response:
     if entry is None or json.loads(entry.payload).get("merchant") != claims.merchant_id:
         # Another merchant's record is as invisible as a missing one.
         raise NotFoundError(f"no call record calls/{seq} of yours")
-    return json_response(entry_document(entry))
+    return entry
+
+
+async def own_call(request: web.Request) -> web.Response:
+    return json_response(entry_document(await _own_entry(request)))
 
 
 async def own_bundle(request: web.Request) -> web.Response:
     """The evidence bundle of one of the merchant's own calls."""
-    gateway = request.app[GATEWAY]
-    claims = await _merchant_claims(request)
-    try:
-        seq = int(request.match_info["seq"])
-    except ValueError:
-        raise ValidationError("record sequence must be an integer") from None
-    entry = await read_entry(gateway.engine, "calls", seq)
-    if entry is None or json.loads(entry.payload).get("merchant") != claims.merchant_id:
-        raise NotFoundError(f"no call record calls/{seq} of yours")
-    return json_response(await gateway.bundle("calls", seq))
+    entry = await _own_entry(request)
+    return json_response(await request.app[GATEWAY].bundle("calls", entry.seq))
 
 
 def add_routes(app: web.Application) -> None:

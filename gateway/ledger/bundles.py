@@ -24,6 +24,7 @@ from gateway.ledger.checkpoints import (
     Checkpoint,
     Checkpointer,
     CheckpointError,
+    checkpoint_from_row,
     parse_checkpoint,
     verifier_key,
     verify_note,
@@ -74,9 +75,7 @@ async def _covering_checkpoint(
                 )
             ).first()
         if row is not None:
-            text = row.note.rpartition("\n\n")[0] + "\n"
-            parsed = parse_checkpoint(text)
-            return Checkpoint(parsed.origin, row.size, bytes(row.root), parsed.algorithm, row.note)
+            return checkpoint_from_row(row)
         if attempt == 0:
             await checkpointer.checkpoint(stream)
     raise NotFoundError(f"no checkpoint covers {stream}/{seq} yet")

@@ -44,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "Checkpointer",
     "NoteSigner",
+    "checkpoint_from_row",
     "latest_checkpoint",
     "parse_checkpoint",
     "verifier_key",
@@ -179,7 +180,8 @@ def parse_checkpoint(text: str) -> Checkpoint:
     return Checkpoint(origin, int(size_text), root, algorithm, text)
 
 
-def _from_row(row: Any) -> Checkpoint:
+def checkpoint_from_row(row: Any) -> Checkpoint:
+    """A checkpoint from a ``checkpoints`` row (as stored; not re-verified)."""
     algorithm: HashAlgorithm = "sm3" if row.algorithm == "sm3" else "sha256"
     origin = row.note.split("\n", 1)[0]
     return Checkpoint(origin, row.size, bytes(row.root), algorithm, row.note)
@@ -198,7 +200,7 @@ async def latest_checkpoint(engine: AsyncEngine, stream: str) -> Checkpoint:
         ).first()
     if row is None:
         raise NotFoundError(f"stream {stream} has no checkpoint yet")
-    return _from_row(row)
+    return checkpoint_from_row(row)
 
 
 class Checkpointer:
