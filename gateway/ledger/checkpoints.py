@@ -231,6 +231,7 @@ class Checkpointer:
         self._every_seconds = every_seconds
         self._trees = {s: MerkleTree(engine, s, algorithm=algorithm) for s in STREAMS}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.signed = 0
 
     def origin(self, stream: str) -> str:
@@ -290,22 +291,25 @@ class Checkpointer:
         return (self._clock.now() - utc(last)).total_seconds()
 
     async def run(self, *, poll_seconds: float = 0.5) -> None:
-        """Checkpoint forever; store failures are logged and retried, never fatal."""
-        while True:
+        """Checkpoint until :meth:`stop`; store failures are logged and retried, never fatal."""
+        while not self._stopping.is_set():
             for stream in STREAMS:
                 try:
                     await self.checkpoint(stream, force=False)
                 except (SQLAlchemyError, OSError, DsgwError) as exc:
                     log.warning("checkpoint of %s failed, will retry: %s", stream, exc)
-            await asyncio.sleep(poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), poll_seconds)
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self.run(), name="dsgw-checkpointer")
 
     async def stop(self) -> None:
+        """Let the loop finish its current round and end. Never cancelled mid-transaction:
+        a write torn by cancellation could hold the store's lock past shutdown."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            await self._task
             self._task = None
