@@ -25,8 +25,12 @@ async def _calls(world: World, count: int = 12) -> None:
 async def _audit(world: World) -> AuditReport:
     keystore = world.gateway.keystore
     key = keystore.public_key(keystore.active(KeyPurpose.CHECKPOINT).kid)
-    return await audit_stream(world.gateway.engine, "calls", algorithm="sha256",
-                              checkpoint_key=(world.gateway.settings.deployment, key))
+    return await audit_stream(
+        world.gateway.engine,
+        "calls",
+        algorithm="sha256",
+        checkpoint_key=(world.gateway.settings.deployment, key),
+    )
 
 
 def _kinds(report: AuditReport) -> set[tuple[int, str]]:
@@ -35,15 +39,23 @@ def _kinds(report: AuditReport) -> set[tuple[int, str]]:
 
 async def _row(world: World, seq: int) -> LogEntryRow:
     async with world.gateway.engine.connect() as conn:
-        row = (await conn.execute(select(LogEntryRow.__table__).where(
-            LogEntryRow.stream == "calls", LogEntryRow.seq == seq))).one()
+        row = (
+            await conn.execute(
+                select(LogEntryRow.__table__).where(
+                    LogEntryRow.stream == "calls", LogEntryRow.seq == seq
+                )
+            )
+        ).one()
     return row  # type: ignore[return-value]
 
 
 async def _set(world: World, seq: int, **values: object) -> None:
     async with world.gateway.engine.begin() as conn:
-        await conn.execute(update(LogEntryRow).where(
-            LogEntryRow.stream == "calls", LogEntryRow.seq == seq).values(**values))
+        await conn.execute(
+            update(LogEntryRow)
+            .where(LogEntryRow.stream == "calls", LogEntryRow.seq == seq)
+            .values(**values)
+        )
 
 
 async def test_clean_log_has_no_findings(world: World) -> None:
@@ -57,16 +69,22 @@ async def test_edited_record_is_named(world: World) -> None:
     row = await _row(world, 5)
     record = json.loads(row.payload)
     record["decision"] = "deny" if record["decision"] == "allow" else "allow"
-    await _set(world, 5, payload=json.dumps(record, sort_keys=True, separators=(",", ":"),
-                                            ensure_ascii=False))
+    await _set(
+        world,
+        5,
+        payload=json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+    )
     assert (5, "edited") in _kinds(await _audit(world))
 
 
 async def test_deleted_record_is_named(world: World) -> None:
     await _calls(world)
     async with world.gateway.engine.begin() as conn:
-        await conn.execute(LogEntryRow.__table__.delete().where(
-            LogEntryRow.stream == "calls", LogEntryRow.seq == 7))
+        await conn.execute(
+            LogEntryRow.__table__.delete().where(
+                LogEntryRow.stream == "calls", LogEntryRow.seq == 7
+            )
+        )
     kinds = _kinds(await _audit(world))
     assert (7, "deleted") in kinds
     assert (8, "chain") in kinds
@@ -80,13 +98,28 @@ async def test_inserted_record_is_named(world: World) -> None:
     salt = bytes(16)
     leaf = leaf_hash("sha256", salt, payload.encode())
     async with world.gateway.engine.begin() as conn:
-        top = (await conn.execute(select(LogEntryRow.seq).where(
-            LogEntryRow.stream == "calls").order_by(LogEntryRow.seq.desc()).limit(1))).scalar()
+        top = (
+            await conn.execute(
+                select(LogEntryRow.seq)
+                .where(LogEntryRow.stream == "calls")
+                .order_by(LogEntryRow.seq.desc())
+                .limit(1)
+            )
+        ).scalar()
         assert top is not None
-        await conn.execute(LogEntryRow.__table__.insert().values(
-            stream="calls", seq=top + 1, recorded_at=last.recorded_at, kind="data",
-            payload=payload, salt=salt, leaf_hash=leaf, prev_hash=GENESIS,
-            entry_hash=entry_hash("sha256", GENESIS, leaf)))
+        await conn.execute(
+            LogEntryRow.__table__.insert().values(
+                stream="calls",
+                seq=top + 1,
+                recorded_at=last.recorded_at,
+                kind="data",
+                payload=payload,
+                salt=salt,
+                leaf_hash=leaf,
+                prev_hash=GENESIS,
+                entry_hash=entry_hash("sha256", GENESIS, leaf),
+            )
+        )
     assert (top + 1, "chain") in _kinds(await _audit(world))
 
 
@@ -112,8 +145,7 @@ async def test_consistent_rewrite_is_caught_by_the_signed_checkpoint(world: Worl
             payload = payload.replace('"decision":"allow"', '"decision":"deny"')
         leaf = leaf_hash("sha256", bytes(row.salt), payload.encode())
         link = entry_hash("sha256", previous, leaf)
-        await _set(world, seq, payload=payload, leaf_hash=leaf, prev_hash=previous,
-                   entry_hash=link)
+        await _set(world, seq, payload=payload, leaf_hash=leaf, prev_hash=previous, entry_hash=link)
         previous = link
     report = await _audit(world)
     assert [f.kind for f in report.findings] == ["checkpoint"]

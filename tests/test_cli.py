@@ -102,8 +102,10 @@ def test_audit_clean_then_tampered(tmp_path: Path) -> None:
     clean = dsgw(data_dir, "audit", "--json")
     assert json.loads(clean.stdout)["findings"] == []
     with sqlite3.connect(data_dir / "dsgw.sqlite3") as db:
-        db.execute("UPDATE log_entries SET payload = replace(payload, 'deny', 'allow') "
-                   "WHERE stream = 'calls' AND seq = 6")
+        db.execute(
+            "UPDATE log_entries SET payload = replace(payload, 'deny', 'allow') "
+            "WHERE stream = 'calls' AND seq = 6"
+        )
     tampered = dsgw(data_dir, "audit", check=False)
     assert tampered.returncode == 5
     assert "calls/6" in tampered.stdout and "edited" in tampered.stdout
@@ -114,14 +116,16 @@ def test_bundle_and_offline_verify(demo_dir: tuple[Path, str], tmp_path: Path) -
     out = tmp_path / "bundle.json"
     dsgw(data_dir, "bundle", "calls", "1", "--out", str(out))
     key = json.loads(out.read_text())["checkpoint"]["verifier_key"]
-    ok = subprocess.run([*DSGW, "verify", str(out), "--key", key], capture_output=True,
-                        text=True, check=False)
+    ok = subprocess.run(
+        [*DSGW, "verify", str(out), "--key", key], capture_output=True, text=True, check=False
+    )
     assert ok.returncode == 0 and "verified" in ok.stdout
     document = json.loads(out.read_text())
     document["record"] = document["record"].replace("verify", "query", 1)
     out.write_text(json.dumps(document))
-    bad = subprocess.run([*DSGW, "verify", str(out), "--key", key], capture_output=True,
-                         text=True, check=False)
+    bad = subprocess.run(
+        [*DSGW, "verify", str(out), "--key", key], capture_output=True, text=True, check=False
+    )
     assert bad.returncode == 6 and "NOT VERIFIED" in bad.stderr
 
 

@@ -56,9 +56,7 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("anchors", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_anchors_status", ["chain_id", "contract", "status"], unique=False
-        )
+        batch_op.create_index("ix_anchors_status", ["chain_id", "contract", "status"], unique=False)
     op.create_table(
         "anchor_transactions",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
