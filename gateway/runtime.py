@@ -20,6 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.authorization.quotas import QuotaTracker
 from gateway.authorization.secrets import SecretHasher
 from gateway.authorization.tokens import TokenService
+from gateway.chain.contract import stream_id
+from gateway.chain.models import AnchorPolicy
+from gateway.chain.records import covering_anchor
+from gateway.chain.service import Anchoring
 from gateway.clock import Clock, SystemClock
 from gateway.dataplane.service import ConnectorRegistry, DataPlane
 from gateway.db import create_engine, migrate
@@ -118,6 +122,7 @@ class Gateway:
     dataplane: DataPlane
     connectors: ConnectorRegistry
     checkpointer: Checkpointer
+    anchoring: Anchoring | None = None
 
     @classmethod
     async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Gateway:
@@ -186,7 +191,26 @@ class Gateway:
             every_records=settings.checkpoint_every_records,
             every_seconds=settings.checkpoint_every_seconds,
         )
+        anchoring = None
+        if settings.chain != "none":
+            try:
+                chain_kid = keystore.active(KeyPurpose.CHAIN_ACCOUNT).kid
+            except KeystoreError:
+                chain_kid = keystore.generate(KeyPurpose.CHAIN_ACCOUNT, now=clock.now()).kid
+            anchoring = Anchoring(
+                engine,
+                kind=settings.chain,
+                account_key=keystore.chain_account_private_key(chain_kid),
+                state_dir=settings.data_dir / "chain",
+                clock=clock,
+                algorithm=algorithm,
+                rpc_url=settings.chain_rpc_url,
+                contract=settings.chain_contract,
+                policy=AnchorPolicy(confirmations=settings.chain_confirmations, poll_interval=0.5),
+            )
+            await anchoring.start()
         return cls(
+            anchoring=anchoring,
             checkpointer=checkpointer,
             settings=settings,
             clock=clock,
@@ -204,7 +228,17 @@ class Gateway:
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
         """The evidence bundle of one record (see :mod:`gateway.ledger.bundles`)."""
         kid = self.keystore.active(KeyPurpose.CHECKPOINT).kid
-        return await build_bundle(
+        anchor = None
+        worker = self.anchoring.worker if self.anchoring is not None else None
+        if worker is not None and worker.chain_id is not None:
+            anchor = await covering_anchor(
+                self.engine,
+                stream,
+                seq + 1,
+                chain_id=worker.chain_id,
+                contract=worker.registry.address,
+            )
+        document = await build_bundle(
             self.engine,
             self.checkpointer,
             stream,
@@ -212,12 +246,26 @@ class Gateway:
             algorithm=self.settings.hash_algorithm,
             key_name=self.settings.deployment,
             checkpoint_key=self.keystore.public_key(kid),
+            at_size=anchor.size if anchor is not None else None,
         )
+        if anchor is not None and anchor.tx_hash is not None:
+            document["anchor"] = {
+                "chain_id": anchor.chain_id,
+                "contract": anchor.contract,
+                "stream_id": "0x" + stream_id(stream).hex(),
+                "size": anchor.size,
+                "root": anchor.root.hex(),
+                "tx_hash": "0x" + anchor.tx_hash.hex(),
+                "block_number": anchor.block_number,
+            }
+        return document
 
     async def close(self, *, final_checkpoint: bool = False) -> None:
         """Commit queued records, optionally checkpoint them (a server stopping does, so
         its last calls are covered), close sources and the store."""
         await self.checkpointer.stop()
+        if self.anchoring is not None:
+            await self.anchoring.close()
         await self.log.close()
         for stream in STREAMS if final_checkpoint else ():
             try:

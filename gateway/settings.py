@@ -53,6 +53,13 @@ class Settings:
     checkpoint_every_records: int = 10_000
     checkpoint_every_seconds: int = 5
     source_pool_size: int = 4
+    # Anchoring: "none", "embedded" (in-process py-evm, ephemeral), "anvil" (a local node
+    # started with persistent state in the data directory) or "rpc" (chain_rpc_url).
+    chain: str = "none"
+    chain_rpc_url: str = ""
+    # Registry address on an rpc chain; dev chains deploy one on first use.
+    chain_contract: str = ""
+    chain_confirmations: int = 1
 
     @property
     def resolved_database_url(self) -> str:
@@ -172,6 +179,10 @@ def load_settings(
         raise ConfigError("settings: token_lifetime_seconds must be between 30 and 3600")
     if settings.ledger_hash_algorithm not in ("sha256", "sm3"):
         raise ConfigError("settings: ledger_hash_algorithm must be 'sha256' or 'sm3'")
+    if settings.chain not in ("none", "embedded", "anvil", "rpc"):
+        raise ConfigError("settings: chain must be none, embedded, anvil or rpc")
+    if settings.chain_confirmations < 1:
+        raise ConfigError("settings: chain_confirmations must be at least 1")
     if settings.aggregate_min_subjects < 2:
         raise ConfigError("settings: aggregate_min_subjects must be at least 2")
     return settings

@@ -61,19 +61,22 @@ def parse_verifier_key(text: str) -> tuple[str, Ed25519PublicKey]:
 
 
 async def _covering_checkpoint(
-    engine: AsyncEngine, stream: str, seq: int, checkpointer: Checkpointer
+    engine: AsyncEngine,
+    stream: str,
+    seq: int,
+    checkpointer: Checkpointer,
+    at_size: int | None = None,
 ) -> Checkpoint:
-    """The newest checkpoint that includes record ``seq``, signing one if none does yet."""
+    """The checkpoint of ``at_size`` (an anchored one), else the newest that includes
+    record ``seq``, signing one if none does yet."""
     for attempt in range(2):
+        query = select(CheckpointRow.__table__).where(CheckpointRow.stream == stream)
+        if at_size is not None:
+            query = query.where(CheckpointRow.size == at_size)
+        else:
+            query = query.where(CheckpointRow.size > seq)
         async with engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(CheckpointRow.__table__)
-                    .where(CheckpointRow.stream == stream, CheckpointRow.size > seq)
-                    .order_by(CheckpointRow.size.desc())
-                    .limit(1)
-                )
-            ).first()
+            row = (await conn.execute(query.order_by(CheckpointRow.size.desc()).limit(1))).first()
         if row is not None:
             return checkpoint_from_row(row)
         if attempt == 0:
@@ -90,6 +93,7 @@ async def build_bundle(
     algorithm: HashAlgorithm,
     key_name: str,
     checkpoint_key: Ed25519PublicKey,
+    at_size: int | None = None,
 ) -> dict[str, Any]:
     """Assemble the evidence bundle of record ``stream/seq``.
 
@@ -98,7 +102,7 @@ async def build_bundle(
     entry = await read_entry(engine, stream, seq)
     if entry is None:
         raise NotFoundError(f"no record {stream}/{seq}")
-    head = await _covering_checkpoint(engine, stream, seq, checkpointer)
+    head = await _covering_checkpoint(engine, stream, seq, checkpointer, at_size)
     proof = await MerkleTree(engine, stream, algorithm=algorithm).inclusion_proof(seq, head.size)
     return {
         "format": BUNDLE_FORMAT,

@@ -1,0 +1,115 @@
+"""Anchoring inside a running gateway: backend, registry and worker, started in the
+background so that a chain that is down never stops the gateway from serving and logging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.chain.backends import ChainBackend, open_backend
+from gateway.chain.deployment import ensure_registry
+from gateway.chain.errors import ChainError, ChainUnavailableError
+from gateway.chain.models import AnchorPolicy
+from gateway.chain.worker import AnchorWorker
+from gateway.clock import Clock
+from gateway.ledger.hashing import HashAlgorithm
+
+__all__ = ["Anchoring"]
+
+log = logging.getLogger(__name__)
+
+
+class Anchoring:
+    """Owns the chain connection of one gateway process.
+
+    :meth:`start` returns at once; a background task connects (starting anvil for the
+    ``anvil`` backend), finds or deploys the registry, reconciles what this database
+    recorded with the chain, and then runs the worker. While the chain is unreachable it
+    retries with back-off and says so in the log.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        kind: str,
+        account_key: bytes,
+        state_dir: Path,
+        clock: Clock,
+        algorithm: HashAlgorithm,
+        rpc_url: str = "",
+        contract: str = "",
+        policy: AnchorPolicy | None = None,
+    ) -> None:
+        self._engine = engine
+        self._kind = kind
+        self._account_key = account_key
+        self._clock = clock
+        self._algorithm: HashAlgorithm = algorithm
+        self._contract = contract or None
+        self._policy = policy or AnchorPolicy(confirmations=1, poll_interval=0.5)
+        self.backend: ChainBackend = open_backend(
+            kind, state_dir=state_dir, rpc_url=rpc_url or None
+        )
+        self.worker: AnchorWorker | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._bootstrap(), name="dsgw-anchoring-start")
+
+    async def _bootstrap(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.backend.start()
+                from eth_account import Account
+
+                account = Account.from_key(self._account_key).address
+                registry = await ensure_registry(
+                    self._engine,
+                    self.backend,
+                    anchoring_account=account,
+                    address=self._contract,
+                    clock=self._clock,
+                )
+                worker = AnchorWorker(
+                    self._engine,
+                    registry,
+                    self._account_key,
+                    policy=self._policy,
+                    clock=self._clock,
+                    algorithm=self._algorithm,
+                )
+                report = await worker.reconcile()
+                log.info("anchoring on %s: %s", self.backend.node, report)
+                await worker.start()
+                self.worker = worker
+                self.ready.set()
+                return
+            except ChainUnavailableError as exc:
+                log.warning("anchoring: chain unreachable (%s); retrying in %.0f s", exc, delay)
+            except ChainError as exc:
+                log.error("anchoring: %s; retrying in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+    def notify(self) -> None:
+        if self.worker is not None:
+            self.worker.notify()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.worker is not None:
+            await self.worker.close()
+        await self.backend.close()
