@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from gateway.api.app import create_app
+from gateway.chain.backends import AnvilBackend
 from gateway.cli.demo import DEMO_SCENARIO
 from gateway.ledger.bundles import verify_bundle
 from gateway.runtime import Gateway
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings
 from tests.conftest import FixedClock, build_world
 
 
@@ -56,5 +62,65 @@ async def test_checkpoints_are_anchored_and_bundles_name_the_anchor(
             assert not any("not anchored" in w for w in check.warnings)
         finally:
             await client.close()
+    finally:
+        await gateway.close()
+
+
+async def test_bundle_verified_against_anvil_with_only_the_rpc_url(
+    tmp_path: Path, source_dir: Path, clock: FixedClock
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "sources").symlink_to(source_dir / "sources")
+    settings = load_settings(
+        None,
+        environ={},
+        data_dir=data_dir,
+        keystore_passphrase="test passphrase",
+        secret_hash_time_cost=1,
+        secret_hash_memory_kib=8192,
+        chain="anvil",
+    )
+    gateway, _creds = await build_world(settings, clock)
+    try:
+        assert gateway.anchoring is not None
+        await asyncio.wait_for(gateway.anchoring.ready.wait(), 120)
+        head = await gateway.checkpointer.checkpoint("governance")
+        assert head is not None
+        bundle: dict[str, object] = {}
+        for _ in range(240):
+            bundle = await gateway.bundle("governance", 2)
+            if bundle["anchor"] is not None:
+                break
+            await asyncio.sleep(0.25)
+        assert bundle["anchor"] is not None, "not anchored in time"
+        path = tmp_path / "bundle.json"
+        path.write_text(json.dumps(bundle))
+        backend = gateway.anchoring.backend
+        assert isinstance(backend, AnvilBackend) and backend.url is not None
+        rpc = backend.url
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DSGW_")}
+
+        def dsgw_verify() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "gateway.cli", "verify", str(path), "--rpc", rpc, "--json"],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
+                timeout=120,
+            )
+
+        ok = dsgw_verify()
+        assert ok.returncode == 0, ok.stderr
+        result = json.loads(ok.stdout)
+        assert result["verified"] is True
+        assert any("anchored governance" in step for step in result["steps"])
+        forged = json.loads(path.read_text())
+        forged["anchor"]["tx_hash"] = "0x" + "11" * 32
+        path.write_text(json.dumps(forged))
+        bad = dsgw_verify()
+        assert bad.returncode == 6
+        assert "no such transaction" in json.loads(bad.stdout)["error"]
     finally:
         await gateway.close()

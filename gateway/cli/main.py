@@ -731,15 +731,32 @@ def bundle(ctx: click.Context, stream: str, seq: int, out: Path | None) -> None:
     default=None,
     help="Verifier key you trust (name+keyid+base64), e.g. from the operator.",
 )
+@click.option(
+    "--rpc",
+    "rpc_url",
+    default=None,
+    help="Ethereum JSON-RPC URL: also check the anchor transaction on chain.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def verify(file: Path, trusted_key: str | None, as_json: bool) -> None:
-    """Verify an evidence bundle offline: no database, no gateway."""
+def verify(file: Path, trusted_key: str | None, rpc_url: str | None, as_json: bool) -> None:
+    """Verify an evidence bundle with no database and no gateway (and the chain, --rpc)."""
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise click.BadParameter(f"{file}: cannot read JSON: {exc}") from exc
     try:
         check = verify_bundle(document, trusted_key=trusted_key)
+        if rpc_url is not None:
+            anchor = document.get("anchor")
+            if not isinstance(anchor, dict) or check.checkpoint is None:
+                raise DsgwError("the bundle has no anchor to check on chain (not anchored yet)")
+            from gateway.chain.verify import verify_anchor
+
+            check.steps += asyncio.run(verify_anchor(anchor, check.checkpoint, rpc_url))
+            check.warnings.append(
+                "registry address taken from the bundle; compare it with the address the "
+                "operator publishes"
+            )
     except DsgwError as error:
         if as_json:
             emit({"verified": False, "error": error.detail}, True)

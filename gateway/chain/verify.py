@@ -1,0 +1,65 @@
+"""Checking an evidence bundle's anchor with nothing but a JSON-RPC endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hexbytes import HexBytes
+from web3.exceptions import TransactionNotFound
+
+from gateway.chain.backends import RpcBackend
+from gateway.chain.contract import AnchorRegistry, stream_id
+from gateway.chain.errors import ChainError, rpc_errors
+from gateway.ledger.checkpoints import Checkpoint
+
+__all__ = ["verify_anchor"]
+
+
+async def verify_anchor(
+    anchor: Mapping[str, Any], checkpoint: Checkpoint, rpc_url: str
+) -> list[str]:
+    """Confirm on chain that the registry accepted exactly the checkpoint's (size, root)
+    for its stream in the bundle's transaction. Returns the steps established.
+
+    Raises :class:`ChainError` naming the failing step. Which registry address to trust is
+    the caller's knowledge (published by the operator), as with the checkpoint key.
+    """
+    try:
+        contract = str(anchor["contract"])
+        tx_hash = HexBytes(str(anchor["tx_hash"]))
+    except (KeyError, ValueError) as exc:
+        raise ChainError("anchor: the bundle's anchor lacks contract or tx_hash") from exc
+    backend = RpcBackend(rpc_url)
+    await backend.start()
+    try:
+        with rpc_errors("reading the anchor transaction", backend.node):
+            chain_id = await backend.w3.eth.chain_id
+            try:
+                receipt = await backend.w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound as exc:
+                raise ChainError(
+                    "anchor: the chain has no such transaction (wrong chain, or it was lost)"
+                ) from exc
+            head = await backend.w3.eth.block_number
+        if anchor.get("chain_id") not in (None, chain_id):
+            raise ChainError(
+                f"anchor: the bundle names chain {anchor.get('chain_id')}, the node is {chain_id}"
+            )
+        if receipt["status"] != 1:
+            raise ChainError("anchor: the anchoring transaction reverted")
+        registry = AnchorRegistry(backend, contract)
+        wanted = stream_id(checkpoint.stream)
+        for event in registry.events_in_receipt(receipt):
+            if event.stream_id == wanted and event.size == checkpoint.size:
+                if event.root != checkpoint.root:
+                    raise ChainError("anchor: the chain holds another root for this size")
+                depth = head - receipt["blockNumber"] + 1
+                return [
+                    f"registry {contract} on chain {chain_id} anchored {checkpoint.stream} "
+                    f"size {checkpoint.size} with this root in block {receipt['blockNumber']} "
+                    f"({depth} confirmation{'s' if depth != 1 else ''})"
+                ]
+        raise ChainError("anchor: the transaction holds no Anchored event for this checkpoint")
+    finally:
+        await backend.close()
