@@ -122,5 +122,25 @@ async def test_bundle_verified_against_anvil_with_only_the_rpc_url(
         bad = dsgw_verify()
         assert bad.returncode == 6
         assert "no such transaction" in json.loads(bad.stdout)["error"]
+
+        def dsgw(*args: str) -> object:
+            result = subprocess.run(
+                [sys.executable, "-m", "gateway.cli", "--data-dir", str(data_dir), *args],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+                env=env | {"DSGW_KEYSTORE_PASSPHRASE": "test passphrase"},
+            )
+            assert result.returncode == 0, result.stderr
+            return json.loads(result.stdout)
+
+        anchors = dsgw("anchors", "--json", "--stream", "governance")
+        assert isinstance(anchors, list)
+        assert any(a["status"] == "final" and a["size"] == head.size for a in anchors)
+        status = dsgw("status", "--json")
+        assert isinstance(status, dict)
+        governance = next(s for s in status["anchoring"]["streams"] if s["stream"] == "governance")
+        assert governance["final_size"] == head.size
     finally:
         await gateway.close()

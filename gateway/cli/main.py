@@ -781,6 +781,95 @@ def verify(file: Path, trusted_key: str | None, rpc_url: str | None, as_json: bo
     console.print("[bold green]verified[/]")
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Log sizes, newest checkpoints and the anchoring backlog, from the database."""
+    from gateway.chain.status import anchoring_status
+
+    async def act(g: Gateway) -> dict[str, Any]:
+        sizes = {name: await stream_size(g.engine, name) for name in STREAMS}
+        anchoring = await anchoring_status(g.engine)
+        return {"chain": g.settings.chain, "records": sizes, "anchoring": anchoring.to_dict()}
+
+    settings = dataclasses.replace(settings_of(ctx), chain="none")  # read-only: no chain
+    report = run(with_gateway(settings, act))
+    report["chain"] = settings_of(ctx).chain
+    if as_json:
+        emit(report, True)
+        return
+    table = Table(
+        "stream",
+        "records",
+        "checkpoint",
+        "anchored (final)",
+        "in flight",
+        "unanchored records",
+        "oldest unanchored",
+    )
+    for item in report["anchoring"]["streams"]:
+        table.add_row(
+            item["stream"],
+            str(report["records"][item["stream"]]),
+            str(item.get("checkpoint_size") or "-"),
+            str(item.get("final_size") or "-"),
+            str(len(item.get("in_flight") or [])),
+            str(item.get("unanchored_entries", 0)),
+            str(item.get("oldest_unanchored_at") or "-"),
+        )
+    console.print(f"anchoring backend: {report['chain']}")
+    console.print(table)
+
+
+@cli.command()
+@click.option("--stream", type=click.Choice(list(STREAMS)), default=None)
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def anchors(ctx: click.Context, stream: str | None, limit: int, as_json: bool) -> None:
+    """The newest anchors: stream, size, root, block, transaction, confirmations, status."""
+    from sqlalchemy import select
+
+    from gateway.db.schema import AnchorRow
+
+    async def act(g: Gateway) -> list[dict[str, Any]]:
+        query = select(AnchorRow.__table__).order_by(AnchorRow.id.desc()).limit(limit)
+        if stream:
+            query = query.where(AnchorRow.stream == stream)
+        async with g.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            {
+                "stream": r.stream,
+                "size": r.size,
+                "root": bytes(r.root).hex(),
+                "chain_id": r.chain_id,
+                "contract": r.contract,
+                "block": r.block_number,
+                "tx_hash": "0x" + bytes(r.tx_hash).hex() if r.tx_hash else None,
+                "confirmations": r.confirmations,
+                "status": r.status,
+            }
+            for r in rows
+        ]
+
+    settings = dataclasses.replace(settings_of(ctx), chain="none")
+    data = run(with_gateway(settings, act))
+    table = Table("stream", "size", "root", "block", "transaction", "confirmations", "status")
+    for a in data:
+        table.add_row(
+            a["stream"],
+            str(a["size"]),
+            a["root"][:16] + "...",
+            str(a["block"] or "-"),
+            (a["tx_hash"] or "-")[:18] + "...",
+            str(a["confirmations"]),
+            a["status"],
+        )
+    emit(data, as_json, table)
+
+
 @cli.group()
 def proof() -> None:
     """RFC 9162 proofs from the stored trees."""
