@@ -55,7 +55,7 @@ class Settings:
     source_pool_size: int = 4
     # Anchoring: "none", "embedded" (in-process py-evm, ephemeral), "anvil" (a local node
     # started with persistent state in the data directory) or "rpc" (chain_rpc_url).
-    chain: str = "none"
+    chain: str = "anvil"
     chain_rpc_url: str = ""
     # Registry address on an rpc chain; dev chains deploy one on first use.
     chain_contract: str = ""

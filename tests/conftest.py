@@ -92,6 +92,7 @@ async def settings(
         secret_hash_time_cost=1,
         secret_hash_memory_kib=8192,
         port=0,
+        chain="none",
     )
     yield settings
     if pg_name is not None:

@@ -39,6 +39,7 @@ def _server(settings: Settings, port: int) -> Iterator[subprocess.Popen[bytes]]:
         DSGW_KEYSTORE_PASSPHRASE=settings.keystore_passphrase,
         DSGW_SECRET_HASH_TIME_COST="1",
         DSGW_SECRET_HASH_MEMORY_KIB="8192",
+        DSGW_CHAIN="none",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],

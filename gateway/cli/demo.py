@@ -6,6 +6,7 @@ chooses the data. Running it again reuses the data directory and issues fresh cr
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from connectors import synthetic
 from gateway.authorization.roles import Role
+from gateway.chain.verify import verify_anchor
 from gateway.errors import CatalogError, DsgwError
 from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN
@@ -417,11 +419,39 @@ async def _show_evidence(gateway: Gateway, calls: list[DemoCall], console: Conso
     record_id = next(c.record_id for c in calls if c.title.startswith("verify"))
     seq = int(record_id.split("/")[1])
     document = await gateway.bundle("calls", seq)
+    anchoring = gateway.anchoring
+    if anchoring is not None:
+        console.print(f"anchoring on {anchoring.backend.node} ...")
+        try:
+            await asyncio.wait_for(anchoring.ready.wait(), 60)
+            for _ in range(120):
+                document = await gateway.bundle("calls", seq)
+                if document["anchor"] is not None:
+                    break
+                await asyncio.sleep(0.25)
+        except TimeoutError:
+            pass
+        anchor = document["anchor"]
+        if anchor is None:
+            console.print(
+                "[yellow]the chain did not anchor the checkpoint in time; the "
+                "gateway keeps retrying in the background[/]"
+            )
+        else:
+            console.print(
+                f"checkpoint anchored: {anchor['stream_id'][:12]}... size {anchor['size']} "
+                f"in block {anchor['block_number']}, transaction {anchor['tx_hash'][:18]}... "
+                f"on registry {anchor['contract']}"
+            )
     check = verify_bundle(document, trusted_key=document["checkpoint"]["verifier_key"])
-    console.print(f"evidence bundle of {record_id} verified offline: " + "; ".join(check.steps))
+    url = getattr(anchoring.backend, "url", None) if anchoring is not None else None
+    if document["anchor"] is not None and check.checkpoint is not None and url:
+        check.steps += await verify_anchor(document["anchor"], check.checkpoint, url)
+    console.print(f"evidence bundle of {record_id} verified: " + "; ".join(check.steps))
     console.print(
         f"[dim]write it with: dsgw --data-dir {gateway.settings.data_dir} bundle calls {seq} "
-        "--out bundle.json, then: dsgw verify bundle.json --key <verifier key>[/]"
+        "--out bundle.json, then: dsgw verify bundle.json --key <verifier key> "
+        f"{'--rpc ' + url if url else ''}[/]"
     )
 
 

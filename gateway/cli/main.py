@@ -70,7 +70,8 @@ def settings_of(ctx: click.Context) -> Settings:
 
 
 async def with_gateway(settings: Settings, action: Callable[[Gateway], Awaitable[T]]) -> T:
-    gateway = await Gateway.open(settings)
+    # Admin verbs work on the database; only `serve` and `demo` run the chain connection.
+    gateway = await Gateway.open(dataclasses.replace(settings, chain="none"))
     try:
         return await action(gateway)
     finally:
@@ -793,8 +794,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         anchoring = await anchoring_status(g.engine)
         return {"chain": g.settings.chain, "records": sizes, "anchoring": anchoring.to_dict()}
 
-    settings = dataclasses.replace(settings_of(ctx), chain="none")  # read-only: no chain
-    report = run(with_gateway(settings, act))
+    report = run(with_gateway(settings_of(ctx), act))
     report["chain"] = settings_of(ctx).chain
     if as_json:
         emit(report, True)
@@ -854,8 +854,7 @@ def anchors(ctx: click.Context, stream: str | None, limit: int, as_json: bool) -
             for r in rows
         ]
 
-    settings = dataclasses.replace(settings_of(ctx), chain="none")
-    data = run(with_gateway(settings, act))
+    data = run(with_gateway(settings_of(ctx), act))
     table = Table("stream", "size", "root", "block", "transaction", "confirmations", "status")
     for a in data:
         table.add_row(
