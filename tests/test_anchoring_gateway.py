@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from gateway.api.app import create_app
+from gateway.authorization.roles import Role
+from gateway.chain.audit import chain_evidence
 from gateway.chain.backends import AnvilBackend
-from gateway.cli.demo import DEMO_SCENARIO
+from gateway.cli.demo import DEMO_MERCHANT, DEMO_SCENARIO, demo_credit_code
+from gateway.db.schema import CheckpointRow, LogEntryRow
+from gateway.governance.service import LOCAL_ADMIN
+from gateway.ledger.audit import AuditReport, audit_stream
 from gateway.ledger.bundles import verify_bundle
+from gateway.ledger.hashing import HashAlgorithm, entry_hash, leaf_hash
 from gateway.runtime import Gateway
 from gateway.settings import Settings, load_settings
 from tests.conftest import FixedClock, build_world
+
+DSGW = [sys.executable, "-m", "gateway.cli"]
 
 
 async def test_checkpoints_are_anchored_and_bundles_name_the_anchor(
@@ -60,6 +73,22 @@ async def test_checkpoints_are_anchored_and_bundles_name_the_anchor(
             assert anchor["size"] == head.size and anchor["root"] == head.root.hex()
             check = verify_bundle(bundle)
             assert not any("not anchored" in w for w in check.warnings)
+
+            resp = await client.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials", "scope": "admin"},
+                headers={"Authorization": encode_basic_auth(*creds["staff"][Role.OPERATOR])},
+            )
+            staff = (await resp.json())["access_token"]
+            resp = await client.get("/metrics", headers={"Authorization": f"Bearer {staff}"})
+            metrics = {
+                (s.name, s.labels.get("stream")): s.value
+                for family in text_string_to_metric_families(await resp.text())
+                for s in family.samples
+            }
+            assert metrics[("dsgw_anchored_size", "calls")] == head.size
+            assert metrics[("dsgw_chain_reachable", None)] == 1
+            assert metrics[("dsgw_anchoring_consecutive_failures", None)] == 0
         finally:
             await client.close()
     finally:
@@ -142,5 +171,116 @@ async def test_bundle_verified_against_anvil_with_only_the_rpc_url(
         assert isinstance(status, dict)
         governance = next(s for s in status["anchoring"]["streams"] if s["stream"] == "governance")
         assert governance["final_size"] == head.size
+
+        # `audit --chain` attaches to the node the gateway runs ...
+        audit = dsgw("audit", "--chain", "--json", "--stream", "governance")
+        assert isinstance(audit, dict) and audit["findings"] == []
+        assert audit["streams"][0]["anchors"] >= 1
+        # ... and, with the gateway's node stopped, starts it from its state file. A rewrite
+        # that the database alone no longer shows is named by the anchored root.
+        await gateway.anchoring.close()
+        edited = await _rewrite_governance(gateway.engine, "sha256")
+        assert dsgw("audit", "--json", "--stream", "governance") == {
+            "streams": [
+                {"stream": "governance", "records": head.size, "checkpoints": 0, "anchors": None}
+            ],
+            "findings": [],
+        }
+        tampered = subprocess.run(
+            [*DSGW, "--data-dir", str(data_dir), "audit", "--chain", "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env | {"DSGW_KEYSTORE_PASSPHRASE": "test passphrase"},
+        )
+        assert tampered.returncode == 5, tampered.stderr
+        (finding,) = json.loads(tampered.stdout)["findings"]
+        assert finding["stream"] == "governance" and finding["kind"] == "anchor"
+        assert finding["seq"] <= edited
+        assert "rewritten after they were anchored" in finding["detail"]
+    finally:
+        await gateway.close()
+
+
+async def _rewrite_governance(engine: AsyncEngine, algorithm: HashAlgorithm) -> int:
+    """What an attacker with the database does to hide an edit (the demo merchant's
+    registration names someone else): recompute every later leaf and link, and drop the
+    signed checkpoints that would betray it. Returns the edited record's position."""
+    async with engine.begin() as conn:
+        rows = (
+            await conn.execute(
+                select(LogEntryRow.__table__)
+                .where(LogEntryRow.stream == "governance")
+                .order_by(LogEntryRow.seq)
+            )
+        ).all()
+        seq = next(row.seq for row in rows if DEMO_MERCHANT in row.payload)
+        rows = [row for row in rows if row.seq >= seq]
+        previous = bytes(rows[0].prev_hash)
+        for row in rows:
+            payload = row.payload
+            if row.seq == seq:
+                payload = payload.replace(DEMO_MERCHANT, "someone-else")
+            leaf = leaf_hash(algorithm, bytes(row.salt), payload.encode())
+            link = entry_hash(algorithm, previous, leaf)
+            await conn.execute(
+                update(LogEntryRow)
+                .where(LogEntryRow.stream == "governance", LogEntryRow.seq == row.seq)
+                .values(payload=payload, leaf_hash=leaf, prev_hash=previous, entry_hash=link)
+            )
+            previous = link
+        await conn.execute(delete(CheckpointRow).where(CheckpointRow.stream == "governance"))
+    return int(seq)
+
+
+async def test_sm3_log_is_anchored_and_audited_against_the_chain(
+    settings: Settings, clock: FixedClock
+) -> None:
+    """SM3: the registry takes the roots without proofs; `audit --chain` is what shows the
+    anchored roots belong to one append-only log, and it catches a rewrite that the database
+    alone no longer betrays."""
+    sm3 = dataclasses.replace(settings, ledger_hash_algorithm="sm3", chain="embedded")
+    gateway, _creds = await build_world(sm3, clock)
+    try:
+        anchoring = gateway.anchoring
+        assert anchoring is not None
+        await asyncio.wait_for(anchoring.ready.wait(), 60)
+        assert anchoring.worker is not None
+        registry = anchoring.worker.registry
+        for n in range(2):  # two anchors of the stream, the second without a proof
+            await gateway.governance.register_merchant(
+                LOCAL_ADMIN, f"m-{n}", "某某公司", demo_credit_code(f"Q{n}")
+            )
+            head = await gateway.checkpointer.checkpoint("governance")
+            assert head is not None and head.algorithm == "sm3"
+            for _ in range(240):
+                if (await registry.latest("governance")).size == head.size:
+                    break
+                anchoring.notify()
+                await asyncio.sleep(0.05)
+            clock.advance(dt.timedelta(seconds=10))
+        events = await registry.anchored_events("governance")
+        assert len(events) >= 2 and not any(e.proof_checked for e in events)
+        assert events[-1].root == head.root
+
+        async def audit(chain: bool) -> AuditReport:
+            evidence = await chain_evidence(gateway.engine, registry, "governance", algorithm="sm3")
+            return await audit_stream(
+                gateway.engine,
+                "governance",
+                algorithm="sm3",
+                checkpoint_key=None,
+                anchored=evidence.anchored if chain else (),
+            )
+
+        clean = await audit(chain=True)
+        assert clean.clean and clean.anchors == len(events)
+        await anchoring.close()  # the attacker's edit is not meant to be anchored
+        edited = await _rewrite_governance(gateway.engine, "sm3")
+        assert (await audit(chain=False)).clean  # the database alone agrees with itself
+        found = (await audit(chain=True)).findings
+        assert {f.kind for f in found} == {"anchor"}
+        assert found[0].seq <= edited and "rewritten after they were anchored" in found[0].detail
     finally:
         await gateway.close()

@@ -31,10 +31,10 @@ from gateway.chain import (
     ChainBackend,
     ChainConfigError,
     ChainUnavailableError,
+    CycleReport,
     EmbeddedBackend,
     RegistryArtifact,
     RpcBackend,
-    UnanchorableError,
     anchoring_status,
     covering_anchor,
     ensure_registry,
@@ -46,6 +46,7 @@ from gateway.chain.worker import AnchorWorker
 from gateway.clock import FixedClock
 from gateway.db import create_engine, migrate
 from gateway.db.schema import AnchorRow, AnchorTransactionRow, CheckpointRow
+from gateway.ledger.hashing import HashAlgorithm
 from gateway.ledger.log import LogWriter, PendingRecord
 from gateway.ledger.tree import MerkleTree
 from gateway.settings import Settings
@@ -64,6 +65,7 @@ class Rig:
     key: bytes
     clock: FixedClock
     writer: LogWriter
+    algorithm: HashAlgorithm = "sha256"
     workers: list[AnchorWorker] = field(default_factory=list)
 
     def worker(self, **policy: Any) -> AnchorWorker:
@@ -72,20 +74,26 @@ class Rig:
         policy.setdefault("poll_interval", 0.05)
         policy.setdefault("max_backoff", 0.2)
         worker = AnchorWorker(
-            self.engine, self.registry, self.key, policy=AnchorPolicy(**policy), clock=self.clock
+            self.engine,
+            self.registry,
+            self.key,
+            policy=AnchorPolicy(**policy),
+            clock=self.clock,
+            algorithm=self.algorithm,
         )
         self.workers.append(worker)
         return worker
 
     async def checkpoint(
-        self, stream: str = "calls", add: int = 1, algorithm: str = "sha256"
+        self, stream: str = "calls", add: int = 1, algorithm: str | None = None
     ) -> tuple[int, bytes]:
-        """Append ``add`` records to ``stream``, fold its tree and store a checkpoint of it."""
+        """Append ``add`` records to ``stream``, fold its tree and store a checkpoint of it
+        (labelled ``algorithm``, by default the log's)."""
         for i in range(add):
             await self.writer.append(
                 PendingRecord(stream=stream, kind="data", recorded_at=NOW, body={"i": i})
             )
-        tree = MerkleTree(self.engine, stream)
+        tree = MerkleTree(self.engine, stream, algorithm=self.algorithm)
         while await tree.fold():
             pass
         size = await tree.size()
@@ -96,7 +104,7 @@ class Rig:
                     stream=stream,
                     size=size,
                     root=root,
-                    algorithm=algorithm,
+                    algorithm=algorithm or self.algorithm,
                     note=f"test/{stream}\n{size}\n",
                     key_id="test",
                     created_at=self.clock.now(),
@@ -124,9 +132,12 @@ class Rig:
 
     async def run(self, worker: AnchorWorker, *, mine: int = 0) -> None:
         """Mine ``mine`` blocks, then let the worker take one pass."""
+        await self.run_report(worker, mine=mine)
+
+    async def run_report(self, worker: AnchorWorker, *, mine: int = 0) -> CycleReport:
         if mine:
             await self.backend.mine(mine)
-        await worker.run_once()
+        return await worker.run_once()
 
 
 async def _engine(url: str) -> AsyncEngine:
@@ -135,15 +146,17 @@ async def _engine(url: str) -> AsyncEngine:
     return engine
 
 
-async def _rig(engine: AsyncEngine, backend: ChainBackend) -> Rig:
+async def _rig(
+    engine: AsyncEngine, backend: ChainBackend, algorithm: HashAlgorithm = "sha256"
+) -> Rig:
     key = bytes(Account.create().key)
     clock = FixedClock(NOW)
     registry = await ensure_registry(
         engine, backend, anchoring_account=Account.from_key(key).address, clock=clock
     )
-    writer = LogWriter(engine)
+    writer = LogWriter(engine, algorithm=algorithm)
     await writer.start()
-    return Rig(engine, backend, registry, key, clock, writer)
+    return Rig(engine, backend, registry, key, clock, writer, algorithm)
 
 
 async def _close(rig: Rig) -> None:
@@ -244,22 +257,36 @@ async def test_anvil_missing_is_an_actionable_error(tmp_path: Path) -> None:
         await backend.start()
 
 
-async def test_sm3_streams_are_refused(sqlite_store: AsyncEngine) -> None:
+async def test_sm3_streams_are_anchored_without_proofs(sqlite_store: AsyncEngine) -> None:
+    """The EVM cannot hash SM3: its roots go on chain without proofs, flagged as such, and
+    the worker still refuses a registry head that is not this log's root."""
     async with EmbeddedBackend() as backend:
-        rig = await _rig(sqlite_store, backend)
+        rig = await _rig(sqlite_store, backend, algorithm="sm3")
         try:
-            with pytest.raises(UnanchorableError, match="SHA-256 only"):
-                AnchorWorker(sqlite_store, rig.registry, rig.key, algorithm="sm3")
-            # A stored SM3 checkpoint (a deployment that switched hashes) is refused too,
-            # and does not hold up the other streams.
-            await rig.checkpoint("governance", add=2, algorithm="sm3")
-            await rig.checkpoint("calls", add=2)
             worker = rig.worker(confirmations=1)
-            report = await worker.run_once()
-            assert report.refused == 1 and report.submitted == 1
-            assert [a.stream for a in await rig.anchors()] == ["calls"]
+            first = await rig.checkpoint("calls", add=3)
+            await rig.run(worker)
+            second = await rig.checkpoint("calls", add=4)
+            await rig.run(worker)
+            await rig.run(worker)
+            events = await rig.events()
+            assert [(e.size, e.root, e.proof_checked) for e in events] == [
+                (*first, False),
+                (*second, False),
+            ]
+            assert second[1] == await MerkleTree(sqlite_store, "calls", algorithm="sm3").root(7)
+            assert second[1] != await MerkleTree(sqlite_store, "calls").root(7)
+            assert [a.status for a in await rig.anchors("calls")] == ["final", "final"]
+
+            # A checkpoint of another hash (a deployment that switched) is not anchored and
+            # does not hold up the other streams.
+            await rig.checkpoint("governance", add=2, algorithm="sha256")
+            report = await rig.run_report(worker)
+            assert report.refused == 1
             (blocked,) = worker.health.blocked_streams
-            assert blocked.startswith("governance: ") and "SM3" in blocked
+            assert blocked.startswith("governance: ") and "SHA256 checkpoints" in blocked
+            assert await rig.events("governance") == []
+
         finally:
             await _close(rig)
 
@@ -517,6 +544,30 @@ async def test_foreign_root_on_chain_blocks_the_stream(embedded: Rig) -> None:
     governance = (await rig.anchors("governance"))[0]
     assert governance.status == "queued" and "another writer" in governance.last_error
     assert len(await rig.transactions()) == 1
+
+
+async def test_sha256_stream_anchored_without_proofs_blocks_the_stream(embedded: Rig) -> None:
+    """Our own root, but put on chain without a consistency proof (by whoever holds an
+    anchoring key): the chain no longer witnesses the stream, so the worker stops."""
+    rig = embedded
+    dev = await rig.backend.dev_account()
+    assert dev is not None
+    await rig.registry.authorize(dev, owner=dev)
+    size, root = await rig.checkpoint("calls", add=3)
+    proofless = rig.registry.anchor_calldata("calls", size, root, None)
+    await rig.backend.send_unlocked(
+        {"from": dev, "to": rig.registry.address, "data": HexStr("0x" + proofless.hex())},
+        "anchor without a proof",
+    )
+    assert not (await rig.registry.latest("calls")).proof_checked
+    await rig.checkpoint("calls", add=2)
+    worker = rig.worker(confirmations=1)
+    report = await worker.reconcile()
+    (conflict,) = report.conflicts
+    assert "without consistency proofs and this log hashes with SHA256" in conflict
+    await worker.run_once()
+    assert [a.status for a in await rig.anchors("calls")] == ["queued"]
+    assert rig.transactions and not await rig.transactions()
 
 
 async def test_stuck_transaction_is_replaced_with_higher_fees(embedded: Rig) -> None:

@@ -336,7 +336,7 @@ def test_deployment(w3: Web3, artifact: dict[str, Any]) -> None:
     assert contract.functions.owner().call() == owner
     assert contract.functions.pendingOwner().call() == ZERO_ADDRESS
     assert not contract.functions.authorized(owner).call()
-    assert contract.functions.latest(CALLS).call() == [0, ZERO_HASH, 0]
+    assert contract.functions.latest(CALLS).call() == [0, ZERO_HASH, 0, True]
     created = contract.events.OwnershipTransferred().get_logs(from_block=0)
     assert [dict(e["args"]) for e in created] == [
         {"previousOwner": ZERO_ADDRESS, "newOwner": owner}
@@ -354,10 +354,16 @@ def test_first_anchor_takes_an_empty_proof(w3: Web3, registry: Contract) -> None
             "root": tree.root(5),
             "previousRoot": ZERO_HASH,
             "previousSize": 0,
+            "proofChecked": True,
             "by": anchorer,
         }
     ]
-    assert registry.functions.latest(CALLS).call() == [5, tree.root(5), receipt["blockNumber"]]
+    assert registry.functions.latest(CALLS).call() == [
+        5,
+        tree.root(5),
+        receipt["blockNumber"],
+        True,
+    ]
 
 
 def test_anchor_extends_with_a_consistency_proof(w3: Web3, registry: Contract) -> None:
@@ -373,10 +379,16 @@ def test_anchor_extends_with_a_consistency_proof(w3: Web3, registry: Contract) -
             "root": tree.root(23),
             "previousRoot": tree.root(7),
             "previousSize": 7,
+            "proofChecked": True,
             "by": anchorer,
         }
     ]
-    assert registry.functions.latest(CALLS).call() == [23, tree.root(23), receipt["blockNumber"]]
+    assert registry.functions.latest(CALLS).call() == [
+        23,
+        tree.root(23),
+        receipt["blockNumber"],
+        True,
+    ]
 
 
 def test_contract_verifies_as_rfc_9162_says(w3: Web3, registry: Contract) -> None:
@@ -449,6 +461,39 @@ def test_streams_are_anchored_independently(w3: Web3, registry: Contract) -> Non
     assert events(registry, "Anchored", receipt)[0]["previousSize"] == 0
     assert registry.functions.latest(CALLS).call()[:2] == [10, calls.root(10)]
     assert registry.functions.latest(GOVERNANCE).call()[:2] == [3, governance.root(3)]
+
+
+def test_streams_of_other_hashes_are_anchored_without_proofs(w3: Web3, registry: Contract) -> None:
+    """An SM3 stream: the registry keeps its roots append-only by size, says in every event
+    that no proof was checked, and never lets the stream switch mode."""
+    anchorer = w3.eth.accounts[1]
+    sm3 = Web3.keccak(text="sm3-calls")
+    first = send(w3, registry.functions.anchorWithoutProof(sm3, 4, b"\x04" * 32), anchorer)
+    second = send(w3, registry.functions.anchorWithoutProof(sm3, 9, b"\x09" * 32), anchorer)
+    assert events(registry, "Anchored", first)[0]["proofChecked"] is False
+    assert events(registry, "Anchored", second) == [
+        {
+            "stream": sm3,
+            "size": 9,
+            "root": b"\x09" * 32,
+            "previousRoot": b"\x04" * 32,
+            "previousSize": 4,
+            "proofChecked": False,
+            "by": anchorer,
+        }
+    ]
+    assert registry.functions.latest(sm3).call() == [9, b"\x09" * 32, second["blockNumber"], False]
+    fn = registry.functions.anchorWithoutProof(sm3, 9, b"\x0a" * 32)
+    assert reverts(registry, fn, anchorer) == ("SizeNotIncreasing", (9, 9))
+    fn = registry.functions.anchor(sm3, 12, b"\x0c" * 32, [b"\x00" * 32])
+    assert reverts(registry, fn, anchorer) == ("StreamModeMismatch", (False,))
+    # A stream anchored with proofs can never continue without them.
+    tree = MerkleTree(entries(8))
+    send(w3, registry.functions.anchor(CALLS, 5, tree.root(5), []), anchorer)
+    fn = registry.functions.anchorWithoutProof(CALLS, 8, tree.root(8))
+    assert reverts(registry, fn, anchorer) == ("StreamModeMismatch", (True,))
+    fn = registry.functions.anchorWithoutProof(GOVERNANCE, 1, tree.root(1))
+    assert reverts(registry, fn, w3.eth.accounts[2]) == ("NotAuthorized", (w3.eth.accounts[2],))
 
 
 def test_only_authorized_accounts_anchor(w3: Web3, registry: Contract) -> None:
@@ -552,7 +597,9 @@ def measure_anchor_gas(w3: Web3, registry: Contract, tree: MerkleTree) -> tuple[
     return first_gas, rows
 
 
-def gas_doc(backend: str, deploy_gas: int, first_gas: int, rows: Sequence[GasRow]) -> str:
+def gas_doc(
+    backend: str, deploy_gas: int, first_gas: int, rows: Sequence[GasRow], proofless: int
+) -> str:
     (_, short, short_gas, _), (_, long, long_gas, _) = rows[1], rows[-1]
     slope = round((long_gas - short_gas) / (long - short))
     table = "\n".join(
@@ -583,6 +630,10 @@ size / 2 + 1 (almost half the log added); both proofs have the same length:
 | size | proof length (hashes) | gasUsed, previous = size − 1 | gasUsed, previous = size / 2 + 1 |
 |---:|---:|---:|---:|
 {table}
+
+A stream hashed with SM3 is anchored with `anchorWithoutProof` (no proof: the EVM cannot
+compute SM3, so consistency is checked off chain by `dsgw audit --chain`); a later anchor of
+such a stream costs {proofless} gas at any size.
 """
 
 
@@ -594,6 +645,10 @@ def test_anchor_gas(artifact: dict[str, Any], big_tree: MerkleTree) -> None:
     send(w3, registry.functions.authorize(anchorer), owner)
 
     first_gas, rows = measure_anchor_gas(w3, registry, big_tree)
+    sm3 = Web3.keccak(text="sm3")
+    send(w3, registry.functions.anchorWithoutProof(sm3, 1, b"\x01" * 32), anchorer)
+    proofless = send(w3, registry.functions.anchorWithoutProof(sm3, 2**20, b"\x02" * 32), anchorer)
+    assert proofless["gasUsed"] < first_gas
     for size, length, gas, half in rows:
         print(f"size {size:>8}  proof {length:>2}  gas {gas:>6}  (from size/2+1: {half})")
     # Proofs grow with log2(size), and so does the cost: a log of a million entries anchors
@@ -602,7 +657,7 @@ def test_anchor_gas(artifact: dict[str, Any], big_tree: MerkleTree) -> None:
     assert max(gas for _, _, gas, _ in rows) < 100_000
 
     backend = f"py-evm ({tester.backend.chain.get_vm().fork})"
-    text = gas_doc(backend, deployed["gasUsed"], first_gas, rows)
+    text = gas_doc(backend, deployed["gasUsed"], first_gas, rows, proofless["gasUsed"])
     if os.environ.get(UPDATE_GAS_DOC) == "1":
         GAS_DOC.write_text(text)
     assert GAS_DOC.exists() and GAS_DOC.read_text() == text, (
@@ -678,6 +733,7 @@ def test_anchor_on_anvil(anvil: str, artifact: dict[str, Any]) -> None:
             "root": tree.root(1000),
             "previousRoot": tree.root(600),
             "previousSize": 600,
+            "proofChecked": True,
             "by": gateway.address,
         }
     ]
@@ -685,6 +741,7 @@ def test_anchor_on_anvil(anvil: str, artifact: dict[str, Any]) -> None:
         1000,
         tree.root(1000),
         receipt["blockNumber"],
+        True,
     ]
 
     # The node charges what py-evm charges, so docs/anchor-gas.md holds for a real node.

@@ -15,16 +15,23 @@ pragma solidity 0.8.37;
 ///         SHA-256(0x01 || left || right) as in RFC 9162 section 2.1.1. Leaf hashes never enter
 ///         the contract: proofs consist of subtree hashes only.
 ///
+///         A log hashed with a function the EVM cannot compute (SM3, GB/T 32905) is anchored
+///         with anchorWithoutProof: the registry then keeps its roots append-only by size and
+///         time-stamps them, and consistency between them must be checked off chain. A
+///         stream's first anchor fixes which of the two it is, for good, and every Anchored
+///         event says so: an operator cannot move a checked stream to unchecked anchoring.
+///
 ///         Only accounts authorized by the owner may anchor. Ownership moves in two steps
 ///         (transferOwnership, then acceptOwnership by the new owner). The contract has no
 ///         upgrade mechanism, no selfdestruct and no delegatecall; its only external call is
 ///         the SHA-256 precompile.
 contract AnchorRegistry {
-    /// @dev The latest anchor of one stream: two storage slots (size and block number share
-    ///      the first).
+    /// @dev The latest anchor of one stream: two storage slots (size, block number and the
+    ///      withoutProof flag share the first).
     struct Head {
         uint64 size;
         uint64 blockNumber;
+        bool withoutProof;
         bytes32 root;
     }
 
@@ -42,12 +49,14 @@ contract AnchorRegistry {
 
     /// @notice A stream's tree was anchored at `size` leaves with root `root`; `previousSize`
     ///         and `previousRoot` are the anchor it extends (0 and 0x00..00 for the first).
+    ///         `proofChecked` is false for a stream anchored with anchorWithoutProof.
     event Anchored(
         bytes32 indexed stream,
         uint64 size,
         bytes32 root,
         bytes32 previousRoot,
         uint64 previousSize,
+        bool proofChecked,
         address indexed by
     );
     event Authorized(address indexed account);
@@ -71,6 +80,9 @@ contract AnchorRegistry {
     /// @notice The consistency proof does not lead from the stream's latest anchor to the new
     ///         (size, root).
     error InvalidConsistencyProof(uint64 previousSize, bytes32 previousRoot);
+    /// @notice The stream was first anchored the other way (with or without consistency
+    ///         proofs, as `proofChecked` says) and must stay so.
+    error StreamModeMismatch(bool proofChecked);
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner(msg.sender);
@@ -89,11 +101,9 @@ contract AnchorRegistry {
     function anchor(bytes32 stream, uint64 size, bytes32 root, bytes32[] calldata consistencyProof)
         external
     {
-        if (!authorized[msg.sender]) revert NotAuthorized(msg.sender);
-        Head storage head = _heads[stream];
+        Head storage head = _advance(stream, size, false);
         uint64 previousSize = head.size;
         bytes32 previousRoot = head.root;
-        if (size <= previousSize) revert SizeNotIncreasing(size, previousSize);
         if (previousSize == 0) {
             if (consistencyProof.length != 0) revert UnexpectedProof();
         } else if (
@@ -101,21 +111,26 @@ contract AnchorRegistry {
         ) {
             revert InvalidConsistencyProof(previousSize, previousRoot);
         }
-        head.size = size;
-        head.blockNumber = uint64(block.number);
-        head.root = root;
-        emit Anchored(stream, size, root, previousRoot, previousSize, msg.sender);
+        _record(head, stream, size, root, true);
     }
 
-    /// @notice The latest anchor of `stream`: its tree size, root and the block it was anchored
-    ///         in (all zero if the stream was never anchored).
+    /// @notice Anchors `root` for a stream whose tree hash the EVM cannot compute (SM3): the
+    ///         size must grow, but consistency with the previous root is not checked here.
+    function anchorWithoutProof(bytes32 stream, uint64 size, bytes32 root) external {
+        Head storage head = _advance(stream, size, true);
+        _record(head, stream, size, root, false);
+    }
+
+    /// @notice The latest anchor of `stream`: its tree size, root, the block it was anchored
+    ///         in (all zero if the stream was never anchored) and whether its anchors carry
+    ///         checked consistency proofs (true for a stream never anchored).
     function latest(bytes32 stream)
         external
         view
-        returns (uint64 size, bytes32 root, uint64 blockNumber)
+        returns (uint64 size, bytes32 root, uint64 blockNumber, bool proofChecked)
     {
         Head storage head = _heads[stream];
-        return (head.size, head.root, head.blockNumber);
+        return (head.size, head.root, head.blockNumber, !head.withoutProof);
     }
 
     /// @notice Allows `account` to anchor.
@@ -145,6 +160,34 @@ contract AnchorRegistry {
         owner = msg.sender;
         pendingOwner = address(0);
         emit OwnershipTransferred(previousOwner, msg.sender);
+    }
+
+    /// @dev The checks common to both ways of anchoring: the caller may anchor, the stream
+    ///      keeps the mode of its first anchor, and the tree grows.
+    function _advance(bytes32 stream, uint64 size, bool withoutProof)
+        private
+        view
+        returns (Head storage head)
+    {
+        if (!authorized[msg.sender]) revert NotAuthorized(msg.sender);
+        head = _heads[stream];
+        if (head.size != 0 && head.withoutProof != withoutProof) {
+            revert StreamModeMismatch(!head.withoutProof);
+        }
+        if (size <= head.size) revert SizeNotIncreasing(size, head.size);
+    }
+
+    /// @dev Moves the stream's head to (`size`, `root`) and emits Anchored.
+    function _record(Head storage head, bytes32 stream, uint64 size, bytes32 root, bool checked)
+        private
+    {
+        uint64 previousSize = head.size;
+        bytes32 previousRoot = head.root;
+        head.size = size;
+        head.blockNumber = uint64(block.number);
+        head.withoutProof = !checked;
+        head.root = root;
+        emit Anchored(stream, size, root, previousRoot, previousSize, checked, msg.sender);
     }
 
     /// @dev RFC 9162 section 2.1.4.2, for 0 < first < second; names follow the RFC.

@@ -150,7 +150,7 @@ async def _harden_headers(request: web.Request, response: web.StreamResponse) ->
 
 
 def create_app(gateway: Gateway) -> web.Application:
-    from gateway.api import admin, ledger, merchant
+    from gateway.api import admin, ledger, merchant, metrics
 
     app = web.Application(
         middlewares=[problem_middleware],
@@ -166,4 +166,5 @@ def create_app(gateway: Gateway) -> web.Application:
     merchant.add_routes(app)
     admin.add_routes(app)
     ledger.add_routes(app)
+    metrics.add_routes(app)
     return app

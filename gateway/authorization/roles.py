@@ -29,6 +29,7 @@ class Action(StrEnum):
     REVOKE_TOKEN = "token.revoke"  # noqa: S105 - an action name
     READ_CALLS = "calls.read"
     READ_CATALOG = "catalog.read"
+    READ_METRICS = "metrics.read"
 
 
 # The data bureau publishes scenarios and signs agreements; the operator onboards
@@ -56,6 +57,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.REVOKE_TOKEN,
             Action.READ_CALLS,
             Action.READ_CATALOG,
+            Action.READ_METRICS,
         }
     ),
     Role.SUPERVISOR: frozenset(
@@ -66,6 +68,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.REVOKE_TOKEN,
             Action.READ_CALLS,
             Action.READ_CATALOG,
+            Action.READ_METRICS,
         }
     ),
     Role.SOURCE: frozenset({Action.REGISTER_DATASET, Action.READ_CATALOG}),

@@ -44,6 +44,7 @@ from gateway.chain.models import (
     ReconcileReport,
     WorkerHealth,
     check_anchorable,
+    proof_checked_on_chain,
 )
 from gateway.chain.nonces import NonceManager, nonce_manager
 from gateway.chain.records import AnchorRecord, AnchorTransaction, covering_anchor
@@ -82,5 +83,6 @@ __all__ = [
     "ensure_registry",
     "nonce_manager",
     "open_backend",
+    "proof_checked_on_chain",
     "stream_id",
 ]

@@ -384,6 +384,8 @@ class AnvilBackend(ChainBackend):
                 self._process = process
                 self._port = int(match.group(2))
                 self._url = f"http://127.0.0.1:{self._port}"
+                # Other dsgw processes (audit, status) reach this node through the pid file.
+                self._pid_file.write_text(f"{process.pid}\n{self.state_file}\n{self._url}\n")
                 return ""
             if process.poll() is not None:
                 self._pid_file.unlink(missing_ok=True)
@@ -393,6 +395,16 @@ class AnvilBackend(ChainBackend):
                 await self._terminate(process)
                 return f"no 'Listening on' line within {self._startup_timeout:.0f} s"
             await asyncio.sleep(0.02)
+
+    def running_url(self) -> str | None:
+        """The URL of a node another process runs on this state directory, if it is alive:
+        a reader attaches to it instead of starting a second node on the same state."""
+        try:
+            pid_text, state, url = self._pid_file.read_text().splitlines()[:3]
+            cmdline = Path(f"/proc/{int(pid_text)}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return url if state == str(self.state_file) and state.encode() in cmdline else None
 
     def _stop_stale(self) -> None:
         """Terminate an anvil left running on this state file by a process that died without

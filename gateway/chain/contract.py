@@ -44,11 +44,12 @@ ARTIFACT_PATH: Final = (
 )
 
 _ANCHOR_SIGNATURE: Final = "anchor(bytes32,uint64,bytes32,bytes32[])"
+_ANCHOR_WITHOUT_PROOF_SIGNATURE: Final = "anchorWithoutProof(bytes32,uint64,bytes32)"
 _LATEST_SIGNATURE: Final = "latest(bytes32)"
 _AUTHORIZED_SIGNATURE: Final = "authorized(address)"
 _AUTHORIZE_SIGNATURE: Final = "authorize(address)"
 _OWNER_SIGNATURE: Final = "owner()"
-_ANCHORED_SIGNATURE: Final = "Anchored(bytes32,uint64,bytes32,bytes32,uint64,address)"
+_ANCHORED_SIGNATURE: Final = "Anchored(bytes32,uint64,bytes32,bytes32,uint64,bool,address)"
 ANCHORED_TOPIC: Final = keccak(text=_ANCHORED_SIGNATURE)
 """topic0 of ``Anchored``; topic1 is the stream id, topic2 the anchoring account."""
 
@@ -104,6 +105,7 @@ class RegistryArtifact:
         functions = self._signatures("function")
         needed = {
             _ANCHOR_SIGNATURE,
+            _ANCHOR_WITHOUT_PROOF_SIGNATURE,
             _LATEST_SIGNATURE,
             _AUTHORIZED_SIGNATURE,
             _AUTHORIZE_SIGNATURE,
@@ -142,11 +144,16 @@ class RegistryArtifact:
 
 @dataclass(frozen=True, slots=True)
 class RegistryHead:
-    """A stream's latest anchor according to the registry (all zero if never anchored)."""
+    """A stream's latest anchor according to the registry (all zero if never anchored).
+
+    ``proof_checked`` is False for a stream anchored without consistency proofs (SM3 trees,
+    which the EVM cannot hash); a stream keeps the mode of its first anchor.
+    """
 
     size: int
     root: bytes
     block_number: int
+    proof_checked: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +165,7 @@ class AnchoredEvent:
     root: bytes
     previous_root: bytes
     previous_size: int
+    proof_checked: bool
     by: ChecksumAddress
     block_number: int
     block_hash: bytes
@@ -276,13 +284,15 @@ class AnchorRegistry:
         data = _selector(_LATEST_SIGNATURE) + abi_encode(["bytes32"], [stream_id(stream)])
         result = await self._call(f"reading the registry's latest {stream!r} anchor", data)
         try:
-            size, root, block = abi_decode(["uint64", "bytes32", "uint64"], result)
+            size, root, block, checked = abi_decode(["uint64", "bytes32", "uint64", "bool"], result)
         except DecodingError as exc:
             raise ChainConfigError(
                 f"chain: the contract at {self._address} answered latest() with "
                 f"{result.hex()!r}, not an AnchorRegistry answer; check the registry address"
             ) from exc
-        return RegistryHead(size=int(size), root=bytes(root), block_number=int(block))
+        return RegistryHead(
+            size=int(size), root=bytes(root), block_number=int(block), proof_checked=bool(checked)
+        )
 
     async def authorized(self, account: str) -> bool:
         data = _selector(_AUTHORIZED_SIGNATURE) + abi_encode(
@@ -297,12 +307,16 @@ class AnchorRegistry:
         return to_checksum_address(abi_decode(["address"], result)[0])
 
     def anchor_calldata(
-        self, stream: str, size: int, root: bytes, consistency_proof: Sequence[bytes]
+        self, stream: str, size: int, root: bytes, consistency_proof: Sequence[bytes] | None
     ) -> bytes:
-        """The input of ``anchor(streamId, size, root, consistencyProof)``."""
-        if len(root) != 32 or any(len(node) != 32 for node in consistency_proof):
-            raise ChainConfigError(
-                "chain: the registry takes SHA-256 roots and proofs (32-byte hashes) only"
+        """The input of ``anchor(streamId, size, root, consistencyProof)``, or of
+        ``anchorWithoutProof(streamId, size, root)`` when ``consistency_proof`` is None (trees
+        of a hash the EVM cannot compute)."""
+        if len(root) != 32 or any(len(node) != 32 for node in consistency_proof or ()):
+            raise ChainConfigError("chain: the registry takes 32-byte roots and proof hashes only")
+        if consistency_proof is None:
+            return _selector(_ANCHOR_WITHOUT_PROOF_SIGNATURE) + abi_encode(
+                ["bytes32", "uint64", "bytes32"], [stream_id(stream), size, root]
             )
         return _selector(_ANCHOR_SIGNATURE) + abi_encode(
             ["bytes32", "uint64", "bytes32", "bytes32[]"],
@@ -319,8 +333,8 @@ class AnchorRegistry:
             or topics[0] != ANCHORED_TOPIC
         ):
             return None
-        size, root, previous_root, previous_size = abi_decode(
-            ["uint64", "bytes32", "bytes32", "uint64"], bytes(entry["data"])
+        size, root, previous_root, previous_size, checked = abi_decode(
+            ["uint64", "bytes32", "bytes32", "uint64", "bool"], bytes(entry["data"])
         )
         return AnchoredEvent(
             stream_id=topics[1],
@@ -328,6 +342,7 @@ class AnchorRegistry:
             root=bytes(root),
             previous_root=bytes(previous_root),
             previous_size=int(previous_size),
+            proof_checked=bool(checked),
             by=to_checksum_address(topics[2][12:]),
             block_number=int(entry["blockNumber"]),
             block_hash=bytes(entry["blockHash"]),

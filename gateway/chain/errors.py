@@ -57,8 +57,8 @@ class ChainConfigError(ChainError):
 
 
 class UnanchorableError(ChainError):
-    """A checkpoint that the registry cannot take, e.g. an SM3 tree: the contract verifies
-    consistency proofs with SHA-256 only."""
+    """A checkpoint this gateway will not anchor: it was made with another tree hash than
+    the deployment's (a stream keeps one hash, and one way of anchoring, for good)."""
 
 
 class AnchorRejectedError(ChainError):

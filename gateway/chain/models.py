@@ -12,29 +12,35 @@ from eth_typing import ChecksumAddress
 from gateway.chain.errors import ChainConfigError, UnanchorableError
 
 __all__ = [
-    "ANCHORABLE_ALGORITHM",
+    "PROOF_CHECKED_ALGORITHM",
     "AnchorPolicy",
     "CycleReport",
     "ReconcileReport",
     "WorkerHealth",
     "check_anchorable",
+    "proof_checked_on_chain",
 ]
 
-ANCHORABLE_ALGORITHM: Final = "sha256"
-"""The only tree hash the registry's on-chain consistency check uses."""
+PROOF_CHECKED_ALGORITHM: Final = "sha256"
+"""The tree hash whose consistency proofs the registry checks on chain (the EVM's SHA-256
+precompile). Trees of any other hash (SM3) are anchored without proofs."""
 
 
-def check_anchorable(algorithm: str, stream: str | None = None) -> None:
-    """Raise :class:`UnanchorableError` unless checkpoints of ``algorithm`` can be anchored:
-    the registry verifies RFC 9162 consistency proofs with SHA-256 only."""
-    if algorithm == ANCHORABLE_ALGORITHM:
+def proof_checked_on_chain(algorithm: str) -> bool:
+    """Whether the registry can check consistency proofs of ``algorithm`` trees."""
+    return algorithm == PROOF_CHECKED_ALGORITHM
+
+
+def check_anchorable(algorithm: str, deployment: str, stream: str) -> None:
+    """Raise :class:`UnanchorableError` unless a checkpoint of ``algorithm`` belongs to a
+    deployment hashing with ``deployment``: one stream is anchored one way for good, so a
+    checkpoint left from a deployment that switched hashes is never anchored."""
+    if algorithm == deployment:
         return
-    what = f"stream {stream!r} uses" if stream else "this deployment uses"
     raise UnanchorableError(
-        f"chain: {what} {algorithm.upper()} trees, but the AnchorRegistry verifies "
-        "consistency proofs with SHA-256 only, so these checkpoints cannot be anchored with "
-        "on-chain proof checking; run the ledger with SHA-256 to anchor, or check the signed "
-        "checkpoints off chain"
+        f"chain: stream {stream!r} has {algorithm.upper()} checkpoints but this gateway runs "
+        f"{deployment.upper()} trees; a stream is anchored with one hash for good, so these "
+        "checkpoints are not anchored; run the gateway with the hash its log was written with"
     )
 
 

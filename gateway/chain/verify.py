@@ -11,6 +11,7 @@ from web3.exceptions import TransactionNotFound
 from gateway.chain.backends import RpcBackend
 from gateway.chain.contract import AnchorRegistry, stream_id
 from gateway.chain.errors import ChainError, rpc_errors
+from gateway.chain.models import proof_checked_on_chain
 from gateway.ledger.checkpoints import Checkpoint
 
 __all__ = ["verify_anchor"]
@@ -54,12 +55,25 @@ async def verify_anchor(
             if event.stream_id == wanted and event.size == checkpoint.size:
                 if event.root != checkpoint.root:
                     raise ChainError("anchor: the chain holds another root for this size")
+                checked = proof_checked_on_chain(checkpoint.algorithm)
+                if event.proof_checked != checked:
+                    raise ChainError(
+                        f"anchor: the registry anchored this {checkpoint.algorithm.upper()} "
+                        f"stream {'without' if checked else 'with'} consistency proofs; a "
+                        "SHA-256 stream anchored without proofs is not witnessed by the chain"
+                    )
                 depth = head - receipt["blockNumber"] + 1
-                return [
+                steps = [
                     f"registry {contract} on chain {chain_id} anchored {checkpoint.stream} "
                     f"size {checkpoint.size} with this root in block {receipt['blockNumber']} "
                     f"({depth} confirmation{'s' if depth != 1 else ''})"
                 ]
+                if not checked:
+                    steps.append(
+                        f"{checkpoint.algorithm.upper()} roots are anchored without on-chain "
+                        "consistency checks: `dsgw audit --chain` checks them off chain"
+                    )
+                return steps
         raise ChainError("anchor: the transaction holds no Anchored event for this checkpoint")
     finally:
         await backend.close()

@@ -75,13 +75,14 @@ from gateway.chain.models import (
     ReconcileReport,
     WorkerHealth,
     check_anchorable,
+    proof_checked_on_chain,
 )
 from gateway.chain.nonces import NonceManager, nonce_manager
 from gateway.chain.records import LIVE_TRANSACTION, AnchorRecord, AnchorStore, AnchorTransaction
 from gateway.clock import Clock, SystemClock
 from gateway.db.schema import CheckpointRow
 from gateway.errors import DsgwError, NotFoundError
-from gateway.ledger.hashing import HashAlgorithm
+from gateway.ledger.hashing import HashAlgorithm, hash_function
 from gateway.ledger.log import STREAMS
 from gateway.ledger.tree import MerkleTree
 
@@ -107,8 +108,13 @@ class AnchorWorker:
     (a background task). One worker per registry and account: two workers would share the
     account's nonces.
 
-    Raises :class:`UnanchorableError` at construction for an ``algorithm`` other than
-    SHA-256, :class:`ChainConfigError` for an invalid key.
+    ``algorithm`` is the deployment's tree hash. SHA-256 trees are anchored with
+    consistency proofs the registry checks; SM3 trees with ``anchorWithoutProof``, which the
+    registry keeps append-only by size only, so their consistency is checked off chain: by
+    this worker against the registry's head before each anchor, and by ``dsgw audit --chain``
+    over every anchored root.
+
+    Raises :class:`ChainConfigError` for an invalid key.
     """
 
     def __init__(
@@ -122,7 +128,7 @@ class AnchorWorker:
         algorithm: HashAlgorithm = "sha256",
         streams: Sequence[str] = STREAMS,
     ) -> None:
-        check_anchorable(algorithm)
+        hash_function(algorithm)  # refuses an unknown hash now
         if len(account_key) != 32:
             raise ChainConfigError(
                 "chain: the anchoring key must be a 32-byte secp256k1 private key, "
@@ -141,6 +147,15 @@ class AnchorWorker:
         self._policy = policy or AnchorPolicy()
         self._clock: Clock = clock or SystemClock()
         self._streams = tuple(streams)
+        self._algorithm: HashAlgorithm = algorithm
+        self._proofs = proof_checked_on_chain(algorithm)
+        if not self._proofs:
+            log.warning(
+                "chain: this log hashes with %s, which the EVM cannot compute: the registry "
+                "records its roots without checking consistency proofs; run "
+                "`dsgw audit --chain` to check consistency between the anchored roots",
+                algorithm.upper(),
+            )
         self._nonces: NonceManager = nonce_manager(self._backend, account.address)
         self._store: AnchorStore | None = None
         self._reconciled = False
@@ -756,7 +771,7 @@ class AnchorWorker:
     async def _enqueue(self, store: AnchorStore, counts: Counter[str]) -> None:
         for stream, (size, root, algorithm) in (await self._latest_checkpoints()).items():
             try:
-                check_anchorable(algorithm, stream)
+                check_anchorable(algorithm, self._algorithm, stream)
             except UnanchorableError as exc:
                 if self._refused.get(stream) != str(exc):
                     log.error("%s", exc)
@@ -787,21 +802,29 @@ class AnchorWorker:
 
     async def _our_root(self, stream: str, size: int) -> bytes | None:
         try:
-            return await MerkleTree(self._engine, stream).root(size)
+            return await MerkleTree(self._engine, stream, algorithm=self._algorithm).root(size)
         except NotFoundError:
             return None
 
     async def _check_head(self, stream: str, head: RegistryHead) -> None:
         """Raise :class:`RegistryConflictError` (and block the stream) unless the registry's
-        head of ``stream`` is this log's root at that size."""
+        head of ``stream`` is this log's root at that size, anchored the way this log's hash
+        is anchored (with or without consistency proofs)."""
         ours = await self._our_root(stream, head.size)
-        if ours == head.root:
+        if ours == head.root and head.proof_checked == self._proofs:
             return
-        why = (
-            "this log has no tree of that size"
-            if ours is None
-            else f"this log's root there is {ours.hex()}"
-        )
+        if ours != head.root:
+            why = (
+                "this log has no tree of that size"
+                if ours is None
+                else f"this log's root there is {ours.hex()}"
+            )
+        else:
+            way = "with" if head.proof_checked else "without"
+            why = (
+                f"the registry anchors that stream {way} consistency proofs and this log "
+                f"hashes with {self._algorithm.upper()}"
+            )
         message = (
             f"chain: registry {self._registry.address} holds stream {stream!r} at size "
             f"{head.size} with root {head.root.hex()}, but {why}; another writer anchors "
@@ -900,11 +923,12 @@ class AnchorWorker:
                     await store.set_status(conn, anchor.id, "superseded")
                 counts["superseded"] += 1
             return False
-        proof: list[bytes] = []
+        proof: list[bytes] | None = [] if self._proofs else None
         if head.size > 0:
             await self._check_head(anchor.stream, head)
-            tree = MerkleTree(self._engine, anchor.stream)
-            proof = list((await tree.consistency_proof(head.size, anchor.size)).path)
+            if proof is not None:
+                tree = MerkleTree(self._engine, anchor.stream, algorithm=self._algorithm)
+                proof = list((await tree.consistency_proof(head.size, anchor.size)).path)
         data = self._registry.anchor_calldata(anchor.stream, anchor.size, anchor.root, proof)
         call: TxParams = {
             "from": self.account,
@@ -956,11 +980,11 @@ class AnchorWorker:
                     priority_fee=priority,
                 )
         log.info(
-            "chain: anchoring %s@%d (from size %d, proof of %d hashes) in tx %s, nonce %d",
+            "chain: anchoring %s@%d (from size %d, %s) in tx %s, nonce %d",
             anchor.stream,
             anchor.size,
             head.size,
-            len(proof),
+            "no proof" if proof is None else f"proof of {len(proof)} hashes",
             tx_hash.hex(),
             nonce,
         )

@@ -641,46 +641,92 @@ def checkpoint(ctx: click.Context, stream: str | None, as_json: bool) -> None:
 @click.option(
     "--stream", type=click.Choice(list(STREAMS)), default=None, help="One stream (default: all)."
 )
+@click.option(
+    "--chain",
+    "use_chain",
+    is_flag=True,
+    help="Also compare every root anchored on the configured chain with the rebuilt trees.",
+)
+@click.option(
+    "--rpc", default="", help="Read the anchors from this JSON-RPC node (implies --chain)."
+)
+@click.option(
+    "--contract",
+    default="",
+    help="The AnchorRegistry's address (default: the one this database recorded for the chain).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def audit(ctx: click.Context, stream: str | None, as_json: bool) -> None:
+def audit(
+    ctx: click.Context, stream: str | None, use_chain: bool, rpc: str, contract: str, as_json: bool
+) -> None:
     """Recompute every stream from the database; report tampered records by position.
+
+    With --chain (or --rpc) every root the chain anchored must be the rebuilt tree's root at
+    its size, and every anchor recorded as final must be on chain.
 
     Exit code 0 when clean, 5 when anything was found.
     """
     from rich.progress import Progress, TaskID
 
+    from gateway.chain.audit import chain_evidence, chain_reader, registry_for_audit
+
     settings = settings_of(ctx)
+    names = [stream] if stream else list(STREAMS)
 
     async def act(g: Gateway) -> list[AuditReport]:
         key = g.keystore.public_key(g.keystore.active(KeyPurpose.CHECKPOINT).kid)
+        evidence = {}
+        if use_chain or rpc:
+            async with chain_reader(
+                settings.chain,
+                state_dir=settings.data_dir / "chain",
+                rpc_url=rpc or settings.chain_rpc_url,
+            ) as backend:
+                registry = await registry_for_audit(
+                    g.engine, backend, contract or settings.chain_contract
+                )
+                for name in names:
+                    evidence[name] = await chain_evidence(
+                        g.engine, registry, name, algorithm=g.settings.hash_algorithm
+                    )
         reports = []
         with Progress(console=err_console, transient=True, disable=as_json) as bar:
-            for name in [stream] if stream else STREAMS:
+            for name in names:
                 total = await stream_size(g.engine, name)
                 task = bar.add_task(f"auditing {name}", total=total or None)
 
                 def advance(count: int, task: TaskID = task) -> None:
                     bar.advance(task, count)
 
-                reports.append(
-                    await audit_stream(
-                        g.engine,
-                        name,
-                        algorithm=g.settings.hash_algorithm,
-                        checkpoint_key=(g.settings.deployment, key),
-                        progress=advance,
-                    )
+                report = await audit_stream(
+                    g.engine,
+                    name,
+                    algorithm=g.settings.hash_algorithm,
+                    checkpoint_key=(g.settings.deployment, key),
+                    anchored=evidence[name].anchored if name in evidence else (),
+                    progress=advance,
                 )
+                if name in evidence:
+                    report = dataclasses.replace(
+                        report, findings=evidence[name].findings + report.findings
+                    )
+                reports.append(report)
         return reports
 
     reports = run(with_gateway(settings, act))
+    chained = use_chain or bool(rpc)
     findings = [f for r in reports for f in r.findings]
     if as_json:
         emit(
             {
                 "streams": [
-                    {"stream": r.stream, "records": r.records, "checkpoints": r.checkpoints}
+                    {
+                        "stream": r.stream,
+                        "records": r.records,
+                        "checkpoints": r.checkpoints,
+                        "anchors": r.anchors if chained else None,
+                    }
                     for r in reports
                 ],
                 "findings": [f.to_dict() for f in findings],
@@ -688,9 +734,15 @@ def audit(ctx: click.Context, stream: str | None, as_json: bool) -> None:
             True,
         )
     else:
-        summary = Table("stream", "records", "checkpoints", "findings")
+        summary = Table("stream", "records", "checkpoints", *(["anchors"] * chained), "findings")
         for r in reports:
-            summary.add_row(r.stream, str(r.records), str(r.checkpoints), str(len(r.findings)))
+            summary.add_row(
+                r.stream,
+                str(r.records),
+                str(r.checkpoints),
+                *([str(r.anchors)] * chained),
+                str(len(r.findings)),
+            )
         console.print(summary)
         if findings:
             table = Table("record", "finding", "detail", title="tampering found")
@@ -698,7 +750,10 @@ def audit(ctx: click.Context, stream: str | None, as_json: bool) -> None:
                 table.add_row(f"{f.stream}/{f.seq}", f.kind, f.detail)
             console.print(table)
         else:
-            console.print("[green]every record, link and checkpoint verifies[/]")
+            what = (
+                "record, link, checkpoint and anchor" if chained else "record, link and checkpoint"
+            )
+            console.print(f"[green]every {what} verifies[/]")
     if findings:
         sys.exit(5)
 

@@ -13,12 +13,15 @@ a :class:`Finding` with the record position it concerns:
   ``[previous good checkpoint, this checkpoint)`` were rewritten consistently by someone
   without the checkpoint key; or a checkpoint's signature does not verify.
 
-The on-chain comparison (anchors) extends this once anchoring is configured.
+- ``anchor`` (with anchored roots, from ``dsgw audit --chain``): a root the chain anchored at
+  some size is not the rebuilt tree's root there, so records below that size were rewritten
+  after they were anchored. For SM3 streams, which the registry anchors without consistency
+  proofs, this is what shows that the anchored roots are consistent with each other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +40,7 @@ from gateway.ledger.hashing import (
     node_hash,
 )
 
-__all__ = ["AuditReport", "Finding", "audit_stream"]
+__all__ = ["AnchoredRoot", "AuditReport", "Finding", "audit_stream"]
 
 Progress = Callable[[int], None]
 
@@ -54,11 +57,22 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True)
+class AnchoredRoot:
+    """A root some witness (the chain) holds for the stream at ``size``; ``where`` says
+    where, for the finding."""
+
+    size: int
+    root: bytes
+    where: str
+
+
+@dataclass(frozen=True, slots=True)
 class AuditReport:
     stream: str
     records: int
     checkpoints: int
     findings: tuple[Finding, ...]
+    anchors: int = 0
 
     @property
     def clean(self) -> bool:
@@ -98,10 +112,12 @@ async def audit_stream(
     *,
     algorithm: HashAlgorithm,
     checkpoint_key: tuple[str, Ed25519PublicKey] | None,
+    anchored: Sequence[AnchoredRoot] = (),
     progress: Progress | None = None,
     batch: int = 20_000,
 ) -> AuditReport:
-    """Audit one stream; read-only. Raises :class:`DsgwError` only if the store is
+    """Audit one stream; read-only. ``anchored`` roots are compared with the rebuilt tree
+    at their sizes like checkpoints. Raises :class:`DsgwError` only if the store is
     unreachable — every inconsistency is a finding, never an exception."""
     findings: list[Finding] = []
 
@@ -117,7 +133,9 @@ async def audit_stream(
             )
         ).all()
     pending = list(checkpoints)
+    witnessed = sorted(anchored, key=lambda a: a.size)
     good_size = 0
+    good_anchor = 0
     tree = _RootBuilder(algorithm)
     previous = GENESIS
     expected = 0
@@ -170,6 +188,18 @@ async def audit_stream(
                     )
                 else:
                     good_size = cp.size
+            while witnessed and witnessed[0].size == tree.size:
+                anchor = witnessed.pop(0)
+                if anchor.root != tree.root():
+                    found(
+                        good_anchor,
+                        "anchor",
+                        f"the root anchored at size {anchor.size} ({anchor.where}) is not the "
+                        f"rebuilt tree's: records {stream}/{good_anchor}..{anchor.size - 1} "
+                        "were rewritten after they were anchored",
+                    )
+                else:
+                    good_anchor = anchor.size
         if progress is not None:
             progress(len(rows))
     for cp in pending:
@@ -178,7 +208,14 @@ async def audit_stream(
             "deleted",
             f"checkpoint at size {cp.size} but the stream has only {tree.size} records",
         )
-    return AuditReport(stream, tree.size, len(checkpoints), tuple(findings))
+    for anchor in witnessed:
+        found(
+            tree.size,
+            "deleted",
+            f"the chain anchored size {anchor.size} ({anchor.where}) but the stream has only "
+            f"{tree.size} records",
+        )
+    return AuditReport(stream, tree.size, len(checkpoints), tuple(findings), len(anchored))
 
 
 def _check_checkpoint(cp: Any, root: bytes, key: tuple[str, Ed25519PublicKey] | None) -> str | None:
