@@ -36,6 +36,8 @@ from gateway.ledger.bundles import build_bundle
 from gateway.ledger.checkpoints import Checkpointer, NoteSigner
 from gateway.ledger.log import STREAMS, LogWriter
 from gateway.settings import Settings
+from gateway.workdays import default_calendar
+from gateway.workflows.service import WorkflowService
 from keys.keystore import KeyPurpose, Keystore
 from keys.passphrase import create_passphrase_file, load_passphrase
 
@@ -122,6 +124,7 @@ class Gateway:
     dataplane: DataPlane
     connectors: ConnectorRegistry
     checkpointer: Checkpointer
+    workflows: WorkflowService
     anchoring: Anchoring | None = None
 
     @classmethod
@@ -223,6 +226,9 @@ class Gateway:
             governance=governance,
             dataplane=dataplane,
             connectors=connectors,
+            workflows=WorkflowService(
+                engine, governance, default_calendar(*settings.workday_calendars), clock
+            ),
         )
 
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class Settings:
     # Registry address on an rpc chain; dev chains deploy one on first use.
     chain_contract: str = ""
     chain_confirmations: int = 1
+    # Working-day schedules (JSON, docs/workdays.md) for years or regions beyond the shipped
+    # State Council schedules; in DSGW_WORKDAY_CALENDARS separated by the path separator.
+    workday_calendars: tuple[str, ...] = ()
 
     @property
     def resolved_database_url(self) -> str:
@@ -128,8 +131,15 @@ def _coerce(name: str, type_: Any, raw: object) -> object:
             if not isinstance(raw, str | int):
                 raise ValueError(raw)
             return str(raw)
+        if type_ == tuple[str, ...]:
+            if isinstance(raw, str):
+                return tuple(part for part in raw.split(os.pathsep) if part)
+            if isinstance(raw, list | tuple) and all(isinstance(p, str) for p in raw):
+                return tuple(raw)
+            raise ValueError(raw)
     except ValueError as exc:
-        raise ConfigError(f"settings: {name} must be a {type_.__name__}, got {raw!r}") from exc
+        kind = getattr(type_, "__name__", "list of strings")
+        raise ConfigError(f"settings: {name} must be a {kind}, got {raw!r}") from exc
     raise ConfigError(f"settings: unsupported type for {name}")
 
 

@@ -48,7 +48,14 @@ from gateway.ledger.hashing import HashAlgorithm
 from gateway.ledger.log import PendingRecord, append_in_transaction
 from keys.jwk import jwk_to_public_key
 
-__all__ = ["LOCAL_ADMIN", "Actor", "GovernanceService", "IssuedClient"]
+__all__ = [
+    "LOCAL_ADMIN",
+    "Actor",
+    "GovernanceService",
+    "IssuedClient",
+    "insert_merchant",
+    "new_merchant",
+]
 
 T = TypeVar("T")
 
@@ -85,6 +92,39 @@ async def _row(conn: AsyncConnection, model: type[Base], condition: Any) -> Any:
     return (await conn.execute(select(table).where(condition))).first()
 
 
+def new_merchant(merchant_id: str, name: str, credit_code: str) -> Merchant:
+    """A merchant with a checked id, name and unified social credit code (GB 32100)."""
+    check_id("merchant", merchant_id)
+    if not name.strip() or len(name) > 200:
+        raise ValidationError("merchant name must be 1-200 characters")
+    code = credit_code.strip().upper()
+    if not is_valid_uscc(code):
+        raise ValidationError(
+            f"merchant credit code {credit_code!r} is not a valid unified social credit "
+            "code (GB 32100: 18 characters with a correct check character)"
+        )
+    return Merchant(merchant_id, name.strip(), code)
+
+
+async def insert_merchant(conn: AsyncConnection, merchant: Merchant, now: dt.datetime) -> None:
+    """Store a new merchant; :class:`ConflictError` if its id or credit code is taken."""
+    if await conn.scalar(select(MerchantRow.id).where(MerchantRow.id == merchant.id)):
+        raise ConflictError(f"merchant {merchant.id} already exists")
+    code = merchant.credit_code
+    if await conn.scalar(select(MerchantRow.id).where(MerchantRow.credit_code == code)):
+        raise ConflictError(f"a merchant with credit code {code} already exists")
+    await conn.execute(
+        insert(MerchantRow).values(
+            id=merchant.id,
+            name=merchant.name,
+            credit_code=code,
+            status=merchant.status.value,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
 class GovernanceService:
     def __init__(
         self,
@@ -101,14 +141,16 @@ class GovernanceService:
         self._hasher = hasher
         self._algorithm: HashAlgorithm = algorithm
 
-    async def _change(
+    async def change(
         self,
         actor: Actor,
         kind: str,
         body: Mapping[str, Any],
         apply: Callable[[AsyncConnection, dt.datetime], Awaitable[T]],
     ) -> T:
-        """Run ``apply`` and append its governance record in one transaction."""
+        """Run ``apply`` and append its governance record in one transaction; on a
+        concurrent append, run both again. Every state change of the authorization
+        workflows goes through here, so each one is a governance record."""
         for _attempt in range(5):
             now = self._clock.now()
             try:
@@ -163,7 +205,7 @@ class GovernanceService:
             return dataset
 
         kind = "dataset.updated" if replace_existing else "dataset.registered"
-        return await self._change(actor, kind, {"dataset": dataset.to_dict()}, apply)
+        return await self.change(actor, kind, {"dataset": dataset.to_dict()}, apply)
 
     # -- scenarios ----------------------------------------------------------------------
 
@@ -187,9 +229,7 @@ class GovernanceService:
             )
             return scenario
 
-        return await self._change(
-            actor, "scenario.created", {"scenario": scenario.to_dict()}, apply
-        )
+        return await self.change(actor, "scenario.created", {"scenario": scenario.to_dict()}, apply)
 
     async def _check_grants(self, conn: AsyncConnection, scenario: Scenario) -> None:
         for grant in scenario.grants:
@@ -226,7 +266,7 @@ class GovernanceService:
             )
             return updated
 
-        return await self._change(
+        return await self.change(
             actor,
             f"scenario.{status.value}",
             {"scenario_id": scenario_id, "status": status.value, "reason": reason},
@@ -239,38 +279,20 @@ class GovernanceService:
         self, actor: Actor, merchant_id: str, name: str, credit_code: str
     ) -> Merchant:
         actor.may(Action.REGISTER_MERCHANT)
-        check_id("merchant", merchant_id)
-        if not name.strip() or len(name) > 200:
-            raise ValidationError("merchant name must be 1-200 characters")
-        code = credit_code.strip().upper()
-        if not is_valid_uscc(code):
-            raise ValidationError(
-                f"merchant credit code {credit_code!r} is not a valid unified social credit "
-                "code (GB 32100: 18 characters with a correct check character)"
-            )
-        merchant = Merchant(merchant_id, name.strip(), code)
+        merchant = new_merchant(merchant_id, name, credit_code)
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> Merchant:
-            if await conn.scalar(select(MerchantRow.id).where(MerchantRow.id == merchant_id)):
-                raise ConflictError(f"merchant {merchant_id} already exists")
-            if await conn.scalar(select(MerchantRow.id).where(MerchantRow.credit_code == code)):
-                raise ConflictError(f"a merchant with credit code {code} already exists")
-            await conn.execute(
-                insert(MerchantRow).values(
-                    id=merchant_id,
-                    name=merchant.name,
-                    credit_code=code,
-                    status=merchant.status.value,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            await insert_merchant(conn, merchant, now)
             return merchant
 
-        return await self._change(
+        return await self.change(
             actor,
             "merchant.registered",
-            {"merchant_id": merchant_id, "name": merchant.name, "credit_code": code},
+            {
+                "merchant_id": merchant_id,
+                "name": merchant.name,
+                "credit_code": merchant.credit_code,
+            },
             apply,
         )
 
@@ -294,7 +316,7 @@ class GovernanceService:
             )
             return Merchant(row.id, row.name, row.credit_code, status)
 
-        return await self._change(
+        return await self.change(
             actor,
             f"merchant.{status.value}",
             {"merchant_id": merchant_id, "status": status.value, "reason": reason},
@@ -362,7 +384,7 @@ class GovernanceService:
                 new_id, merchant_id, scenario_id, start, end, owner, operator, processor
             )
 
-        return await self._change(
+        return await self.change(
             actor,
             "agreement.granted",
             {
@@ -404,7 +426,7 @@ class GovernanceService:
             )
             return status
 
-        return await self._change(
+        return await self.change(
             actor,
             f"agreement.{status.value}",
             {"agreement_id": agreement_id, "status": status.value, "reason": reason},
@@ -471,7 +493,7 @@ class GovernanceService:
             )
             return IssuedClient(client, secret)
 
-        return await self._change(
+        return await self.change(
             actor,
             "client.issued",
             {
@@ -503,7 +525,7 @@ class GovernanceService:
             if result.rowcount == 0:
                 raise NotFoundError(f"client {client_id} does not exist")
 
-        await self._change(
+        await self.change(
             actor, f"client.{status}", {"client_id": client_id, "reason": reason}, apply
         )
 
@@ -523,7 +545,7 @@ class GovernanceService:
                     .values(revoked_at=now, revoked_reason=reason[:500])
                 )
 
-        await self._change(actor, "token.revoked", {"jti": jti, "reason": reason}, apply)
+        await self.change(actor, "token.revoked", {"jti": jti, "reason": reason}, apply)
 
     async def revoke_merchant_tokens(self, actor: Actor, merchant_id: str, reason: str) -> int:
         actor.may(Action.REVOKE_TOKEN)
@@ -544,7 +566,7 @@ class GovernanceService:
             )
             return int(result.rowcount or 0)
 
-        return await self._change(
+        return await self.change(
             actor, "token.revoked-all", {"merchant_id": merchant_id, "reason": reason}, apply
         )
 

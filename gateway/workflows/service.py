@@ -1,0 +1,318 @@
+"""The authorization workflows as persisted state machines: merchant onboarding and the
+exclusion list (this module), use applications and their reviews, agreements.
+
+Every state change goes through :meth:`GovernanceService.change`, so it commits together
+with its record in the governance stream (and is anchored with it). Deadlines come from the
+working-day calendar and the injected clock: tests move time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.authorization.roles import Action
+from gateway.clock import Clock, utc
+from gateway.db.schema import ExclusionRow, OnboardingRow
+from gateway.errors import ConflictError, NotFoundError
+from gateway.governance.models import Merchant
+from gateway.governance.service import Actor, GovernanceService, insert_merchant, new_merchant
+from gateway.workflows.exclusions import ExclusionCategory, ExclusionEntry
+from gateway.workflows.onboarding import (
+    ONBOARDING_WORKING_DAYS,
+    OnboardingApplication,
+    OnboardingStatus,
+    OnboardingSubmission,
+    check_reasons,
+)
+
+__all__ = ["Deadlines", "ExclusionImport", "WorkflowService"]
+
+
+class Deadlines(Protocol):
+    """The working-day calendar as the workflows use it."""
+
+    def deadline(self, start: dt.datetime, n: int) -> dt.datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExclusionImport:
+    added: int
+    updated: int
+    unchanged: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged}
+
+
+def _entry(row: Any) -> ExclusionEntry:
+    return ExclusionEntry(
+        row.credit_code,
+        row.name,
+        ExclusionCategory(row.category),
+        row.source,
+        row.listed_on,
+        row.lifted_on,
+    )
+
+
+def _onboarding(row: Any) -> OnboardingApplication:
+    return OnboardingApplication(
+        id=row.id,
+        merchant_id=row.merchant_id,
+        name=row.name,
+        credit_code=row.credit_code,
+        details=row.details,
+        status=OnboardingStatus(row.status),
+        exclusion_hits=tuple(row.exclusion_hits),
+        submitted_at=utc(row.submitted_at),
+        due_at=utc(row.due_at),
+        decided_at=utc(row.decided_at) if row.decided_at else None,
+        decided_by=row.decided_by,
+        reasons=tuple(row.reasons),
+    )
+
+
+class WorkflowService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        governance: GovernanceService,
+        calendar: Deadlines,
+        clock: Clock,
+    ) -> None:
+        self._engine = engine
+        self._governance = governance
+        self._calendar = calendar
+        self._clock = clock
+
+    # -- exclusion list -----------------------------------------------------------------
+
+    async def import_exclusions(
+        self, actor: Actor, entries: Sequence[ExclusionEntry], *, source_name: str = ""
+    ) -> ExclusionImport:
+        """Add new entries and record lifts of known ones; importing the same list twice
+        changes nothing. One governance record for the whole import."""
+        actor.may(Action.REGISTER_MERCHANT)
+        counts = {"added": 0, "updated": 0, "unchanged": 0}
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> ExclusionImport:
+            counts.update(added=0, updated=0, unchanged=0)
+            for entry in entries:
+                key = (
+                    ExclusionRow.credit_code == entry.credit_code,
+                    ExclusionRow.category == entry.category.value,
+                    ExclusionRow.listed_on == entry.listed_on,
+                )
+                row = (await conn.execute(select(ExclusionRow.__table__).where(*key))).first()
+                if row is None:
+                    await conn.execute(
+                        insert(ExclusionRow).values(
+                            credit_code=entry.credit_code,
+                            name=entry.name,
+                            category=entry.category.value,
+                            source=entry.source,
+                            listed_on=entry.listed_on,
+                            lifted_on=entry.lifted_on,
+                            imported_at=now,
+                        )
+                    )
+                    counts["added"] += 1
+                elif row.lifted_on != entry.lifted_on or row.name != entry.name:
+                    await conn.execute(
+                        update(ExclusionRow)
+                        .where(*key)
+                        .values(lifted_on=entry.lifted_on, name=entry.name, imported_at=now)
+                    )
+                    counts["updated"] += 1
+                else:
+                    counts["unchanged"] += 1
+            return ExclusionImport(**counts)
+
+        return await self._governance.change(
+            actor,
+            "exclusions.imported",
+            {"source": source_name, "entries": len(entries)},
+            apply,
+        )
+
+    async def exclusions_of(self, credit_code: str, day: dt.date) -> list[ExclusionEntry]:
+        """The entries in force on ``day`` for ``credit_code``."""
+        async with self._engine.connect() as conn:
+            return await self._exclusions(conn, credit_code, day)
+
+    @staticmethod
+    async def _exclusions(
+        conn: AsyncConnection, credit_code: str, day: dt.date
+    ) -> list[ExclusionEntry]:
+        rows = (
+            await conn.execute(
+                select(ExclusionRow.__table__).where(
+                    ExclusionRow.credit_code == credit_code.upper()
+                )
+            )
+        ).all()
+        return [entry for entry in map(_entry, rows) if entry.in_force(day)]
+
+    # -- merchant onboarding ------------------------------------------------------------
+
+    async def submit_onboarding(
+        self, actor: Actor, data: Mapping[str, Any]
+    ) -> OnboardingApplication:
+        """Record an application; the operator's 5-working-day deadline starts now. The
+        exclusion list is checked at once so the operator sees any hit with the task."""
+        submission = OnboardingSubmission.from_dict(data)
+        application_id = f"onb-{secrets.token_hex(6)}"
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> OnboardingApplication:
+            open_ones = await conn.scalar(
+                select(OnboardingRow.id).where(
+                    OnboardingRow.credit_code == submission.credit_code,
+                    OnboardingRow.status == OnboardingStatus.SUBMITTED.value,
+                )
+            )
+            if open_ones:
+                raise ConflictError(
+                    f"an onboarding application for {submission.credit_code} is already open "
+                    f"({open_ones}); wait for its answer or withdraw it"
+                )
+            hits = await self._exclusions(conn, submission.credit_code, now.date())
+            application = OnboardingApplication(
+                id=application_id,
+                merchant_id=submission.merchant_id,
+                name=submission.name,
+                credit_code=submission.credit_code,
+                details=submission.details(),
+                status=OnboardingStatus.SUBMITTED,
+                exclusion_hits=tuple(hit.to_dict() for hit in hits),
+                submitted_at=now,
+                due_at=self._calendar.deadline(now, ONBOARDING_WORKING_DAYS),
+            )
+            await conn.execute(
+                insert(OnboardingRow).values(
+                    id=application.id,
+                    merchant_id=application.merchant_id,
+                    name=application.name,
+                    credit_code=application.credit_code,
+                    details=dict(application.details),
+                    status=application.status.value,
+                    exclusion_hits=[dict(hit) for hit in application.exclusion_hits],
+                    submitted_at=now,
+                    due_at=application.due_at,
+                    reasons=[],
+                    updated_at=now,
+                )
+            )
+            return application
+
+        return await self._governance.change(
+            actor,
+            "onboarding.submitted",
+            {
+                "application_id": application_id,
+                "merchant_id": submission.merchant_id,
+                "credit_code": submission.credit_code,
+            },
+            apply,
+        )
+
+    async def decide_onboarding(
+        self,
+        actor: Actor,
+        application_id: str,
+        *,
+        approve: bool,
+        reasons: Sequence[str] = (),
+    ) -> tuple[OnboardingApplication, Merchant | None]:
+        """The operator's answer. Approval registers the merchant in the same transaction
+        and is refused for a company on the exclusion list; a rejection lists its reasons."""
+        actor.may(Action.REGISTER_MERCHANT)
+        cleaned = () if approve else check_reasons(reasons)
+
+        async def apply(
+            conn: AsyncConnection, now: dt.datetime
+        ) -> tuple[OnboardingApplication, Merchant | None]:
+            application = await self._onboarding_row(conn, application_id)
+            application.check_open()
+            merchant = None
+            if approve:
+                hits = await self._exclusions(conn, application.credit_code, now.date())
+                if hits:
+                    listed = "; ".join(
+                        f"{h.category.value} since {h.listed_on} ({h.source})" for h in hits
+                    )
+                    raise ConflictError(
+                        f"{application.name} ({application.credit_code}) is on the exclusion "
+                        f"list: {listed}; it cannot be onboarded (CS23 art. 18); reject the "
+                        "application with this reason"
+                    )
+                merchant = new_merchant(
+                    application.merchant_id, application.name, application.credit_code
+                )
+                await insert_merchant(conn, merchant, now)
+            status = OnboardingStatus.APPROVED if approve else OnboardingStatus.REJECTED
+            await conn.execute(
+                update(OnboardingRow)
+                .where(OnboardingRow.id == application_id)
+                .values(
+                    status=status.value,
+                    decided_at=now,
+                    decided_by=actor.id,
+                    reasons=list(cleaned),
+                    updated_at=now,
+                )
+            )
+            decided = await self._onboarding_row(conn, application_id)
+            return decided, merchant
+
+        return await self._governance.change(
+            actor,
+            "onboarding.approved" if approve else "onboarding.rejected",
+            {"application_id": application_id, "reasons": list(cleaned)},
+            apply,
+        )
+
+    async def withdraw_onboarding(self, actor: Actor, application_id: str) -> OnboardingApplication:
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> OnboardingApplication:
+            application = await self._onboarding_row(conn, application_id)
+            application.check_open()
+            await conn.execute(
+                update(OnboardingRow)
+                .where(OnboardingRow.id == application_id)
+                .values(status=OnboardingStatus.WITHDRAWN.value, decided_at=now, updated_at=now)
+            )
+            return await self._onboarding_row(conn, application_id)
+
+        return await self._governance.change(
+            actor, "onboarding.withdrawn", {"application_id": application_id}, apply
+        )
+
+    async def onboarding(self, application_id: str) -> OnboardingApplication:
+        async with self._engine.connect() as conn:
+            return await self._onboarding_row(conn, application_id)
+
+    async def list_onboarding(
+        self, status: OnboardingStatus | None = None
+    ) -> list[OnboardingApplication]:
+        query = select(OnboardingRow.__table__).order_by(OnboardingRow.submitted_at)
+        if status is not None:
+            query = query.where(OnboardingRow.status == status.value)
+        async with self._engine.connect() as conn:
+            return [_onboarding(row) for row in (await conn.execute(query)).all()]
+
+    @staticmethod
+    async def _onboarding_row(conn: AsyncConnection, application_id: str) -> OnboardingApplication:
+        row = (
+            await conn.execute(
+                select(OnboardingRow.__table__).where(OnboardingRow.id == application_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFoundError(f"onboarding application {application_id} does not exist")
+        return _onboarding(row)
