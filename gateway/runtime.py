@@ -38,6 +38,7 @@ from gateway.ledger.log import STREAMS, LogWriter
 from gateway.settings import Settings
 from gateway.workdays import default_calendar
 from gateway.workflows.service import WorkflowService
+from gateway.workflows.use import UseApplicationService
 from keys.keystore import KeyPurpose, Keystore
 from keys.passphrase import create_passphrase_file, load_passphrase
 
@@ -125,6 +126,7 @@ class Gateway:
     connectors: ConnectorRegistry
     checkpointer: Checkpointer
     workflows: WorkflowService
+    applications: UseApplicationService
     anchoring: Anchoring | None = None
 
     @classmethod
@@ -194,6 +196,7 @@ class Gateway:
             every_records=settings.checkpoint_every_records,
             every_seconds=settings.checkpoint_every_seconds,
         )
+        calendar = default_calendar(*settings.workday_calendars)
         anchoring = None
         if settings.chain != "none":
             try:
@@ -212,6 +215,7 @@ class Gateway:
                 policy=AnchorPolicy(confirmations=settings.chain_confirmations, poll_interval=0.5),
             )
             await anchoring.start()
+            checkpointer.on_signed = anchoring.notify
         return cls(
             anchoring=anchoring,
             checkpointer=checkpointer,
@@ -226,9 +230,8 @@ class Gateway:
             governance=governance,
             dataplane=dataplane,
             connectors=connectors,
-            workflows=WorkflowService(
-                engine, governance, default_calendar(*settings.workday_calendars), clock
-            ),
+            workflows=WorkflowService(engine, governance, calendar, clock),
+            applications=UseApplicationService(engine, governance, calendar, clock),
         )
 
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
@@ -270,6 +273,7 @@ class Gateway:
         """Commit queued records, optionally checkpoint them (a server stopping does, so
         its last calls are covered), close sources and the store."""
         await self.checkpointer.stop()
+        await self.applications.stop_sweeper()
         if self.anchoring is not None:
             await self.anchoring.close()
         await self.log.close()

@@ -284,3 +284,43 @@ async def test_sm3_log_is_anchored_and_audited_against_the_chain(
         assert found[0].seq <= edited and "rewritten after they were anchored" in found[0].detail
     finally:
         await gateway.close()
+
+
+async def test_the_gateways_anvil_is_restarted_when_it_dies(
+    tmp_path: Path, source_dir: Path, clock: FixedClock
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "sources").symlink_to(source_dir / "sources")
+    settings = load_settings(
+        None,
+        environ={},
+        data_dir=data_dir,
+        keystore_passphrase="test passphrase",
+        secret_hash_time_cost=1,
+        secret_hash_memory_kib=8192,
+        chain="anvil",
+    )
+    gateway, _creds = await build_world(settings, clock)
+    try:
+        anchoring = gateway.anchoring
+        assert anchoring is not None
+        anchoring._watch_interval = 0.1
+        await asyncio.wait_for(anchoring.ready.wait(), 120)
+        backend = anchoring.backend
+        assert isinstance(backend, AnvilBackend) and backend._process is not None
+        backend._process.kill()  # the node dies under the gateway
+        await asyncio.to_thread(backend._process.wait)
+        head = await gateway.checkpointer.checkpoint("governance")
+        assert head is not None
+        for _ in range(400):
+            bundle = await gateway.bundle("governance", head.size - 1)
+            anchor = bundle["anchor"]
+            if isinstance(anchor, dict) and anchor["size"] == head.size:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the checkpoint was not anchored after anvil died")
+        assert backend.running
+    finally:
+        await gateway.close()

@@ -10,13 +10,16 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import select
 
+from connectors import synthetic
 from gateway.authorization.roles import Role
-from gateway.cli.demo import demo_credit_code
+from gateway.cli.demo import demo_credit_code, demo_scenario
 from gateway.db.schema import LogEntryRow, MerchantRow
-from gateway.errors import ConflictError, ForbiddenError, ValidationError
+from gateway.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.runtime import Gateway
 from gateway.settings import Settings
+from gateway.workflows.applications import ApplicationStatus, ReviewStatus
 from gateway.workflows.exclusions import parse_exclusions_csv
 from gateway.workflows.onboarding import OnboardingStatus
 from gateway.workflows.service import WorkflowService
@@ -194,3 +197,259 @@ async def test_onboarding_submission_is_validated(flow: Flow) -> None:
     for data, message in bad_cases:
         with pytest.raises(ValidationError, match=message):
             await flow.workflows.submit_onboarding(LOCAL_ADMIN, data)
+
+
+# --- scenario publication: one scenario, one plan, one evaluation ---------------------------
+
+
+async def test_scenario_needs_plan_and_passing_evaluation_to_be_published(flow: Flow) -> None:
+    gov = flow.gateway.governance
+    authority = Actor("auth-1", Role.AUTHORITY)
+    draft = demo_scenario(flow.clock.now()) | {"id": "housing", "plan": None, "evaluation": None}
+    await gov.create_scenario(authority, draft)
+    with pytest.raises(ConflictError, match=r"its plan .* and an evaluation record"):
+        await gov.set_scenario_status(authority, "housing", ScenarioStatus.PUBLISHED)
+    plan = {"title": "住房公积金场景方案", "reference": "P-1", "sha256": "ab" * 32}
+    with pytest.raises(ValidationError, match="sha256"):
+        await gov.record_scenario_plan(authority, "housing", plan | {"sha256": "xyz"})
+    with pytest.raises(ForbiddenError):
+        await gov.record_scenario_plan(OPERATOR, "housing", plan)
+    await gov.record_scenario_plan(authority, "housing", plan)
+    with pytest.raises(ConflictError, match="an evaluation record"):
+        await gov.set_scenario_status(authority, "housing", ScenarioStatus.PUBLISHED)
+    evaluation = {
+        "evaluator": "市数据局评估组",
+        "conclusion": "fail",
+        "evaluated_on": "2026-09-20",
+        "report": {"title": "评估报告", "reference": "E-1", "sha256": "cd" * 32},
+    }
+    await gov.record_scenario_evaluation(authority, "housing", evaluation)
+    with pytest.raises(ConflictError, match="did not pass"):
+        await gov.set_scenario_status(authority, "housing", ScenarioStatus.PUBLISHED)
+    await gov.record_scenario_evaluation(authority, "housing", evaluation | {"conclusion": "pass"})
+    published = await gov.set_scenario_status(authority, "housing", ScenarioStatus.PUBLISHED)
+    assert published.plan is not None and published.plan.sha256 == "ab" * 32
+    with pytest.raises(ConflictError, match="fixed once published"):
+        await gov.record_scenario_plan(authority, "housing", plan)
+    kinds = await _kinds(flow)
+    assert kinds.count("scenario.evaluation") == 2 and "scenario.plan" in kinds
+
+
+# --- use applications: from onboarding to the first data call -------------------------------
+
+MARKET = "市场监督管理局"
+SOCIAL = "人力资源和社会保障局"
+
+
+def _clear_scenario(now: dt.datetime) -> dict[str, object]:
+    scenario = demo_scenario(now) | {"id": "credit-clear", "valid_until": "2031-01-01"}
+    grants = [dict(g) for g in scenario["grants"]]  # type: ignore[union-attr]
+    grants[0]["clear_fields"] = ["legal_rep_name"]
+    return scenario | {"grants": grants}
+
+
+def _use_application(**overrides: object) -> dict[str, object]:
+    return {
+        "scenario": "credit-clear",
+        "requirements": [
+            {
+                "dataset": "enterprises",
+                "modes": ["verify", "query"],
+                "fields": ["credit_code", "name", "legal_rep_name", "legal_rep_id", "district"],
+            },
+            {
+                "dataset": "social-insurance",
+                "modes": ["aggregate"],
+                "fields": ["district", "insurance_type", "amount"],
+            },
+        ],
+        "purpose": "小微企业贷前核验与经营状况评估",
+        "period_start": "2026-10-01",
+        "period_end": "2029-09-30",
+        "safeguards": "专线接入, 结果仅用于授信审批, 日志留存三年",
+    } | overrides
+
+
+async def test_whole_path_from_onboarding_to_the_first_data_call(flow: Flow) -> None:
+    from aiohttp import encode_basic_auth
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.api.app import create_app
+
+    gov, apps, clock = flow.gateway.governance, flow.gateway.applications, flow.clock
+    authority = Actor("auth-1", Role.AUTHORITY)
+    market = Actor("market-1", Role.SOURCE, department=MARKET)
+    social = Actor("social-1", Role.SOURCE, department=SOCIAL)
+
+    # Onboarding, then credentials for the new merchant.
+    onboarding = await flow.workflows.submit_onboarding(
+        LOCAL_ADMIN, _application(demo_credit_code("LS"))
+    )
+    await flow.workflows.decide_onboarding(OPERATOR, onboarding.id, approve=True)
+    merchant = Actor("lanshan-app", merchant_id="lanshan-data")
+    issued = await gov.issue_client(LOCAL_ADMIN, merchant_id="lanshan-data")
+    assert issued.secret is not None
+    await gov.create_scenario(authority, _clear_scenario(clock.now()))
+    await gov.set_scenario_status(authority, "credit-clear", ScenarioStatus.PUBLISHED)
+
+    # The application: refused beyond the scenario or beyond 3 years.
+    bad = _use_application(
+        requirements=[
+            {"dataset": "enterprises", "modes": ["query"], "fields": ["address", "district"]}
+        ]
+    )
+    with pytest.raises(ValidationError, match="does not grant field"):
+        await apps.submit(merchant, "lanshan-data", bad)
+    with pytest.raises(ValidationError, match="at most 3 years"):
+        await apps.submit(merchant, "lanshan-data", _use_application(period_end="2029-10-02"))
+    application = await apps.submit(merchant, "lanshan-data", _use_application())
+    assert application.compliance_due_at == dt.datetime(2026, 10, 11, tzinfo=SHANGHAI)
+
+    # Compliance check on Tuesday 29 September opens one review per source department, due
+    # 10 working days later: the National Day week does not count, the make-up Saturday does.
+    clock.set(dt.datetime(2026, 9, 29, 9, tzinfo=SHANGHAI))
+    with pytest.raises(ForbiddenError):
+        await apps.check_compliance(market, application.id, approve=True)
+    checked = await apps.check_compliance(OPERATOR, application.id, approve=True)
+    assert checked.status is ApplicationStatus.DEPARTMENT_REVIEW
+    assert {r.department: r.datasets for r in checked.reviews} == {
+        MARKET: ("enterprises",),
+        SOCIAL: ("social-insurance",),
+    }
+    due = dt.datetime(2026, 10, 20, tzinfo=SHANGHAI)
+    assert all(r.due_at == due for r in checked.reviews)
+
+    # The market regulator approves; social insurance stays silent past its deadline.
+    await apps.review(market, application.id, approve=True)
+    with pytest.raises(ForbiddenError, match="reviews only for it"):
+        await apps.review(market, application.id, approve=True, department=SOCIAL)
+    clock.set(due - dt.timedelta(seconds=1))
+    assert await apps.sweep() == 0
+    clock.set(due)
+    assert await apps.sweep() == 1
+    approved = await apps.get(merchant, application.id)
+    assert approved.status is ApplicationStatus.APPROVED
+    (deemed,) = [r for r in approved.reviews if r.department == SOCIAL]
+    assert deemed.status is ReviewStatus.DEEMED_APPROVED and deemed.decided_at == due
+    assert deemed.to_dict()["label"] == "deemed approved (timeout)"
+    assert "review.deemed-approved" in await _kinds(flow)
+    with pytest.raises(ConflictError, match="is approved"):
+        await apps.review(social, application.id, approve=False, reasons=["too late"])
+
+    # The agreement: exactly the requirement list, the application's period.
+    agreement = await apps.conclude_agreement(
+        authority,
+        application.id,
+        shares=("40", "35", "25"),
+        fees="按调用次数计费, 每千次 20 元",
+        termination="违反安全要求或超范围使用时终止",
+    )
+    assert agreement.scope is not None
+    assert [g.dataset_id for g in agreement.scope] == ["enterprises", "social-insurance"]
+    assert (await apps.get(merchant, application.id)).agreement_id == agreement.id
+
+    # The first data call, through the HTTP API.
+    client = TestClient(TestServer(create_app(flow.gateway), host="127.0.0.1"))
+    await client.start_server()
+    try:
+
+        async def token() -> tuple[int, dict[str, object]]:
+            resp = await client.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials", "scope": "scenario:credit-clear"},
+                headers={
+                    "Authorization": encode_basic_auth(issued.client.client_id, issued.secret)
+                },
+            )
+            return resp.status, await resp.json()
+
+        async def call(mode: str, dataset: str, body: dict[str, object]) -> tuple[int, object]:
+            status, issued_token = await token()
+            assert status == 200, issued_token
+            resp = await client.post(
+                f"/v1/scenarios/credit-clear/datasets/{dataset}/{mode}",
+                json=body,
+                headers={"Authorization": f"Bearer {issued_token['access_token']}"},
+            )
+            return resp.status, await resp.json(content_type=None)
+
+        sample = next(synthetic.generate("enterprises", 1, seed=7))
+        query = {
+            "fields": ["credit_code", "legal_rep_name"],
+            "filters": {"credit_code": sample["credit_code"]},
+        }
+        status, body = await call("query", "enterprises", query)
+        assert status == 200, body
+        assert body["masked_fields"] == ["legal_rep_name"]  # type: ignore[index]
+        # Outside the requirement list: a field, a mode, a dataset mode.
+        status, body = await call(
+            "query", "enterprises", query | {"fields": ["credit_code", "registered_capital"]}
+        )
+        assert status == 403, body
+        status, body = await call("aggregate", "enterprises", {"group_by": ["district"]})
+        assert status == 403 and "approved requirement list" in str(body)
+
+        # The subjects' letters of authorization unmask the scenario's clear fields.
+        await apps.add_subject_authorization(
+            authority,
+            agreement.id,
+            {
+                "dataset": "enterprises",
+                "letter": {"title": "法定代表人授权书", "reference": "L-1", "sha256": "ef" * 32},
+            },
+        )
+        status, body = await call("query", "enterprises", query)
+        assert status == 200 and body["masked_fields"] == []  # type: ignore[index]
+        assert body["rows"][0]["legal_rep_name"] == sample["legal_rep_name"]  # type: ignore[index]
+
+        # At the end of the period token issuance stops by itself.
+        clock.set(dt.datetime(2029, 9, 30, tzinfo=dt.UTC))
+        status, refused = await token()
+        assert status in (400, 403) and "agreement" in str(refused)
+    finally:
+        await client.close()
+
+
+async def test_rejection_reasons_reach_the_merchant(flow: Flow) -> None:
+    apps = flow.gateway.applications
+    merchant = Actor("xc-app", merchant_id="xingchen-credit")
+    other = Actor("someone", merchant_id="other-merchant")
+    await flow.gateway.governance.create_scenario(LOCAL_ADMIN, _clear_scenario(flow.clock.now()))
+    await flow.gateway.governance.set_scenario_status(
+        LOCAL_ADMIN, "credit-clear", ScenarioStatus.PUBLISHED
+    )
+    application = await apps.submit(merchant, "xingchen-credit", _use_application())
+    with pytest.raises(ForbiddenError):
+        await apps.submit(other, "xingchen-credit", _use_application())
+    with pytest.raises(NotFoundError):
+        await apps.get(other, application.id)
+    await apps.check_compliance(OPERATOR, application.id, approve=True)
+    with pytest.raises(ValidationError, match="reasons"):
+        await apps.review(Actor("s", Role.SOURCE, department=SOCIAL), application.id, approve=False)
+    # One extension, before the deadline, with a reason.
+    social = Actor("s", Role.SOURCE, department=SOCIAL)
+    extended = await apps.extend_review(
+        social, application.id, working_days=5, reason="需核对参保数据口径"
+    )
+    (review,) = [r for r in extended.reviews if r.department == SOCIAL]
+    assert review.extended_until is not None and review.due_at is not None
+    assert review.extended_until > review.due_at
+    with pytest.raises(ConflictError, match="extended once"):
+        await apps.extend_review(social, application.id, working_days=1, reason="again")
+    flow.clock.set(review.due_at + dt.timedelta(days=1))  # past the first deadline only
+    # The silent market regulator is deemed to approve; the extended review is not.
+    assert await apps.sweep() == 1
+    (market,) = [
+        r for r in (await apps.get(merchant, application.id)).reviews if r.department == MARKET
+    ]
+    assert market.status is ReviewStatus.DEEMED_APPROVED
+    rejected = await apps.review(
+        social, application.id, approve=False, reasons=["参保数据不支持该用途"]
+    )
+    assert rejected.status is ApplicationStatus.REJECTED
+    seen = await apps.get(merchant, application.id)
+    assert seen.reasons == (f"{SOCIAL}: 参保数据不支持该用途",)
+    with pytest.raises(ConflictError, match="rejected"):
+        await apps.conclude_agreement(
+            LOCAL_ADMIN, application.id, shares=("40", "35", "25"), fees="x", termination="y"
+        )

@@ -30,6 +30,8 @@ class Action(StrEnum):
     READ_CALLS = "calls.read"
     READ_CATALOG = "catalog.read"
     READ_METRICS = "metrics.read"
+    CHECK_APPLICATION = "application.check"
+    REVIEW_APPLICATION = "application.review"
 
 
 # The data bureau publishes scenarios and signs agreements; the operator onboards
@@ -58,6 +60,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.READ_CALLS,
             Action.READ_CATALOG,
             Action.READ_METRICS,
+            Action.CHECK_APPLICATION,
         }
     ),
     Role.SUPERVISOR: frozenset(
@@ -71,7 +74,9 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.READ_METRICS,
         }
     ),
-    Role.SOURCE: frozenset({Action.REGISTER_DATASET, Action.READ_CATALOG}),
+    Role.SOURCE: frozenset(
+        {Action.REGISTER_DATASET, Action.READ_CATALOG, Action.REVIEW_APPLICATION}
+    ),
     Role.EXCHANGE: frozenset({Action.READ_CATALOG}),
 }
 

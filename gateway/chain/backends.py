@@ -462,6 +462,7 @@ def open_backend(
     state_dir: Path | None = None,
     rpc_url: str | None = None,
     anvil_executable: Path | None = None,
+    block_time: float | None = None,
 ) -> ChainBackend:
     """The backend named by ``kind`` (one of :data:`BACKEND_KINDS`), not yet started.
 
@@ -472,7 +473,7 @@ def open_backend(
     if kind == "anvil":
         if state_dir is None:
             raise ChainConfigError("chain: the anvil backend needs a state directory")
-        return AnvilBackend(state_dir, executable=anvil_executable)
+        return AnvilBackend(state_dir, executable=anvil_executable, block_time=block_time)
     if kind == "rpc":
         if not rpc_url:
             raise ChainConfigError("chain: the rpc backend needs the node's URL (chain rpc_url)")

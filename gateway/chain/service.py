@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.chain.backends import ChainBackend, open_backend
+from gateway.chain.backends import AnvilBackend, ChainBackend, open_backend
 from gateway.chain.deployment import ensure_registry
 from gateway.chain.errors import ChainError, ChainUnavailableError
 from gateway.chain.models import AnchorPolicy
@@ -53,11 +53,15 @@ class Anchoring:
         self._algorithm: HashAlgorithm = algorithm
         self._contract = contract or None
         self._policy = policy or AnchorPolicy(confirmations=1, poll_interval=0.5)
+        # An anvil that mines only on transactions would leave the newest anchor short of
+        # its confirmations once traffic stops; with more than one, it mines every second.
+        block_time = 1.0 if kind == "anvil" and self._policy.confirmations > 1 else None
         self.backend: ChainBackend = open_backend(
-            kind, state_dir=state_dir, rpc_url=rpc_url or None
+            kind, state_dir=state_dir, rpc_url=rpc_url or None, block_time=block_time
         )
         self.worker: AnchorWorker | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watch_interval = 2.0
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
@@ -92,13 +96,30 @@ class Anchoring:
                 await worker.start()
                 self.worker = worker
                 self.ready.set()
-                return
+                if not isinstance(self.backend, AnvilBackend):
+                    return
+                # The gateway started this node, so it restarts it if it exits, and then
+                # sets up again: a node killed between state dumps comes back without the
+                # registry, which is redeployed, and reconcile re-anchors what was lost.
+                await self._until_exit(self.backend)
+                log.error(
+                    "chain: the anvil node exited (see %s); restarting it",
+                    self.backend.log_file,
+                )
+                self.worker = None
+                await worker.close()
+                delay = 1.0
+                continue
             except ChainUnavailableError as exc:
                 log.warning("anchoring: chain unreachable (%s); retrying in %.0f s", exc, delay)
             except ChainError as exc:
                 log.error("anchoring: %s; retrying in %.0f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60.0)
+
+    async def _until_exit(self, node: AnvilBackend) -> None:
+        while node.running:
+            await asyncio.sleep(self._watch_interval)
 
     def notify(self) -> None:
         if self.worker is not None:

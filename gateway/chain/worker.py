@@ -206,6 +206,10 @@ class AnchorWorker:
         if self._failures == 0:
             self._wake.set()
 
+    def resume(self) -> None:
+        """Run a pass now even after failures: the node is known to be back."""
+        self._wake.set()
+
     async def start(self) -> None:
         """Run passes in a background task until :meth:`close`."""
         if self._task is None:

@@ -129,6 +129,23 @@ def demo_scenario(now: dt.datetime) -> dict[str, Any]:
         "valid_from": (now - dt.timedelta(days=1)).date().isoformat(),
         "valid_until": (now + dt.timedelta(days=730)).date().isoformat(),
         "quotas": {"rate_per_minute": 600, "daily_calls": 100_000},
+        # One scenario, one plan, one evaluation (CS23 art. 17): both are on record before
+        # the scenario is published.
+        "plan": {
+            "title": "企业信贷风控场景运营方案",
+            "reference": "DEMO-PLAN-2026-001",
+            "sha256": hashlib.sha256(b"demo plan: enterprise credit risk").hexdigest(),
+        },
+        "evaluation": {
+            "evaluator": "长沙市数据资源局评估组",
+            "conclusion": "pass",
+            "evaluated_on": (now - dt.timedelta(days=2)).date().isoformat(),
+            "report": {
+                "title": "企业信贷风控场景评估报告",
+                "reference": "DEMO-EVAL-2026-001",
+                "sha256": hashlib.sha256(b"demo evaluation report").hexdigest(),
+            },
+        },
         "grants": [
             {
                 "dataset": "enterprises",

@@ -33,6 +33,7 @@ async def running_gateway(
         await site.start()
         port = int(runner.addresses[0][1]) if runner.addresses else settings.port
         gateway.checkpointer.start()
+        gateway.applications.start_sweeper()
         yield gateway, port
     finally:
         await runner.cleanup()

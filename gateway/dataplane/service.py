@@ -156,10 +156,19 @@ class DataPlane:
                 refused={"scenario": scenario_id},
             )
         scenario = snapshot.scenarios[scenario_id]
-        grant = scenario.grant(dataset_id)
-        if grant is None:
+        scenario_grant = scenario.grant(dataset_id)
+        if scenario_grant is None:
             raise OutOfScopeError(
                 f"scenario {scenario_id} does not include dataset {dataset_id}",
+                refused={"dataset": dataset_id},
+            )
+        # The agreement's scope (its approved requirement list) narrows the scenario's grant.
+        agreement = snapshot.agreements.get(claims.agreement_id or "")
+        grant = agreement.grant(scenario, dataset_id) if agreement is not None else None
+        if grant is None:
+            raise OutOfScopeError(
+                f"agreement {claims.agreement_id} does not cover dataset {dataset_id}: it was "
+                "not in the approved requirement list",
                 refused={"dataset": dataset_id},
             )
         try:
@@ -167,8 +176,13 @@ class DataPlane:
         except ValueError:
             raise ValidationError(f"unknown access mode {mode_name!r}") from None
         if mode not in grant.modes:
+            whose = (
+                f"scenario {scenario_id}"
+                if mode not in scenario_grant.modes
+                else f"the approved requirement list of agreement {claims.agreement_id}"
+            )
             raise OutOfScopeError(
-                f"scenario {scenario_id} does not allow {mode.value} on dataset {dataset_id}",
+                f"{whose} does not allow {mode.value} on dataset {dataset_id}",
                 refused={"mode": mode.value},
             )
         dataset = snapshot.datasets.get(dataset_id)
@@ -195,7 +209,12 @@ class DataPlane:
             record.parameters["offset"] = query.offset
             record.fields = list(query.fields)
             await self._consume(claims, scenario_id, snapshot)
-            return await self._query(dataset, query, record)
+            clear = (
+                frozenset(grant.clear_fields)
+                if agreement is not None and dataset_id in agreement.subject_authorized
+                else frozenset()
+            )
+            return await self._query(dataset, query, record, clear)
         aggregate = parse_aggregate(body, dataset, grant, scenario_id)
         record.parameters["group_by"] = list(aggregate.group_by)
         record.parameters["measures"] = [m.name for m in aggregate.measures]
@@ -241,8 +260,14 @@ class DataPlane:
         return result
 
     async def _query(
-        self, dataset: Dataset, request: QueryRequest, record: CallRecord
+        self,
+        dataset: Dataset,
+        request: QueryRequest,
+        record: CallRecord,
+        clear: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
+        """Sensitive fields are masked, except ``clear`` ones: fields the grant may deliver
+        unmasked under an agreement carrying the subjects' authorization."""
         rows = await self._connectors.get(dataset).fetch(
             RowQuery(
                 fields=request.fields,
@@ -252,7 +277,11 @@ class DataPlane:
                 offset=request.offset,
             )
         )
-        rules = {spec.name: spec.sensitive for spec in dataset.fields if spec.sensitive}
+        rules = {
+            spec.name: spec.sensitive
+            for spec in dataset.fields
+            if spec.sensitive and spec.name not in clear
+        }
         out_rows = []
         for row in rows:
             out: dict[str, Any] = {}

@@ -24,6 +24,9 @@ __all__ = [
     "AgreementStatus",
     "Client",
     "DatasetGrant",
+    "DocumentRef",
+    "Evaluation",
+    "EvaluationConclusion",
     "Merchant",
     "MerchantStatus",
     "Mode",
@@ -138,6 +141,10 @@ class DatasetGrant:
     group_by: tuple[str, ...] = ()
     measure_fields: tuple[str, ...] = ()
     row_cap: int = 100
+    # Sensitive fields a query may return unmasked, and only under an agreement that
+    # carries the data subjects' letters of authorization for this dataset (ZW art. 28;
+    # CS23 art. 26(5)); without one they stay masked whatever the scenario says.
+    clear_fields: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DatasetGrant:
@@ -154,6 +161,7 @@ class DatasetGrant:
                 "group_by",
                 "measure_fields",
                 "row_cap",
+                "clear_fields",
             },
         )
         dataset_id = check_id("dataset", data["dataset"])
@@ -184,6 +192,7 @@ class DatasetGrant:
             group_by=_str_list("group_by", data.get("group_by", [])),
             measure_fields=_str_list("measure_fields", data.get("measure_fields", [])),
             row_cap=row_cap,
+            clear_fields=_str_list("clear_fields", data.get("clear_fields", [])),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,6 +207,7 @@ class DatasetGrant:
             "group_by": list(self.group_by),
             "measure_fields": list(self.measure_fields),
             "row_cap": self.row_cap,
+            "clear_fields": list(self.clear_fields),
         }
 
     def check_against(self, dataset: Dataset) -> None:
@@ -216,6 +226,7 @@ class DatasetGrant:
             ("verify_fields", self.verify_fields),
             ("group_by", self.group_by),
             ("measure_fields", self.measure_fields),
+            ("clear_fields", self.clear_fields),
         ):
             unknown = sorted(set(listed) - names)
             if unknown:
@@ -234,6 +245,14 @@ class DatasetGrant:
                 raise ValidationError(
                     f"grant {dataset.id}: verify_fields must include key field(s) "
                     + ", ".join(missing)
+                )
+        if not set(self.clear_fields) <= set(self.fields):
+            raise ValidationError(f"grant {dataset.id}: clear_fields must be returnable fields")
+        for name in self.clear_fields:
+            if dataset.field(name).sensitive is None:
+                raise ValidationError(
+                    f"grant {dataset.id}: clear field {name} is not sensitive; list only "
+                    "sensitive fields that the subjects' authorization may unmask"
                 )
         if Mode.AGGREGATE in self.modes and not self.group_by:
             raise ValidationError(f"grant {dataset.id}: aggregate mode needs group_by fields")
@@ -266,6 +285,84 @@ class Quotas:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentRef:
+    """A document kept outside the gateway (a plan, an evaluation report, a letter of
+    authorization), pinned by its SHA-256 so that the record proves which text was meant."""
+
+    title: str
+    reference: str
+    sha256: str
+
+    @classmethod
+    def from_dict(cls, what: str, data: object) -> DocumentRef:
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"{what} must be an object with title, reference and sha256")
+        expect_keys(what, data, {"title", "reference", "sha256"})
+        digest = data["sha256"]
+        if not isinstance(digest, str) or len(digest) != 64 or not _is_hex(digest):
+            raise ValidationError(f"{what}.sha256 must be the document's SHA-256 in 64 hex digits")
+        for key in ("title", "reference"):
+            value = data[key]
+            if not isinstance(value, str) or not value.strip() or len(value) > 500:
+                raise ValidationError(f"{what}.{key} must be a text of 1-500 characters")
+        return cls(data["title"].strip(), data["reference"].strip(), digest.lower())
+
+    def to_dict(self) -> dict[str, str]:
+        return {"title": self.title, "reference": self.reference, "sha256": self.sha256}
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+class EvaluationConclusion(StrEnum):
+    PASS = "pass"  # noqa: S105 - an evaluation outcome
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The evaluation record of a scenario: "one scenario, one plan, one evaluation"
+    (CS23 art. 17). Only a passing evaluation lets the scenario be published."""
+
+    evaluator: str
+    conclusion: EvaluationConclusion
+    evaluated_on: dt.date
+    report: DocumentRef
+
+    @classmethod
+    def from_dict(cls, data: object) -> Evaluation:
+        if not isinstance(data, Mapping):
+            raise ValidationError("evaluation must be an object")
+        expect_keys("evaluation", data, {"evaluator", "conclusion", "evaluated_on", "report"})
+        evaluator = data["evaluator"]
+        if not isinstance(evaluator, str) or not evaluator.strip() or len(evaluator) > 200:
+            raise ValidationError("evaluation.evaluator must be a text of 1-200 characters")
+        try:
+            conclusion = EvaluationConclusion(data["conclusion"])
+        except ValueError:
+            raise ValidationError("evaluation.conclusion must be pass or fail") from None
+        try:
+            evaluated_on = dt.date.fromisoformat(str(data["evaluated_on"]))
+        except ValueError:
+            raise ValidationError("evaluation.evaluated_on must be a YYYY-MM-DD date") from None
+        report = DocumentRef.from_dict("evaluation.report", data["report"])
+        return cls(evaluator.strip(), conclusion, evaluated_on, report)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "evaluator": self.evaluator,
+            "conclusion": self.conclusion.value,
+            "evaluated_on": self.evaluated_on.isoformat(),
+            "report": self.report.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     id: str
     name: str
@@ -276,6 +373,28 @@ class Scenario:
     valid_from: dt.datetime
     valid_until: dt.datetime
     status: ScenarioStatus = ScenarioStatus.DRAFT
+    plan: DocumentRef | None = None
+    evaluation: Evaluation | None = None
+
+    def check_publishable(self) -> None:
+        """One scenario, one plan, one evaluation (CS23 art. 17): a scenario is published
+        only with its plan and a passing evaluation on record."""
+        missing = []
+        if self.plan is None:
+            missing.append("its plan (dsgw scenario plan)")
+        if self.evaluation is None:
+            missing.append("an evaluation record (dsgw scenario evaluate)")
+        if missing:
+            raise ConflictError(
+                f"scenario {self.id} needs {' and '.join(missing)} before it can be published "
+                "(one scenario, one plan, one evaluation)"
+            )
+        assert self.evaluation is not None
+        if self.evaluation.conclusion is not EvaluationConclusion.PASS:
+            raise ConflictError(
+                f"scenario {self.id}: the evaluation by {self.evaluation.evaluator} of "
+                f"{self.evaluation.evaluated_on} did not pass; it cannot be published"
+            )
 
     def grant(self, dataset_id: str) -> DatasetGrant | None:
         for grant in self.grants:
@@ -292,7 +411,7 @@ class Scenario:
             "scenario",
             data,
             {"id", "name", "purpose", "grants", "valid_from", "valid_until"},
-            {"domain", "quotas", "status"},
+            {"domain", "quotas", "status", "plan", "evaluation"},
         )
         scenario_id = check_id("scenario", data["id"])
         grants_raw = data["grants"]
@@ -328,10 +447,16 @@ class Scenario:
             valid_from=valid_from,
             valid_until=valid_until,
             status=status,
+            plan=DocumentRef.from_dict("plan", data["plan"]) if data.get("plan") else None,
+            evaluation=(
+                Evaluation.from_dict(data["evaluation"]) if data.get("evaluation") else None
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "plan": self.plan.to_dict() if self.plan else None,
+            "evaluation": self.evaluation.to_dict() if self.evaluation else None,
             "id": self.id,
             "name": self.name,
             "domain": self.domain,
@@ -371,9 +496,33 @@ class Agreement:
     share_operator: Decimal
     share_processor: Decimal
     status: AgreementStatus = AgreementStatus.ACTIVE
+    # From an approved use application: exactly its requirement list, each line the
+    # scenario's grant cut down to it. None for an agreement granted on the whole scenario.
+    scope: tuple[DatasetGrant, ...] | None = None
+    # Datasets for which the agreement carries the data subjects' letters of authorization.
+    subject_authorized: frozenset[str] = frozenset()
 
     def usable_at(self, now: dt.datetime) -> bool:
         return self.status is AgreementStatus.ACTIVE and self.starts_at <= now < self.ends_at
+
+    def grant(self, scenario: Scenario, dataset_id: str) -> DatasetGrant | None:
+        """What this agreement lets its merchant do with a dataset of the scenario."""
+        if self.scope is None:
+            return scenario.grant(dataset_id)
+        for grant in self.scope:
+            if grant.dataset_id == dataset_id:
+                return grant
+        return None
+
+    @staticmethod
+    def parse_terms(
+        terms: Mapping[str, Any],
+    ) -> tuple[tuple[DatasetGrant, ...] | None, frozenset[str]]:
+        """Scope and subject-authorized datasets as stored in an agreement's terms."""
+        raw_scope = terms.get("scope")
+        scope = None if raw_scope is None else tuple(DatasetGrant.from_dict(g) for g in raw_scope)
+        letters = terms.get("subject_authorizations", [])
+        return scope, frozenset(str(letter["dataset"]) for letter in letters)
 
     @staticmethod
     def check_terms(

@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,7 +39,7 @@ from gateway.governance.models import (
     ScenarioStatus,
 )
 
-__all__ = ["PolicySnapshot", "PolicyStore", "load_snapshot"]
+__all__ = ["PolicySnapshot", "PolicyStore", "agreement_of", "load_snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,24 @@ def _decimal(value: object) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
+def agreement_of(row: Any) -> Agreement:
+    """An agreement from its row (``agreements`` table)."""
+    scope, authorized = Agreement.parse_terms(row.terms or {})
+    return Agreement(
+        id=row.id,
+        merchant_id=row.merchant_id,
+        scenario_id=row.scenario_id,
+        starts_at=utc(row.starts_at),
+        ends_at=utc(row.ends_at),
+        share_owner=_decimal(row.share_owner),
+        share_operator=_decimal(row.share_operator),
+        share_processor=_decimal(row.share_processor),
+        status=AgreementStatus(row.status),
+        scope=scope,
+        subject_authorized=authorized,
+    )
+
+
 async def load_snapshot(engine: AsyncEngine, now: dt.datetime) -> PolicySnapshot:
     async with engine.connect() as conn:
         datasets = {
@@ -84,18 +103,7 @@ async def load_snapshot(engine: AsyncEngine, now: dt.datetime) -> PolicySnapshot
             for row in (await conn.execute(select(MerchantRow))).all()
         }
         agreements = {
-            row.id: Agreement(
-                id=row.id,
-                merchant_id=row.merchant_id,
-                scenario_id=row.scenario_id,
-                starts_at=utc(row.starts_at),
-                ends_at=utc(row.ends_at),
-                share_owner=_decimal(row.share_owner),
-                share_operator=_decimal(row.share_operator),
-                share_processor=_decimal(row.share_processor),
-                status=AgreementStatus(row.status),
-            )
-            for row in (await conn.execute(select(AgreementRow))).all()
+            row.id: agreement_of(row) for row in (await conn.execute(select(AgreementRow))).all()
         }
         clients = {
             row.client_id: Client(

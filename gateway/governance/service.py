@@ -30,12 +30,20 @@ from gateway.db.schema import (
     ScenarioRow,
     TokenRow,
 )
-from gateway.errors import CatalogError, ConflictError, NotFoundError, ValidationError
+from gateway.errors import (
+    CatalogError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+)
 from gateway.governance.epoch import EpochFile
 from gateway.governance.models import (
     Agreement,
     AgreementStatus,
     Client,
+    DocumentRef,
+    Evaluation,
     Merchant,
     MerchantStatus,
     Scenario,
@@ -67,13 +75,31 @@ class Actor:
 
     id: str
     role: Role | None = None
+    # A source department's staff: the ``provider`` of the datasets it answers for.
+    department: str | None = None
+    # A merchant acting on its own surface (applications, tasks).
+    merchant_id: str | None = None
+    # The gateway itself, e.g. a deadline that passed: nobody decided.
+    system: bool = False
 
     def may(self, action: Action) -> None:
         if self.role is not None:
             require(self.role, action)
+        elif self.merchant_id is not None or self.system:
+            raise ForbiddenError(f"{self.id} may not {action.value}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "role": self.role.value if self.role else "local-admin"}
+        out: dict[str, Any] = {"id": self.id, "role": self.role.value if self.role else None}
+        if self.merchant_id is not None:
+            out["role"] = "merchant"
+            out["merchant_id"] = self.merchant_id
+        elif self.system:
+            out["role"] = "system"
+        elif self.role is None:
+            out["role"] = "local-admin"
+        if self.department is not None:
+            out["department"] = self.department
+        return out
 
 
 LOCAL_ADMIN = Actor("local-admin")
@@ -256,6 +282,7 @@ class GovernanceService:
             current = replace(Scenario.from_dict(row.definition), status=ScenarioStatus(row.status))
             current.check_transition(status)
             if status is ScenarioStatus.PUBLISHED:
+                current.check_publishable()
                 # Catalog rules may have changed since the draft was written.
                 await self._check_grants(conn, current)
             updated = replace(current, status=status)
@@ -272,6 +299,62 @@ class GovernanceService:
             {"scenario_id": scenario_id, "status": status.value, "reason": reason},
             apply,
         )
+
+    async def record_scenario_plan(
+        self, actor: Actor, scenario_id: str, plan: Mapping[str, Any]
+    ) -> Scenario:
+        """Attach the scenario's plan (title, reference, SHA-256 of the document)."""
+        document = DocumentRef.from_dict("plan", plan)
+        return await self._amend_draft(
+            actor,
+            scenario_id,
+            "scenario.plan",
+            {"plan": document.to_dict()},
+            lambda current: replace(current, plan=document),
+        )
+
+    async def record_scenario_evaluation(
+        self, actor: Actor, scenario_id: str, evaluation: Mapping[str, Any]
+    ) -> Scenario:
+        """Record the scenario's evaluation; only a passing one allows publication."""
+        record = Evaluation.from_dict(evaluation)
+        return await self._amend_draft(
+            actor,
+            scenario_id,
+            "scenario.evaluation",
+            {"evaluation": record.to_dict()},
+            lambda current: replace(current, evaluation=record),
+        )
+
+    async def _amend_draft(
+        self,
+        actor: Actor,
+        scenario_id: str,
+        kind: str,
+        body: Mapping[str, Any],
+        amend: Callable[[Scenario], Scenario],
+    ) -> Scenario:
+        actor.may(Action.MANAGE_SCENARIO)
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> Scenario:
+            row = await _row(conn, ScenarioRow, ScenarioRow.id == scenario_id)
+            if row is None:
+                raise NotFoundError(f"scenario {scenario_id} does not exist")
+            current = replace(Scenario.from_dict(row.definition), status=ScenarioStatus(row.status))
+            if current.status is not ScenarioStatus.DRAFT:
+                raise ConflictError(
+                    f"scenario {scenario_id} is {current.status.value}: its plan and evaluation "
+                    "are fixed once published (one scenario, one plan, one evaluation)"
+                )
+            updated = amend(current)
+            await conn.execute(
+                update(ScenarioRow)
+                .where(ScenarioRow.id == scenario_id)
+                .values(definition=updated.to_dict(), updated_at=now)
+            )
+            return updated
+
+        return await self.change(actor, kind, {"scenario_id": scenario_id, **body}, apply)
 
     # -- merchants ----------------------------------------------------------------------
 
@@ -342,47 +425,13 @@ class GovernanceService:
         end = parse_time_value("ends_at", ends_at)
         owner, operator, processor = Agreement.check_terms(start, end, shares)
         new_id = check_id("agreement", agreement_id or f"agr-{secrets.token_hex(6)}")
+        agreement = Agreement(
+            new_id, merchant_id, scenario_id, start, end, owner, operator, processor
+        )
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> Agreement:
-            merchant = await _row(conn, MerchantRow, MerchantRow.id == merchant_id)
-            if merchant is None:
-                raise NotFoundError(f"merchant {merchant_id} does not exist")
-            if merchant.status != MerchantStatus.ACTIVE.value:
-                raise ConflictError(f"merchant {merchant_id} is {merchant.status}")
-            row = await _row(conn, ScenarioRow, ScenarioRow.id == scenario_id)
-            if row is None:
-                raise NotFoundError(f"scenario {scenario_id} does not exist")
-            if row.status != ScenarioStatus.PUBLISHED.value:
-                raise ConflictError(
-                    f"scenario {scenario_id} is {row.status}; only a published scenario can be "
-                    "granted (no scenario, no authorization)"
-                )
-            scenario = Scenario.from_dict(row.definition)
-            try:
-                await self._check_grants(conn, scenario)
-            except CatalogError as exc:
-                raise CatalogError(f"agreement refused: {exc.detail}", **exc.extensions) from exc
-            if await conn.scalar(select(AgreementRow.id).where(AgreementRow.id == new_id)):
-                raise ConflictError(f"agreement {new_id} already exists")
-            await conn.execute(
-                insert(AgreementRow).values(
-                    id=new_id,
-                    merchant_id=merchant_id,
-                    scenario_id=scenario_id,
-                    starts_at=start,
-                    ends_at=end,
-                    share_owner=owner,
-                    share_operator=operator,
-                    share_processor=processor,
-                    status=AgreementStatus.ACTIVE.value,
-                    terms=dict(terms or {}),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            return Agreement(
-                new_id, merchant_id, scenario_id, start, end, owner, operator, processor
-            )
+            await self.insert_agreement(conn, now, agreement, dict(terms or {}))
+            return agreement
 
         return await self.change(
             actor,
@@ -396,6 +445,53 @@ class GovernanceService:
                 "shares": {"owner": owner, "operator": operator, "processor": processor},
             },
             apply,
+        )
+
+    async def insert_agreement(
+        self,
+        conn: AsyncConnection,
+        now: dt.datetime,
+        agreement: Agreement,
+        terms: Mapping[str, Any],
+    ) -> None:
+        """Store a checked agreement: an active merchant, a published scenario whose
+        datasets can still be granted, an unused id."""
+        merchant_id, scenario_id = agreement.merchant_id, agreement.scenario_id
+        merchant = await _row(conn, MerchantRow, MerchantRow.id == merchant_id)
+        if merchant is None:
+            raise NotFoundError(f"merchant {merchant_id} does not exist")
+        if merchant.status != MerchantStatus.ACTIVE.value:
+            raise ConflictError(f"merchant {merchant_id} is {merchant.status}")
+        row = await _row(conn, ScenarioRow, ScenarioRow.id == scenario_id)
+        if row is None:
+            raise NotFoundError(f"scenario {scenario_id} does not exist")
+        if row.status != ScenarioStatus.PUBLISHED.value:
+            raise ConflictError(
+                f"scenario {scenario_id} is {row.status}; only a published scenario can be "
+                "granted (no scenario, no authorization)"
+            )
+        scenario = Scenario.from_dict(row.definition)
+        try:
+            await self._check_grants(conn, scenario)
+        except CatalogError as exc:
+            raise CatalogError(f"agreement refused: {exc.detail}", **exc.extensions) from exc
+        if await conn.scalar(select(AgreementRow.id).where(AgreementRow.id == agreement.id)):
+            raise ConflictError(f"agreement {agreement.id} already exists")
+        await conn.execute(
+            insert(AgreementRow).values(
+                id=agreement.id,
+                merchant_id=merchant_id,
+                scenario_id=scenario_id,
+                starts_at=agreement.starts_at,
+                ends_at=agreement.ends_at,
+                share_owner=agreement.share_owner,
+                share_operator=agreement.share_operator,
+                share_processor=agreement.share_processor,
+                status=agreement.status.value,
+                terms=dict(terms),
+                created_at=now,
+                updated_at=now,
+            )
         )
 
     async def set_agreement_status(

@@ -22,6 +22,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,6 +234,8 @@ class Checkpointer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.signed = 0
+        # Called after each checkpoint this process signs (the anchoring worker's wake-up).
+        self.on_signed: Callable[[], None] | None = None
 
     def origin(self, stream: str) -> str:
         return f"{self._deployment}/{stream}"
@@ -276,6 +279,8 @@ class Checkpointer:
         except IntegrityError:
             return None  # another process signed this size first
         self.signed += 1
+        if self.on_signed is not None:
+            self.on_signed()
         return Checkpoint(self.origin(stream), size, root, self._algorithm, note)
 
     async def _since_last(self, stream: str) -> float | None:
