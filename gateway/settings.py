@@ -93,6 +93,11 @@ class Settings:
         return f"dsgw:{self.deployment}:admin"
 
     @property
+    def account_audience(self) -> str:
+        """Merchant tokens for its own surface (applications, tasks): no data access."""
+        return f"dsgw:{self.deployment}:account"
+
+    @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
 

@@ -23,6 +23,7 @@ from gateway.workflows.applications import ApplicationStatus, ReviewStatus
 from gateway.workflows.exclusions import parse_exclusions_csv
 from gateway.workflows.onboarding import OnboardingStatus
 from gateway.workflows.service import WorkflowService
+from gateway.workflows.tasks import tasks_for
 from tests.conftest import FixedClock, build_world
 
 OPERATOR = Actor("op-1", Role.OPERATOR)
@@ -59,6 +60,17 @@ def _application(code: str, merchant_id: str = "lanshan-data") -> dict[str, obje
         },
         "contacts": [{"name": "李明", "phone": "13912345678", "email": "li@lanshan.example"}],
     }
+
+
+async def _tasks(flow: Flow, actor: Actor) -> list[tuple[str, str, dt.datetime | None]]:
+    found = await tasks_for(
+        actor,
+        flow.gateway.engine,
+        flow.workflows,
+        flow.gateway.applications,
+        flow.clock.now(),
+    )
+    return [(t.kind, t.subject, t.due_at) for t in found]
 
 
 async def _kinds(flow: Flow) -> list[str]:
@@ -285,6 +297,7 @@ async def test_whole_path_from_onboarding_to_the_first_data_call(flow: Flow) -> 
     onboarding = await flow.workflows.submit_onboarding(
         LOCAL_ADMIN, _application(demo_credit_code("LS"))
     )
+    assert ("onboarding", onboarding.id, onboarding.due_at) in await _tasks(flow, OPERATOR)
     await flow.workflows.decide_onboarding(OPERATOR, onboarding.id, approve=True)
     merchant = Actor("lanshan-app", merchant_id="lanshan-data")
     issued = await gov.issue_client(LOCAL_ADMIN, merchant_id="lanshan-data")
@@ -318,6 +331,8 @@ async def test_whole_path_from_onboarding_to_the_first_data_call(flow: Flow) -> 
     }
     due = dt.datetime(2026, 10, 20, tzinfo=SHANGHAI)
     assert all(r.due_at == due for r in checked.reviews)
+    assert await _tasks(flow, market) == [("review", application.id, due)]
+    assert await _tasks(flow, merchant) == []
 
     # The market regulator approves; social insurance stays silent past its deadline.
     await apps.review(market, application.id, approve=True)
@@ -335,6 +350,8 @@ async def test_whole_path_from_onboarding_to_the_first_data_call(flow: Flow) -> 
     assert "review.deemed-approved" in await _kinds(flow)
     with pytest.raises(ConflictError, match="is approved"):
         await apps.review(social, application.id, approve=False, reasons=["too late"])
+
+    assert ("agreement", application.id, None) in await _tasks(flow, authority)
 
     # The agreement: exactly the requirement list, the application's period.
     agreement = await apps.conclude_agreement(
@@ -401,6 +418,17 @@ async def test_whole_path_from_onboarding_to_the_first_data_call(flow: Flow) -> 
         status, body = await call("query", "enterprises", query)
         assert status == 200 and body["masked_fields"] == []  # type: ignore[index]
         assert body["rows"][0]["legal_rep_name"] == sample["legal_rep_name"]  # type: ignore[index]
+
+        # Three months before the end the merchant is reminded to re-apply, once.
+        clock.set(dt.datetime(2029, 6, 29, 23, tzinfo=dt.UTC))
+        await apps.sweep()
+        assert await _tasks(flow, merchant) == []
+        clock.set(dt.datetime(2029, 6, 30, tzinfo=dt.UTC))
+        await apps.sweep()
+        await apps.sweep()
+        end = dt.datetime(2029, 9, 30, tzinfo=dt.UTC)
+        assert await _tasks(flow, merchant) == [("renewal", agreement.id, end)]
+        assert (await _kinds(flow)).count("agreement.renewal-due") == 1
 
         # At the end of the period token issuance stops by itself.
         clock.set(dt.datetime(2029, 9, 30, tzinfo=dt.UTC))

@@ -288,14 +288,28 @@ class TokenService:
                 extra={"role": role.value},
                 now=now,
             )
+        merchant_id = client.merchant_id or ""
+        if scope == "account":
+            # The merchant's own surface: applications and tasks, never data.
+            merchant = snapshot.merchants.get(merchant_id)
+            if merchant is None or merchant.status is not MerchantStatus.ACTIVE:
+                raise SuspendedError(f"merchant {merchant_id} is suspended", merchant=merchant_id)
+            return await self._sign(
+                client=client,
+                audience=self._settings.account_audience,
+                expires_at=now + self._lifetime,
+                scope="account",
+                extra={},
+                now=now,
+            )
         if not scope or not scope.startswith("scenario:") or " " in scope:
             raise ValidationError(
                 "token: scope must name exactly one scenario, as scope=scenario:<id> "
-                "(one scenario, one authorization)",
+                "(one scenario, one authorization), or be 'account' for the merchant's "
+                "applications and tasks",
                 error="invalid_scope",
             )
         scenario_id = scope.removeprefix("scenario:")
-        merchant_id = client.merchant_id or ""
         merchant = snapshot.merchants.get(merchant_id)
         if merchant is None or merchant.status is not MerchantStatus.ACTIVE:
             raise SuspendedError(f"merchant {merchant_id} is suspended", merchant=merchant_id)
@@ -439,7 +453,10 @@ class TokenService:
         is_admin = audience == self._settings.admin_audience
         if is_admin and not isinstance(claims.get("role"), str):
             raise InvalidTokenError("token: admin token without a role")
-        if not is_admin and not (
+        if audience == self._settings.account_audience:
+            if claims.get("scope") != "account" or "role" in claims or "scenario" in claims:
+                raise InvalidTokenError("token: not a merchant account token")
+        elif not is_admin and not (
             isinstance(claims.get("scenario"), str) and isinstance(claims.get("agreement"), str)
         ):
             raise InvalidTokenError("token: data token without scenario and agreement")
@@ -449,15 +466,26 @@ class TokenService:
             raise InvalidTokenError("token: unknown role") from exc
 
     async def verify(
-        self, token: str, *, admin: bool = False, snapshot: PolicySnapshot | None = None
+        self,
+        token: str,
+        *,
+        admin: bool = False,
+        account: bool = False,
+        snapshot: PolicySnapshot | None = None,
     ) -> AccessClaims:
-        """Verify a bearer token for the data plane (or the admin API with ``admin``),
-        against ``snapshot`` if given, so a call decides everything on one policy view.
+        """Verify a bearer token for the data plane (the admin API with ``admin``, a
+        merchant's own surface with ``account``), against ``snapshot`` if given, so a call
+        decides everything on one policy view.
 
         Raises :class:`InvalidTokenError` (or a subclass), :class:`SuspendedError` or
         :class:`AgreementError`.
         """
-        audience = self._settings.admin_audience if admin else self._settings.audience
+        if admin:
+            audience = self._settings.admin_audience
+        elif account:
+            audience = self._settings.account_audience
+        else:
+            audience = self._settings.audience
         cache_key = hashlib.sha256(f"{audience}\x00{token}".encode()).hexdigest()
         claims = self._cache.get(cache_key)
         if claims is None:
@@ -483,6 +511,8 @@ class TokenService:
             raise SuspendedError(
                 f"merchant {claims.merchant_id} is suspended", merchant=claims.merchant_id
             )
+        if account:
+            return claims
         scenario = snapshot.scenarios.get(claims.scenario_id or "")
         if scenario is None or not scenario.usable_at(now):
             raise SuspendedError(

@@ -7,6 +7,7 @@ active :class:`Agreement` between a merchant and that scenario.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from gateway.errors import CatalogError, ConflictError, ValidationError
 
 __all__ = [
     "MAX_AGREEMENT_YEARS",
+    "RENEWAL_NOTICE_MONTHS",
     "Agreement",
     "AgreementStatus",
     "Client",
@@ -33,8 +35,10 @@ __all__ = [
     "Quotas",
     "Scenario",
     "ScenarioStatus",
+    "add_months",
     "add_years",
     "parse_time_value",
+    "renewal_from",
 ]
 
 MAX_AGREEMENT_YEARS = 3
@@ -105,6 +109,23 @@ def add_years(moment: dt.datetime, years: int) -> dt.datetime:
         return moment.replace(year=moment.year + years)
     except ValueError:
         return moment.replace(year=moment.year + years, day=28)
+
+
+def add_months(moment: dt.datetime, months: int) -> dt.datetime:
+    """Same day ``months`` later (or earlier, for a negative count); a day the target month
+    lacks falls back to its last day."""
+    year, month0 = divmod(moment.year * 12 + moment.month - 1 + months, 12)
+    last_day = calendar.monthrange(year, month0 + 1)[1]
+    return moment.replace(year=year, month=month0 + 1, day=min(moment.day, last_day))
+
+
+RENEWAL_NOTICE_MONTHS = 3
+"""The operator re-applies 3 months before an agreement expires (CS23 art. 22)."""
+
+
+def renewal_from(ends_at: dt.datetime) -> dt.datetime:
+    """When the renewal reminder of an agreement ending at ``ends_at`` is due."""
+    return add_months(ends_at, -RENEWAL_NOTICE_MONTHS)
 
 
 def _str_list(what: str, value: object) -> tuple[str, ...]:

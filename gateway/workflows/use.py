@@ -41,10 +41,12 @@ from gateway.errors import (
 )
 from gateway.governance.models import (
     Agreement,
+    AgreementStatus,
     DocumentRef,
     MerchantStatus,
     Scenario,
     ScenarioStatus,
+    renewal_from,
 )
 from gateway.governance.policy import agreement_of
 from gateway.governance.service import Actor, GovernanceService
@@ -488,7 +490,49 @@ class UseApplicationService:
         for application_id, department in rows:
             if await self._deem(application_id, department, now):
                 count += 1
+        await self._remind_renewals(now)
         return count
+
+    async def _remind_renewals(self, now: dt.datetime) -> None:
+        """Record, once per agreement, that it entered its last 3 months: the merchant
+        must re-apply to continue (CS23 art. 22). Tasks show it until the end."""
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(AgreementRow.id, AgreementRow.ends_at, AgreementRow.terms).where(
+                        AgreementRow.status == AgreementStatus.ACTIVE.value
+                    )
+                )
+            ).all()
+        for agreement_id, ends_at, terms in rows:
+            ends_at = utc(ends_at)
+            if (terms or {}).get("renewal_reminded_at") or not (
+                renewal_from(ends_at) <= now < ends_at
+            ):
+                continue
+
+            async def apply(
+                conn: AsyncConnection, at: dt.datetime, agreement_id: str = agreement_id
+            ) -> None:
+                row = (
+                    await conn.execute(
+                        select(AgreementRow.terms).where(AgreementRow.id == agreement_id)
+                    )
+                ).scalar_one()
+                updated = dict(row or {})
+                updated["renewal_reminded_at"] = at.isoformat()
+                await conn.execute(
+                    update(AgreementRow)
+                    .where(AgreementRow.id == agreement_id)
+                    .values(terms=updated)
+                )
+
+            await self._governance.change(
+                TIMEOUT_ACTOR,
+                "agreement.renewal-due",
+                {"agreement_id": agreement_id, "ends_at": ends_at},
+                apply,
+            )
 
     async def _deem(self, application_id: str, department: str, now: dt.datetime) -> bool:
         deemed: dict[str, Any] = {}

@@ -1,0 +1,189 @@
+"""What each party has to do next, with its deadline: the workflows seen as a to-do list.
+
+Tasks are derived from the workflow state each time, never stored, so they cannot drift
+from it. Each role sees its own: the operator answers onboarding applications and checks
+compliance; a source department reviews; the authority concludes agreements and completes
+scenarios; a merchant renews agreements that end within 3 months (CS23 art. 22); the
+supervisor sees every task that is overdue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.authorization.roles import Role
+from gateway.db.schema import AgreementRow, ScenarioRow
+from gateway.governance.models import AgreementStatus, Scenario, ScenarioStatus, renewal_from
+from gateway.governance.service import Actor
+from gateway.workflows.applications import ApplicationStatus, ReviewStatus
+from gateway.workflows.onboarding import OnboardingStatus
+from gateway.workflows.service import WorkflowService
+from gateway.workflows.use import UseApplicationService
+
+__all__ = ["Task", "tasks_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    role: str
+    kind: str
+    subject: str
+    title: str
+    due_at: dt.datetime | None
+    overdue: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "kind": self.kind,
+            "subject": self.subject,
+            "title": self.title,
+            "due_at": self.due_at.isoformat() if self.due_at else None,
+            "overdue": self.overdue,
+        }
+
+
+def _task(
+    role: str, kind: str, subject: str, title: str, due: dt.datetime | None, now: dt.datetime
+) -> Task:
+    return Task(role, kind, subject, title, due, due is not None and now >= due)
+
+
+async def tasks_for(
+    actor: Actor,
+    engine: AsyncEngine,
+    workflows: WorkflowService,
+    applications: UseApplicationService,
+    now: dt.datetime,
+) -> list[Task]:
+    """The tasks ``actor`` should see, soonest deadline first. The local administrator
+    (no role) sees everyone's."""
+    everyone = actor.role is None and actor.merchant_id is None
+    found: list[Task] = []
+    operator = everyone or actor.role in (Role.OPERATOR, Role.SUPERVISOR)
+    authority = everyone or actor.role in (Role.AUTHORITY, Role.SUPERVISOR)
+    staff = Actor(actor.id, actor.role or Role.OPERATOR, actor.department)
+
+    if operator:
+        for item in await workflows.list_onboarding(OnboardingStatus.SUBMITTED):
+            found.append(
+                _task(
+                    "operator",
+                    "onboarding",
+                    item.id,
+                    f"answer the onboarding application of {item.name} ({item.credit_code})"
+                    + (" - on the exclusion list" if item.exclusion_hits else ""),
+                    item.due_at,
+                    now,
+                )
+            )
+    listing = await applications.list(
+        actor if actor.merchant_id or actor.role is Role.SOURCE else staff
+    )
+    for application in listing:
+        if operator and application.status is ApplicationStatus.COMPLIANCE_CHECK:
+            found.append(
+                _task(
+                    "operator",
+                    "compliance-check",
+                    application.id,
+                    f"check the compliance of {application.merchant_id}'s application for "
+                    f"scenario {application.scenario_id}",
+                    application.compliance_due_at,
+                    now,
+                )
+            )
+        if application.status is ApplicationStatus.DEPARTMENT_REVIEW:
+            for review in application.reviews:
+                mine = (
+                    everyone
+                    or actor.role is Role.SUPERVISOR
+                    or (actor.role is Role.SOURCE and review.department == actor.department)
+                )
+                if mine and review.status is ReviewStatus.PENDING:
+                    found.append(
+                        _task(
+                            f"source: {review.department}",
+                            "review",
+                            application.id,
+                            f"review {application.merchant_id}'s application for "
+                            f"{', '.join(review.datasets)} (scenario {application.scenario_id})"
+                            + (" - extended" if review.extended_until else ""),
+                            review.effective_due,
+                            now,
+                        )
+                    )
+        if authority and application.status is ApplicationStatus.APPROVED:
+            found.append(
+                _task(
+                    "authority",
+                    "agreement",
+                    application.id,
+                    f"conclude the agreement for {application.merchant_id}'s approved "
+                    f"application (scenario {application.scenario_id})",
+                    None,
+                    now,
+                )
+            )
+
+    async with engine.connect() as conn:
+        if authority:
+            for row in (await conn.execute(select(ScenarioRow.__table__))).all():
+                if row.status != ScenarioStatus.DRAFT.value:
+                    continue
+                scenario = Scenario.from_dict(row.definition)
+                missing = [
+                    name
+                    for name, value in (
+                        ("plan", scenario.plan),
+                        ("evaluation", scenario.evaluation),
+                    )
+                    if value is None
+                ]
+                found.append(
+                    _task(
+                        "authority",
+                        "scenario",
+                        scenario.id,
+                        f"complete scenario {scenario.id}: "
+                        + (f"record its {' and '.join(missing)}" if missing else "publish it"),
+                        None,
+                        now,
+                    )
+                )
+        agreements = (
+            await conn.execute(
+                select(AgreementRow.__table__).where(
+                    AgreementRow.status == AgreementStatus.ACTIVE.value
+                )
+            )
+        ).all()
+    for row in agreements:
+        ends_at = row.ends_at if row.ends_at.tzinfo else row.ends_at.replace(tzinfo=dt.UTC)
+        if not renewal_from(ends_at) <= now < ends_at:
+            continue
+        if (
+            everyone
+            or actor.role in (Role.OPERATOR, Role.SUPERVISOR)
+            or (actor.merchant_id == row.merchant_id)
+        ):
+            found.append(
+                _task(
+                    "merchant" if actor.merchant_id else "operator",
+                    "renewal",
+                    row.id,
+                    f"agreement {row.id} of {row.merchant_id} for scenario {row.scenario_id} "
+                    f"ends on {ends_at.date().isoformat()}: re-apply now to continue",
+                    ends_at,
+                    now,
+                )
+            )
+    if actor.role is Role.SUPERVISOR:
+        found = [task for task in found if task.overdue]
+    far = dt.datetime.max.replace(tzinfo=dt.UTC)
+    return sorted(found, key=lambda t: (t.due_at or far, t.kind, t.subject))
