@@ -160,3 +160,107 @@ def test_serve_refuses_without_keystore_passphrase(tmp_path: Path) -> None:
     result = dsgw(data_dir, "dataset", "list", check=False)
     assert result.returncode != 0 and "passphrase" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_authorization_workflow_from_the_command_line(
+    demo_dir: tuple[Path, str], tmp_path: Path
+) -> None:
+    from gateway.cli.demo import demo_credit_code
+
+    data_dir, _ = demo_dir
+    code = demo_credit_code("CL")
+    excluded = demo_credit_code("BX")
+    onboarding = {
+        "merchant_id": "cli-merchant",
+        "name": "命令行数据有限公司",
+        "credit_code": code,
+        "licence": {
+            "legal_representative": "赵",
+            "registered_address": "长沙",
+            "business_scope": "数据服务",
+        },
+        "contacts": [{"name": "钱", "phone": "13800138000"}],
+    }
+    (tmp_path / "onb.json").write_text(json.dumps(onboarding, ensure_ascii=False))
+    (tmp_path / "exclusions.csv").write_text(
+        "credit_code,name,category,source,listed_on\n"
+        f"{excluded},失信公司,dishonest-debtor,失信被执行人名单,2026-01-01\n"
+    )
+    dsgw(data_dir, "exclusions", "import", str(tmp_path / "exclusions.csv"))
+    hits = json.loads(dsgw(data_dir, "exclusions", "check", excluded, "--json").stdout)
+    assert [h["category"] for h in hits] == ["dishonest-debtor"]
+
+    dsgw(data_dir, "onboarding", "submit", str(tmp_path / "onb.json"))
+    listed = json.loads(dsgw(data_dir, "onboarding", "list", "--json").stdout)
+    (pending,) = [a for a in listed if a["merchant_id"] == "cli-merchant"]
+    no_reason = dsgw(data_dir, "onboarding", "reject", pending["id"], check=False)
+    assert no_reason.returncode == 2 and "reasons" in no_reason.stderr
+    assert "Traceback" not in no_reason.stderr
+    approved = dsgw(data_dir, "onboarding", "approve", pending["id"])
+    assert "merchant cli-merchant registered" in approved.stdout
+
+    application = {
+        "scenario": "enterprise-credit",
+        "requirements": [
+            {"dataset": "enterprises", "modes": ["verify"], "fields": ["credit_code", "name"]}
+        ],
+        "purpose": "贷前核验",
+        "period_start": "2026-12-01",
+        "period_end": "2027-11-30",
+        "safeguards": "专线接入",
+    }
+    (tmp_path / "app.json").write_text(json.dumps(application, ensure_ascii=False))
+    for _ in range(2):
+        dsgw(
+            data_dir,
+            "application",
+            "submit",
+            str(tmp_path / "app.json"),
+            "--merchant",
+            "cli-merchant",
+        )
+    first, second = [
+        a["id"]
+        for a in json.loads(dsgw(data_dir, "application", "list", "--json").stdout)
+        if a["merchant_id"] == "cli-merchant"
+    ]
+    both = dsgw(data_dir, "application", "check", first, "--approve", "--reject", check=False)
+    assert both.returncode == 2
+    for app_id in (first, second):
+        dsgw(data_dir, "application", "check", app_id, "--approve")
+    tasks = json.loads(
+        dsgw(
+            data_dir, "tasks", "--role", "source", "--department", "市场监督管理局", "--json"
+        ).stdout
+    )
+    assert {t["subject"] for t in tasks} >= {first, second}
+    dsgw(
+        data_dir,
+        "application",
+        "review",
+        first,
+        "--department",
+        "市场监督管理局",
+        "--reject",
+        "--reason",
+        "用途与场景不符",
+    )
+    shown = json.loads(dsgw(data_dir, "application", "show", first).stdout)
+    assert shown["status"] == "rejected"
+    assert shown["reasons"] == ["市场监督管理局: 用途与场景不符"]
+    dsgw(data_dir, "application", "review", second, "--department", "市场监督管理局", "--approve")
+    agreed = dsgw(
+        data_dir,
+        "application",
+        "agree",
+        second,
+        "--shares",
+        "40,35,25",
+        "--fees",
+        "每千次 20 元",
+        "--termination",
+        "违规即终止",
+    )
+    assert "agreement" in agreed.stdout and "2027-11-30" in agreed.stdout
+    authority = json.loads(dsgw(data_dir, "tasks", "--role", "authority", "--json").stdout)
+    assert second not in {t["subject"] for t in authority}

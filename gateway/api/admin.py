@@ -20,17 +20,21 @@ from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioS
 from gateway.governance.service import Actor
 from gateway.ledger.log import STREAMS, read_entries
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "staff_actor"]
 
 
-async def _actor(request: web.Request) -> Actor:
+async def staff_actor(request: web.Request) -> Actor:
+    """The staff member behind the request's admin token (a source client with its
+    department), noted in the call record."""
     gateway = request.app[GATEWAY]
-    claims = await gateway.tokens.verify(bearer_token(request), admin=True)
+    snapshot = await gateway.policy.current()
+    claims = await gateway.tokens.verify(bearer_token(request), admin=True, snapshot=snapshot)
     record = request[RECORD]
     record.client_id = claims.client_id
     record.token_id = claims.jti
     assert claims.role is not None
-    return Actor(claims.client_id, claims.role)
+    client = snapshot.clients.get(claims.client_id)
+    return Actor(claims.client_id, claims.role, department=client.department if client else None)
 
 
 def _text(body: dict[str, Any], key: str, *, required: bool = True) -> str:
@@ -54,7 +58,7 @@ def _parse_enum(enum: Any, value: str) -> Any:
 
 @logged("admin")
 async def list_datasets(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     actor.may(Action.READ_CATALOG)
     snapshot = await request.app[GATEWAY].governance.snapshot()
     return json_response({"datasets": [d.to_dict() for d in snapshot.datasets.values()]})
@@ -62,7 +66,7 @@ async def list_datasets(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def register_dataset(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     body = await read_json(request)
     dataset = await request.app[GATEWAY].governance.register_dataset(actor, body)
     return json_response(dataset.to_dict(), status=201)
@@ -70,7 +74,7 @@ async def register_dataset(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def list_scenarios(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     actor.may(Action.READ_CATALOG)
     snapshot = await request.app[GATEWAY].governance.snapshot()
     return json_response({"scenarios": [s.to_dict() for s in snapshot.scenarios.values()]})
@@ -78,7 +82,7 @@ async def list_scenarios(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def create_scenario(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     body = await read_json(request)
     scenario = await request.app[GATEWAY].governance.create_scenario(actor, body)
     return json_response(scenario.to_dict(), status=201)
@@ -86,7 +90,7 @@ async def create_scenario(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def scenario_status(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     status, reason = _status_body(await read_json(request))
     scenario = await request.app[GATEWAY].governance.set_scenario_status(
         actor, request.match_info["id"], _parse_enum(ScenarioStatus, status), reason
@@ -96,7 +100,7 @@ async def scenario_status(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def list_merchants(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     actor.may(Action.READ_CALLS)
     snapshot = await request.app[GATEWAY].governance.snapshot()
     return json_response(
@@ -111,7 +115,7 @@ async def list_merchants(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def register_merchant(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     body = await read_json(request)
     expect_keys("merchant", body, {"id", "name", "credit_code"})
     merchant = await request.app[GATEWAY].governance.register_merchant(
@@ -130,7 +134,7 @@ async def register_merchant(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def merchant_status(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     status, reason = _status_body(await read_json(request))
     merchant = await request.app[GATEWAY].governance.set_merchant_status(
         actor, request.match_info["id"], _parse_enum(MerchantStatus, status), reason
@@ -140,7 +144,7 @@ async def merchant_status(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def list_agreements(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     actor.may(Action.READ_CALLS)
     snapshot = await request.app[GATEWAY].governance.snapshot()
     return json_response(
@@ -167,7 +171,7 @@ async def list_agreements(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def grant_agreement(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     body = await read_json(request)
     expect_keys(
         "agreement",
@@ -207,7 +211,7 @@ async def grant_agreement(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def agreement_status(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     status, reason = _status_body(await read_json(request))
     result = await request.app[GATEWAY].governance.set_agreement_status(
         actor, request.match_info["id"], _parse_enum(AgreementStatus, status), reason
@@ -217,7 +221,7 @@ async def agreement_status(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def issue_client(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     body = await read_json(request)
     expect_keys("client", body, {"merchant_id"}, {"public_jwk", "secret"})
     public_jwk = body.get("public_jwk")
@@ -246,7 +250,7 @@ async def issue_client(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def revoke_token(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     body = await read_json(request)
     expect_keys("revocation", body, {"reason"})
     await request.app[GATEWAY].governance.revoke_token(
@@ -257,7 +261,7 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def revoke_merchant_tokens(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     body = await read_json(request)
     expect_keys("revocation", body, {"reason"})
     count = await request.app[GATEWAY].governance.revoke_merchant_tokens(
@@ -268,7 +272,7 @@ async def revoke_merchant_tokens(request: web.Request) -> web.Response:
 
 @logged("admin")
 async def list_calls(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     actor.may(Action.READ_CALLS)
     merchant = request.query.get("merchant")
     try:
@@ -287,7 +291,7 @@ async def list_calls(request: web.Request) -> web.Response:
 @logged("admin")
 async def bundle(request: web.Request) -> web.Response:
     """The evidence bundle of any record, for staff who may read the log."""
-    actor = await _actor(request)
+    actor = await staff_actor(request)
     actor.may(Action.READ_CALLS)
     stream = request.match_info["stream"]
     if stream not in STREAMS:

@@ -150,7 +150,7 @@ async def _harden_headers(request: web.Request, response: web.StreamResponse) ->
 
 
 def create_app(gateway: Gateway) -> web.Application:
-    from gateway.api import admin, ledger, merchant, metrics
+    from gateway.api import admin, ledger, merchant, metrics, workflows
 
     app = web.Application(
         middlewares=[problem_middleware],
@@ -167,4 +167,5 @@ def create_app(gateway: Gateway) -> web.Application:
     admin.add_routes(app)
     ledger.add_routes(app)
     metrics.add_routes(app)
+    workflows.add_routes(app)
     return app

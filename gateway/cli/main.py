@@ -494,6 +494,11 @@ def client() -> None:
     help="Public JWK for private_key_jwt authentication.",
 )
 @click.option("--no-secret", is_flag=True, help="Key-only client (needs --jwk).")
+@click.option(
+    "--department",
+    default=None,
+    help="With --role source: the department (the datasets' provider) it reviews for.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def client_issue(
@@ -502,6 +507,7 @@ def client_issue(
     role: str | None,
     jwk: Path | None,
     no_secret: bool,
+    department: str | None,
     as_json: bool,
 ) -> None:
     """Issue client credentials; the secret is shown once and stored only as a hash."""
@@ -516,6 +522,7 @@ def client_issue(
                 role=parsed_role,
                 public_jwk=public_jwk,
                 with_secret=not no_secret,
+                department=department,
             ),
         )
     )
@@ -1021,3 +1028,7 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
 
 def main() -> None:
     cli(prog_name="dsgw")
+
+
+# The workflow verbs register themselves on the groups above.
+from gateway.cli import workflows as _workflows  # noqa: E402, F401

@@ -590,3 +590,4 @@ class Client:
     secret_hash: str | None
     public_jwk: Mapping[str, Any] | None
     status: str = "active"
+    department: str | None = None

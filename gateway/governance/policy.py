@@ -114,6 +114,7 @@ async def load_snapshot(engine: AsyncEngine, now: dt.datetime) -> PolicySnapshot
                 secret_hash=row.secret_hash,
                 public_jwk=row.public_jwk,
                 status=row.status,
+                department=row.department,
             )
             for row in (await conn.execute(select(ClientRow))).all()
         }

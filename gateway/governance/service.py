@@ -81,11 +81,13 @@ class Actor:
     merchant_id: str | None = None
     # The gateway itself, e.g. a deadline that passed: nobody decided.
     system: bool = False
+    # Someone without credentials, e.g. a company applying to become a merchant.
+    applicant: bool = False
 
     def may(self, action: Action) -> None:
         if self.role is not None:
             require(self.role, action)
-        elif self.merchant_id is not None or self.system:
+        elif self.merchant_id is not None or self.system or self.applicant:
             raise ForbiddenError(f"{self.id} may not {action.value}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +97,8 @@ class Actor:
             out["merchant_id"] = self.merchant_id
         elif self.system:
             out["role"] = "system"
+        elif self.applicant:
+            out["role"] = "applicant"
         elif self.role is None:
             out["role"] = "local-admin"
         if self.department is not None:
@@ -539,6 +543,7 @@ class GovernanceService:
         role: Role | None = None,
         public_jwk: Mapping[str, Any] | None = None,
         with_secret: bool = True,
+        department: str | None = None,
     ) -> IssuedClient:
         """New client credentials for a merchant, or staff credentials for a role.
 
@@ -554,6 +559,14 @@ class GovernanceService:
             jwk_to_public_key(public_jwk)  # refuse a malformed key now, not at first use
         if not with_secret and public_jwk is None:
             raise ValidationError("a client needs a secret or a public key")
+        if (role is Role.SOURCE) != bool(department and department.strip()):
+            raise ValidationError(
+                "a source department's client names its department (the datasets' provider), "
+                "and only such a client does"
+            )
+        department = department.strip() if department else None
+        if department is not None and len(department) > 200:
+            raise ValidationError("department may be at most 200 characters")
         client_id = f"{merchant_id or role}-{secrets.token_hex(4)}"
         secret = new_client_secret() if with_secret else None
         secret_hash = await self._hasher.hash_async(secret) if secret else None
@@ -565,6 +578,7 @@ class GovernanceService:
             role=role.value if role else None,
             secret_hash=secret_hash,
             public_jwk=dict(public_jwk) if public_jwk else None,
+            department=department,
         )
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> IssuedClient:
@@ -580,6 +594,7 @@ class GovernanceService:
                     kind=kind,
                     merchant_id=merchant_id,
                     role=client.role,
+                    department=department,
                     secret_hash=secret_hash,
                     public_jwk=client.public_jwk,
                     status="active",
@@ -596,6 +611,7 @@ class GovernanceService:
                 "client_id": client_id,
                 "merchant_id": merchant_id,
                 "role": client.role,
+                "department": department,
                 "auth": [
                     m
                     for m, on in (("secret", bool(secret)), ("private_key_jwt", bool(public_jwk)))

@@ -12,13 +12,15 @@ company becomes a merchant) or rejected with its reasons. A company on the exclu
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from gateway.catalog.models import check_id, expect_keys
-from gateway.errors import ConflictError, ValidationError
+from gateway.errors import ConflictError, NotFoundError, ValidationError
 from gateway.identifiers import is_valid_mobile, is_valid_uscc
 
 __all__ = [
@@ -128,6 +130,15 @@ class OnboardingApplication:
     decided_at: dt.datetime | None = None
     decided_by: str | None = None
     reasons: tuple[str, ...] = ()
+    # Handed to the applicant once, at submission, to follow its application
+    # (GET /v1/onboarding/{id}); only its SHA-256 is stored.
+    status_key: str | None = None
+
+    def check_status_key(self, key: str) -> None:
+        stored = str(self.details.get("status_key_sha256", ""))
+        given = hashlib.sha256(key.encode()).hexdigest()
+        if not stored or not hmac.compare_digest(stored, given):
+            raise NotFoundError(f"onboarding application {self.id} does not exist")
 
     def overdue(self, now: dt.datetime) -> bool:
         return self.status is OnboardingStatus.SUBMITTED and now >= self.due_at
@@ -144,7 +155,7 @@ class OnboardingApplication:
             "merchant_id": self.merchant_id,
             "name": self.name,
             "credit_code": self.credit_code,
-            **self.details,
+            **{k: v for k, v in self.details.items() if k != "status_key_sha256"},
             "status": self.status.value,
             "exclusion_hits": [dict(hit) for hit in self.exclusion_hits],
             "submitted_at": self.submitted_at.isoformat(),

@@ -9,6 +9,7 @@ working-day calendar and the injected clock: tests move time instead of sleeping
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -169,6 +170,11 @@ class WorkflowService:
         exclusion list is checked at once so the operator sees any hit with the task."""
         submission = OnboardingSubmission.from_dict(data)
         application_id = f"onb-{secrets.token_hex(6)}"
+        status_key = secrets.token_urlsafe(24)
+        details = {
+            **submission.details(),
+            "status_key_sha256": hashlib.sha256(status_key.encode()).hexdigest(),
+        }
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> OnboardingApplication:
             open_ones = await conn.scalar(
@@ -188,11 +194,12 @@ class WorkflowService:
                 merchant_id=submission.merchant_id,
                 name=submission.name,
                 credit_code=submission.credit_code,
-                details=submission.details(),
+                details=details,
                 status=OnboardingStatus.SUBMITTED,
                 exclusion_hits=tuple(hit.to_dict() for hit in hits),
                 submitted_at=now,
                 due_at=self._calendar.deadline(now, ONBOARDING_WORKING_DAYS),
+                status_key=status_key,
             )
             await conn.execute(
                 insert(OnboardingRow).values(

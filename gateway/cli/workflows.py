@@ -1,0 +1,540 @@
+"""``dsgw`` verbs of the authorization workflows: the exclusion list, merchant onboarding,
+scenario plans and evaluations, use applications, agreements from applications and tasks.
+
+They act as the local administrator, who may act for any role: for a source department's
+review name the department, for a merchant's application name the merchant. Registered on
+the main command group when :mod:`gateway.cli.main` is imported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from gateway.authorization.roles import parse_role
+from gateway.errors import ValidationError
+from gateway.governance.service import LOCAL_ADMIN, Actor
+from gateway.runtime import Gateway
+from gateway.workflows.applications import ApplicationStatus, UseApplication
+from gateway.workflows.exclusions import parse_exclusions_csv
+from gateway.workflows.onboarding import OnboardingApplication, OnboardingStatus
+from gateway.workflows.tasks import tasks_for
+
+from gateway.cli.main import (  # isort: skip - registered onto the main group
+    _load_json,
+    agreement,
+    cli,
+    console,
+    emit,
+    run,
+    scenario,
+    settings_of,
+    with_gateway,
+)
+
+__all__: list[str] = []
+
+FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
+
+
+def _digest(file: Path | None, sha256: str | None) -> str:
+    """The SHA-256 of a document: computed from the file, or given."""
+    if (file is None) == (sha256 is None):
+        raise click.UsageError("give the document as --file PATH or its --sha256, not both")
+    if file is not None:
+        return hashlib.sha256(file.read_bytes()).hexdigest()
+    assert sha256 is not None
+    return sha256
+
+
+def _reasons(approve: bool, reasons: tuple[str, ...]) -> list[str]:
+    if approve and reasons:
+        raise click.UsageError("--reason goes with --reject")
+    return list(reasons)
+
+
+def _show(data: Any, as_json: bool, title: str) -> None:
+    if as_json:
+        emit(data, True)
+        return
+    table = Table("", "", title=title, show_header=False)
+    for key, value in data.items():
+        table.add_row(key, value if isinstance(value, str) else str(value))
+    console.print(table)
+
+
+# -- exclusion list -----------------------------------------------------------------------
+
+
+@cli.group()
+def exclusions() -> None:
+    """Entities that may not become merchants (CS23 art. 18)."""
+
+
+@exclusions.command("import")
+@click.argument("file", type=FILE)
+@click.option("--source", default="", help="Where the list comes from (kept in the log).")
+@click.pass_context
+def exclusions_import(ctx: click.Context, file: Path, source: str) -> None:
+    """Import a CSV: credit_code,name,category,source,listed_on[,lifted_on]."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise click.UsageError(f"{file} is not UTF-8") from None
+
+    async def act(g: Gateway) -> tuple[int, Any]:
+        entries = parse_exclusions_csv(text)  # a bad line refuses the whole file
+        report = await g.workflows.import_exclusions(
+            LOCAL_ADMIN, entries, source_name=source or file.name
+        )
+        return len(entries), report
+
+    count, report = run(with_gateway(settings_of(ctx), act))
+    console.print(
+        f"{count} entries: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged"
+    )
+
+
+@exclusions.command("check")
+@click.argument("credit_code")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def exclusions_check(ctx: click.Context, credit_code: str, as_json: bool) -> None:
+    """Entries in force today for a unified social credit code."""
+
+    async def act(g: Gateway) -> list[dict[str, Any]]:
+        found = await g.workflows.exclusions_of(credit_code, g.clock.now().date())
+        return [e.to_dict() for e in found]
+
+    data = run(with_gateway(settings_of(ctx), act))
+    table = Table("category", "name", "source", "listed on")
+    for e in data:
+        table.add_row(e["category"], e["name"], e["source"], e["listed_on"])
+    emit(data, as_json, table)
+
+
+# -- merchant onboarding ------------------------------------------------------------------
+
+
+@cli.group()
+def onboarding() -> None:
+    """Companies applying to become merchants (answered within 5 working days)."""
+
+
+def _onboarding_row(a: OnboardingApplication, now: dt.datetime) -> list[str]:
+    return [
+        a.id,
+        a.merchant_id,
+        a.name,
+        a.status.value,
+        a.due_at.isoformat()[:16],
+        "overdue" if a.overdue(now) else "",
+        "EXCLUDED" if a.exclusion_hits else "",
+    ]
+
+
+@onboarding.command("submit")
+@click.argument("file", type=FILE)
+@click.pass_context
+def onboarding_submit(ctx: click.Context, file: Path) -> None:
+    """Record an application from JSON (merchant_id, name, credit_code, licence, contacts)."""
+    data = _load_json(file)
+    application = run(
+        with_gateway(settings_of(ctx), lambda g: g.workflows.submit_onboarding(LOCAL_ADMIN, data))
+    )
+    console.print(
+        f"application [bold]{application.id}[/] submitted; the operator answers by "
+        f"{application.due_at.isoformat()}"
+    )
+    if application.exclusion_hits:
+        console.print("[yellow]the company is on the exclusion list[/]")
+
+
+@onboarding.command("list")
+@click.option("--status", type=click.Choice([s.value for s in OnboardingStatus]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def onboarding_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
+    """Onboarding applications, oldest first."""
+
+    async def act(g: Gateway) -> tuple[list[OnboardingApplication], dt.datetime]:
+        wanted = OnboardingStatus(status) if status else None
+        return await g.workflows.list_onboarding(wanted), g.clock.now()
+
+    found, now = run(with_gateway(settings_of(ctx), act))
+    table = Table("id", "merchant", "name", "status", "due", "", "")
+    for a in found:
+        table.add_row(*_onboarding_row(a, now))
+    emit([a.to_dict(now=now) for a in found], as_json, table)
+
+
+def _onboarding_decision(approve: bool) -> None:
+    name = "approve" if approve else "reject"
+
+    @onboarding.command(name)
+    @click.argument("application_id")
+    @click.option("--reason", "reasons", multiple=True, help="A reason (repeat for several).")
+    @click.pass_context
+    def command(ctx: click.Context, application_id: str, reasons: tuple[str, ...]) -> None:
+        listed = _reasons(approve, reasons)
+        application, merchant = run(
+            with_gateway(
+                settings_of(ctx),
+                lambda g: g.workflows.decide_onboarding(
+                    LOCAL_ADMIN, application_id, approve=approve, reasons=listed
+                ),
+            )
+        )
+        console.print(f"application [bold]{application.id}[/] {application.status.value}")
+        if merchant is not None:
+            console.print(
+                f"merchant [bold]{merchant.id}[/] registered; issue its credentials with "
+                f"`dsgw client issue --merchant {merchant.id}`"
+            )
+
+    command.__doc__ = (
+        "Approve an application: the company becomes a merchant."
+        if approve
+        else "Reject an application, with its reasons (--reason, at least one)."
+    )
+
+
+_onboarding_decision(True)
+_onboarding_decision(False)
+
+
+# -- scenario plan and evaluation ---------------------------------------------------------
+
+
+@scenario.command("plan")
+@click.argument("scenario_id")
+@click.option("--title", required=True)
+@click.option("--reference", required=True, help="The plan's document number.")
+@click.option("--file", type=FILE, default=None, help="The plan document (hashed, not stored).")
+@click.option("--sha256", default=None, help="The document's SHA-256, instead of --file.")
+@click.pass_context
+def scenario_plan(
+    ctx: click.Context,
+    scenario_id: str,
+    title: str,
+    reference: str,
+    file: Path | None,
+    sha256: str | None,
+) -> None:
+    """Record a draft scenario's plan (one scenario, one plan, one evaluation)."""
+    plan = {"title": title, "reference": reference, "sha256": _digest(file, sha256)}
+    run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.governance.record_scenario_plan(LOCAL_ADMIN, scenario_id, plan),
+        )
+    )
+    console.print(f"plan of scenario [bold]{scenario_id}[/] recorded ({plan['sha256'][:16]}...)")
+
+
+@scenario.command("evaluate")
+@click.argument("scenario_id")
+@click.option("--evaluator", required=True)
+@click.option("--conclusion", type=click.Choice(["pass", "fail"]), required=True)
+@click.option("--date", "evaluated_on", required=True, help="YYYY-MM-DD")
+@click.option("--title", required=True, help="The evaluation report's title.")
+@click.option("--reference", required=True, help="The report's document number.")
+@click.option("--file", type=FILE, default=None, help="The report (hashed, not stored).")
+@click.option("--sha256", default=None, help="The report's SHA-256, instead of --file.")
+@click.pass_context
+def scenario_evaluate(
+    ctx: click.Context,
+    scenario_id: str,
+    evaluator: str,
+    conclusion: str,
+    evaluated_on: str,
+    title: str,
+    reference: str,
+    file: Path | None,
+    sha256: str | None,
+) -> None:
+    """Record a draft scenario's evaluation; only a passing one allows publication."""
+    evaluation = {
+        "evaluator": evaluator,
+        "conclusion": conclusion,
+        "evaluated_on": evaluated_on,
+        "report": {"title": title, "reference": reference, "sha256": _digest(file, sha256)},
+    }
+    run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.governance.record_scenario_evaluation(LOCAL_ADMIN, scenario_id, evaluation),
+        )
+    )
+    console.print(f"evaluation of scenario [bold]{scenario_id}[/] recorded: {conclusion}")
+
+
+# -- use applications ---------------------------------------------------------------------
+
+
+@cli.group()
+def application() -> None:
+    """Merchants' applications to use data in a scenario (ZW art. 20-21)."""
+
+
+def _application_table(found: list[UseApplication]) -> Table:
+    table = Table("id", "merchant", "scenario", "status", "reviews", "agreement")
+    for a in found:
+        reviews = ", ".join(f"{r.department}: {r.to_dict()['label']}" for r in a.reviews)
+        table.add_row(
+            a.id, a.merchant_id, a.scenario_id, a.status.value, reviews, a.agreement_id or ""
+        )
+    return table
+
+
+@application.command("submit")
+@click.argument("file", type=FILE)
+@click.option("--merchant", "merchant_id", required=True, help="The applying merchant.")
+@click.pass_context
+def application_submit(ctx: click.Context, file: Path, merchant_id: str) -> None:
+    """Submit an application from JSON (scenario, requirements, purpose, period, safeguards)."""
+    data = _load_json(file)
+    result = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.applications.submit(LOCAL_ADMIN, merchant_id, data),
+        )
+    )
+    console.print(
+        f"application [bold]{result.id}[/] submitted; compliance check due by "
+        f"{result.compliance_due_at.isoformat()}"
+    )
+
+
+@application.command("list")
+@click.option("--status", type=click.Choice([s.value for s in ApplicationStatus]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def application_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
+    """Use applications, oldest first (deemed approvals are recorded first)."""
+    wanted = ApplicationStatus(status) if status else None
+    found = run(with_gateway(settings_of(ctx), lambda g: g.applications.list(LOCAL_ADMIN, wanted)))
+    emit([a.to_dict() for a in found], as_json, _application_table(found))
+
+
+@application.command("show")
+@click.argument("application_id")
+@click.pass_context
+def application_show(ctx: click.Context, application_id: str) -> None:
+    """One application with its reviews and reasons, as JSON."""
+    found = run(
+        with_gateway(settings_of(ctx), lambda g: g.applications.get(LOCAL_ADMIN, application_id))
+    )
+    emit(found.to_dict(), True)
+
+
+def _decision_options(command: Any) -> Any:
+    command = click.option("--reason", "reasons", multiple=True, help="Repeatable.")(command)
+    command = click.option("--reject", "reject", is_flag=True)(command)
+    return click.option("--approve", "approve", is_flag=True)(command)
+
+
+def _approve(approve: bool, reject: bool) -> bool:
+    if approve == reject:
+        raise click.UsageError("give exactly one of --approve and --reject")
+    return approve
+
+
+@application.command("check")
+@click.argument("application_id")
+@_decision_options
+@click.pass_context
+def application_check(
+    ctx: click.Context, application_id: str, approve: bool, reject: bool, reasons: tuple[str, ...]
+) -> None:
+    """The operator's compliance check (5 working days): --approve, or --reject --reason."""
+    ok = _approve(approve, reject)
+    listed = _reasons(ok, reasons)
+    result = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.applications.check_compliance(
+                LOCAL_ADMIN, application_id, approve=ok, reasons=listed
+            ),
+        )
+    )
+    console.print(f"application [bold]{result.id}[/] is {result.status.value}")
+    for review in result.reviews:
+        console.print(f"  review by {review.department} due {review.due_at}")
+
+
+@application.command("review")
+@click.argument("application_id")
+@click.option("--department", required=True, help="The reviewing source department.")
+@_decision_options
+@click.pass_context
+def application_review(
+    ctx: click.Context,
+    application_id: str,
+    department: str,
+    approve: bool,
+    reject: bool,
+    reasons: tuple[str, ...],
+) -> None:
+    """A source department's review (10 working days): --approve, or --reject --reason."""
+    ok = _approve(approve, reject)
+    listed = _reasons(ok, reasons)
+    result = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.applications.review(
+                LOCAL_ADMIN, application_id, approve=ok, reasons=listed, department=department
+            ),
+        )
+    )
+    console.print(f"application [bold]{result.id}[/] is {result.status.value}")
+
+
+@application.command("extend")
+@click.argument("application_id")
+@click.option("--department", required=True)
+@click.option("--days", type=click.IntRange(1, 10), required=True, help="Working days.")
+@click.option("--reason", required=True)
+@click.pass_context
+def application_extend(
+    ctx: click.Context, application_id: str, department: str, days: int, reason: str
+) -> None:
+    """File a department's one extension of its review, before the deadline."""
+    result = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.applications.extend_review(
+                LOCAL_ADMIN,
+                application_id,
+                working_days=days,
+                reason=reason,
+                department=department,
+            ),
+        )
+    )
+    review = result.review_of(department)
+    console.print(f"review by {department} now due {review.extended_until}")
+
+
+@application.command("agree")
+@click.argument("application_id")
+@click.option("--shares", required=True, help="owner,operator,processor percentages.")
+@click.option("--fees", required=True, help="The fees, as agreed.")
+@click.option("--termination", required=True, help="The termination conditions.")
+@click.option("--id", "agreement_id", default=None)
+@click.pass_context
+def application_agree(
+    ctx: click.Context,
+    application_id: str,
+    shares: str,
+    fees: str,
+    termination: str,
+    agreement_id: str | None,
+) -> None:
+    """Conclude the agreement of an approved application (scope: its requirement list)."""
+    parts = tuple(shares.split(","))
+    if len(parts) != 3:
+        raise click.UsageError("--shares takes three percentages: owner,operator,processor")
+    result = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.applications.conclude_agreement(
+                LOCAL_ADMIN,
+                application_id,
+                shares=(parts[0], parts[1], parts[2]),
+                fees=fees,
+                termination=termination,
+                agreement_id=agreement_id,
+            ),
+        )
+    )
+    console.print(
+        f"agreement [bold]{result.id}[/] for {result.merchant_id} in scenario "
+        f"{result.scenario_id}, {result.starts_at.date()} to {result.ends_at.date()}"
+    )
+
+
+@agreement.command("authorize-subjects")
+@click.argument("agreement_id")
+@click.option("--dataset", required=True)
+@click.option("--title", required=True, help="The letter of authorization's title.")
+@click.option("--reference", required=True)
+@click.option("--file", type=FILE, default=None, help="The letter (hashed, not stored).")
+@click.option("--sha256", default=None, help="The letter's SHA-256, instead of --file.")
+@click.pass_context
+def agreement_authorize_subjects(
+    ctx: click.Context,
+    agreement_id: str,
+    dataset: str,
+    title: str,
+    reference: str,
+    file: Path | None,
+    sha256: str | None,
+) -> None:
+    """Attach the data subjects' letter of authorization for one dataset."""
+    letter = {
+        "dataset": dataset,
+        "letter": {"title": title, "reference": reference, "sha256": _digest(file, sha256)},
+    }
+    result = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.applications.add_subject_authorization(LOCAL_ADMIN, agreement_id, letter),
+        )
+    )
+    console.print(
+        f"agreement [bold]{result.id}[/]: subjects authorized for "
+        f"{', '.join(sorted(result.subject_authorized))}"
+    )
+
+
+# -- tasks ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--role", default=None, help="Only this role's tasks (default: everyone's).")
+@click.option("--department", default=None, help="With --role source: the department.")
+@click.option("--merchant", "merchant_id", default=None, help="Only this merchant's tasks.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tasks(
+    ctx: click.Context,
+    role: str | None,
+    department: str | None,
+    merchant_id: str | None,
+    as_json: bool,
+) -> None:
+    """Pending tasks and their deadlines, soonest first."""
+    if role and merchant_id:
+        raise click.UsageError("give --role or --merchant, not both")
+    actor = LOCAL_ADMIN
+    if role:
+        try:
+            actor = Actor("cli", parse_role(role), department=department)
+        except ValidationError as exc:
+            raise click.UsageError(exc.detail) from None
+    elif merchant_id:
+        actor = Actor("cli", merchant_id=merchant_id)
+
+    async def act(g: Gateway) -> list[dict[str, Any]]:
+        await g.applications.sweep()
+        found = await tasks_for(actor, g.engine, g.workflows, g.applications, g.clock.now())
+        return [t.to_dict() for t in found]
+
+    data = run(with_gateway(settings_of(ctx), act))
+    table = Table("due", "", "who", "task", "id")
+    for t in data:
+        table.add_row(
+            (t["due_at"] or "")[:16],
+            "OVERDUE" if t["overdue"] else "",
+            t["role"],
+            t["title"],
+            t["subject"],
+        )
+    emit(data, as_json, table)
