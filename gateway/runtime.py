@@ -197,6 +197,14 @@ class Gateway:
             every_seconds=settings.checkpoint_every_seconds,
         )
         calendar = default_calendar(*settings.workday_calendars)
+        next_year = clock.now().year + 1
+        if clock.now().month >= 11 and next_year not in calendar.years:
+            logging.getLogger(__name__).warning(
+                "workdays: no holiday schedule for %d is loaded; deadlines reaching into %d "
+                "will be refused until it is (setting workday_calendars, docs/workdays.md)",
+                next_year,
+                next_year,
+            )
         anchoring = None
         if settings.chain != "none":
             try:

@@ -162,7 +162,7 @@ def test_uncovered_year_is_refused_with_instructions() -> None:
     message = str(info.value)
     assert "2027" in message
     assert "2025, 2026" in message
-    assert "WorkingCalendar.load" in message
+    assert "workday_calendars" in message
     assert "docs/workdays.md" in message
     assert info.value.year == 2027
     assert isinstance(info.value, ConfigError)

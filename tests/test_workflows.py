@@ -481,3 +481,13 @@ async def test_rejection_reasons_reach_the_merchant(flow: Flow) -> None:
         await apps.conclude_agreement(
             LOCAL_ADMIN, application.id, shares=("40", "35", "25"), fees="x", termination="y"
         )
+
+
+async def test_deadline_in_a_year_without_schedule_is_refused_not_guessed(flow: Flow) -> None:
+    from gateway.workdays import UncoveredYearError
+
+    flow.clock.set(dt.datetime(2026, 12, 28, 10, tzinfo=SHANGHAI))
+    with pytest.raises(UncoveredYearError, match="no official holiday schedule for 2027") as err:
+        await flow.workflows.submit_onboarding(LOCAL_ADMIN, _application(demo_credit_code("LS")))
+    assert err.value.status == 503 and "workday_calendars" in err.value.detail
+    assert await flow.workflows.list_onboarding() == []  # nothing half-recorded

@@ -19,9 +19,16 @@ from gateway.chain.worker import AnchorWorker
 from gateway.clock import Clock
 from gateway.ledger.hashing import HashAlgorithm
 
-__all__ = ["Anchoring"]
+__all__ = ["Anchoring", "dev_block_time"]
 
 log = logging.getLogger(__name__)
+
+
+def dev_block_time(confirmations: int) -> float | None:
+    """The block time of the anvil the gateway runs. Mining only on transactions would
+    leave the newest anchor short of its confirmations once traffic stops, so with more
+    than one confirmation it mines every second; else a block per transaction."""
+    return 1.0 if confirmations > 1 else None
 
 
 class Anchoring:
@@ -53,11 +60,11 @@ class Anchoring:
         self._algorithm: HashAlgorithm = algorithm
         self._contract = contract or None
         self._policy = policy or AnchorPolicy(confirmations=1, poll_interval=0.5)
-        # An anvil that mines only on transactions would leave the newest anchor short of
-        # its confirmations once traffic stops; with more than one, it mines every second.
-        block_time = 1.0 if kind == "anvil" and self._policy.confirmations > 1 else None
         self.backend: ChainBackend = open_backend(
-            kind, state_dir=state_dir, rpc_url=rpc_url or None, block_time=block_time
+            kind,
+            state_dir=state_dir,
+            rpc_url=rpc_url or None,
+            block_time=dev_block_time(self._policy.confirmations) if kind == "anvil" else None,
         )
         self.worker: AnchorWorker | None = None
         self._task: asyncio.Task[None] | None = None

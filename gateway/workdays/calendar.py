@@ -64,7 +64,12 @@ class CalendarError(ConfigError):
 
 
 class UncoveredYearError(CalendarError):
-    """A date falls in a year for which no official schedule is loaded."""
+    """A date falls in a year for which no official schedule is loaded. The gateway cannot
+    set the deadline until the operator loads it: 503, not a bug and not the request's."""
+
+    slug = "schedule-missing"
+    title = "Working-day schedule missing"
+    status = 503
 
     def __init__(self, year: int, covered: Iterable[int]) -> None:
         covered_text = ", ".join(str(y) for y in covered) or "none"
@@ -73,8 +78,8 @@ class UncoveredYearError(CalendarError):
             f"{covered_text}); working days are not guessed because a deadline on guessed "
             f"holidays would be wrong. Write the State Council's {year} notice "
             f"(国务院办公厅关于{year}年部分节假日安排的通知) as a JSON schedule file (format in "
-            f"docs/workdays.md) and load it with default_calendar(path) or "
-            f"WorkingCalendar.load(path)",
+            f"docs/workdays.md) and add it to the workday_calendars setting "
+            f"(DSGW_WORKDAY_CALENDARS)",
             year=year,
         )
         self.year = year
