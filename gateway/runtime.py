@@ -35,6 +35,7 @@ from gateway.governance.service import GovernanceService
 from gateway.ledger.bundles import build_bundle
 from gateway.ledger.checkpoints import Checkpointer, NoteSigner
 from gateway.ledger.log import STREAMS, LogWriter
+from gateway.products.service import ProductService
 from gateway.settings import Settings
 from gateway.workdays import default_calendar
 from gateway.workflows.service import WorkflowService
@@ -127,6 +128,7 @@ class Gateway:
     checkpointer: Checkpointer
     workflows: WorkflowService
     applications: UseApplicationService
+    products: ProductService
     anchoring: Anchoring | None = None
 
     @classmethod
@@ -240,6 +242,7 @@ class Gateway:
             connectors=connectors,
             workflows=WorkflowService(engine, governance, calendar, clock),
             applications=UseApplicationService(engine, governance, calendar, clock),
+            products=ProductService(engine, governance, clock),
         )
 
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:

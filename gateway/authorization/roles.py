@@ -32,6 +32,9 @@ class Action(StrEnum):
     READ_METRICS = "metrics.read"
     CHECK_APPLICATION = "application.check"
     REVIEW_APPLICATION = "application.review"
+    CHECK_PRODUCT = "product.check"
+    FILE_PRODUCT = "product.file"
+    TRADE = "exchange.trade"
 
 
 # The data bureau publishes scenarios and signs agreements; the operator onboards
@@ -49,6 +52,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.REVOKE_TOKEN,
             Action.READ_CALLS,
             Action.READ_CATALOG,
+            Action.FILE_PRODUCT,
         }
     ),
     Role.OPERATOR: frozenset(
@@ -61,6 +65,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.READ_CATALOG,
             Action.READ_METRICS,
             Action.CHECK_APPLICATION,
+            Action.CHECK_PRODUCT,
         }
     ),
     Role.SUPERVISOR: frozenset(
@@ -77,7 +82,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.SOURCE: frozenset(
         {Action.REGISTER_DATASET, Action.READ_CATALOG, Action.REVIEW_APPLICATION}
     ),
-    Role.EXCHANGE: frozenset({Action.READ_CATALOG}),
+    Role.EXCHANGE: frozenset({Action.READ_CATALOG, Action.TRADE}),
 }
 
 

@@ -177,10 +177,13 @@ class GovernanceService:
         kind: str,
         body: Mapping[str, Any],
         apply: Callable[[AsyncConnection, dt.datetime], Awaitable[T]],
+        *,
+        stream: str = "governance",
     ) -> T:
-        """Run ``apply`` and append its governance record in one transaction; on a
+        """Run ``apply`` and append its record to ``stream`` in one transaction; on a
         concurrent append, run both again. Every state change of the authorization
-        workflows goes through here, so each one is a governance record."""
+        workflows (and, in the ``products`` stream, of data products and trades) goes
+        through here, so each one is a record."""
         for _attempt in range(5):
             now = self._clock.now()
             try:
@@ -189,7 +192,7 @@ class GovernanceService:
                     await append_in_transaction(
                         conn,
                         PendingRecord(
-                            stream="governance",
+                            stream=stream,
                             kind=kind,
                             recorded_at=now,
                             body={"actor": actor.to_dict(), **body},
