@@ -7,14 +7,17 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from gateway.authorization.roles import Role
 from gateway.cli.demo import DEMO_MERCHANT, DEMO_SCENARIO, demo_credit_code
 from gateway.db.schema import LogEntryRow
-from gateway.errors import ConflictError, ForbiddenError, ValidationError
+from gateway.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from gateway.governance.service import Actor
 from gateway.products.models import ProductStatus
+from gateway.products.revenue import split
 from tests.conftest import World
 
 MERCHANT = Actor("xc-app", merchant_id=DEMO_MERCHANT)
@@ -212,3 +215,82 @@ async def test_trades_and_settlements(world: World) -> None:
         "settlement.recorded",
         "product.delisted",
     ]
+
+
+# --- revenue --------------------------------------------------------------------------------
+
+
+@given(
+    cents=st.integers(min_value=0, max_value=10**12),
+    owner=st.integers(min_value=0, max_value=10_000),
+    operator=st.integers(min_value=0, max_value=10_000),
+)
+def test_split_is_exact_to_the_cent(cents: int, owner: int, operator: int) -> None:
+    assume(owner + operator <= 10_000)
+    shares = (
+        Decimal(owner) / 100,
+        Decimal(operator) / 100,
+        Decimal(10_000 - owner - operator) / 100,
+    )
+    amount = Decimal(cents) / 100
+    parts = split(amount, shares)
+    assert sum(parts) == amount
+    for part, share in zip(parts, shares, strict=True):
+        exact = amount * share / 100
+        assert part == part.quantize(Decimal("0.01"))
+        assert abs(part - exact) < Decimal("0.01")  # never more than a cent from exact
+
+
+def test_split_remainders_follow_the_stated_rule() -> None:
+    # 0.01 split 40/35/25: exact 0.004, 0.0035, 0.0025; the one cent goes to the largest
+    # remainder, the owner.
+    assert split(Decimal("0.01"), (Decimal(40), Decimal(35), Decimal(25))) == (
+        Decimal("0.01"),
+        Decimal("0.00"),
+        Decimal("0.00"),
+    )
+    # Equal remainders: the fixed order owner, operator, processor decides.
+    assert split(Decimal("0.02"), (Decimal("33.34"), Decimal("33.33"), Decimal("33.33"))) == (
+        Decimal("0.01"),
+        Decimal("0.01"),
+        Decimal("0.00"),
+    )
+
+
+async def test_revenue_statements_sum_exactly(world: World) -> None:
+    await _listed(world)
+    products = world.gateway.products
+    amounts = []
+    for i, (quantity, price) in enumerate([(3, "33.33"), (7, "0.07"), (1, "0.01"), (999, "1.37")]):
+        recorded = await products.record_trade(
+            EXCHANGE, trade(f"T-{i}", quantity=quantity, unit_price=price)
+        )
+        amounts.append(recorded.amount)
+    total = sum(amounts, Decimal("0.00"))
+    await products.record_settlement(
+        EXCHANGE,
+        {
+            "settlement_id": "S-1",
+            "period": "2026-11",
+            "trades": [f"T-{i}" for i in range(4)],
+            "settled_at": "2026-11-30T18:00:00+08:00",
+            "amount": str(total),
+        },
+    )
+    statements = await products.revenue("2026-11")
+    assert [(s.role, s.party) for s in statements] == [
+        ("owner", "city budget (city level)"),
+        ("operator", "operator"),
+        ("processor", DEMO_MERCHANT),
+    ]
+    assert sum((s.total for s in statements), Decimal("0.00")) == total
+    for i, amount in enumerate(amounts):
+        per_trade = [
+            line.allocated for s in statements for line in s.lines if line.trade_id == f"T-{i}"
+        ]
+        assert sum(per_trade, Decimal("0.00")) == amount
+    # agr-demo splits 40 / 35 / 25.
+    owner = statements[0]
+    assert all(line.share == Decimal("40.00") for line in owner.lines)
+    with pytest.raises(NotFoundError):
+        await products.revenue("2026-10")

@@ -396,6 +396,10 @@ class Scenario:
     status: ScenarioStatus = ScenarioStatus.DRAFT
     plan: DocumentRef | None = None
     evaluation: Evaluation | None = None
+    # The project's level: the owner's revenue share goes to the city's budget, or to the
+    # named district's (CS23 art. 21).
+    level: str = "city"
+    district: str | None = None
 
     def check_publishable(self) -> None:
         """One scenario, one plan, one evaluation (CS23 art. 17): a scenario is published
@@ -432,7 +436,7 @@ class Scenario:
             "scenario",
             data,
             {"id", "name", "purpose", "grants", "valid_from", "valid_until"},
-            {"domain", "quotas", "status", "plan", "evaluation"},
+            {"domain", "quotas", "status", "plan", "evaluation", "level", "district"},
         )
         scenario_id = check_id("scenario", data["id"])
         grants_raw = data["grants"]
@@ -458,6 +462,17 @@ class Scenario:
 
         if not text("name").strip() or not text("purpose").strip():
             raise ValidationError(f"scenario {scenario_id}: name and purpose are required")
+        level = data.get("level", "city")
+        district = data.get("district")
+        if level not in ("city", "district"):
+            raise ValidationError(f"scenario {scenario_id}: level must be city or district")
+        if (level == "district") != isinstance(district, str) or (
+            isinstance(district, str) and not 0 < len(district.strip()) <= 100
+        ):
+            raise ValidationError(
+                f"scenario {scenario_id}: a district-level project names its district, and "
+                "only such a project does"
+            )
         return cls(
             id=scenario_id,
             name=text("name"),
@@ -468,6 +483,8 @@ class Scenario:
             valid_from=valid_from,
             valid_until=valid_until,
             status=status,
+            level=level,
+            district=district,
             plan=DocumentRef.from_dict("plan", data["plan"]) if data.get("plan") else None,
             evaluation=(
                 Evaluation.from_dict(data["evaluation"]) if data.get("evaluation") else None
@@ -476,6 +493,8 @@ class Scenario:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "level": self.level,
+            "district": self.district,
             "plan": self.plan.to_dict() if self.plan else None,
             "evaluation": self.evaluation.to_dict() if self.evaluation else None,
             "id": self.id,
