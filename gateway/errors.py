@@ -23,6 +23,7 @@ __all__ = [
     "InvalidTokenError",
     "KeystoreError",
     "MethodNotAllowedError",
+    "NotEntitledError",
     "NotFoundError",
     "OutOfScopeError",
     "PayloadTooLargeError",
@@ -129,6 +130,14 @@ class SuspendedError(ForbiddenError):
 class AgreementError(ForbiddenError):
     slug = "agreement"
     title = "No usable agreement"
+
+
+class NotEntitledError(ForbiddenError):
+    """A buyer's delivery without a trade that entitles it: none bought, or every
+    purchased unit used."""
+
+    slug = "not-entitled"
+    title = "No purchased units left"
 
 
 class NotFoundError(DsgwError):

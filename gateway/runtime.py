@@ -35,6 +35,7 @@ from gateway.governance.service import GovernanceService
 from gateway.ledger.bundles import build_bundle
 from gateway.ledger.checkpoints import Checkpointer, NoteSigner
 from gateway.ledger.log import STREAMS, LogWriter
+from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
 from gateway.settings import Settings
 from gateway.workdays import default_calendar
@@ -129,6 +130,7 @@ class Gateway:
     workflows: WorkflowService
     applications: UseApplicationService
     products: ProductService
+    deliveries: DeliveryService
     anchoring: Anchoring | None = None
 
     @classmethod
@@ -243,6 +245,7 @@ class Gateway:
             workflows=WorkflowService(engine, governance, calendar, clock),
             applications=UseApplicationService(engine, governance, calendar, clock),
             products=ProductService(engine, governance, clock),
+            deliveries=DeliveryService(engine),
         )
 
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
@@ -294,5 +297,6 @@ class Gateway:
             except (SQLAlchemyError, OSError, DsgwError) as exc:
                 log.warning("final checkpoint of %s failed: %s", stream, exc)
         await self.connectors.close()
+        await self.deliveries.close()
         self.epoch.close()
         await self.engine.dispose()

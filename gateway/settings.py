@@ -93,6 +93,11 @@ class Settings:
         return f"dsgw:{self.deployment}:admin"
 
     @property
+    def delivery_audience(self) -> str:
+        """Buyers' tokens for the product deliveries they bought."""
+        return f"dsgw:{self.deployment}:delivery"
+
+    @property
     def account_audience(self) -> str:
         """Merchant tokens for its own surface (applications, tasks): no data access."""
         return f"dsgw:{self.deployment}:account"

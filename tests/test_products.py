@@ -47,6 +47,7 @@ def product(**overrides: Any) -> dict[str, Any]:
         ],
         "unit_price": "0.50",
         "unit": "call",
+        "endpoint": "http://127.0.0.1:9/score",
     } | overrides
 
 
@@ -147,7 +148,9 @@ async def test_export_check_and_filing_come_before_listing(world: World) -> None
     assert listed.status is ProductStatus.LISTED and listed.listing_id == "SZDE-001"
 
     # A rejected export check carries its reasons.
-    await products.register(MERCHANT, DEMO_MERCHANT, product(id="risk-report", delivery="report"))
+    await products.register(
+        MERCHANT, DEMO_MERCHANT, product(id="risk-report", delivery="report", endpoint=None)
+    )
     with pytest.raises(ValidationError, match="reasons"):
         await products.check_export(OPERATOR, "risk-report", approve=False)
     rejected = await products.check_export(

@@ -150,7 +150,7 @@ async def _harden_headers(request: web.Request, response: web.StreamResponse) ->
 
 
 def create_app(gateway: Gateway) -> web.Application:
-    from gateway.api import admin, ledger, merchant, metrics, workflows
+    from gateway.api import admin, ledger, merchant, metrics, products, workflows
 
     app = web.Application(
         middlewares=[problem_middleware],
@@ -168,4 +168,5 @@ def create_app(gateway: Gateway) -> web.Application:
     ledger.add_routes(app)
     metrics.add_routes(app)
     workflows.add_routes(app)
+    products.add_routes(app)
     return app

@@ -31,12 +31,12 @@ from gateway.workflows.exclusions import parse_exclusions_csv
 from gateway.workflows.onboarding import OnboardingStatus
 from gateway.workflows.tasks import tasks_for
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "merchant_actor"]
 
 MAX_EXCLUSION_CSV_BYTES = 64 * 1024 * 1024
 
 
-async def _merchant(request: web.Request) -> Actor:
+async def merchant_actor(request: web.Request) -> Actor:
     gateway = request.app[GATEWAY]
     claims = await gateway.tokens.verify(bearer_token(request), account=True)
     record = request[RECORD]
@@ -166,7 +166,7 @@ async def scenario_evaluation(request: web.Request) -> web.Response:
 
 @logged("account")
 async def submit_application(request: web.Request) -> web.Response:
-    actor = await _merchant(request)
+    actor = await merchant_actor(request)
     assert actor.merchant_id is not None
     application = await request.app[GATEWAY].applications.submit(
         actor, actor.merchant_id, await read_json(request)
@@ -176,28 +176,28 @@ async def submit_application(request: web.Request) -> web.Response:
 
 @logged("account")
 async def own_applications(request: web.Request) -> web.Response:
-    actor = await _merchant(request)
+    actor = await merchant_actor(request)
     found = await request.app[GATEWAY].applications.list(actor, _status(ApplicationStatus, request))
     return json_response({"applications": [a.to_dict() for a in found]})
 
 
 @logged("account")
 async def own_application(request: web.Request) -> web.Response:
-    actor = await _merchant(request)
+    actor = await merchant_actor(request)
     application = await request.app[GATEWAY].applications.get(actor, request.match_info["id"])
     return json_response(application.to_dict())
 
 
 @logged("account")
 async def withdraw_application(request: web.Request) -> web.Response:
-    actor = await _merchant(request)
+    actor = await merchant_actor(request)
     application = await request.app[GATEWAY].applications.withdraw(actor, request.match_info["id"])
     return json_response(application.to_dict())
 
 
 @logged("account")
 async def own_tasks(request: web.Request) -> web.Response:
-    return await _tasks(request, await _merchant(request))
+    return await _tasks(request, await merchant_actor(request))
 
 
 async def _tasks(request: web.Request, actor: Actor) -> web.Response:

@@ -69,6 +69,8 @@ class AccessClaims:
     agreement_id: str | None
     role: Role | None
     expires_at: dt.datetime
+    # Buyer tokens: the product whose deliveries the buyer may call.
+    product_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +290,20 @@ class TokenService:
                 extra={"role": role.value},
                 now=now,
             )
+        if client.kind == "buyer":
+            if not scope or not scope.startswith("product:") or " " in scope:
+                raise ValidationError(
+                    "token: a buyer asks for scope=product:<id>, the product it bought",
+                    error="invalid_scope",
+                )
+            return await self._sign(
+                client=client,
+                audience=self._settings.delivery_audience,
+                expires_at=now + self._lifetime,
+                scope=scope,
+                extra={"product": scope.removeprefix("product:")},
+                now=now,
+            )
         merchant_id = client.merchant_id or ""
         if scope == "account":
             # The merchant's own surface: applications and tasks, never data.
@@ -348,7 +364,7 @@ class TokenService:
         if key_info.kid not in self._keys:
             self._load_keys()
         jti = secrets.token_urlsafe(16)
-        subject = client.merchant_id or client.client_id
+        subject = client.merchant_id or client.buyer_code or client.client_id
         issued = int(now.timestamp())
         claims = {
             "iss": self._settings.issuer,
@@ -391,11 +407,13 @@ class TokenService:
 
     def _claims_from(self, claims: Mapping[str, Any]) -> AccessClaims:
         role = claims.get("role")
+        product = claims.get("product")
         return AccessClaims(
             jti=str(claims["jti"]),
             client_id=str(claims.get("client_id", "")),
             subject=str(claims["sub"]),
-            merchant_id=None if role else str(claims["sub"]),
+            merchant_id=None if role or product else str(claims["sub"]),
+            product_id=str(product) if product else None,
             scenario_id=claims.get("scenario"),
             agreement_id=claims.get("agreement"),
             role=Role(role) if role else None,
@@ -453,7 +471,10 @@ class TokenService:
         is_admin = audience == self._settings.admin_audience
         if is_admin and not isinstance(claims.get("role"), str):
             raise InvalidTokenError("token: admin token without a role")
-        if audience == self._settings.account_audience:
+        if audience == self._settings.delivery_audience:
+            if not isinstance(claims.get("product"), str) or "role" in claims:
+                raise InvalidTokenError("token: not a delivery token")
+        elif audience == self._settings.account_audience:
             if claims.get("scope") != "account" or "role" in claims or "scenario" in claims:
                 raise InvalidTokenError("token: not a merchant account token")
         elif not is_admin and not (
@@ -471,6 +492,7 @@ class TokenService:
         *,
         admin: bool = False,
         account: bool = False,
+        delivery: bool = False,
         snapshot: PolicySnapshot | None = None,
     ) -> AccessClaims:
         """Verify a bearer token for the data plane (the admin API with ``admin``, a
@@ -484,6 +506,8 @@ class TokenService:
             audience = self._settings.admin_audience
         elif account:
             audience = self._settings.account_audience
+        elif delivery:
+            audience = self._settings.delivery_audience
         else:
             audience = self._settings.audience
         cache_key = hashlib.sha256(f"{audience}\x00{token}".encode()).hexdigest()
@@ -504,8 +528,8 @@ class TokenService:
         client = snapshot.clients.get(claims.client_id)
         if client is None or client.status != "active":
             raise TokenRevokedError("token: its client is disabled")
-        if claims.role is not None:
-            return claims
+        if claims.role is not None or delivery:
+            return claims  # a buyer's entitlement is checked against its trades per delivery
         merchant = snapshot.merchants.get(claims.merchant_id or "")
         if merchant is None or merchant.status is not MerchantStatus.ACTIVE:
             raise SuspendedError(

@@ -136,6 +136,8 @@ class ClientRow(Base):
     # A source department's staff client reviews applications for the datasets whose
     # provider is this department.
     department: Mapped[str | None] = mapped_column(String(200))
+    # A buyer's client (a company that bought a product on the exchange): its credit code.
+    buyer_code: Mapped[str | None] = mapped_column(String(18))
     secret_hash: Mapped[str | None] = mapped_column(String(255))
     public_jwk: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
     status: Mapped[str] = mapped_column(String(16))

@@ -600,7 +600,8 @@ class Agreement:
 
 @dataclass(frozen=True, slots=True)
 class Client:
-    """An OAuth client. Merchant clients get scenario tokens; staff clients get role tokens."""
+    """An OAuth client. Merchant clients get scenario (and account) tokens; staff clients
+    role tokens; buyer clients product tokens for the deliveries they bought."""
 
     client_id: str
     kind: str  # "merchant" | "staff"
@@ -610,3 +611,4 @@ class Client:
     public_jwk: Mapping[str, Any] | None
     status: str = "active"
     department: str | None = None
+    buyer_code: str | None = None

@@ -115,6 +115,7 @@ async def load_snapshot(engine: AsyncEngine, now: dt.datetime) -> PolicySnapshot
                 public_jwk=row.public_jwk,
                 status=row.status,
                 department=row.department,
+                buyer_code=row.buyer_code,
             )
             for row in (await conn.execute(select(ClientRow))).all()
         }

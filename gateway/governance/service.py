@@ -547,14 +547,23 @@ class GovernanceService:
         public_jwk: Mapping[str, Any] | None = None,
         with_secret: bool = True,
         department: str | None = None,
+        buyer_code: str | None = None,
     ) -> IssuedClient:
-        """New client credentials for a merchant, or staff credentials for a role.
+        """New client credentials for a merchant, staff credentials for a role, or a
+        buyer's credentials (``buyer_code``: its unified social credit code) for the
+        product deliveries it bought.
 
         A client authenticates with the returned secret, with ``private_key_jwt`` signed by
         the key matching ``public_jwk``, or either if both are set.
         """
-        if (merchant_id is None) == (role is None):
-            raise ValidationError("a client belongs either to a merchant or to a staff role")
+        if sum(x is not None for x in (merchant_id, role, buyer_code)) != 1:
+            raise ValidationError(
+                "a client belongs to exactly one of a merchant, a staff role or a buyer"
+            )
+        if buyer_code is not None:
+            buyer_code = buyer_code.strip().upper()
+            if not is_valid_uscc(buyer_code):
+                raise ValidationError("a buyer is named by its unified social credit code")
         if role is not None and actor.role is not None:
             raise ValidationError("staff credentials are issued only by the local administrator")
         actor.may(Action.ISSUE_CLIENT)
@@ -570,10 +579,10 @@ class GovernanceService:
         department = department.strip() if department else None
         if department is not None and len(department) > 200:
             raise ValidationError("department may be at most 200 characters")
-        client_id = f"{merchant_id or role}-{secrets.token_hex(4)}"
+        client_id = f"{merchant_id or role or 'buyer'}-{secrets.token_hex(4)}"
         secret = new_client_secret() if with_secret else None
         secret_hash = await self._hasher.hash_async(secret) if secret else None
-        kind = "merchant" if merchant_id else "staff"
+        kind = "merchant" if merchant_id else "buyer" if buyer_code else "staff"
         client = Client(
             client_id=client_id,
             kind=kind,
@@ -582,6 +591,7 @@ class GovernanceService:
             secret_hash=secret_hash,
             public_jwk=dict(public_jwk) if public_jwk else None,
             department=department,
+            buyer_code=buyer_code,
         )
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> IssuedClient:
@@ -598,6 +608,7 @@ class GovernanceService:
                     merchant_id=merchant_id,
                     role=client.role,
                     department=department,
+                    buyer_code=buyer_code,
                     secret_hash=secret_hash,
                     public_jwk=client.public_jwk,
                     status="active",
@@ -615,6 +626,7 @@ class GovernanceService:
                 "merchant_id": merchant_id,
                 "role": client.role,
                 "department": department,
+                "buyer_code": buyer_code,
                 "auth": [
                     m
                     for m, on in (("secret", bool(secret)), ("private_key_jwt", bool(public_jwk)))

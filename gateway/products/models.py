@@ -122,6 +122,10 @@ class ProductDefinition:
     outputs: tuple[Output, ...]
     unit_price: Decimal
     unit: str
+    # Where the processor's service answers deliveries of an ``api`` product; the gateway
+    # stands in front of it, counts each delivery against the buyer's trade and passes on
+    # the declared outputs only.
+    endpoint: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProductDefinition:
@@ -129,7 +133,7 @@ class ProductDefinition:
             "product",
             data,
             {"id", "name", "scenario", "delivery", "inputs", "outputs", "unit_price"},
-            {"description", "unit"},
+            {"description", "unit", "endpoint"},
         )
         product_id = check_id("product", data["id"])
 
@@ -194,6 +198,17 @@ class ProductDefinition:
                 raise ValidationError(f"product {product_id}: output names are 1-64 characters")
             outputs.append(Output(name, derivation, tuple(sources)))
         unit = text("unit", 32, "call")
+        endpoint = data.get("endpoint")
+        if delivery is Delivery.API:
+            if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+                raise ValidationError(
+                    f"product {product_id}: an api product names the http(s) endpoint of the "
+                    "service that computes it"
+                )
+            if len(endpoint) > 500:
+                raise ValidationError(f"product {product_id}: endpoint is too long")
+        elif endpoint is not None:
+            raise ValidationError(f"product {product_id}: only an api product has an endpoint")
         return cls(
             id=product_id,
             name=text("name", 200),
@@ -204,6 +219,7 @@ class ProductDefinition:
             outputs=tuple(outputs),
             unit_price=parse_money(f"product {product_id}: unit_price", data["unit_price"]),
             unit=unit,
+            endpoint=endpoint,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,6 +233,7 @@ class ProductDefinition:
             "outputs": [o.to_dict() for o in self.outputs],
             "unit_price": str(self.unit_price),
             "unit": self.unit,
+            "endpoint": self.endpoint,
         }
 
     def check_not_raw(

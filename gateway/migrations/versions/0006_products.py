@@ -1,4 +1,4 @@
-"""products: data products, trades and settlements
+"""products: data products, trades, settlements and buyers' clients
 
 Revision ID: 0006
 Revises: 0005
@@ -92,9 +92,14 @@ def upgrade() -> None:
             batch_op.f("ix_trades_settlement_id"), ["settlement_id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_trades_traded_at"), ["traded_at"], unique=False)
+    with op.batch_alter_table("clients", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("buyer_code", sa.String(length=18), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("clients", schema=None) as batch_op:
+        batch_op.drop_column("buyer_code")
+
     with op.batch_alter_table("trades", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_trades_traded_at"))
         batch_op.drop_index(batch_op.f("ix_trades_settlement_id"))

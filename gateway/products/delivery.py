@@ -1,0 +1,170 @@
+"""Delivering a product to its buyer, governed like a data call.
+
+A buyer (a company that bought the product on the exchange) calls the product's API at the
+gateway with a delivery token. The gateway checks that the product is listed, takes one unit
+from the buyer's oldest trade of it that has units left (one atomic update that never passes
+the purchased quantity), forwards the request to the processor's service, and returns only
+the outputs the product declared. The call record names the product, the trade and the
+buyer, so every delivery can be reconciled with the exchange's ledger; a unit is given back
+when the service fails, so a buyer never pays for nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.authorization.tokens import AccessClaims
+from gateway.db.schema import ProductRow, TradeRow
+from gateway.errors import (
+    NotEntitledError,
+    NotFoundError,
+    OutOfScopeError,
+    SourceUnavailableError,
+    SuspendedError,
+)
+from gateway.ledger.records import CallRecord
+from gateway.products.models import ProductDefinition, ProductStatus
+
+__all__ = ["DeliveryService"]
+
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
+class DeliveryService:
+    def __init__(self, engine: AsyncEngine, *, timeout: float = 10.0) -> None:
+        self._engine = engine
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def deliver(
+        self,
+        claims: AccessClaims,
+        product_id: str,
+        body: Mapping[str, Any],
+        record: CallRecord,
+    ) -> dict[str, Any]:
+        """One delivery; raises a :class:`DsgwError` for every refusal, after noting in
+        ``record`` what was asked."""
+        record.parameters["product"] = product_id
+        record.parameters["buyer"] = claims.subject
+        if claims.product_id != product_id:
+            raise OutOfScopeError(
+                f"the token is for product {claims.product_id}; this call names {product_id}",
+                refused={"product": product_id},
+            )
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(ProductRow.definition, ProductRow.status, ProductRow.merchant_id).where(
+                        ProductRow.id == product_id
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"product {product_id} does not exist")
+        definition = ProductDefinition.from_dict(row.definition)
+        record.merchant_id = row.merchant_id
+        if row.status != ProductStatus.LISTED.value:
+            raise SuspendedError(
+                f"product {product_id} is {row.status}: it is not delivered",
+                product=product_id,
+            )
+        if definition.endpoint is None:
+            raise NotFoundError(f"product {product_id} is delivered as a {definition.delivery}")
+        trade_id = await self._take_unit(product_id, claims.subject)
+        record.parameters["trade"] = trade_id
+        record.fields = [o.name for o in definition.outputs]
+        try:
+            answer = await self._ask(definition.endpoint, body)
+        except SourceUnavailableError:
+            await self._give_back(trade_id)
+            record.parameters["refunded"] = True
+            raise
+        missing = [o.name for o in definition.outputs if o.name not in answer]
+        if missing:
+            await self._give_back(trade_id)
+            record.parameters["refunded"] = True
+            raise SourceUnavailableError(
+                f"product {product_id}: the service answered without output(s) "
+                f"{', '.join(missing)}; the unit was given back"
+            )
+        # Only what the product declared leaves, whatever else the service said.
+        result = {o.name: answer[o.name] for o in definition.outputs}
+        record.rows = 1
+        return {"product": product_id, "trade": trade_id, "result": result}
+
+    async def _take_unit(self, product_id: str, buyer_code: str) -> str:
+        """One unit from the buyer's oldest trade of the product with units left."""
+        async with self._engine.connect() as conn:
+            candidates = (
+                await conn.scalars(
+                    select(TradeRow.exchange_trade_id)
+                    .where(
+                        TradeRow.product_id == product_id,
+                        TradeRow.buyer_code == buyer_code,
+                        TradeRow.used < TradeRow.quantity,
+                    )
+                    .order_by(TradeRow.traded_at, TradeRow.exchange_trade_id)
+                )
+            ).all()
+        for trade_id in candidates:
+            async with self._engine.begin() as conn:
+                taken = await conn.execute(
+                    update(TradeRow)
+                    .where(
+                        TradeRow.exchange_trade_id == trade_id,
+                        TradeRow.used < TradeRow.quantity,
+                    )
+                    .values(used=TradeRow.used + 1)
+                )
+            if taken.rowcount == 1:
+                return str(trade_id)
+        raise NotEntitledError(
+            f"buyer {buyer_code} has no units of product {product_id} left: buy more on the "
+            "exchange",
+            product=product_id,
+        )
+
+    async def _give_back(self, trade_id: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(TradeRow)
+                .where(TradeRow.exchange_trade_id == trade_id, TradeRow.used > 0)
+                .values(used=TradeRow.used - 1)
+            )
+
+    async def _ask(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.post(endpoint, json=dict(body)) as resp:
+                raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+                if resp.status != 200 or len(raw) > MAX_ANSWER_BYTES:
+                    raise SourceUnavailableError(
+                        f"the product's service answered {resp.status}; the unit was given back"
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SourceUnavailableError(
+                f"the product's service is unreachable ({type(exc).__name__}); the unit was "
+                "given back"
+            ) from exc
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            raise SourceUnavailableError(
+                "the product's service did not answer JSON; the unit was given back"
+            ) from None
+        if not isinstance(answer, dict):
+            raise SourceUnavailableError("the product's service did not answer an object")
+        return answer
