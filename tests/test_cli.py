@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,88 @@ def test_authorization_workflow_from_the_command_line(
     assert "agreement" in agreed.stdout and "2027-11-30" in agreed.stdout
     authority = json.loads(dsgw(data_dir, "tasks", "--role", "authority", "--json").stdout)
     assert second not in {t["subject"] for t in authority}
+
+
+def test_products_trades_revenue_and_reconcile_from_the_command_line(
+    demo_dir: tuple[Path, str], tmp_path: Path
+) -> None:
+    from gateway.cli.demo import demo_credit_code
+
+    data_dir, _ = demo_dir
+    buyer = demo_credit_code("BY")
+    product = {
+        "id": "cli-score",
+        "name": "命令行评分",
+        "scenario": "enterprise-credit",
+        "delivery": "report",
+        "inputs": [{"dataset": "enterprises", "fields": ["credit_code", "status"]}],
+        "outputs": [{"name": "n", "derivation": "count", "from": ["enterprises.status"]}],
+        "unit_price": "12.34",
+        "unit": "report",
+    }
+    (tmp_path / "product.json").write_text(json.dumps(product, ensure_ascii=False))
+    dsgw(
+        data_dir,
+        "product",
+        "register",
+        str(tmp_path / "product.json"),
+        "--merchant",
+        "xingchen-credit",
+    )
+    early = dsgw(
+        data_dir, "product", "list-on-exchange", "cli-score", "--listing", "L-9", check=False
+    )
+    assert early.returncode == 4 and "must be filed" in early.stderr
+    dsgw(data_dir, "product", "check", "cli-score", "--approve")
+    dsgw(data_dir, "product", "file", "cli-score", "--number", "备-9")
+    dsgw(data_dir, "product", "list-on-exchange", "cli-score", "--listing", "L-9")
+    trades = [
+        {
+            "exchange_trade_id": f"X-{i}",
+            "product": "cli-score",
+            "buyer_code": buyer,
+            "buyer_name": "买方",
+            "quantity": 3,
+            "unit_price": "12.34",
+            "traded_at": "2026-11-02T09:00:00+08:00",
+        }
+        for i in range(2)
+    ]
+    (tmp_path / "trades.json").write_text(json.dumps(trades, ensure_ascii=False))
+    dsgw(data_dir, "exchange", "trade", str(tmp_path / "trades.json"))
+    settlement = {
+        "settlement_id": "SET-1",
+        "period": "2026-11",
+        "trades": ["X-0", "X-1"],
+        "settled_at": "2026-11-30T18:00:00+08:00",
+        "amount": "74.04",
+    }
+    (tmp_path / "settle.json").write_text(json.dumps(settlement))
+    dsgw(data_dir, "exchange", "settle", str(tmp_path / "settle.json"))
+    revenue = json.loads(dsgw(data_dir, "revenue", "--period", "2026-11", "--json").stdout)
+    totals = [Decimal(s["total"]) for s in revenue["statements"]]
+    assert sum(totals) == Decimal("74.04") and len(totals) == 3
+
+    ledger = tmp_path / "exchange.csv"
+    ledger.write_text(
+        "exchange_trade_id,product,buyer_code,quantity,unit_price,amount,traded_at\n"
+        f"X-0,L-9,{buyer},3,12.34,37.02,2026-11-02T09:00:00+08:00\n"
+        f"X-1,L-9,{buyer},3,12.34,37.00,2026-11-02T09:00:00+08:00\n"
+    )
+    result = dsgw(
+        data_dir,
+        "reconcile",
+        str(ledger),
+        "--json",
+        "--bundles",
+        str(tmp_path / "bundles"),
+        check=False,
+    )
+    assert result.returncode == 7, result.stderr
+    report = json.loads(result.stdout)
+    kinds = {(d["kind"], d["trade_id"]) for d in report["discrepancies"]}
+    # Nothing anchors while no gateway runs, so the records are reported unanchored too.
+    assert ("terms-differ", "X-1") in kinds
+    assert {k for k, _ in kinds} == {"terms-differ", "unanchored"}
+    bundle_files = {d["bundle"] for d in report["discrepancies"]}
+    assert all(Path(b).exists() for b in bundle_files)

@@ -499,6 +499,12 @@ def client() -> None:
     default=None,
     help="With --role source: the department (the datasets' provider) it reviews for.",
 )
+@click.option(
+    "--buyer",
+    "buyer_code",
+    default=None,
+    help="A buyer's client instead, by its credit code: product deliveries it bought.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def client_issue(
@@ -508,6 +514,7 @@ def client_issue(
     jwk: Path | None,
     no_secret: bool,
     department: str | None,
+    buyer_code: str | None,
     as_json: bool,
 ) -> None:
     """Issue client credentials; the secret is shown once and stored only as a hash."""
@@ -523,6 +530,7 @@ def client_issue(
                 public_jwk=public_jwk,
                 with_secret=not no_secret,
                 department=department,
+                buyer_code=buyer_code,
             ),
         )
     )
@@ -1030,5 +1038,6 @@ def main() -> None:
     cli(prog_name="dsgw")
 
 
-# The workflow verbs register themselves on the groups above.
+# The workflow and product verbs register themselves on the groups above.
+from gateway.cli import products as _products  # noqa: E402, F401
 from gateway.cli import workflows as _workflows  # noqa: E402, F401

@@ -1,0 +1,275 @@
+"""``dsgw`` verbs for data products, the exchange's trades and settlements, revenue
+statements and reconciliation with the exchange's ledger. They act as the local
+administrator; registered on the main group when :mod:`gateway.cli.main` is imported."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import Progress
+from rich.table import Table
+
+from gateway.governance.service import LOCAL_ADMIN
+from gateway.products.models import ProductStatus
+from gateway.products.reconcile import read_exchange_ledger, reconcile
+from gateway.runtime import Gateway
+
+from gateway.cli.main import (  # isort: skip - registered onto the main group
+    _load_json,
+    cli,
+    console,
+    emit,
+    err_console,
+    run,
+    settings_of,
+    with_gateway,
+)
+
+__all__: list[str] = []
+
+FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
+RECONCILE_EXIT = 7
+"""Exit code of ``dsgw reconcile`` when it finds discrepancies."""
+
+
+@cli.group()
+def product() -> None:
+    """Data products: registration, export check, filing, listing."""
+
+
+@product.command("register")
+@click.argument("file", type=FILE)
+@click.option("--merchant", "merchant_id", required=True)
+@click.pass_context
+def product_register(ctx: click.Context, file: Path, merchant_id: str) -> None:
+    """Register a product from JSON, built on the merchant's agreement."""
+    data = _load_json(file)
+    result = run(
+        with_gateway(
+            settings_of(ctx), lambda g: g.products.register(LOCAL_ADMIN, merchant_id, data)
+        )
+    )
+    console.print(f"product [bold]{result.id}[/] registered ({result.status.value})")
+
+
+@product.command("check")
+@click.argument("product_id")
+@click.option("--approve", is_flag=True)
+@click.option("--reject", is_flag=True)
+@click.option("--reason", "reasons", multiple=True)
+@click.pass_context
+def product_check(
+    ctx: click.Context, product_id: str, approve: bool, reject: bool, reasons: tuple[str, ...]
+) -> None:
+    """The operator's export (出域) compliance check."""
+    if approve == reject:
+        raise click.UsageError("give exactly one of --approve and --reject")
+    result = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.products.check_export(
+                LOCAL_ADMIN, product_id, approve=approve, reasons=list(reasons)
+            ),
+        )
+    )
+    console.print(f"product [bold]{result.id}[/] is {result.status.value}")
+
+
+@product.command("file")
+@click.argument("product_id")
+@click.option("--number", required=True, help="The authority's filing number.")
+@click.pass_context
+def product_file(ctx: click.Context, product_id: str, number: str) -> None:
+    """Record the authority's filing (备案); only filed products can be listed."""
+    result = run(
+        with_gateway(settings_of(ctx), lambda g: g.products.file(LOCAL_ADMIN, product_id, number))
+    )
+    console.print(f"product [bold]{result.id}[/] is {result.status.value} ({number})")
+
+
+@product.command("list-on-exchange")
+@click.argument("product_id")
+@click.option("--listing", "listing_id", required=True, help="The exchange's listing id.")
+@click.pass_context
+def product_list_on_exchange(ctx: click.Context, product_id: str, listing_id: str) -> None:
+    """Record the exchange's listing of a filed product."""
+    result = run(
+        with_gateway(
+            settings_of(ctx),
+            lambda g: g.products.list_on_exchange(LOCAL_ADMIN, product_id, listing_id),
+        )
+    )
+    console.print(f"product [bold]{result.id}[/] is {result.status.value} as {listing_id}")
+
+
+@product.command("delist")
+@click.argument("product_id")
+@click.option("--reason", required=True)
+@click.pass_context
+def product_delist(ctx: click.Context, product_id: str, reason: str) -> None:
+    """Delist a product: no trade or delivery afterwards."""
+    result = run(
+        with_gateway(settings_of(ctx), lambda g: g.products.delist(LOCAL_ADMIN, product_id, reason))
+    )
+    console.print(f"product [bold]{result.id}[/] is {result.status.value}")
+
+
+@product.command("list")
+@click.option("--status", type=click.Choice([s.value for s in ProductStatus]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def product_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
+    """Products and where they stand."""
+    wanted = ProductStatus(status) if status else None
+    found = run(with_gateway(settings_of(ctx), lambda g: g.products.find(status=wanted)))
+    table = Table("id", "merchant", "name", "status", "price", "filing", "listing")
+    for p in found:
+        table.add_row(
+            p.id,
+            p.merchant_id,
+            p.definition.name,
+            p.status.value,
+            f"{p.definition.unit_price}/{p.definition.unit}",
+            p.filing_number or "",
+            p.listing_id or "",
+        )
+    emit([p.to_dict() for p in found], as_json, table)
+
+
+@cli.group()
+def exchange() -> None:
+    """The exchange's trades and settlements, as it reports them."""
+
+
+@exchange.command("trade")
+@click.argument("file", type=FILE)
+@click.pass_context
+def exchange_trade(ctx: click.Context, file: Path) -> None:
+    """Record trades from JSON (one trade object, or a list)."""
+    data = json.loads(file.read_text(encoding="utf-8"))
+    items = data if isinstance(data, list) else [data]
+
+    async def act(g: Gateway) -> int:
+        for item in items:
+            await g.products.record_trade(LOCAL_ADMIN, item)
+        return len(items)
+
+    console.print(f"{run(with_gateway(settings_of(ctx), act))} trade(s) recorded")
+
+
+@exchange.command("settle")
+@click.argument("file", type=FILE)
+@click.pass_context
+def exchange_settle(ctx: click.Context, file: Path) -> None:
+    """Record a settlement from JSON (settlement_id, period, trades, settled_at, amount)."""
+    data = _load_json(file)
+    result = run(
+        with_gateway(settings_of(ctx), lambda g: g.products.record_settlement(LOCAL_ADMIN, data))
+    )
+    console.print(
+        f"settlement [bold]{result['settlement_id']}[/] of {result['period']}: "
+        f"{result['trades']} trades, {result['amount']} yuan"
+    )
+
+
+@cli.command()
+@click.option("--period", required=True, help="Settlement period, YYYY-MM.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def revenue(ctx: click.Context, period: str, as_json: bool) -> None:
+    """Revenue statements of a settlement period, per party, exact to the cent."""
+    statements = run(with_gateway(settings_of(ctx), lambda g: g.products.revenue(period)))
+    data = [s.to_dict() for s in statements]
+    if as_json:
+        emit({"period": period, "statements": data}, True)
+        return
+    table = Table("role", "party", "trades", "total (yuan)", title=f"revenue {period}")
+    for s in statements:
+        table.add_row(s.role, s.party, str(len(s.lines)), str(s.total))
+    table.add_row("", "all parties", "", str(sum((s.total for s in statements), Decimal(0))))
+    console.print(table)
+    console.print(
+        "[dim]each trade: shares rounded down to the cent, the cents left go to the largest "
+        "remainders (ties: owner, operator, processor); --json lists every line[/]"
+    )
+
+
+@cli.command("reconcile")
+@click.argument("ledger", type=FILE)
+@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--bundles",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write the evidence bundle of each discrepancy's record into this directory.",
+)
+@click.pass_context
+def reconcile_command(
+    ctx: click.Context, ledger: Path, as_json: bool, bundles: Path | None
+) -> None:
+    """Compare the exchange's trade ledger (CSV or JSON) with the products stream and the
+    deliveries. Exit code 0 when they agree, 7 when anything differs."""
+    settings = settings_of(ctx)
+
+    async def act(g: Gateway) -> dict[str, Any]:
+        with Progress(console=err_console, transient=True, disable=as_json) as bar:
+            tasks: dict[str, Any] = {}
+
+            def advance(what: str, count: int) -> None:
+                if what not in tasks:
+                    tasks[what] = bar.add_task(what, total=None)
+                bar.advance(tasks[what], count)
+
+            report = await reconcile(
+                g.engine,
+                read_exchange_ledger(ledger),
+                algorithm=g.settings.hash_algorithm,
+                progress=advance,
+            )
+        document = report.to_dict()
+        if bundles is not None:
+            bundles.mkdir(parents=True, exist_ok=True)
+            for item in document["discrepancies"]:
+                record_id = item["record_id"]
+                if not record_id:
+                    continue
+                stream, seq = record_id.split("/")
+                path = bundles / f"{stream}-{seq}.json"
+                if not path.exists():
+                    bundle = await g.bundle(stream, int(seq))
+                    path.write_text(json.dumps(bundle, ensure_ascii=False, indent=2) + "\n")
+                item["bundle"] = str(path)
+        return document
+
+    document = run(with_gateway(settings, act))
+    if as_json:
+        emit(document, True)
+    else:
+        summary = Table("exchange trades", "gateway trades", "deliveries", "discrepancies")
+        summary.add_row(
+            str(document["exchange_trades"]),
+            str(document["gateway_trades"]),
+            str(document["deliveries"]),
+            str(len(document["discrepancies"])),
+        )
+        console.print(summary)
+        if document["discrepancies"]:
+            table = Table("kind", "trade", "detail", "evidence", title="discrepancies")
+            for item in document["discrepancies"][:500]:
+                table.add_row(
+                    item["kind"],
+                    item["trade_id"],
+                    item["detail"],
+                    item.get("bundle") or item["record_id"] or "",
+                )
+            console.print(table)
+            if len(document["discrepancies"]) > 500:
+                console.print(f"... {len(document['discrepancies']) - 500} more (use --json)")
+        else:
+            console.print("[green]the exchange ledger, the products stream and usage agree[/]")
+    if document["discrepancies"]:
+        raise SystemExit(RECONCILE_EXIT)
