@@ -41,6 +41,8 @@ def test_demo_shows_allowed_and_refused_calls(demo_dir: tuple[Path, str]) -> Non
     data_dir, out = demo_dir
     assert "200" in out and "403" in out and "401" in out
     assert "household-registry" in out  # the not-open dataset refused at grant time
+    # The product path: listed, traded, settled and split into revenue.
+    assert "enterprise-vitality" in out and "revenue" in out and "city budget" in out
     assert (data_dir / "keystore.json").exists()
     assert (data_dir / "keystore.pass").stat().st_mode & 0o077 == 0
     assert b"BEGIN" not in (data_dir / "keystore.json").read_bytes()

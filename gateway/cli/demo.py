@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -418,12 +419,85 @@ async def run_demo(
             f"see it with: dsgw --data-dir {settings.data_dir} calls"
         )
         await _show_evidence(gateway, calls, console)
+        await _trade_a_product(gateway, console)
         if not keep_serving:
             return calls
         _print_next_steps(console, base, creds, sample)
         await wait_for_signal()
         console.print("stopping; queued log records are committed before exit")
     return calls
+
+
+DEMO_PRODUCT = "enterprise-vitality"
+
+
+def demo_product() -> dict[str, Any]:
+    """A report product on the demo scenario: district-level counts, never raw rows."""
+    return {
+        "id": DEMO_PRODUCT,
+        "name": "区域企业活跃度报告",
+        "description": "Monthly counts of active enterprises per district and industry.",
+        "scenario": DEMO_SCENARIO,
+        "delivery": "report",
+        "inputs": [{"dataset": "enterprises", "fields": ["district", "industry", "status"]}],
+        "outputs": [
+            {"name": "district", "derivation": "key", "from": ["enterprises.district"]},
+            {
+                "name": "active_enterprises",
+                "derivation": "count",
+                "from": ["enterprises.status", "enterprises.industry"],
+            },
+        ],
+        "unit_price": "800.00",
+        "unit": "report",
+    }
+
+
+async def _trade_a_product(gateway: Gateway, console: Console) -> None:
+    """The product path: registered by the merchant, checked by the operator, filed by the
+    authority, listed and traded on the exchange, settled, and split into revenue."""
+    products = gateway.products
+    now = gateway.clock.now()
+    existing = {p.id: p for p in await products.find()}
+    if DEMO_PRODUCT not in existing:
+        await products.register(LOCAL_ADMIN, DEMO_MERCHANT, demo_product())
+        await products.check_export(LOCAL_ADMIN, DEMO_PRODUCT, approve=True)
+        await products.file(LOCAL_ADMIN, DEMO_PRODUCT, "湘数产备-2026-0001")
+        await products.list_on_exchange(LOCAL_ADMIN, DEMO_PRODUCT, "HNDE-2026-0001")
+    trade_id = f"HNDE-T-{now:%Y%m%d%H%M%S}-{secrets.token_hex(2)}"
+    trade = await products.record_trade(
+        LOCAL_ADMIN,
+        {
+            "exchange_trade_id": trade_id,
+            "product": DEMO_PRODUCT,
+            "buyer_code": demo_credit_code("BK"),
+            "buyer_name": "湘江银行股份有限公司",
+            "quantity": 3,
+            "unit_price": "800.00",
+            "traded_at": now.isoformat(),
+        },
+    )
+    period = f"{now:%Y-%m}"
+    await products.record_settlement(
+        LOCAL_ADMIN,
+        {
+            "settlement_id": f"SET-{trade_id}",
+            "period": period,
+            "trades": [trade_id],
+            "settled_at": now.isoformat(),
+            "amount": str(trade.amount),
+        },
+    )
+    console.print(
+        f"product [bold]{DEMO_PRODUCT}[/] checked, filed, listed as HNDE-2026-0001; trade "
+        f"{trade_id}: {trade.quantity} reports for {trade.amount} yuan, settled"
+    )
+    table = Table("role", "party", "trades", "total (yuan)", title=f"revenue {period}")
+    for statement in await products.revenue(period):
+        table.add_row(
+            statement.role, statement.party, str(len(statement.lines)), str(statement.total)
+        )
+    console.print(table)
 
 
 async def _show_evidence(gateway: Gateway, calls: list[DemoCall], console: Console) -> None:
