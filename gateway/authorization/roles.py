@@ -35,6 +35,7 @@ class Action(StrEnum):
     CHECK_PRODUCT = "product.check"
     FILE_PRODUCT = "product.file"
     TRADE = "exchange.trade"
+    DELIST_PRODUCT = "product.delist"
 
 
 # The data bureau publishes scenarios and signs agreements; the operator onboards
@@ -77,12 +78,13 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.READ_CALLS,
             Action.READ_CATALOG,
             Action.READ_METRICS,
+            Action.DELIST_PRODUCT,
         }
     ),
     Role.SOURCE: frozenset(
         {Action.REGISTER_DATASET, Action.READ_CATALOG, Action.REVIEW_APPLICATION}
     ),
-    Role.EXCHANGE: frozenset({Action.READ_CATALOG, Action.TRADE}),
+    Role.EXCHANGE: frozenset({Action.READ_CATALOG, Action.TRADE, Action.DELIST_PRODUCT}),
 }
 
 

@@ -238,10 +238,7 @@ class ProductService:
     async def delist(self, actor: Actor, product_id: str, reason: str) -> Product:
         """The exchange withdraws a listing, or the supervisor delists a product
         (CS23 art. 26); no trade can be recorded for it afterwards."""
-        if actor.role is not None and actor.role.value == "supervisor":
-            actor.may(Action.SUSPEND_MERCHANT)
-        else:
-            actor.may(Action.TRADE)
+        actor.may(Action.DELIST_PRODUCT)
         (why,) = check_reasons([reason])
         return await self._move(
             actor,
