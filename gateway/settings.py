@@ -46,6 +46,8 @@ class Settings:
     secret_hash_memory_kib: int = 65_536
     max_body_bytes: int = 64 * 1024
     aggregate_min_subjects: int = 10
+    # Unauthenticated onboarding applications accepted per client address and hour.
+    onboarding_per_hour: int = 10
     # Group commit: how many call records one transaction may carry at most.
     log_batch_max: int = 512
     ledger_hash_algorithm: str = "sha256"

@@ -175,3 +175,14 @@ async def test_application_over_http_each_role_on_its_surface(world: World) -> N
     assert seen["status"] == "agreed" and seen["agreement_id"] == concluded["agreement_id"]
     status, mine = await _call(world, "GET", "/v1/tasks", account)
     assert status == 200 and mine["tasks"] == []
+
+
+async def test_public_onboarding_is_rate_limited_per_address(world: World) -> None:
+    limit = world.gateway.settings.onboarding_per_hour
+    for i in range(limit):
+        body = _onboarding() | {"merchant_id": f"m-{i}", "credit_code": demo_credit_code(f"R{i}")}
+        assert (await _call(world, "POST", "/v1/onboarding", body=body))[0] == 201
+    resp = await world.client.post("/v1/onboarding", json=_onboarding())
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+    problem = await resp.json(content_type=None)
+    assert problem["type"] == "/problems/rate-limited"

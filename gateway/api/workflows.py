@@ -22,6 +22,7 @@ from gateway.api.appkeys import GATEWAY, RECORD
 from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token
 from gateway.api.problems import json_response
+from gateway.authorization.quotas import KeyedRateLimiter
 from gateway.authorization.roles import Action
 from gateway.catalog.models import expect_keys
 from gateway.errors import UnsupportedMediaTypeError, ValidationError
@@ -70,8 +71,15 @@ def _status(enum: Any, request: web.Request) -> Any:
 # -- onboarding ---------------------------------------------------------------------------
 
 
+ONBOARDING_LIMITER = web.AppKey("onboarding_limiter", KeyedRateLimiter)
+
+
 @logged("public")
 async def submit_onboarding(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    request.app[ONBOARDING_LIMITER].consume(
+        request.remote or "unknown", gateway.clock.now(), "onboarding applications"
+    )
     body = await read_json(request)
     code = str(body.get("credit_code", ""))[:18] if isinstance(body, dict) else ""
     actor = Actor(f"applicant:{code}", applicant=True)
@@ -318,6 +326,7 @@ async def subject_authorization(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[ONBOARDING_LIMITER] = KeyedRateLimiter(app[GATEWAY].settings.onboarding_per_hour)
     r = app.router
     r.add_post("/v1/onboarding", submit_onboarding)
     r.add_get("/v1/onboarding/{id}", onboarding_status, allow_head=False)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from gateway.errors import QuotaExceededError, RateLimitedError
 from gateway.governance.models import Quotas
 
-__all__ = ["CST", "QuotaTracker", "day_bounds"]
+__all__ = ["CST", "KeyedRateLimiter", "QuotaTracker", "day_bounds"]
 
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
@@ -83,3 +83,33 @@ class QuotaTracker:
                 )
             self._daily[key] = (start, used + 1)
         bucket.tokens, bucket.updated = tokens - 1.0, now
+
+
+class KeyedRateLimiter:
+    """A token bucket per key (e.g. a client address on an unauthenticated endpoint):
+    ``per_hour`` requests, bursting up to that many. At most ``max_keys`` buckets are kept;
+    the least recently used go first, so a flood of addresses cannot exhaust memory."""
+
+    def __init__(self, per_hour: int, *, max_keys: int = 100_000) -> None:
+        self._capacity = float(per_hour)
+        self._per_second = per_hour / 3600.0
+        self._max_keys = max_keys
+        self._buckets: dict[str, _Bucket] = {}
+
+    def consume(self, key: str, now: dt.datetime, what: str) -> None:
+        bucket = self._buckets.pop(key, None) or _Bucket(self._capacity, now)
+        self._buckets[key] = bucket  # most recently used last
+        elapsed = max(0.0, (now - bucket.updated).total_seconds())
+        tokens = min(self._capacity, bucket.tokens + elapsed * self._per_second)
+        bucket.updated = now
+        if tokens < 1.0:
+            bucket.tokens = tokens
+            retry = max(1, math.ceil((1.0 - tokens) / self._per_second))
+            raise RateLimitedError(
+                f"at most {int(self._capacity)} {what} per hour from one address; retry in "
+                f"{retry} s",
+                retry_after=retry,
+            )
+        bucket.tokens = tokens - 1.0
+        while len(self._buckets) > self._max_keys:
+            self._buckets.pop(next(iter(self._buckets)))
