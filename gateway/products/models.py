@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from gateway.catalog.models import Dataset, check_id, expect_keys
 from gateway.errors import ConflictError, ValidationError
@@ -79,6 +79,10 @@ IRREVERSIBLE = frozenset(
 PASSTHROUGH = frozenset({Derivation.KEY, Derivation.BAND})
 
 
+CENT: Final = Decimal("0.01")
+MAX_AMOUNT: Final = Decimal("1e13")
+
+
 def parse_money(what: str, value: object) -> Decimal:
     """A non-negative amount in yuan with at most 2 decimals, given as a string or an int
     (never a float: binary fractions are not money)."""
@@ -88,11 +92,11 @@ def parse_money(what: str, value: object) -> Decimal:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
         raise ValidationError(f"{what} {value!r} is not a number") from None
-    if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01")):
+    if not amount.is_finite() or amount < 0 or amount != amount.quantize(CENT):
         raise ValidationError(f"{what} must be a non-negative amount with at most 2 decimals")
-    if amount >= Decimal("1e13"):
+    if amount >= MAX_AMOUNT:
         raise ValidationError(f"{what} is too large")
-    return amount.quantize(Decimal("0.01"))
+    return amount.quantize(CENT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,16 +27,15 @@ columns are ignored.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.chain.status import anchoring_status
@@ -105,32 +104,35 @@ class ReconcileReport:
 
 
 def _rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
-        try:
-            document = json.loads(text)
-        except ValueError as exc:
-            raise ValidationError(f"exchange ledger {path}: not valid JSON ({exc})") from None
-        items = document.get("trades") if isinstance(document, dict) else document
-        if not isinstance(items, list):
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        start = handle.read(64).lstrip()
+        handle.seek(0)
+        if path.suffix.lower() == ".json" or start.startswith(("[", "{")):
+            try:
+                document = json.load(handle)
+            except ValueError as exc:
+                raise ValidationError(f"exchange ledger {path}: not valid JSON ({exc})") from None
+            items = document.get("trades") if isinstance(document, dict) else document
+            if not isinstance(items, list):
+                raise ValidationError(
+                    f'exchange ledger {path}: expected a list of trades (or {{"trades": [...]}})'
+                )
+            for index, item in enumerate(items, start=1):
+                if not isinstance(item, Mapping):
+                    raise ValidationError(f"exchange ledger {path}: trade {index} is not an object")
+                yield index, item
+            return
+        # Streamed: a ledger of millions of trades is never held in memory as text.
+        reader = csv.DictReader(handle)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
             raise ValidationError(
-                f'exchange ledger {path}: expected a list of trades (or {{"trades": [...]}})'
+                f"exchange ledger {path}: the header lacks {', '.join(missing)}; expected "
+                + ",".join(REQUIRED)
+                + ",traded_at"
             )
-        for index, item in enumerate(items, start=1):
-            if not isinstance(item, Mapping):
-                raise ValidationError(f"exchange ledger {path}: trade {index} is not an object")
-            yield index, item
-        return
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ValidationError(
-            f"exchange ledger {path}: the header lacks {', '.join(missing)}; expected "
-            + ",".join(REQUIRED)
-            + ",traded_at"
-        )
-    for row in reader:
-        yield reader.line_num, row
+        for row in reader:
+            yield reader.line_num, row
 
 
 def read_exchange_ledger(path: Path) -> Iterator[ExchangeTrade]:
@@ -191,30 +193,13 @@ async def reconcile(
     # The products stream, and how far its final anchors reach.
     status = await anchoring_status(engine, streams=("products",))
     anchored_size = (status.streams[0].final_size or 0) if status.streams else 0
-    recorded: dict[str, int] = {}
-    last = -1
-    while True:
-        async with engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(LogEntryRow.seq, LogEntryRow.payload)
-                    .where(
-                        LogEntryRow.stream == "products",
-                        LogEntryRow.kind == "trade.recorded",
-                        LogEntryRow.seq > last,
-                    )
-                    .order_by(LogEntryRow.seq)
-                    .limit(batch)
-                )
-            ).all()
-        if not rows:
-            break
+    recorded: set[str] = set()
+    async for rows in _scan(engine, "products", "trade.recorded", batch):
         for seq, payload in rows:
-            last = seq
             body = json.loads(payload)
             trade_id = str(body.get("exchange_trade_id"))
             record_id = f"products/{seq}"
-            recorded[trade_id] = seq
+            recorded.add(trade_id)
             theirs = exchange.get(trade_id)
             if theirs is None:
                 found(
@@ -273,26 +258,8 @@ async def reconcile(
     # Deliveries against the trades that entitle them.
     used: Counter[str] = Counter()
     first_record: dict[str, str] = {}
-    last = -1
-    while True:
-        async with engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(LogEntryRow.seq, LogEntryRow.payload)
-                    .where(
-                        LogEntryRow.stream == "calls",
-                        LogEntryRow.kind == "delivery",
-                        LogEntryRow.decision == "allow",
-                        LogEntryRow.seq > last,
-                    )
-                    .order_by(LogEntryRow.seq)
-                    .limit(batch)
-                )
-            ).all()
-        if not rows:
-            break
+    async for rows in _scan(engine, "calls", "delivery", batch, decision="allow"):
         for seq, payload in rows:
-            last = seq
             trade_id = str(json.loads(payload).get("parameters", {}).get("trade"))
             used[trade_id] += 1
             first_record.setdefault(trade_id, f"calls/{seq}")
@@ -317,6 +284,43 @@ async def reconcile(
                 first_record[trade_id],
             )
     return report
+
+
+async def _scan(
+    engine: AsyncEngine,
+    stream: str,
+    kind: str,
+    batch: int,
+    *,
+    decision: str | None = None,
+) -> AsyncIterator[list[Any]]:
+    """(seq, payload) of the records of one kind, in windows of ``batch`` positions.
+    Positions have no gaps within a stream, so fixed windows replace ``LIMIT`` paging,
+    whose plan degrades to a scan of the rest of the stream per page on a PostgreSQL table
+    without statistics."""
+    async with engine.connect() as conn:
+        top = await conn.scalar(
+            select(func.max(LogEntryRow.seq)).where(LogEntryRow.stream == stream)
+        )
+    if top is None:
+        return
+    for low in range(0, int(top) + 1, batch):
+        query = (
+            select(LogEntryRow.seq, LogEntryRow.payload)
+            .where(
+                LogEntryRow.stream == stream,
+                LogEntryRow.seq >= low,
+                LogEntryRow.seq < low + batch,
+                LogEntryRow.kind == kind,
+            )
+            .order_by(LogEntryRow.seq)
+        )
+        if decision is not None:
+            query = query.where(LogEntryRow.decision == decision)
+        async with engine.connect() as conn:
+            rows = list((await conn.execute(query)).all())
+        if rows:
+            yield rows
 
 
 def _differences(
