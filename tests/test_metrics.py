@@ -56,3 +56,20 @@ async def test_metrics_show_log_sizes_and_the_anchoring_backlog(world: World) ->
     assert ("dsgw_chain_reachable", "") not in samples
     again = _samples((await _scrape(world, await world.staff_token(Role.SUPERVISOR)))[1])
     assert again[("dsgw_log_records", "calls")] == samples[("dsgw_log_records", "calls")] + 1
+
+
+async def test_readyz_means_something(world: World) -> None:
+    resp = await world.client.get("/readyz")
+    body = await resp.json()
+    assert resp.status == 200 and body["status"] == "ready"
+    assert {name for name, check in body["checks"].items() if check["ok"]} == {
+        "database",
+        "log_writer",
+        "keystore",
+    }
+    # Without its log writer the gateway cannot answer a call: not ready.
+    await world.gateway.log.close()
+    resp = await world.client.get("/readyz")
+    body = await resp.json()
+    assert resp.status == 503 and body["checks"]["log_writer"] == {"ok": False}
+    assert (await world.client.get("/healthz")).status == 200  # alive all the same

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD
 from gateway.api.problems import problem_response
@@ -23,6 +27,7 @@ from gateway.errors import (
 )
 from gateway.ledger.records import CallRecord
 from gateway.runtime import Gateway
+from keys.keystore import KeyPurpose
 
 __all__ = ["GATEWAY", "MAX_BODY", "RECORD", "create_app", "logged"]
 
@@ -114,7 +119,43 @@ def logged(kind: str) -> Callable[[Handler], Handler]:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Readiness is ``/readyz``."""
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: whether this process can answer calls now. The store and the log writer
+    are required (no answer leaves without its record); the keystore's signing key too. The
+    chain is reported but not required: a gateway keeps serving while anchoring waits."""
+    gateway = request.app[GATEWAY]
+    checks: dict[str, dict[str, Any]] = {}
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(2.0):
+            async with gateway.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        checks["database"] = {"ok": True, "ms": round((time.monotonic() - started) * 1000, 1)}
+    except (TimeoutError, SQLAlchemyError, OSError) as exc:
+        checks["database"] = {"ok": False, "detail": type(exc).__name__}
+    checks["log_writer"] = {"ok": gateway.log.running}
+    try:
+        gateway.keystore.active(KeyPurpose.TOKEN_SIGNING)
+        checks["keystore"] = {"ok": True}
+    except DsgwError as exc:
+        checks["keystore"] = {"ok": False, "detail": exc.detail}
+    ready = all(check["ok"] for check in checks.values())
+    anchoring = gateway.anchoring
+    if anchoring is not None:
+        worker = anchoring.worker
+        health = worker.health if worker is not None else None
+        checks["chain"] = {
+            "ok": bool(health and health.reachable),
+            "required": False,
+            "node": anchoring.backend.node,
+            "consecutive_failures": health.consecutive_failures if health else None,
+        }
+    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -161,6 +202,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app[MAX_BODY] = gateway.settings.max_body_bytes
     app[OPENAPI] = openapi_document()
     app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/openapi.json", openapi, allow_head=False)
     app.router.add_get("/problems/{slug}", problem_description, allow_head=False)
     merchant.add_routes(app)

@@ -228,8 +228,15 @@ class LogWriter:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="dsgw-log-writer")
 
+    @property
+    def running(self) -> bool:
+        """Whether the writer's task is alive: without it no call can be answered."""
+        return self._task is not None and not self._task.done()
+
     async def close(self) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued, then stop. Closing twice is harmless."""
+        if self._closing and self._task is None:
+            return
         self._closing = True
         if self._task is not None:
             await self._queue.join()
