@@ -89,6 +89,7 @@ async def test_checkpoints_are_anchored_and_bundles_name_the_anchor(
             assert metrics[("dsgw_anchored_size", "calls")] == head.size
             assert metrics[("dsgw_chain_reachable", None)] == 1
             assert metrics[("dsgw_anchoring_consecutive_failures", None)] == 0
+            assert metrics[("dsgw_chain_head_block", None)] >= 1
         finally:
             await client.close()
     finally:

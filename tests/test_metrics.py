@@ -73,3 +73,34 @@ async def test_readyz_means_something(world: World) -> None:
     body = await resp.json()
     assert resp.status == 503 and body["checks"]["log_writer"] == {"ok": False}
     assert (await world.client.get("/healthz")).status == 200  # alive all the same
+
+
+async def test_metrics_count_calls_latency_and_log_batches(world: World) -> None:
+    token = await world.token()
+    body = {"values": {"credit_code": world.sample["credit_code"], "name": "x"}}
+    for _ in range(3):
+        assert (await world.data(token, "enterprises", "verify", body))[0] == 200
+    assert (await world.data(token, "vehicles", "verify", body))[0] == 403
+    status, text = await _scrape(world, await world.staff_token(Role.OPERATOR))
+    assert status == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    scenario = "enterprise-credit"
+    assert (
+        value("dsgw_requests_total", kind="data", scenario=scenario, decision="allow", status="2xx")
+        == 3
+    )
+    assert (
+        value("dsgw_requests_total", kind="data", scenario=scenario, decision="deny", status="4xx")
+        == 1
+    )
+    assert value("dsgw_request_duration_seconds_count", kind="data") == 4
+    assert value("dsgw_log_commit_batch_records_count") >= 1
+    assert value("dsgw_log_commit_batch_records_sum") >= 4

@@ -15,8 +15,9 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD
+from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD, TELEMETRY
 from gateway.api.problems import problem_response
+from gateway.api.telemetry import Telemetry
 from gateway.errors import (
     BadRequestError,
     DsgwError,
@@ -84,6 +85,7 @@ def logged(kind: str) -> Callable[[Handler], Handler]:
                 remote=request.remote,
             )
             request[RECORD] = record
+            arrived = time.monotonic()
             try:
                 response = await handler(request)
                 record.decision = "allow"
@@ -109,6 +111,13 @@ def logged(kind: str) -> Callable[[Handler], Handler]:
             entry = await gateway.log.append(record.to_pending(gateway.clock.now()))
             response.headers["Dsgw-Record-Id"] = entry.record_id
             response.headers["Dsgw-Record-Hash"] = entry.leaf_hash.hex()
+            request.app[TELEMETRY].observe_call(
+                kind,
+                record.scenario_id,
+                record.decision,
+                response.status,
+                time.monotonic() - arrived,
+            )
             return response
 
         wrapper.__name__ = handler.__name__
@@ -198,6 +207,8 @@ def create_app(gateway: Gateway) -> web.Application:
         client_max_size=gateway.settings.max_body_bytes,
     )
     app[GATEWAY] = gateway
+    app[TELEMETRY] = Telemetry()
+    gateway.log.on_batch = app[TELEMETRY].observe_batch
     app.on_response_prepare.append(_harden_headers)
     app[MAX_BODY] = gateway.settings.max_body_bytes
     app[OPENAPI] = openapi_document()

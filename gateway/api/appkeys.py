@@ -6,12 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.telemetry import Telemetry
 from gateway.ledger.records import CallRecord
 from gateway.runtime import Gateway
 
-__all__ = ["GATEWAY", "MAX_BODY", "OPENAPI", "RECORD"]
+__all__ = ["GATEWAY", "MAX_BODY", "OPENAPI", "RECORD", "TELEMETRY"]
 
 GATEWAY = web.AppKey("gateway", Gateway)
 MAX_BODY = web.AppKey("max_body", int)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 RECORD = web.RequestKey("record", CallRecord)
+TELEMETRY = web.AppKey("telemetry", Telemetry)

@@ -10,11 +10,13 @@ scrape setting. Scrapes are not call records: they read no data.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway.api.appkeys import GATEWAY
+from gateway.api.appkeys import GATEWAY, TELEMETRY
 from gateway.api.merchant import bearer_token
 from gateway.authorization.roles import Action
 from gateway.chain.status import anchoring_status
@@ -88,9 +90,21 @@ async def metrics(request: web.Request) -> web.Response:
             "Anchoring passes failed in a row in this process.",
             registry=registry,
         ).set(health.consecutive_failures if health is not None else 0)
-    return web.Response(
-        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+        if worker is not None:
+            try:
+                async with asyncio.timeout(1.0):
+                    head = await gateway.anchoring.backend.w3.eth.block_number
+            except Exception:
+                head = None
+            if head is not None:
+                Gauge(
+                    "dsgw_chain_head_block",
+                    "The chain's newest block number, as this process's node reports it.",
+                    registry=registry,
+                ).set(int(head))
+    # Figures read now, then this process's counters (distinct metric names).
+    body = generate_latest(registry) + generate_latest(request.app[TELEMETRY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def add_routes(app: web.Application) -> None:

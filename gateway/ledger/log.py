@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -217,6 +217,8 @@ class LogWriter:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._heads: dict[str, tuple[int, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
+        # Told the size of every committed batch (metrics).
+        self.on_batch: Callable[[int], None] | None = None
         self._closing = False
         self._sink: _EngineSink | _SqliteSink = (
             _SqliteSink(engine) if engine.dialect.name == "sqlite" else _EngineSink(engine)
@@ -288,6 +290,8 @@ class LogWriter:
                 for job, result in zip(jobs, results, strict=True):
                     if not job.future.done():
                         job.future.set_result(result)
+                if self.on_batch is not None:
+                    self.on_batch(len(jobs))
             finally:
                 for _ in jobs:
                     self._queue.task_done()
