@@ -11,7 +11,7 @@ import datetime as dt
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -61,11 +61,23 @@ __all__ = [
     "Actor",
     "GovernanceService",
     "IssuedClient",
+    "Unchanged",
     "insert_merchant",
     "new_merchant",
 ]
 
 T = TypeVar("T")
+
+
+class Unchanged(Exception):
+    """Raised by a change's ``apply`` when, seen inside its transaction, there is nothing to
+    change after all (a retried request, a deadline another process already recorded): the
+    transaction rolls back, no record is appended, and :meth:`GovernanceService.change`
+    returns ``value``."""
+
+    def __init__(self, value: Any = None) -> None:
+        super().__init__("unchanged")
+        self.value = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +215,8 @@ class GovernanceService:
                 # A concurrent append took our log position (or a row appeared since we
                 # checked): run the whole change again on the new state.
                 continue
+            except Unchanged as nothing:
+                return cast(T, nothing.value)  # rolled back: no record, nothing to announce
             self._epoch.bump()
             return result
         raise ConflictError(f"{kind}: concurrent changes kept conflicting; try again")

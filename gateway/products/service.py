@@ -26,7 +26,7 @@ from gateway.db.schema import (
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from gateway.governance.models import AgreementStatus, DatasetGrant, Scenario, parse_time_value
 from gateway.governance.policy import agreement_of
-from gateway.governance.service import Actor, GovernanceService
+from gateway.governance.service import Actor, GovernanceService, Unchanged
 from gateway.identifiers import is_valid_uscc
 from gateway.products.models import (
     Product,
@@ -334,7 +334,7 @@ class ProductService:
                     trade.amount,
                 ):
                     raise ConflictError(f"trade {trade_id} is already recorded with other terms")
-                raise _Unchanged(known)
+                raise Unchanged(known)  # the exchange retried: nothing to record again
             product = await self._load(conn, product_id)
             product.require(ProductStatus.LISTED, action="trade")
             await conn.execute(
@@ -353,13 +353,7 @@ class ProductService:
             )
             return trade
 
-        try:
-            result: Trade = await self._change(
-                actor, "trade.recorded", trade.to_dict() | {"used": None}, apply
-            )
-        except _Unchanged as same:
-            return same.trade
-        return result
+        return await self._change(actor, "trade.recorded", trade.to_dict() | {"used": None}, apply)
 
     async def record_settlement(self, actor: Actor, data: Mapping[str, Any]) -> dict[str, Any]:
         """The exchange settled trades for a period (``YYYY-MM``); the amount must be the
@@ -493,14 +487,6 @@ class ProductService:
     async def count(self) -> int:
         async with self._engine.connect() as conn:
             return int(await conn.scalar(select(func.count()).select_from(TradeRow)) or 0)
-
-
-class _Unchanged(Exception):
-    """A retried trade: nothing to record again."""
-
-    def __init__(self, trade: Trade) -> None:
-        super().__init__(trade.exchange_trade_id)
-        self.trade = trade
 
 
 def _text(what: str, value: object, limit: int) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.authorization.roles import Action, Role
@@ -49,7 +49,7 @@ from gateway.governance.models import (
     renewal_from,
 )
 from gateway.governance.policy import agreement_of
-from gateway.governance.service import Actor, GovernanceService
+from gateway.governance.service import Actor, GovernanceService, Unchanged
 from gateway.workflows.applications import (
     COMPLIANCE_WORKING_DAYS,
     MAX_EXTENSION_WORKING_DAYS,
@@ -478,17 +478,21 @@ class UseApplicationService:
         """Record every review whose deadline passed unanswered as deemed approved, each in
         its own governance record, and settle its application. Returns how many."""
         now = self._clock.now()
+        due = func.coalesce(ReviewRow.extended_until, ReviewRow.due_at)
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(ReviewRow.application_id, ReviewRow.department).where(
-                        ReviewRow.status == ReviewStatus.PENDING.value,
-                    )
+                    select(
+                        ReviewRow.application_id,
+                        ReviewRow.department,
+                        due,
+                        ReviewRow.extended_until.is_not(None),
+                    ).where(ReviewRow.status == ReviewStatus.PENDING.value, due <= now)
                 )
             ).all()
         count = 0
-        for application_id, department in rows:
-            if await self._deem(application_id, department, now):
+        for application_id, department, deadline, extended in rows:
+            if await self._deem(application_id, department, utc(deadline), bool(extended), now):
                 count += 1
         await self._remind_renewals(now)
         return count
@@ -519,6 +523,8 @@ class UseApplicationService:
                         select(AgreementRow.terms).where(AgreementRow.id == agreement_id)
                     )
                 ).scalar_one()
+                if (row or {}).get("renewal_reminded_at"):
+                    raise Unchanged  # another process reminded first
                 updated = dict(row or {})
                 updated["renewal_reminded_at"] = at.isoformat()
                 await conn.execute(
@@ -534,17 +540,23 @@ class UseApplicationService:
                 apply,
             )
 
-    async def _deem(self, application_id: str, department: str, now: dt.datetime) -> bool:
-        deemed: dict[str, Any] = {}
-
-        async def apply(conn: AsyncConnection, _now: dt.datetime) -> bool:
+    async def _deem(
+        self,
+        application_id: str,
+        department: str,
+        deadline: dt.datetime,
+        extended: bool,
+        now: dt.datetime,
+    ) -> bool:
+        async def apply(conn: AsyncConnection, _at: dt.datetime) -> bool:
+            # Seen again inside the transaction: another process may have recorded it, or
+            # the department answered, since the sweep looked.
             application = await self._load(conn, application_id)
             review = application.review_of(department)
-            if application.status is not ApplicationStatus.DEPARTMENT_REVIEW:
-                return False
-            if not review.timed_out(now) or review.effective_due is None:
-                return False
-            deemed["deadline"] = review.effective_due
+            if application.status is not ApplicationStatus.DEPARTMENT_REVIEW or not (
+                review.timed_out(now)
+            ):
+                raise Unchanged(False)
             await conn.execute(
                 update(ReviewRow)
                 .where(
@@ -554,29 +566,22 @@ class UseApplicationService:
                 )
                 .values(
                     status=ReviewStatus.DEEMED_APPROVED.value,
-                    decided_at=review.effective_due,
+                    decided_at=deadline,
                     decided_by=TIMEOUT_ACTOR.id,
                 )
             )
             await self._settle(conn, now, application_id)
             return True
 
-        async with self._engine.connect() as conn:
-            application = await self._load(conn, application_id)
-        review = application.review_of(department)
-        if application.status is not ApplicationStatus.DEPARTMENT_REVIEW or not review.timed_out(
-            now
-        ):
-            return False
         return await self._governance.change(
             TIMEOUT_ACTOR,
             "review.deemed-approved",
             {
                 "application_id": application_id,
                 "department": department,
-                "deadline": review.effective_due,
+                "deadline": deadline,
                 "label": "deemed approved (timeout)",
-                "extended": review.extended_until is not None,
+                "extended": extended,
             },
             apply,
         )
