@@ -12,7 +12,7 @@ from gateway.api.appkeys import GATEWAY, RECORD
 from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token
 from gateway.api.problems import json_response
-from gateway.api.workflows import merchant_actor
+from gateway.api.workflows import decision, merchant_actor
 from gateway.authorization.roles import Action
 from gateway.catalog.models import expect_keys
 from gateway.errors import ValidationError
@@ -63,15 +63,9 @@ async def list_products(request: web.Request) -> web.Response:
 @logged("admin")
 async def export_check(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
-    body = await read_json(request)
-    expect_keys("export check", body, {"decision"}, {"reasons"})
-    if body["decision"] not in ("approve", "reject"):
-        raise ValidationError("decision must be approve or reject")
-    reasons = body.get("reasons", [])
-    if not isinstance(reasons, list):
-        raise ValidationError("reasons must be a list of texts")
+    approve, reasons = decision(await read_json(request))
     product = await request.app[GATEWAY].products.check_export(
-        actor, request.match_info["id"], approve=body["decision"] == "approve", reasons=reasons
+        actor, request.match_info["id"], approve=approve, reasons=reasons
     )
     return json_response(product.to_dict())
 

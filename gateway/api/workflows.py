@@ -32,7 +32,7 @@ from gateway.workflows.exclusions import parse_exclusions_csv
 from gateway.workflows.onboarding import OnboardingStatus
 from gateway.workflows.tasks import tasks_for
 
-__all__ = ["add_routes", "merchant_actor"]
+__all__ = ["add_routes", "decision", "merchant_actor"]
 
 MAX_EXCLUSION_CSV_BYTES = 64 * 1024 * 1024
 
@@ -47,7 +47,8 @@ async def merchant_actor(request: web.Request) -> Actor:
     return Actor(claims.client_id, merchant_id=claims.merchant_id)
 
 
-def _decision(body: dict[str, Any]) -> tuple[bool, list[str]]:
+def decision(body: dict[str, Any]) -> tuple[bool, list[str]]:
+    """``{"decision": "approve" | "reject", "reasons": [...]}`` of every review step."""
     expect_keys("decision", body, {"decision"}, {"reasons"})
     decision = body["decision"]
     if decision not in ("approve", "reject"):
@@ -119,7 +120,7 @@ async def list_onboarding(request: web.Request) -> web.Response:
 @logged("admin")
 async def decide_onboarding(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
-    approve, reasons = _decision(await read_json(request))
+    approve, reasons = decision(await read_json(request))
     application, merchant = await request.app[GATEWAY].workflows.decide_onboarding(
         actor, request.match_info["id"], approve=approve, reasons=reasons
     )
@@ -241,7 +242,7 @@ async def get_application(request: web.Request) -> web.Response:
 @logged("admin")
 async def compliance_check(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
-    approve, reasons = _decision(await read_json(request))
+    approve, reasons = decision(await read_json(request))
     application = await request.app[GATEWAY].applications.check_compliance(
         actor, request.match_info["id"], approve=approve, reasons=reasons
     )
@@ -251,7 +252,7 @@ async def compliance_check(request: web.Request) -> web.Response:
 @logged("admin")
 async def review(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
-    approve, reasons = _decision(await read_json(request))
+    approve, reasons = decision(await read_json(request))
     application = await request.app[GATEWAY].applications.review(
         actor, request.match_info["id"], approve=approve, reasons=reasons
     )

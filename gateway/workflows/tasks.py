@@ -67,8 +67,6 @@ async def tasks_for(
     found: list[Task] = []
     operator = everyone or actor.role in (Role.OPERATOR, Role.SUPERVISOR)
     authority = everyone or actor.role in (Role.AUTHORITY, Role.SUPERVISOR)
-    staff = Actor(actor.id, actor.role or Role.OPERATOR, actor.department)
-
     if operator:
         for item in await workflows.list_onboarding(OnboardingStatus.SUBMITTED):
             found.append(
@@ -82,10 +80,7 @@ async def tasks_for(
                     now,
                 )
             )
-    listing = await applications.list(
-        actor if actor.merchant_id or actor.role is Role.SOURCE else staff
-    )
-    for application in listing:
+    for application in await applications.list(actor):
         if operator and application.status is ApplicationStatus.COMPLIANCE_CHECK:
             found.append(
                 _task(
