@@ -96,13 +96,12 @@ async def test_checkpoints_are_anchored_and_bundles_name_the_anchor(
         await gateway.close()
 
 
-async def test_bundle_verified_against_anvil_with_only_the_rpc_url(
-    tmp_path: Path, source_dir: Path, clock: FixedClock
-) -> None:
+def _anvil_settings(tmp_path: Path, source_dir: Path) -> Settings:
+    """A data directory of its own (anvil keeps its state there) on the shared sources."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "sources").symlink_to(source_dir / "sources")
-    settings = load_settings(
+    return load_settings(
         None,
         environ={},
         data_dir=data_dir,
@@ -111,6 +110,13 @@ async def test_bundle_verified_against_anvil_with_only_the_rpc_url(
         secret_hash_memory_kib=8192,
         chain="anvil",
     )
+
+
+async def test_bundle_verified_against_anvil_with_only_the_rpc_url(
+    tmp_path: Path, source_dir: Path, clock: FixedClock
+) -> None:
+    settings = _anvil_settings(tmp_path, source_dir)
+    data_dir = settings.data_dir
     gateway, _creds = await build_world(settings, clock)
     try:
         assert gateway.anchoring is not None
@@ -290,19 +296,7 @@ async def test_sm3_log_is_anchored_and_audited_against_the_chain(
 async def test_the_gateways_anvil_is_restarted_when_it_dies(
     tmp_path: Path, source_dir: Path, clock: FixedClock
 ) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    (data_dir / "sources").symlink_to(source_dir / "sources")
-    settings = load_settings(
-        None,
-        environ={},
-        data_dir=data_dir,
-        keystore_passphrase="test passphrase",
-        secret_hash_time_cost=1,
-        secret_hash_memory_kib=8192,
-        chain="anvil",
-    )
-    gateway, _creds = await build_world(settings, clock)
+    gateway, _creds = await build_world(_anvil_settings(tmp_path, source_dir), clock)
     try:
         anchoring = gateway.anchoring
         assert anchoring is not None
