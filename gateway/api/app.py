@@ -168,8 +168,30 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def openapi_document() -> dict[str, Any]:
-    text = resources.files("gateway.api").joinpath("openapi.json").read_text("utf-8")
-    document: dict[str, Any] = json.loads(text)
+    """``openapi.json`` plus one fragment per API area under ``openapi/``.
+
+    Each fragment holds its area's ``paths``, ``tags``, ``components`` and
+    ``x-problem-types``; merging refuses a name defined twice, so two areas cannot
+    silently overwrite each other's description.
+    """
+    package = resources.files("gateway.api")
+    document: dict[str, Any] = json.loads(package.joinpath("openapi.json").read_text("utf-8"))
+    fragments = package.joinpath("openapi")
+    names = sorted(f.name for f in fragments.iterdir() if f.name.endswith(".json"))
+    for name in names:
+        fragment = json.loads(fragments.joinpath(name).read_text("utf-8"))
+        for key, value in fragment.get("paths", {}).items():
+            if key in document["paths"]:
+                raise ValueError(f"openapi/{name}: path {key} is already described")
+            document["paths"][key] = value
+        for section, members in fragment.get("components", {}).items():
+            target = document["components"].setdefault(section, {})
+            for key, value in members.items():
+                if key in target:
+                    raise ValueError(f"openapi/{name}: components.{section}.{key} repeated")
+                target[key] = value
+        document["tags"].extend(fragment.get("tags", []))
+        document["x-problem-types"].extend(fragment.get("x-problem-types", []))
     return document
 
 

@@ -36,11 +36,20 @@ class Action(StrEnum):
     FILE_PRODUCT = "product.file"
     TRADE = "exchange.trade"
     DELIST_PRODUCT = "product.delist"
+    IMPOSE_MEASURE = "measure.impose"
+    LIFT_MEASURE = "measure.lift"
+    READ_MEASURES = "measures.read"
+    READ_ALERTS = "alerts.read"
+    HANDLE_ALERT = "alerts.handle"
+    TRACE_LEAK = "leak.trace"
+    READ_REPORTS = "reports.read"
 
 
 # The data bureau publishes scenarios and signs agreements; the operator onboards
 # merchants and runs the gateway; source departments register their datasets; the
-# supervisor can stop things but not grant them.
+# supervisor can stop things but not grant them. Supervision measures (suspending supply,
+# closing a channel, ...) belong to the supervisor and the data bureau; the operator sees
+# them and handles alerts, and produces the reports it submits to the bureau.
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.AUTHORITY: frozenset(
         {
@@ -54,6 +63,12 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.READ_CALLS,
             Action.READ_CATALOG,
             Action.FILE_PRODUCT,
+            Action.IMPOSE_MEASURE,
+            Action.LIFT_MEASURE,
+            Action.READ_MEASURES,
+            Action.READ_ALERTS,
+            Action.TRACE_LEAK,
+            Action.READ_REPORTS,
         }
     ),
     Role.OPERATOR: frozenset(
@@ -67,6 +82,10 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.READ_METRICS,
             Action.CHECK_APPLICATION,
             Action.CHECK_PRODUCT,
+            Action.READ_MEASURES,
+            Action.READ_ALERTS,
+            Action.HANDLE_ALERT,
+            Action.READ_REPORTS,
         }
     ),
     Role.SUPERVISOR: frozenset(
@@ -79,6 +98,13 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.READ_CATALOG,
             Action.READ_METRICS,
             Action.DELIST_PRODUCT,
+            Action.IMPOSE_MEASURE,
+            Action.LIFT_MEASURE,
+            Action.READ_MEASURES,
+            Action.READ_ALERTS,
+            Action.HANDLE_ALERT,
+            Action.TRACE_LEAK,
+            Action.READ_REPORTS,
         }
     ),
     Role.SOURCE: frozenset(

@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "AgreementRow",
+    "AlertRow",
     "AnchorRegistryRow",
     "AnchorRow",
     "AnchorTransactionRow",
@@ -42,13 +43,16 @@ __all__ = [
     "DatasetRow",
     "ExclusionRow",
     "LogEntryRow",
+    "MeasureRow",
     "MerchantRow",
+    "MonitorCursorRow",
     "OnboardingRow",
     "ProductRow",
     "ReviewRow",
     "ScenarioRow",
     "SettlementRow",
     "TokenRow",
+    "TraceRow",
     "TradeRow",
     "TreeNodeRow",
     "UseApplicationRow",
@@ -464,3 +468,82 @@ class SettlementRow(Base):
     amount: Mapped[Decimal] = mapped_column(Numeric(18, 2))
     settled_at: Mapped[dt.datetime] = mapped_column(Timestamp)
     recorded_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+
+class TraceRow(Base):
+    """One keyed hash of one delivered row, pointing at the call that delivered it.
+
+    A delivered row gives one hash per identifying field delivered in clear and one of the
+    whole row (see :mod:`gateway.tracing`). Written in the same transaction as the call's
+    record, so a delivery that was answered is always traceable. 63-bit integers keep the
+    index at 16 bytes per entry; keyed, so the table reveals nothing without the key.
+    """
+
+    __tablename__ = "trace_rows"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy reads it
+
+    hash: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
+class AlertRow(Base):
+    """A monitoring alert: which rule fired on whom, how bad, on what evidence, and how it
+    was handled. ``key`` groups repeated firings of one rule on one subject into one alert
+    while it is open."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    merchant_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    scenario_id: Mapped[str | None] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(300))
+    detail: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    occurrences: Mapped[int] = mapped_column(Integer)
+    first_seen: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
+    last_seen: Mapped[dt.datetime] = mapped_column(Timestamp)
+    handled_by: Mapped[str | None] = mapped_column(String(64))
+    handled_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    resolution: Mapped[str | None] = mapped_column(Text)
+    measure_id: Mapped[str | None] = mapped_column(String(64))
+    webhook_status: Mapped[str] = mapped_column(String(16))
+    webhook_attempts: Mapped[int] = mapped_column(Integer)
+    webhook_next_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (Index("ix_alerts_rule_key", "rule", "key", "status"),)
+
+
+class MonitorCursorRow(Base):
+    """How far a background consumer of a log stream got, so a restart resumes there."""
+
+    __tablename__ = "monitor_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+
+class MeasureRow(Base):
+    """A supervision measure (ZW art. 27; CS23 art. 26): supply of a dataset suspended, a
+    merchant's data channel closed, a scenario suspended or a product delisted. Active
+    until lifted; lifting keeps the row, so the history stays whole."""
+
+    __tablename__ = "supervision_measures"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    basis: Mapped[str | None] = mapped_column(String(200))
+    imposed_by: Mapped[str] = mapped_column(String(64))
+    imposed_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    lifted_by: Mapped[str | None] = mapped_column(String(64))
+    lifted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    lift_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_supervision_measures_target", "target_kind", "target_id"),)
