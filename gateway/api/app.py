@@ -222,7 +222,18 @@ async def _harden_headers(request: web.Request, response: web.StreamResponse) ->
 
 
 def create_app(gateway: Gateway) -> web.Application:
-    from gateway.api import admin, ledger, merchant, metrics, products, workflows
+    from gateway.api import (
+        admin,
+        alerts,
+        ledger,
+        measures,
+        merchant,
+        metrics,
+        products,
+        reports,
+        trace,
+        workflows,
+    )
 
     app = web.Application(
         middlewares=[problem_middleware],
@@ -244,4 +255,8 @@ def create_app(gateway: Gateway) -> web.Application:
     metrics.add_routes(app)
     workflows.add_routes(app)
     products.add_routes(app)
+    measures.add_routes(app)
+    alerts.add_routes(app)
+    trace.add_routes(app)
+    reports.add_routes(app)
     return app

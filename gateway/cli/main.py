@@ -1038,6 +1038,10 @@ def main() -> None:
     cli(prog_name="dsgw")
 
 
-# The workflow and product verbs register themselves on the groups above.
+# The workflow, product and supervision verbs register themselves on the groups above.
+from gateway.cli import alerts as _alerts  # noqa: E402, F401
+from gateway.cli import measures as _measures  # noqa: E402, F401
 from gateway.cli import products as _products  # noqa: E402, F401
+from gateway.cli import reports as _reports  # noqa: E402, F401
+from gateway.cli import trace as _trace  # noqa: E402, F401
 from gateway.cli import workflows as _workflows  # noqa: E402, F401

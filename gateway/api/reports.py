@@ -1,0 +1,11 @@
+"""Supervision HTTP surface: reports."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+__all__ = ["add_routes"]
+
+
+def add_routes(app: web.Application) -> None:
+    return None
