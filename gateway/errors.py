@@ -22,6 +22,7 @@ __all__ = [
     "InvalidClientError",
     "InvalidTokenError",
     "KeystoreError",
+    "MeasureInForceError",
     "MethodNotAllowedError",
     "NotEntitledError",
     "NotFoundError",
@@ -125,6 +126,16 @@ class OutOfScopeError(ForbiddenError):
 class SuspendedError(ForbiddenError):
     slug = "suspended"
     title = "Suspended or inactive"
+
+
+class MeasureInForceError(SuspendedError):
+    """A supervision measure stops the call (ZW art. 27; CS23 art. 26): supply of a dataset
+    suspended, a merchant's data channel closed, a scenario suspended or a product delisted.
+    Only lifting the measure restores it; ``measure`` names the measure, ``measure_kind`` and
+    ``measure_target`` what it stops."""
+
+    slug = "measure-in-force"
+    title = "Stopped by a supervision measure"
 
 
 class AgreementError(ForbiddenError):

@@ -35,9 +35,13 @@ from gateway.governance.service import GovernanceService
 from gateway.ledger.bundles import build_bundle
 from gateway.ledger.checkpoints import Checkpointer, NoteSigner
 from gateway.ledger.log import STREAMS, LogWriter
+from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
 from gateway.settings import Settings
+from gateway.supervision.measures import MeasureService
+from gateway.tracing.delivery import DeliveryTracing
+from gateway.tracing.engine import LeakTracer
 from gateway.workdays import default_calendar
 from gateway.workflows.service import WorkflowService
 from gateway.workflows.use import UseApplicationService
@@ -131,6 +135,10 @@ class Gateway:
     applications: UseApplicationService
     products: ProductService
     deliveries: DeliveryService
+    alerts: AlertStore
+    monitor: Monitor
+    tracer: LeakTracer
+    measures: MeasureService
     anchoring: Anchoring | None = None
 
     @classmethod
@@ -181,12 +189,17 @@ class Gateway:
             return int(value or 0)
 
         mark_secret = keystore.secret(keystore.active(KeyPurpose.MARK).kid)
+        trace_key = derive_key(mark_secret, "dsgw trace row hashes v1")
+        mark_key = derive_key(mark_secret, "dsgw recipient marks v1")
         dataplane = DataPlane(
             connectors,
             QuotaTracker(count_calls),
             clock,
             min_subjects=settings.aggregate_min_subjects,
             param_key=derive_key(mark_secret, "dsgw call-record parameter digests v1"),
+            tracing=DeliveryTracing(
+                trace_key=trace_key, mark_key=mark_key, canary_rate=settings.trace_canary_rate
+            ),
         )
         checkpointer = Checkpointer(
             engine,
@@ -228,6 +241,36 @@ class Gateway:
             )
             await anchoring.start()
             checkpointer.on_signed = anchoring.notify
+        thresholds = Thresholds.from_settings(settings)
+        alerts = AlertStore(
+            engine,
+            clock,
+            algorithm=algorithm,
+            evidence_records=thresholds.evidence_records,
+            webhook=bool(settings.alert_webhook_url),
+        )
+        monitor = Monitor(
+            engine,
+            alerts,
+            policy,
+            clock,
+            thresholds=thresholds,
+            calendar=calendar,
+            batch_size=settings.monitor_batch_size,
+            webhook=(
+                WebhookSender(
+                    alerts,
+                    clock,
+                    url=settings.alert_webhook_url,
+                    secret=settings.alert_webhook_secret,
+                    deployment=settings.deployment,
+                    timeout=settings.alert_webhook_timeout_seconds,
+                    max_attempts=settings.alert_webhook_max_attempts,
+                )
+                if settings.alert_webhook_url
+                else None
+            ),
+        )
         return cls(
             anchoring=anchoring,
             checkpointer=checkpointer,
@@ -246,6 +289,18 @@ class Gateway:
             applications=UseApplicationService(engine, governance, calendar, clock),
             products=ProductService(engine, governance, clock),
             deliveries=DeliveryService(engine),
+            alerts=alerts,
+            monitor=monitor,
+            tracer=LeakTracer(
+                engine,
+                policy,
+                connectors,
+                trace_key=trace_key,
+                mark_key=mark_key,
+                p_guess=settings.trace_p_guess,
+                named_threshold=settings.trace_named_threshold,
+            ),
+            measures=MeasureService(engine, governance),
         )
 
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
@@ -288,6 +343,7 @@ class Gateway:
         its last calls are covered), close sources and the store."""
         await self.checkpointer.stop()
         await self.applications.stop_sweeper()
+        await self.monitor.stop()
         if self.anchoring is not None:
             await self.anchoring.close()
         await self.log.close()

@@ -10,6 +10,7 @@ field names with ``DSGW_`` in front (``DSGW_DATABASE_URL``, ``DSGW_PORT``...).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -45,6 +46,17 @@ class Settings:
     secret_hash_time_cost: int = 3
     secret_hash_memory_kib: int = 65_536
     max_body_bytes: int = 64 * 1024
+    # Leaked files handed to `POST /admin/trace` may be larger than any other request body;
+    # only that route accepts them. Rows beyond trace_max_rows are refused, not truncated.
+    trace_upload_max_bytes: int = 32 * 1024 * 1024
+    trace_max_rows: int = 1_000_000
+    # Leak tracing (docs/tracing.md): one canary row per this many rows of a dataset that
+    # allows canaries (0: none); the probability a leaked row was obtained elsewhere than
+    # from its recipients (guilt model); the false-attribution probability at or below
+    # which a trace names a recipient.
+    trace_canary_rate: int = 64
+    trace_p_guess: float = 0.5
+    trace_named_threshold: float = 1e-6
     aggregate_min_subjects: int = 10
     # Unauthenticated onboarding applications accepted per client address and hour.
     onboarding_per_hour: int = 10
@@ -65,6 +77,37 @@ class Settings:
     # Working-day schedules (JSON, docs/workdays.md) for years or regions beyond the shipped
     # State Council schedules; in DSGW_WORKDAY_CALENDARS separated by the path separator.
     workday_calendars: tuple[str, ...] = ()
+    # Misuse monitoring over the calls stream (docs/alerts.md): `dsgw serve` runs it every
+    # interval; `dsgw monitor run --once` runs it by hand.
+    monitor_enabled: bool = True
+    monitor_interval_seconds: int = 5
+    monitor_batch_size: int = 5000
+    # volume-spike: allowed data calls in a window against the same window on previous days.
+    alert_volume_window_minutes: int = 60
+    alert_volume_baseline_days: int = 7
+    alert_volume_min_history_days: int = 3
+    alert_volume_min_calls: int = 100
+    alert_volume_factor: int = 3
+    alert_volume_sigmas: int = 5
+    # enumeration and scraping: one window for identifier runs, distinct subjects, paging.
+    alert_pattern_window_minutes: int = 60
+    alert_enumeration_run: int = 20
+    alert_scraping_distinct_subjects: int = 500
+    alert_scraping_pages: int = 20
+    # refusal-burst: refused (403) data calls per merchant or client in a short window.
+    alert_refusal_window_minutes: int = 10
+    alert_refusal_threshold: int = 20
+    # invalid-tokens: 401s per remote address or client id in a window.
+    alert_invalid_token_window_minutes: int = 10
+    alert_invalid_token_threshold: int = 20
+    # out-of-hours: calls outside a scenario's hours before an alert is raised.
+    alert_out_of_hours_min_calls: int = 1
+    # Where new alerts and their handling are pushed (https unless loopback), signed with
+    # HMAC-SHA256 under alert_webhook_secret (DSGW_ALERT_WEBHOOK_SECRET; never logged).
+    alert_webhook_url: str = ""
+    alert_webhook_secret: str = field(default="", repr=False)
+    alert_webhook_timeout_seconds: int = 5
+    alert_webhook_max_attempts: int = 8
 
     @property
     def resolved_database_url(self) -> str:
@@ -137,6 +180,13 @@ def _coerce(name: str, type_: Any, raw: object) -> object:
             if isinstance(raw, bool):
                 raise ValueError(raw)
             return int(str(raw).strip())
+        if type_ is float:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            number = float(str(raw).strip())
+            if not math.isfinite(number):
+                raise ValueError(raw)
+            return number
         if type_ is Path:
             return Path(str(raw)).expanduser()
         if type_ is str:
@@ -205,6 +255,27 @@ def load_settings(
         raise ConfigError("settings: chain must be none, embedded, anvil or rpc")
     if settings.chain_confirmations < 1:
         raise ConfigError("settings: chain_confirmations must be at least 1")
+    if settings.trace_upload_max_bytes < 1024 or settings.trace_max_rows < 1:
+        raise ConfigError(
+            "settings: trace_upload_max_bytes must be at least 1024 and trace_max_rows "
+            "at least 1"
+        )
+    if settings.trace_canary_rate < 0:
+        raise ConfigError("settings: trace_canary_rate must be 0 (no canaries) or more")
+    if not 0.0 <= settings.trace_p_guess < 1.0:
+        raise ConfigError("settings: trace_p_guess must be at least 0 and below 1")
+    if not 0.0 < settings.trace_named_threshold < 0.01:
+        raise ConfigError("settings: trace_named_threshold must be above 0 and below 0.01")
     if settings.aggregate_min_subjects < 2:
         raise ConfigError("settings: aggregate_min_subjects must be at least 2")
+    for name in names:
+        if name.startswith(("monitor_", "alert_")) and name != "monitor_enabled":
+            value = getattr(settings, name)
+            if isinstance(value, int) and value < 1:
+                raise ConfigError(f"settings: {name} must be at least 1")
+    if settings.alert_webhook_url and not settings.alert_webhook_secret:
+        raise ConfigError(
+            "settings: alert_webhook_url needs alert_webhook_secret (DSGW_ALERT_WEBHOOK_SECRET) "
+            "so the receiver can check each alert's signature"
+        )
     return settings

@@ -42,6 +42,7 @@ from gateway.governance.models import Client, MerchantStatus
 from gateway.governance.policy import PolicySnapshot, PolicyStore
 from gateway.ledger.log import LogUnavailableError
 from gateway.settings import Settings
+from gateway.supervision.measures import MeasureKind
 from keys.jwk import jwk_to_public_key, jwks
 from keys.keystore import KeyPurpose, Keystore
 
@@ -296,6 +297,8 @@ class TokenService:
                     "token: a buyer asks for scope=product:<id>, the product it bought",
                     error="invalid_scope",
                 )
+            # A product delisted by a supervision measure gets no new delivery token.
+            snapshot.check_measure(MeasureKind.PRODUCT, scope.removeprefix("product:"))
             return await self._sign(
                 client=client,
                 audience=self._settings.delivery_audience,
@@ -329,11 +332,13 @@ class TokenService:
         merchant = snapshot.merchants.get(merchant_id)
         if merchant is None or merchant.status is not MerchantStatus.ACTIVE:
             raise SuspendedError(f"merchant {merchant_id} is suspended", merchant=merchant_id)
+        snapshot.check_measure(MeasureKind.MERCHANT_CHANNEL, merchant_id)
         scenario = snapshot.scenarios.get(scenario_id)
         if scenario is None or not scenario.usable_at(now):
             raise SuspendedError(
                 f"scenario {scenario_id} is not published and valid now", scenario=scenario_id
             )
+        snapshot.check_measure(MeasureKind.SCENARIO, scenario_id)
         agreement = snapshot.agreement_for(merchant_id, scenario_id, now)
         if agreement is None:
             raise AgreementError(
@@ -536,13 +541,15 @@ class TokenService:
                 f"merchant {claims.merchant_id} is suspended", merchant=claims.merchant_id
             )
         if account:
-            return claims
+            return claims  # a closed data channel leaves the merchant its own surface
+        snapshot.check_measure(MeasureKind.MERCHANT_CHANNEL, claims.merchant_id)
         scenario = snapshot.scenarios.get(claims.scenario_id or "")
         if scenario is None or not scenario.usable_at(now):
             raise SuspendedError(
                 f"scenario {claims.scenario_id} is suspended or no longer valid",
                 scenario=claims.scenario_id,
             )
+        snapshot.check_measure(MeasureKind.SCENARIO, claims.scenario_id)
         agreement = snapshot.agreements.get(claims.agreement_id or "")
         if agreement is None or not agreement.usable_at(now):
             raise AgreementError(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, cast, get_args
 
@@ -75,17 +75,19 @@ class FieldSpec:
     description: str = ""
     # Masking rule for a sensitive field; None means the field is not sensitive.
     sensitive: MaskRule | None = None
+    # Leak-tracing mark carrier the field tolerates (docs/tracing.md): "digit:N" or "mask".
+    mark: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FieldSpec:
-        expect_keys("field", data, {"name", "type"}, {"description", "sensitive"})
+        expect_keys("field", data, {"name", "type"}, {"description", "sensitive", "mark"})
         name = data["name"]
         if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]{0,62}$", name):
             raise ValidationError(f"field name {name!r} must be snake_case ASCII")
         if data["type"] not in FIELD_TYPES:
             raise ValidationError(f"field {name}: type must be one of {', '.join(FIELD_TYPES)}")
         sensitive = data.get("sensitive")
-        return cls(
+        spec = cls(
             name=name,
             type=cast(FieldType, data["type"]),
             description=_str(
@@ -93,6 +95,8 @@ class FieldSpec:
             ),
             sensitive=None if sensitive is None else parse_mask_rule(str(sensitive)),
         )
+        mark = data.get("mark")
+        return spec if mark is None else replace(spec, mark=_mark(spec, mark))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.type}
@@ -100,7 +104,39 @@ class FieldSpec:
             out["description"] = self.description
         if self.sensitive is not None:
             out["sensitive"] = str(self.sensitive)
+        if self.mark is not None:
+            out["mark"] = self.mark
         return out
+
+
+_DIGIT_MARK = re.compile(r"digit:([0-6])")
+_LENGTH_HIDING_RULES = (MaskRule.ADDRESS, MaskRule.EMAIL)
+
+
+def _mark(spec: FieldSpec, mark: object) -> str:
+    """Check a mark carrier against the field it is declared on: a carrier the field's
+    delivered values cannot hold would silently carry nothing."""
+    what = f"field {spec.name}: mark"
+    if not isinstance(mark, str):
+        raise ValidationError(f"{what} must be 'digit:N' (N = 0..6) or 'mask'")
+    digit = _DIGIT_MARK.fullmatch(mark)
+    if digit is not None:
+        if spec.type not in ("decimal", "integer") or spec.sensitive is not None:
+            raise ValidationError(
+                f"{what} {mark!r} needs a decimal or integer field that is not sensitive "
+                "(a masked value has no digits to carry it)"
+            )
+        if spec.type == "integer" and digit.group(1) != "0":
+            raise ValidationError(f"{what}: an integer field carries 'digit:0'")
+        return mark
+    if mark == "mask":
+        if spec.sensitive not in _LENGTH_HIDING_RULES:
+            raise ValidationError(
+                f"{what} 'mask' needs a field masked by the address or email rule, whose "
+                "masks do not preserve length (other masks would reveal the mark by length)"
+            )
+        return mark
+    raise ValidationError(f"{what} must be 'digit:N' (N = 0..6) or 'mask', got {mark!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +187,13 @@ class Dataset:
     key_fields: tuple[str, ...]
     subject_field: str
     source: SourceSpec
+    # Whether query answers may carry per-recipient canary rows (docs/tracing.md).
+    canaries: bool = False
+
+    @property
+    def identifying_fields(self) -> tuple[str, ...]:
+        """The fields that identify a row, key fields first: what the trace index hashes."""
+        return tuple(dict.fromkeys((*self.key_fields, self.subject_field)))
 
     @property
     def grantable(self) -> bool:
@@ -182,7 +225,7 @@ class Dataset:
                 "subject_field",
                 "source",
             },
-            {"summary", "update_frequency", "classification", "negative_list"},
+            {"summary", "update_frequency", "classification", "negative_list", "canaries"},
         )
         dataset_id = check_id("dataset", data["id"])
         raw_fields = data["fields"]
@@ -216,6 +259,20 @@ class Dataset:
         negative = data.get("negative_list", False)
         if not isinstance(negative, bool):
             raise ValidationError(f"dataset {dataset_id}: negative_list must be true or false")
+        canaries = data.get("canaries", False)
+        if not isinstance(canaries, bool):
+            raise ValidationError(f"dataset {dataset_id}: canaries must be true or false")
+        marked = sorted(
+            spec.name
+            for spec in fields
+            if spec.mark is not None
+            and (spec.name in key_fields or spec.name == data["subject_field"])
+        )
+        if marked:
+            raise ValidationError(
+                f"dataset {dataset_id}: identifying field(s) {', '.join(marked)} cannot carry "
+                "a mark: a marked identifier would no longer identify the row"
+            )
         return cls(
             id=dataset_id,
             name=_str("dataset name", data["name"], max_len=200),
@@ -233,10 +290,11 @@ class Dataset:
             key_fields=tuple(key_fields),
             subject_field=data["subject_field"],
             source=SourceSpec.from_dict(data["source"]),
+            canaries=canaries,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "provider": self.provider,
@@ -250,9 +308,17 @@ class Dataset:
             "subject_field": self.subject_field,
             "source": self.source.to_dict(),
         }
+        if self.canaries:
+            out["canaries"] = True
+        return out
 
     def public_dict(self) -> dict[str, Any]:
-        """What a merchant may see of a catalog entry: no source location."""
+        """What a merchant may see of a catalog entry: no source location, and nothing of
+        leak tracing (which fields carry marks, whether canaries are on), which would tell
+        a leaker what to scrub."""
         out = self.to_dict()
         del out["source"]
+        out.pop("canaries", None)
+        for spec in out["fields"]:
+            spec.pop("mark", None)
         return out

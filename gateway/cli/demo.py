@@ -63,12 +63,21 @@ DESCRIPTIONS = {
 }
 
 
+# Fields that tolerate a leak-tracing mark (docs/tracing.md): capital is published rounded
+# to 0.01 万元, and the address mask hides the street's length anyway.
+MARKS = {
+    "enterprises": {"registered_capital": "digit:2", "address": "mask"},
+}
+
+
 def _fields(name: str) -> list[dict[str, Any]]:
     out = []
     for field, type_ in synthetic.SCHEMAS[name].items():
         spec: dict[str, Any] = {"name": field, "type": type_}
         if field in SENSITIVE:
             spec["sensitive"] = SENSITIVE[field]
+        if field in MARKS.get(name, {}):
+            spec["mark"] = MARKS[name][field]
         out.append(spec)
     return out
 
@@ -98,6 +107,8 @@ def demo_datasets() -> list[dict[str, Any]]:
                 "subject_field": synthetic.SUBJECT_FIELDS[name],
                 "source": source,
             }
+            # Enterprise answers may carry per-recipient canary rows (docs/tracing.md).
+            | ({"canaries": True} if name == "enterprises" else {})
         )
     # Household registration is classed not open: the catalog knows it, nobody may use it.
     datasets.append(

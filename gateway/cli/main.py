@@ -727,6 +727,16 @@ def audit(
                         report, findings=evidence[name].findings + report.findings
                     )
                 reports.append(report)
+        found = [f for r in reports for f in r.findings]
+        if found:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            # Supervisors learn of a divergence from a critical alert too, not only from this
+            # output; failing to raise it must not change the audit's own result.
+            try:
+                await g.alerts.raise_audit_divergence(found, chain=use_chain or bool(rpc))
+            except (DsgwError, SQLAlchemyError, OSError) as exc:
+                err_console.print(f"[yellow]warning:[/] could not raise the audit alert: {exc}")
         return reports
 
     reports = run(with_gateway(settings, act))

@@ -34,6 +34,8 @@ async def running_gateway(
         port = int(runner.addresses[0][1]) if runner.addresses else settings.port
         gateway.checkpointer.start()
         gateway.applications.start_sweeper()
+        if settings.monitor_enabled:
+            gateway.monitor.start(settings.monitor_interval_seconds)
         yield gateway, port
     finally:
         await runner.cleanup()

@@ -33,6 +33,8 @@ from gateway.governance.models import Mode
 from gateway.governance.policy import PolicySnapshot
 from gateway.ledger.records import CallRecord, keyed_digest
 from gateway.privacy.masking import mask
+from gateway.supervision.measures import MeasureKind
+from gateway.tracing.delivery import DeliveryTracing
 
 __all__ = ["ConnectorRegistry", "DataPlane"]
 
@@ -110,12 +112,14 @@ class DataPlane:
         *,
         min_subjects: int,
         param_key: bytes,
+        tracing: DeliveryTracing,
     ) -> None:
         self._connectors = connectors
         self._quotas = quotas
         self._clock = clock
         self._min_subjects = min_subjects
         self._param_key = param_key
+        self._tracing = tracing
 
     def _record_params(
         self, dataset: Dataset, params: Mapping[str, Any], record: CallRecord
@@ -192,6 +196,8 @@ class DataPlane:
                 f"dataset {dataset_id} is not available for operation",
                 refused={"dataset": dataset_id},
             )
+        # Supply suspended by a supervision measure (ZW art. 27): every scenario, every mode.
+        snapshot.check_measure(MeasureKind.DATASET_SUPPLY, dataset_id)
         # Parse and record what was asked before anything runs, so a refusal is logged with
         # the request it refused; quota is taken only by calls that passed every check.
         filters = body.get("filters")
@@ -214,7 +220,7 @@ class DataPlane:
                 if agreement is not None and dataset_id in agreement.subject_authorized
                 else frozenset()
             )
-            return await self._query(dataset, query, record, clear)
+            return await self._query(dataset, query, record, claims.merchant_id or "", clear)
         aggregate = parse_aggregate(body, dataset, grant, scenario_id)
         record.parameters["group_by"] = list(aggregate.group_by)
         record.parameters["measures"] = [m.name for m in aggregate.measures]
@@ -264,10 +270,16 @@ class DataPlane:
         dataset: Dataset,
         request: QueryRequest,
         record: CallRecord,
+        merchant_id: str,
         clear: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
         """Sensitive fields are masked, except ``clear`` ones: fields the grant may deliver
-        unmasked under an agreement carrying the subjects' authorization."""
+        unmasked under an agreement carrying the subjects' authorization.
+
+        The only answer that delivers rows, hence the one traced (gateway.tracing): the
+        recipient's marks and canary rows go into the answer, the rows' keyed hashes and
+        the canary ids into the call record. Canaries never lengthen a page: a real row
+        they displace opens the next page, which ``next_offset`` counts in real rows."""
         rows = await self._connectors.get(dataset).fetch(
             RowQuery(
                 fields=request.fields,
@@ -282,22 +294,38 @@ class DataPlane:
             for spec in dataset.fields
             if spec.sensitive and spec.name not in clear
         }
-        out_rows = []
-        for row in rows:
+
+        def render(row: Mapping[str, Any]) -> dict[str, Any]:
             out: dict[str, Any] = {}
             for name in request.fields:
                 value = row.get(name)
                 rule = rules.get(name)
                 out[name] = mask(rule, value) if rule is not None else _json_value(value)
-            out_rows.append(out)
+            return out
+
+        page = self._tracing.page(
+            dataset,
+            merchant_id,
+            request.fields,
+            rows,
+            render=render,
+            masked=rules.keys(),
+            conditions=request.conditions,
+            limit=request.limit,
+        )
+        out_rows = page.rows
         record.rows = len(out_rows)
-        full_page = len(out_rows) == request.limit
+        record.mark_id = page.mark_id
+        record.canaries = page.canaries
+        record.rows_digest = page.rows_digest
+        record.trace_hashes = page.trace_hashes
+        more = len(rows) == request.limit or page.real_rows < len(rows)
         return {
             "rows": out_rows,
             "count": len(out_rows),
             "limit": request.limit,
             "offset": request.offset,
-            "next_offset": request.offset + len(out_rows) if full_page else None,
+            "next_offset": request.offset + page.real_rows if more else None,
             "masked_fields": sorted(n for n in request.fields if n in rules),
         }
 

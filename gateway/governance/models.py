@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.catalog.models import Dataset, check_id, expect_keys
 from gateway.clock import utc
@@ -34,6 +36,7 @@ __all__ = [
     "Mode",
     "Quotas",
     "Scenario",
+    "ScenarioHours",
     "ScenarioStatus",
     "add_months",
     "add_years",
@@ -383,6 +386,93 @@ class Evaluation:
         }
 
 
+_HOUR_MINUTE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def _minutes(scenario_id: str, key: str, value: object) -> int:
+    if value == "24:00" and key == "to":
+        return 24 * 60
+    match = _HOUR_MINUTE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValidationError(
+            f"scenario {scenario_id}: hours.{key} must be a time of day as HH:MM (00:00-23:59"
+            f"{', or 24:00' if key == 'to' else ''}), got {value!r}"
+        )
+    return int(match.group(1)) * 60 + int(match.group(2))
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioHours:
+    """The hours in which a scenario's data may be used, e.g. a lender's office hours.
+
+    Calls outside them are not refused: the monitor raises an ``out-of-hours`` alert, so
+    supervisors see use that the scenario's plan did not foresee. ``from`` later than ``to``
+    spans midnight; the part after midnight belongs to the day the span began, which is the
+    day ``days: "workdays"`` checks against the State Council calendar.
+    """
+
+    start_minute: int
+    end_minute: int  # exclusive; 1440 is midnight at the end of the day
+    days: str = "all"  # "all" | "workdays"
+    timezone: str = "Asia/Shanghai"
+
+    @classmethod
+    def from_dict(cls, scenario_id: str, data: object) -> ScenarioHours:
+        if not isinstance(data, Mapping):
+            raise ValidationError(
+                f'scenario {scenario_id}: hours must be an object like {{"from": "08:00", '
+                '"to": "20:00", "days": "workdays", "timezone": "Asia/Shanghai"}'
+            )
+        expect_keys("hours", data, {"from", "to"}, {"days", "timezone"})
+        start = _minutes(scenario_id, "from", data["from"])
+        end = _minutes(scenario_id, "to", data["to"])
+        if start == end % (24 * 60):
+            raise ValidationError(
+                f"scenario {scenario_id}: hours.from and hours.to must differ (omit hours to "
+                "allow any time)"
+            )
+        days = data.get("days", "all")
+        if days not in ("all", "workdays"):
+            raise ValidationError(f"scenario {scenario_id}: hours.days must be all or workdays")
+        zone = data.get("timezone", "Asia/Shanghai")
+        try:
+            if not isinstance(zone, str) or not zone or len(zone) > 64:
+                raise ValueError(zone)
+            ZoneInfo(zone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValidationError(
+                f"scenario {scenario_id}: hours.timezone must be an IANA time zone such as "
+                f"Asia/Shanghai, got {zone!r}"
+            ) from None
+        return cls(start, end, days, zone)
+
+    def to_dict(self) -> dict[str, Any]:
+        def text(minutes: int) -> str:
+            return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+        return {
+            "from": text(self.start_minute),
+            "to": text(self.end_minute),
+            "days": self.days,
+            "timezone": self.timezone,
+        }
+
+    def allows(self, when: dt.datetime, is_working_day: Callable[[dt.date], bool]) -> bool:
+        """Whether ``when`` falls inside the hours; ``is_working_day`` decides workdays."""
+        local = utc(when).astimezone(ZoneInfo(self.timezone))
+        minute = local.hour * 60 + local.minute
+        day = local.date()
+        if self.start_minute < self.end_minute:
+            inside = self.start_minute <= minute < self.end_minute
+        elif minute >= self.start_minute:
+            inside = True
+        elif minute < self.end_minute:
+            inside, day = True, day - dt.timedelta(days=1)
+        else:
+            inside = False
+        return inside and (self.days == "all" or is_working_day(day))
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     id: str
@@ -400,6 +490,8 @@ class Scenario:
     # named district's (CS23 art. 21).
     level: str = "city"
     district: str | None = None
+    # When the data may be used; None: any time. Outside them the monitor alerts.
+    hours: ScenarioHours | None = None
 
     def check_publishable(self) -> None:
         """One scenario, one plan, one evaluation (CS23 art. 17): a scenario is published
@@ -436,7 +528,7 @@ class Scenario:
             "scenario",
             data,
             {"id", "name", "purpose", "grants", "valid_from", "valid_until"},
-            {"domain", "quotas", "status", "plan", "evaluation", "level", "district"},
+            {"domain", "quotas", "status", "plan", "evaluation", "level", "district", "hours"},
         )
         scenario_id = check_id("scenario", data["id"])
         grants_raw = data["grants"]
@@ -489,10 +581,15 @@ class Scenario:
             evaluation=(
                 Evaluation.from_dict(data["evaluation"]) if data.get("evaluation") else None
             ),
+            hours=(
+                ScenarioHours.from_dict(scenario_id, data["hours"])
+                if data.get("hours") is not None
+                else None
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "level": self.level,
             "district": self.district,
             "plan": self.plan.to_dict() if self.plan else None,
@@ -507,6 +604,10 @@ class Scenario:
             "valid_until": self.valid_until.isoformat(),
             "status": self.status.value,
         }
+        if self.hours is not None:
+            # Only when set, so definitions without hours (and their hashes) stay as they were.
+            out["hours"] = self.hours.to_dict()
+        return out
 
     def check_transition(self, target: ScenarioStatus) -> None:
         if target not in SCENARIO_TRANSITIONS[self.status]:

@@ -38,6 +38,7 @@ from gateway.governance.models import (
     Scenario,
     ScenarioStatus,
 )
+from gateway.supervision.measures import Measure, MeasureKind, load_active
 
 __all__ = ["PolicySnapshot", "PolicyStore", "agreement_of", "load_snapshot"]
 
@@ -50,6 +51,9 @@ class PolicySnapshot:
     agreements: Mapping[str, Agreement] = field(default_factory=dict)
     clients: Mapping[str, Client] = field(default_factory=dict)
     revoked_jtis: frozenset[str] = frozenset()
+    # Active supervision measures by (kind, target): checked on every call, so a measure
+    # costs no database round trip and takes effect on the next call after a reload.
+    measures: Mapping[tuple[MeasureKind, str], Measure] = field(default_factory=dict)
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.min.replace(tzinfo=dt.UTC))
 
     def agreement_for(
@@ -64,6 +68,19 @@ class PolicySnapshot:
             ):
                 return agreement
         return None
+
+    def measure_on(self, kind: MeasureKind, target_id: str | None) -> Measure | None:
+        """The active supervision measure of ``kind`` on ``target_id``, if any."""
+        if target_id is None:
+            return None
+        return self.measures.get((kind, target_id))
+
+    def check_measure(self, kind: MeasureKind, target_id: str | None) -> None:
+        """Raise :class:`~gateway.errors.MeasureInForceError` if an active measure of
+        ``kind`` stops ``target_id``."""
+        measure = self.measure_on(kind, target_id)
+        if measure is not None:
+            raise measure.refusal()
 
 
 def _decimal(value: object) -> Decimal:
@@ -128,6 +145,7 @@ async def load_snapshot(engine: AsyncEngine, now: dt.datetime) -> PolicySnapshot
                 )
             ).all()
         )
+        measures = await load_active(conn)
     return PolicySnapshot(
         datasets=datasets,
         scenarios=scenarios,
@@ -135,6 +153,7 @@ async def load_snapshot(engine: AsyncEngine, now: dt.datetime) -> PolicySnapshot
         agreements=agreements,
         clients=clients,
         revoked_jtis=revoked,
+        measures=measures,
         loaded_at=now,
     )
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.clock import utc
-from gateway.db.schema import LogEntryRow
+from gateway.db.schema import LogEntryRow, TraceRow
 from gateway.errors import DsgwError
 from gateway.ledger.canonical import canonical_bytes
 from gateway.ledger.hashing import GENESIS, HashAlgorithm, entry_hash, leaf_hash
@@ -73,6 +73,10 @@ class PendingRecord:
     scenario_id: str | None = None
     dataset_id: str | None = None
     decision: str | None = None
+    # Keyed hashes of the rows a query answer delivered (gateway.tracing.index): written to
+    # ``trace_rows`` in the record's own transaction; not part of the payload (the payload's
+    # ``rows_digest`` commits to them).
+    trace_hashes: tuple[int, ...] = ()
 
     def payload(self) -> bytes:
         if "kind" in self.body or "time" in self.body:
@@ -124,10 +128,12 @@ class _EngineSink:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def write(self, rows: list[dict[str, Any]]) -> None:
+    async def write(self, rows: list[dict[str, Any]], traces: list[dict[str, int]]) -> None:
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(insert(LogEntryRow), rows)
+                if traces:
+                    await conn.execute(insert(TraceRow), traces)
         except IntegrityError as exc:
             raise _Conflict from exc
 
@@ -140,6 +146,7 @@ _SQLITE_INSERT = (
     f"INSERT INTO log_entries ({', '.join(_COLUMNS)}) "  # noqa: S608 - fixed column names
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
+_SQLITE_TRACE_INSERT = "INSERT INTO trace_rows (hash, seq) VALUES (?, ?)"
 
 
 class _SqliteSink:
@@ -172,24 +179,27 @@ class _SqliteSink:
             self._conn = conn
         return self._conn
 
-    def _write(self, params: list[tuple[Any, ...]]) -> None:
+    def _write(self, params: list[tuple[Any, ...]], traces: list[tuple[int, int]]) -> None:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(_SQLITE_INSERT, params)
+            if traces:
+                conn.executemany(_SQLITE_TRACE_INSERT, traces)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
-    async def write(self, rows: list[dict[str, Any]]) -> None:
+    async def write(self, rows: list[dict[str, Any]], traces: list[dict[str, int]]) -> None:
         params = [
             tuple(self._time(row[c]) if c == "recorded_at" else row[c] for c in _COLUMNS)
             for row in rows
         ]
+        trace_params = [(t["hash"], t["seq"]) for t in traces]
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._write, params)
+            await loop.run_in_executor(self._executor, self._write, params, trace_params)
         except sqlite3.IntegrityError as exc:
             raise _Conflict from exc
         except sqlite3.Error as exc:
@@ -258,6 +268,8 @@ class LogWriter:
             raise LogUnavailableError("log: the writer is not running")
         if record.stream not in STREAMS:
             raise ValueError(f"unknown log stream {record.stream!r}")
+        if record.trace_hashes and record.stream != "calls":
+            raise ValueError("only call records index delivered rows (trace_rows.seq is a call)")
         loop = asyncio.get_running_loop()
         job = _Job(record, record.payload(), loop.create_future())
         self._queue.put_nowait(job)
@@ -306,6 +318,7 @@ class LogWriter:
                         for stream in missing:
                             heads[stream] = await _load_head(conn, stream)
                 rows: list[dict[str, Any]] = []
+                traces: list[dict[str, int]] = []
                 results: list[AppendedEntry] = []
                 # One getrandom call per batch, not per record.
                 salts = os.urandom(SALT_BYTES * len(jobs))
@@ -318,7 +331,11 @@ class LogWriter:
                     heads[stream] = (appended.seq + 1, appended.entry_hash)
                     rows.append(row)
                     results.append(appended)
-                await self._sink.write(rows)
+                    traces.extend(
+                        {"hash": h, "seq": appended.seq}
+                        for h in dict.fromkeys(job.record.trace_hashes)
+                    )
+                await self._sink.write(rows, traces)
             except _Conflict:
                 # Another process appended first: forget our heads and rebuild on theirs.
                 self._heads.clear()

@@ -43,6 +43,11 @@ class CallRecord:
     rows: int = 0
     response_sha256: str | None = None
     mark_id: str | None = None
+    # Query answers only (gateway.tracing): the canary rows' ids, a digest of the delivered
+    # rows' index entries, and those entries themselves (written to trace_rows, not logged).
+    canaries: list[str] | None = None
+    rows_digest: str | None = None
+    trace_hashes: tuple[int, ...] = ()
     latency_us: int = 0
     remote: str | None = None
 
@@ -70,6 +75,9 @@ class CallRecord:
             "latency_us": self.latency_us,
             "remote": self.remote,
         }
+        if self.rows_digest is not None:
+            body["canaries"] = list(self.canaries or [])
+            body["rows_digest"] = self.rows_digest
         return PendingRecord(
             stream="calls",
             kind=self.kind,
@@ -79,4 +87,6 @@ class CallRecord:
             scenario_id=self.scenario_id,
             dataset_id=self.dataset_id,
             decision=self.decision,
+            # Only an answered delivery is indexed; its rows left with the answer.
+            trace_hashes=self.trace_hashes if self.decision == "allow" else (),
         )

@@ -30,6 +30,7 @@ from gateway.errors import (
 )
 from gateway.ledger.records import CallRecord
 from gateway.products.models import ProductDefinition, ProductStatus
+from gateway.supervision.measures import MeasureKind, active_measure
 
 __all__ = ["DeliveryService"]
 
@@ -71,6 +72,9 @@ class DeliveryService:
                     )
                 )
             ).first()
+            # Read with the product, on the same connection: delisted by a supervision
+            # measure (CS23 art. 26) until the measure is lifted.
+            measure = await active_measure(conn, MeasureKind.PRODUCT, product_id)
         if row is None:
             raise NotFoundError(f"product {product_id} does not exist")
         definition = ProductDefinition.from_dict(row.definition)
@@ -80,6 +84,8 @@ class DeliveryService:
                 f"product {product_id} is {row.status}: it is not delivered",
                 product=product_id,
             )
+        if measure is not None:
+            raise measure.refusal()
         if definition.endpoint is None:
             raise NotFoundError(f"product {product_id} is delivered as a {definition.delivery}")
         trade_id = await self._take_unit(product_id, claims.subject)

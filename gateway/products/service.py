@@ -36,6 +36,7 @@ from gateway.products.models import (
     parse_money,
 )
 from gateway.products.revenue import SettledTrade, Statement, owner_budget, statements
+from gateway.supervision.measures import MeasureKind, active_measure
 from gateway.workflows.onboarding import check_reasons
 
 __all__ = ["ProductService", "trade_of"]
@@ -337,6 +338,10 @@ class ProductService:
                 raise Unchanged(known)  # the exchange retried: nothing to record again
             product = await self._load(conn, product_id)
             product.require(ProductStatus.LISTED, action="trade")
+            # Delisted by a supervision measure (CS23 art. 26): no trade until it is lifted.
+            measure = await active_measure(conn, MeasureKind.PRODUCT, product_id)
+            if measure is not None:
+                raise measure.refusal()
             await conn.execute(
                 insert(TradeRow).values(
                     exchange_trade_id=trade_id,

@@ -1,0 +1,221 @@
+"""The monitor: evaluates the misuse rules over the calls stream, batch by batch.
+
+Progress is a cursor in ``monitor_cursors`` (the next ``calls`` position to evaluate). A
+batch's alerts commit in the same transaction that moves the cursor from its old position
+(compare-and-set), so when two gateway processes run the monitor, each batch is evaluated
+once: the slower process finds the cursor moved and its transaction changes nothing. Rules
+read their windows from the log itself (:mod:`gateway.monitoring.calls`), so a restarted
+monitor resumes at the cursor and raises nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.clock import Clock
+from gateway.db.schema import MonitorCursorRow
+from gateway.errors import DsgwError
+from gateway.governance.policy import PolicyStore
+from gateway.monitoring.calls import CallWindows, read_batch
+from gateway.monitoring.models import AlertChange, Detection
+from gateway.monitoring.rules import DEFAULT_RULES, Rule, RuleContext, Thresholds
+from gateway.monitoring.store import AlertStore
+from gateway.monitoring.webhook import WebhookSender
+from gateway.workdays import UncoveredYearError, WorkingCalendar
+
+__all__ = ["BatchResult", "Monitor", "MonitorRun"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    start: int
+    end: int
+    changes: tuple[AlertChange, ...]
+    # False when another process evaluated this batch first (nothing was written here).
+    committed: bool = True
+
+
+@dataclass(slots=True)
+class MonitorRun:
+    """What one run over the backlog did."""
+
+    start: int
+    position: int
+    batches: int = 0
+    changes: list[AlertChange] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        return self.position - self.start
+
+
+class Monitor:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        alerts: AlertStore,
+        policy: PolicyStore,
+        clock: Clock,
+        *,
+        thresholds: Thresholds | None = None,
+        calendar: WorkingCalendar | None = None,
+        rules: Sequence[Rule] = DEFAULT_RULES,
+        name: str = "alerts",
+        batch_size: int = 5000,
+        webhook: WebhookSender | None = None,
+    ) -> None:
+        self._engine = engine
+        self.alerts = alerts
+        self._policy = policy
+        self._clock = clock
+        self.thresholds = thresholds or Thresholds()
+        self._calendar = calendar
+        self._rules = tuple(rules)
+        self.name = name
+        self._batch_size = batch_size
+        self.webhook = webhook
+        self._task: asyncio.Task[None] | None = None
+        self._warned_years: set[int] = set()
+
+    def is_working_day(self, day: dt.date) -> bool:
+        """The State Council calendar; Monday to Friday for a year it does not cover (and
+        a warning), so a missing schedule degrades the out-of-hours rule, not the monitor."""
+        if self._calendar is not None:
+            try:
+                return self._calendar.is_working_day(day)
+            except UncoveredYearError:
+                if day.year not in self._warned_years:
+                    self._warned_years.add(day.year)
+                    log.warning(
+                        "monitor: no working-day schedule for %d; out-of-hours treats Monday "
+                        "to Friday as working days (docs/workdays.md)",
+                        day.year,
+                    )
+        return day.weekday() < 5
+
+    async def position(self) -> int:
+        """The next ``calls`` position to evaluate (0 for a new cursor)."""
+        async with self._engine.connect() as conn:
+            value = await conn.scalar(
+                select(MonitorCursorRow.position).where(MonitorCursorRow.name == self.name)
+            )
+        if value is not None:
+            return int(value)
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(MonitorCursorRow).values(
+                        name=self.name, position=0, updated_at=self._clock.now()
+                    )
+                )
+        except IntegrityError:
+            return await self.position()  # another process created it first
+        return 0
+
+    async def evaluate(self, start: int) -> tuple[int, list[Detection]]:
+        """The detections of the batch starting at ``start`` and where it ends; evaluates
+        without writing anything."""
+        batch = await read_batch(self._engine, start, self._batch_size)
+        if not batch:
+            return start, []
+        end = batch[-1].seq + 1
+        merchants = {e.merchant_id for e in batch if e.kind == "data" and e.merchant_id}
+        earliest = min((e.at for e in batch), default=self._clock.now())
+        reach = max(self.thresholds.volume_window, self.thresholds.pattern_window)
+        context = RuleContext(
+            batch=batch,
+            windows=CallWindows(self._engine, end, (merchants, earliest - reach)),
+            snapshot=await self._policy.current(),
+            is_working_day=self.is_working_day,
+            thresholds=self.thresholds,
+        )
+        detections: list[Detection] = []
+        for rule in self._rules:
+            detections.extend(await rule.evaluate(context))
+        return end, detections
+
+    async def step(self) -> BatchResult | None:
+        """Evaluate the next batch and commit its alerts with the cursor; None when there
+        is nothing new."""
+        start = await self.position()
+        end, detections = await self.evaluate(start)
+        if end == start:
+            return None
+
+        async def commit(conn: AsyncConnection, now: dt.datetime) -> list[AlertChange] | None:
+            moved = await conn.execute(
+                update(MonitorCursorRow)
+                .where(MonitorCursorRow.name == self.name, MonitorCursorRow.position == start)
+                .values(position=end, updated_at=now)
+            )
+            if moved.rowcount != 1:
+                return None
+            return [await self.alerts.record(conn, now, d) for d in detections]
+
+        changes = await self.alerts.transaction(commit)
+        if changes is None:
+            return BatchResult(start, end, (), committed=False)
+        for change in changes:
+            if change.event != "repeated":
+                alert = change.alert
+                log.warning(
+                    "alert %d %s [%s] %s", alert.id, change.event, alert.severity, alert.title
+                )
+        if changes and self.webhook is not None:
+            self.webhook.wake()
+        return BatchResult(start, end, tuple(changes))
+
+    async def run_once(self, *, max_batches: int | None = None) -> MonitorRun:
+        """Evaluate the backlog up to the stream's head (or ``max_batches`` batches)."""
+        start = await self.position()
+        run = MonitorRun(start=start, position=start)
+        while max_batches is None or run.batches < max_batches:
+            result = await self.step()
+            if result is None:
+                break
+            run.batches += 1
+            run.position = result.end
+            run.changes.extend(result.changes)
+        return run
+
+    def start(self, interval: float) -> None:
+        """Run in the background every ``interval`` seconds (``dsgw serve``)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run_forever(interval), name="dsgw-monitor")
+        if self.webhook is not None:
+            self.webhook.start()
+
+    async def _run_forever(self, interval: float) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except (DsgwError, SQLAlchemyError, OSError) as exc:
+                # A store hiccup: the cursor did not move, the next round evaluates again.
+                log.warning("monitor: evaluation failed, will retry: %s", exc)
+            except Exception:  # a bug must not silently end monitoring: log it loudly, retry
+                log.exception("monitor: evaluation failed unexpectedly, will retry")
+            await asyncio.sleep(interval)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.webhook is not None:
+            await self.webhook.close()

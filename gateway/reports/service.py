@@ -1,0 +1,119 @@
+"""Making a report from a running :class:`~gateway.runtime.Gateway`: the one entry point
+the CLI and the HTTP API share, so both make the same report from the same facts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from gateway.chain.audit import chain_reader
+from gateway.chain.backends import ChainBackend
+from gateway.chain.errors import ChainUnavailableError
+from gateway.errors import ValidationError
+from gateway.reports.header import ReportHeader, load_names, read_heads, sign_heads
+from gateway.reports.operations import OperationsReport, gather_operations
+from gateway.reports.periods import Period
+from gateway.reports.security import AuditProgress, ChainAccess, SecurityReport, gather_security
+from gateway.runtime import Gateway
+from gateway.settings import Settings
+from gateway.workdays.calendar import default_calendar
+from keys.keystore import KeyPurpose
+
+__all__ = [
+    "chain_for_command_line",
+    "chain_for_server",
+    "operations_report",
+    "security_report",
+]
+
+
+def chain_for_command_line(settings: Settings, *, skip: bool) -> ChainAccess:
+    """The chain as ``dsgw audit --chain`` reaches it: the configured node (attaching to
+    the anvil node a running gateway started), unless skipped or not configured."""
+    if skip:
+        return ChainAccess(None, "skipped on request (--no-chain)", backend=settings.chain)
+    if settings.chain == "none":
+        return ChainAccess(None, "no chain is configured (chain = none)", backend="none")
+    return ChainAccess(
+        lambda: chain_reader(
+            settings.chain,
+            state_dir=settings.data_dir / "chain",
+            rpc_url=settings.chain_rpc_url,
+        ),
+        contract=settings.chain_contract,
+        backend=settings.chain,
+    )
+
+
+def chain_for_server(gateway: Gateway) -> ChainAccess:
+    """The chain connection this gateway process already holds for anchoring, if any."""
+    anchoring = gateway.anchoring
+    if anchoring is None:
+        return ChainAccess(None, "no chain is configured (chain = none)", backend="none")
+
+    @contextlib.asynccontextmanager
+    async def borrowed() -> AsyncIterator[ChainBackend]:
+        if not anchoring.ready.is_set():
+            raise ChainUnavailableError(
+                f"chain: the gateway is not connected to {anchoring.backend.node} yet (see /readyz)"
+            )
+        yield anchoring.backend  # owned by the anchoring service: not closed here
+
+    return ChainAccess(
+        borrowed, contract=gateway.settings.chain_contract, backend=gateway.settings.chain
+    )
+
+
+async def _header(gateway: Gateway, period: Period, generated_by: str) -> ReportHeader:
+    now = gateway.clock.now()
+    if period.start > now:
+        raise ValidationError(f"period {period.label} has not begun yet")
+    await sign_heads(gateway.checkpointer)
+    return ReportHeader(
+        deployment=gateway.settings.deployment,
+        period=period,
+        generated_at=now,
+        generated_by=generated_by,
+        heads=await read_heads(gateway.engine),
+    )
+
+
+async def security_report(
+    gateway: Gateway,
+    quarter: Period,
+    *,
+    generated_by: str,
+    chain: ChainAccess,
+    progress: AuditProgress | None = None,
+) -> SecurityReport:
+    """The quarterly security report. Signs a checkpoint of every stream that grew (the
+    report's heads), then audits every stream; slow on a large log (the audit reads it
+    all). Raises :class:`ValidationError` for a quarter that has not begun."""
+    header = await _header(gateway, quarter, generated_by)
+    keystore = gateway.keystore
+    key = keystore.public_key(keystore.active(KeyPurpose.CHECKPOINT).kid)
+    return await gather_security(
+        gateway.engine,
+        header,
+        await load_names(gateway.engine),
+        algorithm=gateway.settings.hash_algorithm,
+        checkpoint_key=(gateway.settings.deployment, key),
+        chain=chain,
+        now=gateway.clock.now,
+        progress=progress,
+    )
+
+
+async def operations_report(
+    gateway: Gateway, period: Period, *, generated_by: str
+) -> OperationsReport:
+    """The operations report of ``period``. Raises :class:`ValidationError` for a period
+    that has not begun."""
+    header = await _header(gateway, period, generated_by)
+    return await gather_operations(
+        gateway.engine,
+        header,
+        await load_names(gateway.engine),
+        calendar=default_calendar(*gateway.settings.workday_calendars),
+        revenue=gateway.products.revenue,
+    )

@@ -1,0 +1,154 @@
+"""Applying the three tracing layers to one query answer, as it is built.
+
+The data plane fetches a page of source rows and hands them here with how to render one
+(masking and JSON forms are the data plane's business). This module adds canary rows, embeds
+the recipient's marks, keeps the page within its limit, and computes what the call record
+and the ``trace_rows`` index must hold. Pure and deterministic: the same recipient asking
+the same page twice gets byte-identical rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.base import Condition, Row
+from gateway.catalog.models import Dataset
+from gateway.tracing.canaries import canary_row, selects
+from gateway.tracing.index import cell_text, identity_hash, row_hash, rows_digest
+from gateway.tracing.marks import (
+    Carrier,
+    MaskCarrier,
+    carriers,
+    embed,
+    mark_bits,
+    mark_id,
+    recipient_key,
+)
+from gateway.tracing.normalize import normalize
+
+__all__ = ["DEFAULT_CANARY_RATE", "DeliveryTracing", "TracedPage"]
+
+DEFAULT_CANARY_RATE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TracedPage:
+    """A query answer's rows with their tracing evidence.
+
+    ``real_rows`` counts the source rows among ``rows`` (paging advances by it);
+    ``trace_hashes`` are the ``trace_rows`` entries, ``rows_digest`` commits to them in the
+    call record; ``canaries`` are the canary ids delivered; ``mark_id`` is set when the
+    answer carries the recipient's marks."""
+
+    rows: list[dict[str, Any]]
+    real_rows: int
+    trace_hashes: tuple[int, ...]
+    rows_digest: str
+    canaries: list[str]
+    mark_id: str | None
+
+
+class DeliveryTracing:
+    """The delivery side of leak tracing, keyed by sub-keys of the keystore's MARK key."""
+
+    def __init__(
+        self, *, trace_key: bytes, mark_key: bytes, canary_rate: int = DEFAULT_CANARY_RATE
+    ) -> None:
+        self._trace_key = trace_key
+        self._mark_key = mark_key
+        self._canary_rate = canary_rate
+
+    def page(
+        self,
+        dataset: Dataset,
+        merchant_id: str,
+        fields: Sequence[str],
+        rows: Sequence[Row],
+        *,
+        render: Callable[[Row], dict[str, Any]],
+        masked: Collection[str],
+        conditions: Sequence[Condition],
+        limit: int,
+    ) -> TracedPage:
+        """Build the answer's rows from the fetched ``rows`` (at most ``limit``).
+
+        ``masked`` are the fields delivered masked. A canary is added only when the
+        answer shows an identifying field in clear (else it could never be recognised) and
+        no filter touches an identifying field (a fake identity could contradict it)."""
+        identifying = dataset.identifying_fields
+        clear_ids = [f for f in identifying if f in fields and f not in masked]
+        anchor_field = clear_ids[0] if clear_ids else None
+        marked = {
+            name: carrier
+            for name, carrier in carriers(dataset).items()
+            if name in fields and (name in masked) == isinstance(carrier, MaskCarrier)
+        }
+        recipient = recipient_key(self._mark_key, dataset.id, merchant_id)
+        with_canaries = (
+            dataset.canaries
+            and anchor_field is not None
+            and not any(c.field in identifying for c in conditions)
+        )
+        out: list[tuple[dict[str, Any], int | None]] = []
+        for source in rows:
+            rendered = render(source)
+            anchor = _anchor(rendered, anchor_field)
+            out.append((self._mark(rendered, anchor, marked, recipient), None))
+            if not with_canaries or anchor is None:
+                continue
+            if not selects(recipient, anchor, self._canary_rate):
+                continue
+            fake = canary_row(recipient, anchor, source, identifying)
+            if fake is None:
+                continue
+            rendered = render(fake)
+            fake_anchor = _anchor(rendered, anchor_field)
+            if fake_anchor is None or fake_anchor == anchor:
+                continue
+            canary_id = identity_hash(self._trace_key, dataset.id, str(anchor_field), fake_anchor)
+            out.append((self._mark(rendered, fake_anchor, marked, recipient), canary_id))
+        page = out[:limit]
+        hashes: set[int] = set()
+        for row, _canary in page:
+            hashes.update(self._hashes(dataset, row, clear_ids))
+        return TracedPage(
+            rows=[row for row, _canary in page],
+            real_rows=sum(1 for _row, canary in page if canary is None),
+            trace_hashes=tuple(sorted(hashes)),
+            rows_digest=rows_digest(hashes),
+            canaries=[f"{c:016x}" for _row, c in page if c is not None],
+            mark_id=mark_id(self._mark_key, merchant_id) if marked and anchor_field else None,
+        )
+
+    @staticmethod
+    def _mark(
+        row: dict[str, Any],
+        anchor: str | None,
+        marked: dict[str, Carrier],
+        recipient: bytes,
+    ) -> dict[str, Any]:
+        if anchor is None:
+            return row
+        for name, carrier in marked.items():
+            bit, up = mark_bits(recipient, anchor, name)
+            row[name] = embed(carrier, row[name], bit, up)
+        return row
+
+    def _hashes(self, dataset: Dataset, row: dict[str, Any], clear_ids: list[str]) -> list[int]:
+        cells = {name: cell_text(value) for name, value in row.items()}
+        out = [row_hash(self._trace_key, dataset.id, cells)]
+        for name in clear_ids:
+            text = normalize(cells[name])
+            if text:
+                out.append(identity_hash(self._trace_key, dataset.id, name, text))
+        return out
+
+
+def _anchor(row: dict[str, Any], field: str | None) -> str | None:
+    """The normalised first identifying value in clear: what keys a row's marks."""
+    if field is None:
+        return None
+    text = normalize(cell_text(row.get(field)))
+    return text or None
