@@ -257,8 +257,7 @@ def load_settings(
         raise ConfigError("settings: chain_confirmations must be at least 1")
     if settings.trace_upload_max_bytes < 1024 or settings.trace_max_rows < 1:
         raise ConfigError(
-            "settings: trace_upload_max_bytes must be at least 1024 and trace_max_rows "
-            "at least 1"
+            "settings: trace_upload_max_bytes must be at least 1024 and trace_max_rows at least 1"
         )
     if settings.trace_canary_rate < 0:
         raise ConfigError("settings: trace_canary_rate must be 0 (no canaries) or more")

@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+import hypothesis
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -77,7 +78,7 @@ KEY = b"k" * 32
 # -- normalisation ----------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@hypothesis.settings(max_examples=300, deadline=None)
 @given(st.text())
 def test_normalize_is_idempotent(value: str) -> None:
     once = normalize(value)
@@ -85,7 +86,7 @@ def test_normalize_is_idempotent(value: str) -> None:
     assert once in normalize_variants(value)
 
 
-@settings(max_examples=200, deadline=None)
+@hypothesis.settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"])), st.data())
 def test_normalize_ignores_spacing_and_case(value: str, data: st.DataObject) -> None:
     spaced = "".join(
@@ -94,7 +95,7 @@ def test_normalize_ignores_spacing_and_case(value: str, data: st.DataObject) -> 
     assert normalize(f"  {spaced} ") == normalize(value.upper())
 
 
-@settings(max_examples=300, deadline=None)
+@hypothesis.settings(max_examples=300, deadline=None)
 @given(
     st.decimals(min_value=-(10**12), max_value=10**12, places=2, allow_nan=False),
 )
@@ -107,7 +108,7 @@ def test_normalize_number_formats(value: Decimal) -> None:
     assert normalize(f" {grouped} ") == normalize(plain)
 
 
-@settings(max_examples=300, deadline=None)
+@hypothesis.settings(max_examples=300, deadline=None)
 @given(st.integers(min_value=10**15, max_value=10**18 - 1))
 def test_long_numbers_survive_a_spreadsheet(number: int) -> None:
     """Excel keeps 15 significant digits: rounded (a double shown with 15 digits) or cut
