@@ -82,6 +82,9 @@ class Settings:
     monitor_enabled: bool = True
     monitor_interval_seconds: int = 5
     monitor_batch_size: int = 5000
+    # The most call records one rule window reads (newest first); bounds the monitor's work
+    # per batch however busy a merchant is (docs/alerts.md).
+    monitor_window_max_calls: int = 20000
     # volume-spike: allowed data calls in a window against the same window on previous days.
     alert_volume_window_minutes: int = 60
     alert_volume_baseline_days: int = 7

@@ -7,6 +7,7 @@ log directly (the same records the server writes), and time moves with the fixed
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
@@ -167,6 +168,24 @@ async def test_volume_steady_merchant_and_new_merchant_do_not_fire(world: World)
         assert await verify(world, token, code) == 200
     assert fired([c.alert for c in (await monitor(world).run_once()).changes], "volume-spike") == []
     assert fired(await alerts(world), "volume-spike") == []
+
+
+async def test_a_window_cut_at_its_bound_still_fires(world: World) -> None:
+    """With window reads bounded far below the calls in the window, the volume rule counts
+    in SQL and the scraping rule's lower bound still passes its threshold."""
+    now = world.clock.now()
+    for day in range(1, 8):
+        await append_calls(world, now - dt.timedelta(days=day, minutes=30), 5)
+    token = await world.token()
+    for code in codes(25):
+        assert await verify(world, token, code) == 200
+    bounded = monitor(world)
+    bounded.thresholds = dataclasses.replace(SMALL, window_max_calls=14)
+    found = [c.alert for c in (await bounded.run_once()).changes]
+    [spike] = fired(found, "volume-spike")
+    assert spike.evidence["figures"]["count"] == 25
+    [scraping] = fired(found, "scraping")
+    assert scraping.evidence["figures"]["count"] >= SMALL.scraping_distinct_subjects
 
 
 # -- enumeration ------------------------------------------------------------------------------

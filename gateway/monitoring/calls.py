@@ -3,6 +3,13 @@
 Every read is bounded by the batch's end (``seq < end``), so a window holds exactly what was
 in the log when the batch was cut, whenever (and however often) it is evaluated: a restarted
 monitor or a second process reaches the same result.
+
+Every read is also bounded in size: a window keeps the newest ``max_calls`` records per
+query (per merchant when one merchant's calls would crowd out the others). The pattern
+rules compare counts with thresholds far below that bound, so a truncated window is a lower
+bound that still fires; the volume rule, whose threshold scales with the merchant's own
+baseline, counts in SQL when its window was truncated. Without the bound a busy merchant
+would make every batch re-read and re-parse an hour of its calls.
 """
 
 from __future__ import annotations
@@ -104,9 +111,12 @@ class CallWindows:
         engine: AsyncEngine,
         end: int,
         data_scope: tuple[Collection[str], dt.datetime] | None = None,
+        *,
+        max_calls: int = 20_000,
     ) -> None:
         self._engine = engine
         self.end = end
+        self.max_calls = max_calls
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._scope = (frozenset(data_scope[0]), data_scope[1]) if data_scope else None
 
@@ -115,9 +125,10 @@ class CallWindows:
 
     async def _events(self, key: tuple[Any, ...], query: Any) -> list[CallEvent]:
         if key not in self._cache:
+            newest = query.order_by(LogEntryRow.seq.desc()).limit(self.max_calls)
             async with self._engine.connect() as conn:
-                rows = (await conn.execute(query.order_by(LogEntryRow.seq))).all()
-            self._cache[key] = [CallEvent.from_row(row) for row in rows]
+                rows = (await conn.execute(newest)).all()
+            self._cache[key] = [CallEvent.from_row(row) for row in reversed(rows)]
         found: list[CallEvent] = self._cache[key]
         return found
 
@@ -136,7 +147,16 @@ class CallWindows:
         if self._scope is not None and wanted <= self._scope[0] and since >= self._scope[1]:
             names, start = tuple(sorted(self._scope[0])), self._scope[1]
             everything = await self._events(("data", names, start), self._data_query(names, start))
-            return [e for e in everything if e.merchant_id in wanted and e.at >= since]
+            if len(everything) < self.max_calls or len(names) == 1:
+                return [e for e in everything if e.merchant_id in wanted and e.at >= since]
+            # Truncated: one merchant may have crowded out the others; read each apart.
+            found: list[CallEvent] = []
+            for name in sorted(wanted):
+                found.extend(
+                    await self._events(("data", (name,), start), self._data_query((name,), start))
+                )
+            found.sort(key=lambda e: e.seq)
+            return [e for e in found if e.at >= since]
         names = tuple(sorted(wanted))
         return await self._events(("data", names, since), self._data_query(names, since))
 

@@ -135,7 +135,12 @@ class Monitor:
         reach = max(self.thresholds.volume_window, self.thresholds.pattern_window)
         context = RuleContext(
             batch=batch,
-            windows=CallWindows(self._engine, end, (merchants, earliest - reach)),
+            windows=CallWindows(
+                self._engine,
+                end,
+                (merchants, earliest - reach),
+                max_calls=self.thresholds.window_max_calls,
+            ),
             snapshot=await self._policy.current(),
             is_working_day=self.is_working_day,
             thresholds=self.thresholds,

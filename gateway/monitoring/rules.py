@@ -77,6 +77,8 @@ class Thresholds:
     out_of_hours_min_calls: int = 1
     # How many call record ids one alert keeps as evidence.
     evidence_records: int = 50
+    # The most call records one window read loads (see gateway.monitoring.calls).
+    window_max_calls: int = 20_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Thresholds:
@@ -97,6 +99,7 @@ class Thresholds:
             invalid_token_window=settings.alert_invalid_token_window_minutes * minutes,
             invalid_token_threshold=settings.alert_invalid_token_threshold,
             out_of_hours_min_calls=settings.alert_out_of_hours_min_calls,
+            window_max_calls=settings.monitor_window_max_calls,
         )
 
 
@@ -312,6 +315,12 @@ class VolumeSpike:
                 e for e in window_calls if e.merchant_id == merchant_id and e.decision == "allow"
             ]
             peak = _peak_count(allowed, merchant_points, t.volume_window)
+            if peak is not None and len(allowed) >= ctx.windows.max_calls:
+                # The window read was cut at its bound: count the peak window in SQL.
+                exact = await ctx.windows.count_allowed_data(
+                    merchant_id, peak.at - t.volume_window, peak.at
+                )
+                peak = _Peak(max(exact, peak.count), peak.at, peak.members)
             if peak is None or peak.count < t.volume_min_calls:
                 continue
             detection = await self._against_baseline(ctx, merchant_id, peak)

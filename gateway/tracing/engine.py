@@ -74,6 +74,9 @@ NOT_INDICATED_RATE: Final = 0.75
 # A mark column whose minority bit is rarer than this reads as erased.
 ERASED_SHARE: Final = 0.1
 HASH_SPACE: Final = 2.0**63
+# The smallest false-attribution probability reported: a float underflows to 0.0 past
+# about a thousand matching mark cells, and 0.0 would read as certainty.
+FAP_FLOOR: Final = 1e-300
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,6 +613,7 @@ class LeakTracer:
             fap = min(fap, max(canary_checks, 1) / HASH_SPACE)
         if marks is not None:
             fap = min(fap, marks.p_value * hypotheses)
+        fap = max(fap, FAP_FLOOR)
         verdict: Verdict = "possible"
         if fap <= self._threshold:
             verdict = "named"
