@@ -17,8 +17,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.authorization.quotas import QuotaTracker
+from gateway.authorization.quotas import CallAllowance, QuotaTracker
 from gateway.authorization.secrets import SecretHasher
+from gateway.authorization.shared_quotas import RedisQuotaTracker
 from gateway.authorization.tokens import TokenService
 from gateway.chain.contract import stream_id
 from gateway.chain.models import AnchorPolicy
@@ -140,6 +141,8 @@ class Gateway:
     tracer: LeakTracer
     measures: MeasureService
     anchoring: Anchoring | None = None
+    # The Redis-backed quota store when ``redis_url`` is set (closed with the gateway).
+    shared_quotas: RedisQuotaTracker | None = None
 
     @classmethod
     async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Gateway:
@@ -188,12 +191,23 @@ class Gateway:
                 )
             return int(value or 0)
 
+        quotas: CallAllowance = QuotaTracker(count_calls)
+        shared_quotas = None
+        if settings.redis_url:
+            from redis.asyncio import Redis
+
+            shared_quotas = RedisQuotaTracker(
+                Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+                count_calls,
+                prefix=f"dsgw:{settings.deployment}:",
+            )
+            quotas = shared_quotas
         mark_secret = keystore.secret(keystore.active(KeyPurpose.MARK).kid)
         trace_key = derive_key(mark_secret, "dsgw trace row hashes v1")
         mark_key = derive_key(mark_secret, "dsgw recipient marks v1")
         dataplane = DataPlane(
             connectors,
-            QuotaTracker(count_calls),
+            quotas,
             clock,
             min_subjects=settings.aggregate_min_subjects,
             param_key=derive_key(mark_secret, "dsgw call-record parameter digests v1"),
@@ -272,6 +286,7 @@ class Gateway:
             ),
         )
         return cls(
+            shared_quotas=shared_quotas,
             anchoring=anchoring,
             checkpointer=checkpointer,
             settings=settings,
@@ -354,5 +369,7 @@ class Gateway:
                 log.warning("final checkpoint of %s failed: %s", stream, exc)
         await self.connectors.close()
         await self.deliveries.close()
+        if self.shared_quotas is not None:
+            await self.shared_quotas.close()
         self.epoch.close()
         await self.engine.dispose()

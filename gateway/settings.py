@@ -30,6 +30,9 @@ class Settings:
     data_dir: Path = Path("dsgw-data")
     # SQLAlchemy URL of the gateway's own store; empty means SQLite in the data directory.
     database_url: str = ""
+    # Redis shared by every gateway process for quotas and rate limits (redis://host:6379/0);
+    # empty: each process keeps its own, which is exact only for a single process.
+    redis_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
     # The deployment's name: token issuer/audience and the ledger's checkpoint origin use it.

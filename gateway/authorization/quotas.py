@@ -6,7 +6,8 @@ Daily quota: allowed calls per calendar day in China Standard Time (UTC+8, no DS
 counter starts from the call log on first use each day, so a restart does not reset it.
 
 This store is exact within one process. A deployment with several gateway processes shares
-the counters through Redis (see the production-shape documentation).
+the counters through Redis instead (:mod:`gateway.authorization.shared_quotas`, setting
+``redis_url``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import datetime as dt
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.errors import QuotaExceededError, RateLimitedError
 from gateway.governance.models import Quotas
 
-__all__ = ["CST", "KeyedRateLimiter", "QuotaTracker", "day_bounds"]
+__all__ = ["CST", "CallAllowance", "KeyedRateLimiter", "QuotaTracker", "day_bounds"]
 
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
@@ -39,6 +41,14 @@ class _Bucket:
 
 # Counts allowed data calls of (merchant, scenario) in [start, end) from the log.
 CountCalls = Callable[[str, str, dt.datetime, dt.datetime], Awaitable[int]]
+
+
+class CallAllowance(Protocol):
+    """What the data plane needs of a quota store, in-process or shared."""
+
+    async def consume(
+        self, merchant_id: str, scenario_id: str, quotas: Quotas, now: dt.datetime
+    ) -> None: ...
 
 
 class QuotaTracker:

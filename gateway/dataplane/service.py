@@ -16,7 +16,7 @@ from typing import Any
 from connectors.base import AggregateQuery, Condition, Connector, RowQuery, Value
 from connectors.csv_file import CsvConnector
 from connectors.sql import SqlConnector
-from gateway.authorization.quotas import QuotaTracker
+from gateway.authorization.quotas import CallAllowance
 from gateway.authorization.tokens import AccessClaims
 from gateway.catalog.models import Dataset
 from gateway.clock import Clock
@@ -107,7 +107,7 @@ class DataPlane:
     def __init__(
         self,
         connectors: ConnectorRegistry,
-        quotas: QuotaTracker,
+        quotas: CallAllowance,
         clock: Clock,
         *,
         min_subjects: int,
