@@ -56,7 +56,6 @@ from gateway.api.problems import json_bytes  # noqa: E402
 from gateway.cli.demo import (  # noqa: E402
     REGISTRY,
     VEHICLES,
-    demo_credit_code,
     demo_datasets,
     demo_scenario,
 )
@@ -71,6 +70,7 @@ from gateway.tracing.files import read_leaked_file  # noqa: E402
 from gateway.tracing.index import identity_hash  # noqa: E402
 from gateway.tracing.normalize import normalize  # noqa: E402
 from keys.keystore import KeyPurpose  # noqa: E402
+from tests.enrolment import enrol_merchant  # noqa: E402
 from tests.leaks import (  # noqa: E402
     CHINESE_TITLES,
     Sheet,
@@ -213,18 +213,7 @@ async def build_store(args: argparse.Namespace, tmp: Path, database_url: str, st
     claims = []
     for i in range(args.merchants):
         merchant = f"m{i:03d}"
-        await gov.register_merchant(
-            LOCAL_ADMIN, merchant, f"基准商户{i}", demo_credit_code(merchant)
-        )
-        await gov.grant_agreement(
-            LOCAL_ADMIN,
-            merchant_id=merchant,
-            scenario_id=SCENARIO,
-            starts_at=now - dt.timedelta(hours=1),
-            ends_at=now + dt.timedelta(days=300),
-            shares=("40", "35", "25"),
-        )
-        issued = await gov.issue_client(LOCAL_ADMIN, merchant_id=merchant)
+        issued = await enrol_merchant(gov, merchant, f"基准商户{i}", SCENARIO, now, days=300)
         claims.append((await gateway.tokens.issue(issued.client, f"scenario:{SCENARIO}")).claims)
     setup_seconds = time.perf_counter() - started
 

@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from connectors import synthetic
 from gateway.api.app import create_app
 from gateway.authorization.roles import Role
-from gateway.cli.demo import demo_credit_code, demo_datasets, demo_scenario
+from gateway.cli.demo import demo_datasets, demo_scenario
 from gateway.cli.main import cli
 from gateway.clock import FixedClock
 from gateway.governance.models import ScenarioStatus
@@ -48,6 +48,7 @@ from tests.conftest import (
     _drop_pg_database,
     build_world,
 )
+from tests.enrolment import enrol_merchant
 from tests.leaks import (
     CHINESE_TITLES,
     Sheet,
@@ -171,18 +172,9 @@ async def _setup(world: World) -> dict[str, tuple[str, str]]:
     await gov.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
     creds = {}
     for merchant in DISTRICTS:
-        await gov.register_merchant(
-            LOCAL_ADMIN, merchant, f"测试商户 {merchant}", demo_credit_code(merchant)
+        issued = await enrol_merchant(
+            gov, merchant, f"测试商户 {merchant}", SCENARIO, now, days=300
         )
-        await gov.grant_agreement(
-            LOCAL_ADMIN,
-            merchant_id=merchant,
-            scenario_id=SCENARIO,
-            starts_at=now - dt.timedelta(hours=1),
-            ends_at=now + dt.timedelta(days=300),
-            shares=("40", "35", "25"),
-        )
-        issued = await gov.issue_client(LOCAL_ADMIN, merchant_id=merchant)
         assert issued.secret
         creds[merchant] = (issued.client.client_id, issued.secret)
     return creds

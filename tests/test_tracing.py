@@ -58,6 +58,7 @@ from gateway.tracing.models import LeakedTable, TraceReport
 from gateway.tracing.normalize import normalize, normalize_variants
 from keys.keystore import KeyPurpose
 from tests.conftest import ROWS, World, build_world
+from tests.enrolment import enrol_merchant
 
 SCENARIO = "leak-watch"
 MERCHANTS = ("m-alpha", "m-beta", "m-gamma")
@@ -436,18 +437,9 @@ async def traced(settings: Settings, clock: FixedClock) -> AsyncIterator[Traced]
     await gov.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
     merchant_creds: dict[str, tuple[str, str]] = {}
     for merchant in MERCHANTS:
-        await gov.register_merchant(
-            LOCAL_ADMIN, merchant, f"{merchant} 有限公司", demo_credit_code(merchant)
+        issued = await enrol_merchant(
+            gov, merchant, f"{merchant} 有限公司", SCENARIO, now, days=365
         )
-        await gov.grant_agreement(
-            LOCAL_ADMIN,
-            merchant_id=merchant,
-            scenario_id=SCENARIO,
-            starts_at=now - dt.timedelta(hours=1),
-            ends_at=now + dt.timedelta(days=365),
-            shares=("40", "35", "25"),
-        )
-        issued = await gov.issue_client(LOCAL_ADMIN, merchant_id=merchant)
         assert issued.secret
         merchant_creds[merchant] = (issued.client.client_id, issued.secret)
     server = TestServer(create_app(gateway), host="127.0.0.1")
