@@ -141,3 +141,71 @@ async def test_append_fails_closed_when_store_is_gone(settings: Settings) -> Non
         await engine.dispose()
     with pytest.raises(LogUnavailableError):
         await writer.append(_record(1))
+
+
+_APPENDER = """
+import asyncio, datetime as dt, json, sys
+from gateway.db import create_engine
+from gateway.ledger.log import LogWriter, PendingRecord, append_in_transaction
+
+async def main(url, tag, count):
+    engine = create_engine(url)
+    writer = LogWriter(engine, batch_max=8)
+    await writer.start()
+    now = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
+    async def governance(i):
+        # A state change and its record in one transaction, as GovernanceService does.
+        async with engine.begin() as conn:
+            await append_in_transaction(
+                conn, PendingRecord("governance", "test", now, {"w": tag, "i": i}), "sha256"
+            )
+    calls = [writer.append(PendingRecord("calls", "data", now, {"w": tag, "i": i}))
+             for i in range(count)]
+    await asyncio.gather(*calls, *(governance(i) for i in range(count // 10)))
+    await writer.close()
+    await engine.dispose()
+    print(json.dumps({"conflicts": writer.conflicts}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def test_worker_processes_append_without_gap_or_double(settings: Settings) -> None:
+    """Four processes (as ``serve --workers 4``) append to the same streams at once: one
+    sequence, every record once, no batch rebuilt after a collision."""
+    import sys
+
+    url = settings.resolved_database_url
+    engine = create_engine(url)
+    await migrate(engine)
+    per_process = 150
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _APPENDER,
+            url,
+            f"w{n}",
+            str(per_process),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for n in range(4)
+    ]
+    outputs = [await proc.communicate() for proc in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err.decode()
+        assert json.loads(out)["conflicts"] == 0
+    assert await _chain_is_valid(engine, "calls") == 4 * per_process
+    assert await _chain_is_valid(engine, "governance") == 4 * (per_process // 10)
+    async with engine.connect() as conn:
+        bodies = [
+            json.loads(p)
+            for p in (
+                await conn.scalars(select(LogEntryRow.payload).where(LogEntryRow.stream == "calls"))
+            ).all()
+        ]
+    assert sorted((b["w"], b["i"]) for b in bodies) == sorted(
+        (f"w{n}", i) for n in range(4) for i in range(per_process)
+    )
+    await engine.dispose()

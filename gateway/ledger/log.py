@@ -5,9 +5,13 @@ durable commit costs an fsync. One writer task takes every record queued while t
 transaction was committing and writes them in the next transaction, so concurrent callers
 share one fsync instead of queueing for one each.
 
-Correctness across processes does not rest on this writer: the (stream, seq) primary key
-refuses a second record at the same position, and the writer then reloads the head and
-rebuilds the batch on top of it.
+Many writers, one sequence: several processes (``serve --workers``, several machines) append
+to the same streams. Each batch reads its streams' heads *under the stream's write lock*
+(SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped advisory lock per stream)
+and builds its records on them, so concurrent appenders queue instead of colliding and the
+sequence has neither gaps nor doubles. The (stream, seq) primary key stays the backstop: a
+writer that did not take the lock (an older version) is refused there, and the batch is
+rebuilt on the new head.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,6 +45,7 @@ __all__ = [
     "LogWriter",
     "PendingRecord",
     "append_in_transaction",
+    "lock_streams",
     "read_entries",
     "read_entry",
     "stream_size",
@@ -51,6 +56,9 @@ log = logging.getLogger(__name__)
 STREAMS = ("calls", "governance", "products")
 SALT_BYTES = 16
 _MAX_CONFLICT_RETRIES = 20
+# PostgreSQL advisory lock keys: (namespace, stream index). The namespace is "dsgw" in ASCII,
+# so the keys cannot collide with another application's locks on a shared server.
+_LOCK_NAMESPACE = 0x64736777
 
 
 class LogUnavailableError(DsgwError):
@@ -122,20 +130,51 @@ class _Conflict(Exception):
     """Another writer took a position of the batch (primary key conflict)."""
 
 
+Heads = dict[str, tuple[int, bytes]]
+Batch = tuple[list[dict[str, Any]], list[dict[str, int]], list[AppendedEntry]]
+
+
+async def lock_streams(conn: AsyncConnection, streams: Sequence[str]) -> None:
+    """Take the write lock of each of ``streams`` until ``conn``'s transaction ends.
+
+    On PostgreSQL a transaction-scoped advisory lock per stream, always in the order of
+    :data:`STREAMS` so two transactions never wait on each other in a cycle. On SQLite the
+    database's single write lock: a write that changes nothing takes it now, since the
+    driver's deferred transaction would otherwise read the head before holding it.
+    """
+    if conn.dialect.name == "sqlite":
+        await conn.execute(text("UPDATE log_entries SET seq = seq WHERE 0 = 1"))
+        return
+    if conn.dialect.name != "postgresql":
+        return
+    for stream in sorted(set(streams), key=STREAMS.index):
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
+            {"namespace": _LOCK_NAMESPACE, "key": STREAMS.index(stream)},
+        )
+
+
 class _EngineSink:
     """Commits a batch through SQLAlchemy; used for PostgreSQL and any other server."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def write(self, rows: list[dict[str, Any]], traces: list[dict[str, int]]) -> None:
+    async def write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
         try:
             async with self._engine.begin() as conn:
+                await lock_streams(conn, streams)
+                # Read after the lock, in a statement of its own: under READ COMMITTED each
+                # statement sees what committed before it started, so this is the true head.
+                heads = {stream: await _load_head(conn, stream) for stream in streams}
+                batch = build(heads)
+                rows, traces, _results = batch
                 await conn.execute(insert(LogEntryRow), rows)
                 if traces:
                     await conn.execute(insert(TraceRow), traces)
         except IntegrityError as exc:
             raise _Conflict from exc
+        return batch
 
     async def close(self) -> None:
         return None
@@ -147,6 +186,7 @@ _SQLITE_INSERT = (
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
 _SQLITE_TRACE_INSERT = "INSERT INTO trace_rows (hash, seq) VALUES (?, ?)"
+_SQLITE_HEAD = "SELECT seq, entry_hash FROM log_entries WHERE stream = ? ORDER BY seq DESC LIMIT 1"
 
 
 class _SqliteSink:
@@ -179,27 +219,36 @@ class _SqliteSink:
             self._conn = conn
         return self._conn
 
-    def _write(self, params: list[tuple[Any, ...]], traces: list[tuple[int, int]]) -> None:
+    def _write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
         conn = self._connection()
+        # IMMEDIATE takes the database's write lock now, before the heads are read.
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_SQLITE_INSERT, params)
+            heads: Heads = {}
+            for stream in streams:
+                row = conn.execute(_SQLITE_HEAD, (stream,)).fetchone()
+                heads[stream] = (0, GENESIS) if row is None else (row[0] + 1, bytes(row[1]))
+            batch = build(heads)
+            rows, traces, _results = batch
+            conn.executemany(
+                _SQLITE_INSERT,
+                [
+                    tuple(self._time(row[c]) if c == "recorded_at" else row[c] for c in _COLUMNS)
+                    for row in rows
+                ],
+            )
             if traces:
-                conn.executemany(_SQLITE_TRACE_INSERT, traces)
+                conn.executemany(_SQLITE_TRACE_INSERT, [(t["hash"], t["seq"]) for t in traces])
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        return batch
 
-    async def write(self, rows: list[dict[str, Any]], traces: list[dict[str, int]]) -> None:
-        params = [
-            tuple(self._time(row[c]) if c == "recorded_at" else row[c] for c in _COLUMNS)
-            for row in rows
-        ]
-        trace_params = [(t["hash"], t["seq"]) for t in traces]
+    async def write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._write, params, trace_params)
+            return await loop.run_in_executor(self._executor, self._write, streams, build)
         except sqlite3.IntegrityError as exc:
             raise _Conflict from exc
         except sqlite3.Error as exc:
@@ -225,7 +274,6 @@ class LogWriter:
         self._algorithm: HashAlgorithm = algorithm
         self._batch_max = batch_max
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._heads: dict[str, tuple[int, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
         # Told the size of every committed batch (metrics).
         self.on_batch: Callable[[int], None] | None = None
@@ -235,6 +283,8 @@ class LogWriter:
         )
         self.batches_committed = 0
         self.records_committed = 0
+        # Batches rebuilt after a primary-key conflict (should stay 0: appenders lock).
+        self.conflicts = 0
 
     async def start(self) -> None:
         if self._task is None:
@@ -309,44 +359,41 @@ class LogWriter:
                     self._queue.task_done()
 
     async def _commit(self, jobs: Sequence[_Job]) -> list[AppendedEntry]:
+        streams = sorted({job.record.stream for job in jobs}, key=STREAMS.index)
+        # One getrandom call per batch, not per record.
+        salts = os.urandom(SALT_BYTES * len(jobs))
+        algorithm = self._algorithm
+
+        def build(heads: Heads) -> Batch:
+            """The batch's rows on ``heads``, read under the streams' write locks."""
+            heads = dict(heads)
+            rows: list[dict[str, Any]] = []
+            traces: list[dict[str, int]] = []
+            results: list[AppendedEntry] = []
+            for i, job in enumerate(jobs):
+                stream = job.record.stream
+                salt = salts[i * SALT_BYTES : (i + 1) * SALT_BYTES]
+                row, appended = _build_row(algorithm, job.record, job.payload, salt, heads[stream])
+                heads[stream] = (appended.seq + 1, appended.entry_hash)
+                rows.append(row)
+                results.append(appended)
+                traces.extend(
+                    {"hash": h, "seq": appended.seq} for h in dict.fromkeys(job.record.trace_hashes)
+                )
+            return rows, traces, results
+
         for _attempt in range(_MAX_CONFLICT_RETRIES):
-            heads = dict(self._heads)
             try:
-                missing = {job.record.stream for job in jobs} - heads.keys()
-                if missing:
-                    async with self._engine.connect() as conn:
-                        for stream in missing:
-                            heads[stream] = await _load_head(conn, stream)
-                rows: list[dict[str, Any]] = []
-                traces: list[dict[str, int]] = []
-                results: list[AppendedEntry] = []
-                # One getrandom call per batch, not per record.
-                salts = os.urandom(SALT_BYTES * len(jobs))
-                for i, job in enumerate(jobs):
-                    stream = job.record.stream
-                    salt = salts[i * SALT_BYTES : (i + 1) * SALT_BYTES]
-                    row, appended = _build_row(
-                        self._algorithm, job.record, job.payload, salt, heads[stream]
-                    )
-                    heads[stream] = (appended.seq + 1, appended.entry_hash)
-                    rows.append(row)
-                    results.append(appended)
-                    traces.extend(
-                        {"hash": h, "seq": appended.seq}
-                        for h in dict.fromkeys(job.record.trace_hashes)
-                    )
-                await self._sink.write(rows, traces)
+                _rows, _traces, results = await self._sink.write(streams, build)
             except _Conflict:
-                # Another process appended first: forget our heads and rebuild on theirs.
-                self._heads.clear()
+                # A writer that does not take the stream lock appended first: build again.
+                self.conflicts += 1
                 continue
             except (SQLAlchemyError, OSError, LogUnavailableError) as exc:
-                self._heads.clear()
                 log.error("log commit failed: %s", exc)
                 raise LogUnavailableError(
                     "log: the call log could not be committed; nothing was delivered"
                 ) from exc
-            self._heads = heads
             self.batches_committed += 1
             self.records_committed += len(jobs)
             return results
@@ -397,10 +444,12 @@ async def append_in_transaction(
     conn: AsyncConnection, record: PendingRecord, algorithm: HashAlgorithm
 ) -> AppendedEntry:
     """Append inside the caller's transaction, so a state change and its record commit
-    together. A concurrent append at the same position raises ``IntegrityError``: the caller
-    retries its whole transaction."""
+    together. On PostgreSQL the stream's write lock is held from here to the commit, so
+    concurrent appenders wait rather than collide. A collision with a writer that does not
+    lock raises ``IntegrityError``: the caller retries its whole transaction."""
     if record.stream not in STREAMS:
         raise ValueError(f"unknown log stream {record.stream!r}")
+    await lock_streams(conn, [record.stream])
     row, appended = _build_row(
         algorithm,
         record,
