@@ -84,9 +84,15 @@ def generate_sources(data_dir: Path, rows: int) -> None:
     synthetic.write_csv(data_dir / VEHICLES, "vehicles", rows, seed=SEED)
 
 
-async def setup_gateway(data_dir: Path, passphrase: str) -> tuple[str, str]:
-    """Catalog, scenario (quotas out of the way), merchant, agreement, client credentials."""
-    settings = load_settings(None, environ={}, data_dir=data_dir, keystore_passphrase=passphrase)
+async def setup_gateway(data_dir: Path, passphrase: str, **overrides: Any) -> tuple[str, str]:
+    """Catalog, scenario (quotas out of the way), merchant, agreement, client credentials.
+
+    ``overrides`` are further settings (store URL, Redis, chain) for benchmarks that serve
+    from something other than the default SQLite store; this one passes none.
+    """
+    settings = load_settings(
+        None, environ={}, data_dir=data_dir, keystore_passphrase=passphrase, **overrides
+    )
     await initialise(settings)
     gateway = await Gateway.open(settings)
     try:
@@ -277,6 +283,19 @@ def check_log(store: Path, ok_responses: int, seqs: list[int]) -> dict[str, Any]
         ).fetchone()[0]
     finally:
         conn.close()
+    return compare_log(calls_total, by_kind, allowed, max_seq, ok_responses, seqs)
+
+
+def compare_log(
+    calls_total: int,
+    by_kind: dict[str, int],
+    allowed: set[int],
+    max_seq: int | None,
+    ok_responses: int,
+    seqs: list[int],
+) -> dict[str, Any]:
+    """The ``calls`` stream read from a store against the 200 answers the clients counted:
+    ``allowed`` holds the seqs of its ``data``/``allow`` records, ``seqs`` the answers'."""
     answered = set(seqs)
     return {
         "calls_records_total": calls_total,

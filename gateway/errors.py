@@ -193,6 +193,9 @@ class QuotaExceededError(RateLimitedError):
 
 
 class SourceUnavailableError(DsgwError):
+    """A data source or a product's service failed or did not answer in time, or the
+    gateway's own store had no free connection (it is overloaded); retry later."""
+
     slug = "source-unavailable"
     title = "Data source unavailable"
     status = 503

@@ -26,8 +26,10 @@ from gateway.chain.models import AnchorPolicy
 from gateway.chain.records import covering_anchor
 from gateway.chain.service import Anchoring
 from gateway.clock import Clock, SystemClock
+from gateway.cluster.leadership import Leadership, leader_lock_for
+from gateway.cluster.policy_push import PolicyWatch
 from gateway.dataplane.service import ConnectorRegistry, DataPlane
-from gateway.db import create_engine, migrate
+from gateway.db import create_engine, engine_for, migrate
 from gateway.db.schema import LogEntryRow
 from gateway.errors import DsgwError, KeystoreError
 from gateway.governance.epoch import EpochFile
@@ -143,10 +145,20 @@ class Gateway:
     anchoring: Anchoring | None = None
     # The Redis-backed quota store when ``redis_url`` is set (closed with the gateway).
     shared_quotas: RedisQuotaTracker | None = None
+    # Set by :meth:`campaign` (servers): whether this process runs the background work.
+    leadership: Leadership | None = None
+    # Set by :meth:`watch_policy` (servers): policy changes made on other machines.
+    policy_watch: PolicyWatch | None = None
 
     @classmethod
-    async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Gateway:
+    async def open(
+        cls, settings: Settings, *, clock: Clock | None = None, anchoring: bool = True
+    ) -> Gateway:
         """Open the store and keystore made by :func:`initialise` and start the log writer.
+
+        With ``anchoring`` (and a ``chain`` configured) the chain connection starts now, as
+        for a single process; a server that runs with others passes ``False`` and anchors
+        only while it leads (:meth:`campaign`).
 
         Raises :class:`KeystoreError` when the keystore is missing or the passphrase is wrong.
         """
@@ -156,7 +168,7 @@ class Gateway:
                 f"keystore: {settings.keystore_path} does not exist; run `dsgw init` first"
             )
         keystore = Keystore.open(settings.keystore_path, keystore_passphrase(settings))
-        engine = create_engine(settings.resolved_database_url)
+        engine = engine_for(settings)
         await migrate(engine)
         algorithm = settings.hash_algorithm
         epoch = EpochFile(settings.epoch_path)
@@ -236,25 +248,6 @@ class Gateway:
                 next_year,
                 next_year,
             )
-        anchoring = None
-        if settings.chain != "none":
-            try:
-                chain_kid = keystore.active(KeyPurpose.CHAIN_ACCOUNT).kid
-            except KeystoreError:
-                chain_kid = keystore.generate(KeyPurpose.CHAIN_ACCOUNT, now=clock.now()).kid
-            anchoring = Anchoring(
-                engine,
-                kind=settings.chain,
-                account_key=keystore.chain_account_private_key(chain_kid),
-                state_dir=settings.data_dir / "chain",
-                clock=clock,
-                algorithm=algorithm,
-                rpc_url=settings.chain_rpc_url,
-                contract=settings.chain_contract,
-                policy=AnchorPolicy(confirmations=settings.chain_confirmations, poll_interval=0.5),
-            )
-            await anchoring.start()
-            checkpointer.on_signed = anchoring.notify
         thresholds = Thresholds.from_settings(settings)
         alerts = AlertStore(
             engine,
@@ -285,9 +278,8 @@ class Gateway:
                 else None
             ),
         )
-        return cls(
+        gateway = cls(
             shared_quotas=shared_quotas,
-            anchoring=anchoring,
             checkpointer=checkpointer,
             settings=settings,
             clock=clock,
@@ -317,6 +309,77 @@ class Gateway:
             ),
             measures=MeasureService(engine, governance),
         )
+        if anchoring:
+            await gateway.start_anchoring()
+        return gateway
+
+    async def start_anchoring(self) -> None:
+        """Connect to the chain and start anchoring in the background (nothing when the
+        deployment has no chain, or it already runs)."""
+        settings, keystore, clock = self.settings, self.keystore, self.clock
+        if settings.chain == "none" or self.anchoring is not None:
+            return
+        try:
+            chain_kid = keystore.active(KeyPurpose.CHAIN_ACCOUNT).kid
+        except KeystoreError:
+            chain_kid = keystore.generate(KeyPurpose.CHAIN_ACCOUNT, now=clock.now()).kid
+        self.anchoring = Anchoring(
+            self.engine,
+            kind=settings.chain,
+            account_key=keystore.chain_account_private_key(chain_kid),
+            state_dir=settings.data_dir / "chain",
+            clock=clock,
+            algorithm=settings.hash_algorithm,
+            rpc_url=settings.chain_rpc_url,
+            contract=settings.chain_contract,
+            policy=AnchorPolicy(confirmations=settings.chain_confirmations, poll_interval=0.5),
+        )
+        await self.anchoring.start()
+        self.checkpointer.on_signed = self.anchoring.notify
+
+    async def stop_anchoring(self) -> None:
+        if self.anchoring is not None:
+            self.checkpointer.on_signed = None
+            await self.anchoring.close()
+            self.anchoring = None
+
+    async def start_background(self) -> None:
+        """Start the work one process of the deployment runs for all: checkpoints,
+        anchoring, deemed approvals, the monitor."""
+        self.checkpointer.start()
+        await self.start_anchoring()
+        self.applications.start_sweeper()
+        if self.settings.monitor_enabled:
+            self.monitor.start(self.settings.monitor_interval_seconds)
+
+    async def stop_background(self) -> None:
+        await self.checkpointer.stop()
+        await self.applications.stop_sweeper()
+        await self.monitor.stop()
+        await self.stop_anchoring()
+
+    def campaign(self) -> Leadership:
+        """Run the background work only while this process leads the deployment
+        (:mod:`gateway.cluster.leadership`), so N processes anchor and checkpoint once."""
+        if self.leadership is None:
+            self.leadership = Leadership(
+                leader_lock_for(self.engine.url, self.settings.data_dir),
+                on_elected=self.start_background,
+                on_deposed=self.stop_background,
+                interval=self.settings.leader_check_seconds,
+            )
+            self.leadership.start()
+        return self.leadership
+
+    def watch_policy(self) -> PolicyWatch:
+        """Follow policy changes made by processes on other machines (pushed, and polled as
+        a fallback), which the machine-local epoch file cannot see."""
+        if self.policy_watch is None:
+            self.policy_watch = PolicyWatch(
+                self.engine, self.policy, poll_seconds=self.settings.policy_poll_seconds
+            )
+            self.policy_watch.start()
+        return self.policy_watch
 
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
         """The evidence bundle of one record (see :mod:`gateway.ledger.bundles`)."""
@@ -356,11 +419,11 @@ class Gateway:
     async def close(self, *, final_checkpoint: bool = False) -> None:
         """Commit queued records, optionally checkpoint them (a server stopping does, so
         its last calls are covered), close sources and the store."""
-        await self.checkpointer.stop()
-        await self.applications.stop_sweeper()
-        await self.monitor.stop()
-        if self.anchoring is not None:
-            await self.anchoring.close()
+        if self.policy_watch is not None:
+            await self.policy_watch.stop()
+        if self.leadership is not None:
+            await self.leadership.stop()
+        await self.stop_background()
         await self.log.close()
         for stream in STREAMS if final_checkpoint else ():
             try:

@@ -10,6 +10,7 @@ field names with ``DSGW_`` in front (``DSGW_DATABASE_URL``, ``DSGW_PORT``...).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -20,7 +21,9 @@ from typing import Any, Literal, get_type_hints
 
 from gateway.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Network", "Settings", "check_workers", "load_settings", "parse_networks"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +33,13 @@ class Settings:
     data_dir: Path = Path("dsgw-data")
     # SQLAlchemy URL of the gateway's own store; empty means SQLite in the data directory.
     database_url: str = ""
+    # PostgreSQL connections per process: pool_size kept open, max_overflow more under load,
+    # and how long a caller waits for one before the call is refused with 503.
+    # statement_cache = false behind a transaction-mode pooler (PgBouncer): docs/postgresql.md.
+    database_pool_size: int = 10
+    database_max_overflow: int = 10
+    database_pool_timeout_seconds: float = 5.0
+    database_statement_cache: bool = True
     # Redis shared by every gateway process for quotas and rate limits (redis://host:6379/0);
     # empty: each process keeps its own, which is exact only for a single process.
     redis_url: str = ""
@@ -114,6 +124,23 @@ class Settings:
     alert_webhook_secret: str = field(default="", repr=False)
     alert_webhook_timeout_seconds: int = 5
     alert_webhook_max_attempts: int = 8
+    # Log output on stderr (docs/observability.md): "text" lines or "json" objects, at this
+    # level; secrets and personal data are masked in both. access_log adds one "dsgw.access"
+    # record per HTTP request (method, path without query, status, duration).
+    log_format: str = "text"
+    log_level: str = "INFO"
+    access_log: bool = False
+    # Worker processes of `dsgw serve` on this machine; 0: one per core when redis_url is
+    # set (quotas must be shared to be right), else one.
+    workers: int = 0
+    # Load balancers whose X-Forwarded-For is believed (comma-separated addresses or CIDR
+    # networks); empty: the connection's peer is the client.
+    trusted_proxies: str = ""
+    # Every process re-checks policy this often even when no change was pushed to it: the
+    # bound on how long a revocation made on another machine can go unseen.
+    policy_poll_seconds: float = 2.0
+    # How often processes campaign for leadership and the leader checks it still leads.
+    leader_check_seconds: float = 1.0
 
     @property
     def resolved_database_url(self) -> str:
@@ -124,6 +151,18 @@ class Settings:
         elif url.startswith(("postgresql://", "postgres://")):
             url = "postgresql+asyncpg://" + url.split("://", 1)[1]
         return url
+
+    @property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
+
+    @property
+    def worker_count(self) -> int:
+        """Worker processes ``dsgw serve`` runs: ``workers``, or for 0 one per core when
+        quotas are shared through Redis and one otherwise."""
+        if self.workers > 0:
+            return self.workers
+        return max(os.cpu_count() or 1, 1) if self.redis_url else 1
 
     @property
     def hash_algorithm(self) -> Literal["sha256", "sm3"]:
@@ -211,6 +250,33 @@ def _coerce(name: str, type_: Any, raw: object) -> object:
     raise ConfigError(f"settings: unsupported type for {name}")
 
 
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """``"10.0.0.0/8, 127.0.0.1"`` as networks; :class:`ConfigError` naming a bad entry."""
+    networks: list[Network] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"settings: trusted_proxies: {part!r} is not an IP address or network"
+            ) from None
+    return tuple(networks)
+
+
+def check_workers(settings: Settings) -> None:
+    """Refuse worker counts that would make limits wrong (also for ``serve --workers``)."""
+    if settings.workers < 0:
+        raise ConfigError("settings: workers must be 0 (one per core) or more")
+    if settings.workers > 1 and not settings.redis_url:
+        raise ConfigError(
+            f"settings: workers = {settings.workers} needs redis_url: without it each worker "
+            "would keep its own quotas and rate limits, granting each merchant N times its "
+            "allowance"
+        )
+
+
 def load_settings(
     path: Path | None = None,
     *,
@@ -271,6 +337,16 @@ def load_settings(
         raise ConfigError("settings: trace_p_guess must be at least 0 and below 1")
     if not 0.0 < settings.trace_named_threshold < 0.01:
         raise ConfigError("settings: trace_named_threshold must be above 0 and below 0.01")
+    if settings.database_pool_size < 1 or settings.database_max_overflow < 0:
+        raise ConfigError(
+            "settings: database_pool_size must be at least 1 and database_max_overflow 0 or more"
+        )
+    if settings.database_pool_timeout_seconds <= 0:
+        raise ConfigError("settings: database_pool_timeout_seconds must be above 0")
+    check_workers(settings)
+    parse_networks(settings.trusted_proxies)  # refuses a bad entry now, naming it
+    if settings.policy_poll_seconds <= 0 or settings.leader_check_seconds <= 0:
+        raise ConfigError("settings: policy_poll_seconds and leader_check_seconds must be above 0")
     if settings.aggregate_min_subjects < 2:
         raise ConfigError("settings: aggregate_min_subjects must be at least 2")
     for name in names:
@@ -278,6 +354,15 @@ def load_settings(
             value = getattr(settings, name)
             if isinstance(value, int) and value < 1:
                 raise ConfigError(f"settings: {name} must be at least 1")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError(
+            f"settings: log_format must be 'text' or 'json', got {settings.log_format!r}"
+        )
+    if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(
+            "settings: log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+            f"got {settings.log_level!r}"
+        )
     if settings.alert_webhook_url and not settings.alert_webhook_secret:
         raise ConfigError(
             "settings: alert_webhook_url needs alert_webhook_secret (DSGW_ALERT_WEBHOOK_SECRET) "

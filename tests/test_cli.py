@@ -360,3 +360,23 @@ def test_products_trades_revenue_and_reconcile_from_the_command_line(
     }
     bundle_files = {d["bundle"] for d in report["discrepancies"]}
     assert all(Path(b).exists() for b in bundle_files)
+
+
+def test_serve_refuses_worker_counts_that_would_break_limits(tmp_path: Path) -> None:
+    """Several workers without Redis would each grant the whole quota; port 0 would give
+    each worker its own port. Both are refused before anything starts."""
+    data_dir = tmp_path / "data"
+    no_redis = dsgw(data_dir, "serve", "--port", "18080", "--workers", "2", check=False)
+    assert no_redis.returncode == 1 and "needs redis_url" in no_redis.stderr
+    assert not (data_dir / "keystore.json").exists()  # refused before init
+    env_redis = dict(os.environ, DSGW_REDIS_URL="redis://127.0.0.1:6379/15")
+    result = subprocess.run(
+        [*DSGW, "--data-dir", str(data_dir), "serve", "--port", "0", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env=env_redis,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1 and "fixed port" in result.stderr
+    assert "Traceback" not in no_redis.stderr + result.stderr

@@ -471,7 +471,8 @@ def _dsgw(world: World, *args: str) -> tuple[int, str]:
         env={"DSGW_KEYSTORE_PASSPHRASE": "test passphrase", "COLUMNS": "200"},
         catch_exceptions=False,
     )
-    return result.exit_code, result.output
+    # Success: stdout only (log records go to stderr); failure: the error message too.
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
 async def test_cli_verbs(world: World) -> None:

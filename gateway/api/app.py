@@ -14,8 +14,11 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD, TELEMETRY
+from gateway.api.access_log import access_log_middleware
+from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD, TELEMETRY, TRUSTED_PROXIES
+from gateway.api.client_address import client_address
 from gateway.api.problems import problem_response
 from gateway.api.telemetry import Telemetry
 from gateway.errors import (
@@ -24,6 +27,7 @@ from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    SourceUnavailableError,
     all_problem_types,
 )
 from gateway.ledger.records import CallRecord
@@ -38,6 +42,15 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _store_busy(exc: PoolTimeoutError) -> SourceUnavailableError:
+    """No connection of the store's pool came free within ``database_pool_timeout_seconds``:
+    the gateway is overloaded, not broken, so the caller may retry (503, not 500)."""
+    log.warning("store: %s", exc)
+    return SourceUnavailableError(
+        "the gateway's store is busy: no database connection came free in time; retry shortly"
+    )
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into a problem document; never a stack trace."""
@@ -45,6 +58,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except DsgwError as err:
         return problem_response(err, request.path)
+    except PoolTimeoutError as exc:
+        return problem_response(_store_busy(exc), request.path)
     except web.HTTPNotFound:
         return problem_response(NotFoundError(f"no resource at {request.path}"), request.path)
     except web.HTTPMethodNotAllowed as exc:
@@ -82,14 +97,15 @@ def logged(kind: str) -> Callable[[Handler], Handler]:
                 started_at=gateway.clock.now(),
                 method=request.method,
                 path=request.path[:512],
-                remote=request.remote,
+                remote=client_address(request, request.app[TRUSTED_PROXIES]),
             )
             request[RECORD] = record
             arrived = time.monotonic()
             try:
                 response = await handler(request)
                 record.decision = "allow"
-            except DsgwError as err:
+            except (DsgwError, PoolTimeoutError) as exc:
+                err = exc if isinstance(exc, DsgwError) else _store_busy(exc)
                 response = problem_response(err, request.path)
                 record.decision = "deny"
                 record.reason = err.slug
@@ -163,7 +179,11 @@ async def readyz(request: web.Request) -> web.Response:
             "node": anchoring.backend.node,
             "consecutive_failures": health.consecutive_failures if health else None,
         }
-    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
+    if gateway.leadership is not None:
+        # Whether this process runs checkpoints and anchoring (gateway.cluster.leadership);
+        # the chain check above is reported by the leader only.
+        body["leader"] = gateway.leadership.leading
     return web.json_response(body, status=200 if ready else 503)
 
 
@@ -235,8 +255,10 @@ def create_app(gateway: Gateway) -> web.Application:
         workflows,
     )
 
+    # The access log, when on, is outermost: it sees the problem documents made inside.
+    access = [access_log_middleware] if gateway.settings.access_log else []
     app = web.Application(
-        middlewares=[problem_middleware],
+        middlewares=[*access, problem_middleware],
         client_max_size=gateway.settings.max_body_bytes,
     )
     app[GATEWAY] = gateway
@@ -244,6 +266,7 @@ def create_app(gateway: Gateway) -> web.Application:
     gateway.log.on_batch = app[TELEMETRY].observe_batch
     app.on_response_prepare.append(_harden_headers)
     app[MAX_BODY] = gateway.settings.max_body_bytes
+    app[TRUSTED_PROXIES] = gateway.settings.trusted_networks
     app[OPENAPI] = openapi_document()
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)

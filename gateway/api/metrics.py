@@ -6,15 +6,24 @@ chain answers), so they are right even for a process that just started, and ever
 process reports the same backlog. Scrapes need a staff token with ``metrics.read``
 (operator, supervisor): Prometheus gets one itself with its ``oauth2`` client-credentials
 scrape setting. Scrapes are not call records: they read no data.
+
+The request counters and histograms follow (:mod:`gateway.api.telemetry`): this process's,
+or, when the gateway runs several worker processes (``PROMETHEUS_MULTIPROC_DIR``), the sum
+over all of them, whichever worker the scrape lands on. The figures above are built as plain
+metric families, never as ``Gauge`` objects, which in multiprocess mode would be written to
+the shared directory and exported a second time.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Sequence
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from gateway.api.appkeys import GATEWAY, TELEMETRY
 from gateway.api.merchant import bearer_token
@@ -26,70 +35,73 @@ from gateway.ledger.log import STREAMS, stream_size
 __all__ = ["add_routes"]
 
 
+class _Figures(Collector):
+    """A collector of figures already read: metric families are plain data, so building
+    them never writes to the multiprocess directory as a ``Gauge`` would."""
+
+    def __init__(self) -> None:
+        self.families: list[GaugeMetricFamily] = []
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, documentation, labels=list(labels))
+        self.families.append(family)
+        return family
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        return iter(self.families)
+
+
 async def metrics(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     claims = await gateway.tokens.verify(bearer_token(request), admin=True)
     assert claims.role is not None
     Actor(claims.client_id, claims.role).may(Action.READ_METRICS)
 
-    registry = CollectorRegistry(auto_describe=False)
-    records = Gauge(
-        "dsgw_log_records", "Records in each log stream.", ["stream"], registry=registry
+    figures = _Figures()
+    records = figures.gauge("dsgw_log_records", "Records in each log stream.", ["stream"])
+    checkpoint = figures.gauge(
+        "dsgw_checkpoint_size", "Size of each stream's newest checkpoint.", ["stream"]
     )
-    checkpoint = Gauge(
-        "dsgw_checkpoint_size",
-        "Size of each stream's newest checkpoint.",
-        ["stream"],
-        registry=registry,
+    final = figures.gauge(
+        "dsgw_anchored_size", "Size of each stream's newest final anchor on chain.", ["stream"]
     )
-    final = Gauge(
-        "dsgw_anchored_size",
-        "Size of each stream's newest final anchor on chain.",
-        ["stream"],
-        registry=registry,
-    )
-    backlog = Gauge(
+    backlog = figures.gauge(
         "dsgw_anchoring_backlog_checkpoints",
         "Checkpoints of each stream not yet covered by a final anchor.",
         ["stream"],
-        registry=registry,
     )
-    backlog_records = Gauge(
+    backlog_records = figures.gauge(
         "dsgw_anchoring_backlog_records",
         "Records of each stream checkpointed but not yet covered by a final anchor.",
         ["stream"],
-        registry=registry,
     )
-    lag = Gauge(
+    lag = figures.gauge(
         "dsgw_anchoring_lag_seconds",
         "Age of each stream's oldest checkpoint not yet anchored final (0 when none).",
         ["stream"],
-        registry=registry,
     )
     status = await anchoring_status(gateway.engine)
     now = gateway.clock.now()
     for stream in STREAMS:
-        records.labels(stream).set(await stream_size(gateway.engine, stream))
+        records.add_metric([stream], await stream_size(gateway.engine, stream))
     for item in status.streams:
-        checkpoint.labels(item.stream).set(item.checkpoint_size or 0)
-        final.labels(item.stream).set(item.final_size or 0)
-        backlog.labels(item.stream).set(item.unanchored_checkpoints)
-        backlog_records.labels(item.stream).set(item.unanchored_entries)
+        checkpoint.add_metric([item.stream], item.checkpoint_size or 0)
+        final.add_metric([item.stream], item.final_size or 0)
+        backlog.add_metric([item.stream], item.unanchored_checkpoints)
+        backlog_records.add_metric([item.stream], item.unanchored_entries)
         oldest = item.oldest_unanchored_at
-        lag.labels(item.stream).set(max((now - oldest).total_seconds(), 0.0) if oldest else 0)
+        lag.add_metric([item.stream], max((now - oldest).total_seconds(), 0.0) if oldest else 0)
     if gateway.anchoring is not None:  # absent when anchoring is off
         worker = gateway.anchoring.worker  # None until the chain first answered
         health = worker.health if worker is not None else None
-        Gauge(
+        figures.gauge(
             "dsgw_chain_reachable",
             "1 when this process's anchoring worker last reached the chain, else 0.",
-            registry=registry,
-        ).set(1 if health is not None and health.reachable else 0)
-        Gauge(
+        ).add_metric([], 1 if health is not None and health.reachable else 0)
+        figures.gauge(
             "dsgw_anchoring_consecutive_failures",
             "Anchoring passes failed in a row in this process.",
-            registry=registry,
-        ).set(health.consecutive_failures if health is not None else 0)
+        ).add_metric([], health.consecutive_failures if health is not None else 0)
         if worker is not None:
             try:
                 async with asyncio.timeout(1.0):
@@ -97,13 +109,15 @@ async def metrics(request: web.Request) -> web.Response:
             except Exception:
                 head = None
             if head is not None:
-                Gauge(
+                figures.gauge(
                     "dsgw_chain_head_block",
                     "The chain's newest block number, as this process's node reports it.",
-                    registry=registry,
-                ).set(int(head))
-    # Figures read now, then this process's counters (distinct metric names).
-    body = generate_latest(registry) + generate_latest(request.app[TELEMETRY].registry)
+                ).add_metric([], int(head))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(figures)
+    # Figures read now, then the request counters: this process's, or with several worker
+    # processes all of theirs (distinct metric names).
+    body = generate_latest(registry) + request.app[TELEMETRY].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

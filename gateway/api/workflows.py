@@ -79,7 +79,7 @@ ONBOARDING_LIMITER = web.AppKey("onboarding_limiter", KeyedRateLimiter)
 async def submit_onboarding(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     request.app[ONBOARDING_LIMITER].consume(
-        request.remote or "unknown", gateway.clock.now(), "onboarding applications"
+        request[RECORD].remote or "unknown", gateway.clock.now(), "onboarding applications"
     )
     body = await read_json(request)
     code = str(body.get("credit_code", ""))[:18] if isinstance(body, dict) else ""

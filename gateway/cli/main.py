@@ -34,8 +34,9 @@ from gateway.ledger.bundles import verify_bundle
 from gateway.ledger.checkpoints import latest_checkpoint
 from gateway.ledger.log import STREAMS, stream_size
 from gateway.ledger.tree import MerkleTree
+from gateway.logs import configure_logging
 from gateway.runtime import Gateway, initialise, keystore_passphrase
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, check_workers, load_settings
 from keys.keystore import KeyPurpose, Keystore
 
 __all__ = ["cli", "main"]
@@ -114,6 +115,7 @@ def cli(
     except DsgwError as error:
         err_console.print(f"[bold red]error:[/] {error.detail}")
         sys.exit(exit_code(error))
+    configure_logging(ctx.obj)
 
 
 @cli.command()
@@ -139,14 +141,29 @@ def init(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Listen port (default 8080).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Worker processes (default: one per core when redis_url is set, else 1).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Run the gateway until interrupted."""
-    from gateway.cli.server import serve_forever
+    from gateway.cli.server import WorkerPool, serve_forever
 
-    settings = _with(settings_of(ctx), host=host, port=port)
+    settings = _with(settings_of(ctx), host=host, port=port, workers=workers)
+    try:
+        check_workers(settings)
+        pool = WorkerPool(settings, settings.worker_count) if settings.worker_count > 1 else None
+    except DsgwError as error:
+        err_console.print(f"[bold red]error:[/] {error.detail}")
+        sys.exit(exit_code(error))
     run(initialise(settings))
-    run(serve_forever(settings))
+    if pool is None:
+        run(serve_forever(settings))
+    else:
+        sys.exit(pool.run())
 
 
 def _with(settings: Settings, **changes: Any) -> Settings:
@@ -1050,6 +1067,7 @@ def main() -> None:
 
 # The workflow, product and supervision verbs register themselves on the groups above.
 from gateway.cli import alerts as _alerts  # noqa: E402, F401
+from gateway.cli import chain as _chain  # noqa: E402, F401
 from gateway.cli import measures as _measures  # noqa: E402, F401
 from gateway.cli import products as _products  # noqa: E402, F401
 from gateway.cli import reports as _reports  # noqa: E402, F401

@@ -1,41 +1,65 @@
-"""Running the HTTP app until SIGINT/SIGTERM, then shutting down without losing records."""
+"""Running the HTTP app until SIGINT/SIGTERM, then shutting down without losing records.
+
+``dsgw serve`` runs one worker process per core (``--workers``); each binds the same port
+with ``SO_REUSEPORT`` and the kernel spreads connections across them. The workers share
+nothing in memory: the store, Redis (quotas), the leader lock (background work) and the
+policy push (:mod:`gateway.cluster`) make their decisions agree. The parent only starts,
+watches and stops them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import multiprocessing
+import os
 import signal
+import time
 from collections.abc import AsyncIterator
+from multiprocessing.process import BaseProcess
+from typing import Any
 
 from aiohttp import web
 
 from gateway.api.app import create_app
+from gateway.errors import ConfigError
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 
-__all__ = ["running_gateway", "serve_forever", "wait_for_signal"]
+__all__ = ["WorkerPool", "running_gateway", "serve_forever", "wait_for_signal"]
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, gateway: Gateway | None = None
+    settings: Settings, gateway: Gateway | None = None, *, reuse_port: bool = False
 ) -> AsyncIterator[tuple[Gateway, int]]:
     """Start the gateway's HTTP server; yields the gateway and the bound port.
+
+    A gateway opened here campaigns for leadership (:meth:`Gateway.campaign`) and follows
+    policy changes from other machines, as one of several processes; a ``gateway`` passed
+    in (the demo, tests) runs the background work itself, as the only process.
 
     On exit the server stops accepting, in-flight calls finish, the log writer commits what
     is queued, and the store is closed.
     """
-    gateway = gateway or await Gateway.open(settings)
+    owned = gateway is None
+    gateway = gateway or await Gateway.open(settings, anchoring=False)
     runner = web.AppRunner(create_app(gateway), access_log=None, handle_signals=False)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=10)
+        site = web.TCPSite(
+            runner, settings.host, settings.port, shutdown_timeout=10, reuse_port=reuse_port
+        )
         await site.start()
         port = int(runner.addresses[0][1]) if runner.addresses else settings.port
-        gateway.checkpointer.start()
-        gateway.applications.start_sweeper()
-        if settings.monitor_enabled:
-            gateway.monitor.start(settings.monitor_interval_seconds)
+        gateway.watch_policy()
+        if owned:
+            gateway.campaign()
+        else:
+            await gateway.start_background()
         yield gateway, port
     finally:
         await runner.cleanup()
@@ -54,8 +78,130 @@ async def wait_for_signal() -> None:
             loop.remove_signal_handler(sig)
 
 
-async def serve_forever(settings: Settings) -> None:
-    async with running_gateway(settings) as (_gateway, port):
-        print(f"dsgw listening on http://{settings.host}:{port} (Ctrl-C stops)", flush=True)
+async def serve_forever(settings: Settings, *, worker: int | None = None) -> None:
+    async with running_gateway(settings, reuse_port=worker is not None) as (_gateway, port):
+        if worker is None:
+            print(f"dsgw listening on http://{settings.host}:{port} (Ctrl-C stops)", flush=True)
         await wait_for_signal()
-        print("dsgw: stopping; committing queued log records", flush=True)
+        if worker is None:
+            print("dsgw: stopping; committing queued log records", flush=True)
+
+
+def _worker_main(settings: Settings, index: int) -> None:
+    """A worker process: one event loop serving on the shared port until told to stop."""
+    os.environ["DSGW_WORKER_ID"] = str(index)
+    # The parent relays Ctrl-C as SIGTERM; a terminal's SIGINT to the whole group must not
+    # make a worker stop before the parent has decided to stop them all.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.run(serve_forever(settings, worker=index))
+
+
+class WorkerPool:
+    """Starts ``count`` workers, restarts one that dies, stops them all on a signal.
+
+    A worker that dies within ``min_uptime`` seconds of starting, ``max_quick_exits`` times
+    in a row, stops the pool: a worker that cannot start (port taken, store down, bad
+    keystore passphrase) would otherwise be restarted forever.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        count: int,
+        *,
+        min_uptime: float = 10.0,
+        max_quick_exits: int = 3,
+        stop_timeout: float = 30.0,
+    ) -> None:
+        if count > 1 and settings.port == 0:
+            raise ConfigError("serve: several workers need a fixed port (port 0 picks one each)")
+        self._settings = settings
+        self._count = count
+        self._min_uptime = min_uptime
+        self._max_quick_exits = max_quick_exits
+        self._stop_timeout = stop_timeout
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: dict[int, tuple[BaseProcess, float]] = {}
+        self._quick_exits = 0
+        self._stopping = False
+        self.restarts = 0
+
+    def _spawn(self, index: int) -> None:
+        process = self._context.Process(
+            target=_worker_main, args=(self._settings, index), name=f"dsgw-worker-{index}"
+        )
+        process.start()
+        self._workers[index] = (process, time.monotonic())
+        log.info("serve: worker %d started (pid %s)", index, process.pid)
+
+    def _stop(self, *_args: Any) -> None:
+        self._stopping = True
+
+    def run(self) -> int:
+        """Run until SIGINT/SIGTERM; returns the exit status for the command."""
+        from gateway.api.telemetry import prepare_multiprocess_dir
+
+        # Counters of every worker in one directory, so a scrape that lands on any worker
+        # reports the machine's totals (prometheus_client's multiprocess mode).
+        metrics_dir = self._settings.data_dir / "metrics"
+        prepare_multiprocess_dir(metrics_dir)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for index in range(self._count):
+                self._spawn(index)
+            print(
+                f"dsgw listening on http://{self._settings.host}:{self._settings.port} "
+                f"with {self._count} workers (Ctrl-C stops)",
+                flush=True,
+            )
+            status = self._supervise()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._shutdown()
+        return status
+
+    def _supervise(self) -> int:
+        from gateway.api.telemetry import worker_exited
+
+        while not self._stopping:
+            time.sleep(0.2)
+            for index, (process, started) in list(self._workers.items()):
+                if process.is_alive() or self._stopping:
+                    continue
+                pid = process.pid
+                process.join()
+                if pid is not None:
+                    worker_exited(pid)
+                uptime = time.monotonic() - started
+                log.error(
+                    "serve: worker %d (pid %s) exited with status %s after %.1f s",
+                    index,
+                    pid,
+                    process.exitcode,
+                    uptime,
+                )
+                self._quick_exits = self._quick_exits + 1 if uptime < self._min_uptime else 0
+                if self._quick_exits >= self._max_quick_exits:
+                    log.error("serve: workers keep failing at start; stopping (see above)")
+                    return 1
+                self.restarts += 1
+                self._spawn(index)
+        return 0
+
+    def _shutdown(self) -> None:
+        """SIGTERM every worker (each finishes its calls and commits its records), then
+        wait; a worker still running after ``stop_timeout`` is killed."""
+        print("dsgw: stopping workers; committing queued log records", flush=True)
+        for process, _started in self._workers.values():
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + self._stop_timeout
+        for process, _started in self._workers.values():
+            process.join(max(deadline - time.monotonic(), 0))
+            if process.is_alive():
+                log.error("serve: worker pid %s did not stop in time; killing it", process.pid)
+                process.kill()
+                process.join()
+        self._workers.clear()

@@ -1,23 +1,50 @@
-"""The gateway's store: engine creation with durable settings, and schema migration."""
+"""The gateway's store: engine creation (durability, pool limits) and schema migration that
+any number of processes may start at once.
+
+Why migrations take a lock: every gateway process migrates on start, and a production
+deployment starts many at once against one PostgreSQL. A session-level advisory lock lets
+one of them run the migrations while the others wait, then find the schema at head. Why a
+``lock_timeout``: DDL waiting for a table lock blocks every query queued behind it, so a
+migration stuck behind a long transaction gives up after a few seconds and tries again
+rather than stalling the gateways' traffic. ``docs/postgresql.md`` has the policy.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from gateway.db.schema import Base
 from gateway.errors import ConfigError
+from gateway.settings import Settings
 
-__all__ = ["Base", "create_engine", "migrate"]
+__all__ = ["MIGRATION_LOCK_KEY", "Base", "create_engine", "engine_for", "migrate"]
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# (namespace, key) of the advisory lock every dsgw process migrates under. The namespace is
+# "dsgw" in ASCII, shared with the log's stream locks (keys 0-2) and the leader lock (100).
+_LOCK_NAMESPACE = 0x64736777
+MIGRATION_LOCK_KEY = 101
+# Marks an engine whose connections go through a transaction-mode pooler (PgBouncer), where
+# a session-level lock cannot be held: such an engine never migrates (see ``migrate``).
+_POOLED_BY_TRANSACTION = "dsgw_pooled_by_transaction"
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -31,8 +58,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:
-    """An async engine for ``url`` with the durability settings the log relies on."""
+def _statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4()}__"
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    pool_timeout: float = 5.0,
+    statement_cache: bool = True,
+    **kwargs: Any,
+) -> AsyncEngine:
+    """An async engine for ``url`` with the durability settings the log relies on.
+
+    On PostgreSQL each process keeps at most ``pool_size + max_overflow`` connections and a
+    caller waits at most ``pool_timeout`` seconds for one before SQLAlchemy raises
+    ``sqlalchemy.exc.TimeoutError`` (the API answers 503). ``statement_cache=False`` is for
+    a transaction-mode pooler such as PgBouncer: no prepared statement outlives its
+    statement, and each gets a unique name, as SQLAlchemy's asyncpg dialect documents.
+    Raises :class:`ConfigError` for a URL scheme the gateway does not support.
+    """
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
@@ -41,8 +88,24 @@ def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngin
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql"):
+        if not statement_cache:
+            kwargs["connect_args"] = {
+                **kwargs.get("connect_args", {}),
+                "statement_cache_size": 0,
+                "prepared_statement_cache_size": 0,
+                "prepared_statement_name_func": _statement_name,
+            }
+            kwargs["execution_options"] = {
+                **kwargs.get("execution_options", {}),
+                _POOLED_BY_TRANSACTION: True,
+            }
         return create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **kwargs
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            pool_pre_ping=True,
+            **kwargs,
         )
     raise ConfigError(
         f"database: unsupported URL scheme in {url.split(':', 1)[0]!r}; "
@@ -50,17 +113,182 @@ def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngin
     )
 
 
-def _upgrade(connection: Connection) -> None:
+def engine_for(settings: Settings) -> AsyncEngine:
+    """The engine of the gateway's own store, with the deployment's pool settings."""
+    return create_engine(
+        settings.resolved_database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout_seconds,
+        statement_cache=settings.database_statement_cache,
+    )
+
+
+# -- migration --------------------------------------------------------------------------
+
+
+def _config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _heads(connection: Connection) -> tuple[str, ...]:
+    return tuple(MigrationContext.configure(connection).get_current_heads())
+
+
+def _behind(script: ScriptDirectory, heads: tuple[str, ...]) -> bool:
+    """Whether the schema needs migrating; refuses a revision this code does not know."""
+    head = script.get_current_head()
+    for revision in heads:
+        try:
+            known = script.get_revision(revision) is not None
+        except CommandError:
+            known = False
+        if not known:
+            raise ConfigError(
+                f"database: the schema is at revision {revision}, which this dsgw release "
+                f"does not know (its newest is {head}): a newer release has migrated this "
+                "database. Run that release or a newer one; this one refuses to start "
+                "rather than serve a schema it was not written for."
+            )
+    return heads != (head,)
+
+
+def _upgrade(connection: Connection) -> None:
+    config = _config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration. Safe to run on every start."""
+def _lock_not_available(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and (
+        getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE
+    )
+
+
+async def migrate(
+    engine: AsyncEngine,
+    *,
+    lock_timeout: float = 5.0,
+    attempts: int = 5,
+    retry_delay: float = 1.0,
+    lock_wait: float = 1800.0,
+) -> None:
+    """Bring the schema to the newest migration. Safe to run on every start, by any number
+    of processes at once; a schema already at head costs one query and takes no lock.
+
+    On PostgreSQL the migrations run under an advisory lock (:data:`MIGRATION_LOCK_KEY`), one
+    transaction each (a migration may build an index ``CONCURRENTLY`` outside any), with
+    every statement waiting at most ``lock_timeout`` seconds for a table lock. A migration
+    that times out is rolled back and tried again, ``attempts`` times in all, after
+    ``retry_delay`` seconds doubling each time. On SQLite one transaction runs them all.
+
+    Raises :class:`ConfigError` if the database is at a revision this code does not know,
+    if another process held the migration lock for longer than ``lock_wait`` seconds, if a
+    migration could not take its locks, if the engine goes through a transaction-mode
+    pooler and the schema is behind, or if a migration fails.
+    """
+    script = ScriptDirectory.from_config(_config())
     try:
+        if engine.dialect.name == "postgresql":
+            await _migrate_postgresql(
+                engine,
+                script,
+                lock_timeout=lock_timeout,
+                attempts=attempts,
+                retry_delay=retry_delay,
+                lock_wait=lock_wait,
+            )
+            return
         async with engine.begin() as connection:
-            await connection.run_sync(_upgrade)
-    except (SQLAlchemyError, OSError) as exc:
+            if _behind(script, await connection.run_sync(_heads)):
+                await connection.run_sync(_upgrade)
+    except (SQLAlchemyError, OSError, CommandError) as exc:
         raise ConfigError(f"database: migration failed: {exc}") from exc
+
+
+async def _migrate_postgresql(
+    engine: AsyncEngine,
+    script: ScriptDirectory,
+    *,
+    lock_timeout: float,
+    attempts: int,
+    retry_delay: float,
+    lock_wait: float,
+) -> None:
+    async with engine.connect() as connection:
+        behind = _behind(script, await connection.run_sync(_heads))
+        await connection.commit()
+        if not behind:
+            return
+        if engine.get_execution_options().get(_POOLED_BY_TRANSACTION):
+            raise ConfigError(
+                f"database: the schema needs migrating to {script.get_current_head()}, but "
+                "database_statement_cache = false says connections go through a "
+                "transaction-mode pooler, where the migration lock cannot be held: run "
+                "`dsgw init` with database_url pointing at PostgreSQL itself, then start "
+                "the gateways"
+            )
+        await _take_lock(connection, lock_wait)
+        try:
+            await connection.execute(text(f"SET lock_timeout = '{round(lock_timeout * 1000)}ms'"))
+            await connection.commit()
+            for attempt in range(1, attempts + 1):
+                try:
+                    # Read again under the lock: another process may have migrated meanwhile.
+                    if _behind(script, await connection.run_sync(_heads)):
+                        await connection.commit()
+                        await connection.run_sync(_upgrade)
+                    await connection.commit()
+                    return
+                except DBAPIError as exc:
+                    if not _lock_not_available(exc):
+                        raise
+                    await connection.rollback()
+                    if attempt == attempts:
+                        raise ConfigError(
+                            f"database: a migration waited more than {lock_timeout:g} s for "
+                            f"a table lock, {attempts} times: a long transaction holds the "
+                            "table (see pg_stat_activity); end it or retry when it is done. "
+                            f"Last error: {exc.orig}"
+                        ) from exc
+                    delay = retry_delay * 2 ** (attempt - 1)
+                    log.warning(
+                        "database: migration %d/%d waited more than %g s for a table lock; "
+                        "trying again in %g s",
+                        attempt,
+                        attempts,
+                        lock_timeout,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+        finally:
+            # Closing the session releases the lock and drops the session's lock_timeout,
+            # whatever state a failed migration left it in; the pool opens a fresh one.
+            await connection.invalidate()
+
+
+async def _take_lock(connection: AsyncConnection, lock_wait: float) -> None:
+    """Take the migration lock, waiting at most ``lock_wait`` seconds for another process's
+    migration. Session-level: it outlives the migrations' own transactions and goes with
+    the session if the process dies."""
+    deadline = time.monotonic() + lock_wait
+    told = 0.0
+    key = {"namespace": _LOCK_NAMESPACE, "key": MIGRATION_LOCK_KEY}
+    while True:
+        taken = await connection.scalar(text("SELECT pg_try_advisory_lock(:namespace, :key)"), key)
+        await connection.commit()
+        if taken:
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            raise ConfigError(
+                f"database: another process has held the migration lock for more than "
+                f"{lock_wait:g} s (pg_locks: locktype 'advisory', classid {_LOCK_NAMESPACE}, "
+                f"objid {MIGRATION_LOCK_KEY}); start again once its migration is done"
+            )
+        if now - told >= 30.0:
+            log.info("database: waiting for another process's migration to finish")
+            told = now
+        await asyncio.sleep(0.2)

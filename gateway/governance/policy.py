@@ -171,21 +171,29 @@ class PolicyStore:
         self._clock = clock
         self._snapshot = PolicySnapshot()
         self._marker: int | None = None
+        # Changes announced from other machines (gateway.cluster.policy_push): counted here,
+        # compared like the epoch file's counter.
+        self._remote = 0
+        self._remote_seen = 0
         self._lock = asyncio.Lock()
         self.reloads = 0
 
+    def remote_change(self) -> None:
+        """Policy changed elsewhere: reload before the next call."""
+        self._remote += 1
+
     async def current(self) -> PolicySnapshot:
-        if self._epoch.marker() != self._marker:
+        if self._epoch.marker() != self._marker or self._remote != self._remote_seen:
             await self.reload()
         return self._snapshot
 
     async def reload(self) -> None:
         async with self._lock:
-            marker = self._epoch.marker()
-            if marker == self._marker:
+            marker, remote = self._epoch.marker(), self._remote
+            if marker == self._marker and remote == self._remote_seen:
                 return
-            # Read the marker before loading: a change committed during the load moves it
+            # Read the markers before loading: a change committed during the load moves one
             # again, and the next call reloads once more.
             self._snapshot = await load_snapshot(self._engine, self._clock.now())
-            self._marker = marker
+            self._marker, self._remote_seen = marker, remote
             self.reloads += 1

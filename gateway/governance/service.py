@@ -21,6 +21,7 @@ from gateway.authorization.roles import Action, Role, require
 from gateway.authorization.secrets import SecretHasher, new_client_secret
 from gateway.catalog.models import Dataset, check_id
 from gateway.clock import Clock
+from gateway.cluster.policy_push import announce_policy_change
 from gateway.db.schema import (
     AgreementRow,
     Base,
@@ -211,6 +212,7 @@ class GovernanceService:
                         ),
                         self._algorithm,
                     )
+                    await announce_policy_change(conn)
             except IntegrityError:
                 # A concurrent append took our log position (or a row appeared since we
                 # checked): run the whole change again on the new state.

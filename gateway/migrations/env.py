@@ -15,6 +15,10 @@ context.configure(
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    # Given a connection outside a transaction (PostgreSQL, see gateway.db.migrate), each
+    # migration commits on its own, so one may build an index CONCURRENTLY outside any
+    # transaction; given one inside a transaction (SQLite), all run in that transaction.
+    transaction_per_migration=True,
 )
 with context.begin_transaction():
     context.run_migrations()

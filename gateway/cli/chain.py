@@ -1,0 +1,739 @@
+"""``dsgw chain``: the consortium chain from the operator's desk (``docs/deployment.md``).
+
+* ``genesis``: a Besu QBFT genesis from the validators' addresses (:mod:`gateway.chain.qbft`);
+* ``account``: the gateway's anchoring account, from the keystore (created if missing;
+  ``--rotate`` makes a new one);
+* ``deploy``, ``authorize`` (``--revoke``), ``transfer-ownership``, ``accept-ownership``: the
+  AnchorRegistry's owner at work, signing with a private key kept in a file only its owner can
+  read, against any JSON-RPC node.
+
+Registered on the main group when :mod:`gateway.cli.main` is imported.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import click
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress, HexStr
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from rich.markup import escape
+from web3.exceptions import MethodUnavailable, TimeExhausted, Web3RPCError
+from web3.types import TxParams, TxReceipt
+
+from gateway.chain.backends import RpcBackend
+from gateway.chain.contract import AnchorRegistry, RegistryArtifact, revert_reason
+from gateway.chain.errors import ChainConfigError, ChainError, revert_errors, rpc_errors
+from gateway.chain.qbft import (
+    DEFAULT_BLOCK_PERIOD,
+    DEFAULT_EPOCH_LENGTH,
+    DEFAULT_GAS_LIMIT,
+    NodeKey,
+    QbftGenesis,
+    parse_address,
+)
+from gateway.clock import SystemClock
+from gateway.errors import DsgwError, ForbiddenError, KeystoreError, ValidationError
+from gateway.runtime import keystore_passphrase
+from keys.keystore import KeyPurpose, Keystore
+
+from gateway.cli.main import (  # isort: skip - registered onto the main group
+    cli,
+    console,
+    emit,
+    err_console,
+    exit_code,
+    run,
+    settings_of,
+)
+
+__all__: list[str] = []
+
+T = TypeVar("T")
+
+_GAS_HEADROOM: Final = 1.25
+_FALLBACK_PRIORITY_FEE: Final = 10**9  # 1 gwei, where the node has no fee oracle
+
+
+def _checked(action: Callable[[], T]) -> T:
+    """Run a synchronous step, reporting a :class:`DsgwError` as every verb does."""
+    try:
+        return action()
+    except DsgwError as error:
+        err_console.print(f"[bold red]error:[/] {escape(error.detail)}")
+        sys.exit(exit_code(error))
+
+
+def _note(message: str) -> None:
+    """Progress and explanations go to stderr, so stdout carries only the result."""
+    err_console.print(message)
+
+
+@cli.group()
+def chain() -> None:
+    """The consortium chain: QBFT genesis, anchoring account, AnchorRegistry owner's verbs
+    (docs/deployment.md)."""
+
+
+# -- genesis ----------------------------------------------------------------------------
+
+
+def _allocation(text: str) -> tuple[str, int]:
+    address, sep, amount = text.partition("=")
+    if not sep or not amount.strip().isdigit():
+        raise ValidationError(f"qbft: --alloc {text!r} must be ADDRESS=WEI (a whole number)")
+    return address.strip(), int(amount.strip())
+
+
+def _write_public_file(path: Path, data: bytes, *, force: bool) -> None:
+    """Write ``data`` to ``path`` atomically (mode 0644: a genesis is public)."""
+    if path.exists() and not force:
+        raise ValidationError(
+            f"qbft: {path} exists; a running network's genesis must never change. Pass "
+            "--force to overwrite it (for a network that has not started yet)"
+        )
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except OSError as exc:
+        raise ValidationError(f"qbft: cannot write {path}: {exc.strerror}") from exc
+
+
+@chain.command("genesis")
+@click.option(
+    "--validator",
+    "validators",
+    multiple=True,
+    required=True,
+    metavar="ADDRESS",
+    help="A validator's address (`besu public-key export-address`); repeat for each, at least 4.",
+)
+@click.option("--chain-id", type=click.IntRange(min=1), required=True, help="The network's id.")
+@click.option(
+    "--block-period",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BLOCK_PERIOD,
+    show_default=True,
+    help="Seconds between blocks (blockperiodseconds).",
+)
+@click.option(
+    "--request-timeout",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seconds before a round change (requesttimeoutseconds; default twice the block period).",
+)
+@click.option(
+    "--epoch-length",
+    type=click.IntRange(min=1),
+    default=DEFAULT_EPOCH_LENGTH,
+    show_default=True,
+    help="Blocks after which pending validator votes are reset.",
+)
+@click.option(
+    "--gas-limit",
+    type=click.IntRange(min=5000),
+    default=DEFAULT_GAS_LIMIT,
+    show_default=True,
+    help="Gas per block.",
+)
+@click.option(
+    "--free-gas/--priced-gas",
+    default=True,
+    show_default=True,
+    help="Free gas sets zeroBaseFee (validators run --min-gas-price=0); priced gas needs "
+    "funded accounts (--alloc).",
+)
+@click.option(
+    "--alloc",
+    "allocations",
+    multiple=True,
+    metavar="ADDRESS=WEI",
+    help="Give an account a starting balance (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Where to write the genesis file ('-' for standard output).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def genesis(
+    validators: tuple[str, ...],
+    chain_id: int,
+    block_period: int,
+    request_timeout: int | None,
+    epoch_length: int,
+    gas_limit: int,
+    free_gas: bool,
+    allocations: tuple[str, ...],
+    out: Path,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write a Besu QBFT genesis for the given validators.
+
+    The same addresses and options give the same file, byte for byte, on every machine:
+    each party builds it and compares the printed SHA-256 before starting its node.
+    """
+
+    def build() -> QbftGenesis:
+        alloc: dict[str, int] = {}
+        for text in allocations:
+            address, wei = _allocation(text)
+            if address in alloc:
+                raise ValidationError(f"qbft: account {address} is allocated twice")
+            alloc[address] = wei
+        document = QbftGenesis.create(
+            validators=validators,
+            chain_id=chain_id,
+            block_period_seconds=block_period,
+            request_timeout_seconds=request_timeout,
+            epoch_length=epoch_length,
+            gas_limit=gas_limit,
+            zero_base_fee=free_gas,
+            alloc=alloc,
+        )
+        if str(out) == "-":
+            click.echo(document.to_json().decode("utf-8"), nl=False)
+        else:
+            _write_public_file(out, document.to_json(), force=force)
+        return document
+
+    document = _checked(build)
+    summary = {
+        "out": str(out),
+        "chain_id": document.chain_id,
+        "validators": list(document.validators),
+        "tolerated_faults": document.tolerated_faults,
+        "block_period_seconds": document.block_period_seconds,
+        "request_timeout_seconds": document.request_timeout_seconds,
+        "zero_base_fee": document.zero_base_fee,
+        "sha256": document.sha256,
+    }
+    if as_json and str(out) != "-":
+        emit(summary, True)
+        return
+    _note(
+        f"QBFT genesis for chain {document.chain_id}: {len(document.validators)} validators "
+        f"(tolerates {document.tolerated_faults} faulty), a block every "
+        f"{document.block_period_seconds} s, "
+        + ("free gas (run validators with --min-gas-price=0)" if free_gas else "priced gas")
+    )
+    for address in document.validators:
+        _note(f"  validator {address}")
+    _note(f"sha256 {document.sha256}  (every party's file must have the same)")
+    if str(out) != "-":
+        _note(f"wrote {out}")
+
+
+# -- the anchoring account --------------------------------------------------------------
+
+
+@chain.command("account")
+@click.option(
+    "--rotate",
+    is_flag=True,
+    help="Make a new anchoring account; the old one is kept (retired). Authorize the new "
+    "one before restarting the gateways, revoke the old one after (docs/deployment.md).",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def account(ctx: click.Context, rotate: bool, as_json: bool) -> None:
+    """Print the address of the gateway's anchoring account (created if missing).
+
+    Only the address goes to standard output: `ADDRESS=$(dsgw chain account)`.
+    """
+    settings = settings_of(ctx)
+
+    def act() -> dict[str, Any]:
+        if not settings.keystore_path.exists():
+            raise KeystoreError(
+                f"keystore: {settings.keystore_path} does not exist; run `dsgw init` first"
+            )
+        store = Keystore.open(settings.keystore_path, keystore_passphrase(settings))
+        now = SystemClock().now()
+        previous: str | None = None
+        try:
+            current = store.active(KeyPurpose.CHAIN_ACCOUNT)
+            created = False
+        except KeystoreError:
+            current = store.generate(KeyPurpose.CHAIN_ACCOUNT, now=now)
+            created = True
+        if rotate and not created:
+            previous = _address_of(store, current.kid)
+            current = store.rotate(KeyPurpose.CHAIN_ACCOUNT, now=now)
+            created = True
+        retired = [
+            _address_of(store, e.kid)
+            for e in store.entries()
+            if e.purpose == KeyPurpose.CHAIN_ACCOUNT and not e.is_active
+        ]
+        return {
+            "address": _address_of(store, current.kid),
+            "kid": current.kid,
+            "created": created,
+            "previous": previous,
+            "retired": retired,
+        }
+
+    report = _checked(act)
+    if as_json:
+        emit(report, True)
+        return
+    click.echo(report["address"])
+    if report["previous"]:
+        _note(
+            f"new anchoring account (the previous one, {report['previous']}, is retired but "
+            "kept): have the registry's owner authorize the new one, restart the gateways, "
+            "and revoke the old one once `dsgw status` shows nothing in flight"
+        )
+    elif report["created"]:
+        _note(
+            "new anchoring account: the AnchorRegistry's owner must authorize it "
+            "(`dsgw chain authorize --account ...`) before the gateway can anchor"
+        )
+
+
+def _address_of(store: Keystore, kid: str) -> str:
+    key: LocalAccount = Account.from_key(store.chain_account_private_key(kid))
+    return str(key.address)
+
+
+# -- the registry owner's transactions ---------------------------------------------------
+
+
+def read_owner_key(path: Path) -> LocalAccount:
+    """The account whose private key (hex, ``0x`` optional, one line) is in ``path``.
+
+    Raises :class:`ForbiddenError` if the file may be read by its group or by others (only
+    mode 0600 or 0400 will do), :class:`ValidationError` if it is not a key.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise ValidationError(f"chain: cannot read the key file {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())  # the file read is the file checked
+        if not stat.S_ISREG(info.st_mode):
+            raise ValidationError(f"chain: the key file {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise ForbiddenError(
+                f"chain: the key file {path} is readable by others (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); a private key must be mode 0600: "
+                f"`chmod 600 {path}`"
+            )
+        data = handle.read(4096)
+    try:
+        key = NodeKey.from_besu_file(data.decode("ascii"))
+    except (UnicodeDecodeError, ValidationError) as exc:
+        raise ValidationError(
+            f"chain: the key file {path} must hold one private key, 64 hex digits "
+            "(0x optional), on one line"
+        ) from exc
+    account: LocalAccount = Account.from_key(key.private_key)
+    return account
+
+
+async def _fees(backend: RpcBackend) -> dict[str, int]:
+    """The fee fields of a transaction at the node's current prices: EIP-1559 where blocks
+    have a base fee (zero on a free-gas QBFT network), a legacy gas price otherwise."""
+    w3 = backend.w3
+    with rpc_errors("reading gas prices", backend.node):
+        block = await w3.eth.get_block("latest")
+        base = block.get("baseFeePerGas")
+        if base is None:
+            return {"gasPrice": int(await w3.eth.gas_price)}
+        try:
+            priority = int(await w3.eth.max_priority_fee)
+        except (Web3RPCError, MethodUnavailable):
+            priority = _FALLBACK_PRIORITY_FEE
+    return {
+        "type": 2,
+        "maxFeePerGas": 2 * int(base) + priority,
+        "maxPriorityFeePerGas": priority,
+    }
+
+
+async def _transact(
+    backend: RpcBackend,
+    sender: LocalAccount,
+    *,
+    to: ChecksumAddress | None,
+    data: bytes,
+    what: str,
+    artifact: RegistryArtifact,
+    timeout: float,
+) -> TxReceipt:
+    """Sign ``data`` (to ``to``, or a contract creation) with ``sender``'s key, send it and
+    wait until it is mined.
+
+    Raises :class:`ChainError` if the chain refuses it (with the registry's reason where it
+    reverts), it reverts, or it is not mined within ``timeout`` seconds.
+    """
+    w3 = backend.w3
+    call: TxParams = {"from": sender.address, "data": HexStr("0x" + data.hex())}
+    if to is not None:
+        call["to"] = to
+    with rpc_errors(f"{what}: estimating gas", backend.node):
+        try:
+            estimate = int(await w3.eth.estimate_gas(call))
+        except revert_errors() as exc:
+            raise ChainError(
+                f"chain: {what}: refused by the chain: {revert_reason(exc, artifact)}"
+            ) from exc
+        except Web3RPCError as exc:
+            raise ChainError(f"chain: {what}: refused by the node: {exc}") from exc
+        chain_id = int(await w3.eth.chain_id)
+        nonce = int(await w3.eth.get_transaction_count(sender.address, "pending"))
+    fields: dict[str, Any] = {
+        "chainId": chain_id,
+        "nonce": nonce,
+        "gas": math.ceil(estimate * _GAS_HEADROOM),
+        "value": 0,
+        "data": data,
+        **await _fees(backend),
+    }
+    if to is not None:
+        fields["to"] = to
+    signed = sender.sign_transaction(fields)
+    with rpc_errors(f"{what}: sending the transaction", backend.node):
+        try:
+            tx_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
+        except Web3RPCError as exc:
+            raise ChainError(
+                f"chain: {what}: the node refused the transaction ({exc}); on a network with "
+                f"priced gas, {sender.address} needs funds"
+            ) from exc
+        try:
+            receipt = await w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=timeout, poll_latency=0.5
+            )
+        except TimeExhausted as exc:
+            raise ChainError(
+                f"chain: {what}: transaction {tx_hash.to_0x_hex()} was not mined within "
+                f"{timeout:.0f} s; check that the validators produce blocks (it may still be "
+                "mined: look it up before sending again)"
+            ) from exc
+    if receipt["status"] != 1:
+        raise ChainError(f"chain: {what}: reverted in transaction {tx_hash.to_0x_hex()}")
+    return receipt
+
+
+def _selector(signature: str) -> bytes:
+    return keccak(text=signature)[:4]
+
+
+async def _registry(backend: RpcBackend, contract: str) -> AnchorRegistry:
+    registry = AnchorRegistry(backend, parse_address(contract, "registry address"))
+    if not await registry.deployed():
+        raise ChainConfigError(
+            f"chain: no AnchorRegistry at {registry.address} on {backend.node} (no code there, "
+            "or code of another contract); check the address and the node"
+        )
+    return registry
+
+
+async def _pending_owner(registry: AnchorRegistry) -> ChecksumAddress:
+    with rpc_errors("reading the registry's pending owner", registry.backend.node):
+        result = await registry.backend.w3.eth.call(
+            {"to": registry.address, "data": HexStr("0x" + _selector("pendingOwner()").hex())}
+        )
+    return to_checksum_address(bytes(result)[12:32])
+
+
+async def _owner_call(
+    backend: RpcBackend,
+    registry: AnchorRegistry,
+    owner: LocalAccount,
+    signature: str,
+    argument: str | None,
+    what: str,
+    timeout: float,
+) -> TxReceipt:
+    """Send ``signature(argument)`` to the registry from its owner's key, after checking
+    that the key is the owner's."""
+    current = await registry.owner()
+    if current != owner.address:
+        raise ForbiddenError(
+            f"chain: the registry's owner is {current}, but the key file is for "
+            f"{owner.address}; only the owner can {what}"
+        )
+    data = _selector(signature)
+    if argument is not None:
+        data += abi_encode(["address"], [argument])
+    return await _transact(
+        backend,
+        owner,
+        to=registry.address,
+        data=data,
+        what=what,
+        artifact=registry.artifact,
+        timeout=timeout,
+    )
+
+
+def _with_backend(
+    rpc_url: str, action: Callable[[RpcBackend], Coroutine[Any, Any, T]]
+) -> Coroutine[Any, Any, T]:
+    async def go() -> T:
+        backend = RpcBackend(rpc_url, request_timeout=30.0)
+        async with backend:
+            return await action(backend)
+
+    return go()
+
+
+def _tx_report(receipt: TxReceipt) -> dict[str, Any]:
+    return {
+        "tx_hash": receipt["transactionHash"].to_0x_hex(),
+        "block_number": int(receipt["blockNumber"]),
+    }
+
+
+_rpc_url = click.option(
+    "--rpc-url", required=True, help="JSON-RPC URL of a node of the chain (http or https)."
+)
+_owner_key_file = click.option(
+    "--owner-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="File holding the owner's private key (hex); must be mode 0600.",
+)
+_timeout = click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the transaction to be mined.",
+)
+_as_json = click.option("--json", "as_json", is_flag=True)
+
+
+@chain.command("deploy")
+@_rpc_url
+@_owner_key_file
+@_timeout
+@_as_json
+def deploy(rpc_url: str, owner_key_file: Path, timeout: float, as_json: bool) -> None:
+    """Deploy the AnchorRegistry, owned by the key in --owner-key-file; print its address."""
+    owner = _checked(lambda: read_owner_key(owner_key_file))
+    artifact = _checked(RegistryArtifact.from_file)
+
+    async def act(backend: RpcBackend) -> dict[str, Any]:
+        receipt = await _transact(
+            backend,
+            owner,
+            to=None,
+            data=artifact.bytecode,
+            what="deploying the AnchorRegistry",
+            artifact=artifact,
+            timeout=timeout,
+        )
+        address = receipt["contractAddress"]
+        if address is None:
+            raise ChainError("chain: deploying the AnchorRegistry produced no contract")
+        registry = AnchorRegistry(backend, address, artifact)
+        if not await registry.deployed() or await registry.owner() != owner.address:
+            raise ChainError(
+                f"chain: the contract at {address} is not an AnchorRegistry owned by "
+                f"{owner.address}"
+            )
+        return {
+            "contract": registry.address,
+            "owner": owner.address,
+            "chain_id": await registry.chain_id(),
+            **_tx_report(receipt),
+        }
+
+    report = run(_with_backend(rpc_url, act))
+    if as_json:
+        emit(report, True)
+        return
+    click.echo(report["contract"])
+    _note(
+        f"AnchorRegistry deployed on chain {report['chain_id']} in block "
+        f"{report['block_number']} (tx {report['tx_hash']}), owned by {report['owner']}. "
+        "Set DSGW_CHAIN_CONTRACT to its address and authorize the gateway's anchoring "
+        "account (`dsgw chain authorize`)."
+    )
+
+
+@chain.command("authorize")
+@_rpc_url
+@click.option("--contract", required=True, help="The AnchorRegistry's address.")
+@_owner_key_file
+@click.option(
+    "--account",
+    "anchoring_account",
+    required=True,
+    help="The anchoring account (`dsgw chain account` prints the gateway's).",
+)
+@click.option("--revoke", is_flag=True, help="Withdraw the account's permission instead.")
+@_timeout
+@_as_json
+def authorize(
+    rpc_url: str,
+    contract: str,
+    owner_key_file: Path,
+    anchoring_account: str,
+    revoke: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Let an account anchor on the registry (or, with --revoke, stop it), as its owner."""
+    owner = _checked(lambda: read_owner_key(owner_key_file))
+    target = _checked(lambda: parse_address(anchoring_account, "anchoring account"))
+    verb = "revoke" if revoke else "authorize"
+
+    async def act(backend: RpcBackend) -> dict[str, Any]:
+        registry = await _registry(backend, contract)
+        wanted = not revoke
+        report: dict[str, Any] = {
+            "contract": registry.address,
+            "account": target,
+            "authorized": wanted,
+            "changed": False,
+        }
+        if await registry.authorized(target) == wanted:
+            return report
+        receipt = await _owner_call(
+            backend,
+            registry,
+            owner,
+            f"{verb}(address)",
+            target,
+            f"{verb} {target} on the registry",
+            timeout,
+        )
+        if await registry.authorized(target) != wanted:
+            raise ChainError(f"chain: {verb} {target} was mined but the registry disagrees")
+        return {**report, "changed": True, **_tx_report(receipt)}
+
+    report = run(_with_backend(rpc_url, act))
+    if as_json:
+        emit(report, True)
+        return
+    state = "may anchor" if report["authorized"] else "may not anchor"
+    if report["changed"]:
+        console.print(
+            f"{report['account']} {state} on {report['contract']} "
+            f"(tx {report['tx_hash']}, block {report['block_number']})"
+        )
+    else:
+        console.print(f"{report['account']} already {state} on {report['contract']}; no change")
+
+
+@chain.command("transfer-ownership")
+@_rpc_url
+@click.option("--contract", required=True, help="The AnchorRegistry's address.")
+@_owner_key_file
+@click.option(
+    "--new-owner",
+    required=True,
+    help="The account to offer ownership to; it takes over with `accept-ownership`.",
+)
+@_timeout
+@_as_json
+def transfer_ownership(
+    rpc_url: str,
+    contract: str,
+    owner_key_file: Path,
+    new_owner: str,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Offer the registry's ownership to another account (step 1 of 2)."""
+    owner = _checked(lambda: read_owner_key(owner_key_file))
+    offered = _checked(lambda: parse_address(new_owner, "new owner"))
+
+    async def act(backend: RpcBackend) -> dict[str, Any]:
+        registry = await _registry(backend, contract)
+        receipt = await _owner_call(
+            backend,
+            registry,
+            owner,
+            "transferOwnership(address)",
+            offered,
+            f"offer the registry's ownership to {offered}",
+            timeout,
+        )
+        return {
+            "contract": registry.address,
+            "owner": owner.address,
+            "pending_owner": await _pending_owner(registry),
+            **_tx_report(receipt),
+        }
+
+    report = run(_with_backend(rpc_url, act))
+    if as_json:
+        emit(report, True)
+        return
+    console.print(
+        f"ownership of {report['contract']} offered to {report['pending_owner']} "
+        f"(tx {report['tx_hash']}); {report['owner']} stays owner until it runs "
+        "`dsgw chain accept-ownership`"
+    )
+
+
+@chain.command("accept-ownership")
+@_rpc_url
+@click.option("--contract", required=True, help="The AnchorRegistry's address.")
+@click.option(
+    "--owner-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="File holding the new owner's private key (hex); must be mode 0600.",
+)
+@_timeout
+@_as_json
+def accept_ownership(
+    rpc_url: str, contract: str, owner_key_file: Path, timeout: float, as_json: bool
+) -> None:
+    """Take over the registry's ownership offered to this key (step 2 of 2)."""
+    new_owner = _checked(lambda: read_owner_key(owner_key_file))
+
+    async def act(backend: RpcBackend) -> dict[str, Any]:
+        registry = await _registry(backend, contract)
+        pending = await _pending_owner(registry)
+        if pending != new_owner.address:
+            raise ForbiddenError(
+                f"chain: ownership of {registry.address} is offered to "
+                f"{pending if int(pending, 16) else 'nobody'}, not to {new_owner.address}"
+            )
+        receipt = await _transact(
+            backend,
+            new_owner,
+            to=registry.address,
+            data=_selector("acceptOwnership()"),
+            what="accept the registry's ownership",
+            artifact=registry.artifact,
+            timeout=timeout,
+        )
+        owner = await registry.owner()
+        if owner != new_owner.address:
+            raise ChainError("chain: acceptOwnership was mined but the owner did not change")
+        return {"contract": registry.address, "owner": owner, **_tx_report(receipt)}
+
+    report = run(_with_backend(rpc_url, act))
+    if as_json:
+        emit(report, True)
+        return
+    console.print(f"{report['owner']} now owns {report['contract']} (tx {report['tx_hash']})")

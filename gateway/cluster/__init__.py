@@ -1,0 +1,1 @@
+"""Running many gateway processes as one: leader election and policy change push."""

@@ -1,0 +1,156 @@
+"""Telling gateway processes on other machines that policy changed.
+
+A revocation, a suspension or a supervision measure commits to the database and bumps the
+machine-local epoch file (:mod:`gateway.governance.epoch`), which every process on *that*
+machine checks before each call. Processes on other machines learn of it two ways:
+
+* **Push.** On PostgreSQL the change's own transaction sends ``NOTIFY dsgw_policy``, which
+  the server delivers when (and only if) it commits. Each process LISTENs on a connection of
+  its own and reloads its policy snapshot before its next call: the change is in force
+  there within the notification's delivery time, a few milliseconds on a LAN.
+* **Poll, as a bound.** A notification can be missed (the listening connection broke and
+  was re-made), so every ``poll_seconds`` each process also compares the heads of the
+  ``governance`` and ``products`` streams, which every change appends to, with what it saw
+  last. However the push fails, a change is in force everywhere within that bound. A lost
+  listening connection also counts as a change: the process reloads rather than trust it
+  heard everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.db.schema import LogEntryRow
+from gateway.governance.policy import PolicyStore
+
+__all__ = ["POLICY_CHANNEL", "PolicyWatch", "announce_policy_change"]
+
+log = logging.getLogger(__name__)
+
+POLICY_CHANNEL: Final = "dsgw_policy"
+# Streams every policy change appends to (GovernanceService.change).
+_POLICY_STREAMS: Final = ("governance", "products")
+
+
+async def announce_policy_change(conn: AsyncConnection) -> None:
+    """Queue the cluster-wide notice of a change in ``conn``'s transaction (PostgreSQL
+    sends it on commit, never for a rolled-back change; other stores rely on the poll)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": POLICY_CHANNEL})
+
+
+async def _policy_heads(engine: AsyncEngine) -> tuple[tuple[str, int], ...]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(LogEntryRow.stream, func.max(LogEntryRow.seq))
+            .where(LogEntryRow.stream.in_(_POLICY_STREAMS))
+            .group_by(LogEntryRow.stream)
+        )
+        return tuple(sorted((row[0], int(row[1])) for row in rows))
+
+
+class PolicyWatch:
+    """Reloads ``policy`` when another process, on any machine, changed it."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        policy: PolicyStore,
+        *,
+        poll_seconds: float = 2.0,
+        reconnect_seconds: float = 1.0,
+    ) -> None:
+        self._engine = engine
+        self._policy = policy
+        self._poll_seconds = poll_seconds
+        self._reconnect_seconds = reconnect_seconds
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener: Any = None
+        self._heads: tuple[tuple[str, int], ...] | None = None
+        self.notifications = 0
+        self.polled_changes = 0
+        # Set once the push channel listens (tests wait on it; PostgreSQL only).
+        self.listening = asyncio.Event()
+
+    def start(self) -> None:
+        if self._tasks:
+            return
+        self._tasks.append(asyncio.create_task(self._poll(), name="dsgw-policy-poll"))
+        if self._engine.dialect.name == "postgresql":
+            self._tasks.append(asyncio.create_task(self._listen(), name="dsgw-policy-listen"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self._close_listener()
+
+    def _changed(self) -> None:
+        self._policy.remote_change()
+
+    def _notified(self, *_args: Any) -> None:
+        self.notifications += 1
+        self._changed()
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                heads = await _policy_heads(self._engine)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("policy watch: cannot read the policy streams: %s", exc)
+            else:
+                if self._heads is not None and heads != self._heads:
+                    self.polled_changes += 1
+                    self._changed()
+                self._heads = heads
+            await asyncio.sleep(self._poll_seconds)
+
+    async def _listen(self) -> None:
+        import asyncpg
+
+        dsn = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(
+                    dsn, timeout=5, server_settings={"application_name": "dsgw-policy-watch"}
+                )
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(POLICY_CHANNEL, self._notified)
+                self._listener = conn
+                # Changes made while no one listened were not pushed: reload once now.
+                self._changed()
+                self.listening.set()
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), self._poll_seconds)
+                    if not lost.is_set():
+                        # Notices arrive only while the connection reads; a ping also
+                        # finds a connection the network silently dropped.
+                        async with asyncio.timeout(5):
+                            await conn.fetchval("SELECT 1")
+                log.warning("policy watch: the listening connection closed; reconnecting")
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("policy watch: cannot listen for policy changes: %s", exc)
+            self.listening.clear()
+            await self._close_listener()
+            self._changed()
+            await asyncio.sleep(self._reconnect_seconds)
+
+    async def _close_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2)
+            if not conn.is_closed():
+                conn.terminate()
