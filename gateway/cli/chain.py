@@ -12,34 +12,34 @@ Registered on the main group when :mod:`gateway.cli.main` is imported.
 
 from __future__ import annotations
 
-import math
 import os
-import stat
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import click
-from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress, HexStr
-from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
 from rich.markup import escape
-from web3.exceptions import MethodUnavailable, TimeExhausted, Web3RPCError
-from web3.types import TxParams, TxReceipt
+from web3.types import TxReceipt
 
 from gateway.chain.backends import RpcBackend
-from gateway.chain.contract import AnchorRegistry, RegistryArtifact, revert_reason
-from gateway.chain.errors import ChainConfigError, ChainError, revert_errors, rpc_errors
+from gateway.chain.contract import AnchorRegistry, RegistryArtifact
+from gateway.chain.errors import ChainError
+from gateway.chain.owner import (
+    call_data,
+    owner_call,
+    pending_owner,
+    read_owner_key,
+    registry_at,
+    transact,
+)
 from gateway.chain.qbft import (
     DEFAULT_BLOCK_PERIOD,
     DEFAULT_EPOCH_LENGTH,
     DEFAULT_GAS_LIMIT,
-    NodeKey,
     QbftGenesis,
     parse_address,
 )
@@ -61,9 +61,6 @@ from gateway.cli.main import (  # isort: skip - registered onto the main group
 __all__: list[str] = []
 
 T = TypeVar("T")
-
-_GAS_HEADROOM: Final = 1.25
-_FALLBACK_PRIORITY_FEE: Final = 10**9  # 1 gwei, where the node has no fee oracle
 
 
 def _checked(action: Callable[[], T]) -> T:
@@ -317,179 +314,6 @@ def _address_of(store: Keystore, kid: str) -> str:
     return str(key.address)
 
 
-# -- the registry owner's transactions ---------------------------------------------------
-
-
-def read_owner_key(path: Path) -> LocalAccount:
-    """The account whose private key (hex, ``0x`` optional, one line) is in ``path``.
-
-    Raises :class:`ForbiddenError` if the file may be read by its group or by others (only
-    mode 0600 or 0400 will do), :class:`ValidationError` if it is not a key.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise ValidationError(f"chain: cannot read the key file {path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())  # the file read is the file checked
-        if not stat.S_ISREG(info.st_mode):
-            raise ValidationError(f"chain: the key file {path} is not a regular file")
-        if info.st_mode & 0o077:
-            raise ForbiddenError(
-                f"chain: the key file {path} is readable by others (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}); a private key must be mode 0600: "
-                f"`chmod 600 {path}`"
-            )
-        data = handle.read(4096)
-    try:
-        key = NodeKey.from_besu_file(data.decode("ascii"))
-    except (UnicodeDecodeError, ValidationError) as exc:
-        raise ValidationError(
-            f"chain: the key file {path} must hold one private key, 64 hex digits "
-            "(0x optional), on one line"
-        ) from exc
-    account: LocalAccount = Account.from_key(key.private_key)
-    return account
-
-
-async def _fees(backend: RpcBackend) -> dict[str, int]:
-    """The fee fields of a transaction at the node's current prices: EIP-1559 where blocks
-    have a base fee (zero on a free-gas QBFT network), a legacy gas price otherwise."""
-    w3 = backend.w3
-    with rpc_errors("reading gas prices", backend.node):
-        block = await w3.eth.get_block("latest")
-        base = block.get("baseFeePerGas")
-        if base is None:
-            return {"gasPrice": int(await w3.eth.gas_price)}
-        try:
-            priority = int(await w3.eth.max_priority_fee)
-        except (Web3RPCError, MethodUnavailable):
-            priority = _FALLBACK_PRIORITY_FEE
-    return {
-        "type": 2,
-        "maxFeePerGas": 2 * int(base) + priority,
-        "maxPriorityFeePerGas": priority,
-    }
-
-
-async def _transact(
-    backend: RpcBackend,
-    sender: LocalAccount,
-    *,
-    to: ChecksumAddress | None,
-    data: bytes,
-    what: str,
-    artifact: RegistryArtifact,
-    timeout: float,
-) -> TxReceipt:
-    """Sign ``data`` (to ``to``, or a contract creation) with ``sender``'s key, send it and
-    wait until it is mined.
-
-    Raises :class:`ChainError` if the chain refuses it (with the registry's reason where it
-    reverts), it reverts, or it is not mined within ``timeout`` seconds.
-    """
-    w3 = backend.w3
-    call: TxParams = {"from": sender.address, "data": HexStr("0x" + data.hex())}
-    if to is not None:
-        call["to"] = to
-    with rpc_errors(f"{what}: estimating gas", backend.node):
-        try:
-            estimate = int(await w3.eth.estimate_gas(call))
-        except revert_errors() as exc:
-            raise ChainError(
-                f"chain: {what}: refused by the chain: {revert_reason(exc, artifact)}"
-            ) from exc
-        except Web3RPCError as exc:
-            raise ChainError(f"chain: {what}: refused by the node: {exc}") from exc
-        chain_id = int(await w3.eth.chain_id)
-        nonce = int(await w3.eth.get_transaction_count(sender.address, "pending"))
-    fields: dict[str, Any] = {
-        "chainId": chain_id,
-        "nonce": nonce,
-        "gas": math.ceil(estimate * _GAS_HEADROOM),
-        "value": 0,
-        "data": data,
-        **await _fees(backend),
-    }
-    if to is not None:
-        fields["to"] = to
-    signed = sender.sign_transaction(fields)
-    with rpc_errors(f"{what}: sending the transaction", backend.node):
-        try:
-            tx_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
-        except Web3RPCError as exc:
-            raise ChainError(
-                f"chain: {what}: the node refused the transaction ({exc}); on a network with "
-                f"priced gas, {sender.address} needs funds"
-            ) from exc
-        try:
-            receipt = await w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=timeout, poll_latency=0.5
-            )
-        except TimeExhausted as exc:
-            raise ChainError(
-                f"chain: {what}: transaction {tx_hash.to_0x_hex()} was not mined within "
-                f"{timeout:.0f} s; check that the validators produce blocks (it may still be "
-                "mined: look it up before sending again)"
-            ) from exc
-    if receipt["status"] != 1:
-        raise ChainError(f"chain: {what}: reverted in transaction {tx_hash.to_0x_hex()}")
-    return receipt
-
-
-def _selector(signature: str) -> bytes:
-    return keccak(text=signature)[:4]
-
-
-async def _registry(backend: RpcBackend, contract: str) -> AnchorRegistry:
-    registry = AnchorRegistry(backend, parse_address(contract, "registry address"))
-    if not await registry.deployed():
-        raise ChainConfigError(
-            f"chain: no AnchorRegistry at {registry.address} on {backend.node} (no code there, "
-            "or code of another contract); check the address and the node"
-        )
-    return registry
-
-
-async def _pending_owner(registry: AnchorRegistry) -> ChecksumAddress:
-    with rpc_errors("reading the registry's pending owner", registry.backend.node):
-        result = await registry.backend.w3.eth.call(
-            {"to": registry.address, "data": HexStr("0x" + _selector("pendingOwner()").hex())}
-        )
-    return to_checksum_address(bytes(result)[12:32])
-
-
-async def _owner_call(
-    backend: RpcBackend,
-    registry: AnchorRegistry,
-    owner: LocalAccount,
-    signature: str,
-    argument: str | None,
-    what: str,
-    timeout: float,
-) -> TxReceipt:
-    """Send ``signature(argument)`` to the registry from its owner's key, after checking
-    that the key is the owner's."""
-    current = await registry.owner()
-    if current != owner.address:
-        raise ForbiddenError(
-            f"chain: the registry's owner is {current}, but the key file is for "
-            f"{owner.address}; only the owner can {what}"
-        )
-    data = _selector(signature)
-    if argument is not None:
-        data += abi_encode(["address"], [argument])
-    return await _transact(
-        backend,
-        owner,
-        to=registry.address,
-        data=data,
-        what=what,
-        artifact=registry.artifact,
-        timeout=timeout,
-    )
-
-
 def _with_backend(
     rpc_url: str, action: Callable[[RpcBackend], Coroutine[Any, Any, T]]
 ) -> Coroutine[Any, Any, T]:
@@ -538,7 +362,7 @@ def deploy(rpc_url: str, owner_key_file: Path, timeout: float, as_json: bool) ->
     artifact = _checked(RegistryArtifact.from_file)
 
     async def act(backend: RpcBackend) -> dict[str, Any]:
-        receipt = await _transact(
+        receipt = await transact(
             backend,
             owner,
             to=None,
@@ -604,7 +428,7 @@ def authorize(
     verb = "revoke" if revoke else "authorize"
 
     async def act(backend: RpcBackend) -> dict[str, Any]:
-        registry = await _registry(backend, contract)
+        registry = await registry_at(backend, contract)
         wanted = not revoke
         report: dict[str, Any] = {
             "contract": registry.address,
@@ -614,7 +438,7 @@ def authorize(
         }
         if await registry.authorized(target) == wanted:
             return report
-        receipt = await _owner_call(
+        receipt = await owner_call(
             backend,
             registry,
             owner,
@@ -665,8 +489,8 @@ def transfer_ownership(
     offered = _checked(lambda: parse_address(new_owner, "new owner"))
 
     async def act(backend: RpcBackend) -> dict[str, Any]:
-        registry = await _registry(backend, contract)
-        receipt = await _owner_call(
+        registry = await registry_at(backend, contract)
+        receipt = await owner_call(
             backend,
             registry,
             owner,
@@ -678,7 +502,7 @@ def transfer_ownership(
         return {
             "contract": registry.address,
             "owner": owner.address,
-            "pending_owner": await _pending_owner(registry),
+            "pending_owner": await pending_owner(registry),
             **_tx_report(receipt),
         }
 
@@ -711,18 +535,18 @@ def accept_ownership(
     new_owner = _checked(lambda: read_owner_key(owner_key_file))
 
     async def act(backend: RpcBackend) -> dict[str, Any]:
-        registry = await _registry(backend, contract)
-        pending = await _pending_owner(registry)
+        registry = await registry_at(backend, contract)
+        pending = await pending_owner(registry)
         if pending != new_owner.address:
             raise ForbiddenError(
                 f"chain: ownership of {registry.address} is offered to "
                 f"{pending if int(pending, 16) else 'nobody'}, not to {new_owner.address}"
             )
-        receipt = await _transact(
+        receipt = await transact(
             backend,
             new_owner,
             to=registry.address,
-            data=_selector("acceptOwnership()"),
+            data=call_data("acceptOwnership()"),
             what="accept the registry's ownership",
             artifact=registry.artifact,
             timeout=timeout,
