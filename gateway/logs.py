@@ -22,8 +22,8 @@ arguments, in every extra field (nested ones too) and in the traceback:
 - secrets, replaced by ``***``: ``Authorization:`` header values, ``Bearer`` tokens, JWTs
   (``eyJ...`` in three or more base64url parts), the password of a URL
   (``postgresql://user:***@host``, ``redis://:***@host``), ``password=``/``secret=``-style
-  pairs, private keys as 64 hexadecimal digits with or without ``0x`` (transaction and
-  block hashes have the same shape and are masked too: the log names the anchor instead),
+  pairs, private keys as 64 hexadecimal digits with or without ``0x`` (except where the
+  log names the value a transaction hash, hash or root: ``tx 0x...``, ``root=...``),
   PEM private-key blocks; an extra whose *name* says it holds a secret (``password``,
   ``client_secret``, ``authorization``, ``*_token``...) is replaced whole;
 - personal data, masked as the data plane masks it (:mod:`gateway.privacy.masking`):
@@ -153,6 +153,18 @@ def _masked_by(rule: MaskRule) -> Callable[[re.Match[str]], str]:
     return replace
 
 
+# A 64-hex value the log names as a public hash (``tx 0x..``, ``root=..``) is left readable:
+# anchors are looked up by their transaction hash. Any other one may be a private key.
+_PUBLIC_HASH_BEFORE: Final = re.compile(r"(?i)(?:\btx|transaction|tx_hash|hash|root)[\s:=\"']*$")
+
+
+def _hex_key(match: re.Match[str]) -> str:
+    before = match.string[max(0, match.start() - 16) : match.start()]
+    if _PUBLIC_HASH_BEFORE.search(before):
+        return match.group(0)
+    return (match.group(1) or "") + MASK
+
+
 _PEM_MASK: Final = rf"-----BEGIN \1PRIVATE KEY-----{MASK}-----END \1PRIVATE KEY-----"
 
 # (cheap precondition on the text, pattern, replacement), applied in this order: secrets
@@ -164,7 +176,7 @@ _RULES: Final[tuple[tuple[Callable[[str], bool], re.Pattern[str], Any], ...]] = 
     (lambda t: "eyJ" in t, _JWT, MASK),
     (lambda t: "://" in t, _URL_PASSWORD, rf"\1{MASK}@"),
     (lambda t: ":" in t or "=" in t, _SECRET_PAIR, rf"\1{MASK}"),
-    (lambda t: len(t) >= 64, _HEX_KEY, lambda m: (m.group(1) or "") + MASK),
+    (lambda t: len(t) >= 64, _HEX_KEY, _hex_key),
     (lambda t: len(t) >= 11, _RESIDENT_ID, _resident_id),
     (lambda t: len(t) >= 11, _MOBILE, _masked_by(MaskRule.MOBILE)),
     (lambda t: "@" in t, _EMAIL, _masked_by(MaskRule.EMAIL)),

@@ -212,6 +212,7 @@ CASES = [
     Case("redis-password", "redis://:r3dis-pw@cache:6379/0", "r3dis-pw", "redis://:***@cache"),
     Case("hex-key-0x", f"key 0x{HEX}", HEX, "key 0x***"),
     Case("hex-key-bare", f"key {HEX}.", HEX, "key ***."),
+    Case("hex-key-after-a-hash-word", f"key {HEX} hash", HEX, "key *** hash"),
     Case("pem", f"loaded {PEM} ok", "secretkeybytes", "-----BEGIN PRIVATE KEY-----***"),
     Case("password-pair", "password=hunter2&user=x", "hunter2", "password=***"),
     Case("resident-id", f"身份证号{_resident_id()}，", _resident_id(), "430**************"),
@@ -521,3 +522,10 @@ def test_prepare_multiprocess_dir_is_careful(tmp_path: Path) -> None:
     afile.write_text("")
     with pytest.raises(ConfigError):
         prepare_multiprocess_dir(afile)
+
+
+def test_transaction_hashes_and_roots_stay_readable() -> None:
+    """Anchors are looked up by their transaction hash: the log names them, so they are
+    not taken for private keys."""
+    for text in (f"anchoring calls@21 in tx 0x{HEX}, nonce 3", f"root={HEX}", f"tx_hash: {HEX}"):
+        assert redact(text) == text

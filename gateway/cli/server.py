@@ -89,7 +89,10 @@ async def serve_forever(settings: Settings, *, worker: int | None = None) -> Non
 
 def _worker_main(settings: Settings, index: int) -> None:
     """A worker process: one event loop serving on the shared port until told to stop."""
+    from gateway.logs import configure_logging
+
     os.environ["DSGW_WORKER_ID"] = str(index)
+    configure_logging(settings)  # a spawned process starts with no logging set up
     # The parent relays Ctrl-C as SIGTERM; a terminal's SIGINT to the whole group must not
     # make a worker stop before the parent has decided to stop them all.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
