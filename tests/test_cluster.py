@@ -325,7 +325,17 @@ async def test_anchoring_leader_dies_and_another_takes_over(cluster: Cluster) ->
     while (leader := await _leader(settings)) is None:
         assert time.monotonic() < deadline, "no process took the leader lock"
         await asyncio.sleep(0.2)
-    token = await cluster.token(cluster.nodes["b"], f"scenario:{DEMO_SCENARIO}")
+    b = cluster.nodes["b"]
+    # Node B (one process) says in its readiness and metrics whether it is the leader.
+    async with cluster.http.get(f"{b.url}/readyz") as resp:
+        assert (await resp.json())["leader"] is (leader[1] == b.process.pid)
+    staff = await cluster.token(b, "admin", cluster.staff)
+    async with cluster.http.get(
+        f"{b.url}/metrics", headers={"Authorization": f"Bearer {staff}"}
+    ) as resp:
+        metrics = await resp.text()
+    assert f"dsgw_leader {1.0 if leader[1] == b.process.pid else 0.0}" in metrics
+    token = await cluster.token(b, f"scenario:{DEMO_SCENARIO}")
     nodes = list(cluster.nodes.values())
     for i in range(20):
         assert await cluster.verify(nodes[i % 2], token) == 200

@@ -91,7 +91,13 @@ async def metrics(request: web.Request) -> web.Response:
         backlog_records.add_metric([item.stream], item.unanchored_entries)
         oldest = item.oldest_unanchored_at
         lag.add_metric([item.stream], max((now - oldest).total_seconds(), 0.0) if oldest else 0)
-    if gateway.anchoring is not None:  # absent when anchoring is off
+    if gateway.leadership is not None:  # servers: which process runs the background work
+        figures.gauge(
+            "dsgw_leader",
+            "1 when this process leads the deployment (checkpoints, anchoring, monitor), else "
+            "0; the chain figures below come from the leader only.",
+        ).add_metric([], 1 if gateway.leadership.leading else 0)
+    if gateway.anchoring is not None:  # absent when anchoring is off or another process leads
         worker = gateway.anchoring.worker  # None until the chain first answered
         health = worker.health if worker is not None else None
         figures.gauge(
