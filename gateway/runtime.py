@@ -14,6 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import func, select
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,7 +32,7 @@ from gateway.cluster.policy_push import PolicyWatch
 from gateway.dataplane.service import ConnectorRegistry, DataPlane
 from gateway.db import create_engine, engine_for, migrate
 from gateway.db.schema import LogEntryRow
-from gateway.errors import DsgwError, KeystoreError
+from gateway.errors import ConfigError, DsgwError, KeystoreError
 from gateway.governance.epoch import EpochFile
 from gateway.governance.policy import PolicyStore
 from gateway.governance.service import GovernanceService
@@ -363,7 +364,7 @@ class Gateway:
         (:mod:`gateway.cluster.leadership`), so N processes anchor and checkpoint once."""
         if self.leadership is None:
             self.leadership = Leadership(
-                leader_lock_for(self.engine.url, self.settings.data_dir),
+                leader_lock_for(self._session_url(), self.settings.data_dir),
                 on_elected=self.start_background,
                 on_deposed=self.stop_background,
                 interval=self.settings.leader_check_seconds,
@@ -371,12 +372,38 @@ class Gateway:
             self.leadership.start()
         return self.leadership
 
+    def _session_url(self) -> URL:
+        """Where the leader lock and the policy listener connect: a session of their own,
+        which a transaction-mode pooler cannot give (a session lock taken through one would
+        be held by whichever server connection ran it, and checking it would prove nothing).
+
+        Raises :class:`ConfigError` when the store is reached through such a pooler
+        (``database_statement_cache = false``) and no ``database_session_url`` is set.
+        """
+        settings = self.settings
+        url = make_url(settings.resolved_session_url)
+        if (
+            url.get_backend_name() == "postgresql"
+            and not settings.database_statement_cache
+            and not settings.database_session_url
+        ):
+            raise ConfigError(
+                "cluster: database_statement_cache = false says database_url goes through a "
+                "transaction-mode pooler, where the leader lock and the policy listener "
+                "cannot hold a session; set database_session_url "
+                "(DSGW_DATABASE_SESSION_URL) to PostgreSQL itself"
+            )
+        return url
+
     def watch_policy(self) -> PolicyWatch:
         """Follow policy changes made by processes on other machines (pushed, and polled as
         a fallback), which the machine-local epoch file cannot see."""
         if self.policy_watch is None:
             self.policy_watch = PolicyWatch(
-                self.engine, self.policy, poll_seconds=self.settings.policy_poll_seconds
+                self.engine,
+                self.policy,
+                session_url=self._session_url(),
+                poll_seconds=self.settings.policy_poll_seconds,
             )
             self.policy_watch.start()
         return self.policy_watch

@@ -40,6 +40,10 @@ class Settings:
     database_max_overflow: int = 10
     database_pool_timeout_seconds: float = 5.0
     database_statement_cache: bool = True
+    # PostgreSQL reached directly (not through a transaction-mode pooler) for what needs a
+    # session of its own: the leader lock and the policy listener of `dsgw serve`. Empty:
+    # database_url, which then must not be such a pooler (docs/postgresql.md).
+    database_session_url: str = field(default="", repr=False)
     # Redis shared by every gateway process for quotas and rate limits (redis://host:6379/0);
     # empty: each process keeps its own, which is exact only for a single process.
     redis_url: str = ""
@@ -151,6 +155,15 @@ class Settings:
         elif url.startswith(("postgresql://", "postgres://")):
             url = "postgresql+asyncpg://" + url.split("://", 1)[1]
         return url
+
+    @property
+    def resolved_session_url(self) -> str:
+        """The URL of the leader lock's and the policy listener's own connections."""
+        if not self.database_session_url:
+            return self.resolved_database_url
+        return dataclasses.replace(
+            self, database_url=self.database_session_url
+        ).resolved_database_url
 
     @property
     def trusted_networks(self) -> tuple[Network, ...]:

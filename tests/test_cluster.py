@@ -11,6 +11,7 @@ lost and nothing anchored twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import secrets
@@ -473,3 +474,33 @@ async def test_worker_pool_replaces_a_killed_worker(cluster: Cluster) -> None:
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_a_transaction_pooler_needs_a_session_url_for_the_leader_lock(
+    pg_settings: Settings,
+) -> None:
+    """Behind PgBouncer in transaction mode a session lock proves nothing: serving refuses
+    to campaign until database_session_url names PostgreSQL itself."""
+    from gateway.errors import ConfigError
+    from gateway.runtime import Gateway, initialise
+
+    await initialise(pg_settings)
+    pooled = dataclasses.replace(pg_settings, database_statement_cache=False)
+    gateway = await Gateway.open(pooled, anchoring=False)
+    try:
+        with pytest.raises(ConfigError, match="database_session_url"):
+            gateway.campaign()
+        with pytest.raises(ConfigError, match="database_session_url"):
+            gateway.watch_policy()
+    finally:
+        await gateway.close()
+    direct = dataclasses.replace(pooled, database_session_url=pg_settings.database_url)
+    gateway = await Gateway.open(direct, anchoring=False)
+    try:
+        leadership = gateway.campaign()
+        await asyncio.wait_for(leadership.changed.wait(), 10)
+        assert leadership.leading
+        watch = gateway.watch_policy()
+        await asyncio.wait_for(watch.listening.wait(), 10)
+    finally:
+        await gateway.close()

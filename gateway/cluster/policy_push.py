@@ -24,6 +24,7 @@ import logging
 from typing import Any, Final
 
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -64,11 +65,14 @@ class PolicyWatch:
         engine: AsyncEngine,
         policy: PolicyStore,
         *,
+        session_url: URL | None = None,
         poll_seconds: float = 2.0,
         reconnect_seconds: float = 1.0,
     ) -> None:
         self._engine = engine
         self._policy = policy
+        # The listener's own connection: a LISTEN needs a session (not a pooled one).
+        self._session_url = session_url or engine.url
         self._poll_seconds = poll_seconds
         self._reconnect_seconds = reconnect_seconds
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,7 +122,7 @@ class PolicyWatch:
     async def _listen(self) -> None:
         import asyncpg
 
-        dsn = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = self._session_url.set(drivername="postgresql").render_as_string(hide_password=False)
         while True:
             lost = asyncio.Event()
             try:
