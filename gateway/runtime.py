@@ -170,7 +170,11 @@ class Gateway:
             )
         keystore = Keystore.open(settings.keystore_path, keystore_passphrase(settings))
         engine = engine_for(settings)
-        await migrate(engine)
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
         algorithm = settings.hash_algorithm
         epoch = EpochFile(settings.epoch_path)
         policy = PolicyStore(engine, epoch, clock)

@@ -503,8 +503,10 @@ async def read_entries(
 
 
 async def stream_size(engine: AsyncEngine, stream: str) -> int:
+    """Records in ``stream``: its newest position plus one, read from the primary key's end
+    (positions have no gaps), not a count over months of records."""
     async with engine.connect() as conn:
         value = await conn.scalar(
-            select(func.count()).select_from(LogEntryRow).where(LogEntryRow.stream == stream)
+            select(func.max(LogEntryRow.seq)).where(LogEntryRow.stream == stream)
         )
-    return int(value or 0)
+    return 0 if value is None else int(value) + 1
