@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import os
 import secrets
 import shutil
@@ -35,18 +34,17 @@ from connectors import synthetic
 from gateway.chain.backends import AnvilBackend
 from gateway.chain.contract import AnchorRegistry
 from gateway.chain.deployment import ensure_registry
-from gateway.cli.demo import DEMO_MERCHANT, DEMO_SCENARIO, demo_scenario
+from gateway.cli.demo import DEMO_SCENARIO
 from gateway.clock import FixedClock
 from gateway.cluster.leadership import LEADER_LOCK_KEY
 from gateway.db import create_engine
 from gateway.db.schema import AnchorRow, LogEntryRow
-from gateway.governance.models import ScenarioStatus
-from gateway.governance.service import LOCAL_ADMIN
-from gateway.ledger.hashing import GENESIS, entry_hash, leaf_hash
 from gateway.ledger.tree import MerkleTree
 from gateway.settings import Settings, load_settings
 from keys.keystore import KeyPurpose
 from tests.conftest import PG_ADMIN_DSN, _create_pg_database, _drop_pg_database, build_world
+from tests.enrolment import limited_scenario
+from tests.ledger import chain_is_valid
 
 REDIS_URL = os.environ.get("DSGW_TEST_REDIS", "redis://127.0.0.1:6379/15")
 LIMITED = "credit-limited"
@@ -176,18 +174,8 @@ async def cluster(
     shared = pg_settings
     gateway, creds = await build_world(shared, clock)
     now = clock.now()
-    limited = demo_scenario(now)
-    limited["id"] = LIMITED
-    limited["quotas"] = {"rate_per_minute": 600, "daily_calls": DAILY_CALLS}
-    await gateway.governance.create_scenario(LOCAL_ADMIN, limited)
-    await gateway.governance.set_scenario_status(LOCAL_ADMIN, LIMITED, ScenarioStatus.PUBLISHED)
-    await gateway.governance.grant_agreement(
-        LOCAL_ADMIN,
-        merchant_id=DEMO_MERCHANT,
-        scenario_id=LIMITED,
-        starts_at=now - dt.timedelta(hours=1),
-        ends_at=now + dt.timedelta(days=30),
-        shares=("40", "35", "25"),
+    await limited_scenario(
+        gateway.governance, LIMITED, {"rate_per_minute": 600, "daily_calls": DAILY_CALLS}, now
     )
     keystore = gateway.keystore
     kid = keystore.generate(KeyPurpose.CHAIN_ACCOUNT, now=now).kid
@@ -376,7 +364,7 @@ async def test_anchoring_leader_dies_and_another_takes_over(cluster: Cluster) ->
             90,
             "the last call anchored",
         )
-        await _check_sequence(engine, "calls")
+        assert await chain_is_valid(engine, "calls") == calls + 1
         head = await cluster.registry.latest("calls")
         assert head.root == await MerkleTree(engine, "calls").root(head.size)
         events = await cluster.registry.anchored_events("calls")
@@ -418,23 +406,6 @@ async def _until(
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what} (last: {value})"
         await asyncio.sleep(0.3)
-
-
-async def _check_sequence(engine: Any, stream: str) -> None:
-    """Seq 0..n-1 with no gap or double, each record chained to the one before."""
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(LogEntryRow).where(LogEntryRow.stream == stream).order_by(LogEntryRow.seq)
-            )
-        ).all()
-    previous = GENESIS
-    for expected, row in enumerate(rows):
-        assert row.seq == expected
-        leaf = leaf_hash("sha256", bytes(row.salt), row.payload.encode())
-        assert bytes(row.prev_hash) == previous
-        assert bytes(row.entry_hash) == entry_hash("sha256", previous, leaf)
-        previous = bytes(row.entry_hash)
 
 
 def _children(pid: int) -> set[int]:

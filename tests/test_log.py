@@ -13,9 +13,9 @@ from sqlalchemy import select
 from gateway.db import create_engine, migrate
 from gateway.db.schema import LogEntryRow
 from gateway.ledger.canonical import canonical_bytes, format_time
-from gateway.ledger.hashing import GENESIS, entry_hash, leaf_hash
 from gateway.ledger.log import LogUnavailableError, LogWriter, PendingRecord, read_entries
 from gateway.settings import Settings
+from tests.ledger import chain_is_valid
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, 0, 123456, tzinfo=dt.UTC)
 
@@ -52,27 +52,6 @@ def _record(i: int, stream: str = "calls") -> PendingRecord:
     )
 
 
-async def _chain_is_valid(engine: object, stream: str, algorithm: str = "sha256") -> int:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    assert isinstance(engine, AsyncEngine)
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(LogEntryRow).where(LogEntryRow.stream == stream).order_by(LogEntryRow.seq)
-            )
-        ).all()
-    previous = GENESIS
-    for expected_seq, row in enumerate(rows):
-        assert row.seq == expected_seq
-        leaf = leaf_hash(algorithm, bytes(row.salt), row.payload.encode())  # type: ignore[arg-type]
-        assert bytes(row.leaf_hash) == leaf
-        assert bytes(row.prev_hash) == previous
-        assert bytes(row.entry_hash) == entry_hash(algorithm, previous, leaf)  # type: ignore[arg-type]
-        previous = bytes(row.entry_hash)
-    return len(rows)
-
-
 async def test_group_commit_batches_concurrent_appends(settings: Settings) -> None:
     engine = create_engine(settings.resolved_database_url)
     await migrate(engine)
@@ -85,7 +64,7 @@ async def test_group_commit_batches_concurrent_appends(settings: Settings) -> No
     assert sorted(r.seq for r in results) == list(range(300))
     assert writer.records_committed == 300
     assert writer.batches_committed < 300  # records shared transactions
-    assert await _chain_is_valid(engine, "calls") == 300
+    assert await chain_is_valid(engine, "calls") == 300
     newest = await read_entries(engine, "calls", limit=1)
     assert json.loads(newest[0].payload)["kind"] == "data"
     await engine.dispose()
@@ -104,7 +83,7 @@ async def test_two_writers_never_fork_a_stream(settings: Settings) -> None:
     finally:
         await a.close()
         await b.close()
-    assert await _chain_is_valid(engine_a, "calls") == 120
+    assert await chain_is_valid(engine_a, "calls") == 120
     await engine_a.dispose()
     await engine_b.dispose()
 
@@ -120,8 +99,8 @@ async def test_sm3_streams_and_separate_sequences(settings: Settings) -> None:
             await writer.append(_record(i, "governance"))
     finally:
         await writer.close()
-    assert await _chain_is_valid(engine, "calls", "sm3") == 5
-    assert await _chain_is_valid(engine, "governance", "sm3") == 5
+    assert await chain_is_valid(engine, "calls", "sm3") == 5
+    assert await chain_is_valid(engine, "governance", "sm3") == 5
     await engine.dispose()
 
 
@@ -196,8 +175,8 @@ async def test_worker_processes_append_without_gap_or_double(settings: Settings)
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err.decode()
         assert json.loads(out)["conflicts"] == 0
-    assert await _chain_is_valid(engine, "calls") == 4 * per_process
-    assert await _chain_is_valid(engine, "governance") == 4 * (per_process // 10)
+    assert await chain_is_valid(engine, "calls") == 4 * per_process
+    assert await chain_is_valid(engine, "governance") == 4 * (per_process // 10)
     async with engine.connect() as conn:
         bodies = [
             json.loads(p)

@@ -17,13 +17,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from gateway.api.app import create_app
-from gateway.cli.demo import DEMO_MERCHANT, demo_scenario
+from gateway.cli.demo import DEMO_MERCHANT
 from gateway.clock import FixedClock
-from gateway.governance.models import ScenarioStatus
-from gateway.governance.service import LOCAL_ADMIN
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 from tests.conftest import World, build_world
+from tests.enrolment import limited_scenario
 
 REDIS_URL = os.environ.get("DSGW_TEST_REDIS", "redis://127.0.0.1:6379/15")
 SCENARIO = "credit-limited"
@@ -36,19 +35,8 @@ async def cluster(settings: Settings, clock: FixedClock) -> AsyncIterator[tuple[
         settings, redis_url=REDIS_URL, deployment=f"t{secrets.token_hex(4)}"
     )
     gateway_a, creds = await build_world(shared, clock)
-    now = clock.now()
-    limited = demo_scenario(now)
-    limited["id"] = SCENARIO
-    limited["quotas"] = {"rate_per_minute": 6, "daily_calls": 10}
-    await gateway_a.governance.create_scenario(LOCAL_ADMIN, limited)
-    await gateway_a.governance.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
-    await gateway_a.governance.grant_agreement(
-        LOCAL_ADMIN,
-        merchant_id=DEMO_MERCHANT,
-        scenario_id=SCENARIO,
-        starts_at=now - dt.timedelta(hours=1),
-        ends_at=now + dt.timedelta(days=30),
-        shares=("40", "35", "25"),
+    await limited_scenario(
+        gateway_a.governance, SCENARIO, {"rate_per_minute": 6, "daily_calls": 10}, clock.now()
     )
     gateway_b = await Gateway.open(shared, clock=clock)
     nodes = []
