@@ -26,7 +26,10 @@ generator's own CPU, the machine's busy CPU):
   and how often the ``calls`` stream's write lock was held, sampled every
   ``--lock-sample-ms``: on PostgreSQL the advisory lock in ``pg_locks`` (holders and
   waiters), on SQLite the WAL write lock (byte 120 of ``-shm``) in ``/proc/locks``
-  (holders only: SQLite's busy handler polls instead of queueing).
+  (holders only: SQLite's busy handler polls instead of queueing);
+- per worker (W > 1): its cores, the client connections it holds (``/proc/net/tcp`` and its
+  file descriptors), the data calls it answered and its records per commit (the multiprocess
+  metric files of ``<data dir>/metrics``), and whether it is the leader (its log line).
 
 So that the server's CPU is read at the very instants ``load.py`` opens and closes its
 window, the load generator runs as ``workers.py _load ...``: ``load.py`` itself with its
@@ -37,7 +40,8 @@ answers the clients read, every answer's record id is in the store and all are d
 (across all workers), and the ``calls`` stream's sequence has no gap.
 
     .venv/bin/python bench/workers.py [--workers 1,2,4] [--stores sqlite,postgresql]
-        [--seconds 8] [--rounds 3] [--pin-server 1 --pin-client 0] [--out FILE]
+        [--seconds 8] [--rounds 3] [--pin-server 1 --pin-client 0] [--nice N]
+        [--set monitor_enabled=false] [--out FILE]
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -56,6 +61,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +207,82 @@ def load_generator_main(argv: list[str]) -> None:
     sys.argv = [str(BENCH / "load.py"), *load_args]
     load.main()
     Path(samples_path).write_text(json.dumps(samples))
+
+
+# --- per worker: connections, calls, commits ------------------------------------------------
+
+
+def worker_metrics(metrics_dir: Path) -> dict[str, dict[str, float]]:
+    """Per worker pid, from the multiprocess files ``serve --workers`` keeps in
+    ``<data dir>/metrics``: data calls answered, log commits and records committed."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    found: dict[str, dict[str, float]] = {}
+    for path in metrics_dir.glob("*.db"):
+        kind, _, pid = path.stem.rpartition("_")
+        if kind not in ("counter", "histogram"):
+            continue
+        mine = found.setdefault(pid, {"data_calls": 0.0, "commits": 0.0, "records": 0.0})
+        read: Any = MmapedDict.read_all_values_from_file  # untyped in prometheus_client
+        for key, value, _ts, _pos in read(str(path)):
+            metric, sample, labels, _help = json.loads(key)
+            if metric == "dsgw_requests" and labels.get("kind") == "data":
+                mine["data_calls"] += value
+            elif metric == "dsgw_log_commit_batch_records":
+                if sample.endswith("_sum"):
+                    mine["records"] += value
+                elif sample.endswith("_bucket"):  # stored per bucket, not cumulative
+                    mine["commits"] += value
+    return found
+
+
+def established_per_process(port: int, pids: list[int]) -> dict[str, int]:
+    """Established connections to ``port`` held by each of ``pids`` (which worker the
+    kernel gave each client connection)."""
+    suffix = f":{port:04X}"
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[1].endswith(suffix) and f[3] == "01":
+                inodes.add(f[9])
+    counts: dict[str, int] = {}
+    for pid in pids:
+        try:
+            links = [os.readlink(e.path) for e in os.scandir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        counts[str(pid)] = sum(1 for link in links if link[8:-1] in inodes)
+    return counts
+
+
+class ConnectionSampler:
+    """Every half second while the load runs, the connections each server process holds;
+    keeps the sample with the most (the clients keep theirs open for the whole run)."""
+
+    def __init__(self, port: int, pids: list[int]):
+        self.port, self.pids = port, pids
+        self.best: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="conn-sampler", daemon=True)
+
+    def __enter__(self) -> ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            counts = established_per_process(self.port, self.pids)
+            if sum(counts.values()) > sum(self.best.values()):
+                self.best = counts
 
 
 # --- the stream lock, sampled -----------------------------------------------------------------
@@ -487,15 +569,24 @@ class Store:
     admin_dsn: str
 
 
+def placed(command: list[str], pin: str, nice: int) -> list[str]:
+    """``command`` under ``taskset -c pin`` and ``nice -n nice`` when asked; both exec the
+    command, so its pid is the one started."""
+    if pin:
+        command = ["taskset", "-c", pin, *command]
+    if nice:
+        command = ["nice", "-n", str(nice), *command]
+    return command
+
+
 def start_server(
-    store: Store, workers: int, port: int, env: dict[str, str], pin: str, out: Path
+    store: Store, workers: int, port: int, env: dict[str, str], args: argparse.Namespace, out: Path
 ) -> subprocess.Popen[bytes]:
     command = [
         str(qp.BIN / "dsgw"), "--config", str(store.config), "--data-dir", str(store.data_dir),
         "serve", "--workers", str(workers), "--port", str(port),
     ]  # fmt: skip
-    if pin:
-        command = ["taskset", "-c", pin, *command]
+    command = placed(command, args.pin_server, args.nice)
     with out.open("wb") as sink:
         return subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
 
@@ -530,8 +621,7 @@ def run_load(
         "--server-pid", str(server_pid),
         "--token", token,
     ]  # fmt: skip
-    if args.pin_client:
-        command = ["taskset", "-c", args.pin_client, *command]
+    command = placed(command, args.pin_client, args.nice)
     done = subprocess.run(command, capture_output=True, check=False, text=True)
     if done.returncode != 0:
         raise SystemExit(f"load generator failed ({done.returncode}):\n{done.stderr}")
@@ -539,6 +629,12 @@ def run_load(
         print(done.stderr.strip(), file=sys.stderr)
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def leader_pids(out: Path) -> list[int]:
+    """Processes that logged winning the leadership (background work: checkpoints, monitor)."""
+    found = re.findall(r"leadership: this process \(pid (\d+)\) now leads", out.read_text())
+    return [int(pid) for pid in found]
 
 
 def server_problems(out: Path) -> list[str]:
@@ -574,7 +670,7 @@ def one_run(
     quiet = wait_for_quiet(args.quiet, args.quiet_wait) if args.quiet > 0 else {}
     port = qp.free_port()
     out = store.data_dir / f"serve-r{rnd}-w{workers}.out"
-    server = start_server(store, workers, port, ctx["env"], args.pin_server, out)
+    server = start_server(store, workers, port, ctx["env"], args, out)
     try:
         base = f"http://127.0.0.1:{port}"
         qp.wait_healthy(base, server, "dsgw serve", timeout=120)
@@ -596,17 +692,23 @@ def one_run(
 
         admin = staff_token(base, ctx["staff_id"], ctx["staff_secret"])
         before = scrape(base, admin)
+        metrics_dir = store.data_dir / "metrics"
+        per_worker_before = worker_metrics(metrics_dir) if workers > 1 else {}
         samples_path = store.data_dir / f"cpu-r{rnd}-w{workers}.json"
         shm = store.data_dir / "dsgw.sqlite3-shm"
-        with LockSampler(
-            store.kind,
-            admin_dsn=store.admin_dsn,
-            database=store.pg_database,
-            shm=shm,
-            every=args.lock_sample_ms / 1000,
-        ) as sampler:
+        with (
+            LockSampler(
+                store.kind,
+                admin_dsn=store.admin_dsn,
+                database=store.pg_database,
+                shm=shm,
+                every=args.lock_sample_ms / 1000,
+            ) as sampler,
+            ConnectionSampler(port, worker_pids or [server.pid]) as connections,
+        ):
             result = run_load(url, ctx["codes"], args, server.pid, token, store, samples_path)
         after = scrape(base, admin)
+        per_worker_after = worker_metrics(metrics_dir) if workers > 1 else {}
         tree_end = process_tree(read_procs(), server.pid)
         workers_end = sorted(p for p in tree_end if role_of(p, server.pid) == "worker")
     finally:
@@ -625,6 +727,23 @@ def one_run(
         for pid, info in end["tree"].items()
     }
     store_cores = {k: (end["store"][k] - start["store"][k]) / seconds for k in end["store"]}
+    leaders = leader_pids(out)
+    per_worker = {}
+    for pid, info in server_tree.items():
+        if info["role"] not in ("worker", "parent") or (workers > 1 and info["role"] == "parent"):
+            continue
+        then = per_worker_before.get(pid, {})
+        now = per_worker_after.get(pid, {})
+        delta = {k: v - then.get(k, 0.0) for k, v in now.items()}
+        per_worker[pid] = {
+            "leader": int(pid) in leaders,
+            "cores": info["cores"],
+            "connections": connections.best.get(pid),
+            "data_calls": delta.get("data_calls"),
+            "records_per_commit": (
+                delta["records"] / delta["commits"] if delta.get("commits") else None
+            ),
+        }
     commits = after.get("commits", 0.0) - before.get("commits", 0.0)
     records = after.get("records", 0.0) - before.get("records", 0.0)
     ok = int(result["total_ok"]) + 1  # the check call
@@ -640,6 +759,8 @@ def one_run(
         "workers_left_running": left,
         "server_problems": server_problems(out),
         "server_tree_cores": server_tree,
+        "per_worker": per_worker,
+        "leaders": leaders,
         "store_cores": store_cores,
         "log_batches": {
             "commits": commits,
@@ -738,18 +859,16 @@ def print_store(kind: str, runs: list[dict[str, Any]], summary: dict[str, Any]) 
     header = (
         f"{'round':>5} {'W':>2} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'err':>4} "
         f"{'server':>6} {'µs/call':>7} {'store':>6} {'client':>6} {'busy':>5} {'others':>6} "
-        f"{'group':>5} {'lock':>5} {'wait':>5}  per-worker cores"
+        f"{'group':>5} {'lock':>5} {'wait':>5}  per worker: cores/connections"
     )
     print(f"\n== {kind} ==")
     print(header)
     print("-" * len(header))
     for r in runs:
         lat, lock = r["latency_ms"], r["calls_lock"]
-        tree = r["server_tree_cores"].values()
-        per_worker = sorted(
-            [v["cores"] for v in tree if v["role"] == "worker"]
-            or [v["cores"] for v in tree if v["role"] == "parent"],
-            reverse=True,
+        per_worker = " ".join(
+            f"{'*' if w['leader'] else ''}{w['cores']:.2f}/{fmt(w['connections'], 'd')}"
+            for w in sorted(r["per_worker"].values(), key=lambda w: -w["cores"])
         )
         per_call = r["server_cpu_s"] / r["ok"] * 1e6 if r["ok"] else float("nan")
         print(
@@ -760,14 +879,14 @@ def print_store(kind: str, runs: list[dict[str, Any]], summary: dict[str, Any]) 
             f"{cores(r, 'machine_busy_cpu_s'):>5.2f} {others(r):>6.2f} "
             f"{fmt(r['log_batches']['records_per_commit'], '.1f'):>5} "
             f"{fmt(lock.get('held_share'), '.0%'):>5} {fmt(lock.get('mean_waiters'), '.2f'):>5}  "
-            f"{' '.join(f'{c:.2f}' for c in per_worker)}"
+            f"{per_worker}"
         )
     print(
         "server/store/client/busy/others: cores (CPU seconds per second) of the server's process "
         "tree, of PostgreSQL (this database's backends + shared processes) and redis-server, of "
         "the load generator, of the whole machine, and of everything else; group: records per "
         "log commit; lock: share of samples with the calls stream's write lock held; wait: mean "
-        "backends waiting for it (PostgreSQL only)"
+        "backends waiting for it (PostgreSQL only); per worker: * the leader"
     )
     print()
     for w, s in summary.items():
@@ -792,6 +911,7 @@ def bench_store(
         "chain": "none",
         "redis_url": args.redis_url,
         "deployment": deployment,
+        **extra_settings(args.set),
     }
     facts: dict[str, Any] = {}
     try:
@@ -880,6 +1000,21 @@ def bench_store(
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def extra_settings(pairs: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs; the value is read as TOML (``false``, ``10``) or else
+    taken as a string."""
+    found: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set wants key=value, got {pair!r}")
+        try:
+            found[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            found[key.strip()] = raw
+    return found
+
+
 def failures_of(got: dict[str, Any]) -> list[str]:
     """What went wrong on one store, if anything."""
     runs, log = got["runs"], got["log"]
@@ -925,6 +1060,19 @@ def main() -> None:
         help="before each run, wait until the machine's busy CPU is below this (cores; 0: no)",
     )
     parser.add_argument("--quiet-wait", type=float, default=15.0, help="longest such wait (s)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the server and the load generator under nice -n N (negative: needs root)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further gateway setting for every run (diagnostics: monitor_enabled=false)",
+    )
     parser.add_argument("--lock-sample-ms", type=float, default=20.0)
     parser.add_argument("--probe-commits", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None, help="write JSON results here")
