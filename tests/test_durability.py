@@ -21,7 +21,7 @@ from gateway.ledger.checkpoints import latest_checkpoint
 from gateway.ledger.log import read_entry
 from gateway.settings import Settings
 from tests.conftest import FixedClock, build_world
-from tests.test_log import _chain_is_valid
+from tests.ledger import chain_is_valid
 
 
 def _free_port() -> int:
@@ -134,7 +134,7 @@ async def test_answered_calls_survive_the_process(
             entry = await read_entry(engine, "calls", int(record_id.split("/")[1]))
             assert entry is not None, f"{record_id} was answered but is not in the log"
             assert entry.leaf_hash.hex() == leaf
-        total = await _chain_is_valid(engine, "calls")
+        total = await chain_is_valid(engine, "calls")
         assert total >= len(answered)
         if sig == signal.SIGTERM:
             # A server that stops cleanly signs a checkpoint covering its last call.
