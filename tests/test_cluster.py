@@ -39,6 +39,7 @@ from gateway.clock import FixedClock
 from gateway.cluster.leadership import LEADER_LOCK_KEY
 from gateway.db import create_engine
 from gateway.db.schema import AnchorRow, LogEntryRow
+from gateway.db.sessions import LOCK_NAMESPACE
 from gateway.ledger.tree import MerkleTree
 from gateway.settings import Settings, load_settings
 from keys.keystore import KeyPurpose
@@ -131,7 +132,7 @@ async def _leader(settings: Settings) -> tuple[str, int] | None:
                     "WHERE l.locktype = 'advisory' AND l.granted "
                     "AND l.classid = :ns AND l.objid = :key"
                 ),
-                {"ns": 0x64736777, "key": LEADER_LOCK_KEY},
+                {"ns": LOCK_NAMESPACE, "key": LEADER_LOCK_KEY},
             )
     finally:
         await engine.dispose()

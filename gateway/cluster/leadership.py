@@ -35,6 +35,8 @@ from typing import Any, Final, Protocol
 import asyncpg
 from sqlalchemy.engine import URL
 
+from gateway.db.sessions import LOCK_NAMESPACE, close_session, libpq_dsn
+
 __all__ = [
     "LEADER_LOCK_KEY",
     "FileLeaderLock",
@@ -47,9 +49,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# (namespace, key) of the PostgreSQL advisory lock; the namespace is the log's ("dsgw"),
-# whose stream locks use keys 0-2.
-_NAMESPACE: Final = 0x64736777
 LEADER_LOCK_KEY: Final = 100
 _PG_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -112,7 +111,7 @@ class PostgresLeaderLock:
     }
 
     def __init__(self, url: URL, *, key: int = LEADER_LOCK_KEY, timeout: float = 5.0) -> None:
-        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._dsn = libpq_dsn(url)
         self._key = key
         self._timeout = timeout
         self._conn: Any = None
@@ -131,7 +130,7 @@ class PostgresLeaderLock:
             conn = await self._connection()
             async with asyncio.timeout(self._timeout):
                 got = await conn.fetchval(
-                    "SELECT pg_try_advisory_lock($1, $2)", _NAMESPACE, self._key
+                    "SELECT pg_try_advisory_lock($1, $2)", LOCK_NAMESPACE, self._key
                 )
         except (OSError, TimeoutError, *_PG_ERRORS) as exc:
             log.warning("leadership: cannot reach PostgreSQL to campaign: %s", exc)
@@ -158,18 +157,14 @@ class PostgresLeaderLock:
             with contextlib.suppress(OSError, TimeoutError, *_PG_ERRORS):
                 async with asyncio.timeout(self._timeout):
                     await self._conn.fetchval(
-                        "SELECT pg_advisory_unlock($1, $2)", _NAMESPACE, self._key
+                        "SELECT pg_advisory_unlock($1, $2)", LOCK_NAMESPACE, self._key
                     )
         await self._drop()
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            # Closing ends the session, which releases the lock whatever state it is in.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), self._timeout)
-            if not conn.is_closed():
-                conn.terminate()
+        # Ending the session releases the lock whatever state it is in.
+        await close_session(conn, self._timeout)
 
 
 def application_name() -> str:

@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.schema import LogEntryRow
+from gateway.db.sessions import close_session, libpq_dsn
 from gateway.governance.policy import PolicyStore
 
 __all__ = ["POLICY_CHANNEL", "PolicyWatch", "announce_policy_change"]
@@ -122,7 +123,7 @@ class PolicyWatch:
     async def _listen(self) -> None:
         import asyncpg
 
-        dsn = self._session_url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = libpq_dsn(self._session_url)
         while True:
             lost = asyncio.Event()
             try:
@@ -153,8 +154,4 @@ class PolicyWatch:
 
     async def _close_listener(self) -> None:
         conn, self._listener = self._listener, None
-        if conn is not None and not conn.is_closed():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2)
-            if not conn.is_closed():
-                conn.terminate()
+        await close_session(conn, 2)

@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from gateway.db.schema import Base
+from gateway.db.sessions import LOCK_NAMESPACE
 from gateway.errors import ConfigError
 from gateway.settings import Settings
 
@@ -37,9 +38,7 @@ __all__ = ["MIGRATION_LOCK_KEY", "Base", "create_engine", "engine_for", "migrate
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-# (namespace, key) of the advisory lock every dsgw process migrates under. The namespace is
-# "dsgw" in ASCII, shared with the log's stream locks (keys 0-2) and the leader lock (100).
-_LOCK_NAMESPACE = 0x64736777
+# Second key of the advisory lock every dsgw process migrates under (gateway.db.sessions).
 MIGRATION_LOCK_KEY = 101
 # Marks an engine whose connections go through a transaction-mode pooler (PgBouncer), where
 # a session-level lock cannot be held: such an engine never migrates (see ``migrate``).
@@ -275,7 +274,7 @@ async def _take_lock(connection: AsyncConnection, lock_wait: float) -> None:
     the session if the process dies."""
     deadline = time.monotonic() + lock_wait
     told = 0.0
-    key = {"namespace": _LOCK_NAMESPACE, "key": MIGRATION_LOCK_KEY}
+    key = {"namespace": LOCK_NAMESPACE, "key": MIGRATION_LOCK_KEY}
     while True:
         taken = await connection.scalar(text("SELECT pg_try_advisory_lock(:namespace, :key)"), key)
         await connection.commit()
@@ -285,7 +284,7 @@ async def _take_lock(connection: AsyncConnection, lock_wait: float) -> None:
         if now >= deadline:
             raise ConfigError(
                 f"database: another process has held the migration lock for more than "
-                f"{lock_wait:g} s (pg_locks: locktype 'advisory', classid {_LOCK_NAMESPACE}, "
+                f"{lock_wait:g} s (pg_locks: locktype 'advisory', classid {LOCK_NAMESPACE}, "
                 f"objid {MIGRATION_LOCK_KEY}); start again once its migration is done"
             )
         if now - told >= 30.0:

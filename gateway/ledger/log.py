@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, insert, select, text
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.clock import utc
-from gateway.db.schema import LogEntryRow, TraceRow
+from gateway.db.schema import LogEntryRow
+from gateway.db.sessions import LOCK_NAMESPACE, libpq_dsn
 from gateway.errors import DsgwError
 from gateway.ledger.canonical import canonical_bytes
 from gateway.ledger.hashing import GENESIS, HashAlgorithm, entry_hash, leaf_hash
@@ -56,9 +57,6 @@ log = logging.getLogger(__name__)
 STREAMS = ("calls", "governance", "products")
 SALT_BYTES = 16
 _MAX_CONFLICT_RETRIES = 20
-# PostgreSQL advisory lock keys: (namespace, stream index). The namespace is "dsgw" in ASCII,
-# so the keys cannot collide with another application's locks on a shared server.
-_LOCK_NAMESPACE = 0x64736777
 
 
 class LogUnavailableError(DsgwError):
@@ -150,34 +148,8 @@ async def lock_streams(conn: AsyncConnection, streams: Sequence[str]) -> None:
     for stream in sorted(set(streams), key=STREAMS.index):
         await conn.execute(
             text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
-            {"namespace": _LOCK_NAMESPACE, "key": STREAMS.index(stream)},
+            {"namespace": LOCK_NAMESPACE, "key": STREAMS.index(stream)},
         )
-
-
-class _EngineSink:
-    """Commits a batch through SQLAlchemy; used for PostgreSQL and any other server."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
-    async def write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
-        try:
-            async with self._engine.begin() as conn:
-                await lock_streams(conn, streams)
-                # Read after the lock, in a statement of its own: under READ COMMITTED each
-                # statement sees what committed before it started, so this is the true head.
-                heads = {stream: await _load_head(conn, stream) for stream in streams}
-                batch = build(heads)
-                rows, traces, _results = batch
-                await conn.execute(insert(LogEntryRow), rows)
-                if traces:
-                    await conn.execute(insert(TraceRow), traces)
-        except IntegrityError as exc:
-            raise _Conflict from exc
-        return batch
-
-    async def close(self) -> None:
-        return None
 
 
 _COLUMNS = tuple(c.name for c in LogEntryRow.__table__.columns)
@@ -285,7 +257,7 @@ class _PostgresSink:
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._dsn = libpq_dsn(engine.url)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsgw-log")
         self._conn: Any = None
 
@@ -312,7 +284,7 @@ class _PostgresSink:
                 cursor = conn.cursor()
                 with conn.pipeline():
                     for stream in streams:
-                        cursor.execute(_PG_LOCK, (_LOCK_NAMESPACE, STREAMS.index(stream)))
+                        cursor.execute(_PG_LOCK, (LOCK_NAMESPACE, STREAMS.index(stream)))
                     heads: Heads = {}
                     for stream in streams:
                         # Statements of one pipeline run in order, each with its own
@@ -366,13 +338,10 @@ class LogWriter:
         # Told the size of every committed batch (metrics).
         self.on_batch: Callable[[int], None] | None = None
         self._closing = False
-        self._sink: _EngineSink | _SqliteSink | _PostgresSink
-        if engine.dialect.name == "sqlite":
-            self._sink = _SqliteSink(engine)
-        elif engine.dialect.name == "postgresql":
-            self._sink = _PostgresSink(engine)
-        else:
-            self._sink = _EngineSink(engine)
+        # The two stores gateway.db.create_engine accepts.
+        self._sink: _SqliteSink | _PostgresSink = (
+            _SqliteSink(engine) if engine.dialect.name == "sqlite" else _PostgresSink(engine)
+        )
         self.batches_committed = 0
         self.records_committed = 0
         # Batches rebuilt after a primary-key conflict (should stay 0: appenders lock).
