@@ -151,6 +151,23 @@ class _Peak:
     members: list[CallEvent]
 
 
+def _burst_figures(
+    peak: _Peak, threshold: int, window: dt.timedelta, default_reason: str
+) -> dict[str, Any]:
+    """The figures of a burst of refusals (refusal-burst, invalid-tokens): its size against
+    the threshold, its window, and how many refusals gave each reason."""
+    reasons: dict[str, int] = defaultdict(int)
+    for event in peak.members:
+        reasons[event.reason or default_reason] += 1
+    return {
+        "count": peak.count,
+        "threshold": threshold,
+        "window_seconds": int(window.total_seconds()),
+        "window_end": peak.at.isoformat(),
+        "reasons": dict(sorted(reasons.items())),
+    }
+
+
 def _peak_count(
     events: Sequence[CallEvent], points: Iterable[dt.datetime], window: dt.timedelta
 ) -> _Peak | None:
@@ -673,10 +690,8 @@ class RefusalBurst:
             peak = _peak_count(mine, subject_points, t.refusal_window)
             if peak is None or peak.count < t.refusal_threshold:
                 continue
-            reasons: dict[str, int] = defaultdict(int)
             datasets: dict[str, int] = defaultdict(int)
             for event in peak.members:
-                reasons[event.reason or "forbidden"] += 1
                 if event.dataset_id:
                     datasets[event.dataset_id] += 1
             window = _minutes(t.refusal_window)
@@ -696,11 +711,7 @@ class RefusalBurst:
                     ),
                     at=peak.at,
                     figures={
-                        "count": peak.count,
-                        "threshold": t.refusal_threshold,
-                        "window_seconds": int(t.refusal_window.total_seconds()),
-                        "window_end": peak.at.isoformat(),
-                        "reasons": dict(sorted(reasons.items())),
+                        **_burst_figures(peak, t.refusal_threshold, t.refusal_window, "forbidden"),
                         "datasets": dict(sorted(datasets.items())),
                     },
                     records=_last((e.seq for e in peak.members), t.evidence_records),
@@ -747,9 +758,6 @@ class InvalidTokens:
                 peak = _peak_count(mine, key_points, t.invalid_token_window)
                 if peak is None or peak.count < t.invalid_token_threshold:
                     continue
-                reasons: dict[str, int] = defaultdict(int)
-                for event in peak.members:
-                    reasons[event.reason or "unauthenticated"] += 1
                 window = _minutes(t.invalid_token_window)
                 detections.append(
                     Detection(
@@ -763,13 +771,12 @@ class InvalidTokens:
                             f"{t.invalid_token_threshold})."
                         ),
                         at=peak.at,
-                        figures={
-                            "count": peak.count,
-                            "threshold": t.invalid_token_threshold,
-                            "window_seconds": int(t.invalid_token_window.total_seconds()),
-                            "window_end": peak.at.isoformat(),
-                            "reasons": dict(sorted(reasons.items())),
-                        },
+                        figures=_burst_figures(
+                            peak,
+                            t.invalid_token_threshold,
+                            t.invalid_token_window,
+                            "unauthenticated",
+                        ),
                         records=_last((e.seq for e in peak.members), t.evidence_records),
                     )
                 )
