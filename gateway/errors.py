@@ -19,6 +19,7 @@ __all__ = [
     "ConflictError",
     "DsgwError",
     "ForbiddenError",
+    "HeaderTooLargeError",
     "InvalidClientError",
     "InvalidTokenError",
     "KeystoreError",
@@ -34,6 +35,7 @@ __all__ = [
     "SuspendedError",
     "TokenRevokedError",
     "UnsupportedMediaTypeError",
+    "UriTooLongError",
     "ValidationError",
     "all_problem_types",
 ]
@@ -81,6 +83,22 @@ class PayloadTooLargeError(BadRequestError):
     slug = "payload-too-large"
     title = "Request body too large"
     status = 413
+
+
+class UriTooLongError(BadRequestError):
+    """The request target (path and query) is longer than the server reads."""
+
+    slug = "uri-too-long"
+    title = "Request target too long"
+    status = 414
+
+
+class HeaderTooLargeError(BadRequestError):
+    """A request header line is longer than the server reads, or there are too many."""
+
+    slug = "header-too-large"
+    title = "Request header fields too large"
+    status = 431
 
 
 class UnsupportedMediaTypeError(BadRequestError):

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from connectors import synthetic
 from gateway.api.app import create_app
+from gateway.api.server import GatewayRunner
 from gateway.authorization.roles import Role
 from gateway.cli.demo import (
     DEMO_MERCHANT,
@@ -104,6 +105,14 @@ def clock() -> FixedClock:
     return FixedClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
 
 
+class GatewayTestServer(TestServer):
+    """The test server with the gateway's own runner (:mod:`gateway.api.server`), so that
+    requests the HTTP parser refuses take the same path as under ``dsgw serve``."""
+
+    async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @dataclass
 class World:
     """A gateway with the demo catalog, one merchant with an agreement, staff clients."""
@@ -177,7 +186,7 @@ async def build_world(settings: Settings, clock: FixedClock) -> tuple[Gateway, d
 @pytest.fixture
 async def world(settings: Settings, clock: FixedClock) -> AsyncIterator[World]:
     gateway, creds = await build_world(settings, clock)
-    server = TestServer(create_app(gateway), host="127.0.0.1")
+    server = GatewayTestServer(create_app(gateway), host="127.0.0.1")
     client = TestClient(server)
     await client.start_server()
     try:

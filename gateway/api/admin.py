@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.app import logged
 from gateway.api.appkeys import GATEWAY, RECORD
 from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token, entry_document
+from gateway.api.params import path_int, query_int
 from gateway.api.problems import json_response
 from gateway.authorization.roles import Action
 from gateway.catalog.models import expect_keys
@@ -56,7 +56,6 @@ def _parse_enum(enum: Any, value: str) -> Any:
         raise ValidationError(f"status must be one of {', '.join(e.value for e in enum)}") from None
 
 
-@logged("admin")
 async def list_datasets(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.READ_CATALOG)
@@ -64,7 +63,6 @@ async def list_datasets(request: web.Request) -> web.Response:
     return json_response({"datasets": [d.to_dict() for d in snapshot.datasets.values()]})
 
 
-@logged("admin")
 async def register_dataset(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -72,7 +70,6 @@ async def register_dataset(request: web.Request) -> web.Response:
     return json_response(dataset.to_dict(), status=201)
 
 
-@logged("admin")
 async def list_scenarios(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.READ_CATALOG)
@@ -80,7 +77,6 @@ async def list_scenarios(request: web.Request) -> web.Response:
     return json_response({"scenarios": [s.to_dict() for s in snapshot.scenarios.values()]})
 
 
-@logged("admin")
 async def create_scenario(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -88,7 +84,6 @@ async def create_scenario(request: web.Request) -> web.Response:
     return json_response(scenario.to_dict(), status=201)
 
 
-@logged("admin")
 async def scenario_status(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     status, reason = _status_body(await read_json(request))
@@ -98,7 +93,6 @@ async def scenario_status(request: web.Request) -> web.Response:
     return json_response(scenario.to_dict())
 
 
-@logged("admin")
 async def list_merchants(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.READ_CALLS)
@@ -113,7 +107,6 @@ async def list_merchants(request: web.Request) -> web.Response:
     )
 
 
-@logged("admin")
 async def register_merchant(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -132,7 +125,6 @@ async def register_merchant(request: web.Request) -> web.Response:
     )
 
 
-@logged("admin")
 async def merchant_status(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     status, reason = _status_body(await read_json(request))
@@ -142,7 +134,6 @@ async def merchant_status(request: web.Request) -> web.Response:
     return json_response({"id": merchant.id, "status": merchant.status.value})
 
 
-@logged("admin")
 async def list_agreements(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.READ_CALLS)
@@ -169,7 +160,6 @@ async def list_agreements(request: web.Request) -> web.Response:
     )
 
 
-@logged("admin")
 async def grant_agreement(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -209,7 +199,6 @@ async def grant_agreement(request: web.Request) -> web.Response:
     )
 
 
-@logged("admin")
 async def agreement_status(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     status, reason = _status_body(await read_json(request))
@@ -219,7 +208,6 @@ async def agreement_status(request: web.Request) -> web.Response:
     return json_response({"id": request.match_info["id"], "status": result.value})
 
 
-@logged("admin")
 async def issue_client(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -248,7 +236,6 @@ async def issue_client(request: web.Request) -> web.Response:
     return response
 
 
-@logged("admin")
 async def revoke_token(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -259,7 +246,6 @@ async def revoke_token(request: web.Request) -> web.Response:
     return json_response({"jti": request.match_info["jti"], "revoked": True})
 
 
-@logged("admin")
 async def revoke_merchant_tokens(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -270,15 +256,11 @@ async def revoke_merchant_tokens(request: web.Request) -> web.Response:
     return json_response({"merchant_id": request.match_info["id"], "revoked": count})
 
 
-@logged("admin")
 async def list_calls(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.READ_CALLS)
     merchant = request.query.get("merchant")
-    try:
-        limit = min(500, max(1, int(request.query.get("limit", "50"))))
-    except ValueError:
-        raise ValidationError("limit must be an integer") from None
+    limit = min(500, max(1, query_int(request, "limit", default=50)))
     stream = request.query.get("stream", "calls")
     if stream not in ("calls", "governance"):
         raise ValidationError("stream must be calls or governance")
@@ -288,7 +270,6 @@ async def list_calls(request: web.Request) -> web.Response:
     return json_response({"entries": [entry_document(e) for e in entries]})
 
 
-@logged("admin")
 async def bundle(request: web.Request) -> web.Response:
     """The evidence bundle of any record, for staff who may read the log."""
     actor = await staff_actor(request)
@@ -296,10 +277,7 @@ async def bundle(request: web.Request) -> web.Response:
     stream = request.match_info["stream"]
     if stream not in STREAMS:
         raise ValidationError(f"stream must be one of {', '.join(STREAMS)}")
-    try:
-        seq = int(request.match_info["seq"])
-    except ValueError:
-        raise ValidationError("record sequence must be an integer") from None
+    seq = path_int(request, "seq")
     return json_response(await request.app[GATEWAY].bundle(stream, seq))
 
 

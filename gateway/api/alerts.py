@@ -6,9 +6,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.admin import staff_actor
-from gateway.api.app import logged
 from gateway.api.appkeys import GATEWAY
 from gateway.api.bodies import read_json
+from gateway.api.params import query_int
 from gateway.api.problems import json_response
 from gateway.catalog.models import expect_keys
 from gateway.errors import NotFoundError, ValidationError
@@ -21,7 +21,7 @@ MAX_ID = 2**31 - 1
 def _alert_id(request: web.Request) -> int:
     raw = request.match_info["id"]
     # Ids are 32-bit in the store: anything larger names no alert (rather than overflowing).
-    if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_ID:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_ID:
         raise NotFoundError(f"no alert {raw[:32]}")
     return int(raw)
 
@@ -35,14 +35,10 @@ def _optional_text(body: dict[str, object], key: str) -> str | None:
     return value
 
 
-@logged("admin")
 async def list_alerts(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     query = request.query
-    try:
-        limit = int(query.get("limit", "100"))
-    except ValueError:
-        raise ValidationError("limit must be an integer between 1 and 500") from None
+    limit = query_int(request, "limit", default=100, minimum=1, maximum=500)
     found = await request.app[GATEWAY].alerts.find(
         actor,
         status=query.get("status"),
@@ -54,14 +50,12 @@ async def list_alerts(request: web.Request) -> web.Response:
     return json_response({"alerts": [alert.to_dict() for alert in found]})
 
 
-@logged("admin")
 async def get_alert(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     alert = await request.app[GATEWAY].alerts.get(actor, _alert_id(request))
     return json_response(alert.to_dict())
 
 
-@logged("admin")
 async def acknowledge(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     alert_id = _alert_id(request)
@@ -73,7 +67,6 @@ async def acknowledge(request: web.Request) -> web.Response:
     return json_response(alert.to_dict())
 
 
-@logged("admin")
 async def resolve(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     alert_id = _alert_id(request)

@@ -1,146 +1,34 @@
-"""The aiohttp application: routes, the problem middleware and the logging wrapper."""
+"""The aiohttp application: routes, probes, the OpenAPI document and the request pipeline
+(:mod:`gateway.api.pipeline`)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from gateway.api.access_log import access_log_middleware
 from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD, TELEMETRY, TRUSTED_PROXIES
-from gateway.api.client_address import client_address
-from gateway.api.problems import problem_response
+from gateway.api.pipeline import evidence_middleware
 from gateway.api.telemetry import Telemetry
 from gateway.errors import (
-    BadRequestError,
     DsgwError,
-    MethodNotAllowedError,
     NotFoundError,
-    PayloadTooLargeError,
-    SourceUnavailableError,
     all_problem_types,
 )
-from gateway.ledger.records import CallRecord
 from gateway.runtime import Gateway
 from keys.keystore import KeyPurpose
 
-__all__ = ["GATEWAY", "MAX_BODY", "RECORD", "create_app", "logged"]
+__all__ = ["GATEWAY", "MAX_BODY", "RECORD", "create_app", "openapi_document"]
 
 log = logging.getLogger(__name__)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _store_busy(exc: PoolTimeoutError) -> SourceUnavailableError:
-    """No connection of the store's pool came free within ``database_pool_timeout_seconds``:
-    the gateway is overloaded, not broken, so the caller may retry (503, not 500)."""
-    log.warning("store: %s", exc)
-    return SourceUnavailableError(
-        "the gateway's store is busy: no database connection came free in time; retry shortly"
-    )
-
-
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into a problem document; never a stack trace."""
-    try:
-        return await handler(request)
-    except DsgwError as err:
-        return problem_response(err, request.path)
-    except PoolTimeoutError as exc:
-        return problem_response(_store_busy(exc), request.path)
-    except web.HTTPNotFound:
-        return problem_response(NotFoundError(f"no resource at {request.path}"), request.path)
-    except web.HTTPMethodNotAllowed as exc:
-        response = problem_response(
-            MethodNotAllowedError(f"{request.method} is not allowed on {request.path}"),
-            request.path,
-        )
-        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
-        return response
-    except web.HTTPRequestEntityTooLarge:
-        return problem_response(PayloadTooLargeError("request body too large"), request.path)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        generic = BadRequestError(exc.reason) if exc.status < 500 else DsgwError(exc.reason)
-        return problem_response(generic, request.path)
-    except Exception:  # a bug must never show a stack trace to the caller
-        log.exception("unhandled error in %s", request.path)
-        return problem_response(DsgwError("internal error"), request.path)
-
-
-def logged(kind: str) -> Callable[[Handler], Handler]:
-    """Wrap a handler so its call is recorded durably before the response leaves.
-
-    The handler fills in ``request[RECORD]``; refusals raised as :class:`DsgwError` are
-    recorded as denials. If the record cannot be committed, the answer is withheld and the
-    client gets 503.
-    """
-
-    def decorate(handler: Handler) -> Handler:
-        async def wrapper(request: web.Request) -> web.StreamResponse:
-            gateway = request.app[GATEWAY]
-            record = CallRecord(
-                kind=kind,
-                started_at=gateway.clock.now(),
-                method=request.method,
-                path=request.path[:512],
-                remote=client_address(request, request.app[TRUSTED_PROXIES]),
-            )
-            request[RECORD] = record
-            arrived = time.monotonic()
-            try:
-                response = await handler(request)
-                record.decision = "allow"
-            except (DsgwError, PoolTimeoutError) as exc:
-                err = exc if isinstance(exc, DsgwError) else _store_busy(exc)
-                response = problem_response(err, request.path)
-                record.decision = "deny"
-                record.reason = err.slug
-                record.reason_detail = err.detail[:500]
-            except web.HTTPException:
-                raise
-            except Exception as exc:  # a bug must still leave a trace in the log
-                log.exception("unhandled error in %s", request.path)
-                internal = DsgwError("internal error; the call was logged")
-                response = problem_response(internal, request.path)
-                record.decision = "error"
-                record.reason = internal.slug
-                record.reason_detail = type(exc).__name__
-            if not isinstance(response, web.Response):
-                raise TypeError("logged handlers must return a complete web.Response")
-            body = response.body if isinstance(response.body, bytes) else b""
-            record.status = response.status
-            record.response_sha256 = hashlib.sha256(body).hexdigest()
-            entry = await gateway.log.append(record.to_pending(gateway.clock.now()))
-            response.headers["Dsgw-Record-Id"] = entry.record_id
-            response.headers["Dsgw-Record-Hash"] = entry.leaf_hash.hex()
-            request.app[TELEMETRY].observe_call(
-                kind,
-                record.scenario_id,
-                record.decision,
-                response.status,
-                time.monotonic() - arrived,
-            )
-            return response
-
-        wrapper.__name__ = handler.__name__
-        wrapper.__doc__ = handler.__doc__
-        return wrapper
-
-    return decorate
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -258,7 +146,7 @@ def create_app(gateway: Gateway) -> web.Application:
     # The access log, when on, is outermost: it sees the problem documents made inside.
     access = [access_log_middleware] if gateway.settings.access_log else []
     app = web.Application(
-        middlewares=[*access, problem_middleware],
+        middlewares=[*access, evidence_middleware],
         client_max_size=gateway.settings.max_body_bytes,
     )
     app[GATEWAY] = gateway

@@ -1,5 +1,10 @@
 """Reading request bodies strictly: declared media type, size cap, UTF-8, one JSON object
-with no duplicate keys and no floats (decimals keep their exact value)."""
+with no duplicate keys and no floats (decimals keep their exact value).
+
+Everything a body carries is checked here, at the edge, before any domain code sees it: a
+value that could not be stored, logged or computed with (a lone UTF-16 surrogate, a NUL, an
+integer outside the interoperable JSON range, a decimal with an absurd exponent) is a 400
+naming the field, never a failure deeper down."""
 
 from __future__ import annotations
 
@@ -17,9 +22,92 @@ from gateway.errors import (
     ValidationError,
 )
 
-__all__ = ["read_form", "read_json"]
+__all__ = ["MAX_INTEGER", "check_text", "read_form", "read_json"]
 
 MAX_DEPTH = 8
+# RFC 7493 (I-JSON) §2.2: integers outside ±(2**53 - 1) are not interoperable; nothing the
+# gateway accepts needs more.
+MAX_INTEGER = 2**53 - 1
+# Decimals (prices, amounts, filter bounds): up to 38 significant digits and an exponent
+# that keeps arithmetic and storage exact and cheap.
+MAX_DECIMAL_DIGITS = 38
+MAX_DECIMAL_EXPONENT = 30
+# Longer number literals are not even converted (Python refuses ints over 4,300 digits).
+_MAX_LITERAL = 80
+
+
+class _Oversized:
+    """A number literal too long to convert; reported with its field by :func:`_check`."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+def _parse_int(literal: str) -> int | _Oversized:
+    return _Oversized(literal) if len(literal) > _MAX_LITERAL else int(literal)
+
+
+def _parse_decimal(literal: str) -> Decimal | _Oversized:
+    return _Oversized(literal) if len(literal) > _MAX_LITERAL else Decimal(literal)
+
+
+def _field(path: str) -> str:
+    return path or "the body"
+
+
+def check_text(value: str, what: str) -> None:
+    """Refuse text that no store or log can hold: lone surrogates (they have no UTF-8
+    form) and NUL (PostgreSQL text cannot hold it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"{what} contains a lone UTF-16 surrogate; send valid Unicode text",
+            field=what,
+        ) from None
+    if "\x00" in value:
+        raise ValidationError(f"{what} contains a NUL character", field=what)
+
+
+def _check(value: Any, path: str, level: int = 0) -> None:
+    if level > MAX_DEPTH:
+        raise ValidationError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        check_text(value, _field(path))
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, _Oversized):
+        raise ValidationError(
+            f"{_field(path)}: number with {len(value.literal)} characters is out of range",
+            field=_field(path),
+        )
+    elif isinstance(value, int):
+        if abs(value) > MAX_INTEGER:
+            raise ValidationError(
+                f"{_field(path)}: integer out of range (at most ±{MAX_INTEGER})",
+                field=_field(path),
+            )
+    elif isinstance(value, Decimal):
+        exponent = value.adjusted()
+        if (
+            not value.is_finite()
+            or len(value.as_tuple().digits) > MAX_DECIMAL_DIGITS
+            or abs(exponent) > MAX_DECIMAL_EXPONENT
+        ):
+            raise ValidationError(
+                f"{_field(path)}: decimal out of range (at most {MAX_DECIMAL_DIGITS} digits, "
+                f"magnitude within 1e±{MAX_DECIMAL_EXPONENT})",
+                field=_field(path),
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, f"{_field(path)}: a key")
+            _check(item, f"{path}.{key}" if path else key, level + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]", level + 1)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -33,17 +121,6 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValidationError(f"JSON constant {name} is not allowed")
-
-
-def _depth(value: Any, level: int = 0) -> None:
-    if level > MAX_DEPTH:
-        raise ValidationError(f"JSON nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, dict):
-        for item in value.values():
-            _depth(item, level + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _depth(item, level + 1)
 
 
 async def _read(request: web.Request) -> bytes:
@@ -66,7 +143,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     try:
         value = json.loads(
             text,
-            parse_float=Decimal,
+            parse_float=_parse_decimal,
+            parse_int=_parse_int,
             parse_constant=_reject_constant,
             object_pairs_hook=_no_duplicates,
         )
@@ -78,7 +156,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise ValidationError("JSON nested too deeply") from exc
     if not isinstance(value, dict):
         raise ValidationError("the request body must be a JSON object")
-    _depth(value)
+    _check(value, "")
     return value
 
 
@@ -100,5 +178,7 @@ async def read_form(request: web.Request) -> dict[str, str]:
     for key, value in pairs:
         if key in form:
             raise ValidationError(f"parameter {key} given more than once", error="invalid_request")
+        check_text(key, "a form parameter name")
+        check_text(value, f"form parameter {key[:64]}")
         form[key] = value
     return form

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from gateway.api.appkeys import GATEWAY
 from gateway.api.merchant import bearer_token
+from gateway.api.params import query_int
 from gateway.api.problems import json_response
-from gateway.errors import InvalidTokenError, NotFoundError, ValidationError
+from gateway.errors import InvalidTokenError, NotFoundError
 from gateway.ledger.checkpoints import latest_checkpoint, verifier_key
 from gateway.ledger.log import STREAMS
 from gateway.ledger.tree import MerkleTree
@@ -36,15 +37,6 @@ def _stream(request: web.Request) -> str:
     return stream
 
 
-def _int(request: web.Request, name: str) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        raise ValidationError(f"query parameter {name} is required")
-    if not raw.isdigit() or len(raw) > 12:
-        raise ValidationError(f"{name} must be a non-negative integer")
-    return int(raw)
-
-
 def _tree(request: web.Request, stream: str) -> MerkleTree:
     gateway = request.app[GATEWAY]
     return MerkleTree(gateway.engine, stream, algorithm=gateway.settings.hash_algorithm)
@@ -66,11 +58,12 @@ async def inclusion(request: web.Request) -> web.Response:
     await _authenticate(request)
     stream = _stream(request)
     gateway = request.app[GATEWAY]
+    index = query_int(request, "index")
     if "size" in request.query:
-        size = _int(request, "size")
+        size = query_int(request, "size")
     else:
         size = (await latest_checkpoint(gateway.engine, stream)).size
-    proof = await _tree(request, stream).inclusion_proof(_int(request, "index"), size)
+    proof = await _tree(request, stream).inclusion_proof(index, size)
     return json_response({"stream": stream, **proof.to_dict()})
 
 
@@ -78,7 +71,7 @@ async def consistency(request: web.Request) -> web.Response:
     await _authenticate(request)
     stream = _stream(request)
     proof = await _tree(request, stream).consistency_proof(
-        _int(request, "first"), _int(request, "second")
+        query_int(request, "first"), query_int(request, "second")
     )
     return json_response({"stream": stream, **proof.to_dict()})
 

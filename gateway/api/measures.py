@@ -10,7 +10,6 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.admin import staff_actor
-from gateway.api.app import logged
 from gateway.api.appkeys import GATEWAY
 from gateway.api.bodies import read_json
 from gateway.api.problems import json_response
@@ -28,7 +27,6 @@ def _string(body: dict[str, Any], key: str) -> str:
     return value
 
 
-@logged("admin")
 async def impose(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     # The role is checked before the body, so a caller who may not impose learns only that.
@@ -48,7 +46,6 @@ async def impose(request: web.Request) -> web.Response:
     return response
 
 
-@logged("admin")
 async def list_measures(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.READ_MEASURES)
@@ -57,7 +54,6 @@ async def list_measures(request: web.Request) -> web.Response:
     return json_response({"status": status, "measures": [m.to_dict() for m in found]})
 
 
-@logged("admin")
 async def show(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.READ_MEASURES)
@@ -66,7 +62,6 @@ async def show(request: web.Request) -> web.Response:
     return json_response({**measure.to_dict(), "records": list(await service.records(measure.id))})
 
 
-@logged("admin")
 async def lift(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.LIFT_MEASURE)

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.app import logged
 from gateway.api.appkeys import GATEWAY, RECORD
 from gateway.api.bodies import read_form, read_json
+from gateway.api.params import path_int, query_int
 from gateway.api.problems import json_response
 from gateway.authorization.tokens import AccessClaims, ClientCredentials
 from gateway.errors import (
@@ -52,7 +52,6 @@ def _oauth_error(err: DsgwError) -> str:
     return "invalid_request"
 
 
-@logged("token")
 async def token(request: web.Request) -> web.Response:
     """OAuth 2.0 client credentials grant (RFC 6749 §4.4)."""
     gateway = request.app[GATEWAY]
@@ -103,7 +102,6 @@ async def _merchant_claims(
     return claims
 
 
-@logged("data")
 async def data_call(request: web.Request) -> web.Response:
     """``/v1/scenarios/{scenario}/datasets/{dataset}/{mode}``: one governed data call."""
     gateway = request.app[GATEWAY]
@@ -156,10 +154,7 @@ def entry_document(entry: Any) -> dict[str, Any]:
 async def own_calls(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     claims = await _merchant_claims(request)
-    try:
-        limit = min(200, max(1, int(request.query.get("limit", "50"))))
-    except ValueError:
-        raise ValidationError("limit must be an integer") from None
+    limit = min(200, max(1, query_int(request, "limit", default=50)))
     entries = await read_entries(
         gateway.engine, "calls", merchant_id=claims.merchant_id, limit=limit
     )
@@ -170,10 +165,7 @@ async def _own_entry(request: web.Request) -> LogEntry:
     """The calls-stream record named in the path, if it is the caller's own."""
     gateway = request.app[GATEWAY]
     claims = await _merchant_claims(request)
-    try:
-        seq = int(request.match_info["seq"])
-    except ValueError:
-        raise ValidationError("record sequence must be an integer") from None
+    seq = path_int(request, "seq")
     entry = await read_entry(gateway.engine, "calls", seq)
     if entry is None or json.loads(entry.payload).get("merchant") != claims.merchant_id:
         # Another merchant's record is as invisible as a missing one.

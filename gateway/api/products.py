@@ -7,7 +7,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.admin import staff_actor
-from gateway.api.app import logged
 from gateway.api.appkeys import GATEWAY, RECORD
 from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token
@@ -28,7 +27,6 @@ def _text(body: dict[str, object], key: str) -> str:
     return value
 
 
-@logged("account")
 async def register_product(request: web.Request) -> web.Response:
     actor = await merchant_actor(request)
     assert actor.merchant_id is not None
@@ -38,14 +36,12 @@ async def register_product(request: web.Request) -> web.Response:
     return json_response(product.to_dict(), status=201)
 
 
-@logged("account")
 async def own_products(request: web.Request) -> web.Response:
     actor = await merchant_actor(request)
     found = await request.app[GATEWAY].products.find(merchant_id=actor.merchant_id)
     return json_response({"products": [p.to_dict() for p in found]})
 
 
-@logged("admin")
 async def list_products(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.READ_CATALOG)
@@ -60,7 +56,6 @@ async def list_products(request: web.Request) -> web.Response:
     return json_response({"products": [p.to_dict() for p in found]})
 
 
-@logged("admin")
 async def export_check(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     approve, reasons = decision(await read_json(request))
@@ -70,7 +65,6 @@ async def export_check(request: web.Request) -> web.Response:
     return json_response(product.to_dict())
 
 
-@logged("admin")
 async def filing(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -81,7 +75,6 @@ async def filing(request: web.Request) -> web.Response:
     return json_response(product.to_dict())
 
 
-@logged("admin")
 async def listing(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -92,7 +85,6 @@ async def listing(request: web.Request) -> web.Response:
     return json_response(product.to_dict())
 
 
-@logged("admin")
 async def delist(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -103,21 +95,18 @@ async def delist(request: web.Request) -> web.Response:
     return json_response(product.to_dict())
 
 
-@logged("admin")
 async def record_trade(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     trade = await request.app[GATEWAY].products.record_trade(actor, await read_json(request))
     return json_response(trade.to_dict(), status=201)
 
 
-@logged("admin")
 async def record_settlement(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     result = await request.app[GATEWAY].products.record_settlement(actor, await read_json(request))
     return json_response(result, status=201)
 
 
-@logged("admin")
 async def revenue(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.READ_CALLS)
@@ -126,7 +115,6 @@ async def revenue(request: web.Request) -> web.Response:
     return json_response({"period": period, "statements": [s.to_dict() for s in statements]})
 
 
-@logged("delivery")
 async def deliver(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     record = request[RECORD]

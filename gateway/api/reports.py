@@ -7,7 +7,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.admin import staff_actor
-from gateway.api.app import logged
 from gateway.api.appkeys import GATEWAY
 from gateway.authorization.roles import Action
 from gateway.errors import ValidationError
@@ -79,7 +78,6 @@ def _who(actor: Actor) -> str:
     return f"{actor.id} ({actor.role.value})" if actor.role else actor.id
 
 
-@logged("admin")
 async def security(request: web.Request) -> web.Response:
     """The quarterly security report; runs the log audit (and the chain audit when this
     gateway is connected to a chain)."""
@@ -94,7 +92,6 @@ async def security(request: web.Request) -> web.Response:
     return _answer(render_security(made, fmt), fmt, f"security-{quarter.label}")
 
 
-@logged("admin")
 async def operations(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.READ_REPORTS)

@@ -114,8 +114,9 @@ class Telemetry:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "dsgw_requests",
-            "Logged calls, by kind (data, token, admin, account, delivery, public), scenario, "
-            "decision (allow, deny, error) and status class.",
+            "Recorded requests, by kind (data, token, admin, account, delivery, public, read, "
+            "ledger, metrics, meta, unmatched, protocol), scenario, decision (allow, deny, "
+            "error) and status class.",
             ["kind", "scenario", "decision", "status"],
             registry=self.registry,
         )
@@ -124,6 +125,12 @@ class Telemetry:
             "Time from a logged call's arrival to its record being durable, by kind.",
             ["kind"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.probes = Counter(
+            "dsgw_probe_requests",
+            "Health probes answered (/healthz, /readyz): counted here instead of recorded.",
+            ["probe"],
             registry=self.registry,
         )
         self.batches = Histogram(
@@ -146,6 +153,9 @@ class Telemetry:
     ) -> None:
         self.requests.labels(kind, scenario or "", decision, f"{status // 100}xx").inc()
         self.latency.labels(kind).observe(seconds)
+
+    def observe_probe(self, path: str) -> None:
+        self.probes.labels(path.lstrip("/")).inc()
 
     def observe_batch(self, records: int) -> None:
         self.batches.observe(records)

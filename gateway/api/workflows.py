@@ -17,7 +17,6 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.admin import staff_actor
-from gateway.api.app import logged
 from gateway.api.appkeys import GATEWAY, RECORD
 from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token
@@ -75,7 +74,6 @@ def _status(enum: Any, request: web.Request) -> Any:
 ONBOARDING_LIMITER = web.AppKey("onboarding_limiter", KeyedRateLimiter)
 
 
-@logged("public")
 async def submit_onboarding(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     request.app[ONBOARDING_LIMITER].consume(
@@ -92,7 +90,6 @@ async def submit_onboarding(request: web.Request) -> web.Response:
     return response
 
 
-@logged("public")
 async def onboarding_status(request: web.Request) -> web.Response:
     """The applicant follows its application with the status key it got at submission."""
     application = await request.app[GATEWAY].workflows.onboarding(request.match_info["id"])
@@ -107,7 +104,6 @@ async def onboarding_status(request: web.Request) -> web.Response:
     )
 
 
-@logged("admin")
 async def list_onboarding(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.REGISTER_MERCHANT)
@@ -117,7 +113,6 @@ async def list_onboarding(request: web.Request) -> web.Response:
     return json_response({"applications": [a.to_dict(now=now) for a in found]})
 
 
-@logged("admin")
 async def decide_onboarding(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     approve, reasons = decision(await read_json(request))
@@ -127,7 +122,6 @@ async def decide_onboarding(request: web.Request) -> web.Response:
     return json_response(application.to_dict() | {"merchant_registered": merchant is not None})
 
 
-@logged("admin")
 async def import_exclusions(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.REGISTER_MERCHANT)
@@ -152,7 +146,6 @@ async def import_exclusions(request: web.Request) -> web.Response:
 # -- scenarios: plan and evaluation --------------------------------------------------------
 
 
-@logged("admin")
 async def scenario_plan(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     scenario = await request.app[GATEWAY].governance.record_scenario_plan(
@@ -161,7 +154,6 @@ async def scenario_plan(request: web.Request) -> web.Response:
     return json_response(scenario.to_dict())
 
 
-@logged("admin")
 async def scenario_evaluation(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     scenario = await request.app[GATEWAY].governance.record_scenario_evaluation(
@@ -173,7 +165,6 @@ async def scenario_evaluation(request: web.Request) -> web.Response:
 # -- use applications: the merchant ---------------------------------------------------------
 
 
-@logged("account")
 async def submit_application(request: web.Request) -> web.Response:
     actor = await merchant_actor(request)
     assert actor.merchant_id is not None
@@ -183,28 +174,24 @@ async def submit_application(request: web.Request) -> web.Response:
     return json_response(application.to_dict(), status=201)
 
 
-@logged("account")
 async def own_applications(request: web.Request) -> web.Response:
     actor = await merchant_actor(request)
     found = await request.app[GATEWAY].applications.list(actor, _status(ApplicationStatus, request))
     return json_response({"applications": [a.to_dict() for a in found]})
 
 
-@logged("account")
 async def own_application(request: web.Request) -> web.Response:
     actor = await merchant_actor(request)
     application = await request.app[GATEWAY].applications.get(actor, request.match_info["id"])
     return json_response(application.to_dict())
 
 
-@logged("account")
 async def withdraw_application(request: web.Request) -> web.Response:
     actor = await merchant_actor(request)
     application = await request.app[GATEWAY].applications.withdraw(actor, request.match_info["id"])
     return json_response(application.to_dict())
 
 
-@logged("account")
 async def own_tasks(request: web.Request) -> web.Response:
     return await _tasks(request, await merchant_actor(request))
 
@@ -220,26 +207,22 @@ async def _tasks(request: web.Request, actor: Actor) -> web.Response:
 # -- use applications: staff -----------------------------------------------------------------
 
 
-@logged("admin")
 async def staff_tasks(request: web.Request) -> web.Response:
     return await _tasks(request, await staff_actor(request))
 
 
-@logged("admin")
 async def list_applications(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     found = await request.app[GATEWAY].applications.list(actor, _status(ApplicationStatus, request))
     return json_response({"applications": [a.to_dict() for a in found]})
 
 
-@logged("admin")
 async def get_application(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     application = await request.app[GATEWAY].applications.get(actor, request.match_info["id"])
     return json_response(application.to_dict())
 
 
-@logged("admin")
 async def compliance_check(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     approve, reasons = decision(await read_json(request))
@@ -249,7 +232,6 @@ async def compliance_check(request: web.Request) -> web.Response:
     return json_response(application.to_dict())
 
 
-@logged("admin")
 async def review(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     approve, reasons = decision(await read_json(request))
@@ -259,7 +241,6 @@ async def review(request: web.Request) -> web.Response:
     return json_response(application.to_dict())
 
 
-@logged("admin")
 async def extend_review(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -273,7 +254,6 @@ async def extend_review(request: web.Request) -> web.Response:
     return json_response(application.to_dict())
 
 
-@logged("admin")
 async def conclude_agreement(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
@@ -315,7 +295,6 @@ async def conclude_agreement(request: web.Request) -> web.Response:
     )
 
 
-@logged("admin")
 async def subject_authorization(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     agreement = await request.app[GATEWAY].applications.add_subject_authorization(

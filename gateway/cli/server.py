@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.app import create_app
+from gateway.api.server import GatewayRunner
 from gateway.errors import ConfigError
 from gateway.runtime import Gateway
 from gateway.settings import Settings
@@ -47,7 +48,7 @@ async def running_gateway(
     """
     owned = gateway is None
     gateway = gateway or await Gateway.open(settings, anchoring=False)
-    runner = web.AppRunner(create_app(gateway), access_log=None, handle_signals=False)
+    runner = GatewayRunner(create_app(gateway), access_log=None, handle_signals=False)
     try:
         await runner.setup()
         site = web.TCPSite(
