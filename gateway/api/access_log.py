@@ -9,8 +9,8 @@ address is logged. The path goes through the log redaction like every record
 
 This is not the evidence: every call the gateway answers is in the hash-linked call log
 whatever this setting says. The access log is for operations (latency, error rates, which
-route a worker was serving), and covers requests that make no call record (health checks,
-scrapes, 404s).
+route a worker was serving), and also covers the health probes, which are counted but not
+recorded.
 """
 
 from __future__ import annotations
