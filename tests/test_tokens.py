@@ -298,6 +298,9 @@ async def test_private_key_jwt_client_assertion(world: World) -> None:
     assert (await request(assertion(aud="https://elsewhere/token")))[0] == 401
     assert (await request(assertion(exp=now - 120)))[0] == 401
     assert (await request(assertion(exp=now + 3600)))[0] == 401
+    # A time no datetime can hold is a malformed claim (401), not an overflow (500).
+    for exp in (10**20, 2**63, -(10**12)):
+        assert (await request(assertion(exp=exp)))[0] == 401, exp
     other_key = Ed25519PrivateKey.generate()
     forged = jwt.encode(
         {

@@ -140,8 +140,14 @@ class ClientCredentials:
         return cls(client_id, secret, assertion_type, assertion)
 
 
+# 9999-01-01T00:00:00Z: the last NumericDate a datetime can hold, with room for leeway.
+_MAX_NUMERIC_DATE = 253370764800
+
+
 def _jwt_time(value: object, name: str) -> dt.datetime:
-    if not isinstance(value, int):
+    # bool is an int in Python; and a time outside what datetime holds (year 1-9999) is
+    # no date at all: refused as malformed rather than overflowing.
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _MAX_NUMERIC_DATE:
         raise InvalidTokenError(f"token: claim {name} must be a NumericDate")
     return dt.datetime.fromtimestamp(value, dt.UTC)
 
