@@ -21,6 +21,7 @@ from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD, TELEMETRY, T
 from gateway.api.client_address import client_address
 from gateway.api.problems import problem_response
 from gateway.api.telemetry import Telemetry
+from gateway.api.visibility import readiness_view
 from gateway.errors import (
     BadRequestError,
     DsgwError,
@@ -184,7 +185,8 @@ async def readyz(request: web.Request) -> web.Response:
         # Whether this process runs checkpoints and anchoring (gateway.cluster.leadership);
         # the chain check above is reported by the leader only.
         body["leader"] = gateway.leadership.leading
-    return web.json_response(body, status=200 if ready else 503)
+    # Without staff credentials: the status and nothing else (gateway.api.visibility).
+    return web.json_response(await readiness_view(request, body), status=200 if ready else 503)
 
 
 def openapi_document() -> dict[str, Any]:
