@@ -316,10 +316,12 @@ async def test_anchoring_leader_dies_and_another_takes_over(cluster: Cluster) ->
         assert time.monotonic() < deadline, "no process took the leader lock"
         await asyncio.sleep(0.2)
     b = cluster.nodes["b"]
-    # Node B (one process) says in its readiness and metrics whether it is the leader.
-    async with cluster.http.get(f"{b.url}/readyz") as resp:
-        assert (await resp.json())["leader"] is (leader[1] == b.process.pid)
+    # Node B (one process) says in its readiness (to staff) and metrics whether it leads.
     staff = await cluster.token(b, "admin", cluster.staff)
+    async with cluster.http.get(
+        f"{b.url}/readyz", headers={"Authorization": f"Bearer {staff}"}
+    ) as resp:
+        assert (await resp.json())["leader"] is (leader[1] == b.process.pid)
     async with cluster.http.get(
         f"{b.url}/metrics", headers={"Authorization": f"Bearer {staff}"}
     ) as resp:

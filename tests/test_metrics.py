@@ -60,7 +60,9 @@ async def test_metrics_show_log_sizes_and_the_anchoring_backlog(world: World) ->
 
 
 async def test_readyz_means_something(world: World) -> None:
-    resp = await world.client.get("/readyz")
+    # The checks are for staff who watch the gateway (tests/test_role_boundaries.py).
+    staff = {"Authorization": f"Bearer {await world.staff_token(Role.OPERATOR)}"}
+    resp = await world.client.get("/readyz", headers=staff)
     body = await resp.json()
     assert resp.status == 200 and body["status"] == "ready"
     assert {name for name, check in body["checks"].items() if check["ok"]} == {
@@ -70,7 +72,7 @@ async def test_readyz_means_something(world: World) -> None:
     }
     # Without its log writer the gateway cannot answer a call: not ready.
     await world.gateway.log.close()
-    resp = await world.client.get("/readyz")
+    resp = await world.client.get("/readyz", headers=staff)
     body = await resp.json()
     assert resp.status == 503 and body["checks"]["log_writer"] == {"ok": False}
     assert (await world.client.get("/healthz")).status == 200  # alive all the same

@@ -376,7 +376,7 @@ WORKER = textwrap.dedent(
     from gateway.api.telemetry import Telemetry
 
     allowed = int(sys.argv[1])
-    telemetry = Telemetry()
+    telemetry = Telemetry(known_scenario={"enterprise-credit"}.__contains__)
     assert telemetry.multiprocess_dir is not None
     for _ in range(allowed):
         telemetry.observe_call("data", "enterprise-credit", "allow", 200, 0.003)

@@ -17,8 +17,9 @@ from gateway.authorization.roles import Action
 from gateway.catalog.models import expect_keys
 from gateway.errors import ValidationError
 from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioStatus
+from gateway.governance.records import RecordView, check_bundle, read_records
 from gateway.governance.service import Actor
-from gateway.ledger.log import STREAMS, read_entries
+from gateway.ledger.log import STREAMS
 
 __all__ = ["add_routes", "staff_actor"]
 
@@ -264,10 +265,20 @@ async def list_calls(request: web.Request) -> web.Response:
     stream = request.query.get("stream", "calls")
     if stream not in ("calls", "governance"):
         raise ValidationError("stream must be calls or governance")
-    entries = await read_entries(
-        request.app[GATEWAY].engine, stream, merchant_id=merchant, limit=limit
+    views = await read_records(
+        request.app[GATEWAY].engine, actor, stream, merchant_id=merchant, limit=limit
     )
-    return json_response({"entries": [entry_document(e) for e in entries]})
+    return json_response({"entries": [_view_document(v) for v in views]})
+
+
+def _view_document(view: RecordView) -> dict[str, Any]:
+    """A record as its reader may see it; ``withheld`` names the members set to null for
+    this reader (the record then no longer hashes to ``leaf_hash``)."""
+    document = entry_document(view.entry)
+    if view.withheld:
+        document["record"] = view.record
+        document["withheld"] = list(view.withheld)
+    return document
 
 
 async def bundle(request: web.Request) -> web.Response:
@@ -278,6 +289,7 @@ async def bundle(request: web.Request) -> web.Response:
     if stream not in STREAMS:
         raise ValidationError(f"stream must be one of {', '.join(STREAMS)}")
     seq = path_int(request, "seq")
+    await check_bundle(request.app[GATEWAY].engine, actor, stream, seq)
     return json_response(await request.app[GATEWAY].bundle(stream, seq))
 
 

@@ -18,6 +18,7 @@ from gateway.api.access_log import access_log_middleware
 from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD, TELEMETRY, TRUSTED_PROXIES
 from gateway.api.pipeline import evidence_middleware
 from gateway.api.telemetry import Telemetry
+from gateway.api.visibility import readiness_view
 from gateway.errors import (
     DsgwError,
     NotFoundError,
@@ -72,7 +73,8 @@ async def readyz(request: web.Request) -> web.Response:
         # Whether this process runs checkpoints and anchoring (gateway.cluster.leadership);
         # the chain check above is reported by the leader only.
         body["leader"] = gateway.leadership.leading
-    return web.json_response(body, status=200 if ready else 503)
+    # Without staff credentials: the status and nothing else (gateway.api.visibility).
+    return web.json_response(await readiness_view(request, body), status=200 if ready else 503)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -150,7 +152,7 @@ def create_app(gateway: Gateway) -> web.Application:
         client_max_size=gateway.settings.max_body_bytes,
     )
     app[GATEWAY] = gateway
-    app[TELEMETRY] = Telemetry()
+    app[TELEMETRY] = Telemetry(known_scenario=lambda name: name in gateway.policy.latest.scenarios)
     gateway.log.on_batch = app[TELEMETRY].observe_batch
     app.on_response_prepare.append(_harden_headers)
     app[MAX_BODY] = gateway.settings.max_body_bytes

@@ -1,7 +1,12 @@
 """Counters and histograms of the gateway's worker processes, for ``GET /metrics``.
 
 Labels are bounded: the call kind, the scenario (created by the authority, so few), the
-decision and the status class; never a merchant, a token or a parameter value.
+decision and the status class; never a merchant, a token or a parameter value. The scenario
+of a call comes from its path or token request, before anything is authenticated, so it is a
+label only if the policy knows the scenario (``known_scenario``); every other name counts
+under the one label ``unknown``. Otherwise anyone could mint a time series per request
+(``/v1/scenarios/<anything>/...``) and write their own strings into the operator's
+dashboards.
 
 Two modes, chosen when a :class:`Telemetry` is built:
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,6 +48,7 @@ from prometheus_client import (
 )
 
 from gateway.errors import ConfigError
+from gateway.governance.policy import UNKNOWN_NAME
 
 __all__ = [
     "MULTIPROC_ENV",
@@ -106,7 +113,10 @@ class Telemetry:
     that directory (see the module docstring) and :meth:`exposition` sums every process's.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, known_scenario: Callable[[str], bool]) -> None:
+        """``known_scenario`` says whether a scenario id exists (in the current policy);
+        only those become ``scenario`` labels."""
+        self._known_scenario = known_scenario
         self.multiprocess_dir = multiprocess_dir()
         _use_value_class(self.multiprocess_dir)
         # In multiprocess mode no registry of live metrics is ever exposed: a scrape reads
@@ -115,8 +125,8 @@ class Telemetry:
         self.requests = Counter(
             "dsgw_requests",
             "Recorded requests, by kind (data, token, admin, account, delivery, public, read, "
-            "ledger, metrics, meta, unmatched, protocol), scenario, decision (allow, deny, "
-            "error) and status class.",
+            "ledger, metrics, meta, unmatched, protocol), scenario (unknown for any name the "
+            "policy does not hold), decision (allow, deny, error) and status class.",
             ["kind", "scenario", "decision", "status"],
             registry=self.registry,
         )
@@ -151,7 +161,8 @@ class Telemetry:
     def observe_call(
         self, kind: str, scenario: str | None, decision: str, status: int, seconds: float
     ) -> None:
-        self.requests.labels(kind, scenario or "", decision, f"{status // 100}xx").inc()
+        label = "" if not scenario else scenario if self._known_scenario(scenario) else UNKNOWN_NAME
+        self.requests.labels(kind, label, decision, f"{status // 100}xx").inc()
         self.latency.labels(kind).observe(seconds)
 
     def observe_probe(self, path: str) -> None:

@@ -473,29 +473,59 @@ class TokenService:
         except jwt.PyJWTError as exc:
             raise InvalidTokenError("token: signature or claims invalid") from exc
         now = self._clock.now()
-        if now >= _jwt_time(claims["exp"], "exp") + self._leeway:
+        expires = _jwt_time(claims["exp"], "exp")
+        issued = _jwt_time(claims["iat"], "iat")
+        if now >= expires + self._leeway:
             raise InvalidTokenError("token: expired; request a new one")
         if now + self._leeway < _jwt_time(claims["nbf"], "nbf"):
             raise InvalidTokenError("token: not valid yet")
-        if now + self._leeway < _jwt_time(claims["iat"], "iat"):
+        if now + self._leeway < issued:
             raise InvalidTokenError("token: issued in the future")
-        is_admin = audience == self._settings.admin_audience
-        if is_admin and not isinstance(claims.get("role"), str):
-            raise InvalidTokenError("token: admin token without a role")
-        if audience == self._settings.delivery_audience:
-            if not isinstance(claims.get("product"), str) or "role" in claims:
-                raise InvalidTokenError("token: not a delivery token")
-        elif audience == self._settings.account_audience:
-            if claims.get("scope") != "account" or "role" in claims or "scenario" in claims:
-                raise InvalidTokenError("token: not a merchant account token")
-        elif not is_admin and not (
-            isinstance(claims.get("scenario"), str) and isinstance(claims.get("agreement"), str)
-        ):
-            raise InvalidTokenError("token: data token without scenario and agreement")
+        # Every token this gateway signs lives at most token_lifetime_seconds (issue() caps
+        # exp at iat + lifetime, shorter only for an agreement or scenario ending sooner).
+        # A longer-lived one, even correctly signed (an old or leaked key, a bug, a signing
+        # path other than issue()), is refused: a stolen token is useful for minutes at most.
+        if expires - issued > self._lifetime:
+            raise InvalidTokenError(
+                f"token: lives longer than the {int(self._lifetime.total_seconds())} s "
+                "this gateway issues"
+            )
+        self._check_shape(claims, audience)
         try:
             return self._claims_from(claims)
         except ValueError as exc:
             raise InvalidTokenError("token: unknown role") from exc
+
+    def _check_shape(self, claims: Mapping[str, Any], audience: str) -> None:
+        """Each audience's tokens carry exactly their own claims, as :meth:`issue` makes them.
+
+        A claim from another kind of token is refused, not ignored: ``role`` is what marks a
+        staff token, so a data token carrying one would otherwise be treated as staff and
+        skip the merchant, scenario and agreement checks. A data token is only ever a
+        merchant's.
+        """
+        present = {name for name in ("role", "scenario", "agreement", "product") if name in claims}
+        if audience == self._settings.admin_audience:
+            kind, required = "admin", {"role"}
+        elif audience == self._settings.delivery_audience:
+            kind, required = "delivery", {"product"}
+        elif audience == self._settings.account_audience:
+            kind, required = "merchant account", set()
+            if claims.get("scope") != "account":
+                raise InvalidTokenError("token: not a merchant account token")
+        else:
+            kind, required = "data", {"scenario", "agreement"}
+        missing = sorted(required - present)
+        if missing:
+            raise InvalidTokenError(f"token: {kind} token without {' and '.join(missing)}")
+        foreign = sorted(present - required)
+        if foreign:
+            raise InvalidTokenError(
+                f"token: a {kind} token carries no {', '.join(foreign)} claim"
+                + (" (data tokens are only ever a merchant's)" if kind == "data" else "")
+            )
+        if any(not isinstance(claims[name], str) or not claims[name] for name in required):
+            raise InvalidTokenError(f"token: {kind} token claims must be non-empty strings")
 
     async def verify(
         self,
@@ -539,8 +569,19 @@ class TokenService:
         client = snapshot.clients.get(claims.client_id)
         if client is None or client.status != "active":
             raise TokenRevokedError("token: its client is disabled")
-        if claims.role is not None or delivery:
+        # The token's holder is its client's: a staff token has its client's role, a
+        # merchant's token its client's merchant, a delivery token a buyer's client.
+        if admin:
+            role = claims.role.value if claims.role is not None else None
+            if client.kind != "staff" or client.role != role:
+                raise InvalidTokenError("token: its role is not its client's")
+            return claims
+        if delivery:
+            if client.kind != "buyer":
+                raise InvalidTokenError("token: a delivery token is a buyer's")
             return claims  # a buyer's entitlement is checked against its trades per delivery
+        if client.kind != "merchant" or client.merchant_id != claims.merchant_id:
+            raise InvalidTokenError("token: not a token of its client's merchant")
         merchant = snapshot.merchants.get(claims.merchant_id or "")
         if merchant is None or merchant.status is not MerchantStatus.ACTIVE:
             raise SuspendedError(
@@ -557,6 +598,11 @@ class TokenService:
             )
         snapshot.check_measure(MeasureKind.SCENARIO, claims.scenario_id)
         agreement = snapshot.agreements.get(claims.agreement_id or "")
+        if agreement is not None and (
+            agreement.merchant_id != claims.merchant_id
+            or agreement.scenario_id != claims.scenario_id
+        ):
+            raise InvalidTokenError("token: its agreement is not its merchant's for its scenario")
         if agreement is None or not agreement.usable_at(now):
             raise AgreementError(
                 f"agreement {claims.agreement_id} is not active", agreement=claims.agreement_id

@@ -40,7 +40,12 @@ from gateway.governance.models import (
 )
 from gateway.supervision.measures import Measure, MeasureKind, load_active
 
-__all__ = ["PolicySnapshot", "PolicyStore", "agreement_of", "load_snapshot"]
+__all__ = ["UNKNOWN_NAME", "PolicySnapshot", "PolicyStore", "agreement_of", "load_snapshot"]
+
+UNKNOWN_NAME = "unknown"
+"""What metrics and reports call a scenario, dataset or merchant the policy does not hold:
+names in paths and token requests arrive before authentication, and only names that exist
+may become labels or report rows (one ``unknown`` for all the rest)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +182,12 @@ class PolicyStore:
         self._remote_seen = 0
         self._lock = asyncio.Lock()
         self.reloads = 0
+
+    @property
+    def latest(self) -> PolicySnapshot:
+        """The snapshot loaded last, without looking for changes: for synchronous readers
+        that only need names (metric labels). Decisions use :meth:`current`."""
+        return self._snapshot
 
     def remote_change(self) -> None:
         """Policy changed elsewhere: reload before the next call."""

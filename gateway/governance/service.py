@@ -17,6 +17,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.authorization.boundaries import Party, Reach, party_of, require_reach
 from gateway.authorization.roles import Action, Role, require
 from gateway.authorization.secrets import SecretHasher, new_client_secret
 from gateway.catalog.models import Dataset, check_id
@@ -660,13 +661,17 @@ class GovernanceService:
             raise ValidationError("client status must be active or disabled")
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> None:
-            result = await conn.execute(
+            row = await _row(conn, ClientRow, ClientRow.client_id == client_id)
+            if row is None:
+                raise NotFoundError(f"client {client_id} does not exist")
+            # Disabling a client stops its holder as surely as revoking its tokens.
+            party = party_of(role=row.role, merchant_id=row.merchant_id)
+            require_reach(actor.role, Reach.REVOKE, party, f"client {client_id}")
+            await conn.execute(
                 update(ClientRow)
                 .where(ClientRow.client_id == client_id)
                 .values(status=status, updated_at=now)
             )
-            if result.rowcount == 0:
-                raise NotFoundError(f"client {client_id} does not exist")
 
         await self.change(
             actor, f"client.{status}", {"client_id": client_id, "reason": reason}, apply
@@ -681,6 +686,11 @@ class GovernanceService:
             row = await _row(conn, TokenRow, TokenRow.jti == jti)
             if row is None:
                 raise NotFoundError(f"token {jti} was not issued by this gateway")
+            # Whose token it is comes from the tokens table (the role boundaries: the
+            # operator never revokes its supervisors' tokens).
+            party = party_of(role=row.role, merchant_id=row.merchant_id)
+            # The message names no token id: refusals are records others read.
+            require_reach(actor.role, Reach.REVOKE, party, "this token")
             if row.revoked_at is None:
                 await conn.execute(
                     update(TokenRow)
@@ -691,7 +701,11 @@ class GovernanceService:
         await self.change(actor, "token.revoked", {"jti": jti, "reason": reason}, apply)
 
     async def revoke_merchant_tokens(self, actor: Actor, merchant_id: str, reason: str) -> int:
+        """Revoke every live token of merchant ``merchant_id``; only merchant tokens carry a
+        merchant id, and the update says so again (``role`` null), so no staff token is
+        ever caught by it."""
         actor.may(Action.REVOKE_TOKEN)
+        require_reach(actor.role, Reach.REVOKE, Party.MERCHANT, f"merchant {merchant_id}'s tokens")
         if not reason.strip():
             raise ValidationError("a revocation needs a reason")
 
@@ -702,6 +716,7 @@ class GovernanceService:
                 update(TokenRow)
                 .where(
                     TokenRow.merchant_id == merchant_id,
+                    TokenRow.role.is_(None),
                     TokenRow.revoked_at.is_(None),
                     TokenRow.expires_at > now,
                 )

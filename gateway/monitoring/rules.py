@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from gateway.governance.policy import PolicySnapshot
+from gateway.governance.policy import UNKNOWN_NAME, PolicySnapshot
 from gateway.monitoring.calls import CallEvent, CallWindows
 from gateway.monitoring.models import Detection, Severity
 from gateway.settings import Settings
@@ -690,10 +690,16 @@ class RefusalBurst:
             peak = _peak_count(mine, subject_points, t.refusal_window)
             if peak is None or peak.count < t.refusal_threshold:
                 continue
+            # Datasets and scenarios come from the refused calls' paths: names the policy
+            # does not hold are one "unknown" (figures) or none (the alert's scenario).
             datasets: dict[str, int] = defaultdict(int)
             for event in peak.members:
                 if event.dataset_id:
-                    datasets[event.dataset_id] += 1
+                    known = event.dataset_id in ctx.snapshot.datasets
+                    datasets[event.dataset_id if known else UNKNOWN_NAME] += 1
+            scenario_id = peak.members[-1].scenario_id
+            if scenario_id not in ctx.snapshot.scenarios:
+                scenario_id = None
             window = _minutes(t.refusal_window)
             merchant_id = (
                 subject.removeprefix("merchant:") if subject.startswith("merchant:") else None
@@ -716,7 +722,7 @@ class RefusalBurst:
                     },
                     records=_last((e.seq for e in peak.members), t.evidence_records),
                     merchant_id=merchant_id,
-                    scenario_id=peak.members[-1].scenario_id if merchant_id else None,
+                    scenario_id=scenario_id if merchant_id else None,
                 )
             )
         return detections
@@ -744,13 +750,21 @@ class InvalidTokens:
             if e.status == 401
         ]
         detections = []
+        clients = ctx.snapshot.clients
         for prefix, attribute in (("remote", "remote"), ("client", "client_id")):
 
             def subject(
                 event: CallEvent, attribute: str = attribute, prefix: str = prefix
             ) -> str | None:
                 value = getattr(event, attribute)
-                return f"{prefix}:{value}" if value else None
+                if not value:
+                    return None
+                # A client id arrives with the token request, before authentication: only
+                # ids the policy holds name an alert (and so a line of the security
+                # report); every other id is one "client:unknown".
+                if attribute == "client_id" and value not in clients:
+                    value = UNKNOWN_NAME
+                return f"{prefix}:{value}"
 
             points = _group_points(news, subject)
             for key, key_points in sorted(points.items()):

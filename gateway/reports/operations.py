@@ -4,7 +4,8 @@ dataclasses.
 The operator reports and discloses its operation periodically, and is evaluated yearly on,
 among other things, how quickly applications are reviewed. So the report counts calls per
 scenario and merchant (SQL aggregates over the call log's copied columns: no payload is
-parsed except a bounded sample of refusals for their reasons), measures review timeliness
+parsed except a bounded sample of refusals for their reasons; scenarios and merchants the
+store does not hold count under one ``unknown`` row), measures review timeliness
 against the working-day deadlines of the workflows, and sums products, trades, settlements
 and the revenue statements of the period. Formatting lives in :mod:`gateway.reports.render`.
 """
@@ -16,7 +17,7 @@ import datetime as dt
 import json
 import statistics
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -35,6 +36,7 @@ from gateway.db.schema import (
     UseApplicationRow,
 )
 from gateway.errors import NotFoundError
+from gateway.governance.policy import UNKNOWN_NAME
 from gateway.products.revenue import Statement
 from gateway.reports.header import Names, ReportHeader
 from gateway.reports.periods import Period
@@ -275,6 +277,15 @@ def _by(
     return tuple(sorted(out, key=lambda c: (-c.total, c.id or "")))
 
 
+def _known(value: str | None, known: Mapping[str, str]) -> str | None:
+    """``value`` if the store holds it (or None: no scenario or merchant), else the one
+    ``unknown`` row. A data call's scenario comes from its path before anything is
+    authenticated: a report row per name would print whatever anyone sent."""
+    if value is None or value in known:
+        return value
+    return UNKNOWN_NAME
+
+
 async def _calls(conn: AsyncConnection, period: Period, names: Names) -> CallsSection:
     scenarios: dict[str | None, Counter[str]] = {}
     merchants: dict[str | None, Counter[str]] = {}
@@ -285,8 +296,10 @@ async def _calls(conn: AsyncConnection, period: Period, names: Names) -> CallsSe
         .group_by(LogEntryRow.scenario_id, LogEntryRow.merchant_id, LogEntryRow.decision)
     )
     for scenario_id, merchant_id, decision, n in rows:
-        scenarios.setdefault(scenario_id, Counter())[str(decision)] += int(n)
-        merchants.setdefault(merchant_id, Counter())[str(decision)] += int(n)
+        scenario_key = _known(scenario_id, names.scenarios)
+        merchant_key = _known(merchant_id, names.merchants)
+        scenarios.setdefault(scenario_key, Counter())[str(decision)] += int(n)
+        merchants.setdefault(merchant_key, Counter())[str(decision)] += int(n)
         totals[str(decision)] += int(n)
 
     buckets = period.buckets()
