@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.type_api import TypeEngine
@@ -130,7 +130,7 @@ def _sqlite_creator(database: str) -> Callable[[], sqlite3.Connection]:
     return connect
 
 
-def _make_engine(url: str, table: str, pool_size: int) -> Engine:
+def _make_engine(url: str | URL, table: str, pool_size: int) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -208,7 +208,7 @@ class SqlConnector:
 
     def __init__(
         self,
-        url: str,
+        url: str | URL,
         table: str,
         fields: Mapping[str, FieldType],
         *,

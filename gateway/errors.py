@@ -31,6 +31,7 @@ __all__ = [
     "PayloadTooLargeError",
     "QuotaExceededError",
     "RateLimitedError",
+    "SourceNotAllowedError",
     "SourceUnavailableError",
     "SuspendedError",
     "TokenRevokedError",
@@ -139,6 +140,15 @@ class OutOfScopeError(ForbiddenError):
 
     slug = "out-of-scope"
     title = "Outside the authorized scenario"
+
+
+class SourceNotAllowedError(ForbiddenError):
+    """A dataset's source lies outside where the local administrator allows source rows to
+    live (settings ``source_directories`` and ``source_hosts``), or is the gateway's own
+    store, keystore or data directory, which are never a source."""
+
+    slug = "source-not-allowed"
+    title = "Source location not allowed"
 
 
 class SuspendedError(ForbiddenError):

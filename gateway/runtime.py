@@ -22,6 +22,8 @@ from gateway.authorization.quotas import CallAllowance, QuotaTracker
 from gateway.authorization.secrets import SecretHasher
 from gateway.authorization.shared_quotas import RedisQuotaTracker
 from gateway.authorization.tokens import TokenService
+from gateway.catalog.secrets import SourceSecrets
+from gateway.catalog.sources import SourceAccess, SourceRules
 from gateway.chain.contract import stream_id
 from gateway.chain.models import AnchorPolicy
 from gateway.chain.records import covering_anchor
@@ -186,8 +188,14 @@ class Gateway:
             memory_kib=settings.secret_hash_memory_kib,
         )
         tokens = TokenService(settings, keystore, policy, engine, hasher, clock)
-        governance = GovernanceService(engine, epoch, clock, hasher, algorithm=algorithm)
-        connectors = ConnectorRegistry(settings.data_dir, pool_size=settings.source_pool_size)
+        sources = SourceAccess(
+            SourceRules.from_settings(settings),
+            SourceSecrets(keystore, dict(settings.source_env_secrets)),
+        )
+        governance = GovernanceService(
+            engine, epoch, clock, hasher, algorithm=algorithm, sources=sources
+        )
+        connectors = ConnectorRegistry(sources, pool_size=settings.source_pool_size)
 
         async def count_calls(
             merchant_id: str, scenario_id: str, start: dt.datetime, end: dt.datetime

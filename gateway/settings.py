@@ -19,11 +19,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
+from gateway.catalog.allowlist import HostRule, parse_source_hosts
 from gateway.errors import ConfigError
 
-__all__ = ["Network", "Settings", "check_workers", "load_settings", "parse_networks"]
+__all__ = [
+    "SOURCE_SECRET_PREFIX",
+    "Network",
+    "Settings",
+    "check_workers",
+    "load_settings",
+    "parse_networks",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Environment variables with this prefix are source secrets (``env:`` references), not
+#: settings; only they can be named by a dataset, so no other secret of the gateway can.
+SOURCE_SECRET_PREFIX = "DSGW_SRC_"  # noqa: S105 - a name prefix, not a password
+# Settings that no TOML key or DSGW_<NAME> variable sets directly.
+_DERIVED = frozenset({"source_env_secrets"})
+# Lists in one environment variable are split on the path separator, except host lists,
+# whose entries hold colons (host:port).
+_LIST_SEPARATORS: dict[str, str] = {"source_hosts": ","}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +101,16 @@ class Settings:
     checkpoint_every_records: int = 10_000
     checkpoint_every_seconds: int = 5
     source_pool_size: int = 4
+    # Where source rows may live (docs/security.md, "Where source data and its credentials
+    # live"): directories for file sources (CSV, SQLite; relative ones are inside data_dir)
+    # and hosts, host:port or URL prefixes (postgresql://host:port/db) for database sources.
+    # Whatever else a dataset names is refused, the gateway's own store and the data
+    # directory outside its sources/ folder whatever these say.
+    source_directories: tuple[str, ...] = ("sources",)
+    source_hosts: tuple[str, ...] = ()
+    # Source passwords a dataset may name as ``env:DSGW_SRC_...``: every DSGW_SRC_*
+    # variable, taken from the environment here and nowhere else (never from a file).
+    source_env_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     # Anchoring: "none", "embedded" (in-process py-evm, ephemeral), "anvil" (a local node
     # started with persistent state in the data directory) or "rpc" (chain_rpc_url).
     chain: str = "anvil"
@@ -170,6 +197,10 @@ class Settings:
         return parse_networks(self.trusted_proxies)
 
     @property
+    def source_host_rules(self) -> tuple[HostRule, ...]:
+        return parse_source_hosts(self.source_hosts)
+
+    @property
     def worker_count(self) -> int:
         """Worker processes ``dsgw serve`` runs: ``workers``, or for 0 one per core when
         quotas are shared through Redis and one otherwise."""
@@ -223,7 +254,7 @@ class Settings:
         return self.data_dir / "policy.epoch"
 
 
-def _coerce(name: str, type_: Any, raw: object) -> object:
+def _coerce(name: str, type_: Any, raw: object, *, separator: str = os.pathsep) -> object:
     try:
         if type_ is bool:
             if isinstance(raw, bool):
@@ -253,7 +284,10 @@ def _coerce(name: str, type_: Any, raw: object) -> object:
             return str(raw)
         if type_ == tuple[str, ...]:
             if isinstance(raw, str):
-                return tuple(part for part in raw.split(os.pathsep) if part)
+                parts = raw.split(separator)
+                if separator != os.pathsep:  # "a, b": spaces around commas are layout
+                    parts = [part.strip() for part in parts]
+                return tuple(part for part in parts if part)
             if isinstance(raw, list | tuple) and all(isinstance(p, str) for p in raw):
                 return tuple(raw)
             raise ValueError(raw)
@@ -303,7 +337,7 @@ def load_settings(
     """
     env = os.environ if environ is None else environ
     hints = get_type_hints(Settings)
-    names = {f.name for f in dataclasses.fields(Settings)}
+    names = {f.name for f in dataclasses.fields(Settings)} - _DERIVED
     values: dict[str, object] = {}
 
     config_path = path or (Path(env["DSGW_CONFIG"]) if env.get("DSGW_CONFIG") else None)
@@ -323,9 +357,20 @@ def load_settings(
     for key in names:
         env_name = "DSGW_" + key.upper()
         if env_name in env:
-            values[key] = _coerce(env_name, hints[key], env[env_name])
+            values[key] = _coerce(
+                env_name,
+                hints[key],
+                env[env_name],
+                separator=_LIST_SEPARATORS.get(key, os.pathsep),
+            )
+    values["source_env_secrets"] = tuple(
+        sorted((k, v) for k, v in env.items() if k.startswith(SOURCE_SECRET_PREFIX))
+    )
 
     for key, raw in overrides.items():
+        if key == "source_env_secrets" and isinstance(raw, Mapping):
+            values[key] = tuple(sorted((str(k), str(v)) for k, v in raw.items()))
+            continue
         if key not in names:
             raise ConfigError(f"settings: unknown setting {key!r}")
         if raw is not None:
@@ -357,6 +402,7 @@ def load_settings(
     if settings.database_pool_timeout_seconds <= 0:
         raise ConfigError("settings: database_pool_timeout_seconds must be above 0")
     check_workers(settings)
+    parse_source_hosts(settings.source_hosts)  # refuses a bad entry now, naming it
     parse_networks(settings.trusted_proxies)  # refuses a bad entry now, naming it
     if settings.policy_poll_seconds <= 0 or settings.leader_check_seconds <= 0:
         raise ConfigError("settings: policy_poll_seconds and leader_check_seconds must be above 0")

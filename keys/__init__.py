@@ -1,7 +1,7 @@
 """Key management: the encrypted keystore, its passphrase, and JWK encoding."""
 
 from keys.jwk import ClientPublicKey, ed25519_jwk, jwk_to_public_key, jwks
-from keys.keystore import Algorithm, KeyInfo, KeyPurpose, Keystore
+from keys.keystore import Algorithm, KeyInfo, KeyPurpose, Keystore, SecretInfo
 from keys.passphrase import create_passphrase_file, load_passphrase
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "KeyInfo",
     "KeyPurpose",
     "Keystore",
+    "SecretInfo",
     "create_passphrase_file",
     "ed25519_jwk",
     "jwk_to_public_key",

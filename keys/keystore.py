@@ -23,6 +23,20 @@ File format (version 1)::
 
 ``<b64>`` is standard base64 with padding (RFC 4648 §4).
 
+Named secrets (source passwords, ``dsgw secrets set``) sit beside the keys in an optional
+``secrets`` list, present only when there is one::
+
+      "secrets": [
+        {"name": "hr-db", "provider": "市人力资源和社会保障局",
+         "created_at": "2025-01-01T00:00:00+00:00", "nonce": "<b64>", "ciphertext": "<b64>"}
+      ]
+
+* each named secret: AES-256-GCM encryption of its value (1 to 4096 bytes of UTF-8 text)
+  under the same KEK; its AAD is ``b"dsgw-keystore secret v1\n"`` followed by the canonical
+  JSON of ``name``, ``provider`` and ``created_at``, so a secret cannot be renamed or handed
+  to another provider without the passphrase. ``provider`` (or ``null``) is the only
+  dataset provider whose sources may use it.
+
 * KEK: ``scrypt(passphrase, salt, n, r, p)`` → 32 bytes, used as an AES-256-GCM key. The salt
   is 16 random bytes chosen at :meth:`Keystore.create`.
 * ``verifier``: AES-256-GCM encryption of the fixed marker ``b"dsgw-keystore verifier v1"``
@@ -62,6 +76,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -88,11 +103,13 @@ from gateway.errors import KeystoreError
 
 __all__ = [
     "FORMAT",
+    "SECRET_NAME",
     "VERSION",
     "Algorithm",
     "KeyInfo",
     "KeyPurpose",
     "Keystore",
+    "SecretInfo",
 ]
 
 FORMAT: Final = "dsgw-keystore"
@@ -132,6 +149,11 @@ _MIN_SCRYPT_N: Final = 2**14
 _MAX_SCRYPT_N: Final = 2**20
 _MAX_SCRYPT_MEMORY: Final = 1 << 30
 _KID_HEX: Final = 16
+_SECRET_AAD_PREFIX: Final = b"dsgw-keystore secret v1\n"
+#: Names of named secrets: what a dataset's ``keystore:NAME`` reference may say.
+SECRET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_MAX_NAMED_SECRET_BYTES: Final = 4096
+_MAX_PROVIDER_CHARS: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +170,22 @@ class KeyInfo:
     @property
     def is_active(self) -> bool:
         return self.retired_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    """Public metadata of one named secret; never carries its value."""
+
+    name: str
+    # The one dataset provider whose sources may use it; None: any provider.
+    provider: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    info: SecretInfo
+    value: bytes = field(repr=False)  # never in a log line or traceback
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +230,7 @@ class _State:
     file_id: _FileId | None
     digest: bytes
     """SHA-256 of the file as last read or written: the authority on "has it changed"."""
+    named: tuple[_Named, ...] = ()
 
 
 # -- encoding helpers -----------------------------------------------------------------------
@@ -265,6 +304,18 @@ def _metadata(info: KeyInfo) -> dict[str, Any]:
 
 def _entry_aad(metadata: Mapping[str, Any]) -> bytes:
     return _ENTRY_AAD_PREFIX + _canonical(metadata)
+
+
+def _secret_metadata(info: SecretInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "provider": info.provider,
+        "created_at": _format_time(info.created_at),
+    }
+
+
+def _secret_aad(metadata: Mapping[str, Any]) -> bytes:
+    return _SECRET_AAD_PREFIX + _canonical(metadata)
 
 
 # -- key material ---------------------------------------------------------------------------
@@ -506,6 +557,20 @@ class Keystore:
         """
         return self._entry(kid, "secp256k1", "a chain-account key").secret
 
+    def named_secrets(self) -> list[SecretInfo]:
+        """Metadata of every named secret, by name; never their values."""
+        return sorted((item.info for item in self._state.named), key=lambda i: i.name)
+
+    def named_secret(self, name: str) -> tuple[SecretInfo, bytes]:
+        """The named secret ``name`` and its value. Raises :class:`KeystoreError` naming
+        the command that puts it when there is none."""
+        for item in self._state.named:
+            if item.info.name == name:
+                return item.info, item.value
+        raise KeystoreError(
+            f"keystore: no secret named {name!r}; put it with `dsgw secrets set {name}`"
+        )
+
     def _entry(self, kid: str, algorithm: Algorithm, what: str) -> _Entry:
         for entry in self._state.entries:
             if entry.info.kid == kid:
@@ -598,6 +663,47 @@ class Keystore:
                 self._commit(tuple(keep))
         return removed
 
+    def put_secret(
+        self, name: str, value: bytes, *, provider: str | None, now: dt.datetime
+    ) -> SecretInfo:
+        """Store ``value`` as the named secret ``name``, replacing one of that name (an old
+        password is of no use once changed, so none is kept). ``provider`` binds it to the
+        sources of that one dataset provider."""
+        if not isinstance(name, str) or not SECRET_NAME.fullmatch(name):
+            raise KeystoreError(
+                f"keystore: secret name {name!r} is invalid: use 1-64 lower-case letters, "
+                "digits, '.', '-', '_'"
+            )
+        if not 1 <= len(value) <= _MAX_NAMED_SECRET_BYTES:
+            raise KeystoreError(
+                f"keystore: a secret holds 1 to {_MAX_NAMED_SECRET_BYTES} bytes; "
+                f"{name} would hold {len(value)}"
+            )
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise KeystoreError(f"keystore: secret {name} must be UTF-8 text") from None
+        if provider is not None:
+            provider = provider.strip()
+            if not provider or len(provider) > _MAX_PROVIDER_CHARS:
+                raise KeystoreError(
+                    f"keystore: a secret's provider is 1 to {_MAX_PROVIDER_CHARS} characters"
+                )
+        info = SecretInfo(name=name, provider=provider, created_at=_time(now, "now"))
+        with self._locked():
+            named = tuple(item for item in self._state.named if item.info.name != name)
+            self._commit(self._state.entries, (*named, _Named(info, bytes(value))))
+        return info
+
+    def delete_secret(self, name: str) -> bool:
+        """Remove the named secret ``name``; whether there was one."""
+        with self._locked():
+            named = tuple(item for item in self._state.named if item.info.name != name)
+            if len(named) == len(self._state.named):
+                return False
+            self._commit(self._state.entries, named)
+        return True
+
     def save(self) -> None:
         """Write the in-memory state to disk atomically.
 
@@ -631,8 +737,10 @@ class Keystore:
         finally:
             os.close(fd)  # closing releases the flock
 
-    def _commit(self, entries: tuple[_Entry, ...]) -> None:
-        state = replace(self._state, entries=entries)
+    def _commit(self, entries: tuple[_Entry, ...], named: tuple[_Named, ...] | None = None) -> None:
+        state = replace(
+            self._state, entries=entries, named=self._state.named if named is None else named
+        )
         data = self._serialise(state)
         try:
             tmp = _write_temp(self._path, data)
@@ -667,13 +775,21 @@ class Keystore:
             nonce = secrets.token_bytes(_NONCE_BYTES)
             sealed = aes.encrypt(nonce, entry.secret, _entry_aad(metadata))
             entries.append({**metadata, "nonce": _b64(nonce), "ciphertext": _b64(sealed)})
-        document = {
+        document: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
             "kdf": state.kdf.to_json(),
             "verifier": state.verifier,
             "entries": entries,
         }
+        if state.named:
+            sealed_named = []
+            for item in state.named:
+                metadata = _secret_metadata(item.info)
+                nonce = secrets.token_bytes(_NONCE_BYTES)
+                sealed = aes.encrypt(nonce, item.value, _secret_aad(metadata))
+                sealed_named.append({**metadata, "nonce": _b64(nonce), "ciphertext": _b64(sealed)})
+            document["secrets"] = sealed_named
         return (json.dumps(document, indent=2) + "\n").encode()
 
 
@@ -753,7 +869,41 @@ def _load(
         active = [e for e in entries if e.info.purpose == purpose and e.info.retired_at is None]
         if len(active) > 1:
             raise _corrupt(path, f"more than one active {purpose} key")
-    return _State(kdf, kek, dict(verifier), entries, file_id, _digest(raw))
+    named = _parse_named(document.get("secrets", []), kek, path)
+    return _State(kdf, kek, dict(verifier), entries, file_id, _digest(raw), named)
+
+
+_SECRET_KEYS: Final = frozenset({"name", "provider", "created_at", "nonce", "ciphertext"})
+
+
+def _parse_named(items: object, kek: bytes, path: Path) -> tuple[_Named, ...]:
+    if not isinstance(items, list):
+        raise _corrupt(path, "secrets must be a list")
+    named: list[_Named] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) != _SECRET_KEYS:
+            raise _corrupt(path, f"secret {index} must have exactly {sorted(_SECRET_KEYS)}")
+        name, provider = item["name"], item["provider"]
+        if not isinstance(name, str) or not SECRET_NAME.fullmatch(name):
+            raise _corrupt(path, f"secret {index}: invalid name")
+        if provider is not None and not isinstance(provider, str):
+            raise _corrupt(path, f"secret {name}: provider must be a string or null")
+        created_at = _parse_time(item["created_at"], f"secret {name} created_at", path)
+        nonce = _unb64(item["nonce"], f"secret {name} nonce", path)
+        sealed = _unb64(item["ciphertext"], f"secret {name} ciphertext", path)
+        metadata = {key: item[key] for key in ("name", "provider", "created_at")}
+        try:
+            value = AESGCM(kek).decrypt(nonce, sealed, _secret_aad(metadata))
+        except (InvalidTag, ValueError) as err:
+            raise KeystoreError(
+                f"keystore: secret {name} in {path} failed authentication: it was modified, "
+                "renamed or given to another provider; restore the file from a backup"
+            ) from err
+        named.append(_Named(SecretInfo(name, provider, created_at), value))
+    names = [item.info.name for item in named]
+    if len(set(names)) != len(names):
+        raise _corrupt(path, "a secret name appears twice")
+    return tuple(named)
 
 
 def _parse_kdf(value: object, path: Path) -> _Kdf:

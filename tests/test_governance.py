@@ -40,7 +40,7 @@ async def test_not_open_and_negative_list_never_granted(world: World) -> None:
         "negative_list": True,
         "key_fields": ["person_id"],
         "subject_field": "person_id",
-        "source": {"kind": "csv", "path": "none.csv"},
+        "source": {"kind": "csv", "path": "sources/none.csv"},
     }
     await gov.register_dataset(LOCAL_ADMIN, negative)
     with pytest.raises(CatalogError, match="negative list"):

@@ -61,7 +61,11 @@ async def list_datasets(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.READ_CATALOG)
     snapshot = await request.app[GATEWAY].governance.snapshot()
-    return json_response({"datasets": [d.to_dict() for d in snapshot.datasets.values()]})
+    # Source locations only for those who answer for them (Actor.sees_source_of).
+    datasets = snapshot.datasets.values()
+    return json_response(
+        {"datasets": [d.staff_dict(with_source=actor.sees_source_of(d)) for d in datasets]}
+    )
 
 
 async def register_dataset(request: web.Request) -> web.Response:

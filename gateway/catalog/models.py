@@ -6,13 +6,19 @@ A :class:`Dataset` that exists has passed validation: build one with
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, cast, get_args
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from connectors.base import FieldType
+from gateway.catalog.secrets import SecretRef
 from gateway.errors import ValidationError
 from gateway.privacy.masking import MaskRule, parse_mask_rule
 
@@ -139,35 +145,73 @@ def _mark(spec: FieldSpec, mark: object) -> str:
     raise ValidationError(f"{what} must be 'digit:N' (N = 0..6) or 'mask', got {mark!r}")
 
 
+def _shown_url(url: str) -> str:
+    """``url`` as APIs and records may show it: any password replaced by ``***``.
+
+    Registration refuses URLs with a password, so this only guards what was stored before
+    that rule (migration 0009 removed those passwords from the catalog)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return re.sub(r"//[^/@]*@", "//***@", url)  # unparseable: hide any userinfo
+    if parsed.password is None and "password" not in parsed.query:
+        return url
+    hidden = parsed.difference_update_query(["password"])
+    if parsed.password is not None:
+        hidden = hidden.set(password="***")  # noqa: S106 - the mask shown, not a password
+    return hidden.render_as_string(hide_password=False)
+
+
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
-    """Where the rows live. ``sql``: a SQLAlchemy URL and table; ``csv``: a file path."""
+    """Where the rows live. ``sql``: a SQLAlchemy URL and table, and optionally the secret
+    reference its password comes from; ``csv``: a file path.
+
+    Whether the location is allowed, and whether its credentials may be used, is decided by
+    :mod:`gateway.catalog.sources` at registration and again when the source is opened."""
 
     kind: str
     url: str = ""
     table: str = ""
     path: str = ""
+    credentials: SecretRef | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SourceSpec:
-        expect_keys("source", data, {"kind"}, {"url", "table", "path"})
+        expect_keys("source", data, {"kind"}, {"url", "table", "path", "credentials"})
         kind = data["kind"]
         if kind == "sql":
-            expect_keys("sql source", data, {"kind", "url", "table"})
+            expect_keys("sql source", data, {"kind", "url", "table"}, {"credentials"})
+            raw = data.get("credentials")
             return cls(
                 kind="sql",
                 url=_str("source url", data["url"]),
                 table=_str("source table", data["table"], max_len=128),
+                credentials=None if raw is None else SecretRef.parse(raw),
             )
         if kind == "csv":
+            if "credentials" in data:
+                raise ValidationError(
+                    "csv source: a file takes no credentials", member="credentials"
+                )
             expect_keys("csv source", data, {"kind", "path"})
             return cls(kind="csv", path=_str("source path", data["path"]))
         raise ValidationError("source kind must be 'sql' or 'csv'")
 
     def to_dict(self) -> dict[str, Any]:
+        """The source as stored and shown: never a password, at most the reference to one."""
         if self.kind == "sql":
-            return {"kind": "sql", "url": self.url, "table": self.table}
+            out: dict[str, Any] = {"kind": "sql", "url": _shown_url(self.url), "table": self.table}
+            if self.credentials is not None:
+                out["credentials"] = str(self.credentials)
+            return out
         return {"kind": "csv", "path": self.path}
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical source document: what the governance log records, so
+        the registration is evidenced without showing the location to every log reader."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +354,21 @@ class Dataset:
         }
         if self.canaries:
             out["canaries"] = True
+        return out
+
+    def staff_dict(self, *, with_source: bool) -> dict[str, Any]:
+        """A catalog entry as staff see it: the source location only for those who answer
+        for it (the authority, the owning department, the local administrator)."""
+        out = self.to_dict()
+        if not with_source:
+            del out["source"]
+        return out
+
+    def record_dict(self) -> dict[str, Any]:
+        """What the governance log records of a registration: the entry with its source as
+        a digest (every reader of the log is not entitled to the location)."""
+        out = self.to_dict()
+        out["source"] = {"kind": self.source.kind, "sha256": self.source.digest()}
         return out
 
     def public_dict(self) -> dict[str, Any]:

@@ -1071,5 +1071,6 @@ from gateway.cli import chain as _chain  # noqa: E402, F401
 from gateway.cli import measures as _measures  # noqa: E402, F401
 from gateway.cli import products as _products  # noqa: E402, F401
 from gateway.cli import reports as _reports  # noqa: E402, F401
+from gateway.cli import secrets as _secrets  # noqa: E402, F401
 from gateway.cli import trace as _trace  # noqa: E402, F401
 from gateway.cli import workflows as _workflows  # noqa: E402, F401

@@ -10,8 +10,9 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import URL
 
 from connectors.base import AggregateQuery, Condition, Connector, RowQuery, Value
 from connectors.csv_file import CsvConnector
@@ -19,6 +20,7 @@ from connectors.sql import SqlConnector
 from gateway.authorization.quotas import CallAllowance
 from gateway.authorization.tokens import AccessClaims
 from gateway.catalog.models import Dataset
+from gateway.catalog.sources import FilePlace, SourceAccess
 from gateway.clock import Clock
 from gateway.dataplane.requests import (
     AggregateRequest,
@@ -42,38 +44,43 @@ AVG_QUANTUM = Decimal("0.0001")
 
 
 class ConnectorRegistry:
-    """One connector per dataset source, opened on first use and reused."""
+    """One connector per dataset source, opened on first use and reused.
 
-    def __init__(self, data_dir: Path, *, pool_size: int = 4) -> None:
-        self._data_dir = data_dir
+    Every opening goes through :class:`SourceAccess`: the source's place is checked against
+    the allow-list again (an entry stored before the list changed cannot escape it) and its
+    credentials are resolved; the connector gets the resolved path or the URL with the
+    password, which never leaves this process."""
+
+    def __init__(self, sources: SourceAccess, *, pool_size: int = 4) -> None:
+        self._sources = sources
         self._pool_size = pool_size
         self._connectors: dict[str, tuple[Dataset, Connector]] = {}
         self._retired: list[Connector] = []
 
-    def _resolve(self, path: str) -> Path:
-        candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else self._data_dir / candidate
-
-    def get(self, dataset: Dataset) -> Connector:
+    async def get(self, dataset: Dataset) -> Connector:
         cached = self._connectors.get(dataset.id)
         if cached is not None and cached[0] == dataset:
             return cached[1]
         fields = {spec.name: spec.type for spec in dataset.fields}
-        source = dataset.source
+        opened = await self._sources.open(dataset)
+        place = opened.place
         connector: Connector
-        if source.kind == "sql":
-            url = source.url
-            if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-                url = f"sqlite:///{self._resolve(url.removeprefix('sqlite:///'))}"
-            connector = SqlConnector(url, source.table, fields, pool_size=self._pool_size)
-        elif source.kind == "csv":
-            connector = CsvConnector(
-                self._resolve(source.path), fields, index_fields=dataset.key_fields
-            )
+        if dataset.source.kind == "sql":
+            if isinstance(place, FilePlace):
+                url = URL.create("sqlite", database=str(place.path))
+            else:
+                url = place.url.set(password=opened.password)
+            connector = SqlConnector(url, dataset.source.table, fields, pool_size=self._pool_size)
+        elif isinstance(place, FilePlace):
+            connector = CsvConnector(place.path, fields, index_fields=dataset.key_fields)
         else:
-            raise ConfigError(f"dataset {dataset.id}: unknown source kind {source.kind}")
+            raise ConfigError(f"dataset {dataset.id}: unknown source kind {dataset.source.kind}")
         # A changed definition replaces the connector; the old one is closed by close().
+        cached = self._connectors.get(dataset.id)
         if cached is not None:
+            if cached[0] == dataset:  # another call opened it meanwhile: keep that one
+                await connector.close()
+                return cached[1]
             self._retired.append(cached[1])
         self._connectors[dataset.id] = (dataset, connector)
         return connector
@@ -241,7 +248,7 @@ class DataPlane:
     async def _verify(
         self, dataset: Dataset, reveal: bool, request: VerifyRequest
     ) -> dict[str, Any]:
-        rows = await self._connectors.get(dataset).fetch(
+        rows = await (await self._connectors.get(dataset)).fetch(
             RowQuery(
                 fields=tuple(request.claims),
                 conditions=tuple(Condition(k, "eq", v) for k, v in request.key.items()),
@@ -280,7 +287,7 @@ class DataPlane:
         recipient's marks and canary rows go into the answer, the rows' keyed hashes and
         the canary ids into the call record. Canaries never lengthen a page: a real row
         they displace opens the next page, which ``next_offset`` counts in real rows."""
-        rows = await self._connectors.get(dataset).fetch(
+        rows = await (await self._connectors.get(dataset)).fetch(
             RowQuery(
                 fields=request.fields,
                 conditions=request.conditions,
@@ -332,7 +339,7 @@ class DataPlane:
     async def _aggregate(
         self, dataset: Dataset, request: AggregateRequest, record: CallRecord
     ) -> dict[str, Any]:
-        rows = await self._connectors.get(dataset).aggregate(
+        rows = await (await self._connectors.get(dataset)).aggregate(
             AggregateQuery(
                 group_by=request.group_by,
                 measures=request.measures,

@@ -21,6 +21,7 @@ from gateway.authorization.boundaries import Party, Reach, party_of, require_rea
 from gateway.authorization.roles import Action, Role, require
 from gateway.authorization.secrets import SecretHasher, new_client_secret
 from gateway.catalog.models import Dataset, check_id
+from gateway.catalog.sources import SourceAccess
 from gateway.clock import Clock
 from gateway.cluster.policy_push import announce_policy_change
 from gateway.db.schema import (
@@ -104,6 +105,38 @@ class Actor:
         elif self.merchant_id is not None or self.system or self.applicant:
             raise ForbiddenError(f"{self.id} may not {action.value}")
 
+    @property
+    def is_local_admin(self) -> bool:
+        return (
+            self.role is None
+            and self.merchant_id is None
+            and not self.system
+            and not self.applicant
+        )
+
+    def source_department(self) -> str | None:
+        """The department a source department's client acts for; None for everyone else.
+        Raises :class:`ForbiddenError` for a source client bound to no department."""
+        if self.role is not Role.SOURCE:
+            return None
+        if not self.department:
+            raise ForbiddenError(
+                f"{self.id} is a source client bound to no department; the local "
+                "administrator issues source clients with --department"
+            )
+        return self.department.strip()
+
+    def sees_source_of(self, dataset: Dataset) -> bool:
+        """Whether this actor may see where ``dataset``'s rows live: the authority, the
+        local administrator and the department that provides it; no other staff role."""
+        if self.role is Role.AUTHORITY or self.is_local_admin:
+            return True
+        return (
+            self.role is Role.SOURCE
+            and bool(self.department)
+            and (self.department or "").strip() == dataset.provider.strip()
+        )
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "role": self.role.value if self.role else None}
         if self.merchant_id is not None:
@@ -178,12 +211,14 @@ class GovernanceService:
         hasher: SecretHasher,
         *,
         algorithm: HashAlgorithm = "sha256",
+        sources: SourceAccess,
     ) -> None:
         self._engine = engine
         self._epoch = epoch
         self._clock = clock
         self._hasher = hasher
         self._algorithm: HashAlgorithm = algorithm
+        self._sources = sources
 
     async def change(
         self,
@@ -229,11 +264,39 @@ class GovernanceService:
     async def register_dataset(
         self, actor: Actor, data: Mapping[str, Any], *, replace_existing: bool = False
     ) -> Dataset:
+        """Add (or with ``replace_existing`` replace) a catalog entry.
+
+        A source department registers only under its own provider name, and replaces only
+        its own entries; the authority and the local administrator may register for any
+        provider. Whoever registers, the source must lie where the local administrator
+        allows (:mod:`gateway.catalog.sources`) and name its password by a secret
+        reference it may use. The governance record carries the source as a digest.
+        """
         actor.may(Action.REGISTER_DATASET)
         dataset = Dataset.from_dict(data)
+        department = actor.source_department()
+        if department is not None and dataset.provider.strip() != department:
+            raise ForbiddenError(
+                f"a client of {department} registers datasets only under its own provider "
+                f"name ({department}); the data authority registers for other providers",
+                member="provider",
+            )
+        await self._sources.check_registration(dataset, department=department)
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> Dataset:
-            exists = await conn.scalar(select(DatasetRow.id).where(DatasetRow.id == dataset.id))
+            current_provider = await conn.scalar(
+                select(DatasetRow.provider).where(DatasetRow.id == dataset.id)
+            )
+            if current_provider is not None and not replace_existing:
+                raise ConflictError(f"dataset {dataset.id} is already registered")
+            if current_provider is not None and department not in (
+                None,
+                current_provider.strip(),
+            ):
+                raise ForbiddenError(
+                    f"dataset {dataset.id} is provided by another department; a department "
+                    "replaces only its own datasets"
+                )
             values = {
                 "name": dataset.name,
                 "provider": dataset.provider,
@@ -242,9 +305,7 @@ class GovernanceService:
                 "definition": dataset.to_dict(),
                 "updated_at": now,
             }
-            if exists and not replace_existing:
-                raise ConflictError(f"dataset {dataset.id} is already registered")
-            if exists:
+            if current_provider is not None:
                 await conn.execute(
                     update(DatasetRow).where(DatasetRow.id == dataset.id).values(**values)
                 )
@@ -255,7 +316,7 @@ class GovernanceService:
             return dataset
 
         kind = "dataset.updated" if replace_existing else "dataset.registered"
-        return await self.change(actor, kind, {"dataset": dataset.to_dict()}, apply)
+        return await self.change(actor, kind, {"dataset": dataset.record_dict()}, apply)
 
     # -- scenarios ----------------------------------------------------------------------
 

@@ -442,7 +442,7 @@ class LeakTracer:
         Fails closed: if the source cannot say, the canary does not count."""
         try:
             typed = coerce_value(dataset.field(name).type, value)
-            rows = await self._connectors.get(dataset).fetch(
+            rows = await (await self._connectors.get(dataset)).fetch(
                 RowQuery(
                     fields=(name,),
                     conditions=(Condition(name, "eq", typed),),
