@@ -20,7 +20,7 @@ from gateway.cli.demo import DEMO_SCENARIO, demo_credit_code
 from gateway.cli.main import cli
 from gateway.clock import FixedClock
 from gateway.db.schema import LogEntryRow
-from gateway.governance.service import LOCAL_ADMIN
+from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.reports.periods import parse_period
 from gateway.reports.render import operations_markdown
 from gateway.reports.service import operations_report
@@ -358,6 +358,28 @@ async def test_answers_in_time_and_late_at_beijing_day_edges(world: World) -> No
     assert {r["objection_id"] for r in overdue_records} == {b["id"], c["id"]}
     assert all(r["actor"]["role"] == "system" for r in overdue_records)
 
+    # A review by the same department, decided two working days after it opened.
+    applications = world.gateway.applications
+    at(world, 2026, 11, 3, 10)
+    submitted = await applications.submit(
+        Actor("xc", merchant_id=world.merchant_id),
+        world.merchant_id,
+        {
+            "scenario": DEMO_SCENARIO,
+            "requirements": [
+                {"dataset": "enterprises", "modes": ["verify"], "fields": ["credit_code", "name"]}
+            ],
+            "purpose": "贷前核验",
+            "period_start": "2026-11-03",
+            "period_end": "2027-11-02",
+            "safeguards": "专线",
+        },
+    )
+    await applications.check_compliance(Actor("op", Role.OPERATOR), submitted.id, approve=True)
+    at(world, 2026, 11, 5, 16)
+    reviewer = Actor("mkt", Role.SOURCE, department=MARKET)
+    await applications.review(reviewer, submitted.id, approve=True)
+
     # The circular of November counts exactly these records.
     at(world, 2026, 12, 1, 9)
     report = await operations_report(world.gateway, parse_period("2026-11"), generated_by="test")
@@ -379,6 +401,8 @@ async def test_answers_in_time_and_late_at_beijing_day_edges(world: World) -> No
     assert row.objections.open_at_end == row.objections.overdue_at_end == 0
     # Working days from filing to answer: 10 (a), 11 (b), 11 (c).
     assert row.objections.median_working_days == 11
+    assert (row.reviews.decided, row.reviews.on_time, row.reviews.deemed) == (1, 1, 0)
+    assert row.reviews.median_working_days == 2 and row.reviews.overdue_at_end == 0
     (entry,) = row.entries
     assert entry.dataset_id == "enterprises" and entry.stale_objections == 1
     assert entry.days_since_update == (dt.date(2026, 11, 30) - dt.date(2026, 10, 28)).days

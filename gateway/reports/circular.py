@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.clock import utc
@@ -173,6 +173,15 @@ def _median(values: list[int]) -> float | None:
     return float(statistics.median(values)) if values else None
 
 
+def _in(column: Any, period: Period) -> Any:
+    return and_(column >= period.start, column < period.end)
+
+
+def _open(opened: Any, closed: Any, as_of: dt.datetime) -> Any:
+    """SQL: opened before ``as_of`` and not closed by then (what :func:`_open_at` checks)."""
+    return and_(opened < as_of, or_(closed.is_(None), closed >= as_of))
+
+
 def _open_at(opened: dt.datetime, closed: dt.datetime | None, as_of: dt.datetime) -> bool:
     return opened < as_of and (closed is None or closed >= as_of)
 
@@ -269,7 +278,15 @@ async def _objections(
             ObjectionRow.answer,
             ObjectionRow.answered_at,
             ObjectionRow.corrected_at,
-        ).where(ObjectionRow.canary.is_(False), ObjectionRow.filed_at < period.end)
+        ).where(
+            ObjectionRow.canary.is_(False),
+            or_(
+                _in(ObjectionRow.filed_at, period),
+                _in(ObjectionRow.answered_at, period),
+                _in(ObjectionRow.corrected_at, period),
+                _open(ObjectionRow.filed_at, ObjectionRow.answered_at, as_of),
+            ),
+        )
     )
 
     def counted(instant: dt.datetime | None) -> bool:
@@ -317,7 +334,13 @@ async def _reviews(
             UseApplicationRow.status.label("application_status"),
         )
         .join(UseApplicationRow, ReviewRow.application_id == UseApplicationRow.id)
-        .where(ReviewRow.opened_at.is_not(None), ReviewRow.opened_at < period.end)
+        .where(
+            ReviewRow.opened_at.is_not(None),
+            or_(
+                _in(ReviewRow.decided_at, period),
+                _open(ReviewRow.opened_at, ReviewRow.decided_at, as_of),
+            ),
+        )
     )
     for row in rows:
         deadline_value = row.extended_until or row.due_at
