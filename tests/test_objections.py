@@ -640,3 +640,80 @@ async def test_cli_verbs(world: World, tmp_path: Path) -> None:
 
     kinds = [kind for kind, _ in await _governance(world, "")]
     assert kinds.count("objection.corrected") == kinds.count("rating.submitted") == 1
+
+
+async def test_bad_input_is_a_problem_never_a_500(world: World) -> None:
+    account = await world.token("account")
+    authority = await world.staff_token(Role.AUTHORITY)
+    market = await _staff(world, Role.SOURCE, MARKET)
+    status, _, record = await _data(world, "query", {"filters": {"credit_code": "x"}})
+    good = _objection(record)
+    bad_objections: list[Any] = [
+        [],
+        good | {"record": 42},
+        good | {"record": "calls/99999999999999999999"},
+        good | {"dataset": "Not An Id"},
+        good | {"field": 7},
+        good | {"subject_key": 7},
+        good | {"subject_key": "x" * 201},
+        good | {"category": 1},
+        good | {"description": "x" * 4001},
+        good | {"evidence": ["x"]},
+        good | {"documents": "x"},
+        good | {"documents": [{"title": "t", "reference": "r", "sha256": "zz"}]},
+        good | {"documents": [{}] * 11},
+        good | {"extra": 1},
+        {"dataset": "enterprises"},
+    ]
+    for body in bad_objections:
+        status, problem = await _call(world, "POST", "/v1/objections", account, body)
+        assert 400 <= status < 500 and problem["type"].startswith("/problems/"), (body, problem)
+    status, filed = await _call(world, "POST", "/v1/objections", account, good)
+    assert status in (201, 422), filed
+    answer = "/admin/objections/obj-000000000000/answer"
+    for body in (
+        [],
+        {"answer": "rejected", "reasons": "x"},
+        {"answer": "rejected", "reasons": [1]},
+        {"answer": "corrected", "fixed_on": "2026-13-01"},
+        {"answer": "corrected", "fixed_on": 20261101},
+        {"answer": "corrected", "version": "v" * 65},
+        {"answer": None},
+    ):
+        status, problem = await _call(world, "POST", answer, market, body)
+        assert 400 <= status < 500, (body, problem)
+    for path in (
+        "/admin/objections?status=x",
+        "/admin/objections?overdue=1",
+        "/admin/objections/" + "x" * 300,
+        "/admin/rating-forms?year=abc",
+        "/admin/rating-forms?year=1999",
+        "/admin/rating-forms?rater_kind=x",
+        "/admin/ratings?year=٢٠٢٦",
+    ):
+        status, problem = await _call(world, "GET", path, authority)
+        assert 400 <= status < 500, (path, problem)
+    for body in (
+        [],
+        _form("source") | {"criteria": "x"},
+        _form("source") | {"criteria": [1]},
+        _form("source") | {"criteria": [{"id": "a", "title": "", "max": 5}]},
+        _form("source") | {"criteria": [{"id": "a", "title": "A", "max": True}]},
+        _form("source") | {"closes_on": 20261231},
+        _form("source") | {"year": True},
+        _form("source") | {"year": "2026x"},
+    ):
+        status, problem = await _call(world, "POST", "/admin/rating-forms", authority, body)
+        assert status == 400, (body, problem)
+    assert (await _call(world, "POST", "/admin/rating-forms", authority, _form("source")))[0] == 200
+    for body in (
+        [],
+        {"year": 2026},
+        {"year": "x", "scores": {}},
+        {"year": 2026, "scores": []},
+        {"year": 2026, "scores": {"timeliness": True, "support": 1}},
+        {"year": 2026, "scores": {"timeliness": 1, "support": 1}, "comment": 5},
+        {"year": 2026, "scores": {"timeliness": 1, "support": 1}, "comment": "x" * 4001},
+    ):
+        status, problem = await _call(world, "POST", "/admin/ratings", market, body)
+        assert 400 <= status < 500, (body, problem)
