@@ -27,6 +27,7 @@ __all__ = [
     "MethodNotAllowedError",
     "NotEntitledError",
     "NotFoundError",
+    "NotReceivedError",
     "OutOfScopeError",
     "PayloadTooLargeError",
     "QuotaExceededError",
@@ -202,6 +203,17 @@ class CatalogError(ConflictError):
 
     slug = "catalog-rule"
     title = "Refused by catalog rules"
+    status = 422
+
+
+class NotReceivedError(ConflictError):
+    """A data-quality objection names data its filer did not receive: a call record that is
+    not its own (or does not exist), a refused call, or a dataset, field or subject the
+    named answer did not deliver. The same words for a record that is another merchant's
+    and one that does not exist: whether it exists is not the filer's to learn."""
+
+    slug = "not-received"
+    title = "Not received by the filer"
     status = 422
 
 

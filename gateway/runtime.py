@@ -35,6 +35,7 @@ from gateway.dataplane.service import ConnectorRegistry, DataPlane
 from gateway.db import create_engine, engine_for, migrate
 from gateway.db.schema import LogEntryRow
 from gateway.errors import ConfigError, DsgwError, KeystoreError
+from gateway.evaluation import EvaluationService
 from gateway.governance.epoch import EpochFile
 from gateway.governance.policy import PolicyStore
 from gateway.governance.service import GovernanceService
@@ -42,6 +43,7 @@ from gateway.ledger.bundles import build_bundle
 from gateway.ledger.checkpoints import Checkpointer, NoteSigner
 from gateway.ledger.log import STREAMS, LogWriter
 from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
+from gateway.objections import ObjectionService, ReceiptKeys
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
 from gateway.settings import Settings
@@ -145,6 +147,8 @@ class Gateway:
     monitor: Monitor
     tracer: LeakTracer
     measures: MeasureService
+    objections: ObjectionService
+    evaluation: EvaluationService
     anchoring: Anchoring | None = None
     # The Redis-backed quota store when ``redis_url`` is set (closed with the gateway).
     shared_quotas: RedisQuotaTracker | None = None
@@ -230,12 +234,13 @@ class Gateway:
         mark_secret = keystore.secret(keystore.active(KeyPurpose.MARK).kid)
         trace_key = derive_key(mark_secret, "dsgw trace row hashes v1")
         mark_key = derive_key(mark_secret, "dsgw recipient marks v1")
+        param_key = derive_key(mark_secret, "dsgw call-record parameter digests v1")
         dataplane = DataPlane(
             connectors,
             quotas,
             clock,
             min_subjects=settings.aggregate_min_subjects,
-            param_key=derive_key(mark_secret, "dsgw call-record parameter digests v1"),
+            param_key=param_key,
             tracing=DeliveryTracing(
                 trace_key=trace_key, mark_key=mark_key, canary_rate=settings.trace_canary_rate
             ),
@@ -321,6 +326,15 @@ class Gateway:
                 named_threshold=settings.trace_named_threshold,
             ),
             measures=MeasureService(engine, governance),
+            objections=ObjectionService(
+                engine,
+                governance,
+                calendar,
+                clock,
+                keys=ReceiptKeys(trace_key=trace_key, param_key=param_key),
+                working_days=settings.objection_working_days,
+            ),
+            evaluation=EvaluationService(engine, governance, clock),
         )
         if anchoring:
             await gateway.start_anchoring()
@@ -362,12 +376,14 @@ class Gateway:
         self.checkpointer.start()
         await self.start_anchoring()
         self.applications.start_sweeper()
+        self.objections.start_sweeper()
         if self.settings.monitor_enabled:
             self.monitor.start(self.settings.monitor_interval_seconds)
 
     async def stop_background(self) -> None:
         await self.checkpointer.stop()
         await self.applications.stop_sweeper()
+        await self.objections.stop_sweeper()
         await self.monitor.stop()
         await self.stop_anchoring()
 

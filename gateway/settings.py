@@ -94,6 +94,9 @@ class Settings:
     aggregate_min_subjects: int = 10
     # Unauthenticated onboarding applications accepted per client address and hour.
     onboarding_per_hour: int = 10
+    # A source department answers a data-quality objection within this many working days
+    # (ZW art. 11 asks for prompt handling; docs/workflows.md). Never deemed answered.
+    objection_working_days: int = 10
     # Group commit: how many call records one transaction may carry at most.
     log_batch_max: int = 512
     ledger_hash_algorithm: str = "sha256"
@@ -408,6 +411,8 @@ def load_settings(
         raise ConfigError("settings: policy_poll_seconds and leader_check_seconds must be above 0")
     if settings.aggregate_min_subjects < 2:
         raise ConfigError("settings: aggregate_min_subjects must be at least 2")
+    if not 1 <= settings.objection_working_days <= 60:
+        raise ConfigError("settings: objection_working_days must be between 1 and 60")
     for name in names:
         if name.startswith(("monitor_", "alert_")) and name != "monitor_enabled":
             value = getattr(settings, name)

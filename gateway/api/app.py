@@ -139,6 +139,7 @@ def create_app(gateway: Gateway) -> web.Application:
         measures,
         merchant,
         metrics,
+        objections,
         products,
         reports,
         trace,
@@ -172,4 +173,5 @@ def create_app(gateway: Gateway) -> web.Application:
     alerts.add_routes(app)
     trace.add_routes(app)
     reports.add_routes(app)
+    objections.add_routes(app)
     return app

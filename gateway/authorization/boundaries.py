@@ -41,6 +41,7 @@ class Party(StrEnum):
     SUPERVISOR = Role.SUPERVISOR.value
     SOURCE = Role.SOURCE.value
     EXCHANGE = Role.EXCHANGE.value
+    DISTRICT = Role.DISTRICT.value
 
 
 STAFF: frozenset[Party] = frozenset(Party(role.value) for role in Role)
@@ -94,6 +95,10 @@ BOUNDARIES: Mapping[Role, Mapping[Reach, frozenset[Party]]] = {
     # only records about its own datasets.
     Role.SOURCE: {},
     Role.EXCHANGE: {},
+    # District data bureaus (县区数据局) only rate the operator once a year (ZW art. 33): they
+    # act on nobody's tokens or records. The operator does not reach them either (they are
+    # among its raters), the bureau and the supervisor do.
+    Role.DISTRICT: {},
 }
 
 

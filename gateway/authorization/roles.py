@@ -15,6 +15,9 @@ class Role(StrEnum):
     SUPERVISOR = "supervisor"
     SOURCE = "source"
     EXCHANGE = "exchange"
+    # A district (county) data bureau (县区数据局): rates the operator yearly (ZW art. 33).
+    # Its client names its district as its ``department``.
+    DISTRICT = "district"
 
 
 class Action(StrEnum):
@@ -43,6 +46,12 @@ class Action(StrEnum):
     HANDLE_ALERT = "alerts.handle"
     TRACE_LEAK = "leak.trace"
     READ_REPORTS = "reports.read"
+    FILE_OBJECTION = "objection.file"
+    ANSWER_OBJECTION = "objection.answer"
+    READ_OBJECTIONS = "objections.read"
+    SET_RATING_FORM = "rating.form"
+    SUBMIT_RATING = "rating.submit"
+    READ_RATINGS = "ratings.read"
 
 
 # The data bureau publishes scenarios and signs agreements; the operator onboards
@@ -50,6 +59,11 @@ class Action(StrEnum):
 # supervisor can stop things but not grant them. Supervision measures (suspending supply,
 # closing a channel, ...) belong to the supervisor and the data bureau; the operator sees
 # them and handles alerts, and produces the reports it submits to the bureau.
+# Data-quality objections (ZW art. 11): the operator files them (merchants file their own
+# on their account surface) and answers those about tracing canaries, which no department
+# could answer without revealing them; a source department answers those routed to it.
+# The yearly evaluation (ZW art. 33): the bureau sets the rating forms and reads every
+# rating; source departments and district bureaus (and merchants) rate the operator.
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.AUTHORITY: frozenset(
         {
@@ -69,6 +83,9 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.READ_ALERTS,
             Action.TRACE_LEAK,
             Action.READ_REPORTS,
+            Action.READ_OBJECTIONS,
+            Action.SET_RATING_FORM,
+            Action.READ_RATINGS,
         }
     ),
     Role.OPERATOR: frozenset(
@@ -86,6 +103,9 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.READ_ALERTS,
             Action.HANDLE_ALERT,
             Action.READ_REPORTS,
+            Action.FILE_OBJECTION,
+            Action.ANSWER_OBJECTION,
+            Action.READ_OBJECTIONS,
         }
     ),
     Role.SUPERVISOR: frozenset(
@@ -105,12 +125,21 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.HANDLE_ALERT,
             Action.TRACE_LEAK,
             Action.READ_REPORTS,
+            Action.READ_OBJECTIONS,
         }
     ),
     Role.SOURCE: frozenset(
-        {Action.REGISTER_DATASET, Action.READ_CATALOG, Action.REVIEW_APPLICATION}
+        {
+            Action.REGISTER_DATASET,
+            Action.READ_CATALOG,
+            Action.REVIEW_APPLICATION,
+            Action.ANSWER_OBJECTION,
+            Action.READ_OBJECTIONS,
+            Action.SUBMIT_RATING,
+        }
     ),
     Role.EXCHANGE: frozenset({Action.READ_CATALOG, Action.TRADE, Action.DELIST_PRODUCT}),
+    Role.DISTRICT: frozenset({Action.READ_CATALOG, Action.SUBMIT_RATING}),
 }
 
 

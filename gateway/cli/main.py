@@ -1069,6 +1069,7 @@ def main() -> None:
 from gateway.cli import alerts as _alerts  # noqa: E402, F401
 from gateway.cli import chain as _chain  # noqa: E402, F401
 from gateway.cli import measures as _measures  # noqa: E402, F401
+from gateway.cli import objections as _objections  # noqa: E402, F401
 from gateway.cli import products as _products  # noqa: E402, F401
 from gateway.cli import reports as _reports  # noqa: E402, F401
 from gateway.cli import secrets as _secrets  # noqa: E402, F401

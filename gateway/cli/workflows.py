@@ -499,7 +499,9 @@ def agreement_authorize_subjects(
 
 @cli.command()
 @click.option("--role", default=None, help="Only this role's tasks (default: everyone's).")
-@click.option("--department", default=None, help="With --role source: the department.")
+@click.option(
+    "--department", default=None, help="With --role source or district: its department or district."
+)
 @click.option("--merchant", "merchant_id", default=None, help="Only this merchant's tasks.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -46,8 +47,11 @@ __all__ = [
     "MeasureRow",
     "MerchantRow",
     "MonitorCursorRow",
+    "ObjectionRow",
     "OnboardingRow",
     "ProductRow",
+    "RatingFormRow",
+    "RatingRow",
     "ReviewRow",
     "ScenarioRow",
     "SettlementRow",
@@ -556,3 +560,87 @@ class MeasureRow(Base):
     lift_reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_supervision_measures_target", "target_kind", "target_id"),)
+
+
+class ObjectionRow(Base):
+    """A data-quality objection (ZW art. 11; GY's 数据异议反馈机制): a merchant's about data it
+    received (``record_seq``: the ``calls`` record that delivered it) or the operator's,
+    routed to the dataset's source department (``department``) with a deadline in working
+    days. ``details``: what is wrong (description, evidence, documents) and, for the
+    department, the named record's time and mode. ``canary``: the subject is one of the
+    filer's tracing canary rows, so the operator answers instead of the department.
+    ``answer`` is the first answer (what timeliness counts); ``status`` where it stands now
+    (an accepted objection may later be corrected). Never deemed answered: ``overdue_at``
+    only records when the deadline passed unanswered."""
+
+    __tablename__ = "objections"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filer_kind: Mapped[str] = mapped_column(String(16))
+    merchant_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    filed_by: Mapped[str] = mapped_column(String(64))
+    record_seq: Mapped[int | None] = mapped_column(BigInteger)
+    dataset_id: Mapped[str] = mapped_column(String(64))
+    department: Mapped[str] = mapped_column(String(200), index=True)
+    field: Mapped[str] = mapped_column(String(128))
+    subject_key: Mapped[str | None] = mapped_column(String(200))
+    subject_checked: Mapped[bool] = mapped_column(Boolean)
+    category: Mapped[str] = mapped_column(String(16))
+    details: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    canary: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    filed_at: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
+    due_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    overdue_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    answer: Mapped[str | None] = mapped_column(String(16))
+    answered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    answered_by: Mapped[str | None] = mapped_column(String(64))
+    reasons: Mapped[list[Any]] = mapped_column(JsonDoc)
+    correction: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    corrected_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'accepted', 'rejected', 'corrected')", name="status"),
+    )
+
+
+class RatingFormRow(Base):
+    """The form one kind of rater fills in to rate the operator for one year (ZW art. 33):
+    the criteria the data bureau set, each scored from 0 to its ``max``, and the last day
+    (Beijing) ratings are taken. Fixed once the first rating against it arrived."""
+
+    __tablename__ = "rating_forms"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    rater_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    criteria: Mapped[list[Any]] = mapped_column(JsonDoc)
+    closes_on: Mapped[dt.date] = mapped_column(Date)
+    set_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+
+class RatingRow(Base):
+    """One rater's rating of the operator for one year: a source department or a district
+    bureau (by its name) or a merchant (by its id). One per rater and year: the unique key
+    refuses a second, whichever of the rater's staff sends it."""
+
+    __tablename__ = "ratings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    year: Mapped[int] = mapped_column(Integer)
+    rater_kind: Mapped[str] = mapped_column(String(16))
+    rater: Mapped[str] = mapped_column(String(200))
+    rated_by: Mapped[str] = mapped_column(String(64))
+    scores: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    comment: Mapped[str] = mapped_column(Text)
+    submitted_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        UniqueConstraint("year", "rater_kind", "rater"),
+        ForeignKeyConstraint(
+            ["year", "rater_kind"], ["rating_forms.year", "rating_forms.rater_kind"]
+        ),
+    )

@@ -649,10 +649,10 @@ class GovernanceService:
             jwk_to_public_key(public_jwk)  # refuse a malformed key now, not at first use
         if not with_secret and public_jwk is None:
             raise ValidationError("a client needs a secret or a public key")
-        if (role is Role.SOURCE) != bool(department and department.strip()):
+        if (role in (Role.SOURCE, Role.DISTRICT)) != bool(department and department.strip()):
             raise ValidationError(
                 "a source department's client names its department (the datasets' provider), "
-                "and only such a client does"
+                "a district bureau's its district, and only such clients do"
             )
         department = department.strip() if department else None
         if department is not None and len(department) > 200:

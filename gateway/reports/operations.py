@@ -7,7 +7,9 @@ scenario and merchant (SQL aggregates over the call log's copied columns: no pay
 parsed except a bounded sample of refusals for their reasons; scenarios and merchants the
 store does not hold count under one ``unknown`` row), measures review timeliness
 against the working-day deadlines of the workflows, and sums products, trades, settlements
-and the revenue statements of the period. Formatting lives in :mod:`gateway.reports.render`.
+and the revenue statements of the period. The circular on source departments (ZW art. 31)
+comes from :mod:`gateway.reports.circular`, a year's ratings of the operator (ZW art. 33)
+from :mod:`gateway.reports.evaluation`. Formatting lives in :mod:`gateway.reports.render`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from gateway.db.schema import (
 from gateway.errors import NotFoundError
 from gateway.governance.policy import UNKNOWN_NAME
 from gateway.products.revenue import Statement
+from gateway.reports.circular import DepartmentsSection, gather_departments
+from gateway.reports.evaluation import EvaluationSection, gather_evaluation
 from gateway.reports.header import Names, ReportHeader
 from gateway.reports.periods import Period
 from gateway.reports.security import CallTotals
@@ -198,6 +202,9 @@ class OperationsReport:
     calls: CallsSection
     timeliness: TimelinessSection
     products: ProductsSection
+    departments: DepartmentsSection
+    evaluation: EvaluationSection | None
+    """The year's ratings, in a report over one calendar year only."""
 
 
 async def gather_operations(
@@ -215,6 +222,8 @@ async def gather_operations(
         calls = await _calls(conn, period, names)
         timeliness = await _timeliness(conn, period, header.as_of, calendar)
         products = await _products(conn, period)
+        departments = await gather_departments(conn, period, header.as_of, calendar)
+        evaluation = await gather_evaluation(conn, period)
     statements = []
     covered, without = [], []
     for month in period.whole_months():
@@ -246,6 +255,8 @@ async def gather_operations(
             revenue_months=tuple(covered),
             months_without_settlement=tuple(without),
         ),
+        departments=departments,
+        evaluation=evaluation,
     )
 
 

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.reports import charts
+from gateway.reports.circular import DepartmentsSection
+from gateway.reports.evaluation import MIN_MERCHANT_RATINGS, EvaluationSection
 from gateway.reports.header import Names, ReportHeader
-from gateway.reports.operations import CallCount, OperationsReport
+from gateway.reports.operations import CallCount, OperationsReport, TimelinessSection
 from gateway.reports.periods import SHANGHAI
 from gateway.reports.security import (
     CHANGE_GROUPS,
@@ -59,6 +61,11 @@ _STEP_TITLES = {
     "onboarding": "入驻申请答复 Merchant onboarding answer",
     "compliance": "合规审查 Compliance check of use applications",
     "review": "部门审核 Source department review",
+}
+_RATER_TITLES = {
+    "source": "数源部门 Source departments",
+    "district": "县区数据局 District bureaus",
+    "merchant": "数据商 Merchants",
 }
 _SEVERITY_COLOURS = {
     "critical": "#b04a4a",
@@ -652,13 +659,16 @@ def _operations(report: OperationsReport) -> _Doc:
     doc.h(1, doc.title)
     doc.p(
         "公共数据授权运营情况定期报告 (CS23 art. 23; ZW art. 31-33): calls per scenario and "
-        "merchant, review timeliness, products, trades and revenue."
+        "merchant, review timeliness, products, trades and revenue, the circular on source "
+        "departments and, for a calendar year, the ratings of the yearly evaluation."
     )
     _header(doc, header)
 
     doc.h(2, "摘要 Summary")
     decided = sum(s.decided for s in timeliness.steps)
     on_time = sum(s.on_time for s in timeliness.steps)
+    answered = sum(d.objections.answered for d in report.departments.departments)
+    answered_in_time = sum(d.objections.in_time for d in report.departments.departments)
     doc.table(
         ("指标 Figure", "数值 Value"),
         [
@@ -673,6 +683,13 @@ def _operations(report: OperationsReport) -> _Doc:
                 f"{decided} decisions, {_share(on_time, decided)} within the deadline; "
                 f"{sum(s.deemed for s in timeliness.steps)} deemed approvals; "
                 f"{len(timeliness.overdue)} overdue at the end of the period",
+            ),
+            (
+                "数据异议 Data-quality objections",
+                f"{sum(d.objections.received for d in report.departments.departments)} "
+                f"received, {answered} answered, {_share(answered_in_time, answered)} in time; "
+                f"{sum(d.objections.overdue_at_end for d in report.departments.departments)} "
+                "overdue at the end of the period",
             ),
             (
                 "产品 Products",
@@ -900,8 +917,183 @@ def _operations(report: OperationsReport) -> _Doc:
             "no revenue statement applies.",
             note=True,
         )
-    _heads(doc, header, "4.")
+    _departments(doc, report.departments, "4.")
+    if report.evaluation is not None:
+        _evaluation(doc, report.evaluation, report.timeliness, report.departments, "5.")
+        _heads(doc, header, "6.")
+    else:
+        _heads(doc, header, "5.")
     return doc
+
+
+def _median(value: float | None) -> str:
+    return f"{value:g}" if value is not None else "-"
+
+
+def _departments(doc: _Doc, section: DepartmentsSection, number: str) -> None:
+    doc.h(2, f"{number} 数源部门通报 Circular on source departments")
+    doc.p(
+        "Per source department (ZW art. 31): its catalogue entries and their upkeep, the "
+        "timeliness of its reviews of use applications (ZW art. 21), and the data-quality "
+        "objections routed to it (ZW art. 11; the objection mechanism of GY). An objection is "
+        "answered in time before its deadline in working days; one unanswered past it is "
+        "overdue and stays open (never deemed answered). Accepted: first answers agreeing "
+        "with the objection (accepted, or corrected at once). Working days: from filing to "
+        "the first answer."
+    )
+    doc.h(3, "审核与异议 Reviews and objections")
+    doc.table(
+        (
+            "部门 Department",
+            "审核决定 Reviews decided",
+            "按时 On time",
+            "视为同意 Deemed",
+            "审核超期 Reviews overdue",
+            "收到异议 Objections received",
+            "答复 Answered",
+            "按时答复 In time",
+            "期末超期 Overdue at end",
+            "采纳 Accepted",
+            "驳回 Rejected",
+            "已更正 Corrected",
+            "中位工作日 Median working days",
+        ),
+        [
+            (
+                d.department,
+                str(d.reviews.decided),
+                str(d.reviews.on_time),
+                str(d.reviews.deemed),
+                str(d.reviews.overdue_at_end),
+                str(d.objections.received),
+                str(d.objections.answered),
+                str(d.objections.in_time),
+                str(d.objections.overdue_at_end),
+                str(d.objections.accepted),
+                str(d.objections.rejected),
+                str(d.objections.corrected),
+                _median(d.objections.median_working_days),
+            )
+            for d in section.departments
+        ],
+        numeric=tuple(range(1, 13)),
+    )
+    if section.uncovered_years:
+        doc.p(
+            "No holiday schedule is loaded for "
+            + ", ".join(str(y) for y in section.uncovered_years)
+            + ": working days touching those years were not counted.",
+            note=True,
+        )
+    doc.h(3, "目录编制与更新 Catalogue entries and their freshness")
+    doc.p(
+        "Entries each department provides at the end of the period, with their declared "
+        "update frequency and their last registration or update in the catalogue (from the "
+        "governance log). The gateway does not see when a source refreshes its rows: "
+        "staleness shows as the objections that reported a stale value."
+    )
+    doc.table(
+        (
+            "部门 Department",
+            "目录 Entries",
+            "期内更新 Updated in period",
+            "距上次更新中位天数 Median days since update",
+        ),
+        [
+            (
+                d.department,
+                str(len(d.entries)),
+                str(d.entries_updated),
+                _median(d.median_days_since_update),
+            )
+            for d in section.departments
+            if d.entries
+        ],
+        numeric=(1, 2, 3),
+    )
+    doc.table(
+        (
+            "目录 Entry",
+            "部门 Department",
+            "更新频率 Update frequency",
+            "上次更新 Last updated",
+            "天数 Days",
+            "过时异议 Stale-value objections",
+        ),
+        [
+            (
+                _named(e.dataset_id, e.name) + ("" if e.grantable else " (not operated)"),
+                d.department,
+                e.update_frequency,
+                _time(e.last_updated),
+                str(e.days_since_update),
+                str(e.stale_objections),
+            )
+            for d in section.departments
+            for e in d.entries
+        ],
+        numeric=(4, 5),
+    )
+
+
+def _evaluation(
+    doc: _Doc,
+    section: EvaluationSection,
+    timeliness: TimelinessSection,
+    departments: DepartmentsSection,
+    number: str,
+) -> None:
+    doc.h(2, f"{number} 年度评价 Yearly evaluation {section.year}")
+    doc.p(
+        "The ratings of the operator by source departments, district bureaus and merchants "
+        "that the data bureau takes into its yearly evaluation (ZW art. 33), on the forms it "
+        "set, beside the figures this report measures. Merchants are counted, not named; "
+        f"their scores are shown from {MIN_MERCHANT_RATINGS} ratings on."
+    )
+    decided = sum(s.decided for s in timeliness.steps)
+    on_time = sum(s.on_time for s in timeliness.steps)
+    answered = sum(d.objections.answered for d in departments.departments)
+    in_time = sum(d.objections.in_time for d in departments.departments)
+    rows: list[tuple[Cell, ...]] = [
+        ("测量 Measured", "审核时效 Review decisions in time", _share(on_time, decided)),
+        ("测量 Measured", "异议按时答复 Objections answered in time", _share(in_time, answered)),
+    ]
+    for kind in section.kinds:
+        overall = kind.overall
+        rows.append(
+            (
+                "评价 Rated",
+                f"{_RATER_TITLES.get(kind.rater_kind, kind.rater_kind)}: {kind.ratings} rating(s)",
+                f"{100 * overall:.1f} % of the maximum" if overall is not None else "-",
+            )
+        )
+    doc.table(("来源 Source", "指标 Figure", "数值 Value"), rows)
+    for kind in section.kinds:
+        doc.h(3, _RATER_TITLES.get(kind.rater_kind, kind.rater_kind))
+        raters = ", ".join(kind.raters)
+        doc.p(
+            f"{kind.ratings} rating(s), form open until {kind.closes_on.isoformat()}"
+            + (f": {raters}." if raters else ".")
+        )
+        if kind.withheld:
+            doc.p(
+                f"Fewer than {MIN_MERCHANT_RATINGS} merchants rated: their scores are not shown.",
+                note=True,
+            )
+        doc.table(
+            ("评价项 Criterion", "满分 Maximum", "平均 Mean", "最低 Lowest", "最高 Highest"),
+            [
+                (
+                    _named(c.id, c.title),
+                    str(c.max),
+                    f"{c.mean:.2f}" if c.mean is not None else "-",
+                    str(c.lowest) if c.lowest is not None else "-",
+                    str(c.highest) if c.highest is not None else "-",
+                )
+                for c in kind.criteria
+            ],
+            numeric=(1, 2, 3, 4),
+        )
 
 
 # -- writers -------------------------------------------------------------------------------

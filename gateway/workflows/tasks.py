@@ -3,55 +3,33 @@
 Tasks are derived from the workflow state each time, never stored, so they cannot drift
 from it. Each role sees its own: the operator answers onboarding applications and checks
 compliance; a source department reviews; the authority concludes agreements and completes
-scenarios; a merchant renews agreements that end within 3 months (CS23 art. 22); the
-supervisor sees every task that is overdue.
+scenarios; a merchant renews agreements that end within 3 months (CS23 art. 22); a source
+department answers the data-quality objections routed to it and every filer reads the
+answers to its own (:mod:`gateway.objections.tasks`); raters rate the operator for the
+yearly evaluation (:mod:`gateway.evaluation.tasks`); the supervisor sees every task that is
+overdue.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.authorization.roles import Role
 from gateway.db.schema import AgreementRow, ScenarioRow
+from gateway.evaluation.tasks import rating_tasks
 from gateway.governance.models import AgreementStatus, Scenario, ScenarioStatus, renewal_from
 from gateway.governance.service import Actor
+from gateway.objections.tasks import objection_tasks
 from gateway.workflows.applications import ApplicationStatus, ReviewStatus
 from gateway.workflows.onboarding import OnboardingStatus
 from gateway.workflows.service import WorkflowService
+from gateway.workflows.task import Task, make_task
 from gateway.workflows.use import UseApplicationService
 
 __all__ = ["Task", "tasks_for"]
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    role: str
-    kind: str
-    subject: str
-    title: str
-    due_at: dt.datetime | None
-    overdue: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "kind": self.kind,
-            "subject": self.subject,
-            "title": self.title,
-            "due_at": self.due_at.isoformat() if self.due_at else None,
-            "overdue": self.overdue,
-        }
-
-
-def _task(
-    role: str, kind: str, subject: str, title: str, due: dt.datetime | None, now: dt.datetime
-) -> Task:
-    return Task(role, kind, subject, title, due, due is not None and now >= due)
 
 
 async def tasks_for(
@@ -70,7 +48,7 @@ async def tasks_for(
     if operator:
         for item in await workflows.list_onboarding(OnboardingStatus.SUBMITTED):
             found.append(
-                _task(
+                make_task(
                     "operator",
                     "onboarding",
                     item.id,
@@ -83,7 +61,7 @@ async def tasks_for(
     for application in await applications.list(actor):
         if operator and application.status is ApplicationStatus.COMPLIANCE_CHECK:
             found.append(
-                _task(
+                make_task(
                     "operator",
                     "compliance-check",
                     application.id,
@@ -102,7 +80,7 @@ async def tasks_for(
                 )
                 if mine and review.status is ReviewStatus.PENDING:
                     found.append(
-                        _task(
+                        make_task(
                             f"source: {review.department}",
                             "review",
                             application.id,
@@ -115,7 +93,7 @@ async def tasks_for(
                     )
         if authority and application.status is ApplicationStatus.APPROVED:
             found.append(
-                _task(
+                make_task(
                     "authority",
                     "agreement",
                     application.id,
@@ -141,7 +119,7 @@ async def tasks_for(
                     if value is None
                 ]
                 found.append(
-                    _task(
+                    make_task(
                         "authority",
                         "scenario",
                         scenario.id,
@@ -168,7 +146,7 @@ async def tasks_for(
             or (actor.merchant_id == row.merchant_id)
         ):
             found.append(
-                _task(
+                make_task(
                     "merchant" if actor.merchant_id else "operator",
                     "renewal",
                     row.id,
@@ -178,6 +156,8 @@ async def tasks_for(
                     now,
                 )
             )
+    found.extend(await objection_tasks(actor, engine, now))
+    found.extend(await rating_tasks(actor, engine, now))
     if actor.role is Role.SUPERVISOR:
         found = [task for task in found if task.overdue]
     far = dt.datetime.max.replace(tzinfo=dt.UTC)
