@@ -26,7 +26,7 @@ from gateway.catalog.secrets import SourceSecrets
 from gateway.catalog.sources import SourceAccess, SourceRules
 from gateway.chain.contract import stream_id
 from gateway.chain.models import AnchorPolicy
-from gateway.chain.records import covering_anchor
+from gateway.chain.records import covering_anchor, recorded_covering_anchor
 from gateway.chain.service import Anchoring
 from gateway.clock import Clock, SystemClock
 from gateway.cluster.leadership import Leadership, leader_lock_for
@@ -40,7 +40,7 @@ from gateway.governance.epoch import EpochFile
 from gateway.governance.policy import PolicyStore
 from gateway.governance.service import GovernanceService
 from gateway.ledger.bundles import build_bundle
-from gateway.ledger.checkpoints import Checkpointer, NoteSigner
+from gateway.ledger.checkpoints import Checkpointer, KeyRing, NoteSigner, NoteVerifier
 from gateway.ledger.log import STREAMS, LogWriter
 from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
 from gateway.objections import ObjectionService, ReceiptKeys
@@ -436,10 +436,19 @@ class Gateway:
             self.policy_watch.start()
         return self.policy_watch
 
+    def checkpoint_keys(self) -> KeyRing:
+        """Every checkpoint key of the keystore, active and retired (never pruned), under
+        this deployment's name: what verifies any checkpoint this deployment signed."""
+        return KeyRing(
+            NoteVerifier(self.settings.deployment, self.keystore.public_key(info.kid))
+            for info in self.keystore.keys_of(KeyPurpose.CHECKPOINT)
+        )
+
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
-        """The evidence bundle of one record (see :mod:`gateway.ledger.bundles`)."""
-        kid = self.keystore.active(KeyPurpose.CHECKPOINT).kid
-        anchor = None
+        """The evidence bundle of one record (see :mod:`gateway.ledger.bundles`), with the
+        anchor of the smallest final anchored checkpoint that covers it: from the running
+        worker's registry, or, in a process that does not anchor (``dsgw bundle``), from
+        the registry the store records."""
         worker = self.anchoring.worker if self.anchoring is not None else None
         if worker is not None and worker.chain_id is not None:
             anchor = await covering_anchor(
@@ -449,14 +458,17 @@ class Gateway:
                 chain_id=worker.chain_id,
                 contract=worker.registry.address,
             )
+        else:
+            anchor = await recorded_covering_anchor(
+                self.engine, stream, seq + 1, contract=self.settings.chain_contract
+            )
         document = await build_bundle(
             self.engine,
             self.checkpointer,
             stream,
             seq,
             algorithm=self.settings.hash_algorithm,
-            key_name=self.settings.deployment,
-            checkpoint_key=self.keystore.public_key(kid),
+            checkpoint_keys=self.checkpoint_keys(),
             at_size=anchor.size if anchor is not None else None,
         )
         if anchor is not None and anchor.tx_hash is not None:

@@ -532,6 +532,20 @@ class Keystore:
         retired.sort(key=lambda info: info.retired_at or now, reverse=True)
         return active + retired
 
+    def keys_of(self, purpose: KeyPurpose) -> list[KeyInfo]:
+        """Every key of ``purpose`` still in the keystore, the active one first, then the
+        retired ones newest first: for checkpoint keys (never pruned) the whole history,
+        which verifiers need to check what each key signed."""
+        purpose = KeyPurpose(purpose)
+        found = [e.info for e in self._state.entries if e.info.purpose == purpose]
+        active = [info for info in found if info.retired_at is None]
+        retired = sorted(
+            (info for info in found if info.retired_at is not None),
+            key=lambda info: (info.retired_at or info.created_at, info.created_at),
+            reverse=True,
+        )
+        return active + retired
+
     def signing_key(self, kid: str) -> Ed25519PrivateKey:
         """The Ed25519 private key ``kid`` (a token-signing or checkpoint key)."""
         cached = self._ed25519.get(kid)

@@ -13,10 +13,9 @@ from gateway.api.merchant import bearer_token
 from gateway.api.params import query_int
 from gateway.api.problems import json_response
 from gateway.errors import InvalidTokenError, NotFoundError
-from gateway.ledger.checkpoints import latest_checkpoint, verifier_key
+from gateway.ledger.checkpoints import latest_checkpoint
 from gateway.ledger.log import STREAMS
 from gateway.ledger.tree import MerkleTree
-from keys.keystore import KeyPurpose
 
 __all__ = ["add_routes"]
 
@@ -47,8 +46,9 @@ async def checkpoint(request: web.Request) -> web.Response:
     await _authenticate(request)
     gateway = request.app[GATEWAY]
     latest = await latest_checkpoint(gateway.engine, _stream(request))
-    key = gateway.keystore.public_key(gateway.keystore.active(KeyPurpose.CHECKPOINT).kid)
-    document = latest.to_dict() | {"verifier_key": verifier_key(gateway.settings.deployment, key)}
+    # The key that signed it, which after a rotation may be a retired one.
+    signer = gateway.checkpoint_keys().signer_of(latest.note)
+    document = latest.to_dict() | {"verifier_key": signer.to_text()}
     return json_response(document)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.chain.errors import ChainError
 from gateway.clock import Clock, utc
-from gateway.db.schema import AnchorRow, AnchorTransactionRow
+from gateway.db.schema import AnchorRegistryRow, AnchorRow, AnchorTransactionRow
 from gateway.errors import DsgwError
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "AnchorStore",
     "AnchorTransaction",
     "covering_anchor",
+    "recorded_covering_anchor",
 ]
 
 LIVE_TRANSACTION: Final = ("signed", "sent", "replaced")
@@ -146,6 +147,39 @@ async def covering_anchor(
     except SQLAlchemyError as exc:
         raise DsgwError(f"anchoring: reading anchors failed: {exc}") from exc
     return None if row is None else AnchorRecord.from_row(row)
+
+
+async def recorded_covering_anchor(
+    engine: AsyncEngine, stream: str, size: int, *, contract: str = ""
+) -> AnchorRecord | None:
+    """:func:`covering_anchor` on the registry in use, read from the store alone (no chain
+    connection, no worker): ``contract`` when the deployment configures one, else the
+    newest registry this store recorded for each chain, newest chain first. For processes
+    that do not anchor themselves, such as ``dsgw bundle``."""
+    try:
+        async with engine.connect() as conn:
+            registries = (
+                await conn.execute(
+                    select(AnchorRegistryRow.chain_id, AnchorRegistryRow.address).order_by(
+                        AnchorRegistryRow.updated_at.desc()
+                    )
+                )
+            ).all()
+    except SQLAlchemyError as exc:
+        raise DsgwError(f"anchoring: reading the recorded registries failed: {exc}") from exc
+    seen: set[int] = set()
+    for chain_id, address in registries:
+        if contract and str(address).lower() != contract.lower():
+            continue
+        if int(chain_id) in seen:
+            continue  # an older registry of this chain: a reset dev chain lost it
+        seen.add(int(chain_id))
+        found = await covering_anchor(
+            engine, stream, size, chain_id=int(chain_id), contract=str(address)
+        )
+        if found is not None:
+            return found
+    return None
 
 
 class AnchorStore:

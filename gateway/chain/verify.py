@@ -21,7 +21,9 @@ async def verify_anchor(
     anchor: Mapping[str, Any], checkpoint: Checkpoint, rpc_url: str
 ) -> list[str]:
     """Confirm on chain that the registry accepted exactly the checkpoint's (size, root)
-    for its stream in the bundle's transaction. Returns the steps established.
+    for its stream in the bundle's transaction, on the bundle's chain, in the bundle's
+    block. Returns the steps established. (The anchor's size, root and stream id were
+    compared with the checkpoint by :func:`gateway.ledger.bundles.verify_bundle`.)
 
     Raises :class:`ChainError` naming the failing step. Which registry address to trust is
     the caller's knowledge (published by the operator), as with the checkpoint key.
@@ -43,12 +45,17 @@ async def verify_anchor(
                     "anchor: the chain has no such transaction (wrong chain, or it was lost)"
                 ) from exc
             head = await backend.w3.eth.block_number
-        if anchor.get("chain_id") not in (None, chain_id):
+        if anchor.get("chain_id") != chain_id:
             raise ChainError(
                 f"anchor: the bundle names chain {anchor.get('chain_id')}, the node is {chain_id}"
             )
         if receipt["status"] != 1:
             raise ChainError("anchor: the anchoring transaction reverted")
+        if anchor.get("block_number") != receipt["blockNumber"]:
+            raise ChainError(
+                f"anchor: the bundle names block {anchor.get('block_number')}, the transaction "
+                f"is in block {receipt['blockNumber']}"
+            )
         registry = AnchorRegistry(backend, contract)
         wanted = stream_id(checkpoint.stream)
         for event in registry.events_in_receipt(receipt):

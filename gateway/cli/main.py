@@ -31,7 +31,7 @@ from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioS
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.ledger.audit import AuditReport, audit_stream
 from gateway.ledger.bundles import verify_bundle
-from gateway.ledger.checkpoints import latest_checkpoint
+from gateway.ledger.checkpoints import NoteVerifier, latest_checkpoint
 from gateway.ledger.log import STREAMS, stream_size
 from gateway.ledger.tree import MerkleTree
 from gateway.logs import configure_logging
@@ -707,7 +707,8 @@ def audit(
     names = [stream] if stream else list(STREAMS)
 
     async def act(g: Gateway) -> list[AuditReport]:
-        key = g.keystore.public_key(g.keystore.active(KeyPurpose.CHECKPOINT).kid)
+        # Every checkpoint key, retired ones too: each checkpoint names the key that signed it.
+        keys = g.checkpoint_keys()
         evidence = {}
         if use_chain or rpc:
             async with chain_reader(
@@ -735,7 +736,7 @@ def audit(
                     g.engine,
                     name,
                     algorithm=g.settings.hash_algorithm,
-                    checkpoint_key=(g.settings.deployment, key),
+                    checkpoint_key=keys,
                     anchored=evidence[name].anchored if name in evidence else (),
                     progress=advance,
                 )
@@ -825,9 +826,11 @@ def bundle(ctx: click.Context, stream: str, seq: int, out: Path | None) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option(
     "--key",
-    "trusted_key",
-    default=None,
-    help="Verifier key you trust (name+keyid+base64), e.g. from the operator.",
+    "trusted_keys",
+    multiple=True,
+    help="Verifier key you trust (name+keyid+base64), e.g. from the operator; repeat it for "
+    "the operator's retired keys: the one the checkpoint names is used "
+    "(`dsgw keys verifiers` lists them).",
 )
 @click.option(
     "--rpc",
@@ -836,14 +839,16 @@ def bundle(ctx: click.Context, stream: str, seq: int, out: Path | None) -> None:
     help="Ethereum JSON-RPC URL: also check the anchor transaction on chain.",
 )
 @click.option("--json", "as_json", is_flag=True)
-def verify(file: Path, trusted_key: str | None, rpc_url: str | None, as_json: bool) -> None:
+def verify(file: Path, trusted_keys: tuple[str, ...], rpc_url: str | None, as_json: bool) -> None:
     """Verify an evidence bundle with no database and no gateway (and the chain, --rpc)."""
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise click.BadParameter(f"{file}: cannot read JSON: {exc}") from exc
     try:
-        check = verify_bundle(document, trusted_key=trusted_key)
+        if not isinstance(document, dict):
+            raise ValidationError("bundle: the document is not a JSON object")
+        check = verify_bundle(document, trusted_key=trusted_keys or None)
         if rpc_url is not None:
             anchor = document.get("anchor")
             if not isinstance(anchor, dict) or check.checkpoint is None:
@@ -1027,6 +1032,42 @@ def keys_rotate(ctx: click.Context, purpose: str) -> None:
 
     info = run(act())
     console.print(f"new {purpose} key {info.kid} is active")
+
+
+@keys.command("verifiers")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_verifiers(ctx: click.Context, as_json: bool) -> None:
+    """The checkpoint verifier keys (C2SP), active first, then every retired one.
+
+    Checkpoint keys are never pruned: after a rotation, older checkpoints and bundles
+    still name the retired key that signed them, and `dsgw verify --key` accepts it.
+    """
+    settings = settings_of(ctx)
+
+    async def act() -> list[dict[str, Any]]:
+        store = Keystore.open(settings.keystore_path, keystore_passphrase(settings))
+        out = []
+        for info in store.keys_of(KeyPurpose.CHECKPOINT):
+            verifier = NoteVerifier(settings.deployment, store.public_key(info.kid))
+            out.append(
+                {
+                    "kid": info.kid,
+                    "key_id": verifier.key_id.hex(),
+                    "verifier_key": verifier.to_text(),
+                    "created_at": info.created_at.isoformat(),
+                    "retired_at": info.retired_at.isoformat() if info.retired_at else None,
+                }
+            )
+        return out
+
+    data = run(act())
+    if as_json:
+        emit(data, True)
+        return
+    for item in data:
+        state = f"retired {item['retired_at'][:19]}" if item["retired_at"] else "active"
+        click.echo(f"{item['verifier_key']}  ({state})")
 
 
 @keys.command("list")

@@ -25,12 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import CheckpointRow, LogEntryRow
-from gateway.ledger.checkpoints import CheckpointError, parse_checkpoint, verify_note
+from gateway.ledger.checkpoints import CheckpointError, CheckpointKeys, KeyRing, key_ring
 from gateway.ledger.hashing import (
     GENESIS,
     HashAlgorithm,
@@ -111,14 +110,19 @@ async def audit_stream(
     stream: str,
     *,
     algorithm: HashAlgorithm,
-    checkpoint_key: tuple[str, Ed25519PublicKey] | None,
+    checkpoint_key: CheckpointKeys | None,
     anchored: Sequence[AnchoredRoot] = (),
     progress: Progress | None = None,
     batch: int = 20_000,
 ) -> AuditReport:
     """Audit one stream; read-only. ``anchored`` roots are compared with the rebuilt tree
     at their sizes like checkpoints. Raises :class:`DsgwError` only if the store is
-    unreachable — every inconsistency is a finding, never an exception."""
+    unreachable — every inconsistency is a finding, never an exception.
+
+    ``checkpoint_key`` is the keystore's ring of checkpoint keys (active and retired): each
+    checkpoint is verified with the key its signature line and its row name, so checkpoints
+    signed before a key rotation verify as before."""
+    ring = key_ring(checkpoint_key) if checkpoint_key is not None else None
     findings: list[Finding] = []
 
     def found(seq: int, kind: str, detail: str) -> None:
@@ -127,7 +131,9 @@ async def audit_stream(
     async with engine.connect() as conn:
         checkpoints = (
             await conn.execute(
-                select(CheckpointRow.size, CheckpointRow.root, CheckpointRow.note)
+                select(
+                    CheckpointRow.size, CheckpointRow.root, CheckpointRow.note, CheckpointRow.key_id
+                )
                 .where(CheckpointRow.stream == stream)
                 .order_by(CheckpointRow.size)
             )
@@ -178,7 +184,7 @@ async def audit_stream(
             last_seq = seq
             while pending and pending[0].size == tree.size:
                 cp = pending.pop(0)
-                problem = _check_checkpoint(cp, tree.root(), checkpoint_key)
+                problem = _check_checkpoint(cp, tree.root(), ring)
                 if problem:
                     found(
                         good_size,
@@ -218,14 +224,18 @@ async def audit_stream(
     return AuditReport(stream, tree.size, len(checkpoints), tuple(findings), len(anchored))
 
 
-def _check_checkpoint(cp: Any, root: bytes, key: tuple[str, Ed25519PublicKey] | None) -> str | None:
+def _check_checkpoint(cp: Any, root: bytes, ring: KeyRing | None) -> str | None:
     if bytes(cp.root) != root:
         return "the rebuilt tree root differs from the signed root"
-    if key is not None:
+    if ring is not None:
         try:
-            parsed = parse_checkpoint(verify_note(cp.note, key[0], key[1]))
+            parsed, signer = ring.verify(cp.note)
         except CheckpointError as exc:
             return str(exc)
         if parsed.size != cp.size or parsed.root != root:
             return "the signed note names another size or root than its row"
+        if cp.key_id != signer.key_id.hex():
+            return (
+                f"the row names key id {cp.key_id}, but key {signer.key_id.hex()} signed the note"
+            )
     return None

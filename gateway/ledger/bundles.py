@@ -1,20 +1,24 @@
 """Evidence bundles: one self-contained JSON document proving that a record was in the log.
 
 A bundle holds the record's canonical bytes and salt, its RFC 9162 inclusion proof, the
-signed checkpoint the proof leads to (with the verifier key), and, once anchoring runs, the
+signed checkpoint the proof leads to (with the verifier key of the key that signed it, which
+after a key rotation is a retired key for older records), and, once anchoring runs, the
 anchor transaction of that checkpoint. :func:`verify_bundle` checks it with no database
 and no gateway; the chain check needs only a JSON-RPC endpoint.
+
+Every member of a bundle is either checked or refused: a member this module does not know
+is an error, not something a reader might trust unchecked.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from eth_utils.crypto import keccak
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,10 +28,9 @@ from gateway.ledger.checkpoints import (
     Checkpoint,
     Checkpointer,
     CheckpointError,
+    KeyRing,
+    NoteVerifier,
     checkpoint_from_row,
-    parse_checkpoint,
-    verifier_key,
-    verify_note,
 )
 from gateway.ledger.hashing import HashAlgorithm, leaf_hash
 from gateway.ledger.log import read_entry
@@ -35,6 +38,7 @@ from gateway.ledger.merkle import InclusionProof, verify_inclusion
 from gateway.ledger.tree import MerkleTree
 
 __all__ = [
+    "ANCHOR_MEMBERS",
     "BUNDLE_FORMAT",
     "BundleCheck",
     "build_bundle",
@@ -45,19 +49,33 @@ __all__ = [
 BUNDLE_FORMAT = "dsgw-evidence-bundle/1"
 
 
-def parse_verifier_key(text: str) -> tuple[str, Ed25519PublicKey]:
-    """``name+keyid+base64(0x01 || key)`` (C2SP signed-note verifier key) to name and key."""
-    try:
-        name, _key_id, encoded = text.split("+", 2)
-        raw = base64.b64decode(encoded, validate=True)
-    except ValueError as exc:
-        raise ValidationError("verifier key must look like name+keyid+base64key") from exc
-    if len(raw) != 33 or raw[0] != 1:
-        raise ValidationError("verifier key is not an Ed25519 signed-note key")
-    key = Ed25519PublicKey.from_public_bytes(raw[1:])
-    if verifier_key(name, key) != text:
-        raise ValidationError("verifier key id does not match its key")
-    return name, key
+_MEMBERS = frozenset(
+    {
+        "format",
+        "stream",
+        "seq",
+        "algorithm",
+        "record",
+        "salt",
+        "leaf_hash",
+        "inclusion_proof",
+        "checkpoint",
+        "anchor",
+    }
+)
+_CHECKPOINT_MEMBERS = frozenset({"note", "verifier_key"})
+ANCHOR_MEMBERS = frozenset(
+    {"chain_id", "contract", "stream_id", "size", "root", "tx_hash", "block_number"}
+)
+"""The members of a bundle's ``anchor``: each compared with the checkpoint here and with
+the chain by :func:`gateway.chain.verify.verify_anchor`."""
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_TX_HASH = re.compile(r"0x[0-9a-f]{64}")
+
+
+def parse_verifier_key(text: str) -> NoteVerifier:
+    """``name+keyid+base64(0x01 || key)`` (C2SP signed-note verifier key) to a verifier."""
+    return NoteVerifier.from_text(text)
 
 
 async def _covering_checkpoint(
@@ -91,13 +109,15 @@ async def build_bundle(
     seq: int,
     *,
     algorithm: HashAlgorithm,
-    key_name: str,
-    checkpoint_key: Ed25519PublicKey,
+    checkpoint_keys: KeyRing,
     at_size: int | None = None,
 ) -> dict[str, Any]:
-    """Assemble the evidence bundle of record ``stream/seq``.
+    """Assemble the evidence bundle of record ``stream/seq``. Its verifier key is the key
+    of ``checkpoint_keys`` (the keystore's active and retired checkpoint keys) that signed
+    the covering checkpoint, whichever is active now.
 
-    Raises :class:`NotFoundError` when the record does not exist.
+    Raises :class:`NotFoundError` when the record does not exist, :class:`CheckpointError`
+    when no key of the ring signed the checkpoint.
     """
     entry = await read_entry(engine, stream, seq)
     if entry is None:
@@ -115,7 +135,7 @@ async def build_bundle(
         "inclusion_proof": proof.to_dict(),
         "checkpoint": {
             "note": head.note,
-            "verifier_key": verifier_key(key_name, checkpoint_key),
+            "verifier_key": checkpoint_keys.signer_of(head.note).to_text(),
         },
         "anchor": None,
     }
@@ -138,17 +158,56 @@ def _field(document: Mapping[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def verify_bundle(document: Mapping[str, Any], *, trusted_key: str | None = None) -> BundleCheck:
-    """Verify a bundle offline: record -> leaf hash -> inclusion proof -> signed checkpoint.
+def _unknown(document: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    extra = sorted(set(document) - allowed)
+    if extra:
+        raise ValidationError(f"bundle: {where} has members no verifier checks: {', '.join(extra)}")
 
-    ``trusted_key`` is the verifier key the caller already trusts; without it the bundle's
-    own key is used and a warning says so (anyone can sign their own checkpoint: the chain
-    anchor or a pinned key is what makes the signature meaningful).
+
+def _check_anchor(anchor: Mapping[str, Any], head: Checkpoint) -> None:
+    """The anchor's members against the checkpoint (the chain checks the rest)."""
+    _unknown(anchor, ANCHOR_MEMBERS, "anchor")
+    missing = sorted(ANCHOR_MEMBERS - set(anchor))
+    if missing:
+        raise ValidationError(f"bundle: anchor lacks {', '.join(missing)}")
+    for name in ("chain_id", "size", "block_number"):
+        value = anchor[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValidationError(f"bundle: anchor.{name} must be a non-negative integer")
+    if not isinstance(anchor["contract"], str) or not _ADDRESS.fullmatch(anchor["contract"]):
+        raise ValidationError("bundle: anchor.contract must be a 0x-prefixed 20-byte address")
+    if not isinstance(anchor["tx_hash"], str) or not _TX_HASH.fullmatch(anchor["tx_hash"]):
+        raise ValidationError("bundle: anchor.tx_hash must be 0x and 64 lowercase hex digits")
+    if anchor["stream_id"] != "0x" + keccak(text=head.stream).hex():
+        raise CheckpointError(
+            f"bundle: anchor.stream_id is not the registry id of stream {head.stream}"
+        )
+    if anchor["size"] != head.size:
+        raise CheckpointError(
+            f"bundle: anchor.size {anchor['size']} is not the checkpoint's size {head.size}"
+        )
+    if anchor["root"] != head.root.hex():
+        raise CheckpointError("bundle: anchor.root is not the signed checkpoint's root")
+
+
+def verify_bundle(
+    document: Mapping[str, Any], *, trusted_key: str | Sequence[str] | None = None
+) -> BundleCheck:
+    """Verify a bundle offline: record -> leaf hash -> inclusion proof -> signed checkpoint,
+    and the anchor's members against the checkpoint (the chain itself is checked by
+    :func:`gateway.chain.verify.verify_anchor`).
+
+    ``trusted_key`` is the verifier key (or keys: the operator's current and retired ones)
+    the caller already trusts; the one whose key id the checkpoint's signature names is
+    used. Without it the bundle's own key is used and a warning says so (anyone can sign
+    their own checkpoint: the chain anchor or a pinned key is what makes the signature
+    meaningful). Members no step checks are refused.
     Raises :class:`ValidationError` or :class:`CheckpointError` naming the failing step.
     """
     check = BundleCheck()
     if document.get("format") != BUNDLE_FORMAT:
         raise ValidationError(f"bundle: format must be {BUNDLE_FORMAT}")
+    _unknown(document, _MEMBERS, "the bundle")
     algorithm = document.get("algorithm")
     if algorithm not in ("sha256", "sm3"):
         raise ValidationError("bundle: algorithm must be sha256 or sm3")
@@ -168,30 +227,57 @@ def verify_bundle(document: Mapping[str, Any], *, trusted_key: str | None = None
     check.steps.append(f"record hashes to leaf {leaf.hex()}")
 
     checkpoint = _field(document, "checkpoint", dict)
-    key_text = trusted_key or _field(checkpoint, "verifier_key", str)
+    _unknown(checkpoint, _CHECKPOINT_MEMBERS, "checkpoint")
+    note = _field(checkpoint, "note", str)
+    own_text = checkpoint.get("verifier_key")
+    if own_text is not None and not isinstance(own_text, str):
+        raise ValidationError("bundle: checkpoint.verifier_key must be a string")
+    own = parse_verifier_key(own_text) if own_text is not None else None
     if trusted_key is None:
+        if own is None:
+            raise ValidationError("bundle: no verifier key in the bundle and none trusted")
+        ring = KeyRing([own])
         check.warnings.append(
             "checkpoint key taken from the bundle itself; pass the operator's verifier key "
             "(or check the chain anchor) to make the signature meaningful"
         )
-    elif checkpoint.get("verifier_key") not in (None, trusted_key):
-        check.warnings.append("the bundle names another verifier key than the trusted one")
-    name, key = parse_verifier_key(key_text)
-    head = parse_checkpoint(verify_note(_field(checkpoint, "note", str), name, key))
+    else:
+        trusted = [trusted_key] if isinstance(trusted_key, str) else list(trusted_key)
+        ring = KeyRing(parse_verifier_key(text) for text in trusted)
+    head, signer = ring.verify(note)
+    if trusted_key is not None and own is not None and own.to_text() != signer.to_text():
+        check.warnings.append(
+            "the bundle names another verifier key than the trusted one that signed it"
+        )
     if head.algorithm != algorithm:
         raise CheckpointError("bundle: the checkpoint's hash algorithm differs from the record's")
     check.checkpoint = head
-    check.steps.append(f"checkpoint {head.origin} size {head.size} signed by {name}")
+    check.steps.append(
+        f"checkpoint {head.origin} size {head.size} signed by {signer.name} "
+        f"key {signer.key_id.hex()}"
+    )
     if head.stream != document.get("stream"):
         raise CheckpointError("bundle: the checkpoint is for another stream")
 
     proof = InclusionProof.from_dict(_field(document, "inclusion_proof", dict))
-    if proof.leaf_index != document.get("seq") or proof.tree_size != head.size:
+    seq = document.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise ValidationError("bundle: member seq is missing or not an integer")
+    if proof.leaf_index != seq or proof.tree_size != head.size:
         raise CheckpointError("bundle: the proof is for another record or tree size")
     if not verify_inclusion(algorithm, leaf, proof, head.root):
         raise CheckpointError("bundle: the inclusion proof does not lead to the signed root")
     check.steps.append(f"record {head.stream}/{proof.leaf_index} is in that tree")
 
-    if document.get("anchor") is None:
+    anchor = document.get("anchor")
+    if anchor is None:
         check.warnings.append("the checkpoint is not anchored on chain (yet)")
+    elif not isinstance(anchor, dict):
+        raise ValidationError("bundle: anchor must be an object or null")
+    else:
+        _check_anchor(anchor, head)
+        check.steps.append(
+            f"anchor names this checkpoint (size {head.size}, its root) in transaction "
+            f"{anchor['tx_hash']}"
+        )
     return check

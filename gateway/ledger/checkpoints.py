@@ -13,6 +13,10 @@ without dsgw code::
 The Ed25519 key id is the first four bytes of SHA-256(name || 0x0A || 0x01 || public key),
 as C2SP signed-note prescribes; the verifier key string is ``name+hex(key id)+base64(0x01 ||
 public key)``.
+
+Every note thus names the key that signed it. Verifiers hold a :class:`KeyRing` (the
+active checkpoint key and every retired one) and pick the key by that name, so a routine
+``dsgw keys rotate checkpoint`` leaves every older checkpoint verifiable.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import base64
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +47,16 @@ from gateway.ledger.tree import MerkleTree
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "CheckpointKeys",
     "Checkpointer",
+    "KeyRing",
     "NoteSigner",
+    "NoteVerifier",
     "checkpoint_from_row",
+    "key_ring",
     "latest_checkpoint",
     "parse_checkpoint",
+    "signature_key_ids",
     "verifier_key",
     "verify_note",
 ]
@@ -130,6 +139,107 @@ def verify_note(note: str, name: str, public_key: Ed25519PublicKey) -> str:
             ) from exc
         return text
     raise CheckpointError(f"checkpoint: no signature by {name} with key id {wanted.hex()}")
+
+
+def signature_key_ids(note: str) -> list[tuple[str, bytes]]:
+    """The (key name, key id) of every well-formed signature line of ``note``, in order:
+    what the note says about which keys signed it (nothing is verified here)."""
+    _text, sep, signatures = note.rpartition("\n\n")
+    found: list[tuple[str, bytes]] = []
+    for line in signatures.splitlines() if sep else ():
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != _DASH:
+            continue
+        try:
+            blob = base64.b64decode(parts[2], validate=True)
+        except ValueError:
+            continue
+        if len(blob) == 68:
+            found.append((parts[1], blob[:4]))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class NoteVerifier:
+    """One checkpoint verifier key: the key name (the deployment) and its Ed25519 key."""
+
+    name: str
+    key: Ed25519PublicKey
+
+    @property
+    def key_id(self) -> bytes:
+        return _key_id(self.name, self.key)
+
+    def to_text(self) -> str:
+        """The C2SP verifier key string (``name+keyid+base64key``)."""
+        return verifier_key(self.name, self.key)
+
+    @classmethod
+    def from_text(cls, text: str) -> NoteVerifier:
+        """Parse a C2SP verifier key string; :class:`ValidationError` if it is malformed or
+        its key id is not its key's."""
+        try:
+            name, _key_id_hex, encoded = text.split("+", 2)
+            raw = base64.b64decode(encoded, validate=True)
+        except ValueError as exc:
+            raise ValidationError("verifier key must look like name+keyid+base64key") from exc
+        if len(raw) != 33 or raw[:1] != _ED25519:
+            raise ValidationError("verifier key is not an Ed25519 signed-note key")
+        verifier = cls(name, Ed25519PublicKey.from_public_bytes(raw[1:]))
+        if verifier.to_text() != text:
+            raise ValidationError("verifier key id does not match its key")
+        return verifier
+
+
+class KeyRing:
+    """The checkpoint keys a verifier trusts, found by the key id each note names.
+
+    A keystore's ring holds the active key and every retired one (checkpoint keys are
+    never pruned), so checkpoints signed before a rotation keep verifying.
+    """
+
+    def __init__(self, verifiers: Iterable[NoteVerifier]) -> None:
+        self._by_id: dict[tuple[str, bytes], NoteVerifier] = {}
+        for verifier in verifiers:
+            self._by_id.setdefault((verifier.name, verifier.key_id), verifier)
+
+    def __iter__(self) -> Iterator[NoteVerifier]:
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def signer_of(self, note: str) -> NoteVerifier:
+        """The trusted key whose id a signature line of ``note`` names (not yet verified).
+
+        Raises :class:`CheckpointError` when the note names none of the ring's keys.
+        """
+        named = signature_key_ids(note)
+        for key in named:
+            if key in self._by_id:
+                return self._by_id[key]
+        listed = ", ".join(f"{name} {kid.hex()}" for name, kid in named) or "no key"
+        known = ", ".join(f"{v.name} {v.key_id.hex()}" for v in self) or "none"
+        raise CheckpointError(f"checkpoint: signed by {listed}, none of the trusted keys ({known})")
+
+    def verify(self, note: str) -> tuple[Checkpoint, NoteVerifier]:
+        """Verify ``note`` with the key it names; the checkpoint and that key.
+
+        Raises :class:`CheckpointError` naming the failing step.
+        """
+        signer = self.signer_of(note)
+        return parse_checkpoint(verify_note(note, signer.name, signer.key)), signer
+
+
+CheckpointKeys = KeyRing | tuple[str, Ed25519PublicKey]
+"""What audits accept as the checkpoint key: a ring, or one (name, key) pair."""
+
+
+def key_ring(keys: CheckpointKeys) -> KeyRing:
+    """``keys`` as a ring (a single (name, key) pair makes a ring of one)."""
+    if isinstance(keys, KeyRing):
+        return keys
+    return KeyRing([NoteVerifier(keys[0], keys[1])])
 
 
 @dataclass(frozen=True, slots=True)

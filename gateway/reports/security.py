@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -37,6 +36,7 @@ from gateway.db.schema import (
     MeasureRow,
 )
 from gateway.ledger.audit import AnchoredRoot, Finding, audit_stream
+from gateway.ledger.checkpoints import CheckpointKeys
 from gateway.ledger.hashing import HashAlgorithm
 from gateway.ledger.log import STREAMS
 from gateway.reports.header import Names, ReportHeader
@@ -372,7 +372,7 @@ async def gather_security(
     names: Names,
     *,
     algorithm: HashAlgorithm,
-    checkpoint_key: tuple[str, Ed25519PublicKey] | None,
+    checkpoint_key: CheckpointKeys | None,
     chain: ChainAccess,
     now: Callable[[], dt.datetime],
     progress: AuditProgress | None = None,
@@ -431,7 +431,7 @@ async def _audit(
     engine: AsyncEngine,
     *,
     algorithm: HashAlgorithm,
-    checkpoint_key: tuple[str, Ed25519PublicKey] | None,
+    checkpoint_key: CheckpointKeys | None,
     chain: ChainAccess,
     now: Callable[[], dt.datetime],
     progress: AuditProgress | None,

@@ -17,7 +17,6 @@ from gateway.reports.security import AuditProgress, ChainAccess, SecurityReport,
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 from gateway.workdays.calendar import default_calendar
-from keys.keystore import KeyPurpose
 
 __all__ = [
     "chain_for_command_line",
@@ -90,14 +89,12 @@ async def security_report(
     report's heads), then audits every stream; slow on a large log (the audit reads it
     all). Raises :class:`ValidationError` for a quarter that has not begun."""
     header = await _header(gateway, quarter, generated_by)
-    keystore = gateway.keystore
-    key = keystore.public_key(keystore.active(KeyPurpose.CHECKPOINT).kid)
     return await gather_security(
         gateway.engine,
         header,
         await load_names(gateway.engine),
         algorithm=gateway.settings.hash_algorithm,
-        checkpoint_key=(gateway.settings.deployment, key),
+        checkpoint_key=gateway.checkpoint_keys(),
         chain=chain,
         now=gateway.clock.now,
         progress=progress,
