@@ -176,6 +176,12 @@ class Settings:
     # How often processes campaign for leadership and the leader checks it still leads.
     leader_check_seconds: float = 1.0
 
+    def __post_init__(self) -> None:
+        # Resolved once, here: an absolute path with symlinks resolved, so every process
+        # and every use (the SQLite URL, the keystore, the chain directory and its lock)
+        # names the same directory however it was given (relative, via a symlink).
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
+
     @property
     def resolved_database_url(self) -> str:
         """The async SQLAlchemy URL to connect with (drivers filled in for known dialects)."""

@@ -7,7 +7,10 @@
     a real Ethereum node (foundry's anvil from ``contracts/node_modules``) that this process
     starts on a free loopback port, with its state persisted to a file in a given directory
     (``anvil --state``: loaded at start, dumped on a clean stop and every few seconds while
-    it runs), and stops again on :meth:`ChainBackend.close`.
+    it runs), and stops again on :meth:`ChainBackend.close`. One node serves one directory:
+    the node holds an exclusive lock on ``anvil.lock`` there for as long as it runs, and
+    any other process (a second gateway, a new leader, ``dsgw audit --chain``) that finds
+    the lock taken attaches to that node instead of starting another.
 ``rpc``
     any Ethereum JSON-RPC endpoint (Besu, geth, ...); nothing is started or deployed.
 
@@ -19,12 +22,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
+import fcntl
 import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -241,6 +243,15 @@ class AnvilBackend(ChainBackend):
     ``no_mining`` leaves mining to :meth:`mine` (tests); ``block_time`` mines at intervals;
     neither means a block per transaction. ``slots_in_an_epoch`` sets how far anvil's
     ``finalized`` tag trails the head (two epochs).
+
+    One node per directory, whoever starts it: the node inherits an open file description
+    holding an exclusive ``flock`` on ``anvil.lock`` (the starting process closes its own
+    copy once the node runs), so the lock is held exactly as long as the node lives, even
+    if the process that started it is killed. :meth:`start` takes the lock and starts the
+    node, or, when the lock is taken, attaches to the running node at the URL its starter
+    published in ``anvil.pid``. An attached backend never stops the node nor touches that
+    file; :attr:`running` says whether the node still holds its lock, so a gateway that was
+    attached starts the node itself once the other process stops it.
     """
 
     kind = "anvil"
@@ -273,6 +284,7 @@ class AnvilBackend(ChainBackend):
         self._request_timeout = request_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._url: str | None = None
+        self._attached = False
 
     @property
     def state_file(self) -> Path:
@@ -287,17 +299,64 @@ class AnvilBackend(ChainBackend):
         return self._state_dir / "anvil.pid"
 
     @property
+    def lock_file(self) -> Path:
+        """Locked (``flock``) by the node serving this directory, for as long as it runs."""
+        return self._state_dir / "anvil.lock"
+
+    @property
+    def attached(self) -> bool:
+        """Whether this backend uses a node another process started (and will not stop it)."""
+        return self._attached
+
+    @property
     def url(self) -> str | None:
         """The node's URL once started (kept across :meth:`stop`)."""
         return self._url
 
     @property
     def running(self) -> bool:
+        """Whether the node this backend uses is alive: its own process, or, attached, the
+        node that holds the directory's lock."""
+        if self._attached:
+            return self._locked_by_node()
         return self._process is not None and self._process.poll() is None
 
     @property
     def node(self) -> str:
-        return f"anvil at {self._url or '(not started)'} (state in {self.state_file})"
+        how = " (attached: run by another process)" if self._attached else ""
+        return f"anvil at {self._url or '(not started)'}{how} (state in {self.state_file})"
+
+    def _try_lock(self) -> int | None:
+        """An open descriptor holding the directory's lock, or None if a node holds it."""
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _locked_by_node(self) -> bool:
+        if not self.lock_file.exists():
+            return False
+        try:
+            fd = self._try_lock()
+        except OSError:
+            return False
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
+
+    def _published_url(self) -> str | None:
+        try:
+            lines = self._pid_file.read_text().splitlines()
+        except OSError:
+            return None
+        return lines[2] if len(lines) >= 3 and lines[2].startswith("http://") else None
 
     def _resolve_executable(self) -> Path:
         if self._executable is not None:
@@ -334,29 +393,37 @@ class AnvilBackend(ChainBackend):
         return args
 
     async def start(self) -> None:
-        """Start the node (loading the state file if there is one) and wait until it listens.
+        """Start the node (loading the state file if there is one) and wait until it listens;
+        or, when another process's node serves this directory, attach to it.
 
-        Raises :class:`ChainConfigError` if anvil is missing or does not come up.
+        Raises :class:`ChainConfigError` if anvil is missing or does not come up, or if the
+        directory's node does not publish its URL within the startup timeout.
         """
         if self.running:
             return
         executable = self._resolve_executable()
         self._state_dir.mkdir(parents=True, exist_ok=True)
-        self._stop_stale()
-        # The port of an earlier run, so that a URL handed out before stays valid; a free
-        # port if that one is taken meanwhile.
-        ports = [self._port] if self._port == 0 else [self._port, 0]
-        failure = ""
-        for port in ports:
-            failure = await self._launch(executable, port)
-            if not failure:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._startup_timeout
+        while True:
+            lock = self._try_lock()
+            if lock is not None:
+                try:
+                    await self._start_own(executable, lock)
+                finally:
+                    os.close(lock)  # the node holds its own copy now
                 break
-            if port:
-                log.warning(
-                    "chain: anvil could not use port %d (%s); trying another", port, failure
+            url = self._published_url()
+            if url is not None:
+                self._attach(url)
+                break
+            if loop.time() > deadline:
+                raise ChainConfigError(
+                    f"chain: another process holds {self.lock_file} (an anvil node serves "
+                    f"this directory) but published no URL in {self._pid_file} within "
+                    f"{self._startup_timeout:.0f} s"
                 )
-        else:
-            raise ChainConfigError(f"chain: anvil did not start ({failure}); see {self.log_file}")
+            await asyncio.sleep(0.05)  # its starter is still waiting for it to listen
         assert self._url is not None
         if self._w3 is None:
             self._w3 = AsyncWeb3(_http_provider(self._url, self._request_timeout))
@@ -365,16 +432,44 @@ class AnvilBackend(ChainBackend):
             assert isinstance(provider, AsyncHTTPProvider)
             await provider.disconnect()
             provider.endpoint_uri = self._url  # type: ignore[assignment]
-        log.info("chain: started %s", self.node)
+        log.info("chain: using %s", self.node)
 
-    async def _launch(self, executable: Path, port: int) -> str:
-        """Start one anvil process; '' once it listens, else why it did not."""
+    def _attach(self, url: str) -> None:
+        self._attached = True
+        self._process = None
+        self._url = url
+        match = re.search(r":(\d+)$", url)
+        if match is not None:
+            self._port = int(match.group(1))  # reused if this process starts the node later
+
+    async def _start_own(self, executable: Path, lock: int) -> None:
+        self._attached = False
+        # The port of an earlier run, so that a URL handed out before stays valid; a free
+        # port if that one is taken meanwhile.
+        ports = [self._port] if self._port == 0 else [self._port, 0]
+        failure = ""
+        for port in ports:
+            failure = await self._launch(executable, port, lock)
+            if not failure:
+                return
+            if port:
+                log.warning(
+                    "chain: anvil could not use port %d (%s); trying another", port, failure
+                )
+        raise ChainConfigError(f"chain: anvil did not start ({failure}); see {self.log_file}")
+
+    async def _launch(self, executable: Path, port: int, lock: int) -> str:
+        """Start one anvil process, handing it the directory's lock ``lock``; '' once it
+        listens, else why it did not."""
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         with self.log_file.open("ab") as out:
             process = subprocess.Popen(  # noqa: S603 - fixed executable, no shell
-                self._arguments(executable, port), stdout=out, stderr=subprocess.STDOUT
+                self._arguments(executable, port),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                pass_fds=(lock,),
             )
-        self._pid_file.write_text(f"{process.pid}\n{self.state_file}\n")
+        self._publish(f"{process.pid}\n{self.state_file}\n")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._startup_timeout
         while True:
@@ -385,10 +480,10 @@ class AnvilBackend(ChainBackend):
                 self._port = int(match.group(2))
                 self._url = f"http://127.0.0.1:{self._port}"
                 # Other dsgw processes (audit, status) reach this node through the pid file.
-                self._pid_file.write_text(f"{process.pid}\n{self.state_file}\n{self._url}\n")
+                self._publish(f"{process.pid}\n{self.state_file}\n{self._url}\n")
                 return ""
             if process.poll() is not None:
-                self._pid_file.unlink(missing_ok=True)
+                self._forget_pid_file(process.pid)
                 tail = output.decode(errors="replace").strip().splitlines()[-3:]
                 return f"exit status {process.returncode}: {' / '.join(tail)}"
             if loop.time() > deadline:
@@ -397,29 +492,9 @@ class AnvilBackend(ChainBackend):
             await asyncio.sleep(0.02)
 
     def running_url(self) -> str | None:
-        """The URL of a node another process runs on this state directory, if it is alive:
-        a reader attaches to it instead of starting a second node on the same state."""
-        try:
-            pid_text, state, url = self._pid_file.read_text().splitlines()[:3]
-            cmdline = Path(f"/proc/{int(pid_text)}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return url if state == str(self.state_file) and state.encode() in cmdline else None
-
-    def _stop_stale(self) -> None:
-        """Terminate an anvil left running on this state file by a process that died without
-        closing it: two nodes dumping one state file would overwrite each other."""
-        try:
-            pid_text, state = self._pid_file.read_text().splitlines()[:2]
-            pid = int(pid_text)
-        except (OSError, ValueError):
-            return
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        with contextlib.suppress(OSError):
-            if state == str(self.state_file) and state.encode() in cmdline.read_bytes():
-                log.warning("chain: stopping a stale anvil (pid %d) on %s", pid, state)
-                os.kill(pid, signal.SIGTERM)
-        self._pid_file.unlink(missing_ok=True)
+        """The URL of the node serving this state directory, if one runs (whoever started
+        it): a reader attaches to it instead of starting a second node on the same state."""
+        return self._published_url() if self._locked_by_node() else None
 
     async def _terminate(self, process: subprocess.Popen[bytes]) -> None:
         # SIGTERM makes anvil dump its state and exit; it is quick, but never wait forever.
@@ -435,10 +510,28 @@ class AnvilBackend(ChainBackend):
         """Stop the node cleanly (its state is dumped to :attr:`state_file`); :meth:`start`
         brings it back."""
         process, self._process = self._process, None
+        if self._attached:
+            self._attached = False  # another process's node: not ours to stop
+            return
         if process is not None:
             await self._terminate(process)
-            self._pid_file.unlink(missing_ok=True)
+            self._forget_pid_file(process.pid)
             log.info("chain: stopped anvil; state kept in %s", self.state_file)
+
+    def _publish(self, text: str) -> None:
+        """Write ``anvil.pid`` whole (rename), so an attaching reader never sees half a URL."""
+        temporary = self._pid_file.with_suffix(".pid.tmp")
+        temporary.write_text(text)
+        temporary.replace(self._pid_file)
+
+    def _forget_pid_file(self, pid: int) -> None:
+        """Remove ``anvil.pid`` if it still names ``pid``: once the node exited, another
+        process may already have started the next one and published it there."""
+        try:
+            if self._pid_file.read_text().split("\n", 1)[0] == str(pid):
+                self._pid_file.unlink(missing_ok=True)
+        except OSError:
+            return
 
     async def close(self) -> None:
         await self.stop()
