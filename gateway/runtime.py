@@ -25,8 +25,9 @@ from gateway.authorization.tokens import TokenService
 from gateway.catalog.secrets import SourceSecrets
 from gateway.catalog.sources import SourceAccess, SourceRules
 from gateway.chain.contract import stream_id
+from gateway.chain.lookup import final_anchor
 from gateway.chain.models import AnchorPolicy
-from gateway.chain.records import covering_anchor, recorded_covering_anchor
+from gateway.chain.records import covering_anchor
 from gateway.chain.service import Anchoring
 from gateway.clock import Clock, SystemClock
 from gateway.cluster.leadership import Leadership, leader_lock_for
@@ -448,7 +449,8 @@ class Gateway:
         """The evidence bundle of one record (see :mod:`gateway.ledger.bundles`), with the
         anchor of the smallest final anchored checkpoint that covers it: from the running
         worker's registry, or, in a process that does not anchor (``dsgw bundle``), from
-        the registry the store records."""
+        the store, or from the chain for an anchor that became final after the store last
+        heard of it (:mod:`gateway.chain.lookup`)."""
         worker = self.anchoring.worker if self.anchoring is not None else None
         if worker is not None and worker.chain_id is not None:
             anchor = await covering_anchor(
@@ -459,8 +461,16 @@ class Gateway:
                 contract=worker.registry.address,
             )
         else:
-            anchor = await recorded_covering_anchor(
-                self.engine, stream, seq + 1, contract=self.settings.chain_contract
+            settings = self.settings
+            anchor = await final_anchor(
+                self.engine,
+                stream,
+                seq + 1,
+                chain=settings.chain,
+                state_dir=settings.data_dir / "chain",
+                rpc_url=settings.chain_rpc_url,
+                contract=settings.chain_contract,
+                confirmations=settings.chain_confirmations,
             )
         document = await build_bundle(
             self.engine,

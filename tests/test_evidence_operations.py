@@ -41,11 +41,13 @@ def _settings(tmp_path: Path, source_dir: Path, chain: str) -> Settings:
 
 
 def dsgw(
-    data_dir: Path | str, *args: str, cwd: Path | None = None
+    data_dir: Path | str, *args: str, cwd: Path | None = None, **settings: str
 ) -> subprocess.CompletedProcess[str]:
-    """``dsgw --data-dir DATA_DIR ARGS`` as a user runs it, in a process of its own."""
+    """``dsgw --data-dir DATA_DIR ARGS`` as a user runs it, in a process of its own;
+    ``settings`` as ``DSGW_*`` variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSGW_")}
     env |= {"DSGW_KEYSTORE_PASSPHRASE": PASSPHRASE, "COLUMNS": "200"}
+    env |= {f"DSGW_{name.upper()}": value for name, value in settings.items()}
     return subprocess.run(
         [*DSGW, "--data-dir", str(data_dir), *args],
         capture_output=True,
@@ -264,3 +266,60 @@ def test_settings_resolve_the_data_directory_once(tmp_path: Path) -> None:
     assert relative.data_dir == (tmp_path / "real").resolve()
     assert dataclasses.replace(relative, chain="none").data_dir == relative.data_dir
     assert str(relative.data_dir) in relative.resolved_database_url
+
+
+async def test_cli_bundle_asks_the_chain_when_the_anchor_became_final_later(
+    tmp_path: Path, source_dir: Path, clock: FixedClock
+) -> None:
+    from sqlalchemy import select
+
+    from gateway.db.schema import AnchorRow, AnchorTransactionRow
+
+    settings = dataclasses.replace(_settings(tmp_path, source_dir, "anvil"), chain_confirmations=3)
+    # The node is the test's, mining only when told: the gateway attaches to it.
+    node = AnvilBackend(settings.data_dir / "chain", no_mining=True)
+    await node.start()
+    try:
+        gateway, _creds = await build_world(settings, clock)
+        try:
+            assert gateway.anchoring is not None
+            await asyncio.wait_for(gateway.anchoring.ready.wait(), 120)
+            backend = gateway.anchoring.backend
+            assert isinstance(backend, AnvilBackend) and backend.attached
+            head = await gateway.checkpointer.checkpoint("governance")
+            assert head is not None
+
+            async def anchor_status(what: Any) -> list[str]:
+                async with gateway.engine.connect() as conn:
+                    return [str(s) for s in (await conn.execute(what)).scalars()]
+
+            sent = select(AnchorTransactionRow.status).where(AnchorTransactionRow.status == "sent")
+            governance = select(AnchorRow.status).where(
+                AnchorRow.stream == "governance", AnchorRow.size == head.size
+            )
+            for _ in range(600):
+                if await anchor_status(sent):
+                    break
+                await asyncio.sleep(0.1)
+            await node.mine(1)  # one block: mined, one confirmation of the three needed
+            for _ in range(600):
+                if await anchor_status(governance) == ["mined"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert await anchor_status(governance) == ["mined"]
+            await gateway.stop_anchoring()  # no worker any more; the node keeps running
+        finally:
+            await gateway.close()
+
+        path = tmp_path / "bundle.json"
+        args = ("bundle", "governance", "0", "--out", str(path))
+        ok(dsgw(settings.data_dir, *args, chain_confirmations="3"))
+        assert json.loads(path.read_text())["anchor"] is None  # not final yet
+        await node.mine(2)  # now it is, on chain; the store still says mined
+        ok(dsgw(settings.data_dir, *args, chain_confirmations="3"))
+        anchor = json.loads(path.read_text())["anchor"]
+        assert anchor is not None and anchor["size"] == head.size
+        assert node.url is not None
+        assert ok(verify(path, "--rpc", node.url))["verified"] is True
+    finally:
+        await node.close()

@@ -124,10 +124,17 @@ class AnchorTransaction:
 
 
 async def covering_anchor(
-    engine: AsyncEngine, stream: str, size: int, *, chain_id: int, contract: str
+    engine: AsyncEngine,
+    stream: str,
+    size: int,
+    *,
+    chain_id: int,
+    contract: str,
+    statuses: Sequence[str] = ("final",),
 ) -> AnchorRecord | None:
-    """The smallest final anchor of ``stream`` on the registry that covers a tree of
-    ``size`` leaves (its size is at least ``size``), or None if none does yet."""
+    """The smallest final anchor (or one in ``statuses``) of ``stream`` on the registry
+    that covers a tree of ``size`` leaves (its size is at least ``size``), or None if none
+    does yet."""
     try:
         async with engine.connect() as conn:
             row = (
@@ -137,7 +144,7 @@ async def covering_anchor(
                         AnchorRow.chain_id == chain_id,
                         AnchorRow.contract == contract,
                         AnchorRow.stream == stream,
-                        AnchorRow.status == "final",
+                        AnchorRow.status.in_(statuses),
                         AnchorRow.size >= size,
                     )
                     .order_by(AnchorRow.size)
@@ -150,7 +157,12 @@ async def covering_anchor(
 
 
 async def recorded_covering_anchor(
-    engine: AsyncEngine, stream: str, size: int, *, contract: str = ""
+    engine: AsyncEngine,
+    stream: str,
+    size: int,
+    *,
+    contract: str = "",
+    statuses: Sequence[str] = ("final",),
 ) -> AnchorRecord | None:
     """:func:`covering_anchor` on the registry in use, read from the store alone (no chain
     connection, no worker): ``contract`` when the deployment configures one, else the
@@ -175,7 +187,7 @@ async def recorded_covering_anchor(
             continue  # an older registry of this chain: a reset dev chain lost it
         seen.add(int(chain_id))
         found = await covering_anchor(
-            engine, stream, size, chain_id=int(chain_id), contract=str(address)
+            engine, stream, size, chain_id=int(chain_id), contract=str(address), statuses=statuses
         )
         if found is not None:
             return found

@@ -812,8 +812,18 @@ def audit(
 )
 @click.pass_context
 def bundle(ctx: click.Context, stream: str, seq: int, out: Path | None) -> None:
-    """Write the evidence bundle of record STREAM/SEQ."""
-    document = run(with_gateway(settings_of(ctx), lambda g: g.bundle(stream, seq)))
+    """Write the evidence bundle of record STREAM/SEQ, with its anchor once final on chain."""
+
+    async def act() -> dict[str, Any]:
+        # No anchoring worker here, but the chain settings stay: an anchor that became
+        # final after the store last heard of it is confirmed on chain (gateway.chain.lookup).
+        gateway = await Gateway.open(settings_of(ctx), anchoring=False)
+        try:
+            return await gateway.bundle(stream, seq)
+        finally:
+            await gateway.close()
+
+    document = run(act())
     text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     if out is None:
         click.echo(text, nl=False)
