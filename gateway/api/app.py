@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -12,9 +11,6 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from gateway.api.access_log import access_log_middleware
 from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD, TELEMETRY, TRUSTED_PROXIES
@@ -27,12 +23,11 @@ from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
-    SourceUnavailableError,
     all_problem_types,
 )
 from gateway.ledger.records import CallRecord
+from gateway.readiness import check_dependencies
 from gateway.runtime import Gateway
-from keys.keystore import KeyPurpose
 
 __all__ = ["GATEWAY", "MAX_BODY", "RECORD", "create_app", "logged"]
 
@@ -42,13 +37,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _store_busy(exc: PoolTimeoutError) -> SourceUnavailableError:
-    """No connection of the store's pool came free within ``database_pool_timeout_seconds``:
-    the gateway is overloaded, not broken, so the caller may retry (503, not 500)."""
-    log.warning("store: %s", exc)
-    return SourceUnavailableError(
-        "the gateway's store is busy: no database connection came free in time; retry shortly"
-    )
+def dependency_problem(request: web.Request, exc: BaseException) -> DsgwError | None:
+    """The 503 problem for ``exc`` when a dependency failed (store, disk, Redis, keystore;
+    :func:`gateway.dependencies.dependency_error`), reported to the gateway's health so the
+    outage is logged once, not per request; ``None`` for anything else."""
+    return request.app[GATEWAY].health.observe(exc)
 
 
 @web.middleware
@@ -57,9 +50,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except DsgwError as err:
-        return problem_response(err, request.path)
-    except PoolTimeoutError as exc:
-        return problem_response(_store_busy(exc), request.path)
+        return problem_response(dependency_problem(request, err) or err, request.path)
     except web.HTTPNotFound:
         return problem_response(NotFoundError(f"no resource at {request.path}"), request.path)
     except web.HTTPMethodNotAllowed as exc:
@@ -76,7 +67,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         generic = BadRequestError(exc.reason) if exc.status < 500 else DsgwError(exc.reason)
         return problem_response(generic, request.path)
-    except Exception:  # a bug must never show a stack trace to the caller
+    except Exception as exc:  # a bug must never show a stack trace to the caller
+        unavailable = dependency_problem(request, exc)
+        if unavailable is not None:
+            return problem_response(unavailable, request.path)
         log.exception("unhandled error in %s", request.path)
         return problem_response(DsgwError("internal error"), request.path)
 
@@ -104,21 +98,24 @@ def logged(kind: str) -> Callable[[Handler], Handler]:
             try:
                 response = await handler(request)
                 record.decision = "allow"
-            except (DsgwError, PoolTimeoutError) as exc:
-                err = exc if isinstance(exc, DsgwError) else _store_busy(exc)
-                response = problem_response(err, request.path)
-                record.decision = "deny"
-                record.reason = err.slug
-                record.reason_detail = err.detail[:500]
             except web.HTTPException:
                 raise
-            except Exception as exc:  # a bug must still leave a trace in the log
-                log.exception("unhandled error in %s", request.path)
-                internal = DsgwError("internal error; the call was logged")
-                response = problem_response(internal, request.path)
-                record.decision = "error"
-                record.reason = internal.slug
-                record.reason_detail = type(exc).__name__
+            except Exception as exc:
+                err = dependency_problem(request, exc)
+                if err is None and isinstance(exc, DsgwError):
+                    err = exc
+                if err is not None:  # a refusal, or a dependency that failed (503)
+                    response = problem_response(err, request.path)
+                    record.decision = "deny"
+                    record.reason = err.slug
+                    record.reason_detail = err.detail[:500]
+                else:  # a bug must still leave a trace in the log
+                    log.exception("unhandled error in %s", request.path)
+                    internal = DsgwError("internal error; the call was logged")
+                    response = problem_response(internal, request.path)
+                    record.decision = "error"
+                    record.reason = internal.slug
+                    record.reason_detail = type(exc).__name__
             if not isinstance(response, web.Response):
                 raise TypeError("logged handlers must return a complete web.Response")
             body = response.body if isinstance(response.body, bytes) else b""
@@ -149,25 +146,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: whether this process can answer calls now. The store and the log writer
-    are required (no answer leaves without its record); the keystore's signing key too. The
-    chain is reported but not required: a gateway keeps serving while anchoring waits."""
+    """Readiness: whether this process can answer calls now. Every dependency a call needs
+    is required (gateway.readiness: store, log writer, keystore, Redis when set, free disk,
+    a trusted policy snapshot). The chain is reported but not required: a gateway keeps
+    serving while anchoring waits."""
     gateway = request.app[GATEWAY]
-    checks: dict[str, dict[str, Any]] = {}
-    started = time.monotonic()
-    try:
-        async with asyncio.timeout(2.0):
-            async with gateway.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        checks["database"] = {"ok": True, "ms": round((time.monotonic() - started) * 1000, 1)}
-    except (TimeoutError, SQLAlchemyError, OSError) as exc:
-        checks["database"] = {"ok": False, "detail": type(exc).__name__}
-    checks["log_writer"] = {"ok": gateway.log.running}
-    try:
-        gateway.keystore.active(KeyPurpose.TOKEN_SIGNING)
-        checks["keystore"] = {"ok": True}
-    except DsgwError as exc:
-        checks["keystore"] = {"ok": False, "detail": exc.detail}
+    checks: dict[str, dict[str, Any]] = await check_dependencies(gateway)
     ready = all(check["ok"] for check in checks.values())
     anchoring = gateway.anchoring
     if anchoring is not None:
@@ -264,6 +248,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     app[TELEMETRY] = Telemetry()
     gateway.log.on_batch = app[TELEMETRY].observe_batch
+    gateway.health.subscribe(app[TELEMETRY])
     app.on_response_prepare.append(_harden_headers)
     app[MAX_BODY] = gateway.settings.max_body_bytes
     app[TRUSTED_PROXIES] = gateway.settings.trusted_networks
