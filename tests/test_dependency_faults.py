@@ -244,6 +244,30 @@ async def _load(
     await asyncio.gather(*(client() for _ in range(clients)))
 
 
+async def _token_load(
+    http: aiohttp.ClientSession,
+    base: str,
+    creds: tuple[str, str],
+    scope: str,
+    answers: Answers,
+    stop: asyncio.Event,
+    clients: int,
+) -> None:
+    """Token requests (``/oauth/token`` writes the issued token and its record) until
+    ``stop``."""
+
+    async def client() -> None:
+        while not stop.is_set():
+            async with http.post(
+                f"{base}/oauth/token",
+                data={"grant_type": "client_credentials", "scope": scope},
+                headers={"Authorization": aiohttp.encode_basic_auth(*creds)},
+            ) as r:
+                answers.see(r.status, r.headers, await r.read())
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+
+
 def _verify_body(code: str) -> dict[str, Any]:
     return {"values": {"credit_code": code, "name": "x"}}
 
@@ -256,7 +280,8 @@ async def _records_exist(settings: Settings, answered: list[tuple[str, str]]) ->
     engine = create_engine(settings.resolved_database_url)
     try:
         for record_id, leaf in answered:
-            entry = await read_entry(engine, "calls", int(record_id.split("/")[1]))
+            stream, seq = record_id.split("/")
+            entry = await read_entry(engine, stream, int(seq))
             assert entry is not None, f"{record_id} was answered but is not in the log"
             assert entry.leaf_hash.hex() == leaf
     finally:
@@ -273,11 +298,12 @@ def _log_lines(log: Path) -> list[str]:
 async def test_postgresql_restart_and_stop_under_load(
     tmp_path: Path, source_dir: Path, clock: FixedClock
 ) -> None:
-    """16 clients call through a restart of the store's PostgreSQL server and then a stop
-    and start. Every answer is 200 or a 503 with Retry-After naming the store or the call
-    log; ``/metrics`` answers 200 throughout and shows the database down; readiness is 503
-    while it is down and 200 after; the outage costs a handful of log lines, not one per
-    refused call; every call answered 200 is in the log."""
+    """16 clients call, and 2 more ask for tokens, through a restart of the store's
+    PostgreSQL server and then a stop and start. Every answer is 200 or a 503 with
+    Retry-After naming the store or the call log; ``/metrics`` answers 200 throughout and
+    shows the database down; readiness is 503 while it is down and 200 after; the outage
+    costs a handful of log lines, not one per refused call; every call and token answered
+    200 is in the log."""
     with PrivatePostgres.running() as pg:
         settings = _settings(tmp_path, source_dir, database_url=pg.url)
         creds = await _prepare(settings, clock)
@@ -292,9 +318,15 @@ async def test_postgresql_restart_and_stop_under_load(
                 admin = await _token(http, base, creds["staff"][Role.OPERATOR], "admin")
                 stop = asyncio.Event()
                 url = f"{base}/v1/scenarios/{SCENARIO}/datasets/enterprises/verify"
-                load = asyncio.create_task(
-                    _load(http, url, token, _verify_body(_sample_code()), answers, stop, 16)
-                )
+                scope = f"scenario:{SCENARIO}"
+
+                async def calls_and_tokens() -> None:
+                    await asyncio.gather(
+                        _load(http, url, token, _verify_body(_sample_code()), answers, stop, 16),
+                        _token_load(http, base, creds["merchant"], scope, answers, stop, 2),
+                    )
+
+                load = asyncio.create_task(calls_and_tokens())
 
                 def served_more(than: int) -> Callable[[], Awaitable[bool]]:
                     async def check() -> bool:
