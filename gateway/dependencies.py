@@ -161,11 +161,18 @@ def dependency_error(exc: BaseException) -> DependencyUnavailableError | None:
     ``None`` when it does not (a bug stays a bug: the caller answers 500 for it).
 
     Follows what ``exc`` wraps, so ``DsgwError("... failed") from OperationalError(...)``
-    is classified by its cause. A refusal the code already made (any 4xx
-    :class:`~gateway.errors.DsgwError`) is never reclassified. The returned error's detail
+    is classified by its cause. Only an internal error (500) is: a refusal the code already
+    made (4xx) or a 503 it already named (``source-unavailable``: a data source of a
+    department, not the gateway's own store) is never reclassified. The returned error's detail
     is fixed text: log :func:`describe` of ``exc`` for the driver's message.
     """
-    if isinstance(exc, DsgwError) and exc.status < 500:
+    if (
+        isinstance(exc, DsgwError)
+        and not isinstance(exc, DependencyUnavailableError)
+        and exc.status != 500
+    ):
+        # A refusal the code already made, or an outage it already named: a data source
+        # that is down (source-unavailable) is not the gateway's store, whatever its cause.
         return None
     for link in _links(exc):
         found = _classify(link)

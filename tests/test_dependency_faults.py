@@ -32,16 +32,20 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from connectors import synthetic
+from connectors.base import ConnectorError
 from gateway.api.app import create_app
 from gateway.authorization.roles import Role
 from gateway.clock import FixedClock
 from gateway.db import create_engine, migrate
-from gateway.dependencies import DependencyHealth
-from gateway.errors import StoreUnavailableError
+from gateway.dependencies import DependencyHealth, dependency_error
+from gateway.errors import DsgwError, KeystoreError, StoreUnavailableError, ValidationError
 from gateway.governance.epoch import EpochFile
 from gateway.governance.policy import PolicyStore
 from gateway.ledger.log import read_entry
@@ -805,3 +809,85 @@ async def test_shutdown_drains_calls_in_flight(
     assert answers.violations == []
     assert answers.counts == {"200": 9}
     await _records_exist(settings, answers.answered)
+
+
+# -- classification ---------------------------------------------------------------------
+
+
+def _raised(exc: BaseException, cause: BaseException | None = None) -> BaseException:
+    """``exc`` as it arrives when raised (``from cause``): with its links set."""
+    try:
+        if cause is None:
+            raise exc
+        raise exc from cause
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize(
+    ("exc", "slug", "outage"),
+    [
+        (
+            ConnectionRefusedError(111, "Connect call failed ('10.0.0.7', 5432)"),
+            "store-unavailable",
+            True,
+        ),
+        (
+            asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+            "store-unavailable",
+            True,
+        ),
+        (
+            asyncpg.exceptions.AdminShutdownError("terminating connection"),
+            "store-unavailable",
+            True,
+        ),
+        (
+            psycopg.OperationalError("connection failed: Connection refused"),
+            "store-unavailable",
+            True,
+        ),
+        (PoolTimeoutError("QueuePool limit reached"), "store-unavailable", False),
+        (OSError(errno.ENOSPC, "No space left on device"), "disk-full", True),
+        (RedisConnectionError("Connection closed by server."), "quota-unavailable", True),
+        (
+            KeystoreError("keystore: /srv/dsgw/keystore.json has disappeared"),
+            "keystore-unavailable",
+            True,
+        ),
+        # An internal error wrapping a store failure is the store's failure.
+        (
+            _raised(
+                DsgwError("anchoring: reading the status failed"), ConnectionRefusedError(111, "x")
+            ),
+            "store-unavailable",
+            True,
+        ),
+        # Not a dependency's failure: left alone (a bug stays a 500, a refusal its 4xx).
+        (ValueError("a bug"), None, False),
+        (_raised(DsgwError("a bug"), KeyError("k")), None, False),
+        (_raised(ValidationError("bad input"), OSError(errno.ENOSPC, "full")), None, False),
+        # A department's data source that is down is not the gateway's store.
+        (
+            _raised(
+                ConnectorError("the source could not answer"), psycopg.OperationalError("refused")
+            ),
+            None,
+            False,
+        ),
+    ],
+)
+def test_failures_are_classified_in_one_place(
+    exc: BaseException, slug: str | None, outage: bool
+) -> None:
+    """``dependency_error`` over real exception objects of each driver: the problem type,
+    whether it counts as an outage, and a detail that never repeats the driver's text."""
+    error = dependency_error(exc)
+    if slug is None:
+        assert error is None
+        return
+    assert error is not None
+    assert (error.slug, error.status, error.outage) == (slug, 503, outage)
+    assert error.retry_after is not None
+    assert not LEAKS.search(error.detail) and "10.0.0.7" not in error.detail
+    assert "/srv/dsgw" not in error.detail

@@ -301,10 +301,18 @@ class _PostgresSink:
         except psycopg.errors.UniqueViolation as exc:
             raise _Conflict from exc
         except psycopg.Error:
-            if self._conn is not None and (self._conn.broken or self._conn.closed):
-                self._conn = None  # the next batch connects afresh
+            # Whatever state the failure left the connection in (a broken socket, or an
+            # aborted pipeline that psycopg does not mark broken and that would refuse
+            # every later batch), the next batch starts on a fresh one.
+            self._discard()
             raise  # classified by the writer (gateway.dependencies)
         return batch
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a dead connection may fail too
+                conn.close()
 
     async def write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
         loop = asyncio.get_running_loop()
