@@ -17,12 +17,16 @@ __all__ = [
     "CatalogError",
     "ConfigError",
     "ConflictError",
+    "DependencyUnavailableError",
+    "DiskFullError",
     "DsgwError",
     "ForbiddenError",
     "HeaderTooLargeError",
     "InvalidClientError",
     "InvalidTokenError",
     "KeystoreError",
+    "KeystoreUnavailableError",
+    "LogUnavailableError",
     "MeasureInForceError",
     "MethodNotAllowedError",
     "NotEntitledError",
@@ -31,9 +35,11 @@ __all__ = [
     "OutOfScopeError",
     "PayloadTooLargeError",
     "QuotaExceededError",
+    "QuotaStoreUnavailableError",
     "RateLimitedError",
     "SourceNotAllowedError",
     "SourceUnavailableError",
+    "StoreUnavailableError",
     "SuspendedError",
     "TokenRevokedError",
     "UnsupportedMediaTypeError",
@@ -50,6 +56,9 @@ class DsgwError(Exception):
     slug: ClassVar[str] = "internal"
     title: ClassVar[str] = "Internal error"
     status: ClassVar[int] = 500
+    # Seconds after which a retry may succeed, sent as ``Retry-After`` (RFC 9110 §10.2.3);
+    # None where retrying the same request cannot help.
+    retry_after: int | None = None
 
     def __init__(self, detail: str, **extensions: Any) -> None:
         super().__init__(detail)
@@ -233,12 +242,81 @@ class QuotaExceededError(RateLimitedError):
 
 
 class SourceUnavailableError(DsgwError):
-    """A data source or a product's service failed or did not answer in time, or the
-    gateway's own store had no free connection (it is overloaded); retry later."""
+    """A data source or a product's service failed or did not answer in time; retry later."""
 
     slug = "source-unavailable"
     title = "Data source unavailable"
     status = 503
+    retry_after = 5
+
+
+class DependencyUnavailableError(DsgwError):
+    """Something every call needs (the store, the disk, Redis, the keystore) failed, so the
+    gateway refuses rather than answer without it; retry after ``Retry-After`` seconds.
+    The detail never carries a driver message or an internal address: operators find
+    those in the gateway's log (one line when the dependency goes, one when it is back)."""
+
+    slug = "dependency-unavailable"
+    title = "A required service is unavailable"
+    status = 503
+    retry_after = 5
+    # Which dependency (gateway.dependencies.DEPENDENCIES) failed: the metric's label.
+    dependency: ClassVar[str] = "database"
+
+    def __init__(self, detail: str, *, outage: bool = True, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        # False when the dependency answers but is saturated (no pooled connection came
+        # free in time): refused all the same, but not an outage to log or count as down.
+        self.outage = outage
+        # Set once gateway.dependencies.DependencyHealth counted it, so an error shared by
+        # every call of a failed batch counts as one failure.
+        self.reported = False
+
+
+class StoreUnavailableError(DependencyUnavailableError):
+    """The gateway's own database did not answer, or had no free connection in time; the
+    gateway neither answers nor decides without it. Retry shortly; operators: check the
+    database (the gateway's log names the failure)."""
+
+    slug = "store-unavailable"
+    title = "Gateway store unavailable"
+
+
+class LogUnavailableError(DependencyUnavailableError):
+    """The call log could not commit; the gateway refuses to answer rather than answer
+    unlogged. Retry shortly; operators: check the database."""
+
+    slug = "log-unavailable"
+    title = "Call log unavailable"
+
+
+class QuotaStoreUnavailableError(DependencyUnavailableError):
+    """The shared quota store (Redis) could not be reached; the call is refused rather than
+    answered without its rate limit and quota. Retry shortly; operators: check Redis."""
+
+    slug = "quota-unavailable"
+    title = "Quota store unavailable"
+    dependency = "redis"
+
+
+class DiskFullError(DependencyUnavailableError):
+    """The disk holding the gateway's store or data directory is full, so nothing can be
+    recorded and nothing is answered. Operators: free space (readiness reports it)."""
+
+    slug = "disk-full"
+    title = "Gateway disk full"
+    dependency = "disk"
+    retry_after = 30
+
+
+class KeystoreUnavailableError(DependencyUnavailableError):
+    """The gateway's keystore (signing keys) could not be read while serving. Operators:
+    restore the keystore file; the gateway's log names the failure."""
+
+    slug = "keystore-unavailable"
+    title = "Gateway keystore unavailable"
+    dependency = "keystore"
+    retry_after = 30
 
 
 def all_problem_types() -> list[type[DsgwError]]:

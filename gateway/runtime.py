@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from gateway.cluster.policy_push import PolicyWatch
 from gateway.dataplane.service import ConnectorRegistry, DataPlane
 from gateway.db import create_engine, engine_for, migrate
 from gateway.db.schema import LogEntryRow
+from gateway.dependencies import DEPENDENCIES, DependencyHealth
 from gateway.errors import ConfigError, DsgwError, KeystoreError
 from gateway.evaluation import EvaluationService
 from gateway.governance.epoch import EpochFile
@@ -47,6 +48,7 @@ from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
 from gateway.objections import ObjectionService, ReceiptKeys
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
+from gateway.readiness import DependencyWatch
 from gateway.settings import Settings
 from gateway.supervision.measures import MeasureService
 from gateway.tracing.delivery import DeliveryTracing
@@ -157,6 +159,11 @@ class Gateway:
     leadership: Leadership | None = None
     # Set by :meth:`watch_policy` (servers): policy changes made on other machines.
     policy_watch: PolicyWatch | None = None
+    # What this process knows of its store, disk, keystore and Redis (gateway.dependencies):
+    # every service that meets an outage reports it here.
+    health: DependencyHealth = field(default_factory=DependencyHealth)
+    # Set by :meth:`watch_dependencies` (servers): checks them when no call does.
+    dependency_watch: DependencyWatch | None = None
 
     @classmethod
     async def open(
@@ -171,6 +178,9 @@ class Gateway:
         Raises :class:`KeystoreError` when the keystore is missing or the passphrase is wrong.
         """
         clock = clock or SystemClock()
+        health = DependencyHealth(
+            tuple(d for d in DEPENDENCIES if d != "redis" or settings.redis_url)
+        )
         if not settings.keystore_path.exists():
             raise KeystoreError(
                 f"keystore: {settings.keystore_path} does not exist; run `dsgw init` first"
@@ -184,9 +194,17 @@ class Gateway:
             raise
         algorithm = settings.hash_algorithm
         epoch = EpochFile(settings.epoch_path)
-        policy = PolicyStore(engine, epoch, clock)
+        policy = PolicyStore(
+            engine,
+            epoch,
+            clock,
+            max_staleness=settings.policy_max_staleness_seconds,
+            health=health,
+        )
         await policy.reload()
-        log = LogWriter(engine, algorithm=algorithm, batch_max=settings.log_batch_max)
+        log = LogWriter(
+            engine, algorithm=algorithm, batch_max=settings.log_batch_max, health=health
+        )
         await log.start()
         hasher = SecretHasher(
             time_cost=settings.secret_hash_time_cost,
@@ -225,11 +243,24 @@ class Gateway:
         shared_quotas = None
         if settings.redis_url:
             from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
 
             shared_quotas = RedisQuotaTracker(
-                Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+                Redis.from_url(
+                    settings.redis_url,
+                    socket_timeout=2,
+                    socket_connect_timeout=2,
+                    # Once, on a fresh connection, after a connection error: a pooled
+                    # connection to a Redis that restarted fails its first command, which
+                    # must not refuse a call (nor log an outage) once Redis is back. Never
+                    # after a timeout: the command may have run.
+                    retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                ),
                 count_calls,
                 prefix=f"dsgw:{settings.deployment}:",
+                health=health,
             )
             quotas = shared_quotas
         mark_secret = keystore.secret(keystore.active(KeyPurpose.MARK).kid)
@@ -257,6 +288,7 @@ class Gateway:
             algorithm=algorithm,
             every_records=settings.checkpoint_every_records,
             every_seconds=settings.checkpoint_every_seconds,
+            health=health,
         )
         calendar = default_calendar(*settings.workday_calendars)
         next_year = clock.now().year + 1
@@ -283,6 +315,7 @@ class Gateway:
             thresholds=thresholds,
             calendar=calendar,
             batch_size=settings.monitor_batch_size,
+            health=health,
             webhook=(
                 WebhookSender(
                     alerts,
@@ -292,12 +325,14 @@ class Gateway:
                     deployment=settings.deployment,
                     timeout=settings.alert_webhook_timeout_seconds,
                     max_attempts=settings.alert_webhook_max_attempts,
+                    health=health,
                 )
                 if settings.alert_webhook_url
                 else None
             ),
         )
         gateway = cls(
+            health=health,
             shared_quotas=shared_quotas,
             checkpointer=checkpointer,
             settings=settings,
@@ -312,7 +347,7 @@ class Gateway:
             dataplane=dataplane,
             connectors=connectors,
             workflows=WorkflowService(engine, governance, calendar, clock),
-            applications=UseApplicationService(engine, governance, calendar, clock),
+            applications=UseApplicationService(engine, governance, calendar, clock, health=health),
             products=ProductService(engine, governance, clock),
             deliveries=DeliveryService(engine),
             alerts=alerts,
@@ -393,7 +428,7 @@ class Gateway:
         (:mod:`gateway.cluster.leadership`), so N processes anchor and checkpoint once."""
         if self.leadership is None:
             self.leadership = Leadership(
-                leader_lock_for(self._session_url(), self.settings.data_dir),
+                leader_lock_for(self._session_url(), self.settings.data_dir, health=self.health),
                 on_elected=self.start_background,
                 on_deposed=self.stop_background,
                 interval=self.settings.leader_check_seconds,
@@ -433,6 +468,7 @@ class Gateway:
                 self.policy,
                 session_url=self._session_url(),
                 poll_seconds=self.settings.policy_poll_seconds,
+                health=self.health,
             )
             self.policy_watch.start()
         return self.policy_watch
@@ -444,6 +480,14 @@ class Gateway:
             NoteVerifier(self.settings.deployment, self.keystore.public_key(info.kid))
             for info in self.keystore.keys_of(KeyPurpose.CHECKPOINT)
         )
+
+    def watch_dependencies(self) -> DependencyWatch:
+        """Check the dependencies every ``dependency_check_seconds`` in the background
+        (servers), so an outage is logged and measured even while no call meets it."""
+        if self.dependency_watch is None:
+            self.dependency_watch = DependencyWatch(self, self.settings.dependency_check_seconds)
+            self.dependency_watch.start()
+        return self.dependency_watch
 
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
         """The evidence bundle of one record (see :mod:`gateway.ledger.bundles`), with the
@@ -495,7 +539,13 @@ class Gateway:
 
     async def close(self, *, final_checkpoint: bool = False) -> None:
         """Commit queued records, optionally checkpoint them (a server stopping does, so
-        its last calls are covered), close sources and the store."""
+        its last calls are covered), close sources and the store.
+
+        Call it only once no call is in flight (a server drains its calls first,
+        :func:`gateway.cli.server.running_gateway`): what calls use closes here, the call-log
+        writer after the background work that appends to it, Redis and the store last."""
+        if self.dependency_watch is not None:
+            await self.dependency_watch.stop()
         if self.policy_watch is not None:
             await self.policy_watch.stop()
         if self.leadership is not None:

@@ -175,6 +175,20 @@ class Settings:
     policy_poll_seconds: float = 2.0
     # How often processes campaign for leadership and the leader checks it still leads.
     leader_check_seconds: float = 1.0
+    # While the store does not answer, how long a process keeps deciding calls on its last
+    # policy snapshot after it stopped being sure the snapshot is current (its policy
+    # listener was lost); past it, calls are refused with 503 (docs/security.md).
+    policy_max_staleness_seconds: float = 30.0
+    # Readiness fails, and dsgw_dependency_up{dependency="disk"} is 0, when the file
+    # system of the data directory or of a SQLite store has less free space than this.
+    disk_min_free_mb: int = 100
+    # How often a server checks its dependencies (store, Redis, disk, keystore) even when
+    # no call or probe does, so their outages are logged and shown in metrics.
+    dependency_check_seconds: float = 5.0
+    # On SIGTERM: how long in-flight calls may take to finish before the server closes
+    # what they use (store, Redis, call-log writer). `dsgw serve --workers` kills a worker
+    # that has not stopped 10 s after this.
+    shutdown_drain_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         # Resolved once, here: an absolute path with symlinks resolved, so every process
@@ -415,6 +429,11 @@ def load_settings(
     parse_networks(settings.trusted_proxies)  # refuses a bad entry now, naming it
     if settings.policy_poll_seconds <= 0 or settings.leader_check_seconds <= 0:
         raise ConfigError("settings: policy_poll_seconds and leader_check_seconds must be above 0")
+    for name in ("policy_max_staleness_seconds", "dependency_check_seconds"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"settings: {name} must be above 0")
+    if settings.shutdown_drain_seconds < 0 or settings.disk_min_free_mb < 0:
+        raise ConfigError("settings: shutdown_drain_seconds and disk_min_free_mb must be 0 or more")
     if settings.aggregate_min_subjects < 2:
         raise ConfigError("settings: aggregate_min_subjects must be at least 2")
     if not 1 <= settings.objection_working_days <= 60:

@@ -315,7 +315,8 @@ async def test_exhausted_pool_answers_503_problem(settings: Settings, clock: Fix
         problem = await listing.json(content_type=None)
         assert listing.status == 503, problem
         assert listing.content_type == "application/problem+json"
-        assert problem["type"] == "/problems/source-unavailable"
+        assert problem["type"] == "/problems/store-unavailable"
+        assert listing.headers["Retry-After"] == "5"
         assert "no database connection came free" in problem["detail"]
 
         # The day's quota is seeded from the store, so a data call needs the pool too: it is
@@ -328,7 +329,7 @@ async def test_exhausted_pool_answers_503_problem(settings: Settings, clock: Fix
         )
         refused = await data.json(content_type=None)
         assert data.status == 503, refused
-        assert refused["type"] == "/problems/source-unavailable"
+        assert refused["type"] == "/problems/store-unavailable"
         assert data.headers["Dsgw-Record-Id"].startswith("calls/")
 
         for conn in held:

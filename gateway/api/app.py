@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.api.access_log import access_log_middleware
 from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD, TELEMETRY, TRUSTED_PROXIES
@@ -20,12 +16,11 @@ from gateway.api.pipeline import evidence_middleware
 from gateway.api.telemetry import Telemetry
 from gateway.api.visibility import readiness_view
 from gateway.errors import (
-    DsgwError,
     NotFoundError,
     all_problem_types,
 )
+from gateway.readiness import check_dependencies
 from gateway.runtime import Gateway
-from keys.keystore import KeyPurpose
 
 __all__ = ["GATEWAY", "MAX_BODY", "RECORD", "create_app", "openapi_document"]
 
@@ -38,25 +33,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: whether this process can answer calls now. The store and the log writer
-    are required (no answer leaves without its record); the keystore's signing key too. The
-    chain is reported but not required: a gateway keeps serving while anchoring waits."""
+    """Readiness: whether this process can answer calls now. Every dependency a call needs
+    is required (gateway.readiness: store, log writer, keystore, Redis when set, free disk,
+    a trusted policy snapshot). The chain is reported but not required: a gateway keeps
+    serving while anchoring waits."""
     gateway = request.app[GATEWAY]
-    checks: dict[str, dict[str, Any]] = {}
-    started = time.monotonic()
-    try:
-        async with asyncio.timeout(2.0):
-            async with gateway.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        checks["database"] = {"ok": True, "ms": round((time.monotonic() - started) * 1000, 1)}
-    except (TimeoutError, SQLAlchemyError, OSError) as exc:
-        checks["database"] = {"ok": False, "detail": type(exc).__name__}
-    checks["log_writer"] = {"ok": gateway.log.running}
-    try:
-        gateway.keystore.active(KeyPurpose.TOKEN_SIGNING)
-        checks["keystore"] = {"ok": True}
-    except DsgwError as exc:
-        checks["keystore"] = {"ok": False, "detail": exc.detail}
+    checks: dict[str, dict[str, Any]] = await check_dependencies(gateway)
     ready = all(check["ok"] for check in checks.values())
     anchoring = gateway.anchoring
     if anchoring is not None:
@@ -155,6 +137,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     app[TELEMETRY] = Telemetry(known_scenario=lambda name: name in gateway.policy.latest.scenarios)
     gateway.log.on_batch = app[TELEMETRY].observe_batch
+    gateway.health.subscribe(app[TELEMETRY])
     app.on_response_prepare.append(_harden_headers)
     app[MAX_BODY] = gateway.settings.max_body_bytes
     app[TRUSTED_PROXIES] = gateway.settings.trusted_networks

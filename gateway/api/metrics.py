@@ -7,6 +7,9 @@ process reports the same backlog. Scrapes need a staff token with ``metrics.read
 (operator, supervisor): Prometheus gets one itself with its ``oauth2`` client-credentials
 scrape setting. Scrapes are not call records: they read no data.
 
+When the store does not answer, the figures read from it are left out and the scrape still
+succeeds: ``dsgw_dependency_up`` says why (:mod:`gateway.dependencies`).
+
 The request counters and histograms follow (:mod:`gateway.api.telemetry`): this process's,
 or, when the gateway runs several worker processes (``PROMETHEUS_MULTIPROC_DIR``), the sum
 over all of them, whichever worker the scrape lands on. The figures above are built as plain
@@ -34,6 +37,9 @@ from gateway.ledger.log import STREAMS, stream_size
 
 __all__ = ["add_routes"]
 
+# Seconds the store may take to give its figures before a scrape goes without them.
+_STORE_TIMEOUT = 2.0
+
 
 class _Figures(Collector):
     """A collector of figures already read: metric families are plain data, so building
@@ -53,7 +59,10 @@ class _Figures(Collector):
 
 async def metrics(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    claims = await gateway.tokens.verify(bearer_token(request), admin=True)
+    # During an outage the scrape is authenticated against the last policy loaded
+    # (PolicyStore.current_or_last): it reads no data, and it is how operators see the outage.
+    snapshot = await gateway.policy.current_or_last()
+    claims = await gateway.tokens.verify(bearer_token(request), admin=True, snapshot=snapshot)
     assert claims.role is not None
     Actor(claims.client_id, claims.role).may(Action.READ_METRICS)
 
@@ -80,11 +89,23 @@ async def metrics(request: web.Request) -> web.Response:
         "Age of each stream's oldest checkpoint not yet anchored final (0 when none).",
         ["stream"],
     )
-    status = await anchoring_status(gateway.engine)
+    try:
+        async with asyncio.timeout(_STORE_TIMEOUT):
+            status = await anchoring_status(gateway.engine)
+            sizes = [(stream, await stream_size(gateway.engine, stream)) for stream in STREAMS]
+    except TimeoutError:
+        gateway.health.failed("database", f"no answer within {_STORE_TIMEOUT:g} s")
+        status, sizes = None, []
+    except Exception as exc:
+        # The store is down: the figures read from it are left out; the rest (request
+        # counters, dsgw_dependency_up) still tell the scraper what is going on.
+        if gateway.health.observe(exc) is None:
+            raise
+        status, sizes = None, []
     now = gateway.clock.now()
-    for stream in STREAMS:
-        records.add_metric([stream], await stream_size(gateway.engine, stream))
-    for item in status.streams:
+    for stream, size in sizes:
+        records.add_metric([stream], size)
+    for item in status.streams if status is not None else ():
         checkpoint.add_metric([item.stream], item.checkpoint_size or 0)
         final.add_metric([item.stream], item.final_size or 0)
         backlog.add_metric([item.stream], item.unanchored_checkpoints)

@@ -24,7 +24,6 @@ from typing import Final
 from urllib.parse import quote
 
 from aiohttp import web
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from gateway.api.appkeys import GATEWAY, RECORD, TELEMETRY, TRUSTED_PROXIES
 from gateway.api.client_address import client_address
@@ -35,7 +34,6 @@ from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
-    SourceUnavailableError,
     ValidationError,
 )
 from gateway.ledger.log import AppendedEntry
@@ -127,16 +125,16 @@ def _refuse_control_characters(request: web.Request) -> None:
 
 
 def problem_for(exc: BaseException, request: web.Request) -> tuple[DsgwError, dict[str, str]]:
-    """The problem a failure becomes, with extra headers; raises what is not a failure."""
+    """The problem a failure becomes, with extra headers; raises what is not a failure.
+
+    A dependency that failed (store, disk, Redis, keystore: :mod:`gateway.dependencies`) is
+    a 503 naming it, reported to the gateway's health so the outage is logged once, not per
+    request."""
+    unavailable = request.app[GATEWAY].health.observe(exc)
+    if unavailable is not None:
+        return unavailable, {}
     if isinstance(exc, DsgwError):
         return exc, {}
-    if isinstance(exc, PoolTimeoutError):
-        # No connection of the store's pool came free in time: the gateway is overloaded,
-        # not broken, so the caller may retry (503, not 500).
-        log.warning("store: no database connection came free in time")
-        return SourceUnavailableError(
-            "the gateway's store is busy: no database connection came free in time; retry shortly"
-        ), {}
     if isinstance(exc, web.HTTPNotFound):
         return NotFoundError(f"no resource at {problem_instance(request.path)}"), {}
     if isinstance(exc, web.HTTPMethodNotAllowed):
@@ -225,7 +223,8 @@ async def evidence_middleware(request: web.Request, handler: Handler) -> web.Str
     except DsgwError as err:
         # The record could not be committed: the answer is withheld (nothing may leave
         # without its record) and the caller is told to retry.
-        return problem_response(err, problem_instance(request.path))
+        unavailable = gateway.health.observe(err) or err
+        return problem_response(unavailable, problem_instance(request.path))
     response.headers["Dsgw-Record-Id"] = entry.record_id
     response.headers["Dsgw-Record-Hash"] = entry.leaf_hash.hex()
     telemetry.observe_call(

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import DsgwError, RateLimitedError
+from gateway.errors import DsgwError
 
 __all__ = ["PROBLEM_PREFIX", "json_bytes", "json_response", "problem_response", "problem_type"]
 
@@ -54,10 +54,13 @@ def problem_response(error: DsgwError, instance: str | None = None) -> web.Respo
     for key, value in error.extensions.items():
         if key not in body:
             body[key] = value
+    if error.retry_after is not None:
+        body.setdefault("retry_after", error.retry_after)
     response = web.Response(
         body=json_bytes(body), status=error.status, content_type=PROBLEM_CONTENT_TYPE
     )
-    if isinstance(error, RateLimitedError):
+    if error.retry_after is not None:
+        # Rate limits and every 503 say when to come back (RFC 9110 §10.2.3).
         response.headers["Retry-After"] = str(error.retry_after)
     if error.status == 401:
         # The token endpoint authenticates clients (Basic); everything else takes bearers.

@@ -157,6 +157,23 @@ class Telemetry:
             multiprocess_mode="livesum",
         )
         self.workers.set(1)
+        # Told by gateway.dependencies.DependencyHealth (subscribe). livemin: on a machine
+        # with several workers, 0 as soon as any live worker finds the dependency down.
+        self.dependency_up = Gauge(
+            "dsgw_dependency_up",
+            "1 while this process reaches the dependency (database, disk, keystore, redis), "
+            "0 from a failure until it answers again.",
+            ["dependency"],
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self.dependency_failures = Counter(
+            "dsgw_dependency_failures",
+            "Operations (calls, background passes, probes) that failed because the "
+            "dependency was unavailable.",
+            ["dependency"],
+            registry=self.registry,
+        )
 
     def observe_call(
         self, kind: str, scenario: str | None, decision: str, status: int, seconds: float
@@ -170,6 +187,12 @@ class Telemetry:
 
     def observe_batch(self, records: int) -> None:
         self.batches.observe(records)
+
+    def dependency_changed(self, dependency: str, up: bool) -> None:
+        self.dependency_up.labels(dependency).set(1 if up else 0)
+
+    def dependency_failed(self, dependency: str) -> None:
+        self.dependency_failures.labels(dependency).inc()
 
     def exposition(self) -> bytes:
         """The counters in the Prometheus text format: this process's, or in multiprocess

@@ -29,19 +29,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.authorization.quotas import CountCalls, day_bounds
-from gateway.errors import DsgwError, QuotaExceededError, RateLimitedError
+from gateway.dependencies import DependencyHealth
+from gateway.errors import QuotaExceededError, QuotaStoreUnavailableError, RateLimitedError
 from gateway.governance.models import Quotas
 
 __all__ = ["QuotaStoreUnavailableError", "RedisQuotaTracker"]
-
-
-class QuotaStoreUnavailableError(DsgwError):
-    """The shared quota store (Redis) could not be reached; the call is refused rather than
-    answered without its rate limit and quota. Retry shortly; operators: check Redis."""
-
-    slug = "quota-unavailable"
-    title = "Quota store unavailable"
-    status = 503
 
 
 # KEYS[1] bucket hash, KEYS[2] day counter.
@@ -78,14 +70,34 @@ class RedisQuotaTracker:
     """:class:`gateway.authorization.quotas.QuotaTracker` for a cluster: same ``consume``,
     state in Redis under ``prefix``."""
 
-    def __init__(self, redis: Redis, count_calls: CountCalls, *, prefix: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        count_calls: CountCalls,
+        *,
+        prefix: str,
+        health: DependencyHealth | None = None,
+    ) -> None:
         self._redis = redis
         self._count_calls = count_calls
         self._prefix = prefix
         self._script = redis.register_script(_SCRIPT)
+        # Redis outages are logged there once, and shown by dsgw_dependency_up{redis}.
+        self._health = health or DependencyHealth()
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+    async def ping(self) -> None:
+        """Readiness: Redis answers. Raises :class:`QuotaStoreUnavailableError` if not
+        (reported to the health tracker like a failed call)."""
+        try:
+            await self._redis.ping()
+        except RedisError as exc:
+            error = QuotaStoreUnavailableError("the shared quota store does not answer")
+            self._health.report(error, exc)
+            raise error from exc
+        self._health.recovered("redis")
 
     async def consume(
         self, merchant_id: str, scenario_id: str, quotas: Quotas, now: dt.datetime
@@ -112,10 +124,13 @@ class RedisQuotaTracker:
                 await self._redis.set(day, used, nx=True, px=args[4])
                 result = await self._script(keys=[bucket, day], args=args)
         except RedisError as exc:
-            raise QuotaStoreUnavailableError(
+            error = QuotaStoreUnavailableError(
                 f"the shared quota store is unreachable ({exc.__class__.__name__}); "
                 "the call is refused rather than answered without its limits"
-            ) from exc
+            )
+            self._health.report(error, exc)
+            raise error from exc
+        self._health.recovered("redis")
         code = int(result[0])
         if code == 1:
             retry = max(1, math.ceil(int(result[1]) / 1000))

@@ -43,19 +43,25 @@ async def running_gateway(
     policy changes from other machines, as one of several processes; a ``gateway`` passed
     in (the demo, tests) runs the background work itself, as the only process.
 
-    On exit the server stops accepting, in-flight calls finish, the log writer commits what
-    is queued, and the store is closed.
+    On exit, in this order: the server stops accepting; in-flight calls finish, each with
+    its record (up to ``shutdown_drain_seconds``, after which aiohttp cancels what is left);
+    only then does :meth:`Gateway.close` stop what they used: the log writer commits what
+    is queued, Redis and the store are closed.
     """
     owned = gateway is None
     gateway = gateway or await Gateway.open(settings, anchoring=False)
-    runner = GatewayRunner(create_app(gateway), access_log=None, handle_signals=False)
+    runner = GatewayRunner(
+        create_app(gateway),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_drain_seconds,
+    )
     try:
         await runner.setup()
-        site = web.TCPSite(
-            runner, settings.host, settings.port, shutdown_timeout=10, reuse_port=reuse_port
-        )
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
         await site.start()
         port = int(runner.addresses[0][1]) if runner.addresses else settings.port
+        gateway.watch_dependencies()
         gateway.watch_policy()
         if owned:
             gateway.campaign()
@@ -63,6 +69,8 @@ async def running_gateway(
             await gateway.start_background()
         yield gateway, port
     finally:
+        # Drains the in-flight calls (runner.cleanup returns once they are done) before
+        # anything they use is closed.
         await runner.cleanup()
         await gateway.close(final_checkpoint=True)
 
@@ -115,7 +123,7 @@ class WorkerPool:
         *,
         min_uptime: float = 10.0,
         max_quick_exits: int = 3,
-        stop_timeout: float = 30.0,
+        stop_timeout: float | None = None,
     ) -> None:
         if count > 1 and settings.port == 0:
             raise ConfigError("serve: several workers need a fixed port (port 0 picks one each)")
@@ -123,7 +131,11 @@ class WorkerPool:
         self._count = count
         self._min_uptime = min_uptime
         self._max_quick_exits = max_quick_exits
-        self._stop_timeout = stop_timeout
+        # A worker drains its calls for up to shutdown_drain_seconds, then commits and
+        # closes: killed only if it has not stopped some time after that.
+        self._stop_timeout = (
+            stop_timeout if stop_timeout is not None else settings.shutdown_drain_seconds + 10
+        )
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[int, tuple[BaseProcess, float]] = {}
         self._quick_exits = 0

@@ -36,6 +36,7 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from gateway.db.sessions import LOCK_NAMESPACE, close_session, libpq_dsn
+from gateway.dependencies import DependencyHealth, describe
 
 __all__ = [
     "LEADER_LOCK_KEY",
@@ -110,11 +111,20 @@ class PostgresLeaderLock:
         "tcp_keepalives_count": "3",
     }
 
-    def __init__(self, url: URL, *, key: int = LEADER_LOCK_KEY, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: URL,
+        *,
+        key: int = LEADER_LOCK_KEY,
+        timeout: float = 5.0,
+        health: DependencyHealth | None = None,
+    ) -> None:
         self._dsn = libpq_dsn(url)
         self._key = key
         self._timeout = timeout
         self._conn: Any = None
+        # A database that is down is logged there once, not once per campaign round.
+        self._health = health or DependencyHealth()
 
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.is_closed():
@@ -133,9 +143,11 @@ class PostgresLeaderLock:
                     "SELECT pg_try_advisory_lock($1, $2)", LOCK_NAMESPACE, self._key
                 )
         except (OSError, TimeoutError, *_PG_ERRORS) as exc:
-            log.warning("leadership: cannot reach PostgreSQL to campaign: %s", exc)
+            if not self._health.absorb(exc):
+                log.warning("leadership: cannot reach PostgreSQL to campaign: %s", exc)
             await self._drop()
             return False
+        self._health.recovered("database")
         return bool(got)
 
     async def held(self) -> bool:
@@ -147,7 +159,8 @@ class PostgresLeaderLock:
                 # answers still holds it (pg_locks would say the same, at more cost).
                 await self._conn.fetchval("SELECT 1")
         except (OSError, TimeoutError, *_PG_ERRORS) as exc:
-            log.error("leadership: lost the leader connection: %s", exc)
+            self._health.absorb(exc)
+            log.error("leadership: lost the leader connection: %s", describe(exc))
             await self._drop()
             return False
         return True
@@ -173,10 +186,12 @@ def application_name() -> str:
     return f"dsgw-leader {socket.gethostname()[:40]} {os.getpid()}"
 
 
-def leader_lock_for(url: URL, data_dir: Path) -> LeaderLock:
+def leader_lock_for(
+    url: URL, data_dir: Path, *, health: DependencyHealth | None = None
+) -> LeaderLock:
     """The leader lock that fits the store: PostgreSQL's, else a file beside SQLite's."""
     if url.get_backend_name() == "postgresql":
-        return PostgresLeaderLock(url)
+        return PostgresLeaderLock(url, health=health)
     return FileLeaderLock(data_dir / "leader.lock")
 
 

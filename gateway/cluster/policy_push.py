@@ -12,8 +12,13 @@ machine checks before each call. Processes on other machines learn of it two way
   was re-made), so every ``poll_seconds`` each process also compares the heads of the
   ``governance`` and ``products`` streams, which every change appends to, with what it saw
   last. However the push fails, a change is in force everywhere within that bound. A lost
-  listening connection also counts as a change: the process reloads rather than trust it
-  heard everything.
+  listening connection also counts as a possible change: the process reloads rather than
+  trust it heard everything.
+
+When the database is down neither channel works. The store then decides from its last
+snapshot for at most ``policy_max_staleness_seconds`` (:class:`PolicyStore`), reconnecting
+with a growing delay, and the outage is logged once (:mod:`gateway.dependencies`), not once
+per attempt.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.schema import LogEntryRow
 from gateway.db.sessions import close_session, libpq_dsn
+from gateway.dependencies import DependencyHealth
 from gateway.governance.policy import PolicyStore
 
 __all__ = ["POLICY_CHANNEL", "PolicyWatch", "announce_policy_change"]
@@ -69,6 +75,8 @@ class PolicyWatch:
         session_url: URL | None = None,
         poll_seconds: float = 2.0,
         reconnect_seconds: float = 1.0,
+        reconnect_max_seconds: float = 10.0,
+        health: DependencyHealth | None = None,
     ) -> None:
         self._engine = engine
         self._policy = policy
@@ -76,6 +84,8 @@ class PolicyWatch:
         self._session_url = session_url or engine.url
         self._poll_seconds = poll_seconds
         self._reconnect_seconds = reconnect_seconds
+        self._reconnect_max_seconds = reconnect_max_seconds
+        self._health = health or DependencyHealth()
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: Any = None
         self._heads: tuple[tuple[str, int], ...] | None = None
@@ -112,8 +122,10 @@ class PolicyWatch:
             try:
                 heads = await _policy_heads(self._engine)
             except (SQLAlchemyError, OSError) as exc:
-                log.warning("policy watch: cannot read the policy streams: %s", exc)
+                if not self._health.absorb(exc):
+                    log.warning("policy watch: cannot read the policy streams: %s", exc)
             else:
+                self._health.recovered("database")
                 if self._heads is not None and heads != self._heads:
                     self.polled_changes += 1
                     self._changed()
@@ -124,6 +136,7 @@ class PolicyWatch:
         import asyncpg
 
         dsn = libpq_dsn(self._session_url)
+        delay = self._reconnect_seconds
         while True:
             lost = asyncio.Event()
             try:
@@ -134,8 +147,10 @@ class PolicyWatch:
                 await conn.add_listener(POLICY_CHANNEL, self._notified)
                 self._listener = conn
                 # Changes made while no one listened were not pushed: reload once now.
-                self._changed()
+                self._policy.possibly_changed()
                 self.listening.set()
+                self._health.recovered("database")
+                delay = self._reconnect_seconds
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), self._poll_seconds)
@@ -146,11 +161,16 @@ class PolicyWatch:
                             await conn.fetchval("SELECT 1")
                 log.warning("policy watch: the listening connection closed; reconnecting")
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("policy watch: cannot listen for policy changes: %s", exc)
+                if not self._health.absorb(exc):
+                    log.warning("policy watch: cannot listen for policy changes: %s", exc)
+            if self.listening.is_set():
+                # Notices may have been sent while the connection was going: until a reload
+                # succeeds, the policy is only as current as the moment it was lost.
+                self._policy.possibly_changed()
             self.listening.clear()
             await self._close_listener()
-            self._changed()
-            await asyncio.sleep(self._reconnect_seconds)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._reconnect_max_seconds)
 
     async def _close_listener(self) -> None:
         conn, self._listener = self._listener, None

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -28,6 +29,8 @@ from gateway.db.schema import (
     ScenarioRow,
     TokenRow,
 )
+from gateway.dependencies import DependencyHealth
+from gateway.errors import StoreUnavailableError
 from gateway.governance.epoch import EpochFile
 from gateway.governance.models import (
     Agreement,
@@ -168,9 +171,33 @@ def _with_status(scenario: Scenario, status: ScenarioStatus) -> Scenario:
 
 
 class PolicyStore:
-    """Hands out the current snapshot, reloading first if the epoch moved."""
+    """Hands out the current snapshot, reloading first if the epoch moved.
 
-    def __init__(self, engine: AsyncEngine, epoch: EpochFile, clock: Clock) -> None:
+    When the store cannot be read, calls do not each try again (a dead database would make
+    every call wait for its own failed reload): reloads back off, from ``retry_seconds``
+    doubling up to ``retry_max_seconds``, and meanwhile the store decides from what it
+    knows, failing closed:
+
+    - a change *known* to have been committed (the epoch file moved, a notice or the poll
+      said so): no call is decided on the old snapshot; each is refused with 503
+      ``store-unavailable`` until a reload succeeds;
+    - a change that *may* have been missed (the policy listener lost its connection,
+      :meth:`possibly_changed`): the last snapshot keeps serving for ``max_staleness``
+      seconds from the moment it stopped being known current, then calls are refused too.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        epoch: EpochFile,
+        clock: Clock,
+        *,
+        max_staleness: float = 30.0,
+        retry_seconds: float = 0.5,
+        retry_max_seconds: float = 5.0,
+        health: DependencyHealth | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._engine = engine
         self._epoch = epoch
         self._clock = clock
@@ -180,6 +207,18 @@ class PolicyStore:
         # compared like the epoch file's counter.
         self._remote = 0
         self._remote_seen = 0
+        # Announcements that a change may have been missed, and since when the snapshot is
+        # no longer known current (None: it is).
+        self._doubt = 0
+        self._doubt_seen = 0
+        self._unsure_since: float | None = None
+        self._max_staleness = max_staleness
+        self._retry_seconds = retry_seconds
+        self._retry_max_seconds = retry_max_seconds
+        self._retry_at = 0.0
+        self._failures = 0
+        self._health = health or DependencyHealth()
+        self._monotonic = monotonic
         self._lock = asyncio.Lock()
         self.reloads = 0
 
@@ -193,18 +232,99 @@ class PolicyStore:
         """Policy changed elsewhere: reload before the next call."""
         self._remote += 1
 
+    def possibly_changed(self) -> None:
+        """Policy may have changed elsewhere unheard (the listener's connection was lost):
+        reload when the store answers; until then serve the last snapshot within
+        ``max_staleness``."""
+        if self._unsure_since is None:
+            self._unsure_since = self._monotonic()
+        self._doubt += 1
+
+    def _changed(self) -> bool:
+        return self._epoch.marker() != self._marker or self._remote != self._remote_seen
+
+    @property
+    def fresh(self) -> bool:
+        """Whether calls are decided now (readiness): no known change is waiting for a
+        reload the store refused, and no doubt is older than ``max_staleness``."""
+        if self._failures and self._changed():
+            return False
+        unsure = self._unsure_since
+        return unsure is None or self._monotonic() - unsure <= self._max_staleness
+
     async def current(self) -> PolicySnapshot:
-        if self._epoch.marker() != self._marker or self._remote != self._remote_seen:
-            await self.reload()
+        """The snapshot to decide a call on.
+
+        Raises :class:`StoreUnavailableError` when it cannot be trusted (see the class)."""
+        if self._changed() or self._doubt != self._doubt_seen:
+            await self._refresh()
         return self._snapshot
 
+    async def current_or_last(self) -> PolicySnapshot:
+        """:meth:`current`, or when the store cannot be trusted the last snapshot loaded.
+
+        For ``/metrics`` only: a scrape reads no data, and an outage is exactly when
+        operators need to watch the gateway, so it authenticates against the last policy
+        this process saw. Never decide a call with it."""
+        try:
+            return await self.current()
+        except StoreUnavailableError:
+            return self._snapshot
+
+    async def _refresh(self) -> None:
+        if self._monotonic() >= self._retry_at:
+            async with self._lock:
+                # Callers queued behind a failed reload do not try again at once.
+                if self._monotonic() >= self._retry_at:
+                    try:
+                        await self._reload_locked()
+                    except Exception as exc:
+                        if self._health.observe(exc) is None:
+                            raise  # not the store's absence: a bug, answered as one
+                        self._failures += 1
+                        backoff = self._retry_seconds * 2 ** min(self._failures - 1, 16)
+                        self._retry_at = self._monotonic() + min(backoff, self._retry_max_seconds)
+                    else:
+                        return
+        self._refuse_if_untrusted()
+
+    def _refuse_if_untrusted(self) -> None:
+        error: StoreUnavailableError | None = None
+        if self._changed():
+            error = StoreUnavailableError(
+                "policy: a policy change is waiting to be read from the gateway's store, "
+                "which does not answer; the call is refused rather than decided on the old "
+                "policy. Retry shortly"
+            )
+        else:
+            unsure = self._unsure_since
+            if unsure is not None and self._monotonic() - unsure > self._max_staleness:
+                error = StoreUnavailableError(
+                    "policy: the gateway's store has not answered for too long to trust its "
+                    "last policy; the call is refused. Retry shortly"
+                )
+        if error is not None:
+            # The failed reload behind it was reported; the refusals it causes are not new
+            # failures of the store.
+            error.reported = True
+            raise error
+
     async def reload(self) -> None:
+        """Load the snapshot now if anything changed (raises the store's own errors)."""
         async with self._lock:
-            marker, remote = self._epoch.marker(), self._remote
-            if marker == self._marker and remote == self._remote_seen:
-                return
-            # Read the markers before loading: a change committed during the load moves one
-            # again, and the next call reloads once more.
-            self._snapshot = await load_snapshot(self._engine, self._clock.now())
-            self._marker, self._remote_seen = marker, remote
-            self.reloads += 1
+            await self._reload_locked()
+
+    async def _reload_locked(self) -> None:
+        marker, remote, doubt = self._epoch.marker(), self._remote, self._doubt
+        if marker == self._marker and remote == self._remote_seen and doubt == self._doubt_seen:
+            return
+        # Read the markers before loading: a change committed during the load moves one
+        # again, and the next call reloads once more.
+        self._snapshot = await load_snapshot(self._engine, self._clock.now())
+        self._marker, self._remote_seen, self._doubt_seen = marker, remote, doubt
+        if doubt == self._doubt:  # a doubt raised during the load stays for the next one
+            self._unsure_since = None
+        self._failures = 0
+        self._retry_at = 0.0
+        self._health.recovered("database")
+        self.reloads += 1

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.clock import Clock, utc
 from gateway.db.schema import CheckpointRow
+from gateway.dependencies import DependencyHealth
 from gateway.errors import DsgwError, NotFoundError, ValidationError
 from gateway.ledger.hashing import HashAlgorithm
 from gateway.ledger.log import STREAMS
@@ -332,8 +333,11 @@ class Checkpointer:
         algorithm: HashAlgorithm = "sha256",
         every_records: int = 10_000,
         every_seconds: float = 5.0,
+        health: DependencyHealth | None = None,
     ) -> None:
         self._engine = engine
+        # A store outage is logged there once, not once per stream and round.
+        self._health = health or DependencyHealth()
         self._signer = signer
         self._clock = clock
         self._deployment = deployment
@@ -412,7 +416,8 @@ class Checkpointer:
                 try:
                     await self.checkpoint(stream, force=False)
                 except (SQLAlchemyError, OSError, DsgwError) as exc:
-                    log.warning("checkpoint of %s failed, will retry: %s", stream, exc)
+                    if not self._health.absorb(exc):
+                        log.warning("checkpoint of %s failed, will retry: %s", stream, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), poll_seconds)
 

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, insert, select, text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.clock import utc
 from gateway.db.schema import LogEntryRow
 from gateway.db.sessions import LOCK_NAMESPACE, libpq_dsn
-from gateway.errors import DsgwError
+from gateway.dependencies import DependencyHealth, dependency_error, describe
+from gateway.errors import DependencyUnavailableError, DiskFullError, LogUnavailableError
 from gateway.ledger.canonical import canonical_bytes
 from gateway.ledger.hashing import GENESIS, HashAlgorithm, entry_hash, leaf_hash
 
@@ -57,14 +57,6 @@ log = logging.getLogger(__name__)
 STREAMS = ("calls", "governance", "products")
 SALT_BYTES = 16
 _MAX_CONFLICT_RETRIES = 20
-
-
-class LogUnavailableError(DsgwError):
-    """The log could not commit; the gateway refuses to answer rather than answer unlogged."""
-
-    slug = "log-unavailable"
-    title = "Call log unavailable"
-    status = 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,20 +203,23 @@ class _SqliteSink:
             )
             if traces:
                 conn.executemany(_SQLITE_TRACE_INSERT, [(t["hash"], t["seq"]) for t in traces])
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A COMMIT that failed (a full disk) may or may not have ended the transaction.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return batch
 
     async def write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
+        """Commit the batch; raises :class:`_Conflict`, or the driver's own error for the
+        writer to classify (a full disk, a locked or unreadable file)."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, self._write, streams, build)
         except sqlite3.IntegrityError as exc:
             raise _Conflict from exc
-        except sqlite3.Error as exc:
-            raise LogUnavailableError(f"log: SQLite refused the commit: {exc}") from exc
 
     async def close(self) -> None:
         def shut() -> None:
@@ -278,8 +273,9 @@ class _PostgresSink:
     def _write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
         import psycopg
 
-        conn = self._connection()
         try:
+            # Inside the try: a server that is down fails here, at connect.
+            conn = self._connection()
             with conn.transaction():
                 cursor = conn.cursor()
                 with conn.pipeline():
@@ -304,11 +300,19 @@ class _PostgresSink:
                         )
         except psycopg.errors.UniqueViolation as exc:
             raise _Conflict from exc
-        except psycopg.Error as exc:
-            if conn.broken:
-                self._conn = None
-            raise LogUnavailableError(f"log: PostgreSQL refused the commit: {exc}") from exc
+        except psycopg.Error:
+            # Whatever state the failure left the connection in (a broken socket, or an
+            # aborted pipeline that psycopg does not mark broken and that would refuse
+            # every later batch), the next batch starts on a fresh one.
+            self._discard()
+            raise  # classified by the writer (gateway.dependencies)
         return batch
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a dead connection may fail too
+                conn.close()
 
     async def write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
         loop = asyncio.get_running_loop()
@@ -328,9 +332,16 @@ class LogWriter:
     """The single writer of this process; :meth:`append` returns once the record is durable."""
 
     def __init__(
-        self, engine: AsyncEngine, *, algorithm: HashAlgorithm = "sha256", batch_max: int = 512
+        self,
+        engine: AsyncEngine,
+        *,
+        algorithm: HashAlgorithm = "sha256",
+        batch_max: int = 512,
+        health: DependencyHealth | None = None,
     ) -> None:
         self._engine = engine
+        # Where failed and successful commits are reported (one log line per outage).
+        self.health = health or DependencyHealth()
         self._algorithm: HashAlgorithm = algorithm
         self._batch_max = batch_max
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
@@ -401,11 +412,11 @@ class LogWriter:
             try:
                 results = await self._commit(jobs)
             except Exception as exc:  # the one writer must outlive any failed batch
-                error = (
-                    exc
-                    if isinstance(exc, LogUnavailableError)
-                    else LogUnavailableError(f"log: commit failed unexpectedly: {exc}")
-                )
+                if isinstance(exc, DependencyUnavailableError):
+                    error: DependencyUnavailableError = exc
+                else:  # a bug: loudly in the log, never to the caller
+                    log.exception("log: commit failed unexpectedly")
+                    error = LogUnavailableError("log: the call log could not be committed")
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(error)
@@ -450,15 +461,38 @@ class LogWriter:
                 # A writer that does not take the stream lock appended first: build again.
                 self.conflicts += 1
                 continue
-            except (SQLAlchemyError, OSError, LogUnavailableError) as exc:
-                log.error("log commit failed: %s", exc)
-                raise LogUnavailableError(
-                    "log: the call log could not be committed; nothing was delivered"
-                ) from exc
+            except Exception as exc:
+                raise self._refusal(exc) from exc
+            self.health.recovered("database")
             self.batches_committed += 1
             self.records_committed += len(jobs)
             return results
-        raise LogUnavailableError("log: too many concurrent writers; try again")
+        raise LogUnavailableError("log: too many concurrent writers; try again", outage=False)
+
+    def _refusal(self, exc: Exception) -> DependencyUnavailableError:
+        """What the callers of a failed batch get: ``disk-full`` when the disk is, else
+        ``log-unavailable``; either reported once to :attr:`health` (the driver's message
+        goes to the operator's log there, never to a caller). A failure that is not a
+        dependency's (a bug) is logged with its traceback."""
+        cause = dependency_error(exc)
+        if cause is None:
+            log.error("log: commit failed: %s", describe(exc), exc_info=exc)
+            return LogUnavailableError("log: the call log could not be committed")
+        error: DependencyUnavailableError
+        if isinstance(cause, DiskFullError):
+            error = DiskFullError(
+                "the gateway's disk is full: the call log could not be committed; "
+                "nothing was delivered. Retry later"
+            )
+        else:
+            error = LogUnavailableError(
+                "log: the call log could not be committed; nothing was delivered. Retry shortly",
+                outage=cause.outage,
+            )
+        if cause.outage:
+            error.reported = True
+            self.health.failed(cause.dependency, exc)
+        return error
 
 
 async def _load_head(conn: AsyncConnection, stream: str) -> tuple[int, bytes]:

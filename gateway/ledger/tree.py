@@ -143,9 +143,9 @@ class MerkleTree:
                 )
                 if rows:
                     await conn.exec_driver_sql(_insert_sql(conn.dialect), rows)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:  # the cause goes to the log, not the caller
             raise LogUnavailableError(
-                f"tree: folding the {self._stream!r} tree failed: {exc}"
+                f"tree: folding the {self._stream!r} tree failed; retry shortly"
             ) from exc
         return len(leaves) - len(leaves) % 2
 
@@ -205,9 +205,9 @@ class MerkleTree:
                         )
                     )
                 ).one()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:  # the cause goes to the log, not the caller
             raise LogUnavailableError(
-                f"tree: the {self._stream!r} tree could not be read: {exc}"
+                f"tree: the {self._stream!r} tree could not be read; retry shortly"
             ) from exc
         last_pair, last_seq = row
         paired = 0 if last_pair is None else 2 * (int(last_pair) + 1)
@@ -292,9 +292,9 @@ class MerkleTree:
         try:
             async with self._engine.connect() as conn:
                 return await self._lookup(conn, blocks)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:  # the cause goes to the log, not the caller
             raise LogUnavailableError(
-                f"tree: the {self._stream!r} tree could not be read: {exc}"
+                f"tree: the {self._stream!r} tree could not be read; retry shortly"
             ) from exc
 
     async def _lookup(self, conn: AsyncConnection, blocks: Iterable[Block]) -> dict[Block, bytes]:

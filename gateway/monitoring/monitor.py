@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.clock import Clock
 from gateway.db.schema import MonitorCursorRow
+from gateway.dependencies import DependencyHealth
 from gateway.errors import DsgwError
 from gateway.governance.policy import PolicyStore
 from gateway.monitoring.calls import CallWindows, read_batch
@@ -74,8 +75,11 @@ class Monitor:
         name: str = "alerts",
         batch_size: int = 5000,
         webhook: WebhookSender | None = None,
+        health: DependencyHealth | None = None,
     ) -> None:
         self._engine = engine
+        # A store outage is logged there once, not once per round.
+        self._health = health or DependencyHealth()
         self.alerts = alerts
         self._policy = policy
         self._clock = clock
@@ -207,7 +211,8 @@ class Monitor:
                 await self.run_once()
             except (DsgwError, SQLAlchemyError, OSError) as exc:
                 # A store hiccup: the cursor did not move, the next round evaluates again.
-                log.warning("monitor: evaluation failed, will retry: %s", exc)
+                if not self._health.absorb(exc):
+                    log.warning("monitor: evaluation failed, will retry: %s", exc)
             except Exception:  # a bug must not silently end monitoring: log it loudly, retry
                 log.exception("monitor: evaluation failed unexpectedly, will retry")
             await asyncio.sleep(interval)

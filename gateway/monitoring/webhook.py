@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gateway.clock import Clock
+from gateway.dependencies import DependencyHealth
 from gateway.errors import ConfigError
 from gateway.monitoring.models import Alert
 from gateway.monitoring.store import AlertStore
@@ -99,6 +100,7 @@ class WebhookSender:
         max_attempts: int = 8,
         backoff: dt.timedelta = dt.timedelta(seconds=10),
         max_backoff: dt.timedelta = dt.timedelta(hours=1),
+        health: DependencyHealth | None = None,
     ) -> None:
         if not secret:
             raise ConfigError("settings: alert_webhook_url needs alert_webhook_secret")
@@ -114,6 +116,8 @@ class WebhookSender:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # A store outage is logged there once, not once per pass.
+        self._health = health or DependencyHealth()
 
     def __repr__(self) -> str:
         return f"WebhookSender(url={self.url!r})"  # never the secret
@@ -197,7 +201,8 @@ class WebhookSender:
             try:
                 await self.deliver_due()
             except Exception as exc:  # the sender outlives a store hiccup; the next pass retries
-                log.warning("alert webhook: pass failed, will retry: %s", exc)
+                if not self._health.absorb(exc):
+                    log.warning("alert webhook: pass failed, will retry: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
             self._wake.clear()

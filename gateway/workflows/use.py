@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.authorization.roles import Action, Role
@@ -32,6 +33,7 @@ from gateway.db.schema import (
     ScenarioRow,
     UseApplicationRow,
 )
+from gateway.dependencies import DependencyHealth
 from gateway.errors import (
     ConflictError,
     DsgwError,
@@ -117,12 +119,16 @@ class UseApplicationService:
         governance: GovernanceService,
         calendar: Deadlines,
         clock: Clock,
+        *,
+        health: DependencyHealth | None = None,
     ) -> None:
         self._engine = engine
         self._governance = governance
         self._calendar = calendar
         self._clock = clock
         self._sweeper: asyncio.Task[None] | None = None
+        # A store outage is logged there once; the sweep outlives it.
+        self._health = health or DependencyHealth()
 
     def start_sweeper(self, interval: float = 60.0) -> None:
         """Record deemed approvals in the background, so they appear on time even when
@@ -134,8 +140,9 @@ class UseApplicationService:
         while True:
             try:
                 await self.sweep()
-            except DsgwError as exc:  # a store hiccup: the next round tries again
-                log.warning("deadline sweep failed, will retry: %s", exc)
+            except (DsgwError, SQLAlchemyError, OSError) as exc:  # the next round tries again
+                if not self._health.absorb(exc):
+                    log.warning("deadline sweep failed, will retry: %s", exc)
             await asyncio.sleep(interval)
 
     async def stop_sweeper(self) -> None:
