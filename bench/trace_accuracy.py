@@ -80,6 +80,7 @@ from tests.leaks import (  # noqa: E402
     reformat,
     rename_headers,
     reorder_columns,
+    round_numbers,
     write_csv,
 )
 
@@ -396,6 +397,24 @@ def make_leak(store: Store, kind: str, culprit: str, other: str, rng: random.Ran
         a = _rows(store, culprit, _pick(store, culprit, 100, rng))
         b = _rows(store, other, _pick(store, other, 100, rng))
         return Leak(kind, {culprit, other}, mix(a, b, rng=rng))
+    if kind == "mix-30-in-479":
+        # A small share of another recipient's rows (rows the culprit never received) in a
+        # large leak of the culprit's: both must be named.
+        mine = store.received[culprit]
+        own = {
+            m: [c for c in got if c not in mine]
+            for m, got in store.received.items()
+            if m != culprit
+        }
+        small = rng.choice(sorted(m for m, codes in own.items() if len(codes) >= 30))
+        a = _rows(store, culprit, _pick(store, culprit, 479, rng))
+        b = _rows(store, small, rng.sample(own[small], 30))
+        return Leak(kind, {culprit, small}, mix(a, b, rng=rng))
+    if kind == "rounded-200":
+        # Excel showing the marked capital with one decimal fewer, ties either way.
+        sheet = _rows(store, culprit, _pick(store, culprit, 200, rng))
+        sheet = round_numbers(sheet, "registered_capital", 1, rng)
+        return Leak(kind, {culprit}, sheet, excel=True)
     popular = [c for c in store.received[culprit] if len(store.recipients.get(c, ())) >= 4]
     codes = rng.sample(popular, min(100, len(popular)))
     if kind == "popular-100":
@@ -412,6 +431,8 @@ KINDS = [
     "excel-200",
     "reformatted-200",
     "mix-2x100",
+    "mix-30-in-479",
+    "rounded-200",
     "popular-100",
     "unmarked-popular-100",
 ]
