@@ -491,6 +491,17 @@ async def run_trials(store: Store, args: argparse.Namespace, tmp: Path) -> list[
             report = await store.gateway.tracer.trace(table)
             trace_seconds = time.perf_counter() - started
             named = {c.merchant_id for c in report.candidates if c.verdict == "named"}
+            if named != leak.culprits:
+                for c in report.candidates:
+                    if c.merchant_id in leak.culprits | named:
+                        say(
+                            f"  {kind} trial {trial}: {c.merchant_id} {c.verdict} "
+                            f"FAP {c.false_attribution_probability:.2g} marks {c.marks} "
+                            f"rows {c.rows_received} exclusive {c.rows_exclusive}"
+                        )
+                missing = leak.culprits - {c.merchant_id for c in report.candidates}
+                if missing:
+                    say(f"  {kind} trial {trial}: not candidates: {sorted(missing)}")
             fap = {c.merchant_id: c.false_attribution_probability for c in report.candidates}
             results.append(
                 {

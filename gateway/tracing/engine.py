@@ -85,7 +85,7 @@ HASH_SPACE: Final = 2.0**63
 # Source rows asked for per 14-digit prefix of a long identifier a spreadsheet cut.
 PREFIX_ROWS: Final = 16
 # The row sets each candidate's marks are tested on (MarkEvidence.rows).
-MARK_ROWS: Final[tuple[MarkRows, ...]] = ("received", "exclusive")
+MARK_ROWS: Final[tuple[MarkRows, ...]] = ("received", "exclusive", "unexplained")
 # The smallest false-attribution probability reported: a float underflows to 0.0 past
 # about a thousand matching mark cells, and 0.0 would read as certainty.
 FAP_FLOOR: Final = 1e-300
@@ -268,6 +268,27 @@ class LeakTracer:
             )
             for merchant, tally in tallies.items()
         ]
+        # One more round: the rows a named recipient received are explained by it; test
+        # every other candidate on the rest. Who is named was decided without the other
+        # candidates' bits, so each of these tests stays exact; it is the third row set
+        # counted in the hypotheses.
+        explained = frozenset(c.merchant_id for c in candidates if c.verdict == "named")
+        if explained and hypotheses.retest is not None:
+            for index, candidate in enumerate(candidates):
+                if candidate.verdict == "named":
+                    continue
+                again = hypotheses.retest(candidate.merchant_id, explained)
+                before = marks.get(candidate.merchant_id)
+                if again is None or (before is not None and again.p_value >= before.p_value):
+                    continue
+                candidates[index] = self._candidate(
+                    candidate.merchant_id,
+                    tallies[candidate.merchant_id],
+                    again,
+                    hypotheses.count,
+                    canary_checks,
+                    deliveries,
+                )
         order = {"named": 0, "possible": 1, "not-indicated": 2}
         candidates.sort(
             key=lambda c: (
@@ -568,7 +589,7 @@ class LeakTracer:
             recipient = recipient_key(self._mark_key, dataset.id, merchant)
             mine = received.get(merchant, [])
             tests: list[MarkEvidence] = []
-            for scope in MARK_ROWS:
+            for scope in MARK_ROWS[:2]:
                 tested = (
                     mine
                     if scope == "received"
@@ -585,6 +606,19 @@ class LeakTracer:
                 evidence[merchant] = min(tests, key=lambda t: (t.p_value, -t.cells))
         for name, counter in votes.items():
             hypotheses.chosen[name] = counter.most_common(1)[0][0]
+
+        def retest(merchant: str, named: frozenset[str]) -> MarkEvidence | None:
+            """The test over the rows no ``named`` recipient received (``unexplained``)."""
+            recipient = recipient_key(self._mark_key, dataset.id, merchant)
+            tested = [
+                entry for entry in received.get(merchant, []) if not recipients[entry[0]] & named
+            ]
+            cells, matched, _used = _mark_test(reading, recipient, choices, tested)
+            if not cells:
+                return None
+            return MarkEvidence(cells, matched, binomial_tail(cells, matched), "unexplained")
+
+        hypotheses.retest = retest
         return evidence, hypotheses
 
     async def _source_values(
@@ -750,6 +784,9 @@ class _Hypotheses:
 
     count: int
     chosen: dict[str, int] = field(default_factory=dict)
+    # The mark test of a candidate over the rows no named recipient received; None until
+    # marks are tested.
+    retest: Callable[[str, frozenset[str]], MarkEvidence | None] | None = None
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 Verdict = Literal["named", "possible", "not-indicated"]
-MarkRows = Literal["received", "exclusive"]
+MarkRows = Literal["received", "exclusive", "unexplained"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +57,9 @@ class MarkEvidence:
     """The keyed-mark test of one candidate: of ``cells`` marked cells it received, ``matches``
     carry its expected bit. ``p_value`` is P(Binom(cells, 1/2) >= matches): the chance of at
     least this many matches if the candidate is not the source. ``rows`` says which leaked
-    rows were tested: ``received`` (every row the candidate received) or ``exclusive`` (only
-    the rows no other candidate received, where another recipient's marks cannot dilute it)."""
+    rows were tested: ``received`` (every row the candidate received), ``exclusive`` (only
+    the rows no other candidate received, where another recipient's marks cannot dilute it)
+    or ``unexplained`` (the rows no *named* recipient received)."""
 
     cells: int
     matches: int
