@@ -265,6 +265,7 @@ def test_canaries_are_synthetic_records_at_keyed_places() -> None:
     for anchor, fake in made:
         assert fake is not None
         assert is_valid_uscc(str(fake["credit_code"]))
+        assert is_valid_resident_id(str(fake["legal_rep_id"]))
         assert fake["district"] == "岳麓区"
         for field in ("credit_code", "name", "address", "legal_rep_id"):
             assert fake[field] not in {r[field] for r in page}, (field, fake[field])

@@ -153,6 +153,15 @@ def _bank_card(stream: _KeyedStream, number: str) -> str:
     return body + luhn_check_digit(body)
 
 
+def _is_identifier(text: str) -> bool:
+    """Whether ``text`` is a credit code, resident identity number, VIN or bank card number
+    with a valid check character: splicing two of them would break it."""
+    upper = text.upper()
+    if text == upper and (is_valid_uscc(text) or is_valid_resident_id(text) or is_valid_vin(text)):
+        return True
+    return len(text) >= 15 and is_valid_bank_card(text)
+
+
 def _substitute_text(stream: _KeyedStream, text: str) -> str:
     upper = text.upper()
     if text == upper and is_valid_uscc(text):
@@ -263,6 +272,14 @@ def canary_row(
             fake[field] = made
         elif field in fixed or value is None:
             fake[field] = value
+        elif isinstance(value, str) and _is_identifier(value):
+            # An identifier that is not an identifying field (a legal representative's
+            # identity number): a new valid one, as for the identity.
+            taken = {row.get(field) for row in page}
+            made = substitute(recipient, label, field, value, taken)
+            if made is None:
+                return None
+            fake[field] = made
         elif isinstance(value, str) and _distinctive(page, field):
             others = [row for row in page if row is not base and isinstance(row.get(field), str)]
             if not others:
