@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.catalog.models import Dataset, check_id, expect_keys
-from gateway.clock import utc
+from gateway.clock import DEFAULT_ZONE, start_of_day, utc
 from gateway.errors import CatalogError, ConflictError, ValidationError
 
 __all__ = [
@@ -89,18 +89,25 @@ AGREEMENT_TRANSITIONS: dict[AgreementStatus, frozenset[AgreementStatus]] = {
 }
 
 
-def parse_time_value(what: str, value: object) -> dt.datetime:
-    """An RFC 3339 timestamp or a date (taken as midnight UTC)."""
+def parse_time_value(what: str, value: object, zone: dt.tzinfo = DEFAULT_ZONE) -> dt.datetime:
+    """An RFC 3339 timestamp, or a date: 00:00 of that day in ``zone`` (the deployment's
+    time zone), as an aware UTC datetime.
+
+    Periods are half-open, ``[start, end)``, so a date-only start is the first instant of
+    its day and a date-only end the first instant no longer in the period: "valid_from
+    2026-12-06, valid_until 2027-01-01" is every Beijing day from 6 December to 31
+    December 2026 inclusive (docs/workdays.md, "Dates are days in the deployment zone").
+    A timestamp keeps its own offset; naive timestamps are UTC, as everywhere in dsgw.
+    """
     if isinstance(value, dt.datetime):
         return utc(value)
     if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+        return start_of_day(value, zone)
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be an RFC 3339 time or a YYYY-MM-DD date")
     try:
         if len(value) == 10:
-            day = dt.date.fromisoformat(value)
-            return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            return start_of_day(dt.date.fromisoformat(value), zone)
         return utc(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
     except ValueError as exc:
         raise ValidationError(f"{what}: {value!r} is not an RFC 3339 time or a date") from exc
@@ -523,7 +530,9 @@ class Scenario:
         return self.status is ScenarioStatus.PUBLISHED and self.valid_from <= now < self.valid_until
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+    def from_dict(cls, data: Mapping[str, Any], zone: dt.tzinfo = DEFAULT_ZONE) -> Scenario:
+        """Parse and validate; a date-only ``valid_from``/``valid_until`` is 00:00 of that
+        day in ``zone`` (see :func:`parse_time_value`)."""
         expect_keys(
             "scenario",
             data,
@@ -537,8 +546,8 @@ class Scenario:
         grants = tuple(DatasetGrant.from_dict(g) for g in grants_raw)
         if len({g.dataset_id for g in grants}) != len(grants):
             raise ValidationError(f"scenario {scenario_id}: a dataset is granted twice")
-        valid_from = parse_time_value("valid_from", data["valid_from"])
-        valid_until = parse_time_value("valid_until", data["valid_until"])
+        valid_from = parse_time_value("valid_from", data["valid_from"], zone)
+        valid_until = parse_time_value("valid_until", data["valid_until"], zone)
         if valid_until <= valid_from:
             raise ValidationError(f"scenario {scenario_id}: valid_until must be after valid_from")
         try:
