@@ -1074,4 +1074,5 @@ from gateway.cli import products as _products  # noqa: E402, F401
 from gateway.cli import reports as _reports  # noqa: E402, F401
 from gateway.cli import secrets as _secrets  # noqa: E402, F401
 from gateway.cli import trace as _trace  # noqa: E402, F401
+from gateway.cli import workdays as _workdays  # noqa: E402, F401
 from gateway.cli import workflows as _workflows  # noqa: E402, F401
