@@ -232,7 +232,7 @@ class Gateway:
                 )
             return int(value or 0)
 
-        quotas: CallAllowance = QuotaTracker(count_calls)
+        quotas: CallAllowance = QuotaTracker(count_calls, zone=settings.zone)
         shared_quotas = None
         if settings.redis_url:
             from redis.asyncio import Redis
@@ -241,6 +241,7 @@ class Gateway:
                 Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
                 count_calls,
                 prefix=f"dsgw:{settings.deployment}:",
+                zone=settings.zone,
             )
             quotas = shared_quotas
         mark_secret = keystore.secret(keystore.active(KeyPurpose.MARK).kid)

@@ -185,3 +185,23 @@ async def test_migration_moves_bounds_stored_at_utc_midnight(world: World) -> No
     moved, kept, agreement = await stored()
     assert moved["valid_from"] == "2026-12-06T00:00:00+00:00"
     assert utc(agreement.starts_at) == dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+
+
+def test_daily_quota_and_report_days_follow_the_zone() -> None:
+    from gateway.authorization.quotas import day_bounds
+    from gateway.reports.periods import parse_period
+
+    # 23:59:59 and 00:00:00 in Beijing are on two quota days.
+    assert day_bounds(_at(2026, 12, 6, 23, 59, 59)) == (_at(2026, 12, 6), _at(2026, 12, 7))
+    assert day_bounds(_at(2026, 12, 7, 0, 0, 0)) == (_at(2026, 12, 7), _at(2026, 12, 8))
+    berlin = ZoneInfo("Europe/Berlin")
+    start, end = day_bounds(dt.datetime(2026, 10, 25, 12, tzinfo=dt.UTC), berlin)
+    assert end - start == dt.timedelta(hours=25)  # the day daylight saving ends
+    period = parse_period("2026-12")
+    assert period.start == _at(2026, 12, 1) and period.end == _at(2027, 1, 1)
+    assert period.contains(_at(2026, 12, 31, 23, 59, 59))
+    assert not period.contains(_at(2027, 1, 1, 0, 0, 0))
+    assert "Beijing time" in period.describe()
+    elsewhere = parse_period("2026-12", berlin)
+    assert elsewhere.start == dt.datetime(2026, 12, 1, tzinfo=berlin)
+    assert "Europe/Berlin" in elsewhere.describe()

@@ -424,7 +424,10 @@ class ScenarioHours:
     timezone: str = "Asia/Shanghai"
 
     @classmethod
-    def from_dict(cls, scenario_id: str, data: object) -> ScenarioHours:
+    def from_dict(
+        cls, scenario_id: str, data: object, zone: dt.tzinfo = DEFAULT_ZONE
+    ) -> ScenarioHours:
+        """Without ``timezone`` the hours are in ``zone``, the deployment's zone."""
         if not isinstance(data, Mapping):
             raise ValidationError(
                 f'scenario {scenario_id}: hours must be an object like {{"from": "08:00", '
@@ -441,17 +444,17 @@ class ScenarioHours:
         days = data.get("days", "all")
         if days not in ("all", "workdays"):
             raise ValidationError(f"scenario {scenario_id}: hours.days must be all or workdays")
-        zone = data.get("timezone", "Asia/Shanghai")
+        name = data.get("timezone", getattr(zone, "key", "Asia/Shanghai"))
         try:
-            if not isinstance(zone, str) or not zone or len(zone) > 64:
-                raise ValueError(zone)
-            ZoneInfo(zone)
+            if not isinstance(name, str) or not name or len(name) > 64:
+                raise ValueError(name)
+            ZoneInfo(name)
         except (ValueError, ZoneInfoNotFoundError):
             raise ValidationError(
                 f"scenario {scenario_id}: hours.timezone must be an IANA time zone such as "
-                f"Asia/Shanghai, got {zone!r}"
+                f"Asia/Shanghai, got {name!r}"
             ) from None
-        return cls(start, end, days, zone)
+        return cls(start, end, days, name)
 
     def to_dict(self) -> dict[str, Any]:
         def text(minutes: int) -> str:
@@ -591,7 +594,7 @@ class Scenario:
                 Evaluation.from_dict(data["evaluation"]) if data.get("evaluation") else None
             ),
             hours=(
-                ScenarioHours.from_dict(scenario_id, data["hours"])
+                ScenarioHours.from_dict(scenario_id, data["hours"], zone)
                 if data.get("hours") is not None
                 else None
             ),
