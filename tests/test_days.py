@@ -205,3 +205,16 @@ def test_daily_quota_and_report_days_follow_the_zone() -> None:
     elsewhere = parse_period("2026-12", berlin)
     assert elsewhere.start == dt.datetime(2026, 12, 1, tzinfo=berlin)
     assert "Europe/Berlin" in elsewhere.describe()
+
+
+def test_an_overdue_deadline_in_a_year_without_schedule_is_provisional_in_reports() -> None:
+    from gateway.reports.operations import _Step
+    from gateway.workdays import default_calendar
+
+    step = _Step("onboarding", 5, default_calendar())
+    as_of = _at(2027, 2, 1)
+    step.still_open("on-1", "operator", _at(2026, 12, 31), as_of)  # last day 2026-12-30
+    step.still_open("on-2", "operator", _at(2027, 1, 6), as_of)  # last day 2027-01-05
+    first, second = step.overdue
+    assert not first.provisional and second.provisional
+    assert second.working_days_overdue is None  # not counted in a year without schedule

@@ -5,6 +5,7 @@ Imported by :mod:`gateway.cli.main` for its side effect of registering the comma
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from gateway.clock import DEFAULT_ZONE, utc
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.runtime import Gateway
 from gateway.workdays import CalendarError, YearSchedule
@@ -28,7 +30,17 @@ from gateway.cli.main import (  # isort: skip - registered onto the main group
     with_gateway,
 )
 
-__all__: list[str] = []
+__all__ = ["due_text"]
+
+
+def due_text(value: dt.datetime | None, provisional: bool, zone: dt.tzinfo = DEFAULT_ZONE) -> str:
+    """A deadline as staff read it: local time in the deployment zone, and "provisional"
+    when it was counted without next year's holiday schedule (docs/workdays.md)."""
+    if value is None:
+        return ""
+    text = utc(value).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return f"{text} (provisional)" if provisional else text
+
 
 FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
 

@@ -842,7 +842,7 @@ def _operations(report: OperationsReport) -> _Doc:
                 _STEP_TITLES[o.step],
                 Mono(o.subject),
                 o.party,
-                _deadline(o.due_at),
+                _deadline(o.due_at) + (" (暂定 provisional)" if o.provisional else ""),
                 str(o.working_days_overdue) if o.working_days_overdue is not None else "-",
             )
             for o in timeliness.overdue
