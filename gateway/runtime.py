@@ -272,7 +272,7 @@ class Gateway:
         )
         live = LiveCalendar(default_calendar(*settings.workday_calendars, zone=settings.zone))
         async with engine.connect() as conn:
-            calendar = live.replace(item.schedule for item in await stored_schedules(conn))
+            live.replace(item.schedule for item in await stored_schedules(conn))
         thresholds = Thresholds.from_settings(settings)
         alerts = AlertStore(
             engine,
@@ -287,7 +287,7 @@ class Gateway:
             policy,
             clock,
             thresholds=thresholds,
-            calendar=calendar,
+            calendar=live,
             batch_size=settings.monitor_batch_size,
             webhook=(
                 WebhookSender(

@@ -45,7 +45,6 @@ from gateway.objections.models import (
     documents_dicts,
 )
 from gateway.objections.receipt import ReceiptKeys, check_received
-from gateway.workdays.calendar import SHANGHAI
 from gateway.workflows.service import Deadlines, is_provisional
 
 __all__ = ["DEFAULT_WORKING_DAYS", "OVERDUE_ACTOR", "ObjectionService", "objection_of"]
@@ -398,7 +397,7 @@ class ObjectionService:
         version or date of the fix; an accepted objection may later be corrected."""
         if not isinstance(data, Mapping):
             raise ValidationError("an answer must be a JSON object")
-        today = self._clock.now().astimezone(SHANGHAI).date()
+        today = self._clock.now().astimezone(self._calendar.zone).date()
         answer = Answer.from_dict(data, today=today)
         # Completed by ``apply`` (see :meth:`file`).
         body: dict[str, Any] = {

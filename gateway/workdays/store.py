@@ -154,6 +154,10 @@ class LiveCalendar:
     def is_working_day(self, day: dt.date) -> bool:
         return self._current.is_working_day(day)
 
+    @property
+    def zone(self) -> dt.tzinfo:
+        return self._current.zone
+
 
 def merged(base: WorkingCalendar, loaded: Sequence[LoadedSchedule]) -> WorkingCalendar:
     """``base`` plus the loaded schedules; :class:`CalendarError` if they contradict."""

@@ -43,6 +43,11 @@ class Deadlines(Protocol):
 
     def provisional_years(self, start: dt.datetime, due: dt.datetime) -> tuple[int, ...]: ...
 
+    @property
+    def zone(self) -> dt.tzinfo:
+        """The deployment zone whose days are counted."""
+        ...
+
 
 def is_provisional(
     calendar: Deadlines | None, start: dt.datetime | None, due: dt.datetime | None
