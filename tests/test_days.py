@@ -218,3 +218,30 @@ def test_an_overdue_deadline_in_a_year_without_schedule_is_provisional_in_report
     first, second = step.overdue
     assert not first.provisional and second.provisional
     assert second.working_days_overdue is None  # not counted in a year without schedule
+
+
+async def test_a_schedule_loaded_by_another_process_is_used_after_the_policy_reload(
+    world: World,
+) -> None:
+    """Two gateway processes on one store: one loads the 2027 notice, the other counts with
+    it once it reloads the policy (as it does on the change announcement), no restart."""
+    from gateway.runtime import Gateway
+    from gateway.workdays.notice import parse_notice
+
+    here = world.gateway
+    other = await Gateway.open(here.settings, clock=world.clock, anchoring=False)
+    try:
+        await here.policy.current()
+        assert not here.calendar.current.covers(2027)
+        notice = Path(__file__).parent / "data" / "notices" / "notice-2027-test.txt"
+        loaded, _ = await other.load_workday_schedule(
+            LOCAL_ADMIN, parse_notice(notice.read_text("utf-8")), loaded_by="张敏"
+        )
+        assert loaded is not None and other.calendar.current.covers(2027)
+        await here.policy.current()  # the epoch moved: reload, and the hook with it
+        assert here.calendar.current.covers(2027)
+        start = _at(2026, 12, 31, 10)
+        assert here.calendar.deadline(start, 1) == _at(2027, 1, 5)  # 1-3 January off
+        assert here.calendar.provisional_years(start, _at(2027, 1, 5)) == ()
+    finally:
+        await other.close()
