@@ -160,7 +160,7 @@ async def tasks_for(
                 )
             )
     found.extend(await objection_tasks(actor, engine, now, workflows.deadlines))
-    found.extend(await rating_tasks(actor, engine, now))
+    found.extend(await rating_tasks(actor, engine, now, workflows.deadlines.zone))
     if actor.role is Role.SUPERVISOR:
         found = [task for task in found if task.overdue]
     far = dt.datetime.max.replace(tzinfo=dt.UTC)
