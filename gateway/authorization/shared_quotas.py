@@ -28,7 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.authorization.quotas import CountCalls, day_bounds
+from gateway.authorization.quotas import CST, CountCalls, day_bounds
 from gateway.errors import DsgwError, QuotaExceededError, RateLimitedError
 from gateway.governance.models import Quotas
 
@@ -78,7 +78,10 @@ class RedisQuotaTracker:
     """:class:`gateway.authorization.quotas.QuotaTracker` for a cluster: same ``consume``,
     state in Redis under ``prefix``."""
 
-    def __init__(self, redis: Redis, count_calls: CountCalls, *, prefix: str) -> None:
+    def __init__(
+        self, redis: Redis, count_calls: CountCalls, *, prefix: str, zone: dt.tzinfo = CST
+    ) -> None:
+        self._zone = zone
         self._redis = redis
         self._count_calls = count_calls
         self._prefix = prefix
@@ -92,7 +95,7 @@ class RedisQuotaTracker:
     ) -> None:
         """Take one call from the merchant's allowance or raise a 429 error with the number
         of seconds after which a retry can succeed (503 when Redis is unreachable)."""
-        start, end = day_bounds(now)
+        start, end = day_bounds(now, self._zone)
         who = f"{merchant_id}|{scenario_id}"
         bucket = f"{self._prefix}rate:{who}"
         day = f"{self._prefix}day:{start.date().isoformat()}:{who}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -182,6 +182,12 @@ class PolicyStore:
         self._remote_seen = 0
         self._lock = asyncio.Lock()
         self.reloads = 0
+        self._hooks: list[Callable[[], Awaitable[None]]] = []
+
+    def on_reload(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` after every reload: state kept beside the policy (the loaded holiday
+        schedules) follows the same announcements, on every machine."""
+        self._hooks.append(hook)
 
     @property
     def latest(self) -> PolicySnapshot:
@@ -208,3 +214,5 @@ class PolicyStore:
             self._snapshot = await load_snapshot(self._engine, self._clock.now())
             self._marker, self._remote_seen = marker, remote
             self.reloads += 1
+            for hook in self._hooks:
+                await hook()
