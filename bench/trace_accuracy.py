@@ -80,6 +80,7 @@ from tests.leaks import (  # noqa: E402
     reformat,
     rename_headers,
     reorder_columns,
+    round_numbers,
     write_csv,
 )
 
@@ -396,6 +397,24 @@ def make_leak(store: Store, kind: str, culprit: str, other: str, rng: random.Ran
         a = _rows(store, culprit, _pick(store, culprit, 100, rng))
         b = _rows(store, other, _pick(store, other, 100, rng))
         return Leak(kind, {culprit, other}, mix(a, b, rng=rng))
+    if kind == "mix-30-in-479":
+        # A small share of another recipient's rows (rows the culprit never received) in a
+        # large leak of the culprit's: both must be named.
+        mine = store.received[culprit]
+        own = {
+            m: [c for c in got if c not in mine]
+            for m, got in store.received.items()
+            if m != culprit
+        }
+        small = rng.choice(sorted(m for m, codes in own.items() if len(codes) >= 30))
+        a = _rows(store, culprit, _pick(store, culprit, 479, rng))
+        b = _rows(store, small, rng.sample(own[small], 30))
+        return Leak(kind, {culprit, small}, mix(a, b, rng=rng))
+    if kind == "rounded-200":
+        # Excel showing the marked capital with one decimal fewer, ties either way.
+        sheet = _rows(store, culprit, _pick(store, culprit, 200, rng))
+        sheet = round_numbers(sheet, "registered_capital", 1, rng)
+        return Leak(kind, {culprit}, sheet, excel=True)
     popular = [c for c in store.received[culprit] if len(store.recipients.get(c, ())) >= 4]
     codes = rng.sample(popular, min(100, len(popular)))
     if kind == "popular-100":
@@ -412,6 +431,8 @@ KINDS = [
     "excel-200",
     "reformatted-200",
     "mix-2x100",
+    "mix-30-in-479",
+    "rounded-200",
     "popular-100",
     "unmarked-popular-100",
 ]
@@ -470,6 +491,17 @@ async def run_trials(store: Store, args: argparse.Namespace, tmp: Path) -> list[
             report = await store.gateway.tracer.trace(table)
             trace_seconds = time.perf_counter() - started
             named = {c.merchant_id for c in report.candidates if c.verdict == "named"}
+            if named != leak.culprits:
+                for c in report.candidates:
+                    if c.merchant_id in leak.culprits | named:
+                        say(
+                            f"  {kind} trial {trial}: {c.merchant_id} {c.verdict} "
+                            f"FAP {c.false_attribution_probability:.2g} marks {c.marks} "
+                            f"rows {c.rows_received} exclusive {c.rows_exclusive}"
+                        )
+                missing = leak.culprits - {c.merchant_id for c in report.candidates}
+                if missing:
+                    say(f"  {kind} trial {trial}: not candidates: {sorted(missing)}")
             fap = {c.merchant_id: c.false_attribution_probability for c in report.candidates}
             results.append(
                 {

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
-__all__ = ["Clock", "FixedClock", "SystemClock", "utc"]
+__all__ = [
+    "DEFAULT_ZONE",
+    "Clock",
+    "FixedClock",
+    "SystemClock",
+    "local_date",
+    "start_of_day",
+    "utc",
+]
+
+DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")
+"""The default of the ``timezone`` setting: staff work in Beijing time (UTC+8, no DST)."""
 
 
 def utc(value: dt.datetime) -> dt.datetime:
@@ -13,6 +25,17 @@ def utc(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC)
+
+
+def start_of_day(day: dt.date, zone: dt.tzinfo = DEFAULT_ZONE) -> dt.datetime:
+    """00:00 of ``day`` in ``zone``, as an aware UTC datetime: where a date-only period
+    boundary or a day's count begins."""
+    return dt.datetime.combine(day, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
+
+
+def local_date(value: dt.datetime, zone: dt.tzinfo = DEFAULT_ZONE) -> dt.date:
+    """The calendar day an instant falls on in ``zone`` (naive means UTC)."""
+    return utc(value).astimezone(zone).date()
 
 
 class Clock(Protocol):

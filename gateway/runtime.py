@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.authorization.quotas import CallAllowance, QuotaTracker
 from gateway.authorization.secrets import SecretHasher
@@ -40,11 +40,12 @@ from gateway.errors import ConfigError, DsgwError, KeystoreError
 from gateway.evaluation import EvaluationService
 from gateway.governance.epoch import EpochFile
 from gateway.governance.policy import PolicyStore
-from gateway.governance.service import GovernanceService
+from gateway.governance.service import Actor, GovernanceService, Unchanged
 from gateway.ledger.bundles import build_bundle
 from gateway.ledger.checkpoints import Checkpointer, KeyRing, NoteSigner, NoteVerifier
 from gateway.ledger.log import STREAMS, LogWriter
 from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
+from gateway.monitoring.models import Detection, Severity
 from gateway.objections import ObjectionService, ReceiptKeys
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
@@ -53,7 +54,15 @@ from gateway.settings import Settings
 from gateway.supervision.measures import MeasureService
 from gateway.tracing.delivery import DeliveryTracing
 from gateway.tracing.engine import LeakTracer
-from gateway.workdays import default_calendar
+from gateway.workdays import YearSchedule, default_calendar
+from gateway.workdays.store import (
+    MISSING_SCHEDULE_RULE,
+    LiveCalendar,
+    LoadedSchedule,
+    missing_schedule_due,
+    store_schedule,
+    stored_schedules,
+)
 from gateway.workflows.service import WorkflowService
 from gateway.workflows.use import UseApplicationService
 from keys.keystore import KeyPurpose, Keystore
@@ -120,7 +129,7 @@ async def initialise(settings: Settings, *, clock: Clock | None = None) -> InitR
             keystore.generate(purpose, now=now)
     engine = create_engine(settings.resolved_database_url)
     try:
-        await migrate(engine)
+        await migrate(engine, timezone=settings.timezone)
     finally:
         await engine.dispose()
     return InitReport(settings.data_dir, created, created_pass, settings.resolved_database_url)
@@ -152,6 +161,9 @@ class Gateway:
     measures: MeasureService
     objections: ObjectionService
     evaluation: EvaluationService
+    # The working-day calendar deadlines are counted on: shipped and configured schedules
+    # plus those loaded into the store (refreshed on every policy reload).
+    calendar: LiveCalendar
     anchoring: Anchoring | None = None
     # The Redis-backed quota store when ``redis_url`` is set (closed with the gateway).
     shared_quotas: RedisQuotaTracker | None = None
@@ -188,7 +200,7 @@ class Gateway:
         keystore = Keystore.open(settings.keystore_path, keystore_passphrase(settings))
         engine = engine_for(settings)
         try:
-            await migrate(engine)
+            await migrate(engine, timezone=settings.timezone)
         except BaseException:
             await engine.dispose()
             raise
@@ -216,7 +228,7 @@ class Gateway:
             SourceSecrets(keystore, dict(settings.source_env_secrets)),
         )
         governance = GovernanceService(
-            engine, epoch, clock, hasher, algorithm=algorithm, sources=sources
+            engine, epoch, clock, hasher, algorithm=algorithm, sources=sources, zone=settings.zone
         )
         connectors = ConnectorRegistry(sources, pool_size=settings.source_pool_size)
 
@@ -239,7 +251,7 @@ class Gateway:
                 )
             return int(value or 0)
 
-        quotas: CallAllowance = QuotaTracker(count_calls)
+        quotas: CallAllowance = QuotaTracker(count_calls, zone=settings.zone)
         shared_quotas = None
         if settings.redis_url:
             from redis.asyncio import Redis
@@ -261,6 +273,7 @@ class Gateway:
                 count_calls,
                 prefix=f"dsgw:{settings.deployment}:",
                 health=health,
+                zone=settings.zone,
             )
             quotas = shared_quotas
         mark_secret = keystore.secret(keystore.active(KeyPurpose.MARK).kid)
@@ -290,15 +303,9 @@ class Gateway:
             every_seconds=settings.checkpoint_every_seconds,
             health=health,
         )
-        calendar = default_calendar(*settings.workday_calendars)
-        next_year = clock.now().year + 1
-        if clock.now().month >= 11 and next_year not in calendar.years:
-            logging.getLogger(__name__).warning(
-                "workdays: no holiday schedule for %d is loaded; deadlines reaching into %d "
-                "will be refused until it is (setting workday_calendars, docs/workdays.md)",
-                next_year,
-                next_year,
-            )
+        live = LiveCalendar(default_calendar(*settings.workday_calendars, zone=settings.zone))
+        async with engine.connect() as conn:
+            live.replace(item.schedule for item in await stored_schedules(conn))
         thresholds = Thresholds.from_settings(settings)
         alerts = AlertStore(
             engine,
@@ -313,7 +320,7 @@ class Gateway:
             policy,
             clock,
             thresholds=thresholds,
-            calendar=calendar,
+            calendar=live,
             batch_size=settings.monitor_batch_size,
             health=health,
             webhook=(
@@ -346,8 +353,8 @@ class Gateway:
             governance=governance,
             dataplane=dataplane,
             connectors=connectors,
-            workflows=WorkflowService(engine, governance, calendar, clock),
-            applications=UseApplicationService(engine, governance, calendar, clock, health=health),
+            workflows=WorkflowService(engine, governance, live, clock),
+            applications=UseApplicationService(engine, governance, live, clock, health=health),
             products=ProductService(engine, governance, clock),
             deliveries=DeliveryService(engine),
             alerts=alerts,
@@ -365,16 +372,88 @@ class Gateway:
             objections=ObjectionService(
                 engine,
                 governance,
-                calendar,
+                live,
                 clock,
                 keys=ReceiptKeys(trace_key=trace_key, param_key=param_key),
                 working_days=settings.objection_working_days,
             ),
             evaluation=EvaluationService(engine, governance, clock),
+            calendar=live,
         )
+        policy.on_reload(gateway.refresh_calendar)
         if anchoring:
             await gateway.start_anchoring()
         return gateway
+
+    async def refresh_calendar(self) -> None:
+        """Count deadlines with the schedules in the store as they are now (another
+        process may have loaded one)."""
+        async with self.engine.connect() as conn:
+            loaded = await stored_schedules(conn)
+        self.calendar.replace(item.schedule for item in loaded)
+
+    async def alert_missing_schedule(self) -> None:
+        """From November on, alert the operator once per year that next year's holiday
+        schedule is not loaded (deadlines reaching into it are provisional meanwhile). Run
+        by the process that runs the background work, when it starts and by the sweeper
+        of deemed approvals; the alert store keeps it to one alert per year."""
+        calendar = self.calendar.current
+
+        async def work(conn: AsyncConnection, now: dt.datetime) -> None:
+            year = await missing_schedule_due(conn, calendar, now)
+            if year is None:
+                return
+            detection = Detection(
+                rule=MISSING_SCHEDULE_RULE,
+                key=f"year:{year}",
+                severity=Severity.WARNING,
+                title=f"Working days: the {year} holiday schedule is not loaded",
+                detail=(
+                    f"Deadlines in working days that reach into {year} are counted on "
+                    "weekends alone and shown as provisional until the State Council's notice "
+                    f"(国务院办公厅关于{year}年部分节假日安排的通知) is loaded: save its text and "
+                    "run `dsgw workdays import notice.txt`; provisional deadlines are then "
+                    "counted again (docs/workdays.md)."
+                ),
+                at=now,
+                figures={"year": year, "covered_years": list(calendar.years)},
+                records=(),
+            )
+            await self.alerts.record(conn, now, detection)
+
+        await self.alerts.transaction(work)
+
+    async def load_workday_schedule(
+        self, actor: Actor, schedule: YearSchedule, *, loaded_by: str
+    ) -> tuple[LoadedSchedule | None, list[str]]:
+        """Store ``schedule`` with who loaded it (a governance record, kind
+        ``workdays.schedule-loaded``), count with it from now on, and count the open
+        provisional deadlines again. Returns the stored schedule (None when the same days
+        were already loaded: no record) and the ids whose deadline moved.
+
+        Raises :class:`CalendarError` if it contradicts a shipped or configured schedule.
+        """
+        base = self.calendar.base
+
+        async def apply(conn: AsyncConnection, now: dt.datetime) -> LoadedSchedule:
+            loaded = await store_schedule(conn, now, base, schedule, loaded_by)
+            if loaded is None:
+                raise Unchanged(None)
+            return loaded
+
+        loaded: LoadedSchedule | None = await self.governance.change(
+            actor,
+            "workdays.schedule-loaded",
+            {"year": schedule.year, "loaded_by": loaded_by, "schedule": schedule.to_dict()},
+            apply,
+        )
+        await self.refresh_calendar()
+        moved = [
+            *await self.workflows.recompute_provisional(),
+            *await self.applications.recompute_provisional(),
+            *await self.objections.recompute_provisional(),
+        ]
+        return loaded, moved
 
     async def start_anchoring(self) -> None:
         """Connect to the chain and start anchoring in the background (nothing when the
@@ -411,7 +490,7 @@ class Gateway:
         anchoring, deemed approvals, the monitor."""
         self.checkpointer.start()
         await self.start_anchoring()
-        self.applications.start_sweeper()
+        self.applications.start_sweeper(also=self.alert_missing_schedule)
         self.objections.start_sweeper()
         if self.settings.monitor_enabled:
             self.monitor.start(self.settings.monitor_interval_seconds)

@@ -10,6 +10,7 @@ field names with ``DSGW_`` in front (``DSGW_DATABASE_URL``, ``DSGW_PORT``...).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import math
 import os
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.catalog.allowlist import HostRule, parse_source_hosts
 from gateway.errors import ConfigError
@@ -124,6 +126,9 @@ class Settings:
     # Working-day schedules (JSON, docs/workdays.md) for years or regions beyond the shipped
     # State Council schedules; in DSGW_WORKDAY_CALENDARS separated by the path separator.
     workday_calendars: tuple[str, ...] = ()
+    # The deployment's time zone (IANA name): date-only periods are whole days in it, and
+    # deadlines, daily quotas, reports and monitoring hours count its days (docs/workdays.md).
+    timezone: str = "Asia/Shanghai"
     # Misuse monitoring over the calls stream (docs/alerts.md): `dsgw serve` runs it every
     # interval; `dsgw monitor run --once` runs it by hand.
     monitor_enabled: bool = True
@@ -195,6 +200,11 @@ class Settings:
         # and every use (the SQLite URL, the keystore, the chain directory and its lock)
         # names the same directory however it was given (relative, via a symlink).
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The ``timezone`` setting as a zone; :class:`ConfigError` for an unknown name."""
+        return _zone(self.timezone)
 
     @property
     def resolved_database_url(self) -> str:
@@ -275,6 +285,16 @@ class Settings:
     def epoch_path(self) -> Path:
         """File whose mtime announces policy changes to running gateway processes."""
         return self.data_dir / "policy.epoch"
+
+
+@functools.cache
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"settings: timezone {name!r} is not an IANA time zone name (e.g. Asia/Shanghai)"
+        ) from exc
 
 
 def _coerce(name: str, type_: Any, raw: object, *, separator: str = os.pathsep) -> object:
@@ -425,6 +445,7 @@ def load_settings(
     if settings.database_pool_timeout_seconds <= 0:
         raise ConfigError("settings: database_pool_timeout_seconds must be above 0")
     check_workers(settings)
+    _zone(settings.timezone)  # refuses an unknown time zone now, naming it
     parse_source_hosts(settings.source_hosts)  # refuses a bad entry now, naming it
     parse_networks(settings.trusted_proxies)  # refuses a bad entry now, naming it
     if settings.policy_poll_seconds <= 0 or settings.leader_check_seconds <= 0:

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_DOWN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -34,6 +34,7 @@ __all__ = [
     "reformat",
     "rename_headers",
     "reorder_columns",
+    "round_numbers",
     "subset",
     "write_csv",
     "write_json",
@@ -110,6 +111,25 @@ def mix(*sheets: Sheet, rng: Random) -> Sheet:
     rows = [row for sheet in sheets for row in sheet.rows]
     rng.shuffle(rows)
     return Sheet(sheets[0].headers, tuple(rows))
+
+
+def round_numbers(sheet: Sheet, title: str, places: int, rng: Random) -> Sheet:
+    """Column ``title``'s numbers as a spreadsheet shows them with a number format of
+    ``places`` decimals: rounded to the nearest, a tie going up (Excel's display) or down
+    (a binary double just below it, as other tools print it), at random per cell."""
+    j = sheet.headers.index(title)
+    quantum = Decimal(1).scaleb(-places)
+
+    def rounded(cell: str) -> str:
+        if not _NUMBER.fullmatch(cell.strip()):
+            return cell
+        mode = rng.choice([ROUND_HALF_UP, ROUND_HALF_DOWN])
+        return format(Decimal(cell.strip()).quantize(quantum, rounding=mode), "f")
+
+    return Sheet(
+        sheet.headers,
+        tuple((*row[:j], rounded(row[j]), *row[j + 1 :]) for row in sheet.rows),
+    )
 
 
 # -- re-formatting --------------------------------------------------------------------------

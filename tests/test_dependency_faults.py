@@ -380,9 +380,7 @@ async def test_postgresql_restart_and_stop_under_load(
                         await resp.read()
                         return resp.status == 503 and "Retry-After" in resp.headers
 
-                await _until(
-                    scrape_refused, "a scrape to be refused with 503", log=log, proc=proc
-                )
+                await _until(scrape_refused, "a scrape to be refused with 503", log=log, proc=proc)
                 await _until(
                     refusing, "calls to be refused while PostgreSQL is stopped", log=log, proc=proc
                 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -119,7 +119,7 @@ class Leaks:
         return await self.trace(read_leaked_file(path))
 
 
-def _settings(data_dir: Path, database_url: str) -> Settings:
+def _settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
     return load_settings(
         None,
         environ={},
@@ -131,10 +131,13 @@ def _settings(data_dir: Path, database_url: str) -> Settings:
         port=0,
         chain="none",
         trace_upload_max_bytes=UPLOAD_LIMIT,
+        **overrides,
     )
 
 
-async def _setup(world: World) -> dict[str, tuple[str, str]]:
+async def _setup(
+    world: World, merchants: Iterable[str] = tuple(DISTRICTS)
+) -> dict[str, tuple[str, str]]:
     """The traced dataset, a scenario granting it, four merchants with agreements."""
     gov = world.gateway.governance
     now = world.clock.now()
@@ -171,7 +174,7 @@ async def _setup(world: World) -> dict[str, tuple[str, str]]:
     )
     await gov.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
     creds = {}
-    for merchant in DISTRICTS:
+    for merchant in merchants:
         issued = await enrol_merchant(
             gov, merchant, f"测试商户 {merchant}", SCENARIO, now, days=300
         )

@@ -40,7 +40,7 @@ from gateway.ledger.log import LogWriter, PendingRecord, read_entry
 from gateway.privacy.masking import MaskRule, mask
 from gateway.runtime import Gateway, derive_key
 from gateway.settings import Settings
-from gateway.tracing.canaries import canary_row, selects, substitute
+from gateway.tracing.canaries import canary_row, canary_slot, selects, substitute
 from gateway.tracing.delivery import DeliveryTracing
 from gateway.tracing.index import identity_hash, rows_digest
 from gateway.tracing.marks import (
@@ -244,13 +244,45 @@ def test_canary_identifiers_keep_format_and_check_characters() -> None:
     assert isinstance(fake_int, int) and fake_int != 40213 and len(str(fake_int)) == 5
     assert substitute(recipient, "anchor", "f", "张三丰") not in (None, "张三丰")
     assert substitute(recipient, "anchor", "f", "---") is None
-    row = {"credit_code": ent["credit_code"], "district": "岳麓区", "name": ent["name"]}
-    fake_row = canary_row(recipient, "anchor", row, ("credit_code",))
-    assert fake_row is not None
-    assert fake_row["district"] == "岳麓区" and fake_row["name"] == ent["name"]
-    assert fake_row["credit_code"] != ent["credit_code"]
     rate = sum(selects(recipient, f"a{i}", 64) for i in range(6400))
     assert 50 < rate < 160
+
+
+def test_canaries_are_synthetic_records_at_keyed_places() -> None:
+    """A canary is not a near-copy of a neighbouring row: a new identity with valid check
+    characters, a name and address no real row of the page has, categories agreeing with
+    the filters; at a keyed place in the page, the same on every fetch."""
+    recipient = recipient_key(KEY, "enterprises", "m-alpha")
+    page = [r for r in synthetic.generate("enterprises", 400, seed=3) if r["district"] == "岳麓区"]
+    assert len(page) >= 20
+    identifying = ("credit_code",)
+    fakes = [
+        (anchor, canary_row(recipient, anchor, page, identifying, {"district"}))
+        for anchor in (str(r["credit_code"]) for r in page)
+    ]
+    made = [(anchor, fake) for anchor, fake in fakes if fake is not None]
+    assert len(made) == len(page)
+    for anchor, fake in made:
+        assert fake is not None
+        assert is_valid_uscc(str(fake["credit_code"]))
+        assert is_valid_resident_id(str(fake["legal_rep_id"]))
+        assert fake["district"] == "岳麓区"
+        for field in ("credit_code", "name", "address", "legal_rep_id"):
+            assert fake[field] not in {r[field] for r in page}, (field, fake[field])
+        # No real row shares more than the categories and a number or date with it.
+        for real in page:
+            same = {f for f in fake if fake[f] == real[f]}
+            assert same <= {"district", "industry", "status", "registered_capital", "established"}
+        assert str(fake["name"]).endswith("公司")
+        assert canary_row(recipient, anchor, page, identifying, {"district"}) == fake
+        other = recipient_key(KEY, "enterprises", "m-beta")
+        assert canary_row(other, anchor, page, identifying, {"district"}) != fake
+    assert len({str(fake["name"]) for _a, fake in made}) == len(made)
+    slots = [canary_slot(recipient, str(r["credit_code"]), len(page)) for r in page]
+    assert all(0 <= s <= len(page) for s in slots)
+    # Not always right after (or before) the selecting row.
+    assert sum(s in (i, i + 1) for i, s in enumerate(slots)) < len(page) // 4
+    assert canary_row(recipient, "x", page[:1], identifying) is None
 
 
 def _enterprises(canaries: bool = True) -> Dataset:
@@ -292,8 +324,9 @@ def test_delivery_pages_never_exceed_the_limit() -> None:
     )
     assert len(page.rows) == 10 and page.canaries
     assert page.real_rows == 10 - len(page.canaries)
-    real = [r["credit_code"] for r in page.rows[: page.real_rows + len(page.canaries)]]
-    assert real[0] == source[0]["credit_code"]
+    codes = [r["credit_code"] for r in page.rows]
+    real = [c for c in codes if c in {r["credit_code"] for r in source}]
+    assert real == [r["credit_code"] for r in source[: page.real_rows]]
     assert page.rows_digest == rows_digest(page.trace_hashes)
     assert page.mark_id == mark_id(KEY, "m-alpha")
     # A filter on the identifying field: a fake identity would contradict it, no canary.

@@ -162,17 +162,34 @@ def test_uncovered_year_is_refused_with_instructions() -> None:
     message = str(info.value)
     assert "2027" in message
     assert "2025, 2026" in message
-    assert "workday_calendars" in message
+    assert "dsgw workdays import" in message
     assert "docs/workdays.md" in message
     assert info.value.year == 2027
     assert isinstance(info.value, ConfigError)
 
 
-def test_counting_into_an_uncovered_year_is_refused() -> None:
-    with pytest.raises(UncoveredYearError):
-        CAL.add_working_days(D(2026, 12, 30), 5)
+def test_counting_into_an_uncovered_year_is_provisional_not_refused() -> None:
+    # 2026-12-31 (Thu), then 2027 on weekends alone: Fri 1-1, Mon 1-4, Tue 1-5, Wed 1-6.
+    assert CAL.add_working_days(D(2026, 12, 30), 5) == D(2027, 1, 6)
+    start = dt.datetime(2026, 12, 30, 2, tzinfo=dt.UTC)
+    due = CAL.deadline(start, 5)
+    assert due == dt.datetime(2027, 1, 7, tzinfo=SHANGHAI)
+    assert CAL.provisional_years(start, due) == (2027,)
+    # Inside a covered year the deadline is final.
+    early = CAL.deadline(dt.datetime(2026, 12, 1, tzinfo=dt.UTC), 5)
+    assert CAL.provisional_years(dt.datetime(2026, 12, 1, tzinfo=dt.UTC), early) == ()
+    # Questions about single days of such a year are still refused.
     with pytest.raises(UncoveredYearError):
         CAL.working_days_between(D(2024, 12, 1), D(2025, 1, 2))
+
+
+def test_deadline_ending_exactly_at_the_year_end_is_final() -> None:
+    # The 1st working day after Wed 2026-12-30 is Thu 12-31: due 2027-01-01T00:00+08:00,
+    # an instant of 2027 in Beijing, yet the count never entered 2027.
+    start = dt.datetime(2026, 12, 30, 12, tzinfo=SHANGHAI)
+    due = CAL.deadline(start, 1)
+    assert due == dt.datetime(2027, 1, 1, tzinfo=SHANGHAI)
+    assert CAL.provisional_years(start, due) == ()
 
 
 def test_extra_schedule_covers_another_year(tmp_path: Path) -> None:

@@ -4,8 +4,10 @@ real working-day calendar and a clock the tests move."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -13,16 +15,19 @@ from sqlalchemy import select
 from connectors import synthetic
 from gateway.authorization.roles import Role
 from gateway.cli.demo import demo_credit_code, demo_scenario
-from gateway.db.schema import LogEntryRow, MerchantRow
+from gateway.db.schema import AlertRow, LogEntryRow, MerchantRow
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN, Actor
+from gateway.ledger.log import read_entries
 from gateway.runtime import Gateway
 from gateway.settings import Settings
+from gateway.workdays.notice import parse_notice
 from gateway.workflows.applications import ApplicationStatus, ReviewStatus
 from gateway.workflows.exclusions import parse_exclusions_csv
 from gateway.workflows.onboarding import OnboardingStatus
 from gateway.workflows.service import WorkflowService
+from gateway.workflows.task import Task
 from gateway.workflows.tasks import tasks_for
 from tests.conftest import FixedClock, build_world
 
@@ -71,6 +76,16 @@ async def _tasks(flow: Flow, actor: Actor) -> list[tuple[str, str, dt.datetime |
         flow.clock.now(),
     )
     return [(t.kind, t.subject, t.due_at) for t in found]
+
+
+async def _task_objects(flow: Flow) -> list[Task]:
+    return await tasks_for(
+        LOCAL_ADMIN,
+        flow.gateway.engine,
+        flow.workflows,
+        flow.gateway.applications,
+        flow.clock.now(),
+    )
 
 
 async def _kinds(flow: Flow) -> list[str]:
@@ -423,19 +438,24 @@ async def test_whole_path_from_onboarding_to_the_first_data_call(flow: Flow) -> 
         assert status == 200 and body["masked_fields"] == []  # type: ignore[index]
         assert body["rows"][0]["legal_rep_name"] == sample["legal_rep_name"]  # type: ignore[index]
 
-        # Three months before the end the merchant is reminded to re-apply, once.
-        clock.set(dt.datetime(2029, 6, 29, 23, tzinfo=dt.UTC))
+        # Three months before the end the merchant is reminded to re-apply, once. The
+        # period ends with 2029-09-29, a Beijing day: at 2029-09-30T00:00+08:00.
+        beijing = dt.timezone(dt.timedelta(hours=8))
+        clock.set(dt.datetime(2029, 6, 29, 23, 59, 59, tzinfo=beijing))
         await apps.sweep()
         assert await _tasks(flow, merchant) == []
-        clock.set(dt.datetime(2029, 6, 30, tzinfo=dt.UTC))
+        clock.set(dt.datetime(2029, 6, 30, tzinfo=beijing))
         await apps.sweep()
         await apps.sweep()
-        end = dt.datetime(2029, 9, 30, tzinfo=dt.UTC)
+        end = dt.datetime(2029, 9, 30, tzinfo=beijing)
         assert await _tasks(flow, merchant) == [("renewal", agreement.id, end)]
         assert (await _kinds(flow)).count("agreement.renewal-due") == 1
 
         # At the end of the period token issuance stops by itself.
-        clock.set(dt.datetime(2029, 9, 30, tzinfo=dt.UTC))
+        clock.set(dt.datetime(2029, 9, 29, 23, 59, 59, tzinfo=beijing))
+        status, _ = await token()
+        assert status == 200
+        clock.set(dt.datetime(2029, 9, 30, tzinfo=beijing))
         status, refused = await token()
         assert status in (400, 403) and "agreement" in str(refused)
     finally:
@@ -487,11 +507,67 @@ async def test_rejection_reasons_reach_the_merchant(flow: Flow) -> None:
         )
 
 
-async def test_deadline_in_a_year_without_schedule_is_refused_not_guessed(flow: Flow) -> None:
-    from gateway.workdays import UncoveredYearError
+async def test_deadline_in_a_year_without_schedule_is_provisional_then_recomputed(
+    flow: Flow,
+) -> None:
+    """Before the 2027 notice is loaded a deadline reaching into 2027 is accepted, counted
+    on weekends alone and marked provisional; loading the notice counts it again."""
+    gateway = flow.gateway
+    beijing = dt.timezone(dt.timedelta(hours=8))
+    # Monday 2026-12-28, 23:59:59 in Beijing: the count starts after the 28th.
+    flow.clock.set(dt.datetime(2026, 12, 28, 23, 59, 59, tzinfo=beijing))
+    submitted = await flow.workflows.submit_onboarding(
+        LOCAL_ADMIN, _application(demo_credit_code("LS"))
+    )
+    # 29, 30, 31 December, then Friday 1 and Monday 4 January counted as working days.
+    assert submitted.due_at == dt.datetime(2027, 1, 5, tzinfo=beijing)
+    assert submitted.provisional and submitted.to_dict()["provisional"] is True
+    (task,) = [t for t in await _task_objects(flow) if t.kind == "onboarding"]
+    assert task.provisional and task.to_dict()["provisional"] is True
 
-    flow.clock.set(dt.datetime(2026, 12, 28, 10, tzinfo=SHANGHAI))
-    with pytest.raises(UncoveredYearError, match="no official holiday schedule for 2027") as err:
-        await flow.workflows.submit_onboarding(LOCAL_ADMIN, _application(demo_credit_code("LS")))
-    assert err.value.status == 503 and "workday_calendars" in err.value.detail
-    assert await flow.workflows.list_onboarding() == []  # nothing half-recorded
+    # One second later it is Tuesday the 29th in Beijing: the count starts a day later.
+    flow.clock.set(dt.datetime(2026, 12, 29, tzinfo=beijing))
+    later = await flow.workflows.submit_onboarding(
+        LOCAL_ADMIN, _application(demo_credit_code("LT"), merchant_id="later-data")
+    )
+    assert later.due_at == dt.datetime(2027, 1, 6, tzinfo=beijing) and later.provisional
+
+    # The operator is alerted once for 2027, however often the check runs.
+    await gateway.alert_missing_schedule()
+    await gateway.alert_missing_schedule()
+    async with gateway.engine.connect() as conn:
+        alerts = (
+            await conn.execute(
+                select(AlertRow.key).where(AlertRow.rule == "workdays-schedule-missing")
+            )
+        ).all()
+    assert [row.key for row in alerts] == ["year:2027"]
+
+    # Loading the notice: 元旦 1-3 January is off, so both deadlines move by a day.
+    notice = (Path(__file__).parent / "data" / "notices" / "notice-2027-test.txt").read_text(
+        "utf-8"
+    )
+    loaded, moved = await gateway.load_workday_schedule(
+        LOCAL_ADMIN, parse_notice(notice), loaded_by="张敏"
+    )
+    assert loaded is not None and loaded.loaded_by == "张敏"
+    assert sorted(moved) == sorted([submitted.id, later.id])
+    again = await flow.workflows.onboarding(submitted.id)
+    assert again.due_at == dt.datetime(2027, 1, 6, tzinfo=beijing)
+    assert not again.provisional
+    assert (await flow.workflows.onboarding(later.id)).due_at == dt.datetime(
+        2027, 1, 7, tzinfo=beijing
+    )
+    # New deadlines are final at once, and the load is a governance record naming who.
+    assert gateway.calendar.current.covers(2027)
+    kinds = await _kinds(flow)
+    assert kinds.count("workdays.schedule-loaded") == 1
+    entries = await read_entries(gateway.engine, "governance", limit=500, newest_first=False)
+    (record,) = [e for e in entries if e.kind == "workdays.schedule-loaded"]
+    body = json.loads(record.payload)
+    assert body["loaded_by"] == "张敏" and body["year"] == 2027
+    # The same notice again changes nothing and records nothing.
+    assert await gateway.load_workday_schedule(
+        LOCAL_ADMIN, parse_notice(notice), loaded_by="张敏"
+    ) == (None, [])
+    assert (await _kinds(flow)).count("workdays.schedule-loaded") == 1

@@ -99,7 +99,16 @@ async def onboarding_status(request: web.Request) -> web.Response:
             key: value
             for key, value in application.to_dict().items()
             if key
-            in ("id", "merchant_id", "status", "submitted_at", "due_at", "decided_at", "reasons")
+            in (
+                "id",
+                "merchant_id",
+                "status",
+                "submitted_at",
+                "due_at",
+                "decided_at",
+                "reasons",
+                "provisional",
+            )
         }
     )
 

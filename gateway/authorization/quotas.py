@@ -2,7 +2,8 @@
 
 Rate: a token bucket holding ``rate_per_minute`` calls, refilled continuously, so a merchant
 may burst up to a minute's allowance and then proceeds at the steady rate.
-Daily quota: allowed calls per calendar day in China Standard Time (UTC+8, no DST). The
+Daily quota: allowed calls per calendar day in the deployment's zone (setting ``timezone``;
+China Standard Time, UTC+8, no DST, by default). The
 counter starts from the call log on first use each day, so a restart does not reset it.
 
 This store is exact within one process. A deployment with several gateway processes shares
@@ -26,11 +27,13 @@ __all__ = ["CST", "CallAllowance", "KeyedRateLimiter", "QuotaTracker", "day_boun
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
-def day_bounds(now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """The China Standard Time day containing ``now``, as UTC instants."""
-    local = now.astimezone(CST)
-    start = dt.datetime(local.year, local.month, local.day, tzinfo=CST)
-    return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
+def day_bounds(now: dt.datetime, zone: dt.tzinfo = CST) -> tuple[dt.datetime, dt.datetime]:
+    """The day in ``zone`` containing ``now``, as UTC instants (a day with a daylight
+    saving change is its real length, not 24 hours)."""
+    day = now.astimezone(zone).date()
+    start = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
+    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
 
 
 @dataclass(slots=True)
@@ -52,8 +55,10 @@ class CallAllowance(Protocol):
 
 
 class QuotaTracker:
-    def __init__(self, count_calls: CountCalls) -> None:
+    def __init__(self, count_calls: CountCalls, *, zone: dt.tzinfo = CST) -> None:
+        """``zone``: whose calendar days the daily quota counts (setting ``timezone``)."""
         self._count_calls = count_calls
+        self._zone = zone
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._daily: dict[tuple[str, str], tuple[dt.datetime, int]] = {}
 
@@ -79,7 +84,7 @@ class QuotaTracker:
                 retry_after=retry,
             )
         if quotas.daily_calls is not None:
-            start, end = day_bounds(now)
+            start, end = day_bounds(now, self._zone)
             day_start, used = self._daily.get(key, (None, 0))
             if day_start != start:
                 used = await self._count_calls(merchant_id, scenario_id, start, end)

@@ -28,7 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.authorization.quotas import CountCalls, day_bounds
+from gateway.authorization.quotas import CST, CountCalls, day_bounds
 from gateway.dependencies import DependencyHealth
 from gateway.errors import QuotaExceededError, QuotaStoreUnavailableError, RateLimitedError
 from gateway.governance.models import Quotas
@@ -77,7 +77,9 @@ class RedisQuotaTracker:
         *,
         prefix: str,
         health: DependencyHealth | None = None,
+        zone: dt.tzinfo = CST,
     ) -> None:
+        self._zone = zone
         self._redis = redis
         self._count_calls = count_calls
         self._prefix = prefix
@@ -104,7 +106,7 @@ class RedisQuotaTracker:
     ) -> None:
         """Take one call from the merchant's allowance or raise a 429 error with the number
         of seconds after which a retry can succeed (503 when Redis is unreachable)."""
-        start, end = day_bounds(now)
+        start, end = day_bounds(now, self._zone)
         who = f"{merchant_id}|{scenario_id}"
         bucket = f"{self._prefix}rate:{who}"
         day = f"{self._prefix}day:{start.date().isoformat()}:{who}"

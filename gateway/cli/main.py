@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.authorization.roles import parse_role
-from gateway.clock import SystemClock
+from gateway.clock import SystemClock, local_date
 from gateway.errors import (
     ConflictError,
     DsgwError,
@@ -327,7 +327,7 @@ def scenario_list(ctx: click.Context, as_json: bool) -> None:
             s.name,
             s.status.value,
             ", ".join(g.dataset_id for g in s.grants),
-            s.valid_until.date().isoformat(),
+            local_date(s.valid_until, settings_of(ctx).zone).isoformat(),
         )
     emit(data, as_json, table)
 
@@ -436,7 +436,10 @@ def agreement_grant(
             ),
         )
     )
-    console.print(f"agreement [bold]{result.id}[/] granted until {result.ends_at.date()}")
+    console.print(
+        f"agreement [bold]{result.id}[/] granted until "
+        f"{local_date(result.ends_at, settings_of(ctx).zone)} (exclusive)"
+    )
 
 
 def _agreement_transition(name: str, status: AgreementStatus) -> None:
@@ -485,8 +488,8 @@ def agreement_list(ctx: click.Context, as_json: bool) -> None:
             a.id,
             a.merchant_id,
             a.scenario_id,
-            a.starts_at.date().isoformat(),
-            a.ends_at.date().isoformat(),
+            local_date(a.starts_at, settings_of(ctx).zone).isoformat(),
+            local_date(a.ends_at, settings_of(ctx).zone).isoformat(),
             a.status.value,
         )
     emit(data, as_json, table)
@@ -1125,4 +1128,5 @@ from gateway.cli import products as _products  # noqa: E402, F401
 from gateway.cli import reports as _reports  # noqa: E402, F401
 from gateway.cli import secrets as _secrets  # noqa: E402, F401
 from gateway.cli import trace as _trace  # noqa: E402, F401
+from gateway.cli import workdays as _workdays  # noqa: E402, F401
 from gateway.cli import workflows as _workflows  # noqa: E402, F401

@@ -21,6 +21,7 @@ from gateway.governance.service import LOCAL_ADMIN
 from gateway.objections.models import AnswerKind, Objection, ObjectionStatus, View
 from gateway.runtime import Gateway
 
+from gateway.cli.workdays import due_text  # isort: skip - after the main group
 from gateway.cli.main import (  # isort: skip - registered onto the main group
     _load_json,
     cli,
@@ -52,7 +53,7 @@ def _row(o: Objection, now: dt.datetime) -> list[str]:
         o.answering_party,
         o.filer_kind.value + (f" {o.merchant_id}" if o.merchant_id else ""),
         o.status.value,
-        o.due_at.isoformat()[:16],
+        due_text(o.due_at, o.provisional),
         "OVERDUE" if o.overdue(now) else ("late" if o.in_time is False else ""),
     ]
 
@@ -79,7 +80,7 @@ def objection_file(ctx: click.Context, file: Path, merchant_id: str | None) -> N
     )
     console.print(
         f"objection [bold]{found.id}[/] routed to {found.answering_party}; answer due by "
-        f"{found.due_at.isoformat()}"
+        f"{due_text(found.due_at, found.provisional, settings_of(ctx).zone)}"
         + ("" if found.subject_checked or not found.subject_key else " (subject not checked)")
     )
 

@@ -17,6 +17,7 @@ import click
 from rich.table import Table
 
 from gateway.authorization.roles import parse_role
+from gateway.clock import local_date
 from gateway.errors import ValidationError
 from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.runtime import Gateway
@@ -25,6 +26,7 @@ from gateway.workflows.exclusions import parse_exclusions_csv
 from gateway.workflows.onboarding import OnboardingApplication, OnboardingStatus
 from gateway.workflows.tasks import tasks_for
 
+from gateway.cli.workdays import due_text  # isort: skip - after the main group
 from gateway.cli.main import (  # isort: skip - registered onto the main group
     _load_json,
     agreement,
@@ -133,7 +135,7 @@ def _onboarding_row(a: OnboardingApplication, now: dt.datetime) -> list[str]:
         a.merchant_id,
         a.name,
         a.status.value,
-        a.due_at.isoformat()[:16],
+        due_text(a.due_at, a.provisional),
         "overdue" if a.overdue(now) else "",
         "EXCLUDED" if a.exclusion_hits else "",
     ]
@@ -150,7 +152,7 @@ def onboarding_submit(ctx: click.Context, file: Path) -> None:
     )
     console.print(
         f"application [bold]{application.id}[/] submitted; the operator answers by "
-        f"{application.due_at.isoformat()}"
+        f"{due_text(application.due_at, application.provisional, settings_of(ctx).zone)}"
     )
     if application.exclusion_hits:
         console.print("[yellow]the company is on the exclusion list[/]")
@@ -308,7 +310,7 @@ def application_submit(ctx: click.Context, file: Path, merchant_id: str) -> None
     )
     console.print(
         f"application [bold]{result.id}[/] submitted; compliance check due by "
-        f"{result.compliance_due_at.isoformat()}"
+        f"{due_text(result.compliance_due_at, result.provisional, settings_of(ctx).zone)}"
     )
 
 
@@ -366,7 +368,8 @@ def application_check(
     )
     console.print(f"application [bold]{result.id}[/] is {result.status.value}")
     for review in result.reviews:
-        console.print(f"  review by {review.department} due {review.due_at}")
+        due = due_text(review.due_at, review.provisional, settings_of(ctx).zone)
+        console.print(f"  review by {review.department} due {due}")
 
 
 @application.command("review")
@@ -456,7 +459,8 @@ def application_agree(
     )
     console.print(
         f"agreement [bold]{result.id}[/] for {result.merchant_id} in scenario "
-        f"{result.scenario_id}, {result.starts_at.date()} to {result.ends_at.date()}"
+        f"{result.scenario_id}, {local_date(result.starts_at, settings_of(ctx).zone)} to "
+        f"{local_date(result.ends_at, settings_of(ctx).zone)} (exclusive)"
     )
 
 
@@ -533,7 +537,11 @@ def tasks(
     table = Table("due", "", "who", "task", "id")
     for t in data:
         table.add_row(
-            (t["due_at"] or "")[:16],
+            due_text(
+                dt.datetime.fromisoformat(t["due_at"]) if t["due_at"] else None,
+                t["provisional"],
+                settings_of(ctx).zone,
+            ),
             "OVERDUE" if t["overdue"] else "",
             t["role"],
             t["title"],

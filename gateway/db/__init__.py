@@ -154,9 +154,11 @@ def _behind(script: ScriptDirectory, heads: tuple[str, ...]) -> bool:
     return heads != (head,)
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, timezone: str = "Asia/Shanghai") -> None:
     config = _config()
     config.attributes["connection"] = connection
+    # Migration 0011 reads the deployment zone to move date-only periods onto its days.
+    config.attributes["timezone"] = timezone
     command.upgrade(config, "head")
 
 
@@ -173,6 +175,7 @@ async def migrate(
     attempts: int = 5,
     retry_delay: float = 1.0,
     lock_wait: float = 1800.0,
+    timezone: str = "Asia/Shanghai",
 ) -> None:
     """Bring the schema to the newest migration. Safe to run on every start, by any number
     of processes at once; a schema already at head costs one query and takes no lock.
@@ -198,11 +201,12 @@ async def migrate(
                 attempts=attempts,
                 retry_delay=retry_delay,
                 lock_wait=lock_wait,
+                timezone=timezone,
             )
             return
         async with engine.begin() as connection:
             if _behind(script, await connection.run_sync(_heads)):
-                await connection.run_sync(_upgrade)
+                await connection.run_sync(_upgrade, timezone)
     except (SQLAlchemyError, OSError, CommandError) as exc:
         raise ConfigError(f"database: migration failed: {exc}") from exc
 
@@ -215,6 +219,7 @@ async def _migrate_postgresql(
     attempts: int,
     retry_delay: float,
     lock_wait: float,
+    timezone: str,
 ) -> None:
     async with engine.connect() as connection:
         behind = _behind(script, await connection.run_sync(_heads))
@@ -238,7 +243,7 @@ async def _migrate_postgresql(
                     # Read again under the lock: another process may have migrated meanwhile.
                     if _behind(script, await connection.run_sync(_heads)):
                         await connection.commit()
-                        await connection.run_sync(_upgrade)
+                        await connection.run_sync(_upgrade, timezone)
                     await connection.commit()
                     return
                 except DBAPIError as exc:

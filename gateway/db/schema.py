@@ -60,6 +60,7 @@ __all__ = [
     "TradeRow",
     "TreeNodeRow",
     "UseApplicationRow",
+    "WorkdayScheduleRow",
 ]
 
 NAMING = {
@@ -644,3 +645,16 @@ class RatingRow(Base):
             ["year", "rater_kind"], ["rating_forms.year", "rating_forms.rater_kind"]
         ),
     )
+
+
+class WorkdayScheduleRow(Base):
+    """A year's official holiday schedule loaded by an operator (``dsgw workdays import``),
+    with who loaded it; the calendar loader reads these after the shipped schedules, so
+    every node of a cluster counts the same days. The load itself is a governance record."""
+
+    __tablename__ = "workday_schedules"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schedule: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    loaded_by: Mapped[str] = mapped_column(String(200))
+    loaded_at: Mapped[dt.datetime] = mapped_column(Timestamp)

@@ -30,7 +30,6 @@ from gateway.evaluation.models import (
     parse_year,
 )
 from gateway.governance.service import Actor, GovernanceService
-from gateway.workdays.calendar import SHANGHAI
 
 __all__ = ["EvaluationService", "form_of", "rater_of", "rating_of"]
 
@@ -168,9 +167,10 @@ class EvaluationService:
                     f"the data bureau has set no {year} rating form for {kind.value} raters"
                 )
             form = form_of(row)
-            if now.astimezone(SHANGHAI).date() > form.closes_on:
+            if now.astimezone(self._governance.zone).date() > form.closes_on:
                 raise ConflictError(
-                    f"the {year} ratings closed on {form.closes_on.isoformat()} (Beijing time)"
+                    f"the {year} ratings closed on {form.closes_on.isoformat()} (the end of "
+                    "that day, deployment time)"
                 )
             scores = form.check_scores(data["scores"])
             exists = await conn.scalar(

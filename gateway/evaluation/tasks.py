@@ -21,12 +21,16 @@ from gateway.workflows.task import Task, make_task
 __all__ = ["rating_tasks"]
 
 
-async def rating_tasks(actor: Actor, engine: AsyncEngine, now: dt.datetime) -> list[Task]:
+async def rating_tasks(
+    actor: Actor, engine: AsyncEngine, now: dt.datetime, zone: dt.tzinfo = SHANGHAI
+) -> list[Task]:
+    """The rating forms ``actor`` has yet to fill in; a form closes at the end of its
+    ``closes_on`` day in ``zone`` (the deployment's)."""
     rater = rater_of(actor)
     if rater is None:
         return []
     kind, who = rater
-    today = now.astimezone(SHANGHAI).date()
+    today = now.astimezone(zone).date()
     async with engine.connect() as conn:
         if kind is RaterKind.MERCHANT:
             status = await conn.scalar(select(MerchantRow.status).where(MerchantRow.id == who))
@@ -52,7 +56,7 @@ async def rating_tasks(actor: Actor, engine: AsyncEngine, now: dt.datetime) -> l
         if form.year in rated:
             continue
         due = dt.datetime.combine(
-            form.closes_on + dt.timedelta(days=1), dt.time(0), tzinfo=SHANGHAI
+            form.closes_on + dt.timedelta(days=1), dt.time(0), tzinfo=zone
         ).astimezone(dt.UTC)
         tasks.append(
             make_task(

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.catalog.models import Dataset, check_id, expect_keys
-from gateway.clock import utc
+from gateway.clock import DEFAULT_ZONE, start_of_day, utc
 from gateway.errors import CatalogError, ConflictError, ValidationError
 
 __all__ = [
@@ -89,18 +89,25 @@ AGREEMENT_TRANSITIONS: dict[AgreementStatus, frozenset[AgreementStatus]] = {
 }
 
 
-def parse_time_value(what: str, value: object) -> dt.datetime:
-    """An RFC 3339 timestamp or a date (taken as midnight UTC)."""
+def parse_time_value(what: str, value: object, zone: dt.tzinfo = DEFAULT_ZONE) -> dt.datetime:
+    """An RFC 3339 timestamp, or a date: 00:00 of that day in ``zone`` (the deployment's
+    time zone), as an aware UTC datetime.
+
+    Periods are half-open, ``[start, end)``, so a date-only start is the first instant of
+    its day and a date-only end the first instant no longer in the period: "valid_from
+    2026-12-06, valid_until 2027-01-01" is every Beijing day from 6 December to 31
+    December 2026 inclusive (docs/workdays.md, "Dates are days in the deployment zone").
+    A timestamp keeps its own offset; naive timestamps are UTC, as everywhere in dsgw.
+    """
     if isinstance(value, dt.datetime):
         return utc(value)
     if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+        return start_of_day(value, zone)
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be an RFC 3339 time or a YYYY-MM-DD date")
     try:
         if len(value) == 10:
-            day = dt.date.fromisoformat(value)
-            return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            return start_of_day(dt.date.fromisoformat(value), zone)
         return utc(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
     except ValueError as exc:
         raise ValidationError(f"{what}: {value!r} is not an RFC 3339 time or a date") from exc
@@ -417,7 +424,10 @@ class ScenarioHours:
     timezone: str = "Asia/Shanghai"
 
     @classmethod
-    def from_dict(cls, scenario_id: str, data: object) -> ScenarioHours:
+    def from_dict(
+        cls, scenario_id: str, data: object, zone: dt.tzinfo = DEFAULT_ZONE
+    ) -> ScenarioHours:
+        """Without ``timezone`` the hours are in ``zone``, the deployment's zone."""
         if not isinstance(data, Mapping):
             raise ValidationError(
                 f'scenario {scenario_id}: hours must be an object like {{"from": "08:00", '
@@ -434,17 +444,17 @@ class ScenarioHours:
         days = data.get("days", "all")
         if days not in ("all", "workdays"):
             raise ValidationError(f"scenario {scenario_id}: hours.days must be all or workdays")
-        zone = data.get("timezone", "Asia/Shanghai")
+        name = data.get("timezone", getattr(zone, "key", "Asia/Shanghai"))
         try:
-            if not isinstance(zone, str) or not zone or len(zone) > 64:
-                raise ValueError(zone)
-            ZoneInfo(zone)
+            if not isinstance(name, str) or not name or len(name) > 64:
+                raise ValueError(name)
+            ZoneInfo(name)
         except (ValueError, ZoneInfoNotFoundError):
             raise ValidationError(
                 f"scenario {scenario_id}: hours.timezone must be an IANA time zone such as "
-                f"Asia/Shanghai, got {zone!r}"
+                f"Asia/Shanghai, got {name!r}"
             ) from None
-        return cls(start, end, days, zone)
+        return cls(start, end, days, name)
 
     def to_dict(self) -> dict[str, Any]:
         def text(minutes: int) -> str:
@@ -523,7 +533,9 @@ class Scenario:
         return self.status is ScenarioStatus.PUBLISHED and self.valid_from <= now < self.valid_until
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+    def from_dict(cls, data: Mapping[str, Any], zone: dt.tzinfo = DEFAULT_ZONE) -> Scenario:
+        """Parse and validate; a date-only ``valid_from``/``valid_until`` is 00:00 of that
+        day in ``zone`` (see :func:`parse_time_value`)."""
         expect_keys(
             "scenario",
             data,
@@ -537,8 +549,8 @@ class Scenario:
         grants = tuple(DatasetGrant.from_dict(g) for g in grants_raw)
         if len({g.dataset_id for g in grants}) != len(grants):
             raise ValidationError(f"scenario {scenario_id}: a dataset is granted twice")
-        valid_from = parse_time_value("valid_from", data["valid_from"])
-        valid_until = parse_time_value("valid_until", data["valid_until"])
+        valid_from = parse_time_value("valid_from", data["valid_from"], zone)
+        valid_until = parse_time_value("valid_until", data["valid_until"], zone)
         if valid_until <= valid_from:
             raise ValidationError(f"scenario {scenario_id}: valid_until must be after valid_from")
         try:
@@ -582,7 +594,7 @@ class Scenario:
                 Evaluation.from_dict(data["evaluation"]) if data.get("evaluation") else None
             ),
             hours=(
-                ScenarioHours.from_dict(scenario_id, data["hours"])
+                ScenarioHours.from_dict(scenario_id, data["hours"], zone)
                 if data.get("hours") is not None
                 else None
             ),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -221,6 +221,12 @@ class PolicyStore:
         self._monotonic = monotonic
         self._lock = asyncio.Lock()
         self.reloads = 0
+        self._hooks: list[Callable[[], Awaitable[None]]] = []
+
+    def on_reload(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` after every reload: state kept beside the policy (the loaded holiday
+        schedules) follows the same announcements, on every machine."""
+        self._hooks.append(hook)
 
     @property
     def latest(self) -> PolicySnapshot:
@@ -328,3 +334,5 @@ class PolicyStore:
         self._retry_at = 0.0
         self._health.recovered("database")
         self.reloads += 1
+        for hook in self._hooks:
+            await hook()

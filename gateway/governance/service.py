@@ -22,7 +22,7 @@ from gateway.authorization.roles import Action, Role, require
 from gateway.authorization.secrets import SecretHasher, new_client_secret
 from gateway.catalog.models import Dataset, check_id
 from gateway.catalog.sources import SourceAccess
-from gateway.clock import Clock
+from gateway.clock import DEFAULT_ZONE, Clock
 from gateway.cluster.policy_push import announce_policy_change
 from gateway.db.schema import (
     AgreementRow,
@@ -212,13 +212,21 @@ class GovernanceService:
         *,
         algorithm: HashAlgorithm = "sha256",
         sources: SourceAccess,
+        zone: dt.tzinfo = DEFAULT_ZONE,
     ) -> None:
+        """``zone`` is the deployment's time zone: date-only periods are its days."""
         self._engine = engine
+        self._zone = zone
         self._epoch = epoch
         self._clock = clock
         self._hasher = hasher
         self._algorithm: HashAlgorithm = algorithm
         self._sources = sources
+
+    @property
+    def zone(self) -> dt.tzinfo:
+        """The deployment's time zone (setting ``timezone``)."""
+        return self._zone
 
     async def change(
         self,
@@ -322,7 +330,7 @@ class GovernanceService:
 
     async def create_scenario(self, actor: Actor, data: Mapping[str, Any]) -> Scenario:
         actor.may(Action.MANAGE_SCENARIO)
-        scenario = replace(Scenario.from_dict(data), status=ScenarioStatus.DRAFT)
+        scenario = replace(Scenario.from_dict(data, self._zone), status=ScenarioStatus.DRAFT)
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> Scenario:
             if await conn.scalar(select(ScenarioRow.id).where(ScenarioRow.id == scenario.id)):
@@ -506,8 +514,8 @@ class GovernanceService:
         agreement_id: str | None = None,
     ) -> Agreement:
         actor.may(Action.GRANT_AGREEMENT)
-        start = parse_time_value("starts_at", starts_at)
-        end = parse_time_value("ends_at", ends_at)
+        start = parse_time_value("starts_at", starts_at, self._zone)
+        end = parse_time_value("ends_at", ends_at, self._zone)
         owner, operator, processor = Agreement.check_terms(start, end, shares)
         new_id = check_id("agreement", agreement_id or f"agr-{secrets.token_hex(6)}")
         agreement = Agreement(

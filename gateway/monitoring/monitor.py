@@ -32,6 +32,7 @@ from gateway.monitoring.rules import DEFAULT_RULES, Rule, RuleContext, Threshold
 from gateway.monitoring.store import AlertStore
 from gateway.monitoring.webhook import WebhookSender
 from gateway.workdays import UncoveredYearError, WorkingCalendar
+from gateway.workdays.store import LiveCalendar
 
 __all__ = ["BatchResult", "Monitor", "MonitorRun"]
 
@@ -70,7 +71,7 @@ class Monitor:
         clock: Clock,
         *,
         thresholds: Thresholds | None = None,
-        calendar: WorkingCalendar | None = None,
+        calendar: WorkingCalendar | LiveCalendar | None = None,
         rules: Sequence[Rule] = DEFAULT_RULES,
         name: str = "alerts",
         batch_size: int = 5000,

@@ -253,6 +253,9 @@ class Objection:
     correction: Mapping[str, Any] | None = None
     corrected_at: dt.datetime | None = None
     acknowledged_at: dt.datetime | None = None
+    # Counted without a loaded holiday schedule for some year it reaches into (weekends
+    # alone there): recomputed when the schedule is loaded (docs/workdays.md).
+    provisional: bool = False
 
     @property
     def answering_party(self) -> str:
@@ -318,6 +321,7 @@ class Objection:
             "correction": dict(self.correction) if self.correction else None,
             "corrected_at": self.corrected_at.isoformat() if self.corrected_at else None,
             "acknowledged_at": self.acknowledged_at.isoformat() if self.acknowledged_at else None,
+            "provisional": self.provisional,
         }
         if now is not None:
             out["overdue"] = self.overdue(now)

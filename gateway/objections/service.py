@@ -45,8 +45,7 @@ from gateway.objections.models import (
     documents_dicts,
 )
 from gateway.objections.receipt import ReceiptKeys, check_received
-from gateway.workdays.calendar import SHANGHAI
-from gateway.workflows.service import Deadlines
+from gateway.workflows.service import Deadlines, is_provisional
 
 __all__ = ["DEFAULT_WORKING_DAYS", "OVERDUE_ACTOR", "ObjectionService", "objection_of"]
 
@@ -57,11 +56,12 @@ OVERDUE_ACTOR = Actor("deadline", system=True)
 """Who records that a deadline passed unanswered: nobody acted; time did."""
 
 
-def objection_of(row: Any) -> Objection:
+def objection_of(row: Any, calendar: Deadlines | None = None) -> Objection:
     def when(value: dt.datetime | None) -> dt.datetime | None:
         return utc(value) if value is not None else None
 
     return Objection(
+        provisional=is_provisional(calendar, utc(row.filed_at), utc(row.due_at)),
         id=row.id,
         filer_kind=FilerKind(row.filer_kind),
         merchant_id=row.merchant_id,
@@ -115,6 +115,28 @@ class ObjectionService:
     @property
     def working_days(self) -> int:
         return self._working_days
+
+    async def recompute_provisional(self) -> list[str]:
+        """Count the open objections' deadlines again on the calendar as it is now (those
+        counted through a year without a loaded schedule move) and store the ones that
+        moved; returns their ids. Called after ``dsgw workdays import``."""
+        moved: list[str] = []
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(ObjectionRow.id, ObjectionRow.filed_at, ObjectionRow.due_at)
+                    .where(ObjectionRow.status == ObjectionStatus.OPEN.value)
+                    .with_for_update()
+                )
+            ).all()
+            for row in rows:
+                due = self._calendar.deadline(utc(row.filed_at), self._working_days)
+                if due != utc(row.due_at):
+                    await conn.execute(
+                        update(ObjectionRow).where(ObjectionRow.id == row.id).values(due_at=due)
+                    )
+                    moved.append(row.id)
+        return moved
 
     # -- who sees what --------------------------------------------------------------------
 
@@ -186,7 +208,7 @@ class ObjectionService:
         if dataset_id is not None:
             query = query.where(ObjectionRow.dataset_id == dataset_id)
         async with self._engine.connect() as conn:
-            found = [objection_of(row) for row in (await conn.execute(query)).all()]
+            found = [objection_of(row, self._calendar) for row in (await conn.execute(query)).all()]
         out = []
         for objection in found:
             view = self.view_for(actor, objection)
@@ -202,7 +224,7 @@ class ObjectionService:
         ).first()
         if row is None:
             raise NotFoundError(f"objection {objection_id} does not exist")
-        return objection_of(row)
+        return objection_of(row, self._calendar)
 
     @staticmethod
     async def _dataset(conn: AsyncConnection, dataset_id: str) -> Dataset:
@@ -298,7 +320,8 @@ class ObjectionService:
                 canary=canary,
                 status=ObjectionStatus.OPEN,
                 filed_at=now,
-                due_at=self._calendar.deadline(now, self._working_days),
+                due_at=(due := self._calendar.deadline(now, self._working_days)),
+                provisional=is_provisional(self._calendar, now, due),
             )
             await conn.execute(
                 insert(ObjectionRow).values(
@@ -374,7 +397,7 @@ class ObjectionService:
         version or date of the fix; an accepted objection may later be corrected."""
         if not isinstance(data, Mapping):
             raise ValidationError("an answer must be a JSON object")
-        today = self._clock.now().astimezone(SHANGHAI).date()
+        today = self._clock.now().astimezone(self._calendar.zone).date()
         answer = Answer.from_dict(data, today=today)
         # Completed by ``apply`` (see :meth:`file`).
         body: dict[str, Any] = {

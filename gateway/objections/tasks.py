@@ -21,6 +21,7 @@ from gateway.db.schema import ObjectionRow
 from gateway.governance.service import Actor
 from gateway.objections.models import FilerKind, Objection, ObjectionStatus
 from gateway.objections.service import objection_of
+from gateway.workflows.service import Deadlines
 from gateway.workflows.task import Task, make_task
 
 __all__ = ["objection_tasks"]
@@ -31,7 +32,9 @@ def _about(o: Objection) -> str:
     return f"{o.category.value} value of {o.dataset_id}.{o.field}{subject}"
 
 
-async def objection_tasks(actor: Actor, engine: AsyncEngine, now: dt.datetime) -> list[Task]:
+async def objection_tasks(
+    actor: Actor, engine: AsyncEngine, now: dt.datetime, calendar: Deadlines | None = None
+) -> list[Task]:
     everyone = actor.role is None and actor.merchant_id is None and not actor.system
     operator = everyone or actor.role in (Role.OPERATOR, Role.SUPERVISOR)
     if actor.merchant_id is None and actor.role not in (
@@ -52,7 +55,7 @@ async def objection_tasks(actor: Actor, engine: AsyncEngine, now: dt.datetime) -
     elif actor.role is Role.SOURCE:
         query = query.where(ObjectionRow.department == (actor.department or ""))
     async with engine.connect() as conn:
-        found = [objection_of(row) for row in (await conn.execute(query)).all()]
+        found = [objection_of(row, calendar) for row in (await conn.execute(query)).all()]
     tasks: list[Task] = []
     for o in found:
         if o.status is ObjectionStatus.OPEN:
@@ -75,6 +78,7 @@ async def objection_tasks(actor: Actor, engine: AsyncEngine, now: dt.datetime) -
                         "reasons, or corrected",
                         o.due_at,
                         now,
+                        provisional=o.provisional,
                     )
                 )
             if operator and actor.role is not Role.SUPERVISOR and o.overdue(now):
@@ -87,6 +91,7 @@ async def objection_tasks(actor: Actor, engine: AsyncEngine, now: dt.datetime) -
                         f"{_about(o)}: follow it up",
                         o.due_at,
                         now,
+                        provisional=o.provisional,
                     )
                 )
             continue

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.clock import utc
 from gateway.db.schema import LogEntryRow, ObjectionRow, ReviewRow, UseApplicationRow
 from gateway.reports.periods import Period
-from gateway.workdays.calendar import SHANGHAI, UncoveredYearError, WorkingCalendar
+from gateway.workdays.calendar import UncoveredYearError, WorkingCalendar
 
 __all__ = [
     "CatalogueEntry",
@@ -205,7 +205,7 @@ async def gather_departments(
     updated: Counter[str] = Counter()
     # The Beijing day of the period's last instant: a period ending at midnight ends on
     # the day before.
-    as_of_day = (as_of - dt.timedelta(microseconds=1)).astimezone(SHANGHAI).date()
+    as_of_day = (as_of - dt.timedelta(microseconds=1)).astimezone(calendar.zone).date()
     for dataset_id, (definition, last, changed) in sorted(catalogue.items()):
         provider = str(definition.get("provider", ""))
         stale = tally(provider).stale[dataset_id]
@@ -217,7 +217,7 @@ async def gather_departments(
                 grantable=definition.get("open_attribute") != "not_open"
                 and not definition.get("negative_list", False),
                 last_updated=last,
-                days_since_update=(as_of_day - last.astimezone(SHANGHAI).date()).days,
+                days_since_update=(as_of_day - last.astimezone(calendar.zone).date()).days,
                 stale_objections=stale,
             )
         )

@@ -143,6 +143,9 @@ class OverdueItem:
     party: str
     due_at: dt.datetime
     working_days_overdue: int | None
+    # Its last working day lies in a year without a loaded holiday schedule: counted on
+    # weekends alone, recomputed when the schedule is loaded (docs/workdays.md).
+    provisional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,8 +421,16 @@ class _Step:
     ) -> None:
         self.open += 1
         if deadline <= as_of:
+            last_day = (deadline - dt.timedelta(microseconds=1)).astimezone(self.calendar.zone)
             self.overdue.append(
-                OverdueItem(self.step, subject, party, deadline, self.working_days(deadline, as_of))
+                OverdueItem(
+                    self.step,
+                    subject,
+                    party,
+                    deadline,
+                    self.working_days(deadline, as_of),
+                    provisional=not self.calendar.covers(last_day.year),
+                )
             )
 
     def result(self) -> StepTimeliness:

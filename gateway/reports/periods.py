@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from gateway.clock import utc
@@ -39,21 +39,23 @@ _EXAMPLES = "2026Q3, 2026-07, 2026 or 2026-07-01..2026-09-30"
 
 @dataclass(frozen=True, slots=True)
 class Period:
-    """Beijing calendar days ``first_day`` to ``last_day``, both included."""
+    """Calendar days ``first_day`` to ``last_day``, both included, in ``zone`` (the
+    deployment's ``timezone`` setting; Beijing by default)."""
 
     label: str
     first_day: dt.date
     last_day: dt.date
+    zone: dt.tzinfo = SHANGHAI
 
     @property
     def start(self) -> dt.datetime:
         """The first instant of the period, aware UTC (Beijing midnight of ``first_day``)."""
-        return _midnight(self.first_day)
+        return _midnight(self.first_day, self.zone)
 
     @property
     def end(self) -> dt.datetime:
         """The first instant after the period, aware UTC: queries use ``[start, end)``."""
-        return _midnight(self.last_day + dt.timedelta(days=1))
+        return _midnight(self.last_day + dt.timedelta(days=1), self.zone)
 
     @property
     def days(self) -> int:
@@ -73,7 +75,13 @@ class Period:
         if self.granularity == "day":
             day = self.first_day
             while day <= self.last_day:
-                out.append((day.isoformat(), _midnight(day), _midnight(day + _ONE_DAY)))
+                out.append(
+                    (
+                        day.isoformat(),
+                        _midnight(day, self.zone),
+                        _midnight(day + _ONE_DAY, self.zone),
+                    )
+                )
                 day += _ONE_DAY
             return out
         month = self.first_day.replace(day=1)
@@ -81,7 +89,13 @@ class Period:
             following = _next_month(month)
             first = max(month, self.first_day)
             last = min(following - _ONE_DAY, self.last_day)
-            out.append((month.strftime("%Y-%m"), _midnight(first), _midnight(last + _ONE_DAY)))
+            out.append(
+                (
+                    month.strftime("%Y-%m"),
+                    _midnight(first, self.zone),
+                    _midnight(last + _ONE_DAY, self.zone),
+                )
+            )
             month = following
         return out
 
@@ -98,21 +112,19 @@ class Period:
         return out
 
     def local(self, instant: dt.datetime) -> dt.datetime:
-        """``instant`` in Beijing time, for display."""
-        return utc(instant).astimezone(SHANGHAI)
+        """``instant`` in the period's zone, for display."""
+        return utc(instant).astimezone(self.zone)
 
     def describe(self) -> str:
-        return (
-            f"{self.label}: {self.first_day.isoformat()} to {self.last_day.isoformat()} "
-            "Beijing time (UTC+8)"
-        )
+        where = "Beijing time (UTC+8)" if self.zone == SHANGHAI else f"{self.zone} time"
+        return f"{self.label}: {self.first_day.isoformat()} to {self.last_day.isoformat()} {where}"
 
 
 _ONE_DAY = dt.timedelta(days=1)
 
 
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(0), tzinfo=SHANGHAI).astimezone(dt.UTC)
+def _midnight(day: dt.date, zone: dt.tzinfo) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
 
 
 def _next_month(month: dt.date) -> dt.date:
@@ -132,8 +144,13 @@ def _quarter(year: int, quarter: int) -> Period:
     return Period(f"{year}Q{quarter}", first, last)
 
 
-def parse_quarter(text: str) -> Period:
-    """A calendar quarter, ``2026Q3``. Raises :class:`ValidationError` otherwise."""
+def parse_quarter(text: str, zone: dt.tzinfo = SHANGHAI) -> Period:
+    """A calendar quarter, ``2026Q3``, of days in ``zone``. Raises
+    :class:`ValidationError` otherwise."""
+    return replace(_parse_quarter(text), zone=zone)
+
+
+def _parse_quarter(text: str) -> Period:
     value = text.strip()
     match = _QUARTER.match(value)
     if match is None:
@@ -141,9 +158,13 @@ def parse_quarter(text: str) -> Period:
     return _quarter(_year(match[1]), int(match[2]))
 
 
-def parse_period(text: str) -> Period:
-    """A quarter, a month, a year or an inclusive range of days (see the module doc).
-    Raises :class:`ValidationError` with the accepted forms."""
+def parse_period(text: str, zone: dt.tzinfo = SHANGHAI) -> Period:
+    """A quarter, a month, a year or an inclusive range of days (see the module doc), of
+    days in ``zone``. Raises :class:`ValidationError` with the accepted forms."""
+    return replace(_parse_period(text), zone=zone)
+
+
+def _parse_period(text: str) -> Period:
     value = text.strip()
     if (match := _QUARTER.match(value)) is not None:
         return _quarter(_year(match[1]), int(match[2]))

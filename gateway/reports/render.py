@@ -11,11 +11,13 @@ name, nothing more. Times are shown in Beijing time, the time the bureau reckons
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from gateway.reports import charts
 from gateway.reports.circular import DepartmentsSection
@@ -154,16 +156,36 @@ class _Doc:
 # -- small formatters ------------------------------------------------------------------------
 
 
+_ZONE: ContextVar[dt.tzinfo] = ContextVar("report_zone", default=SHANGHAI)
+"""The zone times are shown in: the report period's (the deployment's ``timezone``)."""
+
+_D = TypeVar("_D", SecurityReport, OperationsReport)
+
+
+def _in_zone(build: Callable[[_D], _Doc]) -> Callable[[_D], _Doc]:
+    """Build the document with its times shown in the zone of the report's period."""
+
+    @functools.wraps(build)
+    def wrapper(report: _D) -> _Doc:
+        token = _ZONE.set(report.header.period.zone)
+        try:
+            return build(report)
+        finally:
+            _ZONE.reset(token)
+
+    return wrapper
+
+
 def _time(value: dt.datetime | None) -> str:
     if value is None:
         return "-"
-    return value.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+    return value.astimezone(_ZONE.get()).strftime("%Y-%m-%d %H:%M")
 
 
 def _deadline(value: dt.datetime) -> str:
-    """A deadline: the workflows store the first instant past it, so midnight in Beijing
+    """A deadline: the workflows store the first instant past it, so local midnight
     reads as the end of the day before."""
-    local = value.astimezone(SHANGHAI)
+    local = value.astimezone(_ZONE.get())
     if local.time() == dt.time(0):
         return f"end of {(local.date() - dt.timedelta(days=1)).isoformat()}"
     return _time(value)
@@ -211,7 +233,12 @@ def _header(doc: _Doc, header: ReportHeader) -> None:
             (
                 "报告期 Period",
                 f"{period.label}: {period.first_day.isoformat()} – "
-                f"{period.last_day.isoformat()} (北京时间 Beijing time, UTC+8)",
+                f"{period.last_day.isoformat()} "
+                + (
+                    "(北京时间 Beijing time, UTC+8)"
+                    if period.zone == SHANGHAI
+                    else f"({period.zone})"
+                ),
             ),
             ("查询边界 Query bounds (UTC)", Mono(f"[{_utc(period.start)}, {_utc(period.end)})")),
             (
@@ -335,6 +362,7 @@ _MEASURE_HEADER = (
 )
 
 
+@_in_zone
 def _security(report: SecurityReport) -> _Doc:
     header, audit, perms = report.header, report.audit, report.permissions
     alerts, measures, anchoring = report.alerts, report.measures, report.anchoring
@@ -648,6 +676,7 @@ _CALL_HEADER = (
 )
 
 
+@_in_zone
 def _operations(report: OperationsReport) -> _Doc:
     header, calls, timeliness, products = (
         report.header,
@@ -842,7 +871,7 @@ def _operations(report: OperationsReport) -> _Doc:
                 _STEP_TITLES[o.step],
                 Mono(o.subject),
                 o.party,
-                _deadline(o.due_at),
+                _deadline(o.due_at) + (" (暂定 provisional)" if o.provisional else ""),
                 str(o.working_days_overdue) if o.working_days_overdue is not None else "-",
             )
             for o in timeliness.overdue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from gateway.chain.audit import chain_reader
 from gateway.chain.backends import ChainBackend
@@ -16,7 +17,6 @@ from gateway.reports.periods import Period
 from gateway.reports.security import AuditProgress, ChainAccess, SecurityReport, gather_security
 from gateway.runtime import Gateway
 from gateway.settings import Settings
-from gateway.workdays.calendar import default_calendar
 
 __all__ = [
     "chain_for_command_line",
@@ -88,6 +88,8 @@ async def security_report(
     """The quarterly security report. Signs a checkpoint of every stream that grew (the
     report's heads), then audits every stream; slow on a large log (the audit reads it
     all). Raises :class:`ValidationError` for a quarter that has not begun."""
+    # Days of the deployment's zone, whoever parsed the period.
+    quarter = replace(quarter, zone=gateway.settings.zone)
     header = await _header(gateway, quarter, generated_by)
     return await gather_security(
         gateway.engine,
@@ -106,11 +108,13 @@ async def operations_report(
 ) -> OperationsReport:
     """The operations report of ``period``. Raises :class:`ValidationError` for a period
     that has not begun."""
+    period = replace(period, zone=gateway.settings.zone)
     header = await _header(gateway, period, generated_by)
     return await gather_operations(
         gateway.engine,
         header,
         await load_names(gateway.engine),
-        calendar=default_calendar(*gateway.settings.workday_calendars),
+        # The gateway's calendar: shipped, configured and loaded schedules, in its zone.
+        calendar=gateway.calendar.current,
         revenue=gateway.products.revenue,
     )

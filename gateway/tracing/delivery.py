@@ -1,7 +1,8 @@
 """Applying the three tracing layers to one query answer, as it is built.
 
 The data plane fetches a page of source rows and hands them here with how to render one
-(masking and JSON forms are the data plane's business). This module adds canary rows, embeds
+(masking and JSON forms are the data plane's business). This module adds canary rows
+(synthetic records at keyed places in the page, :mod:`gateway.tracing.canaries`), embeds
 the recipient's marks, keeps the page within its limit, and computes what the call record
 and the ``trace_rows`` index must hold. Pure and deterministic: the same recipient asking
 the same page twice gets byte-identical rows.
@@ -15,7 +16,7 @@ from typing import Any
 
 from connectors.base import Condition, Row
 from gateway.catalog.models import Dataset
-from gateway.tracing.canaries import canary_row, selects
+from gateway.tracing.canaries import canary_row, canary_slot, selects
 from gateway.tracing.index import cell_text, identity_hash, row_hash, rows_digest
 from gateway.tracing.marks import (
     Carrier,
@@ -91,25 +92,36 @@ class DeliveryTracing:
             and anchor_field is not None
             and not any(c.field in identifying for c in conditions)
         )
-        out: list[tuple[dict[str, Any], int | None]] = []
+        marked_rows: list[dict[str, Any]] = []
+        anchors: list[str | None] = []
         for source in rows:
             rendered = render(source)
             anchor = _anchor(rendered, anchor_field)
-            out.append((self._mark(rendered, anchor, marked, recipient), None))
-            if not with_canaries or anchor is None:
-                continue
-            if not selects(recipient, anchor, self._canary_rate):
-                continue
-            fake = canary_row(recipient, anchor, source, identifying)
-            if fake is None:
-                continue
-            rendered = render(fake)
-            fake_anchor = _anchor(rendered, anchor_field)
-            if fake_anchor is None or fake_anchor == anchor:
-                continue
-            canary_id = identity_hash(self._trace_key, dataset.id, str(anchor_field), fake_anchor)
-            out.append((self._mark(rendered, fake_anchor, marked, recipient), canary_id))
-        page = out[:limit]
+            anchors.append(anchor)
+            marked_rows.append(self._mark(rendered, anchor, marked, recipient))
+        # Canaries by the index of the real row that selected them.
+        canaries: dict[int, tuple[int, dict[str, Any], int]] = {}
+        if with_canaries:
+            fixed = {c.field for c in conditions}
+            real = {a for a in anchors if a is not None}
+            for index, anchor in enumerate(anchors):
+                if anchor is None or not selects(recipient, anchor, self._canary_rate):
+                    continue
+                fake = canary_row(recipient, anchor, rows, identifying, fixed)
+                if fake is None:
+                    continue
+                rendered = render(fake)
+                fake_anchor = _anchor(rendered, anchor_field)
+                if fake_anchor is None or fake_anchor in real:
+                    continue
+                real.add(fake_anchor)
+                canary_id = identity_hash(
+                    self._trace_key, dataset.id, str(anchor_field), fake_anchor
+                )
+                slot = canary_slot(recipient, anchor, len(rows))
+                canary = self._mark(rendered, fake_anchor, marked, recipient)
+                canaries[index] = (slot, canary, canary_id)
+        page = _cut(marked_rows, canaries, limit)
         hashes: set[int] = set()
         for row, _canary in page:
             hashes.update(self._hashes(dataset, row, clear_ids))
@@ -152,3 +164,30 @@ def _anchor(row: dict[str, Any], field: str | None) -> str | None:
         return None
     text = normalize(cell_text(row.get(field)))
     return text or None
+
+
+def _cut(
+    rows: list[dict[str, Any]],
+    canaries: dict[int, tuple[int, dict[str, Any], int]],
+    limit: int,
+) -> list[tuple[dict[str, Any], int | None]]:
+    """The page: real rows in order, each canary before the real row of its slot, cut at
+    ``limit``. A canary whose selecting row is cut (it opens the next page, where it selects
+    its canary again) is left out, so no canary is delivered twice."""
+    kept = dict(canaries)
+    while True:
+        slots: dict[int, list[tuple[dict[str, Any], int]]] = {}
+        for slot, canary, canary_id in kept.values():
+            slots.setdefault(slot, []).append((canary, canary_id))
+        out: list[tuple[dict[str, Any], int | None]] = []
+        for index in range(len(rows) + 1):
+            out.extend(slots.get(index, ()))
+            if index < len(rows):
+                out.append((rows[index], None))
+        page = out[:limit]
+        delivered = sum(1 for _row, canary_id in page if canary_id is None)
+        cut = [index for index in kept if index >= delivered]
+        if not cut:
+            return page
+        for index in cut:
+            del kept[index]

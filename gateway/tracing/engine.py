@@ -25,25 +25,27 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.base import Condition, RowQuery, coerce_value
+from connectors.base import Condition, Row, RowQuery, coerce_value
 from gateway.catalog.models import Dataset
 from gateway.clock import utc
 from gateway.dataplane.service import ConnectorRegistry
 from gateway.db.schema import LogEntryRow, TraceRow
 from gateway.errors import DsgwError, NotFoundError, ValidationError
 from gateway.governance.policy import PolicyStore
-from gateway.tracing.index import identity_hash, row_hash
+from gateway.tracing.index import cell_text, identity_hash, row_hash
 from gateway.tracing.marks import (
     Carrier,
     DigitCarrier,
     binomial_tail,
     carriers,
-    expected_bit,
+    embed,
+    mark_bits,
     read_bit,
     recipient_key,
 )
@@ -53,10 +55,16 @@ from gateway.tracing.models import (
     DeliveryRef,
     LeakedTable,
     MarkEvidence,
+    MarkRows,
     TraceReport,
     Verdict,
 )
-from gateway.tracing.normalize import normalize, normalize_variants, parse_number
+from gateway.tracing.normalize import (
+    SIGNIFICANT_DIGITS,
+    normalize,
+    normalize_variants,
+    parse_number,
+)
 
 __all__ = ["LeakTracer", "Progress"]
 
@@ -74,6 +82,10 @@ NOT_INDICATED_RATE: Final = 0.75
 # A mark column whose minority bit is rarer than this reads as erased.
 ERASED_SHARE: Final = 0.1
 HASH_SPACE: Final = 2.0**63
+# Source rows asked for per 14-digit prefix of a long identifier a spreadsheet cut.
+PREFIX_ROWS: Final = 16
+# The row sets each candidate's marks are tested on (MarkEvidence.rows).
+MARK_ROWS: Final[tuple[MarkRows, ...]] = ("received", "exclusive", "unexplained")
 # The smallest false-attribution probability reported: a float underflows to 0.0 past
 # about a thousand matching mark cells, and 0.0 would read as certainty.
 FAP_FLOOR: Final = 1e-300
@@ -233,8 +245,17 @@ class LeakTracer:
             for seq in m.hits:
                 tallies[deliveries[seq].merchant_id].deliveries[seq] += 1
         canary_checks = await self._canaries(dataset, matches, deliveries, tallies, notes)
-        marks, hypotheses = self._marks(
-            dataset, rows, columns, matches, deliveries, id_columns, mapping, tallies, notes
+        marks, hypotheses = await self._marks(
+            dataset,
+            rows,
+            columns,
+            matches,
+            deliveries,
+            recipients,
+            id_columns,
+            mapping,
+            tallies,
+            notes,
         )
         for name, j in hypotheses.chosen.items():
             if name not in mapping:
@@ -247,6 +268,27 @@ class LeakTracer:
             )
             for merchant, tally in tallies.items()
         ]
+        # One more round: the rows a named recipient received are explained by it; test
+        # every other candidate on the rest. Who is named was decided without the other
+        # candidates' bits, so each of these tests stays exact; it is the third row set
+        # counted in the hypotheses.
+        explained = frozenset(c.merchant_id for c in candidates if c.verdict == "named")
+        if explained and hypotheses.retest is not None:
+            for index, candidate in enumerate(candidates):
+                if candidate.verdict == "named":
+                    continue
+                again = hypotheses.retest(candidate.merchant_id, explained)
+                before = marks.get(candidate.merchant_id)
+                if again is None or (before is not None and again.p_value >= before.p_value):
+                    continue
+                candidates[index] = self._candidate(
+                    candidate.merchant_id,
+                    tallies[candidate.merchant_id],
+                    again,
+                    hypotheses.count,
+                    canary_checks,
+                    deliveries,
+                )
         order = {"named": 0, "possible": 1, "not-indicated": 2}
         candidates.sort(
             key=lambda c: (
@@ -456,19 +498,26 @@ class LeakTracer:
 
     # -- step 3: marks ----------------------------------------------------------------------
 
-    def _marks(
+    async def _marks(
         self,
         dataset: Dataset,
         rows: Sequence[tuple[str, ...]],
         columns: _Columns,
         matches: Sequence[_Row],
         deliveries: dict[int, _Delivery],
+        recipients: Sequence[frozenset[str]],
         id_columns: dict[str, tuple[int, float]],
         mapping: dict[str, int],
         tallies: dict[str, _Tally],
         notes: list[str],
     ) -> tuple[dict[str, MarkEvidence], _Hypotheses]:
-        """The mark test per recipient, with the columns chosen and hypotheses tried."""
+        """The mark test per recipient, with the columns chosen and hypotheses tried.
+
+        Each candidate is tested twice: on every leaked row it received, and on the rows
+        only it received (rows other candidates also received hold *their* marks when they
+        leaked them, and would dilute a small share of the file to a coin toss). The
+        smaller p-value counts, so both tests are hypotheses of the Bonferroni correction.
+        """
         hypotheses = _Hypotheses(count=max(1, len(tallies)))
         fields = carriers(dataset)
         if not fields or not tallies:
@@ -477,6 +526,7 @@ class LeakTracer:
         taken = id_cols | {j for name, j in mapping.items() if name not in fields}
         matched_rows = [i for i, m in enumerate(matches) if m.hits]
         choices: dict[str, list[int]] = {}
+        reading = _Reading(fields, rows)
         for name, carrier in fields.items():
             if name in mapping:
                 options = [mapping[name]]
@@ -489,9 +539,22 @@ class LeakTracer:
             if not options:
                 notes.append(f"no column carries the mark of {name}: marks not tested on it")
                 continue
-            # Which columns to test is decided from the leaked cells alone, never from a
-            # recipient's bits, so the test stays exact under "not the source".
-            kept = [j for j in options if not _erased(columns.bits(j, carrier, matched_rows))]
+            # Which columns to test, and how to read them, is decided from the leaked cells
+            # alone, never from a recipient's bits, so the test stays exact under "not the
+            # source".
+            kept: list[int] = []
+            for j in options:
+                shown = columns.places(j, matched_rows)
+                if (
+                    isinstance(carrier, DigitCarrier)
+                    and shown is not None
+                    and shown < carrier.places
+                ):
+                    reading.rounded[(name, j)] = shown
+                    kept.append(j)
+                    continue
+                if not _erased(columns.bits(j, carrier, matched_rows)):
+                    kept.append(j)
             if kept:
                 choices[name] = kept
             else:
@@ -503,47 +566,115 @@ class LeakTracer:
             return {}, hypotheses
         for options in choices.values():
             hypotheses.count *= len(options)
+        hypotheses.count *= len(MARK_ROWS)
         received = self._marked_rows(dataset, rows, matches, deliveries, id_columns, choices)
-        observed: dict[tuple[str, int, int], int | None] = {}
+        if reading.rounded:
+            # A long all-digit identifier's anchor is its 15-digit normal form: ask the
+            # source for the leaked cell's own text too, which may still hold every digit.
+            lookup = {anchor for got in received.values() for _i, anchor, _names in got}
+            first = id_columns.get(dataset.identifying_fields[0])
+            if first is not None:
+                leaked = {i for got in received.values() for i, _anchor, _names in got}
+                lookup |= {"".join(rows[i][first[0]].split()).upper() for i in leaked}
+            reading.sources = await self._source_values(dataset, lookup, notes)
+            if reading.sources:
+                notes.append(
+                    "numbers rounded to fewer places than delivered ("
+                    + ", ".join(sorted({name for name, _j in reading.rounded}))
+                    + "): compared with each candidate's delivered value, rounded either way"
+                )
         evidence: dict[str, MarkEvidence] = {}
         votes: dict[str, Counter[int]] = defaultdict(Counter)
         for merchant in tallies:
             recipient = recipient_key(self._mark_key, dataset.id, merchant)
-            cells = matched = 0
-            for name, options in choices.items():
-                expected = [
-                    (i, anchor, expected_bit(recipient, anchor, name))
-                    for i, anchor, names in received.get(merchant, ())
-                    if name in names
-                ]
-                best: tuple[float, int, int, int] | None = None
-                for j in options:
-                    # Each anchor counts once: a row repeated in the file is no new evidence.
-                    seen: set[str] = set()
-                    n = k = 0
-                    for i, anchor, bit in expected:
-                        key = (name, i, j)
-                        if key not in observed:
-                            observed[key] = read_bit(fields[name], rows[i][j])
-                        got = observed[key]
-                        if got is None or anchor in seen:
-                            continue
-                        seen.add(anchor)
-                        n += 1
-                        k += got == bit
-                    p = binomial_tail(n, k)
-                    if best is None or (p, -n) < (best[0], -best[1]):
-                        best = (p, n, k, j)
-                assert best is not None
-                cells += best[1]
-                matched += best[2]
-                if best[1]:
-                    votes[name][best[3]] += best[1]
-            if cells:
-                evidence[merchant] = MarkEvidence(cells, matched, binomial_tail(cells, matched))
+            mine = received.get(merchant, [])
+            tests: list[MarkEvidence] = []
+            for scope in MARK_ROWS[:2]:
+                tested = (
+                    mine
+                    if scope == "received"
+                    else [entry for entry in mine if recipients[entry[0]] == {merchant}]
+                )
+                cells, matched, columns_used = _mark_test(reading, recipient, choices, tested)
+                if scope == "received":
+                    for name, (j, n) in columns_used.items():
+                        votes[name][j] += n
+                if cells:
+                    tests.append(MarkEvidence(cells, matched, binomial_tail(cells, matched), scope))
+            if tests:
+                # The first of equal p-values is kept: the test over every row received.
+                evidence[merchant] = min(tests, key=lambda t: (t.p_value, -t.cells))
         for name, counter in votes.items():
             hypotheses.chosen[name] = counter.most_common(1)[0][0]
+
+        def retest(merchant: str, named: frozenset[str]) -> MarkEvidence | None:
+            """The test over the rows no ``named`` recipient received (``unexplained``)."""
+            recipient = recipient_key(self._mark_key, dataset.id, merchant)
+            tested = [
+                entry for entry in received.get(merchant, []) if not recipients[entry[0]] & named
+            ]
+            cells, matched, _used = _mark_test(reading, recipient, choices, tested)
+            if not cells:
+                return None
+            return MarkEvidence(cells, matched, binomial_tail(cells, matched), "unexplained")
+
+        hypotheses.retest = retest
         return evidence, hypotheses
+
+    async def _source_values(
+        self, dataset: Dataset, anchors: set[str], notes: list[str]
+    ) -> dict[str, Row]:
+        """The source rows whose first identifying field is one of ``anchors``, by their
+        anchor (the normalised value): what a rounded mark cell is compared with. Empty,
+        with a note, when the source cannot be asked: rounded cells then count neither
+        way."""
+        name = dataset.identifying_fields[0]
+        out: dict[str, Row] = {}
+        wanted = sorted(anchors)
+        try:
+            connector = await self._connectors.get(dataset)
+            field_type = dataset.field(name).type
+            fields = tuple(dict.fromkeys((name, *carriers(dataset))))
+            for start in range(0, len(wanted), CHUNK):
+                values = tuple(
+                    coerce_value(field_type, value) for value in wanted[start : start + CHUNK]
+                )
+                found = await connector.fetch(
+                    RowQuery(
+                        fields=fields,
+                        conditions=(Condition(name, "in", values),),
+                        order_by=dataset.key_fields,
+                        limit=len(values) * 2,
+                    )
+                )
+                for row in found:
+                    out[normalize(cell_text(row.get(name)))] = row
+            if field_type == "string":
+                # A spreadsheet kept 15 digits of a long all-digit identifier: the source
+                # rows starting with its first 14 are few, and one has this normal form.
+                for anchor in [a for a in wanted if a.isdigit() and len(a) > SIGNIFICANT_DIGITS]:
+                    if anchor in out:
+                        continue
+                    found = await connector.fetch(
+                        RowQuery(
+                            fields=fields,
+                            conditions=(
+                                Condition(name, "prefix", anchor[: SIGNIFICANT_DIGITS - 1]),
+                            ),
+                            order_by=dataset.key_fields,
+                            limit=PREFIX_ROWS,
+                        )
+                    )
+                    for row in found:
+                        if normalize(cell_text(row.get(name))) == anchor:
+                            out[anchor] = row
+        except (DsgwError, KeyError, TypeError, ValueError):
+            notes.append(
+                "the source could not be asked for the delivered values of rounded numbers: "
+                "those cells were not tested"
+            )
+            return {}
+        return out
 
     def _marked_rows(
         self,
@@ -653,6 +784,100 @@ class _Hypotheses:
 
     count: int
     chosen: dict[str, int] = field(default_factory=dict)
+    # The mark test of a candidate over the rows no named recipient received; None until
+    # marks are tested.
+    retest: Callable[[str, frozenset[str]], MarkEvidence | None] | None = None
+
+
+@dataclass(slots=True)
+class _Reading:
+    """How the leaked mark cells are read: by the parity of their last digit, or, in a
+    column of numbers rounded to fewer places than delivered (``rounded``: (field, column)
+    -> places shown), by comparison with the value the candidate was delivered, computed
+    from the source row (``sources``, by anchor) and the candidate's bits."""
+
+    fields: dict[str, Carrier]
+    rows: Sequence[tuple[str, ...]]
+    rounded: dict[tuple[str, int], int] = field(default_factory=dict)
+    sources: dict[str, Row] = field(default_factory=dict)
+    _bits: dict[tuple[str, int, int], int | None] = field(default_factory=dict)
+
+    def match(self, name: str, i: int, j: int, anchor: str, recipient: bytes) -> bool | None:
+        """Whether cell (i, j) carries the candidate's mark of ``name``; None when it says
+        nothing either way.
+
+        A rounded cell is compared with both values the candidate could have been given
+        for the row: the source value with its bit, and with the other bit (the two differ
+        by one unit in the last place). A cell consistent with both (or neither), rounded
+        either way, is no evidence. A cell consistent with exactly one of them matches when
+        it is the candidate's: for anyone but the source, which of the two is "its" value
+        is its keyed bit, independent of the file, so the chance of a match stays exactly
+        1/2 and the binomial test is unchanged."""
+        bit, up = mark_bits(recipient, anchor, name)
+        places = self.rounded.get((name, j))
+        if places is None:
+            key = (name, i, j)
+            if key not in self._bits:
+                self._bits[key] = read_bit(self.fields[name], self.rows[i][j])
+            got = self._bits[key]
+            return None if got is None else got == bit
+        source = self.sources.get(anchor)
+        shown = parse_number(self.rows[i][j])
+        if source is None or shown is None or source.get(name) is None:
+            return None
+        carrier = self.fields[name]
+        mine = _rounds_to(embed(carrier, source[name], bit, up), shown, places)
+        other = _rounds_to(embed(carrier, source[name], 1 - bit, up), shown, places)
+        return None if mine == other else mine
+
+
+def _rounds_to(delivered: Any, shown: Decimal, places: int) -> bool:
+    """Whether ``delivered``, rounded to the nearest ``places`` decimals, can show as
+    ``shown``, a tie going either way: 12.345 may show as 12.34 (half-even, or a binary
+    double just below the tie) or 12.35 (half-up, as Excel displays it)."""
+    try:
+        value = Decimal(str(delivered))
+    except InvalidOperation:
+        return False
+    return abs(value - shown) * 2 <= Decimal(1).scaleb(-places)
+
+
+def _mark_test(
+    reading: _Reading,
+    recipient: bytes,
+    choices: dict[str, list[int]],
+    tested: Sequence[tuple[int, str, set[str]]],
+) -> tuple[int, int, dict[str, tuple[int, int]]]:
+    """Cells and matches of one candidate over the ``tested`` rows (row, anchor, marked
+    fields delivered): per field, the column with the smallest p-value. Also, per field,
+    the column used and its cells."""
+    cells = matched = 0
+    used: dict[str, tuple[int, int]] = {}
+    for name, options in choices.items():
+        expected = [(i, anchor) for i, anchor, names in tested if name in names]
+        best: tuple[float, int, int, int] | None = None
+        for j in options:
+            # Each anchor counts once: a row repeated in the file is no new evidence.
+            seen: set[str] = set()
+            n = k = 0
+            for i, anchor in expected:
+                if anchor in seen:
+                    continue
+                got = reading.match(name, i, j, anchor, recipient)
+                if got is None:
+                    continue
+                seen.add(anchor)
+                n += 1
+                k += got
+            p = binomial_tail(n, k)
+            if best is None or (p, -n) < (best[0], -best[1]):
+                best = (p, n, k, j)
+        assert best is not None
+        cells += best[1]
+        matched += best[2]
+        if best[1]:
+            used[name] = (best[3], best[1])
+    return cells, matched, used
 
 
 class _Columns:
@@ -687,6 +912,19 @@ class _Columns:
             if bit is not None:
                 counts[bit] += 1
         return counts[0], counts[1]
+
+    def places(self, j: int, rows: Sequence[int]) -> int | None:
+        """The most decimal places any number of ``rows`` shows in column ``j`` (None if
+        none is a number): fewer than a digit carrier's means the column was rounded."""
+        most: int | None = None
+        for i in rows:
+            number = parse_number(self._rows[i][j])
+            if number is None:
+                continue
+            exponent = number.as_tuple().exponent
+            if isinstance(exponent, int):
+                most = max(most or 0, -exponent)
+        return most
 
     def readable(self, j: int, carrier: Carrier) -> float:
         """Share of the column's non-empty cells that can carry ``carrier``'s bit."""

@@ -17,11 +17,13 @@ __all__ = [
     "DeliveryRef",
     "LeakedTable",
     "MarkEvidence",
+    "MarkRows",
     "TraceReport",
     "Verdict",
 ]
 
 Verdict = Literal["named", "possible", "not-indicated"]
+MarkRows = Literal["received", "exclusive", "unexplained"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +56,23 @@ class ColumnMatch:
 class MarkEvidence:
     """The keyed-mark test of one candidate: of ``cells`` marked cells it received, ``matches``
     carry its expected bit. ``p_value`` is P(Binom(cells, 1/2) >= matches): the chance of at
-    least this many matches if the candidate is not the source."""
+    least this many matches if the candidate is not the source. ``rows`` says which leaked
+    rows were tested: ``received`` (every row the candidate received), ``exclusive`` (only
+    the rows no other candidate received, where another recipient's marks cannot dilute it)
+    or ``unexplained`` (the rows no *named* recipient received)."""
 
     cells: int
     matches: int
     p_value: float
+    rows: MarkRows = "received"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cells": self.cells, "matches": self.matches, "p_value": self.p_value}
+        return {
+            "cells": self.cells,
+            "matches": self.matches,
+            "p_value": self.p_value,
+            "rows": self.rows,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,16 @@ Rules this module implements (see ``docs/workdays.md``):
   that the schedule lists as a make-up working day.
 * "Within N working days of D" ends at the end of the N-th working day *after* D: D itself
   never counts, whatever time of day the submission came in.
-* Calendar days are Beijing days: an instant is placed on a date in ``Asia/Shanghai``
-  (naive datetimes are taken to be UTC, as :func:`gateway.clock.utc` does).
-* A day in a year without a loaded schedule is refused with :class:`UncoveredYearError`,
-  never guessed: a deadline computed on guessed holidays would be silently wrong.
+* Calendar days are days in the deployment's time zone (setting ``timezone``, default
+  ``Asia/Shanghai``): an instant is placed on its date there (naive datetimes are taken to
+  be UTC, as :func:`gateway.clock.utc` does).
+* Deadlines are never refused. A count that walks into a year whose schedule is not loaded
+  yet (the notice comes out in November) takes Monday to Friday as that year's working
+  days; such a deadline is *provisional* (:meth:`WorkingCalendar.provisional_years`), shown
+  as such, and recomputed once the schedule is loaded (``dsgw workdays import``).
+* Questions about a single day of such a year (:meth:`WorkingCalendar.is_working_day`,
+  :meth:`WorkingCalendar.working_days_between`) raise :class:`UncoveredYearError`: their
+  callers (monitoring hours, reports) decide how to say that they fell back.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.clock import utc
+from gateway.clock import DEFAULT_ZONE, utc
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -44,8 +50,8 @@ __all__ = [
     "default_calendar",
 ]
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-"""The time zone the schedules' dates are reckoned in (Beijing time)."""
+SHANGHAI: ZoneInfo = DEFAULT_ZONE
+"""Beijing time, the default deployment zone (setting ``timezone``)."""
 
 _ONE_DAY = dt.timedelta(days=1)
 _SATURDAY = 5  # date.weekday(): Monday is 0
@@ -75,11 +81,9 @@ class UncoveredYearError(CalendarError):
         covered_text = ", ".join(str(y) for y in covered) or "none"
         super().__init__(
             f"workdays: no official holiday schedule for {year} is loaded (covered years: "
-            f"{covered_text}); working days are not guessed because a deadline on guessed "
-            f"holidays would be wrong. Write the State Council's {year} notice "
-            f"(国务院办公厅关于{year}年部分节假日安排的通知) as a JSON schedule file (format in "
-            f"docs/workdays.md) and add it to the workday_calendars setting "
-            f"(DSGW_WORKDAY_CALENDARS)",
+            f"{covered_text}); load the State Council's {year} notice "
+            f"(国务院办公厅关于{year}年部分节假日安排的通知) with `dsgw workdays import "
+            f"notice.txt` (docs/workdays.md)",
             year=year,
         )
         self.year = year
@@ -202,11 +206,13 @@ class WorkingCalendar:
     schedules, plus optional files) or directly from :class:`YearSchedule` objects.
     """
 
-    __slots__ = ("_holidays", "_schedules", "_workdays", "_years")
+    __slots__ = ("_holidays", "_schedules", "_workdays", "_years", "_zone")
 
-    def __init__(self, schedules: Iterable[YearSchedule]) -> None:
+    def __init__(self, schedules: Iterable[YearSchedule], *, zone: dt.tzinfo = SHANGHAI) -> None:
         """Raises :class:`CalendarError` if two schedules for one year disagree; the same
-        year given twice with the same days is accepted once."""
+        year given twice with the same days is accepted once. ``zone`` places instants on
+        their dates (the deployment's ``timezone`` setting)."""
+        self._zone = zone
         by_year: dict[int, YearSchedule] = {}
         for schedule in schedules:
             known = by_year.get(schedule.year)
@@ -226,6 +232,26 @@ class WorkingCalendar:
         }
         self._workdays = frozenset(day for s in self._schedules for day in s.workdays)
         self._years = frozenset(by_year)
+
+    @property
+    def zone(self) -> dt.tzinfo:
+        return self._zone
+
+    def with_schedules(self, schedules: Iterable[YearSchedule]) -> WorkingCalendar:
+        """This calendar plus ``schedules`` (same zone); raises as the constructor."""
+        return WorkingCalendar([*self._schedules, *schedules], zone=self._zone)
+
+    def covers(self, year: int) -> bool:
+        """Whether the official schedule of ``year`` is loaded."""
+        return year in self._years
+
+    def provisional_years(self, start: dt.datetime, due: dt.datetime) -> tuple[int, ...]:
+        """The years without a loaded schedule that the count from ``start`` to the
+        deadline ``due`` (as :meth:`deadline` returns it) walked through, ascending. Empty
+        means the deadline is final; otherwise it was counted on weekends alone there."""
+        first = _local_date(start, self._zone).year
+        last = _local_date(due - dt.timedelta(microseconds=1), self._zone).year
+        return tuple(y for y in range(first, last + 1) if y not in self._years)
 
     @classmethod
     def load(cls, *paths: str | os.PathLike[str]) -> WorkingCalendar:
@@ -254,8 +280,13 @@ class WorkingCalendar:
         A datetime is first placed on its Beijing date. Raises :class:`UncoveredYearError`
         for a year without a schedule.
         """
-        day = _local_date(day, SHANGHAI)
+        day = _local_date(day, self._zone)
         self._require_year(day.year)
+        return self._counts(day)
+
+    def _counts(self, day: dt.date) -> bool:
+        """Whether ``day`` counts in a deadline: the schedule's answer, or Monday to Friday
+        in a year without one (the deadline is then provisional)."""
         if day.weekday() >= _SATURDAY:
             return day in self._workdays
         return day not in self._holidays
@@ -265,36 +296,39 @@ class WorkingCalendar:
 
         Raises :class:`UncoveredYearError` for a year without a schedule.
         """
-        day = _local_date(day, SHANGHAI)
+        day = _local_date(day, self._zone)
         self._require_year(day.year)
         return self._holidays.get(day)
 
     def add_working_days(
-        self, start: dt.date | dt.datetime, n: int, *, tz: dt.tzinfo = SHANGHAI
+        self, start: dt.date | dt.datetime, n: int, *, tz: dt.tzinfo | None = None
     ) -> dt.date:
         """The date of the ``n``-th working day after ``start``; ``start`` never counts.
 
-        A datetime ``start`` is placed on its date in ``tz`` (naive means UTC). ``n == 0``
-        returns that date itself. Raises :class:`UncoveredYearError` if the count walks into
-        a year without a schedule, and ValueError for a negative ``n`` (a caller's bug).
+        A datetime ``start`` is placed on its date in ``tz`` (default: the calendar's zone;
+        naive means UTC). ``n == 0`` returns that date itself. In a year without a loaded
+        schedule Monday to Friday count (see :meth:`provisional_years`). Raises ValueError
+        for a negative ``n`` (a caller's bug).
         """
         if n < 0:
             raise ValueError(f"n must not be negative, got {n}")
-        day = _local_date(start, tz)
+        day = _local_date(start, tz or self._zone)
         remaining = n
         while remaining:
             day += _ONE_DAY
-            if self.is_working_day(day):
+            if self._counts(day):
                 remaining -= 1
         return day
 
-    def deadline(self, start: dt.datetime, n: int, *, tz: dt.tzinfo = SHANGHAI) -> dt.datetime:
+    def deadline(self, start: dt.datetime, n: int, *, tz: dt.tzinfo | None = None) -> dt.datetime:
         """When "within ``n`` working days of ``start``" runs out, as an aware UTC datetime.
 
-        That is the end of the ``n``-th working day after ``start``'s date in ``tz``, given
-        exclusively: 00:00 local time of the next day. Anything before the returned instant
-        is in time. Raises as :meth:`add_working_days`.
+        That is the end of the ``n``-th working day after ``start``'s date in ``tz``
+        (default: the calendar's zone), given exclusively: 00:00 local time of the next day.
+        Anything before the returned instant is in time. Never refused: a count through a
+        year without a schedule is provisional (:meth:`provisional_years`).
         """
+        tz = tz or self._zone
         last = self.add_working_days(start, n, tz=tz)
         end = dt.datetime.combine(last + _ONE_DAY, dt.time(0), tzinfo=tz)
         return end.astimezone(dt.UTC)
@@ -307,8 +341,8 @@ class WorkingCalendar:
         deadline is overdue. Datetimes are placed on their Beijing date. Raises
         :class:`UncoveredYearError` for any day of the range in a year without a schedule.
         """
-        a = _local_date(a, SHANGHAI)
-        b = _local_date(b, SHANGHAI)
+        a = _local_date(a, self._zone)
+        b = _local_date(b, self._zone)
         if b < a:
             return -self.working_days_between(b, a)
         count = 0
@@ -324,13 +358,14 @@ class WorkingCalendar:
             raise UncoveredYearError(year, self.years)
 
 
-def default_calendar(*extra: str | os.PathLike[str]) -> WorkingCalendar:
+def default_calendar(*extra: str | os.PathLike[str], zone: dt.tzinfo = SHANGHAI) -> WorkingCalendar:
     """The national schedules shipped with dsgw, plus the schedule files ``extra``.
 
     An extra file for a shipped year must list the same days, else :class:`CalendarError`.
     """
     return WorkingCalendar(
-        [*_shipped_schedules(), *(_read_schedule_file(Path(path)) for path in extra)]
+        [*_shipped_schedules(), *(_read_schedule_file(Path(path)) for path in extra)],
+        zone=zone,
     )
 
 

@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.catalog.models import Dataset, check_id, expect_keys
+from gateway.clock import DEFAULT_ZONE
 from gateway.errors import CatalogError, ConflictError, ValidationError
 from gateway.governance.models import (
     MAX_AGREEMENT_YEARS,
@@ -177,15 +178,17 @@ class ApplicationTerms:
     safeguards: str
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ApplicationTerms:
+    def from_dict(cls, data: Mapping[str, Any], zone: dt.tzinfo = DEFAULT_ZONE) -> ApplicationTerms:
+        """A date-only period bound is 00:00 of that day in ``zone`` (half-open period)."""
+
         def text(key: str) -> str:
             value = data.get(key)
             if not isinstance(value, str) or not value.strip() or len(value) > 4000:
                 raise ValidationError(f"{key} must be a text of 1-4000 characters")
             return value.strip()
 
-        starts_at = parse_time_value("period.start", data.get("period_start"))
-        ends_at = parse_time_value("period.end", data.get("period_end"))
+        starts_at = parse_time_value("period.start", data.get("period_start"), zone)
+        ends_at = parse_time_value("period.end", data.get("period_end"), zone)
         if ends_at <= starts_at:
             raise ValidationError("the period must end after it starts")
         if ends_at > add_years(starts_at, MAX_AGREEMENT_YEARS):
@@ -216,6 +219,9 @@ class Review:
     decided_at: dt.datetime | None = None
     decided_by: str | None = None
     reasons: tuple[str, ...] = ()
+    # Counted without a loaded holiday schedule for some year it reaches into (weekends
+    # alone there): recomputed when the schedule is loaded (docs/workdays.md).
+    provisional: bool = False
 
     @property
     def effective_due(self) -> dt.datetime | None:
@@ -245,6 +251,7 @@ class Review:
             "decided_at": iso(self.decided_at),
             "decided_by": self.decided_by,
             "reasons": list(self.reasons),
+            "provisional": self.provisional,
         }
 
 
@@ -263,6 +270,9 @@ class UseApplication:
     checked_by: str | None = None
     reasons: tuple[str, ...] = ()
     agreement_id: str | None = None
+    # compliance_due_at counted without a loaded holiday schedule for some year it reaches
+    # into (weekends alone there): recomputed when the schedule is loaded (docs/workdays.md).
+    provisional: bool = False
 
     def check_status(self, *expected: ApplicationStatus) -> None:
         if self.status not in expected:
@@ -295,6 +305,7 @@ class UseApplication:
             "reasons": list(self.reasons),
             "reviews": [r.to_dict() for r in self.reviews],
             "agreement_id": self.agreement_id,
+            "provisional": self.provisional,
         }
 
 

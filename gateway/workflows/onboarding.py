@@ -133,6 +133,9 @@ class OnboardingApplication:
     # Handed to the applicant once, at submission, to follow its application
     # (GET /v1/onboarding/{id}); only its SHA-256 is stored.
     status_key: str | None = None
+    # Counted without a loaded holiday schedule for some year it reaches into (weekends
+    # alone there): recomputed when the schedule is loaded (docs/workdays.md).
+    provisional: bool = False
 
     def check_status_key(self, key: str) -> None:
         stored = str(self.details.get("status_key_sha256", ""))
@@ -163,6 +166,7 @@ class OnboardingApplication:
             "decided_at": self.decided_at.isoformat() if self.decided_at else None,
             "decided_by": self.decided_by,
             "reasons": list(self.reasons),
+            "provisional": self.provisional,
         }
         if now is not None:
             out["overdue"] = self.overdue(now)

@@ -33,13 +33,30 @@ from gateway.workflows.onboarding import (
     check_reasons,
 )
 
-__all__ = ["Deadlines", "ExclusionImport", "WorkflowService"]
+__all__ = ["Deadlines", "ExclusionImport", "WorkflowService", "is_provisional"]
 
 
 class Deadlines(Protocol):
     """The working-day calendar as the workflows use it."""
 
     def deadline(self, start: dt.datetime, n: int) -> dt.datetime: ...
+
+    def provisional_years(self, start: dt.datetime, due: dt.datetime) -> tuple[int, ...]: ...
+
+    @property
+    def zone(self) -> dt.tzinfo:
+        """The deployment zone whose days are counted."""
+        ...
+
+
+def is_provisional(
+    calendar: Deadlines | None, start: dt.datetime | None, due: dt.datetime | None
+) -> bool:
+    """Whether the deadline ``due`` counted from ``start`` went through a year without a
+    loaded holiday schedule (so it was counted on weekends alone there)."""
+    if calendar is None or start is None or due is None:
+        return False
+    return bool(calendar.provisional_years(start, due))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +80,9 @@ def _entry(row: Any) -> ExclusionEntry:
     )
 
 
-def _onboarding(row: Any) -> OnboardingApplication:
+def _onboarding(row: Any, calendar: Deadlines | None = None) -> OnboardingApplication:
     return OnboardingApplication(
+        provisional=is_provisional(calendar, utc(row.submitted_at), utc(row.due_at)),
         id=row.id,
         merchant_id=row.merchant_id,
         name=row.name,
@@ -92,6 +110,36 @@ class WorkflowService:
         self._governance = governance
         self._calendar = calendar
         self._clock = clock
+
+    @property
+    def deadlines(self) -> Deadlines:
+        """The calendar deadlines are counted on."""
+        return self._calendar
+
+    async def recompute_provisional(self) -> list[str]:
+        """Count the open deadlines again that were provisional (counted through a year
+        without a loaded schedule) on the calendar as it is now, and store the ones that
+        moved; returns the ids of those. Called after ``dsgw workdays import``."""
+        moved: list[str] = []
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(OnboardingRow.id, OnboardingRow.submitted_at, OnboardingRow.due_at)
+                    .where(OnboardingRow.status == OnboardingStatus.SUBMITTED.value)
+                    .with_for_update()
+                )
+            ).all()
+            for row in rows:
+                start, due = utc(row.submitted_at), utc(row.due_at)
+                new_due = self._calendar.deadline(start, ONBOARDING_WORKING_DAYS)
+                if new_due != due:
+                    await conn.execute(
+                        update(OnboardingRow)
+                        .where(OnboardingRow.id == row.id)
+                        .values(due_at=new_due)
+                    )
+                    moved.append(row.id)
+        return moved
 
     # -- exclusion list -----------------------------------------------------------------
 
@@ -198,8 +246,9 @@ class WorkflowService:
                 status=OnboardingStatus.SUBMITTED,
                 exclusion_hits=tuple(hit.to_dict() for hit in hits),
                 submitted_at=now,
-                due_at=self._calendar.deadline(now, ONBOARDING_WORKING_DAYS),
+                due_at=(due := self._calendar.deadline(now, ONBOARDING_WORKING_DAYS)),
                 status_key=status_key,
+                provisional=is_provisional(self._calendar, now, due),
             )
             await conn.execute(
                 insert(OnboardingRow).values(
@@ -311,10 +360,11 @@ class WorkflowService:
         if status is not None:
             query = query.where(OnboardingRow.status == status.value)
         async with self._engine.connect() as conn:
-            return [_onboarding(row) for row in (await conn.execute(query)).all()]
+            return [_onboarding(row, self._calendar) for row in (await conn.execute(query)).all()]
 
-    @staticmethod
-    async def _onboarding_row(conn: AsyncConnection, application_id: str) -> OnboardingApplication:
+    async def _onboarding_row(
+        self, conn: AsyncConnection, application_id: str
+    ) -> OnboardingApplication:
         row = (
             await conn.execute(
                 select(OnboardingRow.__table__).where(OnboardingRow.id == application_id)
@@ -322,4 +372,4 @@ class WorkflowService:
         ).first()
         if row is None:
             raise NotFoundError(f"onboarding application {application_id} does not exist")
-        return _onboarding(row)
+        return _onboarding(row, self._calendar)

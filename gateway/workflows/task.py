@@ -19,6 +19,8 @@ class Task:
     title: str
     due_at: dt.datetime | None
     overdue: bool
+    # due_at counted without next year's holiday schedule (docs/workdays.md).
+    provisional: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -28,11 +30,19 @@ class Task:
             "title": self.title,
             "due_at": self.due_at.isoformat() if self.due_at else None,
             "overdue": self.overdue,
+            "provisional": self.provisional,
         }
 
 
 def make_task(
-    role: str, kind: str, subject: str, title: str, due: dt.datetime | None, now: dt.datetime
+    role: str,
+    kind: str,
+    subject: str,
+    title: str,
+    due: dt.datetime | None,
+    now: dt.datetime,
+    *,
+    provisional: bool = False,
 ) -> Task:
     """A task, overdue when its deadline (the first instant too late) has come."""
-    return Task(role, kind, subject, title, due, due is not None and now >= due)
+    return Task(role, kind, subject, title, due, due is not None and now >= due, provisional)

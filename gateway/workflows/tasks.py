@@ -56,6 +56,7 @@ async def tasks_for(
                     + (" - on the exclusion list" if item.exclusion_hits else ""),
                     item.due_at,
                     now,
+                    provisional=item.provisional,
                 )
             )
     for application in await applications.list(actor):
@@ -69,6 +70,7 @@ async def tasks_for(
                     f"scenario {application.scenario_id}",
                     application.compliance_due_at,
                     now,
+                    provisional=application.provisional,
                 )
             )
         if application.status is ApplicationStatus.DEPARTMENT_REVIEW:
@@ -89,6 +91,7 @@ async def tasks_for(
                             + (" - extended" if review.extended_until else ""),
                             review.effective_due,
                             now,
+                            provisional=review.provisional,
                         )
                     )
         if authority and application.status is ApplicationStatus.APPROVED:
@@ -156,8 +159,8 @@ async def tasks_for(
                     now,
                 )
             )
-    found.extend(await objection_tasks(actor, engine, now))
-    found.extend(await rating_tasks(actor, engine, now))
+    found.extend(await objection_tasks(actor, engine, now, workflows.deadlines))
+    found.extend(await rating_tasks(actor, engine, now, workflows.deadlines.zone))
     if actor.role is Role.SUPERVISOR:
         found = [task for task in found if task.overdue]
     far = dt.datetime.max.replace(tzinfo=dt.UTC)

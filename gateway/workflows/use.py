@@ -14,7 +14,7 @@ import contextlib
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -66,7 +66,7 @@ from gateway.workflows.applications import (
     parse_requirements,
 )
 from gateway.workflows.onboarding import check_reasons
-from gateway.workflows.service import Deadlines
+from gateway.workflows.service import Deadlines, is_provisional
 
 __all__ = ["UseApplicationService"]
 
@@ -76,8 +76,12 @@ TIMEOUT_ACTOR = Actor("deadline", system=True)
 """Who records a deemed approval: nobody decided; the deadline passed."""
 
 
-def _application(row: Any, reviews: Sequence[Any]) -> UseApplication:
+def _application(
+    row: Any, reviews: Sequence[Any], calendar: Deadlines | None = None
+) -> UseApplication:
+    submitted, due = utc(row.submitted_at), utc(row.compliance_due_at)
     return UseApplication(
+        provisional=is_provisional(calendar, submitted, due),
         id=row.id,
         merchant_id=row.merchant_id,
         scenario_id=row.scenario_id,
@@ -86,7 +90,7 @@ def _application(row: Any, reviews: Sequence[Any]) -> UseApplication:
         status=ApplicationStatus(row.status),
         submitted_at=utc(row.submitted_at),
         compliance_due_at=utc(row.compliance_due_at),
-        reviews=tuple(_review(r) for r in reviews),
+        reviews=tuple(_review(r, calendar) for r in reviews),
         checked_at=utc(row.checked_at) if row.checked_at else None,
         checked_by=row.checked_by,
         reasons=tuple(row.reasons),
@@ -94,11 +98,14 @@ def _application(row: Any, reviews: Sequence[Any]) -> UseApplication:
     )
 
 
-def _review(row: Any) -> Review:
+def _review(row: Any, calendar: Deadlines | None = None) -> Review:
     def when(value: dt.datetime | None) -> dt.datetime | None:
         return utc(value) if value is not None else None
 
     return Review(
+        provisional=is_provisional(
+            calendar, when(row.opened_at), when(row.extended_until) or when(row.due_at)
+        ),
         department=row.department,
         datasets=tuple(row.datasets),
         status=ReviewStatus(row.status),
@@ -130,16 +137,84 @@ class UseApplicationService:
         # A store outage is logged there once; the sweep outlives it.
         self._health = health or DependencyHealth()
 
-    def start_sweeper(self, interval: float = 60.0) -> None:
-        """Record deemed approvals in the background, so they appear on time even when
-        nobody reads the applications."""
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep_forever(interval), name="dsgw-sweep")
+    async def recompute_provisional(self) -> list[str]:
+        """Count the open deadlines again that were provisional (counted through a year
+        without a loaded schedule) on the calendar as it is now, and store the ones that
+        moved; returns the ids of those (an
+        application once per moved deadline). Called after ``dsgw workdays import``."""
+        moved: list[str] = []
+        async with self._engine.begin() as conn:
+            checks = (
+                await conn.execute(
+                    select(
+                        UseApplicationRow.id,
+                        UseApplicationRow.submitted_at,
+                        UseApplicationRow.compliance_due_at,
+                    )
+                    .where(UseApplicationRow.status == ApplicationStatus.COMPLIANCE_CHECK.value)
+                    .with_for_update()
+                )
+            ).all()
+            for check in checks:
+                due = self._calendar.deadline(utc(check.submitted_at), COMPLIANCE_WORKING_DAYS)
+                if due != utc(check.compliance_due_at):
+                    await conn.execute(
+                        update(UseApplicationRow)
+                        .where(UseApplicationRow.id == check.id)
+                        .values(compliance_due_at=due)
+                    )
+                    moved.append(check.id)
+            # An extended review keeps its extension as granted; only the original
+            # deadline of a review not extended is counted again.
+            reviews = (
+                await conn.execute(
+                    select(
+                        ReviewRow.application_id,
+                        ReviewRow.department,
+                        ReviewRow.opened_at,
+                        ReviewRow.due_at,
+                    )
+                    .where(
+                        ReviewRow.status == ReviewStatus.PENDING.value,
+                        ReviewRow.extended_until.is_(None),
+                        ReviewRow.opened_at.is_not(None),
+                    )
+                    .with_for_update()
+                )
+            ).all()
+            for row in reviews:
+                due = self._calendar.deadline(utc(row.opened_at), REVIEW_WORKING_DAYS)
+                if row.due_at is None or due != utc(row.due_at):
+                    await conn.execute(
+                        update(ReviewRow)
+                        .where(
+                            ReviewRow.application_id == row.application_id,
+                            ReviewRow.department == row.department,
+                        )
+                        .values(due_at=due)
+                    )
+                    moved.append(row.application_id)
+        return moved
 
-    async def _sweep_forever(self, interval: float) -> None:
+    def start_sweeper(
+        self, interval: float = 60.0, *, also: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Record deemed approvals in the background, so they appear on time even when
+        nobody reads the applications; ``also`` runs with every round (the check for next
+        year's holiday schedule)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(
+                self._sweep_forever(interval, also), name="dsgw-sweep"
+            )
+
+    async def _sweep_forever(
+        self, interval: float, also: Callable[[], Awaitable[None]] | None
+    ) -> None:
         while True:
             try:
                 await self.sweep()
+                if also is not None:
+                    await also()
             except (DsgwError, SQLAlchemyError, OSError) as exc:  # the next round tries again
                 if not self._health.absorb(exc):
                     log.warning("deadline sweep failed, will retry: %s", exc)
@@ -200,8 +275,7 @@ class UseApplicationService:
             raise NotFoundError(f"application {application_id} does not exist")
         return await self._with_reviews(conn, row)
 
-    @staticmethod
-    async def _with_reviews(conn: AsyncConnection, row: Any) -> UseApplication:
+    async def _with_reviews(self, conn: AsyncConnection, row: Any) -> UseApplication:
         reviews = (
             await conn.execute(
                 select(ReviewRow.__table__)
@@ -209,7 +283,7 @@ class UseApplicationService:
                 .order_by(ReviewRow.department)
             )
         ).all()
-        return _application(row, reviews)
+        return _application(row, reviews, self._calendar)
 
     # -- the merchant ---------------------------------------------------------------------
 
@@ -229,7 +303,7 @@ class UseApplicationService:
         if unknown:
             raise ValidationError(f"application: unknown member(s) {', '.join(unknown)}")
         scenario_id = check_id("scenario", data.get("scenario"))
-        terms = ApplicationTerms.from_dict(data)
+        terms = ApplicationTerms.from_dict(data, self._governance.zone)
         application_id = f"app-{secrets.token_hex(6)}"
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> UseApplication:
@@ -258,7 +332,8 @@ class UseApplicationService:
                 terms=terms,
                 status=ApplicationStatus.COMPLIANCE_CHECK,
                 submitted_at=now,
-                compliance_due_at=self._calendar.deadline(now, COMPLIANCE_WORKING_DAYS),
+                compliance_due_at=(due := self._calendar.deadline(now, COMPLIANCE_WORKING_DAYS)),
+                provisional=is_provisional(self._calendar, now, due),
             )
             await conn.execute(
                 insert(UseApplicationRow).values(
