@@ -19,11 +19,12 @@ from typing import Any
 import click
 import pytest
 from aiohttp import encode_basic_auth
+from click.testing import CliRunner
 from openpyxl import Workbook
 
 from gateway.authorization.roles import Role
 from gateway.cli.demo import DEMO_MERCHANT, demo_credit_code
-from gateway.cli.exits import ExitCode, run_cli
+from gateway.cli.exits import ExitCode, HandledGroup, run_cli
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.ledger.records import CallRecord
 from gateway.runtime import Gateway
@@ -254,7 +255,7 @@ def test_json_on_every_outcome_and_markup_printed_literally(
 def test_unexpected_errors_are_one_line_with_a_distinct_code(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    @click.group()
+    @click.group(cls=HandledGroup)
     @click.option("--debug", is_flag=True)
     def group(debug: bool) -> None:
         pass
@@ -273,6 +274,10 @@ def test_unexpected_errors_are_one_line_with_a_distinct_code(
     assert run_cli(group, ["broken", "--json"], "dsgw") == ExitCode.INTERNAL
     assert json.loads(capsys.readouterr().out)["error"]["type"] == "internal"
     assert run_cli(group, ["nothing"], "dsgw") == ExitCode.INVALID
+    # Called as click's own runner calls it, the group exits through the same handler.
+    result = CliRunner().invoke(group, ["broken"])
+    assert result.exit_code == ExitCode.INTERNAL and result.exception is not None
+    assert isinstance(result.exception, SystemExit) and "please report" in result.output
 
 
 async def test_retried_trade_with_other_terms_is_refused(world: World) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import traceback
 from collections.abc import Sequence
 from enum import IntEnum
@@ -28,7 +29,7 @@ from rich.markup import escape
 from gateway.errors import ConflictError, DsgwError, ForbiddenError, NotFoundError
 from gateway.errors import ValidationError as DsgwValidationError
 
-__all__ = ["ExitCode", "exit_code", "print_error", "run_cli"]
+__all__ = ["ExitCode", "HandledGroup", "exit_code", "print_error", "run_cli"]
 
 _log = logging.getLogger("dsgw.cli")
 
@@ -90,6 +91,24 @@ def _wants(flag: str, args: Sequence[str]) -> bool:
         if arg == flag:
             return True
     return False
+
+
+class HandledGroup(click.Group):
+    """A click group whose standalone run (the console script, ``cli()``, click's test
+    runner) goes through :func:`run_cli`, so no caller of the group can see a traceback."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        sys.exit(run_cli(self, argv, prog_name or self.name or "dsgw"))
 
 
 def run_cli(command: click.Command, args: Sequence[str], prog_name: str) -> int:

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gateway.authorization.roles import parse_role
-from gateway.cli.exits import ExitCode, exit_code, run_cli
+from gateway.cli.exits import ExitCode, HandledGroup, exit_code
 from gateway.clock import SystemClock
 from gateway.errors import (
     DsgwError,
@@ -72,7 +72,7 @@ def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
         console.print(table)
 
 
-@click.group()
+@click.group(cls=HandledGroup)
 @click.option(
     "--config",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -1055,7 +1055,7 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
 
 def main() -> None:
     """The ``dsgw`` entry point: every outcome is a message and an :class:`ExitCode`."""
-    sys.exit(run_cli(cli, sys.argv[1:], "dsgw"))
+    cli.main(prog_name="dsgw")  # a HandledGroup: exits through run_cli
 
 
 # The workflow, product and supervision verbs register themselves on the groups above.
