@@ -14,7 +14,7 @@ from sqlalchemy import func, update
 from gateway.cli.demo import DEMO_MERCHANT
 from gateway.db.schema import LogEntryRow
 from gateway.ledger.records import CallRecord
-from gateway.products.reconcile import read_exchange_ledger, reconcile
+from gateway.products.reconcile import UnreadableRow, read_exchange_ledger, reconcile
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 from tests.conftest import FixedClock, build_world
@@ -124,6 +124,7 @@ async def test_reconciliation(settings: Settings, clock: FixedClock, tmp_path: P
             ("missing-at-exchange", "T-3"),
             ("missing-in-gateway", "T-only-at-exchange"),
             ("terms-differ", "T-0"),
+            ("amount-arithmetic", "T-0"),  # 2.49 is not 5 × 0.50 in the exchange's own row
             ("unanchored", "T-late"),
             ("overuse", "T-2"),
             ("delivery-without-trade", "T-ghost"),
@@ -166,8 +167,11 @@ def test_malformed_exchange_ledgers_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="header lacks"):
         list(read_exchange_ledger(bad))
     row = {c: "x" for c in COLUMNS} | {"quantity": "1", "amount": "1.001", "unit_price": "1"}
-    with pytest.raises(ValidationError, match="line 2"):
-        list(read_exchange_ledger(_write(tmp_path / "money.csv", [row])))
+    row |= {"traded_at": "2026-12-01T10:00:00+08:00"}
+    # A bad row is a finding of its own (reconcile reports it with the rest), not an abort.
+    (unreadable,) = list(read_exchange_ledger(_write(tmp_path / "money.csv", [row])))
+    assert isinstance(unreadable, UnreadableRow)
+    assert unreadable.detail.startswith("line 2: ") and unreadable.trade_id == "x"
     (tmp_path / "bad.json").write_text('{"trades": 3}')
     with pytest.raises(ValidationError, match="list of trades"):
         list(read_exchange_ledger(tmp_path / "bad.json"))

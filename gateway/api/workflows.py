@@ -27,7 +27,7 @@ from gateway.catalog.models import expect_keys
 from gateway.errors import UnsupportedMediaTypeError, ValidationError
 from gateway.governance.service import Actor
 from gateway.workflows.applications import ApplicationStatus
-from gateway.workflows.exclusions import parse_exclusions_csv
+from gateway.workflows.exclusions import parse_exclusions_bytes
 from gateway.workflows.onboarding import OnboardingStatus
 from gateway.workflows.tasks import tasks_for
 
@@ -131,21 +131,23 @@ async def decide_onboarding(request: web.Request) -> web.Response:
     return json_response(application.to_dict() | {"merchant_registered": merchant is not None})
 
 
+EXCLUSION_MEDIA_TYPES = (
+    "text/csv",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+)
+
+
 async def import_exclusions(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     actor.may(Action.REGISTER_MERCHANT)
-    if request.content_type != "text/csv":
-        raise UnsupportedMediaTypeError("send the exclusion list as text/csv")
+    if request.content_type not in EXCLUSION_MEDIA_TYPES:
+        raise UnsupportedMediaTypeError("send the exclusion list as text/csv or as XLSX")
     if request.content_length is not None and request.content_length > MAX_EXCLUSION_CSV_BYTES:
         raise ValidationError("exclusion list larger than 64 MiB; split it")
     raw = await request.content.read(MAX_EXCLUSION_CSV_BYTES + 1)
     if len(raw) > MAX_EXCLUSION_CSV_BYTES:
         raise ValidationError("exclusion list larger than 64 MiB; split it")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValidationError("the exclusion list must be UTF-8") from None
-    entries = parse_exclusions_csv(text)
+    entries = parse_exclusions_bytes(raw, "exclusion list")  # UTF-8, GB18030 or XLSX
     report = await request.app[GATEWAY].workflows.import_exclusions(
         actor, entries, source_name=request.query.get("source", "")
     )

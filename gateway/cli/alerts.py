@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from gateway.governance.service import LOCAL_ADMIN
@@ -38,7 +39,7 @@ def _show(alert: Alert, as_json: bool) -> None:
         emit(alert.to_dict(), True)
         return
     console.print(f"[bold]alert {alert.id}[/] {_severity(alert)} {alert.status.value}")
-    console.print(f"{alert.title}\n{alert.detail}")
+    console.print(escape(f"{alert.title}\n{alert.detail}"))  # text, not markup
     table = Table(show_header=False, box=None)
     table.add_row("rule", alert.rule)
     table.add_row("subject", alert.key)

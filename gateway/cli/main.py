@@ -16,14 +16,14 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gateway.authorization.roles import parse_role
+from gateway.cli.exits import ExitCode, HandledGroup, exit_code
 from gateway.clock import SystemClock, local_date
 from gateway.errors import (
-    ConflictError,
     DsgwError,
-    ForbiddenError,
     NotFoundError,
     ValidationError,
 )
@@ -37,32 +37,19 @@ from gateway.ledger.tree import MerkleTree
 from gateway.logs import configure_logging
 from gateway.runtime import Gateway, initialise, keystore_passphrase
 from gateway.settings import Settings, check_workers, load_settings
+from gateway.tabular import read_text_file
 from keys.keystore import KeyPurpose, Keystore
 
-__all__ = ["cli", "main"]
+__all__ = ["ExitCode", "cli", "exit_code", "main"]
 
 T = TypeVar("T")
 console = Console()
 err_console = Console(stderr=True)
 
 
-def exit_code(error: DsgwError) -> int:
-    """One mapping from errors to exit codes, so scripts can tell failures apart."""
-    if isinstance(error, ValidationError):
-        return 2
-    if isinstance(error, NotFoundError):
-        return 3
-    if isinstance(error, ConflictError | ForbiddenError):
-        return 4
-    return 1
-
-
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except DsgwError as error:
-        err_console.print(f"[bold red]error:[/] {error.detail}")
-        sys.exit(exit_code(error))
+    """Run a verb's coroutine; its errors reach the one handler in :func:`main`."""
+    return asyncio.run(coro)
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -86,7 +73,7 @@ def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
         console.print(table)
 
 
-@click.group()
+@click.group(cls=HandledGroup)
 @click.option(
     "--config",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -104,17 +91,25 @@ def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
     default=None,
     help="SQLAlchemy URL of the gateway store (default SQLite in the data dir).",
 )
+@click.option(
+    "--debug", is_flag=True, help="On an error, also print its traceback (for bug reports)."
+)
 @click.version_option(package_name="dsgw")
 @click.pass_context
 def cli(
-    ctx: click.Context, config: Path | None, data_dir: Path | None, database_url: str | None
+    ctx: click.Context,
+    config: Path | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    debug: bool,
 ) -> None:
-    """dsgw: the trusted data-space gateway."""
-    try:
-        ctx.obj = load_settings(config, data_dir=data_dir, database_url=database_url)
-    except DsgwError as error:
-        err_console.print(f"[bold red]error:[/] {error.detail}")
-        sys.exit(exit_code(error))
+    """dsgw: the trusted data-space gateway.
+
+    Exit codes: 0 done, 1 failed, 2 invalid input, 3 not found, 4 conflict or forbidden,
+    5 audit findings, 6 not verified, 7 reconciliation discrepancies, 8 nobody named by a
+    trace, 70 internal error (please report), 130 interrupted.
+    """
+    ctx.obj = load_settings(config, data_dir=data_dir, database_url=database_url)
     configure_logging(ctx.obj)
 
 
@@ -153,12 +148,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     from gateway.cli.server import WorkerPool, serve_forever
 
     settings = _with(settings_of(ctx), host=host, port=port, workers=workers)
-    try:
-        check_workers(settings)
-        pool = WorkerPool(settings, settings.worker_count) if settings.worker_count > 1 else None
-    except DsgwError as error:
-        err_console.print(f"[bold red]error:[/] {error.detail}")
-        sys.exit(exit_code(error))
+    check_workers(settings)
+    pool = WorkerPool(settings, settings.worker_count) if settings.worker_count > 1 else None
     run(initialise(settings))
     if pool is None:
         run(serve_forever(settings))
@@ -209,8 +200,8 @@ def synth(out: Path, rows: int, seed: int) -> None:
 
 def _load_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(read_text_file(path))
+    except json.JSONDecodeError as exc:
         raise click.BadParameter(f"{path}: cannot read JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise click.BadParameter(f"{path}: expected a JSON object")
@@ -757,7 +748,9 @@ def audit(
             try:
                 await g.alerts.raise_audit_divergence(found, chain=use_chain or bool(rpc))
             except (DsgwError, SQLAlchemyError, OSError) as exc:
-                err_console.print(f"[yellow]warning:[/] could not raise the audit alert: {exc}")
+                err_console.print(
+                    f"[yellow]warning:[/] could not raise the audit alert: {escape(str(exc))}"
+                )
         return reports
 
     reports = run(with_gateway(settings, act))
@@ -801,7 +794,7 @@ def audit(
             )
             console.print(f"[green]every {what} verifies[/]")
     if findings:
-        sys.exit(5)
+        sys.exit(ExitCode.AUDIT_FINDINGS)
 
 
 @cli.command()
@@ -855,8 +848,8 @@ def bundle(ctx: click.Context, stream: str, seq: int, out: Path | None) -> None:
 def verify(file: Path, trusted_keys: tuple[str, ...], rpc_url: str | None, as_json: bool) -> None:
     """Verify an evidence bundle with no database and no gateway (and the chain, --rpc)."""
     try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        document = json.loads(read_text_file(file))
+    except json.JSONDecodeError as exc:
         raise click.BadParameter(f"{file}: cannot read JSON: {exc}") from exc
     try:
         if not isinstance(document, dict):
@@ -877,8 +870,8 @@ def verify(file: Path, trusted_keys: tuple[str, ...], rpc_url: str | None, as_js
         if as_json:
             emit({"verified": False, "error": error.detail}, True)
         else:
-            err_console.print(f"[bold red]NOT VERIFIED:[/] {error.detail}")
-        sys.exit(6)
+            err_console.print(f"[bold red]NOT VERIFIED:[/] {escape(error.detail)}")
+        sys.exit(ExitCode.NOT_VERIFIED)
     if as_json:
         emit(
             {
@@ -1116,7 +1109,8 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="dsgw")
+    """The ``dsgw`` entry point: every outcome is a message and an :class:`ExitCode`."""
+    cli.main(prog_name="dsgw")  # a HandledGroup: exits through run_cli
 
 
 # The workflow, product and supervision verbs register themselves on the groups above.

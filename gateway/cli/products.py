@@ -12,13 +12,16 @@ from typing import Any
 import click
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.products.models import ProductStatus
 from gateway.products.reconcile import read_exchange_ledger, reconcile
 from gateway.runtime import Gateway
+from gateway.tabular import read_text_file
 
 from gateway.cli.main import (  # isort: skip - registered onto the main group
+    ExitCode,
     _load_json,
     cli,
     console,
@@ -32,7 +35,7 @@ from gateway.cli.main import (  # isort: skip - registered onto the main group
 __all__: list[str] = []
 
 FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
-RECONCILE_EXIT = 7
+RECONCILE_EXIT = ExitCode.DISCREPANCIES
 """Exit code of ``dsgw reconcile`` when it finds discrepancies."""
 
 
@@ -150,7 +153,10 @@ def exchange() -> None:
 @click.pass_context
 def exchange_trade(ctx: click.Context, file: Path) -> None:
     """Record trades from JSON (one trade object, or a list)."""
-    data = json.loads(file.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(read_text_file(file))
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{file}: cannot read JSON: {exc}") from exc
     items = data if isinstance(data, list) else [data]
 
     async def act(g: Gateway) -> int:
@@ -211,8 +217,12 @@ def revenue(ctx: click.Context, period: str, as_json: bool) -> None:
 def reconcile_command(
     ctx: click.Context, ledger: Path, as_json: bool, bundles: Path | None
 ) -> None:
-    """Compare the exchange's trade ledger (CSV or JSON) with the products stream and the
-    deliveries. Exit code 0 when they agree, 7 when anything differs."""
+    """Compare the exchange's trade ledger with the products stream and the deliveries.
+
+    The ledger is CSV (UTF-8 with or without BOM, or GB18030), XLSX or JSON, with English or
+    Chinese column titles (交易编号, 产品编号, 买方统一社会信用代码, 数量, 单价, 金额, 成交时间;
+    see docs/products.md). Every discrepancy is reported in one run. Exit code 0 when they
+    agree, 7 when anything differs, 2 when the file cannot be read."""
     settings = settings_of(ctx)
 
     async def act(g: Gateway) -> dict[str, Any]:
@@ -260,11 +270,12 @@ def reconcile_command(
         if document["discrepancies"]:
             table = Table("kind", "trade", "detail", "evidence", title="discrepancies")
             for item in document["discrepancies"][:500]:
+                # Text, not markup: a trade id or detail may hold "[x]" from the ledger.
                 table.add_row(
-                    item["kind"],
-                    item["trade_id"],
-                    item["detail"],
-                    item.get("bundle") or item["record_id"] or "",
+                    Text(item["kind"]),
+                    Text(item["trade_id"]),
+                    Text(item["detail"]),
+                    Text(item.get("bundle") or item["record_id"] or ""),
                 )
             console.print(table)
             if len(document["discrepancies"]) > 500:

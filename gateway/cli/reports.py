@@ -4,14 +4,12 @@ is imported."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 from rich.progress import Progress
 
-from gateway.errors import DsgwError
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.reports.periods import Period, parse_period, parse_quarter
 from gateway.reports.render import Format, render_operations, render_security
@@ -21,7 +19,6 @@ from gateway.runtime import Gateway
 from gateway.cli.main import (  # isort: skip - registered onto the main group
     cli,
     err_console,
-    exit_code,
     run,
     settings_of,
     with_gateway,
@@ -39,11 +36,7 @@ def _format(fmt: str | None, out: Path | None) -> Format:
 
 
 def _period(parse: Callable[[str], Period], text: str) -> Period:
-    try:
-        return parse(text)
-    except DsgwError as error:
-        err_console.print(f"[bold red]error:[/] {error.detail}")
-        sys.exit(exit_code(error))
+    return parse(text)  # a DsgwError reaches the one handler in gateway.cli.main
 
 
 def _write(text: str, out: Path | None, what: str) -> None:

@@ -22,7 +22,7 @@ from gateway.errors import ValidationError
 from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.runtime import Gateway
 from gateway.workflows.applications import ApplicationStatus, UseApplication
-from gateway.workflows.exclusions import parse_exclusions_csv
+from gateway.workflows.exclusions import parse_exclusions_file
 from gateway.workflows.onboarding import OnboardingApplication, OnboardingStatus
 from gateway.workflows.tasks import tasks_for
 
@@ -83,14 +83,11 @@ def exclusions() -> None:
 @click.option("--source", default="", help="Where the list comes from (kept in the log).")
 @click.pass_context
 def exclusions_import(ctx: click.Context, file: Path, source: str) -> None:
-    """Import a CSV: credit_code,name,category,source,listed_on[,lifted_on]."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise click.UsageError(f"{file} is not UTF-8") from None
+    """Import a CSV or XLSX: credit_code,name,category,source,listed_on[,lifted_on] (or
+    统一社会信用代码,名称,类别,来源,列入日期[,移出日期]; UTF-8, GB18030 or XLSX)."""
 
     async def act(g: Gateway) -> tuple[int, Any]:
-        entries = parse_exclusions_csv(text)  # a bad line refuses the whole file
+        entries = parse_exclusions_file(file)  # a bad line refuses the whole file
         report = await g.workflows.import_exclusions(
             LOCAL_ADMIN, entries, source_name=source or file.name
         )

@@ -2,31 +2,39 @@
 
 Three sources are compared, each keyed by the exchange's trade id:
 
-- the exchange's export (CSV or JSON; columns below), what the exchange says it traded;
+- the exchange's export (CSV in UTF-8 or GB18030, XLSX, or JSON; columns below), what the
+  exchange says it traded;
 - the ``trade.recorded`` records of the products log stream, what the gateway recorded
   when the exchange reported each trade (anchored, so it cannot be rewritten quietly);
 - the ``delivery`` call records, what was delivered against each trade.
 
-Discrepancies:
+Everything is found in one run: a bad row or a duplicated id is a finding like any other,
+never the end of the run, so the exchange sees every discrepancy at once. Findings:
 
 =========================  ================================================================
+``unreadable-row``         a row of the exchange ledger cannot be read (named by its line)
+``duplicate-trade-id``     the exchange ledger lists a trade id more than once
+``amount-arithmetic``      in the exchange ledger, amount is not quantity × unit price
 ``missing-in-gateway``     the exchange traded it; the products stream has no record
 ``missing-at-exchange``    the products stream records it; the exchange ledger does not
-``terms-differ``           product, buyer, quantity, unit price or amount differ
+``terms-differ``           product, buyer, quantity, unit price, amount or time differ
 ``unanchored``             the trade's record is not yet covered by a final anchor
 ``ledger-altered``         the products stream no longer matches its checkpoints or anchors
-``overuse``                more units delivered than the trade bought
+``overuse``                more units delivered than the trade bought (evidence: the first
+                           delivery past the bought quantity)
 ``delivery-without-trade`` a delivery names a trade the exchange ledger does not have
 =========================  ================================================================
 
-Exchange ledger columns: ``exchange_trade_id, product, buyer_code, quantity, unit_price,
-amount, traded_at`` (``product`` is the product id or the exchange's listing id); other
-columns are ignored.
+Exchange ledger columns (:data:`LEDGER_COLUMNS`, English or Chinese titles): ``trade_id``
+(交易编号), ``product`` (产品编号; the product id or the exchange's listing id),
+``buyer_code`` (买方统一社会信用代码), ``quantity`` (数量), ``unit_price`` (单价), ``amount``
+(金额), ``traded_at`` (成交时间); other columns are ignored. A time without an offset, and
+an Excel date, is Beijing time (:data:`LEDGER_ZONE`); a date alone is compared by day.
 """
 
 from __future__ import annotations
 
-import csv
+import datetime as dt
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -34,6 +42,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -44,11 +53,55 @@ from gateway.errors import ValidationError
 from gateway.ledger.audit import AnchoredRoot, audit_stream
 from gateway.ledger.hashing import HashAlgorithm
 from gateway.products.models import parse_money
+from gateway.tabular import HeaderMap, open_table, parse_local_date, read_text_file
 
-__all__ = ["Discrepancy", "ExchangeTrade", "ReconcileReport", "read_exchange_ledger", "reconcile"]
+__all__ = [
+    "LEDGER_COLUMNS",
+    "LEDGER_ZONE",
+    "Discrepancy",
+    "ExchangeTrade",
+    "LedgerRow",
+    "ReconcileReport",
+    "UnreadableRow",
+    "read_exchange_ledger",
+    "reconcile",
+]
 
-REQUIRED = ("exchange_trade_id", "product", "buyer_code", "quantity", "unit_price", "amount")
+LEDGER_ZONE = ZoneInfo("Asia/Shanghai")
+"""The exchange's clock: a ledger time without an offset (and every Excel date) is local."""
+
+LEDGER_COLUMNS = HeaderMap(
+    "exchange ledger",
+    {
+        "trade_id": (
+            "exchange_trade_id",
+            "交易编号",
+            "交易号",
+            "成交编号",
+            "交易流水号",
+            "订单编号",
+        ),
+        "product": ("product_id", "产品编号", "产品代码", "挂牌编号", "数据产品编号", "产品"),
+        "buyer_code": (
+            "buyer",
+            "买方统一社会信用代码",
+            "买方信用代码",
+            "买方代码",
+            "统一社会信用代码",
+            "买方",
+        ),
+        "quantity": ("数量", "成交数量", "购买数量"),
+        "unit_price": ("price", "单价", "成交单价", "成交价格"),
+        "amount": ("金额", "成交金额", "交易金额", "总金额"),
+        "traded_at": ("成交时间", "交易时间", "成交日期", "交易日期"),
+    },
+    required=("trade_id", "product", "buyer_code", "quantity", "unit_price", "amount", "traded_at"),
+)
+"""Field → accepted column titles of an exchange ledger (compared without case, spaces,
+``_``, full-width forms or a trailing unit such as ``（元）``)."""
+
 Progress = Callable[[str, int], None]
+_CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +113,19 @@ class ExchangeTrade:
     unit_price: Decimal
     amount: Decimal
     line: int
+    traded_at: dt.datetime | dt.date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableRow:
+    """A ledger row that could not be read: a finding, not the end of the run."""
+
+    line: int
+    trade_id: str
+    detail: str
+
+
+LedgerRow = ExchangeTrade | UnreadableRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,64 +169,99 @@ class ReconcileReport:
         }
 
 
-def _rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        start = handle.read(64).lstrip()
-        handle.seek(0)
-        if path.suffix.lower() == ".json" or start.startswith(("[", "{")):
-            try:
-                document = json.load(handle)
-            except ValueError as exc:
-                raise ValidationError(f"exchange ledger {path}: not valid JSON ({exc})") from None
-            items = document.get("trades") if isinstance(document, dict) else document
-            if not isinstance(items, list):
-                raise ValidationError(
-                    f'exchange ledger {path}: expected a list of trades (or {{"trades": [...]}})'
-                )
-            for index, item in enumerate(items, start=1):
-                if not isinstance(item, Mapping):
-                    raise ValidationError(f"exchange ledger {path}: trade {index} is not an object")
-                yield index, item
-            return
-        # Streamed: a ledger of millions of trades is never held in memory as text.
-        reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValidationError(
-                f"exchange ledger {path}: the header lacks {', '.join(missing)}; expected "
-                + ",".join(REQUIRED)
-                + ",traded_at"
-            )
-        for row in reader:
-            yield reader.line_num, row
+def _json_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    document = read_text_file(path)
+    try:
+        parsed = json.loads(document)
+    except ValueError as exc:
+        raise ValidationError(f"exchange ledger {path.name}: not valid JSON ({exc})") from None
+    items = parsed.get("trades") if isinstance(parsed, dict) else parsed
+    if not isinstance(items, list):
+        raise ValidationError(
+            f'exchange ledger {path.name}: expected a list of trades (or {{"trades": [...]}})'
+        )
+    aliases = {
+        key: field for field, titles in LEDGER_COLUMNS.aliases.items() for key in (field, *titles)
+    }
+    for index, item in enumerate(items, start=1):
+        if not isinstance(item, Mapping):
+            raise ValidationError(f"exchange ledger {path.name}: trade {index} is not an object")
+        yield (
+            index,
+            {
+                aliases[str(k)]: "" if v is None else str(v).strip()
+                for k, v in item.items()
+                if str(k) in aliases
+            },
+        )
 
 
-def read_exchange_ledger(path: Path) -> Iterator[ExchangeTrade]:
-    """The trades of an exchange export; :class:`ValidationError` naming the line of the
-    first malformed one."""
-    for line, row in _rows(path):
+def _ledger_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError as exc:
+        raise ValidationError(
+            f"exchange ledger {path.name}: cannot open: {exc.strerror or exc}"
+        ) from exc
+    if path.suffix.lower() == ".json" or start.startswith((b"[", b"{")):
+        yield from _json_rows(path)
+        return
+    # Streamed: a ledger of millions of trades is never held in memory as text.
+    with open_table(path) as table:
+        yield from LEDGER_COLUMNS.records(table)
+
+
+def _traded_at(value: str) -> dt.datetime | dt.date:
+    text = value.strip()
+    if not text:
+        raise ValueError("no traded_at")
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("/", "-"))
+    except ValueError:
+        return parse_local_date(text)
+    if len(text) <= 10:
+        return moment.date()
+    return moment if moment.tzinfo else moment.replace(tzinfo=LEDGER_ZONE)
+
+
+def _quantity(value: str) -> int:
+    number = Decimal(value.replace(",", ""))
+    if number != number.to_integral_value() or number < 1:
+        raise ValueError(f"quantity {value!r} is not a positive whole number")
+    return int(number)
+
+
+def read_exchange_ledger(path: Path) -> Iterator[LedgerRow]:
+    """The rows of an exchange export, each an :class:`ExchangeTrade` or, when it cannot
+    be read, an :class:`UnreadableRow` naming its line. Raises :class:`ValidationError`
+    only for a file that cannot be read at all (not a table, no header)."""
+    for line, row in _ledger_rows(path):
+        trade_id = row.get("trade_id", "")
         try:
-            quantity = int(str(row["quantity"]).strip())
-            trade = ExchangeTrade(
-                trade_id=str(row["exchange_trade_id"]).strip(),
-                product=str(row["product"]).strip(),
-                buyer_code=str(row["buyer_code"]).strip().upper(),
-                quantity=quantity,
-                unit_price=parse_money("unit_price", str(row["unit_price"]).strip()),
-                amount=parse_money("amount", str(row["amount"]).strip()),
+            if not trade_id:
+                raise ValueError("no trade id")
+            missing = [f for f in LEDGER_COLUMNS.required if not row.get(f)]
+            if missing:
+                raise ValueError(f"empty {', '.join(missing)}")
+            yield ExchangeTrade(
+                trade_id=trade_id,
+                product=row["product"],
+                buyer_code=row["buyer_code"].upper(),
+                quantity=_quantity(row["quantity"]),
+                unit_price=parse_money("unit_price", row["unit_price"].replace(",", "")),
+                amount=parse_money("amount", row["amount"].replace(",", "")),
                 line=line,
+                traded_at=_traded_at(row["traded_at"]),
             )
-        except (KeyError, ValueError, ValidationError) as exc:
-            detail = exc.detail if isinstance(exc, ValidationError) else repr(exc)
-            raise ValidationError(f"exchange ledger {path} line {line}: {detail}") from None
-        if not trade.trade_id:
-            raise ValidationError(f"exchange ledger {path} line {line}: no exchange_trade_id")
-        yield trade
+        except (ArithmeticError, ValueError, ValidationError) as exc:
+            detail = exc.detail if isinstance(exc, ValidationError) else str(exc)
+            yield UnreadableRow(line, trade_id, f"line {line}: {detail}")
 
 
 async def reconcile(
     engine: AsyncEngine,
-    ledger: Iterable[ExchangeTrade],
+    ledger: Iterable[LedgerRow],
     *,
     algorithm: HashAlgorithm,
     progress: Progress | None = None,
@@ -179,15 +280,37 @@ async def reconcile(
             if listing
         }
     exchange: dict[str, ExchangeTrade] = {}
-    for trade in ledger:
-        if trade.trade_id in exchange:
-            raise ValidationError(
-                f"exchange ledger: trade {trade.trade_id} appears twice (lines "
-                f"{exchange[trade.trade_id].line} and {trade.line})"
-            )
-        exchange[trade.trade_id] = trade
-        if progress is not None and len(exchange) % batch == 0:
+    duplicates: dict[str, list[int]] = {}
+    unreadable: set[str] = set()
+    for index, row in enumerate(ledger, start=1):
+        if progress is not None and index % batch == 0:
             progress("exchange ledger", batch)
+        if isinstance(row, UnreadableRow):
+            found("unreadable-row", row.trade_id, row.detail)
+            if row.trade_id:
+                unreadable.add(row.trade_id)
+            continue
+        first = exchange.get(row.trade_id)
+        if first is not None:
+            duplicates.setdefault(row.trade_id, [first.line]).append(row.line)
+            continue
+        exchange[row.trade_id] = row
+        expected = (row.unit_price * row.quantity).quantize(_CENT)
+        if row.amount != expected:
+            found(
+                "amount-arithmetic",
+                row.trade_id,
+                f"line {row.line}: amount {row.amount} is not quantity {row.quantity} × unit "
+                f"price {row.unit_price} = {expected}",
+            )
+    for trade_id, lines in duplicates.items():
+        found(
+            "duplicate-trade-id",
+            trade_id,
+            f"the exchange ledger lists trade {trade_id} {len(lines)} times (lines "
+            + ", ".join(map(str, lines))
+            + f"); the first, line {lines[0]}, is compared",
+        )
     report.exchange_trades = len(exchange)
 
     # The products stream, and how far its final anchors reach.
@@ -201,6 +324,8 @@ async def reconcile(
             record_id = f"products/{seq}"
             recorded.add(trade_id)
             theirs = exchange.get(trade_id)
+            if theirs is None and trade_id in unreadable:
+                continue  # already reported: the exchange's row for it cannot be read
             if theirs is None:
                 found(
                     "missing-at-exchange",
@@ -257,31 +382,39 @@ async def reconcile(
 
     # Deliveries against the trades that entitle them.
     used: Counter[str] = Counter()
-    first_record: dict[str, str] = {}
+    # Evidence: a trade unknown to the exchange is shown by its first delivery; an overused
+    # one by its first delivery past the bought quantity, the first that was not due.
+    evidence: dict[str, str] = {}
     async for rows in _scan(engine, "calls", "delivery", batch, decision="allow"):
         for seq, payload in rows:
             trade_id = str(json.loads(payload).get("parameters", {}).get("trade"))
             used[trade_id] += 1
-            first_record.setdefault(trade_id, f"calls/{seq}")
+            theirs = exchange.get(trade_id)
+            if used[trade_id] == (theirs.quantity + 1 if theirs is not None else 1):
+                evidence[trade_id] = f"calls/{seq}"
         report.deliveries += len(rows)
         if progress is not None:
             progress("deliveries", len(rows))
     for trade_id, count in sorted(used.items()):
         theirs = exchange.get(trade_id)
+        if theirs is None and trade_id in unreadable:
+            continue
         if theirs is None:
             found(
                 "delivery-without-trade",
                 trade_id,
                 f"{count} deliveries name trade {trade_id}, which the exchange ledger does not "
                 "have",
-                first_record[trade_id],
+                evidence[trade_id],
             )
         elif count > theirs.quantity:
             found(
                 "overuse",
                 trade_id,
-                f"{count} units delivered against {theirs.quantity} bought",
-                first_record[trade_id],
+                f"{count} units delivered against {theirs.quantity} bought; the first "
+                f"past the bought quantity is delivery {theirs.quantity + 1}, "
+                f"{evidence[trade_id]}",
+                evidence[trade_id],
             )
     return report
 
@@ -338,4 +471,31 @@ def _differences(
         out.append(f"unit price: exchange {theirs.unit_price}, gateway {ours.get('unit_price')}")
     if theirs.amount != Decimal(str(ours.get("amount"))):
         out.append(f"amount: exchange {theirs.amount}, gateway {ours.get('amount')}")
+    time_difference = _time_difference(theirs.traded_at, ours.get("traded_at"))
+    if time_difference:
+        out.append(time_difference)
     return out
+
+
+def _time_difference(theirs: dt.datetime | dt.date | None, ours: object) -> str | None:
+    """The exchange's and the gateway's trade times, when they differ: instants compared
+    as instants, a date alone with the gateway's time's day in :data:`LEDGER_ZONE`."""
+    if theirs is None or not isinstance(ours, str):
+        return None
+    try:
+        recorded = dt.datetime.fromisoformat(ours.replace("Z", "+00:00"))
+    except ValueError:
+        return f"traded at: exchange {theirs.isoformat()}, gateway {ours!r} (unreadable)"
+    if recorded.tzinfo is None:
+        recorded = recorded.replace(tzinfo=dt.UTC)
+    if isinstance(theirs, dt.datetime):
+        if theirs == recorded:
+            return None
+        return f"traded at: exchange {theirs.isoformat()}, gateway {recorded.isoformat()}"
+    local_day = recorded.astimezone(LEDGER_ZONE).date()
+    if theirs == local_day:
+        return None
+    return (
+        f"traded on: exchange {theirs.isoformat()}, gateway {local_day.isoformat()} "
+        f"({recorded.isoformat()})"
+    )

@@ -328,13 +328,12 @@ class ProductService:
             ).first()
             if existing is not None:
                 known = trade_of(existing)
-                if (known.product_id, known.buyer_code, known.quantity, known.amount) != (
-                    trade.product_id,
-                    trade.buyer_code,
-                    trade.quantity,
-                    trade.amount,
-                ):
-                    raise ConflictError(f"trade {trade_id} is already recorded with other terms")
+                differ = _differing_terms(known, trade)
+                if differ:
+                    raise ConflictError(
+                        f"trade {trade_id} is already recorded with other terms "
+                        f"({', '.join(differ)}); a new trade needs a new exchange_trade_id"
+                    )
                 raise Unchanged(known)  # the exchange retried: nothing to record again
             product = await self._load(conn, product_id)
             product.require(ProductStatus.LISTED, action="trade")
@@ -498,3 +497,13 @@ def _text(what: str, value: object, limit: int) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise ValidationError(f"{what} must be a text of 1-{limit} characters")
     return value.strip()
+
+
+def _differing_terms(known: Trade, retried: Trade) -> list[str]:
+    """The terms in which a retried trade differs from the recorded one: a retry must
+    repeat every term, or it is a different trade under a known id."""
+    terms = ("product_id", "buyer_code", "buyer_name", "quantity", "unit_price", "amount")
+    out = [term for term in terms if getattr(known, term) != getattr(retried, term)]
+    if known.traded_at != retried.traded_at:
+        out.append("traded_at")
+    return out

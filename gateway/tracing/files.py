@@ -8,6 +8,9 @@ number as written), so that the tracer reads the same values a person opening th
 would. They do not normalise further: the tracer's normalisation is one function used both
 at delivery and at trace time, and the mark reader needs the raw text.
 
+The pieces every table reader shares (encodings, delimiters, Excel's numbers and dates)
+live in :mod:`gateway.tabular`, which reads exchange ledgers and exclusion lists too.
+
 Every way a file can be unusable is a :class:`~gateway.errors.ValidationError` naming the
 file and what to do, never a library exception.
 """
@@ -16,17 +19,21 @@ from __future__ import annotations
 
 import codecs
 import csv
-import datetime as dt
 import io
 import json
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
-from decimal import ROUND_HALF_UP, Decimal
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from gateway.errors import ValidationError
+from gateway.tabular import SAMPLE_BYTES, excel_number_text
+from gateway.tabular import csv_cell_text as _csv_cell
+from gateway.tabular import csv_rows as _guarded
+from gateway.tabular import detect_encoding as _encoding
+from gateway.tabular import excel_cell_text as _xlsx_cell
+from gateway.tabular import sniff_delimiter as _delimiter
 from gateway.tracing.models import LeakedTable
 
 __all__ = [
@@ -39,12 +46,6 @@ __all__ = [
 
 FileKind = Literal["csv", "xlsx", "json"]
 DEFAULT_MAX_ROWS = 1_000_000
-EXCEL_DIGITS = 15
-"""Excel stores numbers as IEEE doubles and shows at most 15 significant digits."""
-
-_SAMPLE_BYTES = 256 * 1024
-_DELIMITERS = (",", ";", "\t", "|")
-_CSV_FIELD_LIMIT = 1 << 20
 _EXTENSIONS: dict[str, FileKind] = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -73,7 +74,6 @@ _DATE = re.compile(
     r"|\d{1,2}/\d{1,2}/\d{4}"
 )
 _IDENTIFIER = re.compile(r"(?=[0-9A-Za-z]*\d)[0-9A-Za-z]{8,}")
-_EXCEL_TEXT = re.compile(r'="(.*)"', re.DOTALL)
 
 
 def read_leaked_file(
@@ -218,46 +218,10 @@ def _unique(titles: list[str]) -> tuple[str, ...]:
 # -- CSV ------------------------------------------------------------------------------------
 
 
-def _encoding(sample: bytes, name: str) -> str:
-    if sample.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"  # Excel's "Unicode text" export
-    for encoding in ("utf-8", "gb18030"):
-        try:
-            codecs.getincrementaldecoder(encoding)().decode(sample, final=False)
-        except UnicodeDecodeError:
-            continue
-        return encoding
-    raise ValidationError(f"{name}: the text is neither UTF-8 nor GB18030; save it as UTF-8")
-
-
-def _delimiter(lines: list[str]) -> str:
-    """The candidate that splits the first lines into the most consistent, widest rows."""
-    best, best_score = ",", (-1.0, 0)
-    for candidate in _DELIMITERS:
-        widths = [len(r) for r in csv.reader(lines, delimiter=candidate) if any(r)]
-        if not widths:
-            continue
-        common = max(set(widths), key=widths.count)
-        if common < 2:
-            continue
-        score = (widths.count(common) / len(widths), common)
-        if score > best_score:
-            best, best_score = candidate, score
-    return best
-
-
-def _csv_cell(cell: str) -> str:
-    # ="00123" is how spreadsheet exports keep leading zeros; the value is what is quoted.
-    match = _EXCEL_TEXT.fullmatch(cell.strip())
-    return match.group(1) if match else cell
-
-
 def _read_csv(
     stream: IO[bytes], name: str, header: bool | None, max_rows: int
 ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
-    sample = stream.read(_SAMPLE_BYTES)
+    sample = stream.read(SAMPLE_BYTES)
     encodings = [_encoding(sample, name)]
     if encodings[0] == "utf-8":
         encodings.append("gb18030")  # a later line may show the file was GB18030 after all
@@ -284,61 +248,7 @@ def _read_csv(
     raise AssertionError("unreachable")
 
 
-def _guarded(reader: Iterator[list[str]], name: str) -> Iterator[list[str]]:
-    limit = csv.field_size_limit()
-    csv.field_size_limit(_CSV_FIELD_LIMIT)
-    try:
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                raise ValidationError(f"{name}: malformed CSV: {exc}") from exc
-            yield row
-    finally:
-        csv.field_size_limit(limit)
-
-
 # -- XLSX -----------------------------------------------------------------------------------
-
-
-def excel_number_text(value: float | int) -> str:
-    """A number as Excel shows it in a General cell and writes it to CSV, minus Excel's
-    switch to scientific notation for wide columns: at most 15 significant digits, no
-    ``.0`` on integral values, no exponent. ``430102199001011234`` becomes
-    ``430102199001011000``, as in Excel."""
-    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    if not number.is_finite():
-        return str(value)
-    if number.is_zero():
-        return "0"
-    quantum = Decimal(1).scaleb(number.adjusted() - EXCEL_DIGITS + 1)
-    number = number.quantize(quantum, rounding=ROUND_HALF_UP)
-    text = format(number, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
-
-
-def _xlsx_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return excel_number_text(value)
-    if isinstance(value, Decimal):
-        return excel_number_text(float(value))
-    if isinstance(value, dt.datetime):
-        if value.time() == dt.time(0):
-            return value.date().isoformat()
-        return value.isoformat(sep=" ", timespec="seconds")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, dt.time):
-        return value.isoformat(timespec="seconds")
-    return str(value)
 
 
 def _read_xlsx(
