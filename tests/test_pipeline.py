@@ -268,3 +268,50 @@ async def test_problem_instance_is_a_uri_reference(world: World) -> None:
     problem = await response.json(content_type=PROBLEM)
     instance = problem["instance"]
     assert instance.isascii() and " " not in instance and instance.startswith("/v1/calls/")
+
+
+async def test_an_unreadable_multipart_part_header_is_refused(world: World) -> None:
+    """Found by the API fuzzer (tests/test_fuzz_api.py): a leaked-file upload whose part
+    header has a control character made aiohttp's multipart reader raise an HTTP parser
+    error that reached the pipeline as a 500."""
+    supervisor = await world.staff_token(Role.SUPERVISOR)
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="x\x0ey"\r\n\r\n1\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\na,b\r\n'
+        b"--b--\r\n"
+    )
+    response = await world.client.post(
+        "/admin/trace",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {supervisor}",
+            "Content-Type": "multipart/form-data; boundary=b",
+        },
+    )
+    assert response.status == 400, await response.text()
+    problem = await response.json(content_type=PROBLEM)
+    assert problem["type"] == "/problems/validation" and problem["field"] == "body"
+    assert "x\x0ey" not in problem["detail"]
+    _entry, record = await _record(world, response)
+    assert record["reason"] == "validation"
+
+
+async def test_an_empty_status_filter_is_refused_like_any_other_unknown_status(
+    world: World,
+) -> None:
+    """Found by the API fuzzer: ``GET /admin/products?status=`` listed every product, though
+    the document allows only the product statuses there (as ``/admin/applications`` and
+    ``/admin/onboarding`` already enforce)."""
+    operator = await world.staff_token(Role.OPERATOR)
+    for query in ("status=", "status=bogus"):
+        response = await world.client.get(
+            f"/admin/products?{query}", headers={"Authorization": f"Bearer {operator}"}
+        )
+        assert response.status == 400, (query, await response.text())
+        problem = await response.json(content_type=PROBLEM)
+        assert problem["field"] == "status"
+        await _record(world, response)
+    response = await world.client.get(
+        "/admin/products?status=listed", headers={"Authorization": f"Bearer {operator}"}
+    )
+    assert response.status == 200
