@@ -17,9 +17,9 @@ Every finding is collected (not only the first), so one run lists everything to 
 The run is bounded for CI on a 2-core machine: ``DSGW_FUZZ_EXAMPLES`` generated requests
 per operation and generation mode for the operations the credential is meant for (a quarter
 of that for the others, which refuse it), no shrinking, no deadline, and derandomized so
-that a run is reproducible. Raise ``DSGW_FUZZ_EXAMPLES`` for a longer search. The store is
-SQLite only: the pipeline and the handlers are the same on PostgreSQL, which the other
-HTTP tests cover.
+that a run is reproducible. Raise ``DSGW_FUZZ_EXAMPLES`` for a longer search, set
+``DSGW_FUZZ_SEED`` (an integer) for a different one. The store is SQLite only: the
+pipeline and the handlers are the same on PostgreSQL, which the other HTTP tests cover.
 
 The generator runs in a worker thread with blocking HTTP (``requests``), while the test's
 event loop serves the gateway; the record check runs its store query on that loop.
@@ -41,7 +41,7 @@ import requests
 import schemathesis
 from aiohttp import encode_basic_auth, web
 from aiohttp.test_utils import TestServer
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
@@ -66,6 +66,8 @@ from tests.conftest import World
 EXAMPLES: Final = int(os.environ.get("DSGW_FUZZ_EXAMPLES", "6"))
 #: ... and for the operations that refuse it (they stop at authentication).
 FOREIGN_EXAMPLES: Final = max(1, EXAMPLES // 4)
+#: Unset: derandomized (the same requests every run). Set: another, reproducible search.
+SEED: Final = os.environ.get("DSGW_FUZZ_SEED")
 
 #: Negative data must be refused; the gateway refuses it with these (no 5xx: a server error
 #: is a finding of its own).
@@ -160,7 +162,7 @@ async def _post(world: World, path: str, token: str | None, body: Any) -> Any:
     return answer
 
 
-async def seed(world: World, processor: TestServer) -> Seeded:
+async def seed_world(world: World, processor: TestServer) -> Seeded:
     """Every kind of credential, a listed product with a trade, a use application and an
     onboarding application, made through the API like a user would."""
     gov = world.gateway.governance
@@ -331,7 +333,7 @@ class Fuzzer:
         @settings(
             max_examples=examples,
             deadline=None,
-            derandomize=True,
+            derandomize=SEED is None,
             database=None,
             phases=[Phase.explicit, Phase.generate],
             suppress_health_check=list(HealthCheck),
@@ -339,6 +341,9 @@ class Fuzzer:
         @given(case=strategy)
         def send(case: Case) -> None:
             self._send(label, f"{label} [{mode.value}]", case, checks, headers)
+
+        if SEED is not None:
+            send = seed(int(SEED))(send)
 
         try:
             send()
@@ -354,7 +359,14 @@ class Fuzzer:
         checks: list[Callable[..., Any]],
         headers: dict[str, str] | None,
     ) -> None:
-        response = case.call(base_url=self.base, session=self.session, headers=headers)
+        try:
+            response = case.call(base_url=self.base, session=self.session, headers=headers)
+        except requests.ConnectionError as exc:
+            # The server dropped the connection instead of answering: a finding too.
+            self.findings.add(
+                name, "no answer", 0, f"{case.as_curl_command(headers=headers)}\n{exc}"
+            )
+            return
         self.findings.requests += 1
         status = response.status_code
         example = f"{case.as_curl_command(headers=headers)}\n-> {status} {response.text[:500]}"
@@ -396,7 +408,7 @@ class Fuzzer:
 @pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("kind", KINDS)
 async def test_fuzz_api(world: World, processor: TestServer, kind: str) -> None:
-    seeded = await seed(world, processor)
+    seeded = await seed_world(world, processor)
     fuzzer = Fuzzer(world, asyncio.get_running_loop(), seeded)
     findings = await asyncio.to_thread(fuzzer.run, kind)
     assert findings.requests > 0
