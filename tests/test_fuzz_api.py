@@ -39,8 +39,6 @@ from typing import Any, Final
 import pytest
 import requests
 import schemathesis
-from aiohttp import encode_basic_auth, web
-from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -55,12 +53,11 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.api.pipeline import PROBES
-from gateway.authorization.roles import Role
-from gateway.cli.demo import DEMO_MERCHANT, DEMO_SCENARIO, demo_credit_code
+from gateway.cli.demo import DEMO_MERCHANT, DEMO_SCENARIO
 from gateway.errors import all_problem_types
-from gateway.governance.service import LOCAL_ADMIN
 from gateway.ledger.log import read_entry
 from tests.conftest import World
+from tests.seeded import PRODUCT, Processor, Seeded, seed_world
 
 #: Generated requests per operation and mode for the operations a credential is meant for.
 EXAMPLES: Final = int(os.environ.get("DSGW_FUZZ_EXAMPLES", "6"))
@@ -90,22 +87,10 @@ CHECKS: Final = [
     response_schema_conformance,
 ]
 
-PRODUCT = "credit-score"
-BUYER = demo_credit_code("BY")
-SOURCE_DEPARTMENT = "市场监督管理局"
 STAFF = ("operator", "authority", "supervisor", "source", "exchange")
 KINDS = ("none", "data", "account", "product", *STAFF)
 # The security scheme each kind of credential is for (openapi.json, securitySchemes).
 SCHEME: Final = {"data": "bearerData", "account": "bearerAccount", "product": "bearerDelivery"}
-
-
-@dataclass
-class Seeded:
-    """What the world holds besides the demo: ids for the fuzzer to reach past 404s."""
-
-    tokens: dict[str, str | None]
-    application: str
-    onboarding: str
 
 
 @dataclass
@@ -126,127 +111,9 @@ class Findings:
 
 
 @pytest.fixture
-async def processor() -> AsyncIterator[TestServer]:
-    """The product's processing service (a real HTTP server on loopback)."""
-
-    async def score(request: web.Request) -> web.Response:
-        body = await request.json()
-        code = body.get("credit_code") if isinstance(body, dict) else None
-        return web.json_response({"credit_code": str(code), "score": 87})
-
-    app = web.Application()
-    app.router.add_post("/score", score)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
-
-
-async def _token(world: World, client_id: str, secret: str | None, scope: str) -> str:
-    assert secret is not None
-    response = await world.client.post(
-        "/oauth/token",
-        data={"grant_type": "client_credentials", "scope": scope},
-        headers={"Authorization": encode_basic_auth(client_id, secret)},
-    )
-    body = await response.json()
-    assert response.status == 200, body
-    return str(body["access_token"])
-
-
-async def _post(world: World, path: str, token: str | None, body: Any) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = await world.client.post(path, json=body, headers=headers)
-    answer = await response.json(content_type=None)
-    assert response.status in (200, 201), (path, answer)
-    return answer
-
-
-async def seed_world(world: World, processor: TestServer) -> Seeded:
-    """Every kind of credential, a listed product with a trade, a use application and an
-    onboarding application, made through the API like a user would."""
-    gov = world.gateway.governance
-    source = await gov.issue_client(LOCAL_ADMIN, role=Role.SOURCE, department=SOURCE_DEPARTMENT)
-    exchange = await gov.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
-    buyer = await gov.issue_client(LOCAL_ADMIN, buyer_code=BUYER)
-    tokens: dict[str, str | None] = {
-        "none": None,
-        "data": await world.token(),
-        "account": await world.token("account"),
-        "operator": await world.staff_token(Role.OPERATOR),
-        "authority": await world.staff_token(Role.AUTHORITY),
-        "supervisor": await world.staff_token(Role.SUPERVISOR),
-        "source": await _token(world, source.client.client_id, source.secret, "admin"),
-        "exchange": await _token(world, exchange.client.client_id, exchange.secret, "admin"),
-    }
-    now = world.clock.now()
-    await _post(
-        world,
-        "/v1/products",
-        tokens["account"],
-        {
-            "id": PRODUCT,
-            "name": "企业经营稳健度评分",
-            "scenario": DEMO_SCENARIO,
-            "delivery": "api",
-            "endpoint": str(processor.make_url("/score")),
-            "inputs": [{"dataset": "enterprises", "fields": ["credit_code", "status"]}],
-            "outputs": [
-                {"name": "credit_code", "derivation": "key", "from": ["enterprises.credit_code"]},
-                {"name": "score", "derivation": "score", "from": ["enterprises.status"]},
-            ],
-            "unit_price": "0.50",
-        },
-    )
-    base = f"/admin/products/{PRODUCT}"
-    await _post(world, f"{base}/export-check", tokens["operator"], {"decision": "approve"})
-    await _post(world, f"{base}/filing", tokens["authority"], {"filing_number": "湘数备-2026-001"})
-    await _post(world, f"{base}/listing", tokens["exchange"], {"listing_id": "SZDE-001"})
-    trade = {
-        "exchange_trade_id": "T-1",
-        "product": PRODUCT,
-        "buyer_code": BUYER,
-        "buyer_name": "湘江银行",
-        "quantity": 100_000,
-        "unit_price": "0.50",
-        "traded_at": now.isoformat(),
-    }
-    await _post(world, "/admin/trades", tokens["exchange"], trade)
-    tokens["product"] = await _token(
-        world, buyer.client.client_id, buyer.secret, f"product:{PRODUCT}"
-    )
-    application = await _post(
-        world,
-        "/v1/applications",
-        tokens["account"],
-        {
-            "scenario": DEMO_SCENARIO,
-            "requirements": [
-                {"dataset": "enterprises", "modes": ["verify"], "fields": ["credit_code", "name"]}
-            ],
-            "purpose": "贷前核验",
-            "period_start": now.date().isoformat(),
-            "period_end": now.replace(year=now.year + 1).date().isoformat(),
-            "safeguards": "专线",
-        },
-    )
-    onboarding = await _post(
-        world,
-        "/v1/onboarding",
-        None,
-        {
-            "merchant_id": "lanshan-data",
-            "name": "岚山数据科技有限公司",
-            "credit_code": demo_credit_code("LS"),
-            "licence": {
-                "legal_representative": "王岚",
-                "registered_address": "长沙市岳麓区",
-                "business_scope": "数据处理",
-            },
-            "contacts": [{"name": "李明", "email": "li@lanshan.example"}],
-        },
-    )
-    return Seeded(tokens=tokens, application=application["id"], onboarding=onboarding["id"])
+async def processor() -> AsyncIterator[Processor]:
+    async with Processor.running() as service:
+        yield service
 
 
 def known_path_parameters(path: str, seeded: Seeded) -> list[dict[str, Any]]:
@@ -407,7 +274,7 @@ class Fuzzer:
 
 @pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("kind", KINDS)
-async def test_fuzz_api(world: World, processor: TestServer, kind: str) -> None:
+async def test_fuzz_api(world: World, processor: Processor, kind: str) -> None:
     seeded = await seed_world(world, processor)
     fuzzer = Fuzzer(world, asyncio.get_running_loop(), seeded)
     findings = await asyncio.to_thread(fuzzer.run, kind)

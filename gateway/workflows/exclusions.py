@@ -71,7 +71,21 @@ def _date(line: int, column: str, value: str) -> dt.date:
 def parse_exclusions_csv(text: str) -> list[ExclusionEntry]:
     """Every entry of an exclusion-list CSV; :class:`ValidationError` naming the line of
     the first bad row (nothing is imported from a file with errors)."""
-    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
+    if "\x00" in text:
+        # No store can hold it in a name or source (PostgreSQL text refuses NUL).
+        raise ValidationError("exclusion list: the file contains a NUL character", field="body")
+    # newline="": the csv module reads line ends itself, a lone CR included.
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    try:
+        return _entries(reader)
+    except csv.Error as exc:
+        # A malformed file (an oversized field, say): the reader's message names no input.
+        raise ValidationError(
+            f"exclusion list line {reader.line_num}: not readable as CSV ({exc})", field="body"
+        ) from None
+
+
+def _entries(reader: csv.DictReader[str]) -> list[ExclusionEntry]:
     header = [name.strip() for name in reader.fieldnames or []]
     missing = [name for name in _REQUIRED if name not in header]
     if missing:
