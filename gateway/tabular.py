@@ -119,17 +119,33 @@ def read_text_file(path: Path) -> str:
 def sniff_delimiter(lines: list[str]) -> str:
     """The candidate that splits the first lines into the most consistent, widest rows."""
     best, best_score = ",", (-1.0, 0)
-    for candidate in DELIMITERS:
-        widths = [len(r) for r in csv.reader(lines, delimiter=candidate) if any(r)]
-        if not widths:
-            continue
-        common = max(set(widths), key=widths.count)
-        if common < 2:
-            continue
-        score = (widths.count(common) / len(widths), common)
-        if score > best_score:
-            best, best_score = candidate, score
+    limit = csv.field_size_limit()
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        for candidate in DELIMITERS:
+            try:
+                widths = [len(r) for r in csv.reader(lines, delimiter=candidate) if any(r)]
+            except csv.Error:  # not this delimiter's shape (or malformed: csv_rows says so)
+                continue
+            best, best_score = _better(candidate, widths, best, best_score)
+    finally:
+        csv.field_size_limit(limit)
     return best
+
+
+def _better(
+    candidate: str, widths: list[int], best: str, best_score: tuple[float, int]
+) -> tuple[str, tuple[float, int]]:
+    """The delimiter that splits rows more consistently and more widely, with its score."""
+    if not widths:
+        return best, best_score
+    common = max(set(widths), key=widths.count)
+    if common < 2:
+        return best, best_score
+    score = (widths.count(common) / len(widths), common)
+    if score > best_score:
+        return candidate, score
+    return best, best_score
 
 
 _EXCEL_TEXT = re.compile(r'="(.*)"', re.DOTALL)
@@ -147,14 +163,19 @@ def csv_rows(reader: Iterator[list[str]], name: str) -> Iterator[list[str]]:
     a malformed file as :class:`ValidationError`."""
     limit = csv.field_size_limit()
     csv.field_size_limit(CSV_FIELD_LIMIT)
+    number = 0
     try:
         while True:
+            number += 1
             try:
                 row = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
                 raise ValidationError(f"{name}: malformed CSV: {exc}") from exc
+            if any("\x00" in cell for cell in row):
+                # No store holds a NUL in text (PostgreSQL refuses it): refused here, by line.
+                raise ValidationError(f"{name}: row {number} contains a NUL character")
             yield row
     finally:
         csv.field_size_limit(limit)

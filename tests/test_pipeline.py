@@ -8,14 +8,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
+from sqlalchemy import select
 
 from gateway.authorization.roles import Role
+from gateway.cli.demo import demo_credit_code
+from gateway.db.schema import TradeRow
 from gateway.ledger.log import LogEntry, read_entry
 from tests.conftest import World
+from tests.seeded import PRODUCT, Processor, seed_world
 
 PROBLEM = "application/problem+json"
 
@@ -268,3 +274,113 @@ async def test_problem_instance_is_a_uri_reference(world: World) -> None:
     problem = await response.json(content_type=PROBLEM)
     instance = problem["instance"]
     assert instance.isascii() and " " not in instance and instance.startswith("/v1/calls/")
+
+
+async def test_an_unreadable_multipart_part_header_is_refused(world: World) -> None:
+    """Found by the API fuzzer (tests/test_fuzz_api.py): a leaked-file upload whose part
+    header has a control character made aiohttp's multipart reader raise an HTTP parser
+    error that reached the pipeline as a 500."""
+    supervisor = await world.staff_token(Role.SUPERVISOR)
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="x\x0ey"\r\n\r\n1\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\na,b\r\n'
+        b"--b--\r\n"
+    )
+    response = await world.client.post(
+        "/admin/trace",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {supervisor}",
+            "Content-Type": "multipart/form-data; boundary=b",
+        },
+    )
+    assert response.status == 400, await response.text()
+    problem = await response.json(content_type=PROBLEM)
+    assert problem["type"] == "/problems/validation" and problem["field"] == "body"
+    assert "x\x0ey" not in problem["detail"]
+    _entry, record = await _record(world, response)
+    assert record["reason"] == "validation"
+
+
+async def test_an_empty_status_filter_is_refused_like_any_other_unknown_status(
+    world: World,
+) -> None:
+    """Found by the API fuzzer: ``GET /admin/products?status=`` listed every product, though
+    the document allows only the product statuses there (as ``/admin/applications`` and
+    ``/admin/onboarding`` already enforce)."""
+    operator = await world.staff_token(Role.OPERATOR)
+    for query in ("status=", "status=bogus"):
+        response = await world.client.get(
+            f"/admin/products?{query}", headers={"Authorization": f"Bearer {operator}"}
+        )
+        assert response.status == 400, (query, await response.text())
+        problem = await response.json(content_type=PROBLEM)
+        assert problem["field"] == "status"
+        await _record(world, response)
+    response = await world.client.get(
+        "/admin/products?status=listed", headers={"Authorization": f"Bearer {operator}"}
+    )
+    assert response.status == 200
+
+
+@pytest.fixture
+async def processor() -> AsyncIterator[Processor]:
+    async with Processor.running() as service:
+        yield service
+
+
+async def test_a_delivery_body_with_a_decimal_number_is_passed_on_exactly(
+    world: World, processor: Processor
+) -> None:
+    """Found by the API fuzzer: a delivery body with a number with a fraction (read as an
+    exact Decimal at the edge) could not be forwarded to the product's service: a 500,
+    after a purchased unit had been taken and was never given back."""
+    seeded = await seed_world(world, processor)
+    async with world.gateway.engine.connect() as conn:
+        used_before = await conn.scalar(select(TradeRow.used))
+    raw = b'{"credit_code": "9143", "weight": 0.1, "big": 1.8796537724380605e+24, "n": [1.50]}'
+    response = await world.client.post(
+        f"/v1/products/{PRODUCT}/deliveries",
+        data=raw,
+        headers={
+            "Authorization": f"Bearer {seeded.tokens['product']}",
+            "Content-Type": "application/json",
+        },
+    )
+    assert response.status == 200, await response.text()
+    assert (await response.json())["result"] == {"credit_code": "9143", "score": 87}
+    await _record(world, response)
+    # The service got the same numbers, digit for digit (not a float's approximation).
+    forwarded = json.loads(processor.received[-1], parse_float=Decimal)
+    assert forwarded == json.loads(raw, parse_float=Decimal)
+    assert forwarded["n"] == [Decimal("1.50")]
+    async with world.gateway.engine.connect() as conn:
+        assert await conn.scalar(select(TradeRow.used)) == used_before + 1
+
+
+_EXCLUSION_HEADER = b"credit_code,name,category,source,listed_on\n"
+_EXCLUSION_CODE = demo_credit_code("EX").encode()
+
+
+@pytest.mark.parametrize(
+    "csv_body",
+    [
+        b"\r1\xc2\x8d~",
+        _EXCLUSION_HEADER + _EXCLUSION_CODE + b",a\x00b,large-fine,court,2026-01-01\n",
+        _EXCLUSION_HEADER + _EXCLUSION_CODE + b"," + b"x" * 200_000 + b",large-fine,c,2026-01-01\n",
+    ],
+    ids=["lone-cr", "nul", "oversized-field"],
+)
+async def test_an_unreadable_exclusion_list_is_refused(world: World, csv_body: bytes) -> None:
+    """Found by the API fuzzer: a CSV the csv module cannot read (a lone CR in the header
+    line) made ``POST /admin/exclusions`` answer 500; a NUL would have reached the store."""
+    operator = await world.staff_token(Role.OPERATOR)
+    response = await world.client.post(
+        "/admin/exclusions",
+        data=csv_body,
+        headers={"Authorization": f"Bearer {operator}", "Content-Type": "text/csv"},
+    )
+    assert response.status == 400, await response.text()
+    problem = await response.json(content_type=PROBLEM)
+    assert problem["type"] == "/problems/validation"
+    await _record(world, response)

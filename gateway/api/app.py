@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.api.access_log import access_log_middleware
 from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD, TELEMETRY, TRUSTED_PROXIES
+from gateway.api.openapi_pipeline import document_pipeline
 from gateway.api.pipeline import evidence_middleware
 from gateway.api.telemetry import Telemetry
 from gateway.api.visibility import readiness_view
@@ -64,7 +65,8 @@ def openapi_document() -> dict[str, Any]:
 
     Each fragment holds its area's ``paths``, ``tags``, ``components`` and
     ``x-problem-types``; merging refuses a name defined twice, so two areas cannot
-    silently overwrite each other's description.
+    silently overwrite each other's description. Last, the answers the request pipeline
+    gives on every route are added (:mod:`gateway.api.openapi_pipeline`).
     """
     package = resources.files("gateway.api")
     document: dict[str, Any] = json.loads(package.joinpath("openapi.json").read_text("utf-8"))
@@ -84,7 +86,7 @@ def openapi_document() -> dict[str, Any]:
                 target[key] = value
         document["tags"].extend(fragment.get("tags", []))
         document["x-problem-types"].extend(fragment.get("x-problem-types", []))
-    return document
+    return document_pipeline(document)
 
 
 async def openapi(request: web.Request) -> web.Response:

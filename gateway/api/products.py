@@ -47,10 +47,12 @@ async def list_products(request: web.Request) -> web.Response:
     actor.may(Action.READ_CATALOG)
     status = request.query.get("status")
     try:
-        wanted = ProductStatus(status) if status else None
+        # An empty value is no status either (as on the other list filters), not "any".
+        wanted = ProductStatus(status) if status is not None else None
     except ValueError:
         raise ValidationError(
-            f"status must be one of {', '.join(s.value for s in ProductStatus)}"
+            f"status must be one of {', '.join(s.value for s in ProductStatus)}",
+            field="status",
         ) from None
     found = await request.app[GATEWAY].products.find(status=wanted)
     return json_response({"products": [p.to_dict() for p in found]})

@@ -14,6 +14,7 @@ import hashlib
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 
 from gateway.api.admin import staff_actor
@@ -101,9 +102,15 @@ async def _upload(request: web.Request, limit: int) -> tuple[bytes, str, str, di
                     f"unexpected form part {part.name!r}; send `file` and optionally "
                     "`dataset`, `sheet`"
                 )
-    except (ValueError, AssertionError, RuntimeError) as exc:
-        # aiohttp's multipart parser reports a malformed body with these.
-        raise ValidationError(f"malformed multipart body: {exc}") from exc
+    except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
+        # aiohttp's multipart parser reports a malformed body with these (a part header it
+        # cannot read, e.g. with a control character, as HttpProcessingError). Their text
+        # quotes the input, so only their kind is told.
+        raise ValidationError(
+            f"malformed multipart body ({type(exc).__name__}); send a `file` part and "
+            "optionally `dataset` and `sheet`",
+            field="body",
+        ) from exc
     if found is None:
         raise ValidationError("the multipart body has no `file` part")
     return found[0], found[1], found[2], fields

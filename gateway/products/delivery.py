@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -27,14 +28,40 @@ from gateway.errors import (
     OutOfScopeError,
     SourceUnavailableError,
     SuspendedError,
+    ValidationError,
 )
 from gateway.ledger.records import CallRecord
 from gateway.products.models import ProductDefinition, ProductStatus
 from gateway.supervision.measures import MeasureKind, active_measure
 
-__all__ = ["DeliveryService"]
+__all__ = ["DeliveryService", "forward_json"]
 
 MAX_ANSWER_BYTES = 1024 * 1024
+
+
+def forward_json(body: Mapping[str, Any]) -> bytes:
+    """The buyer's request body as JSON for the product's service, passed on as sent.
+
+    Numbers with a fraction were read as :class:`~decimal.Decimal` (exact, see
+    ``gateway.api.bodies``); they go on as the same JSON number, not a float's approximation
+    (and :func:`json.dumps` cannot write a ``Decimal`` at all)."""
+    return _json_text(dict(body)).encode("utf-8")
+
+
+def _json_text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValidationError("a number in the body is not finite", field="body")
+        return str(value)  # e.g. 1.25, 1.8796537724380605E+24: both JSON numbers
+    if isinstance(value, dict):
+        members = (
+            f"{json.dumps(str(key), ensure_ascii=False)}:{_json_text(item)}"
+            for key, item in value.items()
+        )
+        return "{" + ",".join(members) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_json_text(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 class DeliveryService:
@@ -88,12 +115,15 @@ class DeliveryService:
             raise measure.refusal()
         if definition.endpoint is None:
             raise NotFoundError(f"product {product_id} is delivered as a {definition.delivery}")
+        # Made before a unit is taken: a body that cannot be passed on costs nothing.
+        payload = forward_json(body)
         trade_id = await self._take_unit(product_id, claims.subject)
         record.parameters["trade"] = trade_id
         record.fields = [o.name for o in definition.outputs]
         try:
-            answer = await self._ask(definition.endpoint, body)
-        except SourceUnavailableError:
+            answer = await self._ask(definition.endpoint, payload)
+        except Exception:
+            # The service failed (or, a bug, the call did): the buyer pays for nothing.
             await self._give_back(trade_id)
             record.parameters["refunded"] = True
             raise
@@ -150,11 +180,13 @@ class DeliveryService:
                 .values(used=TradeRow.used - 1)
             )
 
-    async def _ask(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def _ask(self, endpoint: str, payload: bytes) -> dict[str, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
-            async with self._session.post(endpoint, json=dict(body)) as resp:
+            async with self._session.post(
+                endpoint, data=payload, headers={"Content-Type": "application/json"}
+            ) as resp:
                 raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
                 if resp.status != 200 or len(raw) > MAX_ANSWER_BYTES:
                     raise SourceUnavailableError(
