@@ -14,6 +14,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from gateway.cli.exits import ExitCode
 from gateway.clock import DEFAULT_ZONE, utc
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.runtime import Gateway
@@ -112,8 +113,10 @@ def workdays_import(
             f"[bold]{schedule.year}[/]: {escape(schedule.source)}", highlight=False, soft_wrap=True
         )
         console.print(_schedule_table(schedule))
-    if not yes:
-        click.confirm(f"Load the {schedule.year} schedule as {who}?", abort=True, err=True)
+    if not yes and not click.confirm(f"Load the {schedule.year} schedule as {who}?", err=True):
+        # Declining is an answer, not an interruption (Ctrl-C exits 130): nothing is loaded.
+        click.echo("Not loaded.", err=True)
+        ctx.exit(ExitCode.FAILED)
 
     async def act(g: Gateway) -> tuple[LoadedSchedule | None, list[str]]:
         return await g.load_workday_schedule(LOCAL_ADMIN, schedule, loaded_by=who)
