@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.authorization.roles import Action, Role
@@ -527,7 +528,7 @@ class ObjectionService:
         while True:
             try:
                 await self.sweep()
-            except DsgwError as exc:  # a store hiccup: the next round tries again
+            except (DsgwError, SQLAlchemyError, OSError) as exc:  # the next round tries again
                 log.warning("objection deadline sweep failed, will retry: %s", exc)
             await asyncio.sleep(interval)
 
