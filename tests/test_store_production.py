@@ -32,7 +32,7 @@ from gateway.settings import Settings, load_settings
 from tests.conftest import PG_ADMIN_DSN, FixedClock, _create_pg_database, _drop_pg_database
 from tests.conftest import build_world as build_world_of
 
-HEAD = "0011_time"
+HEAD = "0012_privacy"
 LOG_INDEXES = {
     "ix_log_entries_merchant_time": ["merchant_id", "recorded_at"],
     "ix_log_entries_merchant_seq": ["stream", "merchant_id", "seq"],
