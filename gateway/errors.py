@@ -45,6 +45,7 @@ __all__ = [
     "UnsupportedMediaTypeError",
     "UriTooLongError",
     "ValidationError",
+    "VerificationBudgetExhaustedError",
     "all_problem_types",
 ]
 
@@ -239,6 +240,18 @@ class RateLimitedError(DsgwError):
 class QuotaExceededError(RateLimitedError):
     slug = "quota-exceeded"
     title = "Quota exhausted"
+
+
+class VerificationBudgetExhaustedError(RateLimitedError):
+    """An agreement received as many negative ``verify`` answers about one subject as its
+    verification budget allows in the current window (docs/privacy.md): walking a
+    sensitive field's values through yes/no answers is refused. ``Retry-After`` is the
+    window's end; the extensions carry ``negatives``, ``bound`` and ``window_end``."""
+
+    slug = "verification-budget-exhausted"
+    title = "Verification budget exhausted"
+    # The window's figures (gateway.privacy.verify_budget.BudgetFigures) for the record.
+    figures: Any = None
 
 
 class SourceUnavailableError(DsgwError):

@@ -47,6 +47,7 @@ from gateway.ledger.log import STREAMS, LogWriter
 from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
 from gateway.monitoring.models import Detection, Severity
 from gateway.objections import ObjectionService, ReceiptKeys
+from gateway.privacy.verify_budget import VerifyBudget, VerifyBudgets
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
 from gateway.readiness import DependencyWatch
@@ -288,6 +289,10 @@ class Gateway:
             param_key=param_key,
             tracing=DeliveryTracing(
                 trace_key=trace_key, mark_key=mark_key, canary_rate=settings.trace_canary_rate
+            ),
+            verify_budgets=VerifyBudgets(engine, settings.zone),
+            default_verify_budget=VerifyBudget(
+                settings.verify_negatives_per_subject, settings.verify_window_hours
             ),
         )
         checkpointer = Checkpointer(

@@ -94,6 +94,11 @@ class Settings:
     trace_p_guess: float = 0.5
     trace_named_threshold: float = 1e-6
     aggregate_min_subjects: int = 10
+    # Verification budget of a grant that declares none (docs/privacy.md): negative verify
+    # answers about one subject per agreement and fixed window, for claims of sensitive
+    # fields. window hours: a divisor of 24 or whole days.
+    verify_negatives_per_subject: int = 5
+    verify_window_hours: int = 24
     # Unauthenticated onboarding applications accepted per client address and hour.
     onboarding_per_hour: int = 10
     # A source department answers a data-quality objection within this many working days
@@ -147,6 +152,9 @@ class Settings:
     # enumeration and scraping: one window for identifier runs, distinct subjects, paging.
     alert_pattern_window_minutes: int = 60
     alert_enumeration_run: int = 20
+    # enumeration: negative verify answers about one subject (sensitive claims) in one
+    # budget window that raise the alert even while the budget still allows more.
+    alert_verify_negatives: int = 10
     alert_scraping_distinct_subjects: int = 500
     alert_scraping_pages: int = 20
     # refusal-burst: refused (403) data calls per merchant or client in a short window.
@@ -457,6 +465,15 @@ def load_settings(
         raise ConfigError("settings: shutdown_drain_seconds and disk_min_free_mb must be 0 or more")
     if settings.aggregate_min_subjects < 2:
         raise ConfigError("settings: aggregate_min_subjects must be at least 2")
+    from gateway.errors import ValidationError
+    from gateway.privacy.verify_budget import VerifyBudget  # here: it imports the store schema
+
+    try:
+        VerifyBudget(settings.verify_negatives_per_subject, settings.verify_window_hours)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"settings: verify_negatives_per_subject / verify_window_hours: {exc.detail}"
+        ) from None
     if not 1 <= settings.objection_working_days <= 60:
         raise ConfigError("settings: objection_working_days must be between 1 and 60")
     for name in names:

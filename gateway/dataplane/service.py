@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -30,11 +31,17 @@ from gateway.dataplane.requests import (
     parse_query,
     parse_verify,
 )
-from gateway.errors import ConfigError, OutOfScopeError, ValidationError
-from gateway.governance.models import Mode
+from gateway.errors import (
+    ConfigError,
+    OutOfScopeError,
+    ValidationError,
+    VerificationBudgetExhaustedError,
+)
+from gateway.governance.models import DatasetGrant, Mode
 from gateway.governance.policy import PolicySnapshot
 from gateway.ledger.records import CallRecord, keyed_digest
 from gateway.privacy.masking import mask
+from gateway.privacy.verify_budget import BudgetFigures, VerifyBudget, VerifyBudgets, subject_digest
 from gateway.supervision.measures import MeasureKind
 from gateway.tracing.delivery import DeliveryTracing
 
@@ -120,8 +127,12 @@ class DataPlane:
         min_subjects: int,
         param_key: bytes,
         tracing: DeliveryTracing,
+        verify_budgets: VerifyBudgets,
+        default_verify_budget: VerifyBudget,
     ) -> None:
         self._connectors = connectors
+        self._verify_budgets = verify_budgets
+        self._default_verify_budget = default_verify_budget
         self._quotas = quotas
         self._clock = clock
         self._min_subjects = min_subjects
@@ -214,8 +225,13 @@ class DataPlane:
             verify = parse_verify(body, dataset, grant, scenario_id)
             self._record_params(dataset, {**verify.key, **verify.claims}, record)
             record.fields = sorted([*verify.key, *verify.claims])
-            await self._consume(claims, scenario_id, snapshot)
-            return await self._verify(dataset, grant.reveal_mismatch, verify)
+            budget = self._budget_for(dataset, verify, grant, scenario_grant)
+            if budget is None:
+                await self._consume(claims, scenario_id, snapshot)
+                return await self._verify(dataset, grant.reveal_mismatch, verify)
+            return await self._budgeted_verify(
+                budget, claims, snapshot, scenario_id, dataset, grant, verify, record
+            )
         if mode is Mode.QUERY:
             query = parse_query(body, dataset, grant, scenario_id)
             record.parameters["limit"] = query.limit
@@ -244,6 +260,56 @@ class DataPlane:
         await self._quotas.consume(
             claims.merchant_id or "", scenario.id, scenario.quotas, self._clock.now()
         )
+
+    def _budget_for(
+        self,
+        dataset: Dataset,
+        request: VerifyRequest,
+        grant: DatasetGrant,
+        scenario_grant: DatasetGrant,
+    ) -> VerifyBudget | None:
+        """The verification budget of a call claiming a sensitive field: the agreement's
+        grant's, else the scenario's, else the deployment's default. Claims of fields the
+        catalog does not class sensitive are not budgeted (docs/privacy.md)."""
+        if not any(dataset.field(name).sensitive is not None for name in request.claims):
+            return None
+        return grant.verify_budget or scenario_grant.verify_budget or self._default_verify_budget
+
+    async def _budgeted_verify(
+        self,
+        budget: VerifyBudget,
+        claims: AccessClaims,
+        snapshot: PolicySnapshot,
+        scenario_id: str,
+        dataset: Dataset,
+        grant: DatasetGrant,
+        request: VerifyRequest,
+        record: CallRecord,
+    ) -> dict[str, Any]:
+        """A verify within its budget: refused before it runs when the subject's negatives
+        reached the bound; a negative answer is counted (committed) before it is returned,
+        and refused instead if concurrent calls took the last of the bound meanwhile. The
+        record keeps the figures either way."""
+        agreement_id = claims.agreement_id or ""
+        subject = subject_digest(self._param_key, [_normalise(v) for v in request.key.values()])
+        try:
+            figures = await self._verify_budgets.check(
+                budget, agreement_id, dataset.id, subject, self._clock.now()
+            )
+            await self._consume(claims, scenario_id, snapshot)
+            result = await self._verify(dataset, grant.reveal_mismatch, request)
+            if result["match"]:
+                figures = replace(figures, negative=False)
+            else:
+                figures = await self._verify_budgets.spend(
+                    figures, agreement_id, dataset.id, self._clock.now()
+                )
+        except VerificationBudgetExhaustedError as err:
+            if isinstance(err.figures, BudgetFigures):
+                record.parameters["verify_budget"] = err.figures.to_dict()
+            raise
+        record.parameters["verify_budget"] = figures.to_dict()
+        return result
 
     async def _verify(
         self, dataset: Dataset, reveal: bool, request: VerifyRequest

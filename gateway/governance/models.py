@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from gateway.catalog.models import Dataset, check_id, expect_keys
 from gateway.clock import DEFAULT_ZONE, start_of_day, utc
 from gateway.errors import CatalogError, ConflictError, ValidationError
+from gateway.privacy.verify_budget import VerifyBudget
 
 __all__ = [
     "MAX_AGREEMENT_YEARS",
@@ -176,6 +177,9 @@ class DatasetGrant:
     # carries the data subjects' letters of authorization for this dataset (ZW art. 28;
     # CS23 art. 26(5)); without one they stay masked whatever the scenario says.
     clear_fields: tuple[str, ...] = ()
+    # Bound on negative verify answers per subject and window (docs/privacy.md); None: the
+    # deployment's default applies to verify calls that claim a sensitive field.
+    verify_budget: VerifyBudget | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DatasetGrant:
@@ -193,6 +197,7 @@ class DatasetGrant:
                 "measure_fields",
                 "row_cap",
                 "clear_fields",
+                "verify_budget",
             },
         )
         dataset_id = check_id("dataset", data["dataset"])
@@ -224,10 +229,15 @@ class DatasetGrant:
             measure_fields=_str_list("measure_fields", data.get("measure_fields", [])),
             row_cap=row_cap,
             clear_fields=_str_list("clear_fields", data.get("clear_fields", [])),
+            verify_budget=(
+                VerifyBudget.from_dict(f"grant {dataset_id}", data["verify_budget"])
+                if data.get("verify_budget") is not None
+                else None
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "dataset": self.dataset_id,
             "modes": sorted(m.value for m in self.modes),
             "fields": list(self.fields),
@@ -240,6 +250,10 @@ class DatasetGrant:
             "row_cap": self.row_cap,
             "clear_fields": list(self.clear_fields),
         }
+        if self.verify_budget is not None:
+            # Only when set, so definitions without one (and their hashes) stay as they were.
+            out["verify_budget"] = self.verify_budget.to_dict()
+        return out
 
     def check_against(self, dataset: Dataset) -> None:
         """Refuse a grant of an ungrantable dataset or of fields it does not have."""
@@ -277,6 +291,11 @@ class DatasetGrant:
                     f"grant {dataset.id}: verify_fields must include key field(s) "
                     + ", ".join(missing)
                 )
+        if self.verify_budget is not None and Mode.VERIFY not in self.modes:
+            raise ValidationError(
+                f"grant {dataset.id}: verify_budget bounds verify answers; the grant does not "
+                "allow verify"
+            )
         if not set(self.clear_fields) <= set(self.fields):
             raise ValidationError(f"grant {dataset.id}: clear_fields must be returnable fields")
         for name in self.clear_fields:

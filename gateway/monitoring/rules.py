@@ -12,8 +12,9 @@ Windows end at the batch's own records, so only new activity can fire a rule. Co
 at earlier ones at least a quarter window apart.
 
 What a rule cannot see: values of sensitive fields are logged as keyed digests, so their
-enumeration shows only as many distinct subjects (``scraping``), never as a run; a rule sees
-only what the call record holds (no response bodies).
+enumeration forms no run; it shows as many distinct subjects (``scraping``) or, for claims
+verified about one subject, through the verification budget's figures the record carries
+(``enumeration``); a rule sees only what the call record holds (no response bodies).
 
 Thresholds come from settings (``alert_*``, docs/alerts.md). A detection whose figure reaches
 three times its threshold is raised one severity level higher.
@@ -22,6 +23,7 @@ three times its threshold is raised one severity level higher.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -68,6 +70,7 @@ class Thresholds:
     volume_sigmas: int = 5
     pattern_window: dt.timedelta = dt.timedelta(hours=1)
     enumeration_run: int = 20
+    verify_negatives: int = 10
     scraping_distinct_subjects: int = 500
     scraping_pages: int = 20
     refusal_window: dt.timedelta = dt.timedelta(minutes=10)
@@ -92,6 +95,7 @@ class Thresholds:
             volume_sigmas=settings.alert_volume_sigmas,
             pattern_window=settings.alert_pattern_window_minutes * minutes,
             enumeration_run=settings.alert_enumeration_run,
+            verify_negatives=settings.alert_verify_negatives,
             scraping_distinct_subjects=settings.alert_scraping_distinct_subjects,
             scraping_pages=settings.alert_scraping_pages,
             refusal_window=settings.alert_refusal_window_minutes * minutes,
@@ -467,13 +471,19 @@ class Enumeration:
     subject fields logged in clear; fires when a run of consecutive counters reaches
     ``enumeration_run`` inside ``pattern_window``. A trailing check character (credit codes,
     resident ids) is allowed for.
+
+    Values of sensitive fields are digests and form no run, so walking a sensitive claim of
+    one subject (a resident id tried candidate by candidate, in any order) is seen through
+    the verification budget's figures in the call records instead: it fires when a call was
+    refused for an exhausted budget, or when one subject's negative answers in the budget
+    window reach ``verify_negatives`` (a generous budget does not hide the walk).
     """
 
     name = "enumeration"
 
     async def evaluate(self, ctx: RuleContext) -> list[Detection]:
         t = ctx.thresholds
-        detections = []
+        detections = _negative_verifies(ctx)
         for merchant_id, dataset_id, points, calls in await _pattern_windows(ctx):
             fields = _subject_fields(ctx.snapshot, dataset_id, clear_only=True)
             best: tuple[CounterRun, str, dt.datetime] | None = None
@@ -522,6 +532,101 @@ class Enumeration:
                 )
             )
         return detections
+
+
+@dataclass(slots=True)
+class _SubjectWalk:
+    """One subject's verification-budget figures over a batch's verify calls."""
+
+    figures: Mapping[str, Any]
+    at: dt.datetime
+    refused: int = 0
+    seqs: list[int] = dataclasses.field(default_factory=list)
+
+
+_BUDGET_REFUSAL = "verification-budget-exhausted"
+
+
+def _budget_figures(event: CallEvent) -> Mapping[str, Any] | None:
+    figures = event.parameters.get("verify_budget")
+    if (
+        event.kind != "data"
+        or event.mode != "verify"
+        or event.merchant_id is None
+        or event.dataset_id is None
+        or not isinstance(figures, Mapping)
+        or not isinstance(figures.get("subject"), str)
+        or not isinstance(figures.get("negatives"), int)
+        or not isinstance(figures.get("bound"), int)
+    ):
+        return None
+    return figures
+
+
+def _negative_verifies(ctx: RuleContext) -> list[Detection]:
+    """Enumeration of a sensitive claim, from the verification budget's figures that the
+    batch's verify records carry: per merchant and dataset, the subject whose walk went
+    furthest (a refusal for an exhausted budget, else the most negatives), when it reached
+    the bound or ``verify_negatives``."""
+    t = ctx.thresholds
+    walks: dict[tuple[str, str], dict[str, _SubjectWalk]] = defaultdict(dict)
+    for event in ctx.batch:
+        figures = _budget_figures(event)
+        if figures is None:
+            continue
+        subjects = walks[(event.merchant_id or "", event.dataset_id or "")]
+        walk = subjects.get(figures["subject"])
+        if walk is None:
+            walk = subjects[figures["subject"]] = _SubjectWalk(figures, event.at)
+        if figures["negatives"] >= walk.figures["negatives"]:
+            walk.figures, walk.at = figures, event.at
+        if event.reason == _BUDGET_REFUSAL:
+            walk.refused += 1
+        walk.seqs.append(event.seq)
+    detections = []
+    for (merchant_id, dataset_id), subjects in sorted(walks.items()):
+        worst = max(subjects.values(), key=lambda w: (w.refused > 0, w.figures["negatives"], w.at))
+        negatives, bound = int(worst.figures["negatives"]), int(worst.figures["bound"])
+        threshold = min(bound, t.verify_negatives)
+        if not worst.refused and negatives < threshold:
+            continue
+        exhausted = worst.refused > 0 or negatives >= bound
+        subject = str(worst.figures["subject"])
+        window = f"{worst.figures.get('window_start')} to {worst.figures.get('window_end')}"
+        detections.append(
+            Detection(
+                rule="enumeration",
+                key=f"merchant:{merchant_id}|dataset:{dataset_id}|verify-budget",
+                severity=_severity(Severity.HIGH, negatives + worst.refused, threshold),
+                title=(
+                    f"Enumeration: {merchant_id} received {negatives} negative verify answers "
+                    f"about one subject of {dataset_id}"
+                    + (" and exhausted its verification budget" if exhausted else "")
+                ),
+                detail=(
+                    f"{merchant_id} verified sensitive claims about subject {subject[:16]}… of "
+                    f"{dataset_id} and was told no {negatives} times in the budget window "
+                    f"{window} (bound {bound}, alert threshold {t.verify_negatives}); "
+                    f"{worst.refused} call(s) in this batch were refused. Trying candidate "
+                    "values one by one walks the field's value space."
+                ),
+                at=worst.at,
+                figures={
+                    "pattern": "verification-budget" if exhausted else "negative-verifies",
+                    "dataset": dataset_id,
+                    "subject": subject,
+                    "negatives": negatives,
+                    "bound": bound,
+                    "threshold": t.verify_negatives,
+                    "refused": worst.refused,
+                    "window_start": worst.figures.get("window_start"),
+                    "window_end": worst.figures.get("window_end"),
+                },
+                records=_last(worst.seqs, t.evidence_records),
+                merchant_id=merchant_id,
+            )
+        )
+    return detections
 
 
 class Scraping:
