@@ -39,6 +39,7 @@ from gateway.dependencies import DEPENDENCIES, DependencyHealth
 from gateway.errors import ConfigError, DsgwError, KeystoreError
 from gateway.evaluation import EvaluationService
 from gateway.governance.epoch import EpochFile
+from gateway.governance.models import Scenario
 from gateway.governance.policy import PolicyStore
 from gateway.governance.service import Actor, GovernanceService, Unchanged
 from gateway.ledger.bundles import build_bundle
@@ -47,6 +48,7 @@ from gateway.ledger.log import STREAMS, LogWriter
 from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
 from gateway.monitoring.models import Detection, Severity
 from gateway.objections import ObjectionService, ReceiptKeys
+from gateway.privacy.quasi import QuasiIdentifierWarning, check_scenario, connector_groups
 from gateway.privacy.verify_budget import VerifyBudget, VerifyBudgets
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
@@ -389,6 +391,17 @@ class Gateway:
         if anchoring:
             await gateway.start_anchoring()
         return gateway
+
+    async def scenario_warnings(self, scenario: Scenario) -> list[QuasiIdentifierWarning]:
+        """Quasi-identifier warnings of ``scenario`` against the current catalog, measured
+        on the sources this process can reach (docs/privacy.md); advice, never a refusal."""
+        snapshot = await self.governance.snapshot()
+        return await check_scenario(
+            scenario,
+            snapshot.datasets,
+            min_subjects=self.settings.aggregate_min_subjects,
+            groups=connector_groups(self.connectors.get),
+        )
 
     async def refresh_calendar(self) -> None:
         """Count deadlines with the schedules in the store as they are now (another

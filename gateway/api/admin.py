@@ -85,8 +85,14 @@ async def list_scenarios(request: web.Request) -> web.Response:
 async def create_scenario(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
-    scenario = await request.app[GATEWAY].governance.create_scenario(actor, body)
-    return json_response(scenario.to_dict(), status=201)
+    gateway = request.app[GATEWAY]
+    scenario = await gateway.governance.create_scenario(actor, body)
+    # Quasi-identifier combinations that single out subjects: advice for the authority,
+    # who decides; the scenario is created either way (docs/privacy.md).
+    warnings = await gateway.scenario_warnings(scenario)
+    return json_response(
+        scenario.to_dict() | {"warnings": [w.to_dict() for w in warnings]}, status=201
+    )
 
 
 async def scenario_status(request: web.Request) -> web.Response:

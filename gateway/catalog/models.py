@@ -83,16 +83,27 @@ class FieldSpec:
     sensitive: MaskRule | None = None
     # Leak-tracing mark carrier the field tolerates (docs/tracing.md): "digit:N" or "mask".
     mark: str | None = None
+    # Identifies no one alone but singles subjects out combined with others (district,
+    # founding date, industry, ...): the scenario check warns on grants combining them.
+    quasi_identifier: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FieldSpec:
-        expect_keys("field", data, {"name", "type"}, {"description", "sensitive", "mark"})
+        expect_keys(
+            "field",
+            data,
+            {"name", "type"},
+            {"description", "sensitive", "mark", "quasi_identifier"},
+        )
         name = data["name"]
         if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]{0,62}$", name):
             raise ValidationError(f"field name {name!r} must be snake_case ASCII")
         if data["type"] not in FIELD_TYPES:
             raise ValidationError(f"field {name}: type must be one of {', '.join(FIELD_TYPES)}")
         sensitive = data.get("sensitive")
+        quasi = data.get("quasi_identifier", False)
+        if not isinstance(quasi, bool):
+            raise ValidationError(f"field {name}: quasi_identifier must be true or false")
         spec = cls(
             name=name,
             type=cast(FieldType, data["type"]),
@@ -100,6 +111,7 @@ class FieldSpec:
                 f"field {name} description", data.get("description", ""), allow_empty=True
             ),
             sensitive=None if sensitive is None else parse_mask_rule(str(sensitive)),
+            quasi_identifier=quasi,
         )
         mark = data.get("mark")
         return spec if mark is None else replace(spec, mark=_mark(spec, mark))
@@ -112,6 +124,9 @@ class FieldSpec:
             out["sensitive"] = str(self.sensitive)
         if self.mark is not None:
             out["mark"] = self.mark
+        if self.quasi_identifier:
+            # Only when set, so entries without it (and their hashes) stay as they were.
+            out["quasi_identifier"] = True
         return out
 
 

@@ -70,6 +70,16 @@ MARKS = {
 }
 
 
+# Quasi-identifiers (docs/privacy.md): no one is named by them, but combined they single
+# out enterprises, vehicle owners or insured persons; the scenario check warns on grants
+# combining them.
+QUASI_IDENTIFIERS = {
+    "enterprises": {"district", "industry", "established", "registered_capital"},
+    "vehicles": {"district", "vehicle_type", "brand", "registered"},
+    "social_insurance": {"district", "employer_credit_code", "base"},
+}
+
+
 def _fields(name: str) -> list[dict[str, Any]]:
     out = []
     for field, type_ in synthetic.SCHEMAS[name].items():
@@ -78,6 +88,8 @@ def _fields(name: str) -> list[dict[str, Any]]:
             spec["sensitive"] = SENSITIVE[field]
         if field in MARKS.get(name, {}):
             spec["mark"] = MARKS[name][field]
+        if field in QUASI_IDENTIFIERS.get(name, set()):
+            spec["quasi_identifier"] = True
         out.append(spec)
     return out
 

@@ -265,16 +265,19 @@ def scenario_create(ctx: click.Context, file: Path, publish: bool) -> None:
     """Create a draft scenario from JSON."""
     data = _load_json(file)
 
-    async def act(g: Gateway) -> Any:
+    async def act(g: Gateway) -> tuple[Any, list[Any]]:
         created = await g.governance.create_scenario(LOCAL_ADMIN, data)
+        warnings = await g.scenario_warnings(created)
         if publish:
             created = await g.governance.set_scenario_status(
                 LOCAL_ADMIN, created.id, ScenarioStatus.PUBLISHED
             )
-        return created
+        return created, warnings
 
-    result = run(with_gateway(settings_of(ctx), act))
+    result, warnings = run(with_gateway(settings_of(ctx), act))
     console.print(f"scenario [bold]{result.id}[/] is {result.status.value}")
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning.message)}")
 
 
 def _scenario_transition(name: str, status: ScenarioStatus) -> None:
@@ -1118,6 +1121,7 @@ from gateway.cli import alerts as _alerts  # noqa: E402, F401
 from gateway.cli import chain as _chain  # noqa: E402, F401
 from gateway.cli import measures as _measures  # noqa: E402, F401
 from gateway.cli import objections as _objections  # noqa: E402, F401
+from gateway.cli import privacy as _privacy  # noqa: E402, F401
 from gateway.cli import products as _products  # noqa: E402, F401
 from gateway.cli import reports as _reports  # noqa: E402, F401
 from gateway.cli import secrets as _secrets  # noqa: E402, F401
