@@ -25,7 +25,7 @@ from gateway.chain.verify import verify_anchor
 from gateway.errors import CatalogError, DsgwError
 from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN
-from gateway.identifiers import USCC_ALPHABET, uscc_check_char
+from gateway.identifiers import USCC_ALPHABET, resident_id_check_char, uscc_check_char
 from gateway.ledger.bundles import verify_bundle
 from gateway.runtime import Gateway, initialise
 from gateway.settings import Settings
@@ -267,6 +267,41 @@ async def _setup(gateway: Gateway, console: Console) -> dict[str, str]:
     }
 
 
+async def _walk_resident_ids(
+    http: aiohttp.ClientSession,
+    url: str,
+    auth: dict[str, str],
+    sample: dict[str, Any],
+    calls: list[DemoCall],
+) -> None:
+    """Issue 17's attack, briefly: guess the legal representative's resident id (region
+    and birth date known, sequence numbers walked) until the verification budget refuses."""
+    true_id = str(sample["legal_rep_id"])
+    negatives, last = 0, None
+    for seq in range(12):
+        body17 = f"{true_id[:14]}{seq:03d}"
+        guess = body17 + resident_id_check_char(body17)
+        if guess == true_id:
+            continue
+        values = {"credit_code": sample["credit_code"], "legal_rep_id": guess}
+        async with http.post(url, json={"values": values}, headers=auth) as resp:
+            answer = await resp.json(content_type=None)
+            last = (resp.status, resp.headers.get("Dsgw-Record-Id", "-"), answer)
+        if last[0] != 200:
+            break
+        negatives += 1
+    assert last is not None
+    status, record_id, answer = last
+    outcome = (
+        f"{negatives} negative answers, then: {answer.get('detail', '')}"
+        if status != 200
+        else f"{negatives} negative answers, none refused"
+    )
+    calls.append(
+        DemoCall("refused: walking the legal representative's id", status, record_id, outcome)
+    )
+
+
 async def _calls(base: str, creds: dict[str, str], sample: dict[str, Any]) -> list[DemoCall]:
     calls: list[DemoCall] = []
     data_url = f"{base}/v1/scenarios/{DEMO_SCENARIO}/datasets"
@@ -324,6 +359,7 @@ async def _calls(base: str, creds: dict[str, str], sample: dict[str, Any]) -> li
             headers=auth,
             json={"values": {"credit_code": sample["credit_code"], "legal_rep_name": "王小明"}},
         )
+        await _walk_resident_ids(http, f"{data_url}/enterprises/verify", auth, sample, calls)
         await call(
             "query: one company, sensitive fields masked",
             "POST",
