@@ -26,6 +26,7 @@ from gateway.monitoring.models import Detection
 from gateway.monitoring.rules import Enumeration, RuleContext, Thresholds
 from gateway.privacy.verify_budget import VerifyBudget, VerifyBudgets
 from gateway.workdays import default_calendar
+from gateway.workflows.applications import Requirement
 from tests.conftest import ROWS, World
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -233,3 +234,16 @@ async def test_high_bound_still_alerts_and_budget_model(world: World) -> None:
     )
     with pytest.raises((ValidationError, CatalogError), match="verify_budget"):
         query_only.check_against(snapshot.datasets["enterprises"])
+
+    # An agreement's scope keeps the budget where it keeps verify, and only there.
+    both = DatasetGrant.from_dict(
+        raw
+        | {"modes": ["verify", "query"], "fields": ["credit_code"]}
+        | {"filter_fields": ["credit_code"]}
+    )
+    enterprises = snapshot.datasets["enterprises"]
+    for modes, kept in ((["verify"], VerifyBudget(3, 12)), (["query"], None)):
+        requirement = Requirement.from_dict(
+            {"dataset": "enterprises", "modes": modes, "fields": ["credit_code", "legal_rep_id"]}
+        )
+        assert requirement.narrow(both, enterprises).verify_budget == kept

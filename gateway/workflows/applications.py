@@ -151,6 +151,7 @@ class Requirement:
             group_by=keep(grant.group_by) if Mode.AGGREGATE in self.modes else (),
             measure_fields=keep(grant.measure_fields) if Mode.AGGREGATE in self.modes else (),
             clear_fields=keep(grant.clear_fields),
+            verify_budget=grant.verify_budget if Mode.VERIFY in self.modes else None,
         )
         if grant.required_filters and Mode.QUERY in self.modes and not narrowed.required_filters:
             raise ValidationError(
