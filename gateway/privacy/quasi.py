@@ -196,7 +196,7 @@ async def check_scenario(
             if not exposure.risky:
                 continue
             sizes: GroupSizes | None = None
-            if groups is not None and len(exposure.quasi) >= 1:
+            if groups is not None:
                 if exposure.quasi not in measured:
                     measured[exposure.quasi] = await groups(dataset, exposure.quasi)
                 sizes = measured[exposure.quasi]
