@@ -22,6 +22,8 @@ from gateway.clock import DEFAULT_ZONE, start_of_day, utc
 from gateway.errors import CatalogError, ConflictError, ValidationError
 
 __all__ = [
+    "DELTA_UNIT",
+    "EPSILON_UNIT",
     "MAX_AGREEMENT_YEARS",
     "MODE_NAMES",
     "RENEWAL_NOTICE_MONTHS",
@@ -44,6 +46,7 @@ __all__ = [
     "add_years",
     "parse_time_value",
     "renewal_from",
+    "units_text",
 ]
 
 MAX_AGREEMENT_YEARS = 3
@@ -170,6 +173,12 @@ EPSILON_UNIT = Decimal("0.000001")  # stored as integer millionths (privacy_spen
 DELTA_UNIT = Decimal("1e-12")  # stored as integer 10^-12 units
 
 
+def units_text(count: int, unit: Decimal) -> str:
+    """``count`` units as a plain decimal string without trailing zeros, e.g. "0.5"."""
+    text = format(Decimal(count) * unit, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _fixed(what: str, value: object, unit: Decimal) -> int:
     """A positive finite number as an integer count of ``unit`` (refused if not exact)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -275,11 +284,12 @@ class PrivacyBudget:
         return cls(epsilon, delta, period, call_epsilon, groups)
 
     def to_dict(self) -> dict[str, Any]:
+        """ε and δ as exact decimal strings: records and their hashes hold no floats."""
         return {
-            "epsilon": self.epsilon,
-            "delta": self.delta,
+            "epsilon": units_text(self.epsilon_micros, EPSILON_UNIT),
+            "delta": units_text(self.delta_picos, DELTA_UNIT),
             "period": self.period,
-            "call_epsilon": self.call_epsilon,
+            "call_epsilon": units_text(self.call_epsilon_micros, EPSILON_UNIT),
             "max_groups_per_subject": self.max_groups_per_subject,
         }
 

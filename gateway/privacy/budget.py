@@ -22,7 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.clock import DEFAULT_ZONE, start_of_day, utc
 from gateway.db.schema import PrivacySpendRow
 from gateway.errors import PrivacyBudgetExhaustedError
-from gateway.governance.models import Agreement, PrivacyBudget, add_months
+from gateway.governance.models import (
+    DELTA_UNIT,
+    EPSILON_UNIT,
+    Agreement,
+    PrivacyBudget,
+    add_months,
+    units_text,
+)
 
 __all__ = ["BudgetSpend", "PrivacyBudgets", "budget_period"]
 
@@ -47,13 +54,14 @@ class BudgetSpend:
         return max(0, min(eps_left // self.epsilon_micros, delta_left // self.delta_picos))
 
     def record_dict(self) -> dict[str, object]:
-        """What the call record keeps (and so anchors) of the spend."""
+        """What the call record keeps (and so anchors) of the spend: exact decimal strings,
+        as the canonical record encoding allows no floats."""
         return {
-            "epsilon": self.epsilon_micros / 1e6,
-            "delta": self.delta_picos / 1e12,
+            "epsilon": units_text(self.epsilon_micros, EPSILON_UNIT),
+            "delta": units_text(self.delta_picos, DELTA_UNIT),
             "period_start": self.period_start.isoformat(),
-            "epsilon_spent": self.epsilon_spent_micros / 1e6,
-            "delta_spent": self.delta_spent_picos / 1e12,
+            "epsilon_spent": units_text(self.epsilon_spent_micros, EPSILON_UNIT),
+            "delta_spent": units_text(self.delta_spent_picos, DELTA_UNIT),
         }
 
     def answer_dict(self) -> dict[str, object]:

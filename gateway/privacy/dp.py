@@ -157,23 +157,25 @@ class ReleasePlan:
     def run(self, cells: Sequence[SubjectCell]) -> Release:
         """Release noisy counts and sums for ``cells`` (already truncated). Each call draws
         fresh noise from OpenDP's CSPRNG."""
-        counts: dict[str, int] = defaultdict(int)
-        totals: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-        keys: dict[str, GroupKey] = {}
+        counts: dict[GroupKey, int] = defaultdict(int)
+        totals: dict[GroupKey, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        limits = {
+            name: (Decimal(repr(lo)), Decimal(repr(hi))) for name, (lo, hi) in self.bounds.items()
+        }
         for cell in cells:
-            text = _group_key_text(cell.group)
-            keys[text] = cell.group
-            counts[text] += 1
-            for name, (low, high) in self.bounds.items():
+            counts[cell.group] += 1
+            group_totals = totals[cell.group]
+            for name, (low, high) in limits.items():
                 raw = cell.totals.get(name)
-                value = Decimal(0) if raw is None else raw
-                clamped = min(max(value, Decimal(repr(low))), Decimal(repr(high)))
-                totals[text][name] += clamped
-        released: dict[str, int] = self.count(dict(counts))
+                if raw is not None:  # a null total adds nothing: within any sensitivity
+                    group_totals[name] += low if raw < low else high if raw > high else raw
+        keys = {_group_key_text(key): key for key in counts}
+        counts_by_text = {text: counts[key] for text, key in keys.items()}
+        released: dict[str, int] = self.count(counts_by_text)
         order = sorted(released, key=lambda k: [str(v) for v in keys[k]])
         sums: dict[str, list[float]] = {}
         for name, measurement in self.sums.items():
-            exact = [float(totals[k][name]) for k in order]
+            exact = [float(totals[keys[k]][name]) for k in order]
             sums[name] = list(measurement(exact)) if exact else []
         groups = [
             NoisyGroup(
