@@ -36,9 +36,9 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import opendp.prelude as dp
 
@@ -68,15 +68,15 @@ _WIDEN = 1.0 + 1e-9
 GroupKey = tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class SubjectCell:
+class SubjectCell(NamedTuple):
     """One subject's contribution to one group: its rows and its total of each measured
-    field (None when all its values are null; counted as 0)."""
+    field (None when all its values are null; adds nothing). A named tuple: a data call
+    builds one per (group, subject), thousands per answer."""
 
     group: GroupKey
     subject: Any
     rows: int
-    totals: Mapping[str, Decimal | None] = field(default_factory=dict)
+    totals: Mapping[str, Decimal | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,19 +102,21 @@ def truncate(cells: Iterable[SubjectCell], limit: int, key: bytes) -> list[Subje
     unpredictable to a merchant who would like to steer which of a subject's groups
     survive. Returns the kept cells; the sensitivities in :class:`ReleasePlan` hold only
     for the output of this function."""
-    by_subject: dict[str, list[tuple[bytes, SubjectCell]]] = defaultdict(list)
+    by_subject: dict[Any, list[SubjectCell]] = defaultdict(list)
     for cell in cells:
-        subject = json.dumps(_plain(cell.subject), ensure_ascii=False)
-        order = hmac.new(
-            key,
-            json.dumps([subject, [_plain(v) for v in cell.group]], ensure_ascii=False).encode(),
-            hashlib.sha256,
-        ).digest()
-        by_subject[subject].append((order, cell))
+        by_subject[cell.subject].append(cell)
     kept: list[SubjectCell] = []
-    for ranked in by_subject.values():
-        ranked.sort(key=lambda pair: pair[0])
-        kept.extend(cell for _order, cell in ranked[:limit])
+    for subject, subject_cells in by_subject.items():
+        if len(subject_cells) <= limit:  # nothing to cut: skip the keyed ranking
+            kept.extend(subject_cells)
+            continue
+        text = _plain(subject)
+
+        def rank(cell: SubjectCell, text: Any = text) -> bytes:
+            message = json.dumps([text, [_plain(v) for v in cell.group]], ensure_ascii=False)
+            return hmac.new(key, message.encode(), hashlib.sha256).digest()
+
+        kept.extend(sorted(subject_cells, key=rank)[:limit])
     return kept
 
 
