@@ -20,12 +20,14 @@ import opendp.prelude as dp
 import pytest
 
 from gateway.authorization.roles import Role
-from gateway.cli.demo import DEMO_MERCHANT, REGISTRY, demo_scenario
+from gateway.catalog.models import Dataset
+from gateway.cli.demo import DEMO_MERCHANT, REGISTRY, demo_datasets, demo_scenario
 from gateway.errors import ValidationError
-from gateway.governance.models import PrivacyBudget, ScenarioStatus
+from gateway.governance.models import DatasetGrant, PrivacyBudget, ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.ledger.log import read_entry
 from gateway.privacy.dp import CI95_FACTOR, SubjectCell, plan_release, truncate
+from gateway.workflows.applications import Requirement
 from tests.conftest import World
 
 RELEASES = 2000
@@ -148,6 +150,26 @@ def test_privacy_budget_declarations() -> None:
     for case in bad:
         with pytest.raises(ValidationError):
             PrivacyBudget.from_dict("d", case)
+    # A use application's requirement list narrows the grant and keeps its budget; one
+    # without aggregate-dp drops it.
+    dataset = next(Dataset.from_dict(d) for d in demo_datasets() if d["id"] == "social-insurance")
+    grant = DatasetGrant.from_dict(
+        {
+            "dataset": "social-insurance",
+            "modes": ["aggregate", "aggregate-dp"],
+            "filter_fields": ["month"],
+            "group_by": ["district", "insurance_type"],
+            "measure_fields": ["amount"],
+            "privacy": good,
+        }
+    )
+    grant.check_against(dataset)
+    assert DatasetGrant.from_dict(grant.to_dict()) == grant
+    wanted = {"dataset": "social-insurance", "fields": ["district", "amount"]}
+    narrowed = Requirement.from_dict(wanted | {"modes": ["aggregate-dp"]}).narrow(grant, dataset)
+    assert narrowed.privacy == grant.privacy and narrowed.group_by == ("district",)
+    exact = Requirement.from_dict(wanted | {"modes": ["aggregate"]}).narrow(grant, dataset)
+    assert exact.privacy is None
 
 
 def _dp_scenario(world: World, **privacy: Any) -> dict[str, Any]:
