@@ -67,6 +67,10 @@ _WIDEN = 1.0 + 1e-9
 
 GroupKey = tuple[Any, ...]
 
+# Search space of the release threshold: from the counts' l-infinity sensitivity (1) to far
+# above any declarable budget's need (scale ≤ 1.1e9 times ln(1/δ) ≤ 28).
+MAX_THRESHOLD = 1 << 50
+
 
 class SubjectCell(NamedTuple):
     """One subject's contribution to one group: its rows and its total of each measured
@@ -220,20 +224,26 @@ def plan_release(
         count_d_in = (limit, limit, 1)
         count_scale = limit / part
 
-        def count_at(threshold: float) -> Any:
+        def count_at(threshold: int) -> Any:
             return dp.m.make_laplace_threshold(
-                count_domain, count_metric, scale=count_scale, threshold=int(threshold)
+                count_domain, count_metric, scale=count_scale, threshold=threshold
             )
 
         for _ in range(8):
-            if _within(count_at(1 << 40), count_d_in, part, delta):
+            if _within(count_at(MAX_THRESHOLD), count_d_in, part, delta):
                 break
             count_scale *= _WIDEN
         else:
             raise ConfigError(f"differential privacy: the counts exceed ε {part}")
-        threshold = int(
-            dp.binary_search_param(count_at, d_in=count_d_in, d_out=(part, delta), T=int)
-        )
+        # The smallest threshold whose map meets (part, δ): δ falls as the threshold rises.
+        below, above = 1, MAX_THRESHOLD
+        while below < above:
+            middle = (below + above) // 2
+            if _within(count_at(middle), count_d_in, part, delta):
+                above = middle
+            else:
+                below = middle + 1
+        threshold = below
         count = count_at(threshold)
         sums: dict[str, Any] = {}
         sum_d_in: dict[str, float] = {}
