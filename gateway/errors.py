@@ -34,6 +34,7 @@ __all__ = [
     "NotReceivedError",
     "OutOfScopeError",
     "PayloadTooLargeError",
+    "PrivacyBudgetExhaustedError",
     "QuotaExceededError",
     "QuotaStoreUnavailableError",
     "RateLimitedError",
@@ -239,6 +240,22 @@ class RateLimitedError(DsgwError):
 class QuotaExceededError(RateLimitedError):
     slug = "quota-exceeded"
     title = "Quota exhausted"
+
+
+class PrivacyBudgetExhaustedError(DsgwError):
+    """An ``aggregate-dp`` call would spend more of the agreement's differential-privacy
+    budget (ε or δ) than the scenario declares for the period (docs/privacy.md). 429 like
+    a quota: the request is fine, the allowance is used up. ``Retry-After`` names the end
+    of a day or month period; a budget for the whole agreement never comes back, so there
+    is none (the merchant needs a new agreement or a scenario with a larger budget)."""
+
+    slug = "privacy-budget-exhausted"
+    title = "Privacy budget exhausted"
+    status = 429
+
+    def __init__(self, detail: str, retry_after: int | None = None, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.retry_after = retry_after
 
 
 class SourceUnavailableError(DsgwError):

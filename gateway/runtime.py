@@ -47,6 +47,7 @@ from gateway.ledger.log import STREAMS, LogWriter
 from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
 from gateway.monitoring.models import Detection, Severity
 from gateway.objections import ObjectionService, ReceiptKeys
+from gateway.privacy.budget import PrivacyBudgets
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
 from gateway.readiness import DependencyWatch
@@ -289,6 +290,7 @@ class Gateway:
             tracing=DeliveryTracing(
                 trace_key=trace_key, mark_key=mark_key, canary_rate=settings.trace_canary_rate
             ),
+            budgets=PrivacyBudgets(engine, zone=settings.zone),
         )
         checkpointer = Checkpointer(
             engine,

@@ -69,6 +69,12 @@ MARKS = {
     "enterprises": {"registered_capital": "digit:2", "address": "mask"},
 }
 
+# Clamping bounds for differentially private sums (docs/privacy.md): one insured person's
+# total in one answer cell, in yuan (at most 4 months of contributions on a 22,000 base).
+BOUNDS = {
+    "social_insurance": {"amount": ["0", "30000"], "base": ["0", "100000"]},
+}
+
 
 def _fields(name: str) -> list[dict[str, Any]]:
     out = []
@@ -78,6 +84,8 @@ def _fields(name: str) -> list[dict[str, Any]]:
             spec["sensitive"] = SENSITIVE[field]
         if field in MARKS.get(name, {}):
             spec["mark"] = MARKS[name][field]
+        if field in BOUNDS.get(name, {}):
+            spec["bounds"] = BOUNDS[name][field]
         out.append(spec)
     return out
 

@@ -7,6 +7,8 @@ sends the answer.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import unicodedata
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -14,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from connectors.base import AggregateQuery, Condition, Connector, RowQuery, Value
+from connectors.base import AggregateQuery, Condition, Connector, Measure, RowQuery, Value
 from connectors.csv_file import CsvConnector
 from connectors.sql import SqlConnector
 from gateway.authorization.quotas import CallAllowance
@@ -31,9 +33,11 @@ from gateway.dataplane.requests import (
     parse_verify,
 )
 from gateway.errors import ConfigError, OutOfScopeError, ValidationError
-from gateway.governance.models import Mode
+from gateway.governance.models import Agreement, Mode, PrivacyBudget
 from gateway.governance.policy import PolicySnapshot
 from gateway.ledger.records import CallRecord, keyed_digest
+from gateway.privacy.budget import PrivacyBudgets
+from gateway.privacy.dp import CI95_FACTOR, SubjectCell, plan_release, truncate
 from gateway.privacy.masking import mask
 from gateway.supervision.measures import MeasureKind
 from gateway.tracing.delivery import DeliveryTracing
@@ -41,6 +45,10 @@ from gateway.tracing.delivery import DeliveryTracing
 __all__ = ["ConnectorRegistry", "DataPlane"]
 
 AVG_QUANTUM = Decimal("0.0001")
+DP_FETCH_LIMIT = 1_000_000
+"""Most (group, subject) pairs a differentially private aggregate reads; beyond, the call is
+refused (narrow it with filters) rather than answered from a silently cut subset."""
+DP_DIGITS = 4
 
 
 class ConnectorRegistry:
@@ -120,8 +128,12 @@ class DataPlane:
         min_subjects: int,
         param_key: bytes,
         tracing: DeliveryTracing,
+        budgets: PrivacyBudgets | None = None,
     ) -> None:
         self._connectors = connectors
+        self._budgets = budgets
+        # Orders a subject's groups for truncation to L (gateway.privacy.dp.truncate).
+        self._dp_key = hashlib.sha256(b"dsgw dp truncation order v1\x00" + param_key).digest()
         self._quotas = quotas
         self._clock = clock
         self._min_subjects = min_subjects
@@ -235,6 +247,10 @@ class DataPlane:
             {*aggregate.group_by, *(m.field for m in aggregate.measures if m.field)}
         )
         await self._consume(claims, scenario_id, snapshot)
+        if mode is Mode.AGGREGATE_DP:
+            if agreement is None or grant.privacy is None:
+                raise ConfigError(f"dataset {dataset_id}: aggregate-dp granted without a budget")
+            return await self._aggregate_dp(dataset, aggregate, grant.privacy, agreement, record)
         return await self._aggregate(dataset, aggregate, record)
 
     async def _consume(
@@ -367,6 +383,133 @@ class DataPlane:
             "suppressed_groups": suppressed,
             "min_subjects": self._min_subjects,
         }
+
+    async def _aggregate_dp(
+        self,
+        dataset: Dataset,
+        request: AggregateRequest,
+        budget: PrivacyBudget,
+        agreement: Agreement,
+        record: CallRecord,
+    ) -> dict[str, Any]:
+        """A differentially private aggregate (gateway.privacy.dp): subject-level rows are
+        read, truncated to L groups per subject and released with calibrated noise, after
+        the call's ε and δ are spent and committed (gateway.privacy.budget). The spend goes
+        into the call record, so it is anchored with it."""
+        if self._budgets is None:
+            raise ConfigError("aggregate-dp: no privacy budget store is configured")
+        summed = tuple(dict.fromkeys(m.field for m in request.measures if m.field))
+        bounds: list[tuple[str, float, float]] = []
+        for name in summed:
+            declared = dataset.field(name).bounds
+            if declared is None:  # the catalog changed under the scenario: fail closed
+                raise OutOfScopeError(
+                    f"field {name} of {dataset.id} declares no bounds; aggregate-dp refuses it",
+                    refused={"fields": [name], "purpose": "measure"},
+                )
+            bounds.append((name, float(declared[0]), float(declared[1])))
+        subject = dataset.subject_field
+        rows = await (await self._connectors.get(dataset)).aggregate(
+            AggregateQuery(
+                group_by=(*request.group_by, subject),
+                measures=(Measure("count"), *(Measure("sum", name) for name in summed)),
+                subject_field=subject,
+                conditions=request.conditions,
+                limit=DP_FETCH_LIMIT + 1,
+            )
+        )
+        if len(rows) > DP_FETCH_LIMIT:
+            raise ValidationError(
+                f"aggregate-dp reads at most {DP_FETCH_LIMIT} (group, subject) pairs; this "
+                "call matches more: narrow it with filters"
+            )
+        cells = truncate(
+            (
+                SubjectCell(
+                    group=tuple(row.get(g) for g in request.group_by),
+                    subject=row.get(subject),
+                    rows=_rows(row.get("count")),
+                    totals={name: _decimal_or_none(row.get(f"sum_{name}")) for name in summed},
+                )
+                for row in rows
+            ),
+            budget.max_groups_per_subject,
+            self._dp_key,
+        )
+        # Built (and its OpenDP maps checked) before spending, so a plan that cannot be
+        # trusted costs the merchant nothing; noise is drawn only after the spend commits.
+        plan = plan_release(
+            budget.call_epsilon, budget.call_delta, budget.max_groups_per_subject, tuple(bounds)
+        )
+        spend = await self._budgets.spend(agreement, dataset.id, budget, self._clock.now())
+        record.parameters["privacy"] = spend.record_dict()
+        release = plan.run(cells)
+        count_half = release.count_scale * CI95_FACTOR
+        groups: list[dict[str, Any]] = []
+        for noisy in release.groups:
+            group: dict[str, Any] = {
+                name: _json_value(value)
+                for name, value in zip(request.group_by, noisy.key, strict=True)
+            }
+            ci: dict[str, float] = {}
+            for measure in request.measures:
+                if measure.fn == "count":
+                    group[measure.name] = noisy.count
+                    ci[measure.name] = round(count_half, DP_DIGITS)
+                    continue
+                assert measure.field is not None
+                total = noisy.sums[measure.field]
+                scale = release.sum_scales[measure.field]
+                if measure.fn == "sum":
+                    group[measure.name] = round(total, DP_DIGITS)
+                    ci[measure.name] = round(scale * CI95_FACTOR, DP_DIGITS)
+                    continue
+                low, high = plan.bounds[measure.field]
+                count = max(noisy.count, 1)
+                mean = min(max(total / count, low), high)
+                # Delta method: Var(S/C) ~ (Var S + mean^2 Var C) / C^2, Var = 2 b^2.
+                spread = math.sqrt(2 * scale**2 + mean**2 * 2 * release.count_scale**2)
+                group[measure.name] = round(mean, DP_DIGITS)
+                ci[measure.name] = round(1.96 * spread / count, DP_DIGITS)
+            group["ci95"] = ci
+            groups.append(group)
+        record.rows = len(groups)
+        noise: dict[str, Any] = {
+            "count": {
+                "mechanism": "discrete laplace with threshold (subjects)",
+                "scale": release.count_scale,
+                "ci95": round(count_half, DP_DIGITS),
+                "threshold": release.threshold,
+            }
+        }
+        for name in summed:
+            low, high = plan.bounds[name]
+            noise[f"sum_{name}"] = {
+                "mechanism": "laplace",
+                "scale": release.sum_scales[name],
+                "ci95": round(release.sum_scales[name] * CI95_FACTOR, DP_DIGITS),
+                "bounds": [low, high],
+            }
+        return {
+            "groups": groups,
+            "noise": noise,
+            "epsilon": budget.call_epsilon,
+            "delta": budget.call_delta,
+            "max_groups_per_subject": budget.max_groups_per_subject,
+            "budget": spend.answer_dict(),
+        }
+
+
+def _rows(value: Value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _decimal_or_none(value: Value) -> Decimal | None:
+    if value is None or isinstance(value, Decimal):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    raise ConfigError(f"aggregate-dp: a sum came back as {type(value).__name__}")
 
 
 def _jsonable(value: Any) -> Any:
