@@ -47,6 +47,7 @@ from gateway.ledger.log import STREAMS, LogWriter
 from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
 from gateway.monitoring.models import Detection, Severity
 from gateway.objections import ObjectionService, ReceiptKeys
+from gateway.privacy.overlap import OverlapAudit
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
 from gateway.readiness import DependencyWatch
@@ -288,6 +289,17 @@ class Gateway:
             param_key=param_key,
             tracing=DeliveryTracing(
                 trace_key=trace_key, mark_key=mark_key, canary_rate=settings.trace_canary_rate
+            ),
+            overlap=(
+                OverlapAudit(
+                    engine,
+                    clock,
+                    key=derive_key(mark_secret, "dsgw overlap audit elements v1"),
+                    threshold=settings.aggregate_overlap_min,
+                    max_subject_rows=settings.aggregate_audit_max_rows,
+                )
+                if settings.aggregate_overlap_min
+                else None
             ),
         )
         checkpointer = Checkpointer(
