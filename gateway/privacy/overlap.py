@@ -59,23 +59,26 @@ def lock_key(merchant_id: str, dataset_id: str) -> int:
     return _LOCK_BASE + int.from_bytes(digest, "big") % ((1 << 31) - _LOCK_BASE)
 
 
-def _canonical(value: Value) -> bytes:
-    """One value as typed, unambiguous bytes: equal values from any connector (a sum read
-    as 1907.770 from one source and 1907.77 from another) give equal bytes."""
+def _number(value: Value) -> str:
+    """A contribution value as text: equal values from any connector (a sum read as
+    1907.770 from one source and 1907.77 from another) give equal text. Every position of a
+    contribution holds one kind (a count, or a sum or nothing), so no type tag is needed."""
     if value is None:
-        text_ = "n"
-    elif isinstance(value, bool):
-        text_ = "b1" if value else "b0"
-    elif isinstance(value, int):
-        text_ = f"i{value}"
-    elif isinstance(value, Decimal):
-        text_ = "d0" if value == 0 else "d" + format(value.normalize(), "f")
-    elif isinstance(value, str):
-        text_ = "s" + value
-    else:
-        text_ = "t" + value.isoformat()
-    raw = text_.encode()
-    return len(raw).to_bytes(4, "big") + raw
+        return "n"
+    if isinstance(value, Decimal):
+        return "0" if value == 0 else format(value.normalize(), "f")
+    return str(value)
+
+
+def _subject(value: Value) -> str:
+    """A subject value as tagged text (a string "7" and an integer 7 stay apart)."""
+    if isinstance(value, str):
+        return "s" + value
+    if isinstance(value, bool):
+        return "b1" if value else "b0"
+    if isinstance(value, int | Decimal):
+        return "i" + _number(value)
+    return "n" if value is None else "t" + value.isoformat()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +114,7 @@ class OverlapAudit:
         terms_for(threshold)  # refuses an unsupported threshold now
         self._engine = engine
         self._clock = clock
-        self._key = key
+        self._hasher = hashlib.blake2b(key=key, digest_size=16, person=_PERSON)
         self.threshold = threshold
         self.max_subject_rows = max_subject_rows
 
@@ -119,10 +122,9 @@ class OverlapAudit:
         """The field element of one subject and its contribution to a cell: a keyed
         BLAKE2b of the canonical values, in [1, PRIME) (zero would vanish from every sum).
         Keyed so a merchant cannot predict elements nor craft sets that look far apart."""
-        h = hashlib.blake2b(key=self._key, digest_size=16, person=_PERSON)
-        h.update(_canonical(subject))
-        for value in contribution:
-            h.update(_canonical(value))
+        h = self._hasher.copy()
+        # Numbers never hold "," or the separator, so the text parses back unambiguously.
+        h.update(f"{','.join(map(_number, contribution))}\x1f{_subject(subject)}".encode())
         return 1 + int.from_bytes(h.digest(), "big") % (PRIME - 1)
 
     def sketch(self, elements: Sequence[int]) -> CellSketch:

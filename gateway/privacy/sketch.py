@@ -60,13 +60,16 @@ def terms_for(threshold: int) -> int:
 
 
 def _power_sums(elements: Sequence[int], terms: int) -> tuple[int, ...]:
-    # Column by column: one list comprehension per power keeps the loop in C, about twice
-    # as fast as a Python loop per element (docs/privacy.md gives the measured cost).
+    # Column by column: one list comprehension per power keeps the loop tight, about twice
+    # as fast as a Python loop per element (docs/privacy.md gives the measured cost). The
+    # powers are only partly reduced, (y & p) + (y >> 61), congruent to y since 2^61 = 1
+    # (mod p) and cheaper than a division; each round adds less than p to their bound, so
+    # they stay small integers, and the sums are reduced exactly at the end.
     p = PRIME
     current = list(elements)
     sums = [sum(current) % p]
     for _ in range(terms - 1):
-        current = [c * x % p for c, x in zip(current, elements, strict=True)]
+        current = [((y := c * x) & p) + (y >> 61) for c, x in zip(current, elements, strict=True)]
         sums.append(sum(current) % p)
     return tuple(sums)
 
