@@ -422,9 +422,12 @@ class DataPlane:
             cell = cells.get(key)
             if cell is None:
                 cell = cells[key] = _Cell(row, numeric)
-            values = [row.get(name) for name in names]
-            cell.add(row, numeric, audit.element(row.get(subject), values))
-        answerable = [c for c in cells.values() if len(c.elements) >= self._min_subjects]
+            who = row.get(subject)
+            cell.add(row, numeric, audit.element(who, [row.get(name) for name in names]))
+            # Rows without a subject count in the sums (and in the sketch, as one element)
+            # but not as a subject, as COUNT(DISTINCT subject) does in the plain aggregate.
+            cell.subjects += who is not None
+        answerable = [c for c in cells.values() if c.subjects >= self._min_subjects]
         outcome = await audit.admit(
             merchant_id, dataset.id, [audit.sketch(c.elements) for c in answerable]
         )
@@ -446,11 +449,12 @@ class DataPlane:
 class _Cell:
     """One group's totals, summed from its subject-level rows, and its subjects' elements."""
 
-    __slots__ = ("counts", "elements", "first", "rows", "sums")
+    __slots__ = ("counts", "elements", "first", "rows", "subjects", "sums")
 
     def __init__(self, first: Row, numeric: tuple[str, ...]) -> None:
         self.first = first
         self.rows = 0
+        self.subjects = 0
         self.sums: dict[str, Decimal | None] = dict.fromkeys(numeric)
         self.counts: dict[str, int] = dict.fromkeys(numeric, 0)
         self.elements: list[int] = []
