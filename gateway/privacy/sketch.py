@@ -15,8 +15,9 @@ Berlekamp-Massey finds the shortest recurrence of ``N`` terms; it is the true on
 ``N >= 2D``. So for ``D <= k + 1`` the linear complexity ``L`` of the ``N`` differences equals
 ``D``. For larger ``D`` the ``N`` terms would need to satisfy a recurrence of order below ``k``
 by accident, a polynomial condition on the (keyed, unpredictable) elements that holds with
-probability of order N^2 / p < 2^-51. Hence the test ``L < k`` decides ``D < k`` exactly
-for differences up to ``k + 1`` and with negligible error beyond.
+probability of order k N / p, about 2^-50 for k = 10 (Schwartz-Zippel). Hence the test
+``L < k`` decides ``D < k`` exactly for differences up to ``k + 1`` and with negligible
+error beyond.
 
 Why not a plain list of hashed subjects: it grows with the cell (a 10,000-subject cell would
 cost 80 kB per answer) and would keep who was in every answered cell; the sketch is
