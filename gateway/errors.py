@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AgreementError",
+    "AuditScopeError",
+    "AuditStateError",
     "AuthenticationError",
     "BadRequestError",
     "CatalogError",
@@ -202,6 +204,16 @@ class MethodNotAllowedError(DsgwError):
     status = 405
 
 
+class AuditScopeError(BadRequestError):
+    """An exact aggregate would take more subject-level rows than the overlap audit checks
+    in one call (the setting ``aggregate_audit_max_rows``, docs/privacy.md). Narrow the
+    filters (a month, a list of employers) or group by fewer fields."""
+
+    slug = "aggregate-too-large"
+    title = "Aggregate too large to audit"
+    status = 422
+
+
 class ConflictError(DsgwError):
     slug = "conflict"
     title = "Conflict with current state"
@@ -288,6 +300,17 @@ class DependencyUnavailableError(DsgwError):
         # Set once gateway.dependencies.DependencyHealth counted it, so an error shared by
         # every call of a failed batch counts as one failure.
         self.reported = False
+
+
+class AuditStateError(DsgwError):
+    """The overlap audit of exact aggregates met a record of an answered cell it cannot
+    read, so it cannot decide whether a new cell differs from it by a few subjects; the
+    gateway answers nothing rather than answer unaudited. Operators: docs/privacy.md,
+    "Exact aggregates: the overlap audit"."""
+
+    slug = "audit-unavailable"
+    title = "Overlap audit unavailable"
+    status = 503
 
 
 class StoreUnavailableError(DependencyUnavailableError):

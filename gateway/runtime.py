@@ -48,6 +48,7 @@ from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
 from gateway.monitoring.models import Detection, Severity
 from gateway.objections import ObjectionService, ReceiptKeys
 from gateway.privacy.budget import PrivacyBudgets
+from gateway.privacy.overlap import OverlapAudit
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
 from gateway.readiness import DependencyWatch
@@ -291,6 +292,17 @@ class Gateway:
                 trace_key=trace_key, mark_key=mark_key, canary_rate=settings.trace_canary_rate
             ),
             budgets=PrivacyBudgets(engine, zone=settings.zone),
+            overlap=(
+                OverlapAudit(
+                    engine,
+                    clock,
+                    key=derive_key(mark_secret, "dsgw overlap audit elements v1"),
+                    threshold=settings.aggregate_overlap_min,
+                    max_subject_rows=settings.aggregate_audit_max_rows,
+                )
+                if settings.aggregate_overlap_min
+                else None
+            ),
         )
         checkpointer = Checkpointer(
             engine,

@@ -337,7 +337,14 @@ async def _calls(base: str, creds: dict[str, str], sample: dict[str, Any]) -> li
             "POST",
             f"{data_url}/enterprises/aggregate",
             lambda s, b: (
-                (f"{len(b['groups'])} groups, {b['suppressed_groups']} suppressed as too small")
+                (
+                    f"{len(b['groups'])} groups, {b['suppressed_groups']} suppressed as too small"
+                    + (
+                        f", {b['withheld_groups']} withheld by the overlap audit"
+                        if b.get("withheld_groups")
+                        else ""
+                    )
+                )
                 if s == 200
                 else problem(s, b)
             ),

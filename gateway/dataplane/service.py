@@ -16,7 +16,16 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from connectors.base import AggregateQuery, Condition, Connector, Measure, RowQuery, Value
+from connectors._query import average
+from connectors.base import (
+    AggregateQuery,
+    Condition,
+    Connector,
+    Measure,
+    Row,
+    RowQuery,
+    Value,
+)
 from connectors.csv_file import CsvConnector
 from connectors.sql import SqlConnector
 from gateway.authorization.quotas import CallAllowance
@@ -32,13 +41,14 @@ from gateway.dataplane.requests import (
     parse_query,
     parse_verify,
 )
-from gateway.errors import ConfigError, OutOfScopeError, ValidationError
-from gateway.governance.models import Agreement, Mode, PrivacyBudget
+from gateway.errors import AuditScopeError, ConfigError, OutOfScopeError, ValidationError
+from gateway.governance.models import Agreement, DatasetGrant, Mode, PrivacyBudget
 from gateway.governance.policy import PolicySnapshot
 from gateway.ledger.records import CallRecord, keyed_digest
 from gateway.privacy.budget import PrivacyBudgets
 from gateway.privacy.dp import CI95_FACTOR, SubjectCell, plan_release, truncate
 from gateway.privacy.masking import mask
+from gateway.privacy.overlap import OverlapAudit
 from gateway.supervision.measures import MeasureKind
 from gateway.tracing.delivery import DeliveryTracing
 
@@ -129,6 +139,7 @@ class DataPlane:
         param_key: bytes,
         tracing: DeliveryTracing,
         budgets: PrivacyBudgets | None = None,
+        overlap: OverlapAudit | None = None,
     ) -> None:
         self._connectors = connectors
         self._budgets = budgets
@@ -139,6 +150,8 @@ class DataPlane:
         self._min_subjects = min_subjects
         self._param_key = param_key
         self._tracing = tracing
+        # None: the overlap audit is switched off (aggregate_overlap_min = 0).
+        self._overlap = overlap
 
     def _record_params(
         self, dataset: Dataset, params: Mapping[str, Any], record: CallRecord
@@ -251,7 +264,11 @@ class DataPlane:
             if agreement is None or grant.privacy is None:
                 raise ConfigError(f"dataset {dataset_id}: aggregate-dp granted without a budget")
             return await self._aggregate_dp(dataset, aggregate, grant.privacy, agreement, record)
-        return await self._aggregate(dataset, aggregate, record)
+        if self._overlap is None:
+            return await self._aggregate(dataset, aggregate, record)
+        return await self._audited_aggregate(
+            self._overlap, dataset, grant, aggregate, record, claims.merchant_id or ""
+        )
 
     async def _consume(
         self, claims: AccessClaims, scenario_id: str, snapshot: PolicySnapshot
@@ -370,17 +387,12 @@ class DataPlane:
             if not isinstance(subjects, int) or subjects < self._min_subjects:
                 suppressed += 1
                 continue
-            group: dict[str, Any] = {name: _json_value(row.get(name)) for name in request.group_by}
-            for measure in request.measures:
-                value = row.get(measure.name)
-                if measure.fn == "avg" and isinstance(value, Decimal):
-                    value = value.quantize(AVG_QUANTUM, rounding=ROUND_HALF_EVEN)
-                group[measure.name] = _json_value(value)
-            groups.append(group)
+            groups.append(_group(request, row))
         record.rows = len(groups)
         return {
             "groups": groups,
             "suppressed_groups": suppressed,
+            "withheld_groups": 0,
             "min_subjects": self._min_subjects,
         }
 
@@ -499,6 +511,140 @@ class DataPlane:
             "budget": spend.answer_dict(),
         }
 
+    async def _audited_aggregate(
+        self,
+        audit: OverlapAudit,
+        dataset: Dataset,
+        grant: DatasetGrant,
+        request: AggregateRequest,
+        record: CallRecord,
+        merchant_id: str,
+    ) -> dict[str, Any]:
+        """The aggregate under the overlap audit (gateway.privacy.overlap).
+
+        One subject-level fetch (the groups extended by the subject, with the row count and
+        the sum and count of every measure field of the grant) serves both the answer and
+        the audit, so the cells audited are exactly the cells answered even while the source
+        changes. Cells below ``min_subjects`` are suppressed as before; the others go to the
+        audit, which withholds those too close to a cell answered before."""
+        subject = dataset.subject_field
+        numeric = tuple(
+            f for f in grant.measure_fields if dataset.field(f).type in ("integer", "decimal")
+        )
+        others = tuple(f for f in grant.measure_fields if f not in numeric)
+        contribution = (
+            Measure("count"),
+            *(m for f in numeric for m in (Measure("sum", f), Measure("count", f))),
+            *(Measure("count", f) for f in others),
+        )
+        keys = request.group_by if subject in request.group_by else (*request.group_by, subject)
+        rows = await (await self._connectors.get(dataset)).aggregate(
+            AggregateQuery(
+                group_by=keys,
+                measures=contribution,
+                subject_field=subject,
+                conditions=request.conditions,
+                limit=audit.max_subject_rows + 1,
+            )
+        )
+        if len(rows) > audit.max_subject_rows:
+            raise AuditScopeError(
+                f"this aggregate covers more than {audit.max_subject_rows} subject-level rows, "
+                "more than the overlap audit checks in one call; narrow the filters (a month, "
+                "a list of employers) or group by fewer fields",
+                max_rows=audit.max_subject_rows,
+            )
+        cells: dict[tuple[Value, ...], _Cell] = {}
+        names = [m.name for m in contribution]
+        for row in rows:
+            key = tuple(row.get(name) for name in request.group_by)
+            cell = cells.get(key)
+            if cell is None:
+                cell = cells[key] = _Cell(row, numeric)
+            who = row.get(subject)
+            cell.add(row, numeric, audit.element(who, [row.get(name) for name in names]))
+            # Rows without a subject count in the sums (and in the sketch, as one element)
+            # but not as a subject, as COUNT(DISTINCT subject) does in the plain aggregate.
+            cell.subjects += who is not None
+        answerable = [c for c in cells.values() if c.subjects >= self._min_subjects]
+        outcome = await audit.admit(
+            merchant_id, dataset.id, [audit.sketch(c.elements) for c in answerable]
+        )
+        groups = [
+            _group(request, cell.result(request))
+            for cell, answered in zip(answerable, outcome.answered, strict=True)
+            if answered
+        ]
+        record.rows = len(groups)
+        record.parameters["audit"] = {"withheld": outcome.withheld, "compared": outcome.compared}
+        return {
+            "groups": groups,
+            "suppressed_groups": len(cells) - len(answerable),
+            "withheld_groups": outcome.withheld,
+            "min_subjects": self._min_subjects,
+        }
+
+
+class _Cell:
+    """One group's totals, summed from its subject-level rows, and its subjects' elements."""
+
+    __slots__ = ("counts", "elements", "first", "rows", "subjects", "sums")
+
+    def __init__(self, first: Row, numeric: tuple[str, ...]) -> None:
+        self.first = first
+        self.rows = 0
+        self.subjects = 0
+        self.sums: dict[str, Decimal | None] = dict.fromkeys(numeric)
+        self.counts: dict[str, int] = dict.fromkeys(numeric, 0)
+        self.elements: list[int] = []
+
+    def add(self, row: Row, numeric: tuple[str, ...], element: int) -> None:
+        self.rows += _int(row.get("count"))
+        for name in numeric:
+            value = row.get(f"sum_{name}")
+            if isinstance(value, Decimal):
+                total = self.sums[name]
+                self.sums[name] = value if total is None else total + value
+            self.counts[name] += _int(row.get(f"count_{name}"))
+        self.elements.append(element)
+
+    def result(self, request: AggregateRequest) -> Row:
+        """The group as the connector's own aggregate would have returned it."""
+        out: Row = {name: self.first.get(name) for name in request.group_by}
+        for measure in request.measures:
+            if measure.fn == "count":
+                out[measure.name] = self.rows
+            elif measure.field is not None:
+                total = self.sums.get(measure.field)
+                out[measure.name] = (
+                    total
+                    if measure.fn == "sum"
+                    else average(total, self.counts.get(measure.field, 0))
+                )
+        return out
+
+
+def _int(value: Value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _group(request: AggregateRequest, row: Row) -> dict[str, Any]:
+    group: dict[str, Any] = {name: _json_value(row.get(name)) for name in request.group_by}
+    for measure in request.measures:
+        value = row.get(measure.name)
+        if measure.fn == "avg" and isinstance(value, Decimal):
+            value = value.quantize(AVG_QUANTUM, rounding=ROUND_HALF_EVEN)
+        group[measure.name] = _json_value(value)
+    return group
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return str(value)
+    return value
+
 
 def _rows(value: Value) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
@@ -510,11 +656,3 @@ def _decimal_or_none(value: Value) -> Decimal | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return Decimal(value)
     raise ConfigError(f"aggregate-dp: a sum came back as {type(value).__name__}")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float):
-        return str(value)
-    return value
