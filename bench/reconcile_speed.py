@@ -27,10 +27,11 @@ that costs one dictionary lookup either way).
 
 ``--inject`` discrepancies of every kind are planted: trades recorded but left out of the
 CSV (missing-at-exchange), CSV rows never recorded (missing-in-gateway, so the CSV still has
-``--trades`` rows), CSV rows with another amount (terms-differ), trades recorded after the
-last anchor (unanchored), trades delivered once more than bought (overuse), deliveries
-naming unknown trades (delivery-without-trade), and one anchored record edited in the
-database afterwards (ledger-altered). The run fails unless reconcile reports exactly these.
+``--trades`` rows), CSV rows with one unit more at the same price (terms-differ), trades
+recorded after the last anchor (unanchored), trades delivered once more than bought
+(overuse), deliveries naming unknown trades (delivery-without-trade), and one anchored
+record edited in the database afterwards (ledger-altered). The run fails unless reconcile
+reports exactly these.
 
 **Measured**, each in a fresh child process so that its peak RSS
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its own:
@@ -364,7 +365,10 @@ async def populate(
                     continue
                 row = csv_row(t)
                 if i in plan.terms_differ:
-                    row[5] = str(t.amount + CENT)
+                    # One unit more, billed consistently: the terms differ from the
+                    # record while the row's own arithmetic holds (not amount-arithmetic).
+                    row[3] = str(t.quantity + 1)
+                    row[5] = str((t.unit_price * (t.quantity + 1)).quantize(CENT))
                 rows.writerow(row)
             if start // 100_000 != stop // 100_000 or stop == trades:
                 rate = stop / (time.perf_counter() - started)

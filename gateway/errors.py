@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AgreementError",
+    "AuditScopeError",
+    "AuditStateError",
     "AuthenticationError",
     "BadRequestError",
     "CatalogError",
@@ -34,6 +36,7 @@ __all__ = [
     "NotReceivedError",
     "OutOfScopeError",
     "PayloadTooLargeError",
+    "PrivacyBudgetExhaustedError",
     "QuotaExceededError",
     "QuotaStoreUnavailableError",
     "RateLimitedError",
@@ -202,6 +205,16 @@ class MethodNotAllowedError(DsgwError):
     status = 405
 
 
+class AuditScopeError(BadRequestError):
+    """An exact aggregate would take more subject-level rows than the overlap audit checks
+    in one call (the setting ``aggregate_audit_max_rows``, docs/privacy.md). Narrow the
+    filters (a month, a list of employers) or group by fewer fields."""
+
+    slug = "aggregate-too-large"
+    title = "Aggregate too large to audit"
+    status = 422
+
+
 class ConflictError(DsgwError):
     slug = "conflict"
     title = "Conflict with current state"
@@ -240,6 +253,22 @@ class RateLimitedError(DsgwError):
 class QuotaExceededError(RateLimitedError):
     slug = "quota-exceeded"
     title = "Quota exhausted"
+
+
+class PrivacyBudgetExhaustedError(DsgwError):
+    """An ``aggregate-dp`` call would spend more of the agreement's differential-privacy
+    budget (ε or δ) than the scenario declares for the period (docs/privacy.md). 429 like
+    a quota: the request is fine, the allowance is used up. ``Retry-After`` names the end
+    of a day or month period; a budget for the whole agreement never comes back, so there
+    is none (the merchant needs a new agreement or a scenario with a larger budget)."""
+
+    slug = "privacy-budget-exhausted"
+    title = "Privacy budget exhausted"
+    status = 429
+
+    def __init__(self, detail: str, retry_after: int | None = None, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.retry_after = retry_after
 
 
 class VerificationBudgetExhaustedError(RateLimitedError):
@@ -284,6 +313,17 @@ class DependencyUnavailableError(DsgwError):
         # Set once gateway.dependencies.DependencyHealth counted it, so an error shared by
         # every call of a failed batch counts as one failure.
         self.reported = False
+
+
+class AuditStateError(DsgwError):
+    """The overlap audit of exact aggregates met a record of an answered cell it cannot
+    read, so it cannot decide whether a new cell differs from it by a few subjects; the
+    gateway answers nothing rather than answer unaudited. Operators: docs/privacy.md,
+    "Exact aggregates: the overlap audit"."""
+
+    slug = "audit-unavailable"
+    title = "Overlap audit unavailable"
+    status = 503
 
 
 class StoreUnavailableError(DependencyUnavailableError):

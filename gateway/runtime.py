@@ -48,6 +48,8 @@ from gateway.ledger.log import STREAMS, LogWriter
 from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
 from gateway.monitoring.models import Detection, Severity
 from gateway.objections import ObjectionService, ReceiptKeys
+from gateway.privacy.budget import PrivacyBudgets
+from gateway.privacy.overlap import OverlapAudit
 from gateway.privacy.quasi import QuasiIdentifierWarning, check_scenario, connector_groups
 from gateway.privacy.verify_budget import VerifyBudget, VerifyBudgets
 from gateway.products.delivery import DeliveryService
@@ -291,6 +293,18 @@ class Gateway:
             param_key=param_key,
             tracing=DeliveryTracing(
                 trace_key=trace_key, mark_key=mark_key, canary_rate=settings.trace_canary_rate
+            ),
+            budgets=PrivacyBudgets(engine, zone=settings.zone),
+            overlap=(
+                OverlapAudit(
+                    engine,
+                    clock,
+                    key=derive_key(mark_secret, "dsgw overlap audit elements v1"),
+                    threshold=settings.aggregate_overlap_min,
+                    max_subject_rows=settings.aggregate_audit_max_rows,
+                )
+                if settings.aggregate_overlap_min
+                else None
             ),
             verify_budgets=VerifyBudgets(engine, settings.zone),
             default_verify_budget=VerifyBudget(

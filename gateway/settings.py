@@ -94,6 +94,14 @@ class Settings:
     trace_p_guess: float = 0.5
     trace_named_threshold: float = 1e-6
     aggregate_min_subjects: int = 10
+    # Overlap audit of exact aggregates (docs/privacy.md): a cell whose subjects (with
+    # their contributions) differ from a cell answered before to the same merchant on the
+    # same dataset by 1 to k-1 is withheld; k is this (2-30). 0 switches the audit off,
+    # which leaves exact aggregates open to differencing again (tests, comparisons).
+    aggregate_overlap_min: int = 10
+    # The most subject-level rows (one per subject and cell) one audited aggregate may
+    # fetch; beyond, the call is refused with 422 aggregate-too-large ("narrow the filters").
+    aggregate_audit_max_rows: int = 100_000
     # Verification budget of a grant that declares none (docs/privacy.md): negative verify
     # answers about one subject per agreement and fixed window, for claims of sensitive
     # fields. window hours: a divisor of 24 or whole days.
@@ -465,6 +473,10 @@ def load_settings(
         raise ConfigError("settings: shutdown_drain_seconds and disk_min_free_mb must be 0 or more")
     if settings.aggregate_min_subjects < 2:
         raise ConfigError("settings: aggregate_min_subjects must be at least 2")
+    if settings.aggregate_overlap_min != 0 and not 2 <= settings.aggregate_overlap_min <= 30:
+        raise ConfigError("settings: aggregate_overlap_min must be 0 (audit off) or from 2 to 30")
+    if settings.aggregate_audit_max_rows < 1:
+        raise ConfigError("settings: aggregate_audit_max_rows must be at least 1")
     from gateway.errors import ValidationError
     from gateway.privacy.verify_budget import VerifyBudget  # here: it imports the store schema
 

@@ -3,13 +3,16 @@ keystore, synthetic sources, and the gateway served over loopback HTTP."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import datetime as dt
 import os
 import secrets
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import encode_basic_auth
@@ -29,13 +32,21 @@ from gateway.cli.demo import (
     demo_scenario,
 )
 from gateway.clock import FixedClock
+from gateway.db import create_engine, migrate
 from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.runtime import Gateway, initialise
 from gateway.settings import Settings, load_settings
+from keys.keystore import Keystore
 
 PG_ADMIN_DSN = os.environ.get("DSGW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ROWS = 400
+T = TypeVar("T")
+TEST_PASSPHRASE = "test passphrase"
+# The lowest scrypt cost the keystore accepts (production keystores are made at 2**15): the
+# keystore is still sealed and verified exactly as in production, at a quarter of the cost of
+# each of the two derivations every world build makes.
+TEST_SCRYPT_N = 2**14
 
 
 @pytest.fixture(scope="session")
@@ -50,16 +61,56 @@ def source_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
-async def _create_pg_database() -> str:
+async def _create_pg_database(template: str | None = None) -> str:
     import asyncpg
 
     name = f"dsgw_t_{secrets.token_hex(6)}"
     conn = await asyncpg.connect(PG_ADMIN_DSN)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        await conn.execute(f'CREATE DATABASE "{name}"{copy}')
     finally:
         await conn.close()
     return name
+
+
+def _pg_url(name: str) -> str:
+    return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+
+
+async def _migrated(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+def _run_aside(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on a loop of its own: session fixtures are first asked for
+    from inside a test's running loop (``getfixturevalue`` in an async fixture)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store migrated to the newest revision once per run; each test gets a copy, which
+    ``initialise`` then finds at head (the migrations themselves are tested on fresh
+    databases in tests/test_store_production.py and test_governance.py)."""
+    path = tmp_path_factory.mktemp("template") / "dsgw.sqlite3"
+    _run_aside(_migrated(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """Like :func:`sqlite_template` for PostgreSQL: a migrated database each test's database
+    is created from (``CREATE DATABASE ... TEMPLATE``)."""
+    name = _run_aside(_create_pg_database())
+    _run_aside(_migrated(_pg_url(name)))
+    yield name
+    _run_aside(_drop_pg_database(name))
 
 
 async def _drop_pg_database(name: str) -> None:
@@ -82,14 +133,17 @@ async def settings(
     database_url = ""
     pg_name = None
     if request.param == "postgresql":
-        pg_name = await _create_pg_database()
-        database_url = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + pg_name
+        pg_name = await _create_pg_database(request.getfixturevalue("pg_template"))
+        database_url = _pg_url(pg_name)
+    else:
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), data_dir / "dsgw.sqlite3")
+    Keystore.create(data_dir / "keystore.json", TEST_PASSPHRASE.encode(), scrypt_n=TEST_SCRYPT_N)
     settings = load_settings(
         None,
         environ={},
         data_dir=data_dir,
         database_url=database_url,
-        keystore_passphrase="test passphrase",
+        keystore_passphrase=TEST_PASSPHRASE,
         secret_hash_time_cost=1,
         secret_hash_memory_kib=8192,
         port=0,

@@ -27,7 +27,7 @@ from gateway.ledger.log import LogEntry, read_entries, read_entry
 
 __all__ = ["add_routes", "bearer_token"]
 
-MODES = ("verify", "query", "aggregate")
+MODES = ("verify", "query", "aggregate", "aggregate-dp")
 
 
 def bearer_token(request: web.Request) -> str:
@@ -114,7 +114,7 @@ async def data_call(request: web.Request) -> web.Response:
     snapshot = await gateway.policy.current()
     claims = await _merchant_claims(request, snapshot)
     if mode not in MODES:
-        raise NotFoundError(f"unknown access mode {mode[:32]!r}; use verify, query or aggregate")
+        raise NotFoundError(f"unknown access mode {mode[:32]!r}; use {', '.join(MODES)}")
     body = await read_json(request)
     result = await gateway.dataplane.execute(
         snapshot, claims, scenario_id, dataset_id, mode, body, record

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, cast, get_args
 
@@ -83,6 +84,9 @@ class FieldSpec:
     sensitive: MaskRule | None = None
     # Leak-tracing mark carrier the field tolerates (docs/tracing.md): "digit:N" or "mask".
     mark: str | None = None
+    # Clamping bounds of a numeric field for differentially private sums and means
+    # (docs/privacy.md): one subject's total in one group is clamped to [low, high].
+    bounds: tuple[Decimal, Decimal] | None = None
     # Identifies no one alone but singles subjects out combined with others (district,
     # founding date, industry, ...): the scenario check warns on grants combining them.
     quasi_identifier: bool = False
@@ -93,7 +97,7 @@ class FieldSpec:
             "field",
             data,
             {"name", "type"},
-            {"description", "sensitive", "mark", "quasi_identifier"},
+            {"description", "sensitive", "mark", "bounds", "quasi_identifier"},
         )
         name = data["name"]
         if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]{0,62}$", name):
@@ -113,6 +117,8 @@ class FieldSpec:
             sensitive=None if sensitive is None else parse_mask_rule(str(sensitive)),
             quasi_identifier=quasi,
         )
+        if data.get("bounds") is not None:
+            spec = replace(spec, bounds=_bounds(spec, data["bounds"]))
         mark = data.get("mark")
         return spec if mark is None else replace(spec, mark=_mark(spec, mark))
 
@@ -124,10 +130,41 @@ class FieldSpec:
             out["sensitive"] = str(self.sensitive)
         if self.mark is not None:
             out["mark"] = self.mark
+        if self.bounds is not None:
+            out["bounds"] = [format(b, "f") for b in self.bounds]
         if self.quasi_identifier:
             # Only when set, so entries without it (and their hashes) stay as they were.
             out["quasi_identifier"] = True
         return out
+
+
+MAX_BOUND = Decimal("1e15")
+
+
+def _bounds(spec: FieldSpec, raw: object) -> tuple[Decimal, Decimal]:
+    """Clamping bounds ``[low, high]``: finite numbers (JSON numbers or decimal strings),
+    low < high, magnitude at most 10^15, on an integer or decimal field. They bound what one
+    subject can add to a differentially private sum, so they must be sound, not guessed."""
+    what = f"field {spec.name}: bounds"
+    if spec.type not in ("integer", "decimal"):
+        raise ValidationError(f"{what} need an integer or decimal field, not {spec.type}")
+    if not isinstance(raw, list) or len(raw) != 2:
+        raise ValidationError(f"{what} must be a list [low, high] of two numbers")
+    parsed: list[Decimal] = []
+    for value in raw:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValidationError(f"{what} must be a list [low, high] of two numbers")
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValidationError(f"{what}: {value!r} is not a number") from None
+        if not number.is_finite() or abs(number) > MAX_BOUND:
+            raise ValidationError(f"{what}: {value!r} must be finite, at most 10^15 in size")
+        parsed.append(number)
+    low, high = parsed
+    if not low < high:
+        raise ValidationError(f"{what}: low ({low}) must be below high ({high})")
+    return low, high
 
 
 _DIGIT_MARK = re.compile(r"digit:([0-6])")

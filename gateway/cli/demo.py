@@ -69,6 +69,12 @@ MARKS = {
     "enterprises": {"registered_capital": "digit:2", "address": "mask"},
 }
 
+# Clamping bounds for differentially private sums (docs/privacy.md): one insured person's
+# total in one answer cell, in yuan (at most 4 months of contributions on a 22,000 base).
+BOUNDS = {
+    "social_insurance": {"amount": ["0", "30000"], "base": ["0", "100000"]},
+}
+
 
 # Quasi-identifiers (docs/privacy.md): no one is named by them, but combined they single
 # out enterprises, vehicle owners or insured persons; the scenario check warns on grants
@@ -88,6 +94,8 @@ def _fields(name: str) -> list[dict[str, Any]]:
             spec["sensitive"] = SENSITIVE[field]
         if field in MARKS.get(name, {}):
             spec["mark"] = MARKS[name][field]
+        if field in BOUNDS.get(name, {}):
+            spec["bounds"] = BOUNDS[name][field]
         if field in QUASI_IDENTIFIERS.get(name, set()):
             spec["quasi_identifier"] = True
         out.append(spec)
@@ -376,7 +384,14 @@ async def _calls(base: str, creds: dict[str, str], sample: dict[str, Any]) -> li
             "POST",
             f"{data_url}/enterprises/aggregate",
             lambda s, b: (
-                (f"{len(b['groups'])} groups, {b['suppressed_groups']} suppressed as too small")
+                (
+                    f"{len(b['groups'])} groups, {b['suppressed_groups']} suppressed as too small"
+                    + (
+                        f", {b['withheld_groups']} withheld by the overlap audit"
+                        if b.get("withheld_groups")
+                        else ""
+                    )
+                )
                 if s == 200
                 else problem(s, b)
             ),

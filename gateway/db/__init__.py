@@ -12,6 +12,7 @@ rather than stalling the gateways' traffic. ``docs/postgresql.md`` has the polic
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -132,6 +133,13 @@ def _config() -> Config:
     return config
 
 
+@functools.cache
+def _script() -> ScriptDirectory:
+    """The migration scripts, read once per process: alembic imports every revision file to
+    build its map, which cost each start-up (and each CLI command) a few hundred ms."""
+    return ScriptDirectory.from_config(_config())
+
+
 def _heads(connection: Connection) -> tuple[str, ...]:
     return tuple(MigrationContext.configure(connection).get_current_heads())
 
@@ -191,7 +199,7 @@ async def migrate(
     migration could not take its locks, if the engine goes through a transaction-mode
     pooler and the schema is behind, or if a migration fails.
     """
-    script = ScriptDirectory.from_config(_config())
+    script = _script()
     try:
         if engine.dialect.name == "postgresql":
             await _migrate_postgresql(

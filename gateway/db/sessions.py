@@ -13,7 +13,8 @@ __all__ = ["LOCK_NAMESPACE", "close_session", "libpq_dsn"]
 
 # First key of every dsgw advisory lock: "dsgw" in ASCII, so the locks cannot collide with
 # another application's on a shared server. Second keys: the log streams 0-2 (their index
-# in STREAMS), the leader lock 100, migrations 101.
+# in STREAMS), the leader lock 100, migrations 101, and from 2^20 up one per merchant and
+# dataset for the overlap audit (gateway.privacy.overlap.lock_key).
 LOCK_NAMESPACE: Final = 0x64736777
 
 

@@ -23,7 +23,10 @@ from gateway.errors import CatalogError, ConflictError, ValidationError
 from gateway.privacy.verify_budget import VerifyBudget
 
 __all__ = [
+    "DELTA_UNIT",
+    "EPSILON_UNIT",
     "MAX_AGREEMENT_YEARS",
+    "MODE_NAMES",
     "RENEWAL_NOTICE_MONTHS",
     "Agreement",
     "AgreementStatus",
@@ -35,6 +38,7 @@ __all__ = [
     "Merchant",
     "MerchantStatus",
     "Mode",
+    "PrivacyBudget",
     "Quotas",
     "Scenario",
     "ScenarioHours",
@@ -43,6 +47,7 @@ __all__ = [
     "add_years",
     "parse_time_value",
     "renewal_from",
+    "units_text",
 ]
 
 MAX_AGREEMENT_YEARS = 3
@@ -55,6 +60,11 @@ class Mode(StrEnum):
     VERIFY = "verify"
     QUERY = "query"
     AGGREGATE = "aggregate"
+    # Differentially private aggregate under a per-agreement budget (docs/privacy.md).
+    AGGREGATE_DP = "aggregate-dp"
+
+
+MODE_NAMES = ", ".join(m.value for m in Mode)
 
 
 class ScenarioStatus(StrEnum):
@@ -155,6 +165,136 @@ def _positive_int(what: str, value: object, *, allow_none: bool = False) -> int 
     return value
 
 
+PRIVACY_PERIODS = ("day", "month", "agreement")
+MAX_EPSILON = 20.0
+MAX_DELTA = 1e-4
+MAX_CALLS_PER_PERIOD = 10_000
+MAX_GROUPS_PER_SUBJECT = 100
+EPSILON_UNIT = Decimal("0.000001")  # stored as integer millionths (privacy_spend)
+DELTA_UNIT = Decimal("1e-12")  # stored as integer 10^-12 units
+
+
+def units_text(count: int, unit: Decimal) -> str:
+    """``count`` units as a plain decimal string without trailing zeros, e.g. "0.5"."""
+    text = format(Decimal(count) * unit, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _fixed(what: str, value: object, unit: Decimal) -> int:
+    """A positive finite number as an integer count of ``unit`` (refused if not exact)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValidationError(f"{what} must be a positive number")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValidationError(f"{what}: {value!r} is not a number") from None
+    if not number.is_finite() or number <= 0:
+        raise ValidationError(f"{what} must be a positive finite number, got {value!r}")
+    units = number / unit
+    if units != units.to_integral_value():
+        raise ValidationError(f"{what} must be a multiple of {unit}, got {value!r}")
+    return int(units)
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyBudget:
+    """The differential-privacy budget of an ``aggregate-dp`` grant (docs/privacy.md).
+
+    ``epsilon``/``delta`` bound what one agreement may spend on the dataset per ``period``
+    ("day" or "month" in the deployment zone, or "agreement": its whole life); every call
+    spends ``call_epsilon`` and :attr:`call_delta`, the total δ spread evenly over the
+    calls the ε budget allows, so both run out together. ``max_groups_per_subject`` (L)
+    is how many groups of one answer a subject may count in; the data plane truncates a
+    subject's rows beyond L groups. ε is kept in millionths and δ in 10^-12 units, exactly
+    as the budget store counts them."""
+
+    epsilon_micros: int
+    delta_picos: int
+    period: str
+    call_epsilon_micros: int
+    max_groups_per_subject: int
+
+    @property
+    def epsilon(self) -> float:
+        return self.epsilon_micros / 1e6
+
+    @property
+    def delta(self) -> float:
+        return self.delta_picos / 1e12
+
+    @property
+    def call_epsilon(self) -> float:
+        return self.call_epsilon_micros / 1e6
+
+    @property
+    def calls_per_period(self) -> int:
+        return self.epsilon_micros // self.call_epsilon_micros
+
+    @property
+    def call_delta_picos(self) -> int:
+        return self.delta_picos // self.calls_per_period
+
+    @property
+    def call_delta(self) -> float:
+        return self.call_delta_picos / 1e12
+
+    @classmethod
+    def from_dict(cls, dataset_id: str, data: object) -> PrivacyBudget:
+        what = f"grant {dataset_id}: privacy"
+        if not isinstance(data, Mapping):
+            raise ValidationError(
+                f'{what} must be an object like {{"epsilon": 4.0, "delta": 1e-6, "period": '
+                '"month", "call_epsilon": 0.5, "max_groups_per_subject": 1}'
+            )
+        expect_keys(
+            what,
+            data,
+            {"epsilon", "delta", "period", "call_epsilon"},
+            {"max_groups_per_subject"},
+        )
+        epsilon = _fixed(f"{what}.epsilon", data["epsilon"], EPSILON_UNIT)
+        call_epsilon = _fixed(f"{what}.call_epsilon", data["call_epsilon"], EPSILON_UNIT)
+        delta = _fixed(f"{what}.delta", data["delta"], DELTA_UNIT)
+        if epsilon > MAX_EPSILON * 1_000_000:
+            raise ValidationError(f"{what}.epsilon may not exceed {MAX_EPSILON:g} per period")
+        if call_epsilon > epsilon:
+            raise ValidationError(f"{what}.call_epsilon may not exceed epsilon")
+        if epsilon // call_epsilon > MAX_CALLS_PER_PERIOD:
+            raise ValidationError(
+                f"{what}: epsilon / call_epsilon allows more than {MAX_CALLS_PER_PERIOD} "
+                "calls per period; raise call_epsilon"
+            )
+        if delta > int(Decimal(str(MAX_DELTA)) / DELTA_UNIT):
+            raise ValidationError(f"{what}.delta may not exceed {MAX_DELTA:g}")
+        if delta // (epsilon // call_epsilon) < 1:
+            raise ValidationError(
+                f"{what}.delta must leave each of the {epsilon // call_epsilon} calls at "
+                "least 1e-12"
+            )
+        period = data["period"]
+        if period not in PRIVACY_PERIODS:
+            raise ValidationError(f"{what}.period must be one of {', '.join(PRIVACY_PERIODS)}")
+        groups = _positive_int(
+            f"{what}.max_groups_per_subject", data.get("max_groups_per_subject", 1)
+        )
+        assert groups is not None
+        if groups > MAX_GROUPS_PER_SUBJECT:
+            raise ValidationError(
+                f"{what}.max_groups_per_subject may not exceed {MAX_GROUPS_PER_SUBJECT}"
+            )
+        return cls(epsilon, delta, period, call_epsilon, groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        """ε and δ as exact decimal strings: records and their hashes hold no floats."""
+        return {
+            "epsilon": units_text(self.epsilon_micros, EPSILON_UNIT),
+            "delta": units_text(self.delta_picos, DELTA_UNIT),
+            "period": self.period,
+            "call_epsilon": units_text(self.call_epsilon_micros, EPSILON_UNIT),
+            "max_groups_per_subject": self.max_groups_per_subject,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class DatasetGrant:
     """What one scenario may do with one dataset: the minimum necessary (CS21 art. 21)."""
@@ -177,6 +317,8 @@ class DatasetGrant:
     # carries the data subjects' letters of authorization for this dataset (ZW art. 28;
     # CS23 art. 26(5)); without one they stay masked whatever the scenario says.
     clear_fields: tuple[str, ...] = ()
+    # The differential-privacy budget; required with (and only with) aggregate-dp.
+    privacy: PrivacyBudget | None = None
     # Bound on negative verify answers per subject and window (docs/privacy.md); None: the
     # deployment's default applies to verify calls that claim a sensitive field.
     verify_budget: VerifyBudget | None = None
@@ -197,6 +339,7 @@ class DatasetGrant:
                 "measure_fields",
                 "row_cap",
                 "clear_fields",
+                "privacy",
                 "verify_budget",
             },
         )
@@ -207,9 +350,7 @@ class DatasetGrant:
         try:
             modes = frozenset(Mode(m) for m in raw_modes)
         except ValueError as exc:
-            raise ValidationError(
-                f"grant {dataset_id}: modes must be among verify, query, aggregate"
-            ) from exc
+            raise ValidationError(f"grant {dataset_id}: modes must be among {MODE_NAMES}") from exc
         reveal = data.get("reveal_mismatch", False)
         if not isinstance(reveal, bool):
             raise ValidationError(f"grant {dataset_id}: reveal_mismatch must be true or false")
@@ -229,6 +370,11 @@ class DatasetGrant:
             measure_fields=_str_list("measure_fields", data.get("measure_fields", [])),
             row_cap=row_cap,
             clear_fields=_str_list("clear_fields", data.get("clear_fields", [])),
+            privacy=(
+                PrivacyBudget.from_dict(dataset_id, data["privacy"])
+                if data.get("privacy") is not None
+                else None
+            ),
             verify_budget=(
                 VerifyBudget.from_dict(f"grant {dataset_id}", data["verify_budget"])
                 if data.get("verify_budget") is not None
@@ -250,6 +396,9 @@ class DatasetGrant:
             "row_cap": self.row_cap,
             "clear_fields": list(self.clear_fields),
         }
+        if self.privacy is not None:
+            # Only when set, so grants without it (and their hashes) stay as they were.
+            out["privacy"] = self.privacy.to_dict()
         if self.verify_budget is not None:
             # Only when set, so definitions without one (and their hashes) stay as they were.
             out["verify_budget"] = self.verify_budget.to_dict()
@@ -306,9 +455,40 @@ class DatasetGrant:
                 )
         if Mode.AGGREGATE in self.modes and not self.group_by:
             raise ValidationError(f"grant {dataset.id}: aggregate mode needs group_by fields")
+        self._check_dp(dataset)
         for name in self.measure_fields:
             if dataset.field(name).type not in ("integer", "decimal"):
                 raise ValidationError(f"grant {dataset.id}: measure field {name} is not numeric")
+
+    def _check_dp(self, dataset: Dataset) -> None:
+        """aggregate-dp needs a budget, group_by fields other than the subject (the privacy
+        unit), and clamping bounds on every measure field; a budget without the mode is a
+        mistake, refused rather than ignored."""
+        if Mode.AGGREGATE_DP not in self.modes:
+            if self.privacy is not None:
+                raise ValidationError(
+                    f"grant {dataset.id}: privacy is declared but aggregate-dp is not granted"
+                )
+            return
+        if self.privacy is None:
+            raise ValidationError(
+                f"grant {dataset.id}: aggregate-dp needs a privacy budget (privacy: epsilon, "
+                "delta, period, call_epsilon)"
+            )
+        if not self.group_by:
+            raise ValidationError(f"grant {dataset.id}: aggregate-dp needs group_by fields")
+        if dataset.subject_field in self.group_by:
+            raise ValidationError(
+                f"grant {dataset.id}: aggregate-dp cannot group by the subject field "
+                f"{dataset.subject_field}, the unit it protects"
+            )
+        unbounded = sorted(n for n in self.measure_fields if dataset.field(n).bounds is None)
+        if unbounded:
+            raise ValidationError(
+                f"grant {dataset.id}: aggregate-dp measure field(s) {', '.join(unbounded)} "
+                "declare no bounds in the catalog; register the dataset with bounds "
+                "[low, high] on each"
+            )
 
 
 @dataclass(frozen=True, slots=True)

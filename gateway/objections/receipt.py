@@ -142,7 +142,7 @@ async def _subject(
     """(checked, canary) for ``subject_key``; raises when the record shows it was not
     delivered (or, for ``missing``, not asked about)."""
     where = f"call record calls/{seq}"
-    if mode == "aggregate":
+    if mode in ("aggregate", "aggregate-dp"):
         raise ValidationError(
             "an aggregate answer is about groups, never one subject: leave subject_key out",
             field="subject_key",

@@ -85,8 +85,8 @@ class Exposure:
         if self.mode is Mode.VERIFY:
             return "grant fewer of them as verify fields"
         return (
-            f"group by fewer of them: cells under {min_subjects} subjects are suppressed, "
-            "but overlapping aggregates can reveal them by differencing"
+            f"group by fewer of them: cells under {min_subjects} subjects are suppressed, so "
+            "groups this fine answer little"
         )
 
 

@@ -27,6 +27,7 @@ from gateway.clock import DEFAULT_ZONE
 from gateway.errors import CatalogError, ConflictError, ValidationError
 from gateway.governance.models import (
     MAX_AGREEMENT_YEARS,
+    MODE_NAMES,
     DatasetGrant,
     Mode,
     Scenario,
@@ -93,7 +94,7 @@ class Requirement:
             modes = frozenset(Mode(m) for m in modes_raw)
         except ValueError:
             raise ValidationError(
-                f"requirement {dataset_id}: modes must be among verify, query, aggregate"
+                f"requirement {dataset_id}: modes must be among {MODE_NAMES}"
             ) from None
         if (
             not isinstance(fields_raw, list)
@@ -137,6 +138,7 @@ class Requirement:
                 f"{', '.join(extra_fields)}"
             )
         wanted = set(self.fields)
+        aggregates = bool(self.modes & {Mode.AGGREGATE, Mode.AGGREGATE_DP})
 
         def keep(names: Sequence[str]) -> tuple[str, ...]:
             return tuple(n for n in names if n in wanted)
@@ -148,9 +150,11 @@ class Requirement:
             filter_fields=keep(grant.filter_fields),
             required_filters=tuple(f for f in grant.required_filters if f in wanted),
             verify_fields=keep(grant.verify_fields) if Mode.VERIFY in self.modes else (),
-            group_by=keep(grant.group_by) if Mode.AGGREGATE in self.modes else (),
-            measure_fields=keep(grant.measure_fields) if Mode.AGGREGATE in self.modes else (),
+            group_by=keep(grant.group_by) if aggregates else (),
+            measure_fields=keep(grant.measure_fields) if aggregates else (),
             clear_fields=keep(grant.clear_fields),
+            # The scenario's budget, unchanged: an agreement spends it, it does not set it.
+            privacy=grant.privacy if Mode.AGGREGATE_DP in self.modes else None,
             verify_budget=grant.verify_budget if Mode.VERIFY in self.modes else None,
         )
         if grant.required_filters and Mode.QUERY in self.modes and not narrowed.required_filters:
