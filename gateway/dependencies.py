@@ -24,14 +24,12 @@ import errno
 import logging
 import socket
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-import asyncpg
-import psycopg
-from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -54,6 +52,18 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def _raised_by(exc: BaseException, module: str, *names: str) -> bool:
+    """Whether ``exc`` is one of ``module``'s exception classes ``names``.
+
+    A driver not imported yet cannot have raised anything, so it is not imported here: the
+    drivers (redis, psycopg, asyncpg) cost a CLI command most of a second to import, and
+    only the one a deployment uses is ever loaded.
+    """
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(exc, tuple(getattr(loaded, n) for n in names))
+
 
 #: Every dependency the gateway tracks, as the ``dependency`` label of its metrics.
 DEPENDENCIES: Final = ("database", "disk", "keystore", "redis")
@@ -121,7 +131,7 @@ def _classify(exc: BaseException) -> DependencyUnavailableError | None:
         return KeystoreUnavailableError(_KEYSTORE_DOWN)
     if isinstance(exc, PoolTimeoutError):
         return StoreUnavailableError(_STORE_BUSY, outage=False)
-    if isinstance(exc, RedisError):
+    if _raised_by(exc, "redis.exceptions", "RedisError"):
         return QuotaStoreUnavailableError(_REDIS_DOWN)
     if isinstance(exc, sqlite3.Error):
         code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
@@ -137,9 +147,9 @@ def _classify(exc: BaseException) -> DependencyUnavailableError | None:
         if state.startswith(_PG_DOWN_CLASSES) or state in _PG_DOWN_STATES:
             return StoreUnavailableError(_STORE_DOWN)
         return None
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+    if _raised_by(exc, "psycopg", "OperationalError", "InterfaceError"):
         return StoreUnavailableError(_STORE_DOWN)  # connection failed, or closed under us
-    if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
+    if _raised_by(exc, "asyncpg", "InterfaceError") and "closed" in str(exc):
         return StoreUnavailableError(_STORE_DOWN)
     if isinstance(exc, DisconnectionError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated

@@ -48,6 +48,7 @@ from gateway.ledger.log import STREAMS, LogWriter
 from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
 from gateway.monitoring.models import Detection, Severity
 from gateway.objections import ObjectionService, ReceiptKeys
+from gateway.passphrase import keystore_passphrase, open_keystore, passphrase_file
 from gateway.privacy.budget import PrivacyBudgets
 from gateway.privacy.overlap import OverlapAudit
 from gateway.privacy.quasi import QuasiIdentifierWarning, check_scenario, connector_groups
@@ -71,25 +72,11 @@ from gateway.workdays.store import (
 from gateway.workflows.service import WorkflowService
 from gateway.workflows.use import UseApplicationService
 from keys.keystore import KeyPurpose, Keystore
-from keys.passphrase import create_passphrase_file, load_passphrase
+from keys.passphrase import create_passphrase_file
 
 __all__ = ["Gateway", "initialise", "keystore_passphrase"]
 
 log = logging.getLogger(__name__)
-
-
-def _passphrase_file(settings: Settings) -> Path:
-    if settings.keystore_passphrase_file:
-        return Path(settings.keystore_passphrase_file)
-    return settings.data_dir / "keystore.pass"
-
-
-def keystore_passphrase(settings: Settings) -> bytes:
-    """The keystore passphrase: ``DSGW_KEYSTORE_PASSPHRASE`` or the passphrase file."""
-    return load_passphrase(
-        env_value=settings.keystore_passphrase or None,
-        file=_passphrase_file(settings),
-    )
 
 
 def derive_key(secret: bytes, label: str) -> bytes:
@@ -116,7 +103,7 @@ async def initialise(settings: Settings, *, clock: Clock | None = None) -> InitR
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
     created_pass: Path | None = None
-    pass_file = _passphrase_file(settings)
+    pass_file = passphrase_file(settings)
     if not settings.keystore_passphrase and not pass_file.exists():
         create_passphrase_file(pass_file)
         created_pass = pass_file
@@ -198,11 +185,7 @@ class Gateway:
         health = DependencyHealth(
             tuple(d for d in DEPENDENCIES if d != "redis" or settings.redis_url)
         )
-        if not settings.keystore_path.exists():
-            raise KeystoreError(
-                f"keystore: {settings.keystore_path} does not exist; run `dsgw init` first"
-            )
-        keystore = Keystore.open(settings.keystore_path, keystore_passphrase(settings))
+        keystore = open_keystore(settings)
         engine = engine_for(settings)
         try:
             await migrate(engine, timezone=settings.timezone)

@@ -1,31 +1,25 @@
 """``dsgw`` verbs for monitoring: ``alerts list|show|ack|resolve`` and ``monitor run``.
-They act as the local administrator; registered on the main group when
-:mod:`gateway.cli.main` is imported."""
+They act as the local administrator. Listed in :data:`gateway.cli.commands.COMMANDS`
+and imported when one of them runs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
+from gateway.cli.common import console, emit, run, settings_of, with_gateway
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.monitoring import RULES, Alert, AlertStatus, MonitorRun, Severity
-from gateway.runtime import Gateway
 
-from gateway.cli.main import (  # isort: skip - registered onto the main group
-    cli,
-    console,
-    emit,
-    run,
-    settings_of,
-    with_gateway,
-)
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
-__all__: list[str] = []
+__all__ = ["alerts", "monitor"]
 
 COLOURS = {"info": "blue", "warning": "yellow", "high": "red", "critical": "bold red"}
 
@@ -65,7 +59,7 @@ def _show(alert: Alert, as_json: bool) -> None:
         )
 
 
-@cli.group()
+@click.group()
 def alerts() -> None:
     """Misuse alerts raised by the monitor and by `dsgw audit` (docs/alerts.md)."""
 
@@ -173,7 +167,7 @@ def alerts_resolve(
     _show(alert, as_json)
 
 
-@cli.group()
+@click.group()
 def monitor() -> None:
     """The misuse monitor over the calls stream (`dsgw serve` runs it in the background)."""
 

@@ -7,7 +7,8 @@
   AnchorRegistry's owner at work, signing with a private key kept in a file only its owner can
   read, against any JSON-RPC node.
 
-Registered on the main group when :mod:`gateway.cli.main` is imported.
+Listed in :data:`gateway.cli.commands.COMMANDS` and imported when one of them runs.
+This is the one command module that imports web3 at load time.
 """
 
 from __future__ import annotations
@@ -43,22 +44,14 @@ from gateway.chain.qbft import (
     QbftGenesis,
     parse_address,
 )
+from gateway.cli.common import console, emit, err_console, run, settings_of
+from gateway.cli.exits import exit_code
 from gateway.clock import SystemClock
 from gateway.errors import DsgwError, ForbiddenError, KeystoreError, ValidationError
-from gateway.runtime import keystore_passphrase
+from gateway.passphrase import keystore_passphrase
 from keys.keystore import KeyPurpose, Keystore
 
-from gateway.cli.main import (  # isort: skip - registered onto the main group
-    cli,
-    console,
-    emit,
-    err_console,
-    exit_code,
-    run,
-    settings_of,
-)
-
-__all__: list[str] = []
+__all__ = ["chain"]
 
 T = TypeVar("T")
 
@@ -77,7 +70,7 @@ def _note(message: str) -> None:
     err_console.print(message)
 
 
-@cli.group()
+@click.group()
 def chain() -> None:
     """The consortium chain: QBFT genesis, anchoring account, AnchorRegistry owner's verbs
     (docs/deployment.md)."""

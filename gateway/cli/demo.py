@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from connectors import synthetic
@@ -247,7 +248,7 @@ async def _setup(gateway: Gateway, console: Console) -> dict[str, str]:
         await gov.create_scenario(LOCAL_ADMIN, bad)
     except CatalogError as exc:
         console.print(
-            f"[dim]catalog rule:[/] scenario with household-registry refused: {exc.detail}"
+            f"[dim]catalog rule:[/] scenario with household-registry refused: {escape(exc.detail)}"
         )
     if DEMO_MERCHANT not in snapshot.merchants:
         await gov.register_merchant(

@@ -1,33 +1,27 @@
 """``dsgw measure``: impose, lift, list and show supervision measures as the local
 administrator. A measure imposed here commits with its ``governance`` record and bumps the
 policy epoch, so a gateway serving from the same data directory refuses the very next call
-it stops. Registered on the main group when :mod:`gateway.cli.main` is imported."""
+it stops. Listed in :data:`gateway.cli.commands.COMMANDS`, imported when it runs."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
+from gateway.cli.common import console, emit, run, settings_of, with_gateway
 from gateway.governance.service import LOCAL_ADMIN
-from gateway.runtime import Gateway
 from gateway.supervision.measures import Measure, MeasureKind
 
-from gateway.cli.main import (  # isort: skip - registered onto the main group
-    cli,
-    console,
-    emit,
-    run,
-    settings_of,
-    with_gateway,
-)
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
-__all__: list[str] = []
+__all__ = ["measure"]
 
 
-@cli.group()
+@click.group()
 def measure() -> None:
     """Supervision measures: suspend a dataset's supply, close a merchant's data channel,
     suspend a scenario, delist a product; and lift them."""

@@ -3,36 +3,29 @@
 They act as the local administrator, who may act for any role: the operator files
 objections (or records a merchant's, received on paper, with ``--merchant``); a department's
 answer is recorded for the department the objection was routed to; a rating received on
-paper names its rater. Registered on the main command group when :mod:`gateway.cli.main` is
-imported.
+paper names its rater. Listed in :data:`gateway.cli.commands.COMMANDS` and imported
+when one of them runs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
+from gateway.cli.common import console, emit, load_json, run, settings_of, with_gateway
+from gateway.cli.workdays import due_text
 from gateway.evaluation.models import RaterKind, Rating, RatingForm
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.objections.models import AnswerKind, Objection, ObjectionStatus, View
-from gateway.runtime import Gateway
 
-from gateway.cli.workdays import due_text  # isort: skip - after the main group
-from gateway.cli.main import (  # isort: skip - registered onto the main group
-    _load_json,
-    cli,
-    console,
-    emit,
-    run,
-    settings_of,
-    with_gateway,
-)
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
-__all__: list[str] = []
+__all__ = ["objection", "rating"]
 
 FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
 
@@ -40,7 +33,7 @@ FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
 # -- objections ---------------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def objection() -> None:
     """Data-quality objections (ZW art. 11): filed, routed to the source department,
     answered within working days, never deemed answered."""
@@ -71,7 +64,7 @@ def objection_file(ctx: click.Context, file: Path, merchant_id: str | None) -> N
     """File an objection from JSON: record (calls/N), dataset, field, subject_key,
     category (wrong|stale|missing|other), description, evidence, documents. Without
     --merchant the operator files it."""
-    data = _load_json(file)
+    data = load_json(file)
     found = run(
         with_gateway(
             settings_of(ctx),
@@ -184,7 +177,7 @@ def objection_acknowledge(ctx: click.Context, objection_id: str) -> None:
 # -- the yearly ratings -------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def rating() -> None:
     """The operator's yearly evaluation (ZW art. 33): the bureau's rating forms and the
     ratings by source departments, district bureaus and merchants."""
@@ -196,7 +189,7 @@ def rating() -> None:
 def rating_form(ctx: click.Context, file: Path) -> None:
     """Set a year's form for one kind of rater from JSON: year, rater_kind
     (source|district|merchant), criteria [{id, title, max}], closes_on."""
-    data = _load_json(file)
+    data = load_json(file)
     form = run(with_gateway(settings_of(ctx), lambda g: g.evaluation.set_form(LOCAL_ADMIN, data)))
     console.print(
         f"{form.year} form for {form.rater_kind.value} raters: {len(form.criteria)} criteria, "

@@ -1,6 +1,6 @@
 """``dsgw scenario check``: the quasi-identifier check of a scenario, stored or drafted.
 
-Registered on the ``scenario`` group when :mod:`gateway.cli.main` is imported. It prints
+Joined to the ``scenario`` group lazily (:mod:`gateway.cli.scenarios`). It prints
 warnings and exits 0 whatever they say: combining quasi-identifiers is the authority's call
 (docs/privacy.md); a scenario document that is not valid exits 2 like ``scenario create``.
 """
@@ -8,29 +8,22 @@ warnings and exits 0 whatever they say: combining quasi-identifiers is the autho
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 
+from gateway.cli.common import console, emit, load_json, run, settings_of, with_gateway
 from gateway.errors import NotFoundError
 from gateway.governance.models import Scenario
-from gateway.runtime import Gateway
 
-from gateway.cli.main import (  # isort: skip - registered onto the main group
-    _load_json,
-    console,
-    emit,
-    run,
-    scenario,
-    settings_of,
-    with_gateway,
-)
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
-__all__: list[str] = []
+__all__ = ["scenario_check"]
 
 
-@scenario.command("check")
+@click.command("check")
 @click.argument("file_or_id")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -40,7 +33,7 @@ def scenario_check(ctx: click.Context, file_or_id: str, as_json: bool) -> None:
     FILE_OR_ID is a scenario document (JSON, as for `scenario create`) or the id of a
     stored scenario. Combinations are measured on the sources this machine can reach."""
     path = Path(file_or_id)
-    draft = _load_json(path) if path.is_file() else None
+    draft = load_json(path) if path.is_file() else None
     settings = settings_of(ctx)
 
     async def act(g: Gateway) -> tuple[str, list[Any]]:
@@ -71,6 +64,6 @@ def scenario_check(ctx: click.Context, file_or_id: str, as_json: bool) -> None:
     if not warnings:
         console.print(f"scenario [bold]{scenario_id}[/]: no quasi-identifier combination found")
         return
-    console.print(f"scenario [bold]{scenario_id}[/]: {len(warnings)} warning(s)")
+    console.print(f"scenario [bold]{escape(scenario_id)}[/]: {len(warnings)} warning(s)")
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {escape(warning.message)}")

@@ -1,45 +1,37 @@
 """``dsgw`` verbs for data products, the exchange's trades and settlements, revenue
 statements and reconciliation with the exchange's ledger. They act as the local
-administrator; registered on the main group when :mod:`gateway.cli.main` is imported."""
+administrator. Listed in :data:`gateway.cli.commands.COMMANDS`, imported when one runs."""
 
 from __future__ import annotations
 
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
+from gateway.cli.common import console, emit, err_console, load_json, run, settings_of, with_gateway
+from gateway.cli.exits import ExitCode
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.products.models import ProductStatus
 from gateway.products.reconcile import read_exchange_ledger, reconcile
-from gateway.runtime import Gateway
 from gateway.tabular import read_text_file
 
-from gateway.cli.main import (  # isort: skip - registered onto the main group
-    ExitCode,
-    _load_json,
-    cli,
-    console,
-    emit,
-    err_console,
-    run,
-    settings_of,
-    with_gateway,
-)
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
-__all__: list[str] = []
+__all__ = ["exchange", "product", "reconcile_command", "revenue"]
 
 FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
 RECONCILE_EXIT = ExitCode.DISCREPANCIES
 """Exit code of ``dsgw reconcile`` when it finds discrepancies."""
 
 
-@cli.group()
+@click.group()
 def product() -> None:
     """Data products: registration, export check, filing, listing."""
 
@@ -50,7 +42,7 @@ def product() -> None:
 @click.pass_context
 def product_register(ctx: click.Context, file: Path, merchant_id: str) -> None:
     """Register a product from JSON, built on the merchant's agreement."""
-    data = _load_json(file)
+    data = load_json(file)
     result = run(
         with_gateway(
             settings_of(ctx), lambda g: g.products.register(LOCAL_ADMIN, merchant_id, data)
@@ -143,7 +135,7 @@ def product_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
     emit([p.to_dict() for p in found], as_json, table)
 
 
-@cli.group()
+@click.group()
 def exchange() -> None:
     """The exchange's trades and settlements, as it reports them."""
 
@@ -172,7 +164,7 @@ def exchange_trade(ctx: click.Context, file: Path) -> None:
 @click.pass_context
 def exchange_settle(ctx: click.Context, file: Path) -> None:
     """Record a settlement from JSON (settlement_id, period, trades, settled_at, amount)."""
-    data = _load_json(file)
+    data = load_json(file)
     result = run(
         with_gateway(settings_of(ctx), lambda g: g.products.record_settlement(LOCAL_ADMIN, data))
     )
@@ -182,7 +174,7 @@ def exchange_settle(ctx: click.Context, file: Path) -> None:
     )
 
 
-@cli.command()
+@click.command()
 @click.option("--period", required=True, help="Settlement period, YYYY-MM.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -204,7 +196,7 @@ def revenue(ctx: click.Context, period: str, as_json: bool) -> None:
     )
 
 
-@cli.command("reconcile")
+@click.command("reconcile")
 @click.argument("ledger", type=FILE)
 @click.option("--json", "as_json", is_flag=True)
 @click.option(

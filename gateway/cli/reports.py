@@ -1,30 +1,26 @@
 """``dsgw report``: the quarterly security report and the periodic operations report, as
-Markdown or self-contained HTML. Registered on the main group when :mod:`gateway.cli.main`
-is imported."""
+Markdown or self-contained HTML. Listed in :data:`gateway.cli.commands.COMMANDS` and
+imported when it runs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.progress import Progress
 
+from gateway.cli.common import err_console, run, settings_of, with_gateway
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.reports.periods import Period, parse_period, parse_quarter
 from gateway.reports.render import Format, render_operations, render_security
 from gateway.reports.service import chain_for_command_line, operations_report, security_report
-from gateway.runtime import Gateway
 
-from gateway.cli.main import (  # isort: skip - registered onto the main group
-    cli,
-    err_console,
-    run,
-    settings_of,
-    with_gateway,
-)
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
-__all__: list[str] = []
+__all__ = ["report"]
 
 _FORMATS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md"}
 
@@ -36,7 +32,7 @@ def _format(fmt: str | None, out: Path | None) -> Format:
 
 
 def _period(parse: Callable[[str], Period], text: str) -> Period:
-    return parse(text)  # a DsgwError reaches the one handler in gateway.cli.main
+    return parse(text)  # a DsgwError reaches the one handler, gateway.cli.exits.run_cli
 
 
 def _write(text: str, out: Path | None, what: str) -> None:
@@ -67,7 +63,7 @@ _FORMAT = click.option(
 )
 
 
-@cli.group()
+@click.group()
 def report() -> None:
     """Supervision reports: quarterly security, periodic operations."""
 

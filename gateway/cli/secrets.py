@@ -3,8 +3,8 @@
 A dataset names one as ``"credentials": "keystore:NAME"``; the gateway resolves it when it
 opens the source, so the password is never in the catalog, a record or a listing. Values
 are read from standard input or a hidden prompt, never from the command line (which
-``ps`` and shell histories show). Registered on the main group when
-:mod:`gateway.cli.main` is imported.
+``ps`` and shell histories show). Listed in :data:`gateway.cli.commands.COMMANDS` and
+imported when one of them runs.
 """
 
 from __future__ import annotations
@@ -14,20 +14,13 @@ import sys
 import click
 from rich.table import Table
 
+from gateway.cli.common import console, emit, run, settings_of
 from gateway.clock import SystemClock
 from gateway.errors import KeystoreError
-from gateway.runtime import keystore_passphrase
+from gateway.passphrase import keystore_passphrase
 from keys.keystore import Keystore, SecretInfo
 
-from gateway.cli.main import (  # isort: skip - registered onto the main group
-    cli,
-    console,
-    emit,
-    run,
-    settings_of,
-)
-
-__all__: list[str] = []
+__all__ = ["secrets_group"]
 
 
 def _read_value() -> bytes:
@@ -55,7 +48,7 @@ def _info(info: SecretInfo) -> dict[str, str | None]:
     }
 
 
-@cli.group("secrets")
+@click.group("secrets")
 def secrets_group() -> None:
     """Named secrets (source passwords) in the encrypted keystore."""
 

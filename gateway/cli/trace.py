@@ -1,32 +1,25 @@
 """``dsgw trace``: which recipients received the rows of a leaked file, and which one the
-marks and canaries single out. Registered on the main group when :mod:`gateway.cli.main`
-is imported."""
+marks and canaries single out. Listed in :data:`gateway.cli.commands.COMMANDS` and
+imported when it runs."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from gateway.runtime import Gateway
+from gateway.cli.common import console, emit, err_console, run, settings_of, with_gateway
 from gateway.tracing.files import read_leaked_file
 
-from gateway.cli.main import (  # isort: skip - registered onto the main group
-    cli,
-    console,
-    emit,
-    err_console,
-    run,
-    settings_of,
-    with_gateway,
-)
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
-__all__ = ["TRACE_EXIT_NOBODY"]
+__all__ = ["TRACE_EXIT_NOBODY", "trace_command"]
 
 TRACE_EXIT_NOBODY = 8
 """Exit code of ``dsgw trace`` when the evidence names nobody."""
@@ -43,7 +36,7 @@ def _probability(value: float) -> str:
     return "1" if value >= 1.0 else f"{value:.2e}"
 
 
-@cli.command("trace")
+@click.command("trace")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--dataset", "dataset_id", default=None, help="Only this dataset (default: any).")
 @click.option("--sheet", default=None, help="XLSX worksheet (default: the first).")

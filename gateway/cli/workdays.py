@@ -1,6 +1,6 @@
 """``dsgw workdays``: load the State Council's yearly holiday notice, see what is loaded.
 
-Imported by :mod:`gateway.cli.main` for its side effect of registering the commands.
+Listed in :data:`gateway.cli.commands.COMMANDS` and imported when one of them runs.
 """
 
 from __future__ import annotations
@@ -8,30 +8,24 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
+from gateway.cli.common import console, emit, run, settings_of, with_gateway
 from gateway.cli.exits import ExitCode
 from gateway.clock import DEFAULT_ZONE, utc
 from gateway.governance.service import LOCAL_ADMIN
-from gateway.runtime import Gateway
 from gateway.workdays import CalendarError, YearSchedule
 from gateway.workdays.notice import parse_notice
 from gateway.workdays.store import LoadedSchedule, stored_schedules
 
-from gateway.cli.main import (  # isort: skip - registered onto the main group
-    cli,
-    console,
-    emit,
-    run,
-    settings_of,
-    with_gateway,
-)
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
-__all__ = ["due_text"]
+__all__ = ["due_text", "workdays"]
 
 
 def due_text(value: dt.datetime | None, provisional: bool, zone: dt.tzinfo = DEFAULT_ZONE) -> str:
@@ -46,7 +40,7 @@ def due_text(value: dt.datetime | None, provisional: bool, zone: dt.tzinfo = DEF
 FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
 
 
-@cli.group()
+@click.group()
 def workdays() -> None:
     """Working-day calendar: the State Council's holiday schedules (docs/workdays.md)."""
 

@@ -2,8 +2,9 @@
 scenario plans and evaluations, use applications, agreements from applications and tasks.
 
 They act as the local administrator, who may act for any role: for a source department's
-review name the department, for a merchant's application name the merchant. Registered on
-the main command group when :mod:`gateway.cli.main` is imported.
+review name the department, for a merchant's application name the merchant. Listed in
+:data:`gateway.cli.commands.COMMANDS` (``scenario plan|evaluate`` and ``agreement
+authorize-subjects`` in their groups' lazy tables) and imported when one of them runs.
 """
 
 from __future__ import annotations
@@ -11,35 +12,34 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
 from gateway.authorization.roles import parse_role
+from gateway.cli.common import console, emit, load_json, run, settings_of, with_gateway
+from gateway.cli.workdays import due_text
 from gateway.clock import local_date
 from gateway.errors import ValidationError
 from gateway.governance.service import LOCAL_ADMIN, Actor
-from gateway.runtime import Gateway
 from gateway.workflows.applications import ApplicationStatus, UseApplication
 from gateway.workflows.exclusions import parse_exclusions_file
 from gateway.workflows.onboarding import OnboardingApplication, OnboardingStatus
 from gateway.workflows.tasks import tasks_for
 
-from gateway.cli.workdays import due_text  # isort: skip - after the main group
-from gateway.cli.main import (  # isort: skip - registered onto the main group
-    _load_json,
-    agreement,
-    cli,
-    console,
-    emit,
-    run,
-    scenario,
-    settings_of,
-    with_gateway,
-)
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
-__all__: list[str] = []
+__all__ = [
+    "agreement_authorize_subjects",
+    "application",
+    "exclusions",
+    "onboarding",
+    "scenario_evaluate",
+    "scenario_plan",
+    "tasks",
+]
 
 FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
 
@@ -73,7 +73,7 @@ def _show(data: Any, as_json: bool, title: str) -> None:
 # -- exclusion list -----------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def exclusions() -> None:
     """Entities that may not become merchants (CS23 art. 18)."""
 
@@ -121,7 +121,7 @@ def exclusions_check(ctx: click.Context, credit_code: str, as_json: bool) -> Non
 # -- merchant onboarding ------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def onboarding() -> None:
     """Companies applying to become merchants (answered within 5 working days)."""
 
@@ -143,7 +143,7 @@ def _onboarding_row(a: OnboardingApplication, now: dt.datetime) -> list[str]:
 @click.pass_context
 def onboarding_submit(ctx: click.Context, file: Path) -> None:
     """Record an application from JSON (merchant_id, name, credit_code, licence, contacts)."""
-    data = _load_json(file)
+    data = load_json(file)
     application = run(
         with_gateway(settings_of(ctx), lambda g: g.workflows.submit_onboarding(LOCAL_ADMIN, data))
     )
@@ -211,7 +211,7 @@ _onboarding_decision(False)
 # -- scenario plan and evaluation ---------------------------------------------------------
 
 
-@scenario.command("plan")
+@click.command("plan")
 @click.argument("scenario_id")
 @click.option("--title", required=True)
 @click.option("--reference", required=True, help="The plan's document number.")
@@ -237,7 +237,7 @@ def scenario_plan(
     console.print(f"plan of scenario [bold]{scenario_id}[/] recorded ({plan['sha256'][:16]}...)")
 
 
-@scenario.command("evaluate")
+@click.command("evaluate")
 @click.argument("scenario_id")
 @click.option("--evaluator", required=True)
 @click.option("--conclusion", type=click.Choice(["pass", "fail"]), required=True)
@@ -277,7 +277,7 @@ def scenario_evaluate(
 # -- use applications ---------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def application() -> None:
     """Merchants' applications to use data in a scenario (ZW art. 20-21)."""
 
@@ -298,7 +298,7 @@ def _application_table(found: list[UseApplication]) -> Table:
 @click.pass_context
 def application_submit(ctx: click.Context, file: Path, merchant_id: str) -> None:
     """Submit an application from JSON (scenario, requirements, purpose, period, safeguards)."""
-    data = _load_json(file)
+    data = load_json(file)
     result = run(
         with_gateway(
             settings_of(ctx),
@@ -461,7 +461,7 @@ def application_agree(
     )
 
 
-@agreement.command("authorize-subjects")
+@click.command("authorize-subjects")
 @click.argument("agreement_id")
 @click.option("--dataset", required=True)
 @click.option("--title", required=True, help="The letter of authorization's title.")
@@ -498,7 +498,7 @@ def agreement_authorize_subjects(
 # -- tasks ----------------------------------------------------------------------------------
 
 
-@cli.command()
+@click.command()
 @click.option("--role", default=None, help="Only this role's tasks (default: everyone's).")
 @click.option(
     "--department", default=None, help="With --role source or district: its department or district."

@@ -1,0 +1,142 @@
+"""What every ``dsgw`` command module shares: output, the event loop and opening the gateway.
+
+This module imports no command module and no heavy library at import time (no web3, no
+runtime, no SQLAlchemy): a command pays for what it opens, when it opens it.
+:func:`with_gateway` opens every service (keystore, migrations, the log writer);
+:func:`with_store` opens the database alone, for read-only listings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from gateway.settings import Settings
+from gateway.tabular import read_text_file
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from gateway.governance.policy import PolicySnapshot
+    from gateway.governance.service import Actor
+    from gateway.runtime import Gateway
+
+__all__ = [
+    "console",
+    "emit",
+    "err_console",
+    "load_json",
+    "local_admin",
+    "policy_snapshot",
+    "run",
+    "settings_of",
+    "with_changes",
+    "with_gateway",
+    "with_store",
+]
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a verb's coroutine; its errors reach the one handler in :mod:`gateway.cli.exits`."""
+    return asyncio.run(coro)
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """The settings the root group loaded (``ctx.obj``)."""
+    settings: Settings = ctx.obj
+    return settings
+
+
+def with_changes(settings: Settings, **changes: Any) -> Settings:
+    """``settings`` with the options the user gave on the command line (``None``: not given)."""
+    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
+
+
+def local_admin() -> Actor:
+    """The local administrator, as whom admin verbs act (imported when a verb runs: the
+    governance service is heavy, and listings do not need it)."""
+    from gateway.governance.service import LOCAL_ADMIN
+
+    return LOCAL_ADMIN
+
+
+async def with_gateway(settings: Settings, action: Callable[[Gateway], Awaitable[T]]) -> T:
+    """Run ``action`` on a fully opened gateway (keystore, migrated store, log writer).
+
+    Admin verbs work on the database; only ``serve`` and ``demo`` run the chain connection.
+    """
+    from gateway.runtime import Gateway
+
+    gateway = await Gateway.open(dataclasses.replace(settings, chain="none"))
+    try:
+        return await action(gateway)
+    finally:
+        await gateway.close()
+
+
+async def with_store(settings: Settings, action: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run the read-only ``action`` on the store's engine alone.
+
+    No services, no log writer, no chain, no web3: a listing needs none of them. The
+    keystore is still opened (one scrypt), because the CLI acts as the local administrator,
+    whoever holds the passphrase: a wrong one is refused here as by :func:`with_gateway`.
+    The schema is migrated only if reading fails, so a store left behind by an older release
+    is brought up to date as :func:`with_gateway` would, and a current one costs nothing.
+
+    Raises :class:`gateway.errors.KeystoreError` when the data directory was never
+    initialised or the passphrase is wrong, as :func:`with_gateway` does.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.db import engine_for, migrate
+    from gateway.passphrase import open_keystore
+
+    open_keystore(settings)
+    engine = engine_for(settings)
+    try:
+        try:
+            return await action(engine)
+        except SQLAlchemyError:
+            await migrate(engine, timezone=settings.timezone)
+            return await action(engine)
+    finally:
+        await engine.dispose()
+
+
+async def policy_snapshot(engine: AsyncEngine) -> PolicySnapshot:
+    """The current policy, as ``GovernanceService.snapshot`` reads it, from the engine alone."""
+    from gateway.clock import SystemClock
+    from gateway.governance.policy import load_snapshot
+
+    return await load_snapshot(engine, SystemClock().now())
+
+
+def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
+    """``data`` as JSON (``--json``, or when there is no table), else ``table``."""
+    if as_json or table is None:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        console.print(table)
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a file that is not one is invalid input (exit 2)."""
+    try:
+        data = json.loads(read_text_file(path))
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{path}: cannot read JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path}: expected a JSON object")
+    return data

@@ -1,0 +1,124 @@
+"""``dsgw scenario``: authorized scenarios (listing reads the store alone).
+
+The scenario's privacy check (:mod:`gateway.cli.privacy`) and its plan and evaluation
+(:mod:`gateway.cli.workflows`) are defined with their domains and joined here lazily.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from gateway.cli.common import (
+    console,
+    emit,
+    load_json,
+    local_admin,
+    policy_snapshot,
+    run,
+    settings_of,
+    with_gateway,
+    with_store,
+)
+from gateway.cli.lazy import Lazy, LazyGroup
+from gateway.clock import local_date
+from gateway.governance.models import ScenarioStatus
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+__all__ = ["scenario"]
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "check": Lazy(
+            "gateway.cli.privacy:scenario_check",
+            "Warn where a scenario's grants combine quasi-identifiers that single out subjects.",
+        ),
+        "evaluate": Lazy(
+            "gateway.cli.workflows:scenario_evaluate",
+            "Record a draft scenario's evaluation; only a passing one allows publication.",
+        ),
+        "plan": Lazy(
+            "gateway.cli.workflows:scenario_plan",
+            "Record a draft scenario's plan (one scenario, one plan, one evaluation).",
+        ),
+    },
+)
+def scenario() -> None:
+    """Authorized scenarios."""
+
+
+@scenario.command("create")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--publish", is_flag=True, help="Publish right after creating.")
+@click.pass_context
+def scenario_create(ctx: click.Context, file: Path, publish: bool) -> None:
+    """Create a draft scenario from JSON."""
+    data = load_json(file)
+
+    async def act(g: Gateway) -> tuple[Any, list[Any]]:
+        created = await g.governance.create_scenario(local_admin(), data)
+        warnings = await g.scenario_warnings(created)
+        if publish:
+            created = await g.governance.set_scenario_status(
+                local_admin(), created.id, ScenarioStatus.PUBLISHED
+            )
+        return created, warnings
+
+    result, warnings = run(with_gateway(settings_of(ctx), act))
+    console.print(f"scenario [bold]{result.id}[/] is {result.status.value}")
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning.message)}")
+
+
+def _scenario_transition(name: str, status: ScenarioStatus) -> None:
+    @scenario.command(name)
+    @click.argument("scenario_id")
+    @click.option("--reason", default="", help="Why (kept in the governance log).")
+    @click.pass_context
+    def command(ctx: click.Context, scenario_id: str, reason: str) -> None:
+        result = run(
+            with_gateway(
+                settings_of(ctx),
+                lambda g: g.governance.set_scenario_status(
+                    local_admin(), scenario_id, status, reason
+                ),
+            )
+        )
+        console.print(f"scenario [bold]{result.id}[/] is {result.status.value}")
+
+    command.__doc__ = f"Mark a scenario {status.value}."
+
+
+for _name, _status in (
+    ("publish", ScenarioStatus.PUBLISHED),
+    ("suspend", ScenarioStatus.SUSPENDED),
+    ("retire", ScenarioStatus.RETIRED),
+):
+    _scenario_transition(_name, _status)
+
+
+@scenario.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def scenario_list(ctx: click.Context, as_json: bool) -> None:
+    snapshot = run(with_store(settings_of(ctx), policy_snapshot))
+    table = Table("id", "name", "status", "datasets", "valid until")
+    data = []
+    for s in snapshot.scenarios.values():
+        data.append(s.to_dict())
+        table.add_row(
+            s.id,
+            s.name,
+            s.status.value,
+            ", ".join(g.dataset_id for g in s.grants),
+            local_date(s.valid_until, settings_of(ctx).zone).isoformat(),
+        )
+    emit(data, as_json, table)
