@@ -26,7 +26,7 @@ COMMANDS: dict[str, Lazy] = {
         "The newest anchors: stream, size, root, block, transaction, confirmations, status.",
     ),
     "application": Lazy(
-        "gateway.cli.workflows:application",
+        "gateway.cli.applications:application",
         "Merchants' applications to use data in a scenario (ZW art. 20-21).",
     ),
     "audit": Lazy(

@@ -1,5 +1,6 @@
 """``dsgw`` verbs of the authorization workflows: the exclusion list, merchant onboarding,
-scenario plans and evaluations, use applications, agreements from applications and tasks.
+scenario plans and evaluations, subjects' authorizations of an agreement, and tasks (use
+applications are in :mod:`gateway.cli.applications`).
 
 They act as the local administrator, who may act for any role: for a source department's
 review name the department, for a merchant's application name the merchant. Listed in
@@ -20,10 +21,8 @@ from rich.table import Table
 from gateway.authorization.roles import parse_role
 from gateway.cli.common import console, emit, load_json, run, settings_of, with_gateway
 from gateway.cli.workdays import due_text
-from gateway.clock import local_date
 from gateway.errors import ValidationError
 from gateway.governance.service import LOCAL_ADMIN, Actor
-from gateway.workflows.applications import ApplicationStatus, UseApplication
 from gateway.workflows.exclusions import parse_exclusions_file
 from gateway.workflows.onboarding import OnboardingApplication, OnboardingStatus
 from gateway.workflows.tasks import tasks_for
@@ -32,8 +31,9 @@ if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
 __all__ = [
+    "FILE",
     "agreement_authorize_subjects",
-    "application",
+    "checked_reasons",
     "exclusions",
     "onboarding",
     "scenario_evaluate",
@@ -54,20 +54,11 @@ def _digest(file: Path | None, sha256: str | None) -> str:
     return sha256
 
 
-def _reasons(approve: bool, reasons: tuple[str, ...]) -> list[str]:
+def checked_reasons(approve: bool, reasons: tuple[str, ...]) -> list[str]:
+    """The ``--reason`` options of a decision: they go with a rejection only."""
     if approve and reasons:
         raise click.UsageError("--reason goes with --reject")
     return list(reasons)
-
-
-def _show(data: Any, as_json: bool, title: str) -> None:
-    if as_json:
-        emit(data, True)
-        return
-    table = Table("", "", title=title, show_header=False)
-    for key, value in data.items():
-        table.add_row(key, value if isinstance(value, str) else str(value))
-    console.print(table)
 
 
 # -- exclusion list -----------------------------------------------------------------------
@@ -181,7 +172,7 @@ def _onboarding_decision(approve: bool) -> None:
     @click.option("--reason", "reasons", multiple=True, help="A reason (repeat for several).")
     @click.pass_context
     def command(ctx: click.Context, application_id: str, reasons: tuple[str, ...]) -> None:
-        listed = _reasons(approve, reasons)
+        listed = checked_reasons(approve, reasons)
         application, merchant = run(
             with_gateway(
                 settings_of(ctx),
@@ -272,193 +263,6 @@ def scenario_evaluate(
         )
     )
     console.print(f"evaluation of scenario [bold]{scenario_id}[/] recorded: {conclusion}")
-
-
-# -- use applications ---------------------------------------------------------------------
-
-
-@click.group()
-def application() -> None:
-    """Merchants' applications to use data in a scenario (ZW art. 20-21)."""
-
-
-def _application_table(found: list[UseApplication]) -> Table:
-    table = Table("id", "merchant", "scenario", "status", "reviews", "agreement")
-    for a in found:
-        reviews = ", ".join(f"{r.department}: {r.to_dict()['label']}" for r in a.reviews)
-        table.add_row(
-            a.id, a.merchant_id, a.scenario_id, a.status.value, reviews, a.agreement_id or ""
-        )
-    return table
-
-
-@application.command("submit")
-@click.argument("file", type=FILE)
-@click.option("--merchant", "merchant_id", required=True, help="The applying merchant.")
-@click.pass_context
-def application_submit(ctx: click.Context, file: Path, merchant_id: str) -> None:
-    """Submit an application from JSON (scenario, requirements, purpose, period, safeguards)."""
-    data = load_json(file)
-    result = run(
-        with_gateway(
-            settings_of(ctx),
-            lambda g: g.applications.submit(LOCAL_ADMIN, merchant_id, data),
-        )
-    )
-    console.print(
-        f"application [bold]{result.id}[/] submitted; compliance check due by "
-        f"{due_text(result.compliance_due_at, result.provisional, settings_of(ctx).zone)}"
-    )
-
-
-@application.command("list")
-@click.option("--status", type=click.Choice([s.value for s in ApplicationStatus]), default=None)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def application_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
-    """Use applications, oldest first (deemed approvals are recorded first)."""
-    wanted = ApplicationStatus(status) if status else None
-    found = run(with_gateway(settings_of(ctx), lambda g: g.applications.list(LOCAL_ADMIN, wanted)))
-    emit([a.to_dict() for a in found], as_json, _application_table(found))
-
-
-@application.command("show")
-@click.argument("application_id")
-@click.pass_context
-def application_show(ctx: click.Context, application_id: str) -> None:
-    """One application with its reviews and reasons, as JSON."""
-    found = run(
-        with_gateway(settings_of(ctx), lambda g: g.applications.get(LOCAL_ADMIN, application_id))
-    )
-    emit(found.to_dict(), True)
-
-
-def _decision_options(command: Any) -> Any:
-    command = click.option("--reason", "reasons", multiple=True, help="Repeatable.")(command)
-    command = click.option("--reject", "reject", is_flag=True)(command)
-    return click.option("--approve", "approve", is_flag=True)(command)
-
-
-def _approve(approve: bool, reject: bool) -> bool:
-    if approve == reject:
-        raise click.UsageError("give exactly one of --approve and --reject")
-    return approve
-
-
-@application.command("check")
-@click.argument("application_id")
-@_decision_options
-@click.pass_context
-def application_check(
-    ctx: click.Context, application_id: str, approve: bool, reject: bool, reasons: tuple[str, ...]
-) -> None:
-    """The operator's compliance check (5 working days): --approve, or --reject --reason."""
-    ok = _approve(approve, reject)
-    listed = _reasons(ok, reasons)
-    result = run(
-        with_gateway(
-            settings_of(ctx),
-            lambda g: g.applications.check_compliance(
-                LOCAL_ADMIN, application_id, approve=ok, reasons=listed
-            ),
-        )
-    )
-    console.print(f"application [bold]{result.id}[/] is {result.status.value}")
-    for review in result.reviews:
-        due = due_text(review.due_at, review.provisional, settings_of(ctx).zone)
-        console.print(f"  review by {review.department} due {due}")
-
-
-@application.command("review")
-@click.argument("application_id")
-@click.option("--department", required=True, help="The reviewing source department.")
-@_decision_options
-@click.pass_context
-def application_review(
-    ctx: click.Context,
-    application_id: str,
-    department: str,
-    approve: bool,
-    reject: bool,
-    reasons: tuple[str, ...],
-) -> None:
-    """A source department's review (10 working days): --approve, or --reject --reason."""
-    ok = _approve(approve, reject)
-    listed = _reasons(ok, reasons)
-    result = run(
-        with_gateway(
-            settings_of(ctx),
-            lambda g: g.applications.review(
-                LOCAL_ADMIN, application_id, approve=ok, reasons=listed, department=department
-            ),
-        )
-    )
-    console.print(f"application [bold]{result.id}[/] is {result.status.value}")
-
-
-@application.command("extend")
-@click.argument("application_id")
-@click.option("--department", required=True)
-@click.option("--days", type=click.IntRange(1, 10), required=True, help="Working days.")
-@click.option("--reason", required=True)
-@click.pass_context
-def application_extend(
-    ctx: click.Context, application_id: str, department: str, days: int, reason: str
-) -> None:
-    """File a department's one extension of its review, before the deadline."""
-    result = run(
-        with_gateway(
-            settings_of(ctx),
-            lambda g: g.applications.extend_review(
-                LOCAL_ADMIN,
-                application_id,
-                working_days=days,
-                reason=reason,
-                department=department,
-            ),
-        )
-    )
-    review = result.review_of(department)
-    console.print(f"review by {department} now due {review.extended_until}")
-
-
-@application.command("agree")
-@click.argument("application_id")
-@click.option("--shares", required=True, help="owner,operator,processor percentages.")
-@click.option("--fees", required=True, help="The fees, as agreed.")
-@click.option("--termination", required=True, help="The termination conditions.")
-@click.option("--id", "agreement_id", default=None)
-@click.pass_context
-def application_agree(
-    ctx: click.Context,
-    application_id: str,
-    shares: str,
-    fees: str,
-    termination: str,
-    agreement_id: str | None,
-) -> None:
-    """Conclude the agreement of an approved application (scope: its requirement list)."""
-    parts = tuple(shares.split(","))
-    if len(parts) != 3:
-        raise click.UsageError("--shares takes three percentages: owner,operator,processor")
-    result = run(
-        with_gateway(
-            settings_of(ctx),
-            lambda g: g.applications.conclude_agreement(
-                LOCAL_ADMIN,
-                application_id,
-                shares=(parts[0], parts[1], parts[2]),
-                fees=fees,
-                termination=termination,
-                agreement_id=agreement_id,
-            ),
-        )
-    )
-    console.print(
-        f"agreement [bold]{result.id}[/] for {result.merchant_id} in scenario "
-        f"{result.scenario_id}, {local_date(result.starts_at, settings_of(ctx).zone)} to "
-        f"{local_date(result.ends_at, settings_of(ctx).zone)} (exclusive)"
-    )
 
 
 @click.command("authorize-subjects")
