@@ -39,6 +39,7 @@ from gateway.governance.models import MerchantStatus, ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.ledger.log import PendingRecord
 from gateway.reports import charts
+from gateway.reports.audit_section import ChainAccess
 from gateway.reports.operations import OperationsReport
 from gateway.reports.periods import parse_period, parse_quarter
 from gateway.reports.render import (
@@ -47,7 +48,7 @@ from gateway.reports.render import (
     security_html,
     security_markdown,
 )
-from gateway.reports.security import ChainAccess, SecurityReport
+from gateway.reports.security import SecurityReport
 from gateway.reports.service import chain_for_server, operations_report, security_report
 from gateway.runtime import initialise
 from gateway.settings import load_settings

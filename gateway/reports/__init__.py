@@ -9,10 +9,11 @@ gateway; the CLI (``dsgw report``) and the HTTP API (``/admin/reports/...``) bot
 
 from __future__ import annotations
 
+from gateway.reports.audit_section import ChainAccess
 from gateway.reports.operations import OperationsReport
 from gateway.reports.periods import Period, parse_period, parse_quarter
 from gateway.reports.render import Format, render_operations, render_security
-from gateway.reports.security import ChainAccess, SecurityReport
+from gateway.reports.security import SecurityReport
 from gateway.reports.service import (
     chain_for_command_line,
     chain_for_server,

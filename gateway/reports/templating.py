@@ -24,9 +24,9 @@ from jinja2.lexer import Token, TokenStream
 
 from gateway.reports import charts, formats
 from gateway.reports.blocks import Document, Mono
+from gateway.reports.change_section import CHANGE_GROUPS, change_group
 from gateway.reports.evaluation import MIN_MERCHANT_RATINGS
 from gateway.reports.periods import SHANGHAI
-from gateway.reports.security import CHANGE_GROUPS, change_group
 
 __all__ = ["FINDINGS_SHOWN", "layout"]
 
