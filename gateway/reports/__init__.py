@@ -1,8 +1,9 @@
 """Supervision reports: the quarterly security report to the data bureau (CS23 art. 24) and
 the periodic operations report (CS23 art. 23; ZW art. 31-33).
 
-Facts are gathered into dataclasses (:mod:`.security`, :mod:`.operations`) over periods in
-Beijing time (:mod:`.periods`), then written as Markdown or self-contained HTML with SVG
+Facts are gathered into dataclasses (:mod:`.security`, :mod:`.operations`, one module per
+section) over periods in Beijing time (:mod:`.periods`), then laid out by the Jinja2
+templates under ``templates/`` and written as Markdown or self-contained HTML with SVG
 charts (:mod:`.render`, :mod:`.charts`). :mod:`.service` makes a report from a running
 gateway; the CLI (``dsgw report``) and the HTTP API (``/admin/reports/...``) both call it.
 """

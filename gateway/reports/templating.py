@@ -28,7 +28,7 @@ from gateway.reports.change_section import CHANGE_GROUPS, change_group
 from gateway.reports.evaluation import MIN_MERCHANT_RATINGS
 from gateway.reports.periods import SHANGHAI
 
-__all__ = ["FINDINGS_SHOWN", "layout"]
+__all__ = ["FINDINGS_SHOWN", "JoinLines", "layout"]
 
 FINDINGS_SHOWN = 200
 """Most audit findings listed one by one (every finding is counted)."""
