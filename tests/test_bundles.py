@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.authorization.roles import Role
 from gateway.errors import DsgwError
+from gateway.evidence import verifier_key
 from gateway.ledger.bundles import verify_bundle
-from gateway.ledger.checkpoints import verifier_key
 from tests.conftest import World
 
 

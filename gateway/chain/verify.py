@@ -12,27 +12,32 @@ from gateway.chain.backends import RpcBackend
 from gateway.chain.contract import AnchorRegistry, stream_id
 from gateway.chain.errors import ChainError, rpc_errors
 from gateway.chain.models import proof_checked_on_chain
-from gateway.ledger.checkpoints import Checkpoint
+from gateway.errors import ValidationError
+from gateway.evidence.anchor import Anchor
+from gateway.evidence.checkpoint import Checkpoint
 
 __all__ = ["verify_anchor"]
 
 
 async def verify_anchor(
-    anchor: Mapping[str, Any], checkpoint: Checkpoint, rpc_url: str
+    anchor: Anchor | Mapping[str, Any], checkpoint: Checkpoint, rpc_url: str
 ) -> list[str]:
     """Confirm on chain that the registry accepted exactly the checkpoint's (size, root)
     for its stream in the bundle's transaction, on the bundle's chain, in the bundle's
     block. Returns the steps established. (The anchor's size, root and stream id were
-    compared with the checkpoint by :func:`gateway.ledger.bundles.verify_bundle`.)
+    compared with the checkpoint by :func:`gateway.evidence.verify`.) A bundle's anchor
+    member as a mapping is parsed with :meth:`Anchor.from_json` first.
 
     Raises :class:`ChainError` naming the failing step. Which registry address to trust is
     the caller's knowledge (published by the operator), as with the checkpoint key.
     """
-    try:
-        contract = str(anchor["contract"])
-        tx_hash = HexBytes(str(anchor["tx_hash"]))
-    except (KeyError, ValueError) as exc:
-        raise ChainError("anchor: the bundle's anchor lacks contract or tx_hash") from exc
+    if not isinstance(anchor, Anchor):
+        try:
+            anchor = Anchor.from_json(anchor)
+        except ValidationError as exc:
+            raise ChainError(f"anchor: {exc.detail}") from exc
+    contract = anchor.contract
+    tx_hash = HexBytes(anchor.tx_hash)
     backend = RpcBackend(rpc_url)
     await backend.start()
     try:
@@ -45,15 +50,15 @@ async def verify_anchor(
                     "anchor: the chain has no such transaction (wrong chain, or it was lost)"
                 ) from exc
             head = await backend.w3.eth.block_number
-        if anchor.get("chain_id") != chain_id:
+        if anchor.chain_id != chain_id:
             raise ChainError(
-                f"anchor: the bundle names chain {anchor.get('chain_id')}, the node is {chain_id}"
+                f"anchor: the bundle names chain {anchor.chain_id}, the node is {chain_id}"
             )
         if receipt["status"] != 1:
             raise ChainError("anchor: the anchoring transaction reverted")
-        if anchor.get("block_number") != receipt["blockNumber"]:
+        if anchor.block_number != receipt["blockNumber"]:
             raise ChainError(
-                f"anchor: the bundle names block {anchor.get('block_number')}, the transaction "
+                f"anchor: the bundle names block {anchor.block_number}, the transaction "
                 f"is in block {receipt['blockNumber']}"
             )
         registry = AnchorRegistry(backend, contract)
