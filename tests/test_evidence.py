@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.chain.errors import ChainError
-from gateway.chain.verify import verify_anchor
-from gateway.errors import ValidationError
+from gateway.chain.verify import verify_anchor, verify_on_chain
+from gateway.errors import DsgwError, ValidationError
 from gateway.evidence import (
     Anchor,
     Checkpoint,
@@ -198,3 +198,10 @@ async def test_a_malformed_anchor_is_refused_before_any_rpc() -> None:
     del anchor["tx_hash"]
     with pytest.raises(ChainError, match="anchor lacks tx_hash"):
         await verify_anchor(anchor, head, "http://127.0.0.1:9")
+
+
+async def test_the_chain_step_needs_an_anchor() -> None:
+    bundle = EvidenceBundle.from_json(_load("bundle-calls.json"))
+    check = verify(bundle, KeyRing.from_texts([_key()]))
+    with pytest.raises(DsgwError, match="no anchor to check on chain"):
+        await verify_on_chain(bundle, check, "http://127.0.0.1:9")

@@ -1,4 +1,8 @@
-"""Checking an evidence bundle's anchor with nothing but a JSON-RPC endpoint."""
+"""Checking an evidence bundle's anchor with nothing but a JSON-RPC endpoint.
+
+The chain step of :func:`gateway.evidence.verify`: :func:`verify_on_chain` after it, for
+a verifier that has a node to ask (``dsgw verify --rpc``, the demo).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,28 @@ from gateway.chain.backends import RpcBackend
 from gateway.chain.contract import AnchorRegistry, stream_id
 from gateway.chain.errors import ChainError, rpc_errors
 from gateway.chain.models import proof_checked_on_chain
-from gateway.errors import ValidationError
+from gateway.errors import DsgwError, ValidationError
 from gateway.evidence.anchor import Anchor
+from gateway.evidence.bundle import EvidenceBundle
 from gateway.evidence.checkpoint import Checkpoint
+from gateway.evidence.verify import Verification
 
-__all__ = ["verify_anchor"]
+__all__ = ["verify_anchor", "verify_on_chain"]
+
+_REGISTRY_FROM_BUNDLE = (
+    "registry address taken from the bundle; compare it with the address the operator publishes"
+)
+
+
+async def verify_on_chain(bundle: EvidenceBundle, check: Verification, rpc_url: str) -> None:
+    """Add to ``check`` (what :func:`gateway.evidence.verify` established for ``bundle``)
+    the chain's confirmation of the bundle's anchor, with a warning that the registry
+    address came from the bundle. Raises :class:`DsgwError` if the bundle has no anchor,
+    :class:`ChainError` naming the failing step."""
+    if bundle.anchor is None or check.checkpoint is None:
+        raise DsgwError("the bundle has no anchor to check on chain (not anchored yet)")
+    check.steps += await verify_anchor(bundle.anchor, check.checkpoint, rpc_url)
+    check.warnings.append(_REGISTRY_FROM_BUNDLE)
 
 
 async def verify_anchor(
