@@ -3,6 +3,7 @@ ring that picks the key a note names, and the one verification."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,13 @@ from gateway.evidence import (
     KeyRing,
     NoteSigner,
     NoteVerifier,
+    checkpoint_verifiers,
+    gateway_key_ring,
     published_checkpoint,
     verify,
 )
 from gateway.ledger.bundles import verify_bundle
+from keys.keystore import KeyPurpose, Keystore
 
 DATA = Path(__file__).parent / "data" / "evidence"
 
@@ -205,3 +209,17 @@ async def test_the_chain_step_needs_an_anchor() -> None:
     check = verify(bundle, KeyRing.from_texts([_key()]))
     with pytest.raises(DsgwError, match="no anchor to check on chain"):
         await verify_on_chain(bundle, check, "http://127.0.0.1:9")
+
+
+def test_the_gateway_ring_holds_every_checkpoint_key_of_the_keystore(tmp_path: Path) -> None:
+    store = Keystore.create(tmp_path / "keystore.json", b"passphrase", scrypt_n=2**14)
+    first = store.generate(KeyPurpose.CHECKPOINT, now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    old = NoteSigner("dsgw.example", store.signing_key(first.kid))
+    note = old.sign(Checkpoint.body("dsgw.example/calls", 1, b"\x02" * 32, "sha256"))
+    store.rotate(KeyPurpose.CHECKPOINT, now=dt.datetime(2026, 2, 1, tzinfo=dt.UTC))
+    listed = checkpoint_verifiers(store, "dsgw.example")
+    assert [info.retired_at is None for info, _ in listed] == [True, False]
+    ring = gateway_key_ring(store, "dsgw.example")
+    assert len(ring) == 2
+    # The retired key, which the note names, verifies it after the rotation.
+    assert ring.verify(note)[1].key_id == old.key_id == listed[1][1].key_id

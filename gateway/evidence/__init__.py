@@ -16,6 +16,7 @@ from gateway.evidence.errors import CheckpointError
 from gateway.evidence.keys import (
     CheckpointKeys,
     KeyRing,
+    checkpoint_verifiers,
     gateway_key_ring,
     key_ring,
     published_checkpoint,
@@ -41,6 +42,7 @@ __all__ = [
     "NoteSigner",
     "NoteVerifier",
     "Verification",
+    "checkpoint_verifiers",
     "gateway_key_ring",
     "key_ring",
     "parse_checkpoint",

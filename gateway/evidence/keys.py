@@ -17,11 +17,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gateway.evidence.checkpoint import Checkpoint, parse_checkpoint
 from gateway.evidence.errors import CheckpointError
 from gateway.evidence.notes import NoteVerifier, signature_key_ids, verify_note
-from keys.keystore import KeyPurpose, Keystore
+from keys.keystore import KeyInfo, KeyPurpose, Keystore
 
 __all__ = [
     "CheckpointKeys",
     "KeyRing",
+    "checkpoint_verifiers",
     "gateway_key_ring",
     "key_ring",
     "published_checkpoint",
@@ -85,13 +86,20 @@ def key_ring(keys: CheckpointKeys) -> KeyRing:
     return KeyRing([NoteVerifier(keys[0], keys[1])])
 
 
-def gateway_key_ring(keystore: Keystore, deployment: str) -> KeyRing:
-    """Every checkpoint key of ``keystore``, active first then retired (never pruned),
-    under the deployment's name: what verifies any checkpoint this deployment signed."""
-    return KeyRing(
-        NoteVerifier(deployment, keystore.public_key(info.kid))
+def checkpoint_verifiers(keystore: Keystore, deployment: str) -> list[tuple[KeyInfo, NoteVerifier]]:
+    """Each checkpoint key of ``keystore`` (active first, then retired: never pruned) with
+    its verifier key under the deployment's name, for listing them (``dsgw keys
+    verifiers``)."""
+    return [
+        (info, NoteVerifier(deployment, keystore.public_key(info.kid)))
         for info in keystore.keys_of(KeyPurpose.CHECKPOINT)
-    )
+    ]
+
+
+def gateway_key_ring(keystore: Keystore, deployment: str) -> KeyRing:
+    """Every checkpoint key of ``keystore``, active and retired, under the deployment's
+    name: what verifies any checkpoint this deployment signed."""
+    return KeyRing(verifier for _info, verifier in checkpoint_verifiers(keystore, deployment))
 
 
 def published_checkpoint(checkpoint: Checkpoint, keys: KeyRing) -> dict[str, Any]:
