@@ -121,6 +121,10 @@ def test_a_missing_member_is_named(path: tuple[str, ...], named: str) -> None:
         ({"checkpoint": {"note": "x", "verifier_key": 5}}, "verifier_key must be a string"),
         ({"checkpoint": {"note": "x", "witness": "y"}}, "checkpoint has members"),
         ({"witnessed_by": "someone"}, "no verifier checks: witnessed_by"),
+        (
+            {"inclusion_proof": {"leaf_index": 1, "tree_size": 2, "path": [], "root": "00"}},
+            "inclusion_proof has members no verifier checks: root",
+        ),
         ({"anchor": []}, "anchor must be an object or null"),
     ],
 )

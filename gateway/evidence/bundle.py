@@ -42,6 +42,7 @@ _MEMBERS = frozenset(
     }
 )
 _CHECKPOINT_MEMBERS = frozenset({"note", "verifier_key"})
+_PROOF_MEMBERS = frozenset({"leaf_index", "tree_size", "path"})
 
 
 def _unknown(document: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
@@ -119,6 +120,8 @@ class EvidenceBundle:
         own = checkpoint.get("verifier_key")
         if own is not None and not isinstance(own, str):
             raise ValidationError("bundle: checkpoint.verifier_key must be a string")
+        proof = _member(document, "inclusion_proof", dict)
+        _unknown(proof, _PROOF_MEMBERS, "inclusion_proof")
         anchor = document.get("anchor")
         return cls(
             stream=_member(document, "stream", str),
@@ -127,7 +130,7 @@ class EvidenceBundle:
             record=record,
             salt=salt,
             leaf_hash=leaf,
-            inclusion_proof=InclusionProof.from_dict(_member(document, "inclusion_proof", dict)),
+            inclusion_proof=InclusionProof.from_dict(proof),
             note=note,
             verifier_key=own,
             anchor=None if anchor is None else Anchor.from_json(anchor),
