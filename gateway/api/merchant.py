@@ -11,7 +11,8 @@ from gateway.api.appkeys import GATEWAY, RECORD
 from gateway.api.bodies import read_form, read_json
 from gateway.api.params import path_int, query_int
 from gateway.api.problems import json_response
-from gateway.authorization.tokens import AccessClaims, ClientCredentials
+from gateway.authorization.clients import ClientCredentials
+from gateway.authorization.tokens import AccessClaims
 from gateway.errors import (
     AgreementError,
     AuthenticationError,
