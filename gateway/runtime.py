@@ -32,7 +32,8 @@ from gateway.chain.service import Anchoring
 from gateway.clock import Clock, SystemClock
 from gateway.cluster.leadership import Leadership, leader_lock_for
 from gateway.cluster.policy_push import PolicyWatch
-from gateway.dataplane.service import ConnectorRegistry, DataPlane
+from gateway.dataplane.connectors import ConnectorRegistry
+from gateway.dataplane.service import DataPlane
 from gateway.db import create_engine, engine_for, migrate
 from gateway.db.schema import LogEntryRow
 from gateway.dependencies import DEPENDENCIES, DependencyHealth
