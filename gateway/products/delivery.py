@@ -20,6 +20,7 @@ import aiohttp
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.authorization.decisions import product_deliverable
 from gateway.authorization.tokens import AccessClaims
 from gateway.db.schema import ProductRow, TradeRow
 from gateway.errors import (
@@ -30,9 +31,9 @@ from gateway.errors import (
     SuspendedError,
     ValidationError,
 )
+from gateway.governance.policy import PolicySnapshot
 from gateway.ledger.records import CallRecord
 from gateway.products.models import ProductDefinition, ProductStatus
-from gateway.supervision.measures import MeasureKind, active_measure
 
 __all__ = ["DeliveryService", "forward_json"]
 
@@ -77,13 +78,15 @@ class DeliveryService:
 
     async def deliver(
         self,
+        snapshot: PolicySnapshot,
         claims: AccessClaims,
         product_id: str,
         body: Mapping[str, Any],
         record: CallRecord,
     ) -> dict[str, Any]:
-        """One delivery; raises a :class:`DsgwError` for every refusal, after noting in
-        ``record`` what was asked."""
+        """One delivery, decided on ``snapshot`` (the policy view the token was verified
+        against); raises a :class:`DsgwError` for every refusal, after noting in ``record``
+        what was asked."""
         record.parameters["product"] = product_id
         record.parameters["buyer"] = claims.subject
         if claims.product_id != product_id:
@@ -99,9 +102,6 @@ class DeliveryService:
                     )
                 )
             ).first()
-            # Read with the product, on the same connection: delisted by a supervision
-            # measure (CS23 art. 26) until the measure is lifted.
-            measure = await active_measure(conn, MeasureKind.PRODUCT, product_id)
         if row is None:
             raise NotFoundError(f"product {product_id} does not exist")
         definition = ProductDefinition.from_dict(row.definition)
@@ -111,8 +111,7 @@ class DeliveryService:
                 f"product {product_id} is {row.status}: it is not delivered",
                 product=product_id,
             )
-        if measure is not None:
-            raise measure.refusal()
+        product_deliverable(snapshot, product_id)
         if definition.endpoint is None:
             raise NotFoundError(f"product {product_id} is delivered as a {definition.delivery}")
         # Made before a unit is taken: a body that cannot be passed on costs nothing.
