@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.api.delivery_client import DeliveryClient
 from gateway.authorization.quotas import CallAllowance, QuotaTracker
 from gateway.authorization.secrets import SecretHasher
 from gateway.authorization.shared_quotas import RedisQuotaTracker
@@ -378,7 +379,7 @@ class Gateway:
             workflows=WorkflowService(engine, governance, live, clock),
             applications=UseApplicationService(engine, governance, live, clock, health=health),
             products=ProductService(engine, governance, clock),
-            deliveries=DeliveryService(engine),
+            deliveries=DeliveryService(engine, DeliveryClient()),
             alerts=alerts,
             monitor=monitor,
             tracer=LeakTracer(
