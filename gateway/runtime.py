@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.api.delivery_client import DeliveryClient
 from gateway.authorization.quotas import CallAllowance, QuotaTracker
 from gateway.authorization.secrets import SecretHasher
 from gateway.authorization.shared_quotas import RedisQuotaTracker
@@ -29,7 +30,8 @@ from gateway.chain.service import Anchoring
 from gateway.clock import Clock, SystemClock
 from gateway.cluster.leadership import Leadership, leader_lock_for
 from gateway.cluster.policy_push import PolicyWatch
-from gateway.dataplane.service import ConnectorRegistry, DataPlane
+from gateway.dataplane.connectors import ConnectorRegistry
+from gateway.dataplane.service import DataPlane
 from gateway.db import create_engine, engine_for, migrate
 from gateway.db.schema import LogEntryRow
 from gateway.dependencies import DEPENDENCIES, DependencyHealth
@@ -376,7 +378,7 @@ class Gateway:
             workflows=WorkflowService(engine, governance, live, clock),
             applications=UseApplicationService(engine, governance, live, clock, health=health),
             products=ProductService(engine, governance, clock),
-            deliveries=DeliveryService(engine),
+            deliveries=DeliveryService(engine, DeliveryClient()),
             alerts=alerts,
             monitor=monitor,
             tracer=LeakTracer(

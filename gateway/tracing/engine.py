@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connectors.base import Condition, Row, RowQuery, coerce_value
 from gateway.catalog.models import Dataset
 from gateway.clock import utc
-from gateway.dataplane.service import ConnectorRegistry
+from gateway.dataplane.connectors import ConnectorRegistry
 from gateway.db.schema import LogEntryRow, TraceRow
 from gateway.errors import DsgwError, NotFoundError, ValidationError
 from gateway.governance.policy import PolicyStore
