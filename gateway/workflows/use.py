@@ -58,8 +58,6 @@ __all__ = ["UseApplicationService"]
 
 log = logging.getLogger(__name__)
 
-"""Who records a deemed approval: nobody decided; the deadline passed."""
-
 
 class UseApplicationService(UseReviews):
     # -- reading --------------------------------------------------------------------------

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 
 TIMEOUT_ACTOR = Actor("deadline", system=True)
+"""Who records a deemed approval: nobody decided; the deadline passed."""
 
 
 class UseDeadlines(UseApplicationRecords):
