@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import logging
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -46,8 +45,6 @@ from gateway.objections.receipt import check_received
 from gateway.workflows.service import is_provisional
 
 __all__ = ["ObjectionService"]
-
-log = logging.getLogger(__name__)
 
 
 def _sha256(text: str) -> str | None:

@@ -14,7 +14,6 @@ agreement concluded from an approved application.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -55,8 +54,6 @@ from gateway.workflows.service import is_provisional
 from gateway.workflows.use_reviews import UseReviews
 
 __all__ = ["UseApplicationService"]
-
-log = logging.getLogger(__name__)
 
 
 class UseApplicationService(UseReviews):
