@@ -87,12 +87,9 @@ from gateway.errors import KeystoreError
 
 __all__ = ["FORMAT", "SECRET_NAME", "VERSION", "Algorithm", "KeyInfo", "KeyPurpose", "SecretInfo"]
 
-
 FORMAT: Final = "dsgw-keystore"
 
-
 VERSION: Final = 1
-
 
 Algorithm = Literal["Ed25519", "HMAC-SHA256", "secp256k1"]
 
@@ -118,18 +115,13 @@ _ALGORITHM: Final[Mapping[KeyPurpose, Algorithm]] = {
 # account may still hold funds, so only these purposes may ever be pruned.
 _PRUNABLE: Final = frozenset({KeyPurpose.TOKEN_SIGNING, KeyPurpose.MARK})
 
-
 _VERIFIER_MARKER: Final = b"dsgw-keystore verifier v1"
-
 
 _ENTRY_AAD_PREFIX: Final = b"dsgw-keystore entry v1\n"
 
-
 _SALT_BYTES: Final = 16
 
-
 _NONCE_BYTES: Final = 12
-
 
 _SECRET_BYTES: Final = 32
 
@@ -138,15 +130,11 @@ _SECRET_BYTES: Final = 32
 # stops a doctored file from making ``open`` allocate gigabytes.
 _MIN_SCRYPT_N: Final = 2**14
 
-
 _MAX_SCRYPT_N: Final = 2**20
-
 
 _MAX_SCRYPT_MEMORY: Final = 1 << 30
 
-
 _KID_HEX: Final = 16
-
 
 _SECRET_AAD_PREFIX: Final = b"dsgw-keystore secret v1\n"
 
@@ -154,9 +142,7 @@ _SECRET_AAD_PREFIX: Final = b"dsgw-keystore secret v1\n"
 #: Names of named secrets: what a dataset's ``keystore:NAME`` reference may say.
 SECRET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
-
 _MAX_NAMED_SECRET_BYTES: Final = 4096
-
 
 _MAX_PROVIDER_CHARS: Final = 200
 

@@ -34,9 +34,7 @@ ANVIL_EXECUTABLE: Final = (
     Path(__file__).resolve().parents[2] / "contracts" / "node_modules" / ".bin" / "anvil"
 )
 
-
 _ANVIL_HINT: Final = "run `npm ci --prefix contracts` (installs the pinned anvil)"
-
 
 _LISTENING: Final = re.compile(rb"Listening on (127\.0\.0\.1|\[?::1\]?|[\w.-]+):(\d+)")
 

@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 _GWEI: Final = 10**9
 
-
 _LIVE: Final = LIVE_TRANSACTION
 
 

@@ -34,11 +34,9 @@ from gateway.workflows.service import Deadlines, is_provisional
 
 __all__ = ["DEFAULT_WORKING_DAYS", "OVERDUE_ACTOR", "ObjectionReader", "objection_of"]
 
-
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKING_DAYS = 10
-
 
 OVERDUE_ACTOR = Actor("deadline", system=True)
 """Who records that a deadline passed unanswered: nobody acted; time did."""

@@ -37,12 +37,9 @@ from gateway.tracing.normalize import (
 
 __all__ = ["CHUNK", "LeakMatcher", "Progress"]
 
-
 Progress = Callable[[str, int, int], None]
 
-
 CHUNK: Final = 500
-
 
 SAMPLE_SIZE: Final = 64
 

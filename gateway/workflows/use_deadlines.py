@@ -36,7 +36,6 @@ __all__ = ["TIMEOUT_ACTOR", "UseDeadlines"]
 
 log = logging.getLogger(__name__)
 
-
 TIMEOUT_ACTOR = Actor("deadline", system=True)
 """Who records a deemed approval: nobody decided; the deadline passed."""
 
