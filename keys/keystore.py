@@ -10,12 +10,10 @@ The file format is described in :mod:`keys.keystore_format`, its reading back in
 :mod:`keys.keystore_load`; here is the :class:`Keystore` that uses, rotates and saves it.
 
 All times are passed in by the caller (timezone-aware), never read from the clock here, so
-rotation and grace windows are tested by moving time.
-
-Writes are atomic (temporary file in the same directory, fsync, ``os.replace``, fsync of the
-directory) with mode 0600. Mutations take an advisory ``flock`` on ``<file>.lock`` and first
-pick up changes written by another process, so a CLI rotation and a running gateway do not
-overwrite each other.
+rotation and grace windows are tested by moving time. Writes are atomic (temporary file in
+the same directory, fsync, ``os.replace``, fsync of the directory) with mode 0600.
+Mutations take an advisory ``flock`` on ``<file>.lock`` and first pick up changes written
+by another process, so a CLI rotation and a running gateway do not overwrite each other.
 """
 
 from __future__ import annotations
@@ -38,40 +36,40 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import KeystoreError
-from keys.keystore_files import _create_file, _fsync_dir, _read, _write_temp
+from keys.keystore_files import create_file, fsync_dir, read_file, write_temp
 from keys.keystore_format import (
-    _ALGORITHM,
-    _MAX_NAMED_SECRET_BYTES,
-    _MAX_PROVIDER_CHARS,
-    _NONCE_BYTES,
-    _PRUNABLE,
-    _SALT_BYTES,
-    _VERIFIER_MARKER,
     FORMAT,
+    MAX_NAMED_SECRET_BYTES,
+    MAX_PROVIDER_CHARS,
+    NONCE_BYTES,
+    PRUNABLE_PURPOSES,
+    PURPOSE_ALGORITHM,
+    SALT_BYTES,
     SECRET_NAME,
+    VERIFIER_MARKER,
     VERSION,
     Algorithm,
+    FileId,
+    KeyEntry,
     KeyInfo,
     KeyPurpose,
+    KeystoreState,
+    NamedSecret,
+    ScryptKdf,
     SecretInfo,
-    _b64,
-    _digest,
-    _Entry,
-    _entry_aad,
-    _FileId,
-    _header_aad,
-    _Kdf,
-    _kid_for,
-    _metadata,
-    _Named,
-    _new_secret,
-    _public_bytes,
-    _secret_aad,
-    _secret_metadata,
-    _State,
-    _time,
+    aware_utc,
+    b64,
+    entry_aad,
+    header_aad,
+    key_metadata,
+    kid_for,
+    new_secret,
+    public_key_bytes,
+    secret_aad,
+    secret_metadata,
+    sha256_digest,
 )
-from keys.keystore_load import _check_scrypt, _load
+from keys.keystore_load import check_scrypt, load_state
 
 __all__ = [
     "FORMAT",
@@ -93,7 +91,7 @@ class Keystore:
     :meth:`reload_if_changed` never shows a half-loaded store.
     """
 
-    def __init__(self, path: Path, passphrase: bytes, state: _State) -> None:
+    def __init__(self, path: Path, passphrase: bytes, state: KeystoreState) -> None:
         self._path = path
         self._passphrase = passphrase
         self._state = state
@@ -106,22 +104,22 @@ class Keystore:
         """Create an empty keystore at ``path``; refuses to replace an existing file."""
         if not passphrase:
             raise KeystoreError("keystore: create refused: the passphrase is empty")
-        _check_scrypt(scrypt_n, 8, 1, path)
+        check_scrypt(scrypt_n, 8, 1, path)
         if path.exists():
             raise KeystoreError(
                 f"keystore: create refused: {path} already exists; open it instead, or move "
                 "it away if you really mean to start with new keys"
             )
-        kdf = _Kdf(salt=secrets.token_bytes(_SALT_BYTES), n=scrypt_n, r=8, p=1)
+        kdf = ScryptKdf(salt=secrets.token_bytes(SALT_BYTES), n=scrypt_n, r=8, p=1)
         kek = kdf.derive(passphrase)
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        sealed = AESGCM(kek).encrypt(nonce, _VERIFIER_MARKER, _header_aad(kdf))
-        verifier = {"nonce": _b64(nonce), "ciphertext": _b64(sealed)}
-        store = cls(path, passphrase, _State(kdf, kek, verifier, (), None, b""))
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = AESGCM(kek).encrypt(nonce, VERIFIER_MARKER, header_aad(kdf))
+        verifier = {"nonce": b64(nonce), "ciphertext": b64(sealed)}
+        store = cls(path, passphrase, KeystoreState(kdf, kek, verifier, (), None, b""))
         data = store._serialise(store._state)
         try:
-            _create_file(path, data)
-            file_id = _FileId.of(path.stat())
+            create_file(path, data)
+            file_id = FileId.of(path.stat())
         except FileExistsError as err:
             raise KeystoreError(
                 f"keystore: create refused: {path} was created by someone else meanwhile"
@@ -131,7 +129,7 @@ class Keystore:
                 f"keystore: cannot create {path}: {err.strerror}"
                 + (f" ({err.filename})" if err.filename else "")
             ) from err
-        store._state = replace(store._state, file_id=file_id, digest=_digest(data))
+        store._state = replace(store._state, file_id=file_id, digest=sha256_digest(data))
         return store
 
     @classmethod
@@ -141,8 +139,8 @@ class Keystore:
         Every entry is decrypted now, so a tampered file is refused at start-up rather than
         at the first token request.
         """
-        raw, file_id = _read(path)
-        state = _load(path, raw, passphrase, file_id, known=None)
+        raw, file_id = read_file(path)
+        state = load_state(path, raw, passphrase, file_id, known=None)
         return cls(path, passphrase, state)
 
     def reload_if_changed(self) -> bool:
@@ -160,21 +158,21 @@ class Keystore:
         equal size), so writers pass ``force`` and compare contents instead.
         """
         try:
-            current = _FileId.of(self._path.stat())
+            current = FileId.of(self._path.stat())
         except FileNotFoundError as err:
             raise KeystoreError(
                 f"keystore: {self._path} has disappeared; restore it from a backup"
             ) from err
         if current == self._state.file_id and not force:
             return False
-        raw, file_id = _read(self._path)
-        if _digest(raw) == self._state.digest:
+        raw, file_id = read_file(self._path)
+        if sha256_digest(raw) == self._state.digest:
             self._state = replace(self._state, file_id=file_id)
             return False
-        self._replace_state(_load(self._path, raw, self._passphrase, file_id, self._state))
+        self._replace_state(load_state(self._path, raw, self._passphrase, file_id, self._state))
         return True
 
-    def _replace_state(self, state: _State) -> None:
+    def _replace_state(self, state: KeystoreState) -> None:
         self._state = state
         live = {entry.info.kid for entry in state.entries}
         self._ed25519 = {kid: key for kid, key in self._ed25519.items() if kid in live}
@@ -208,7 +206,7 @@ class Keystore:
         anything it signed, so a rotation never invalidates a token that has not expired.
         Empty if the purpose has no keys at all: only signing needs an active key.
         """
-        now = _time(now, "now")
+        now = aware_utc(now, "now")
         if grace < dt.timedelta(0):
             raise ValueError("keystore: grace must not be negative")
         active: list[KeyInfo] = []
@@ -277,7 +275,7 @@ class Keystore:
             f"keystore: no secret named {name!r}; put it with `dsgw secrets set {name}`"
         )
 
-    def _entry(self, kid: str, algorithm: Algorithm, what: str) -> _Entry:
+    def _entry(self, kid: str, algorithm: Algorithm, what: str) -> KeyEntry:
         for entry in self._state.entries:
             if entry.info.kid == kid:
                 if entry.info.algorithm != algorithm:
@@ -299,24 +297,24 @@ class Keystore:
         The previously active key of that purpose is retired at ``now`` but kept, so what it
         signed keeps verifying through :meth:`verification_keys`.
         """
-        return self._generate(KeyPurpose(purpose), _time(now, "now"), require_active=False)
+        return self._generate(KeyPurpose(purpose), aware_utc(now, "now"), require_active=False)
 
     def rotate(self, purpose: KeyPurpose, *, now: dt.datetime) -> KeyInfo:
         """:meth:`generate`, for a purpose that must already have an active key."""
-        return self._generate(KeyPurpose(purpose), _time(now, "now"), require_active=True)
+        return self._generate(KeyPurpose(purpose), aware_utc(now, "now"), require_active=True)
 
     def _generate(self, purpose: KeyPurpose, now: dt.datetime, *, require_active: bool) -> KeyInfo:
-        algorithm = _ALGORITHM[purpose]
-        secret = _new_secret(algorithm)
-        public = _public_bytes(algorithm, secret)
-        kid = _kid_for(public if public is not None else secrets.token_bytes(16))
+        algorithm = PURPOSE_ALGORITHM[purpose]
+        secret = new_secret(algorithm)
+        public = public_key_bytes(algorithm, secret)
+        kid = kid_for(public if public is not None else secrets.token_bytes(16))
         info = KeyInfo(
             kid=kid,
             purpose=purpose,
             algorithm=algorithm,
             created_at=now,
             retired_at=None,
-            public_key_b64=None if public is None else _b64(public),
+            public_key_b64=None if public is None else b64(public),
         )
         with self._locked():
             if require_active:
@@ -329,7 +327,7 @@ class Keystore:
             ]
             if any(e.info.kid == kid for e in entries):  # pragma: no cover - 2**-64 odds
                 raise KeystoreError("keystore: generate failed: kid collision; try again")
-            entries.append(_Entry(info, secret))
+            entries.append(KeyEntry(info, secret))
             self._commit(tuple(entries))
         return info
 
@@ -340,10 +338,10 @@ class Keystore:
         accounts (a retired account may still hold funds).
         """
         purpose = KeyPurpose(purpose)
-        now = _time(now, "now")
+        now = aware_utc(now, "now")
         if grace < dt.timedelta(0):
             raise ValueError("keystore: grace must not be negative")
-        if purpose not in _PRUNABLE:
+        if purpose not in PRUNABLE_PURPOSES:
             raise KeystoreError(
                 f"keystore: prune refused: {purpose} keys are kept forever "
                 + (
@@ -353,7 +351,7 @@ class Keystore:
                 )
             )
         with self._locked():
-            keep: list[_Entry] = []
+            keep: list[KeyEntry] = []
             removed: list[str] = []
             for entry in self._state.entries:
                 info = entry.info
@@ -380,9 +378,9 @@ class Keystore:
                 f"keystore: secret name {name!r} is invalid: use 1-64 lower-case letters, "
                 "digits, '.', '-', '_'"
             )
-        if not 1 <= len(value) <= _MAX_NAMED_SECRET_BYTES:
+        if not 1 <= len(value) <= MAX_NAMED_SECRET_BYTES:
             raise KeystoreError(
-                f"keystore: a secret holds 1 to {_MAX_NAMED_SECRET_BYTES} bytes; "
+                f"keystore: a secret holds 1 to {MAX_NAMED_SECRET_BYTES} bytes; "
                 f"{name} would hold {len(value)}"
             )
         try:
@@ -391,14 +389,14 @@ class Keystore:
             raise KeystoreError(f"keystore: secret {name} must be UTF-8 text") from None
         if provider is not None:
             provider = provider.strip()
-            if not provider or len(provider) > _MAX_PROVIDER_CHARS:
+            if not provider or len(provider) > MAX_PROVIDER_CHARS:
                 raise KeystoreError(
-                    f"keystore: a secret's provider is 1 to {_MAX_PROVIDER_CHARS} characters"
+                    f"keystore: a secret's provider is 1 to {MAX_PROVIDER_CHARS} characters"
                 )
-        info = SecretInfo(name=name, provider=provider, created_at=_time(now, "now"))
+        info = SecretInfo(name=name, provider=provider, created_at=aware_utc(now, "now"))
         with self._locked():
             named = tuple(item for item in self._state.named if item.info.name != name)
-            self._commit(self._state.entries, (*named, _Named(info, bytes(value))))
+            self._commit(self._state.entries, (*named, NamedSecret(info, bytes(value))))
         return info
 
     def delete_secret(self, name: str) -> bool:
@@ -417,8 +415,8 @@ class Keystore:
         writing would silently undo that change.
         """
         with self._locked(reload=False):
-            raw, _ = _read(self._path)
-            if _digest(raw) != self._state.digest:
+            raw, _ = read_file(self._path)
+            if sha256_digest(raw) != self._state.digest:
                 raise KeystoreError(
                     f"keystore: save refused: {self._path} was changed by another process; "
                     "call reload_if_changed() and repeat the change"
@@ -443,13 +441,15 @@ class Keystore:
         finally:
             os.close(fd)  # closing releases the flock
 
-    def _commit(self, entries: tuple[_Entry, ...], named: tuple[_Named, ...] | None = None) -> None:
+    def _commit(
+        self, entries: tuple[KeyEntry, ...], named: tuple[NamedSecret, ...] | None = None
+    ) -> None:
         state = replace(
             self._state, entries=entries, named=self._state.named if named is None else named
         )
         data = self._serialise(state)
         try:
-            tmp = _write_temp(self._path, data)
+            tmp = write_temp(self._path, data)
             try:
                 os.replace(tmp, self._path)
             except BaseException:
@@ -461,26 +461,26 @@ class Keystore:
                 "unchanged"
             ) from err
         try:
-            file_id: _FileId | None = _FileId.of(self._path.stat())
+            file_id: FileId | None = FileId.of(self._path.stat())
         except OSError:
             file_id = None  # unknown: the next reload_if_changed() re-reads the file
-        self._replace_state(replace(state, file_id=file_id, digest=_digest(data)))
+        self._replace_state(replace(state, file_id=file_id, digest=sha256_digest(data)))
         try:
-            _fsync_dir(self._path.parent)
+            fsync_dir(self._path.parent)
         except OSError as err:
             raise KeystoreError(
                 f"keystore: {self._path} was written but syncing its directory failed "
                 f"({err.strerror}); the change may not survive a crash, check the disk"
             ) from err
 
-    def _serialise(self, state: _State) -> bytes:
+    def _serialise(self, state: KeystoreState) -> bytes:
         aes = AESGCM(state.kek)
         entries = []
         for entry in state.entries:
-            metadata = _metadata(entry.info)
-            nonce = secrets.token_bytes(_NONCE_BYTES)
-            sealed = aes.encrypt(nonce, entry.secret, _entry_aad(metadata))
-            entries.append({**metadata, "nonce": _b64(nonce), "ciphertext": _b64(sealed)})
+            metadata = key_metadata(entry.info)
+            nonce = secrets.token_bytes(NONCE_BYTES)
+            sealed = aes.encrypt(nonce, entry.secret, entry_aad(metadata))
+            entries.append({**metadata, "nonce": b64(nonce), "ciphertext": b64(sealed)})
         document: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
@@ -491,9 +491,9 @@ class Keystore:
         if state.named:
             sealed_named = []
             for item in state.named:
-                metadata = _secret_metadata(item.info)
-                nonce = secrets.token_bytes(_NONCE_BYTES)
-                sealed = aes.encrypt(nonce, item.value, _secret_aad(metadata))
-                sealed_named.append({**metadata, "nonce": _b64(nonce), "ciphertext": _b64(sealed)})
+                metadata = secret_metadata(item.info)
+                nonce = secrets.token_bytes(NONCE_BYTES)
+                sealed = aes.encrypt(nonce, item.value, secret_aad(metadata))
+                sealed_named.append({**metadata, "nonce": b64(nonce), "ciphertext": b64(sealed)})
             document["secrets"] = sealed_named
         return (json.dumps(document, indent=2) + "\n").encode()

@@ -11,12 +11,12 @@ import secrets
 from pathlib import Path
 
 from gateway.errors import KeystoreError
-from keys.keystore_format import _FileId
+from keys.keystore_format import FileId
 
-__all__ = []
+__all__ = ["create_file", "fsync_dir", "read_file", "write_temp"]
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -24,7 +24,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
+def write_temp(path: Path, data: bytes) -> Path:
     """Write ``data`` to a fresh 0600 file beside ``path`` and fsync it."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -42,25 +42,25 @@ def _write_temp(path: Path, data: bytes) -> Path:
     return tmp
 
 
-def _create_file(path: Path, data: bytes) -> None:
+def create_file(path: Path, data: bytes) -> None:
     """Create ``path`` (and a 0700 parent) holding ``data``; never replaces an existing file."""
     parent = path.parent
     if not parent.exists():
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         parent.chmod(0o700)
-    tmp = _write_temp(path, data)
+    tmp = write_temp(path, data)
     try:
         # link() fails if the name exists, so two racing creators cannot clobber each other.
         os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(parent)
+    fsync_dir(parent)
 
 
-def _read(path: Path) -> tuple[bytes, _FileId]:
+def read_file(path: Path) -> tuple[bytes, FileId]:
     try:
         with path.open("rb") as handle:
-            file_id = _FileId.of(os.fstat(handle.fileno()))
+            file_id = FileId.of(os.fstat(handle.fileno()))
             return handle.read(), file_id
     except FileNotFoundError as err:
         raise KeystoreError(

@@ -85,7 +85,45 @@ from cryptography.hazmat.primitives.serialization import (
 
 from gateway.errors import KeystoreError
 
-__all__ = ["FORMAT", "SECRET_NAME", "VERSION", "Algorithm", "KeyInfo", "KeyPurpose", "SecretInfo"]
+__all__ = [
+    "FORMAT",
+    "MAX_NAMED_SECRET_BYTES",
+    "MAX_PROVIDER_CHARS",
+    "MAX_SCRYPT_MEMORY",
+    "MAX_SCRYPT_N",
+    "MIN_SCRYPT_N",
+    "NONCE_BYTES",
+    "PRUNABLE_PURPOSES",
+    "PURPOSE_ALGORITHM",
+    "SALT_BYTES",
+    "SECRET_BYTES",
+    "SECRET_NAME",
+    "VERIFIER_MARKER",
+    "VERSION",
+    "Algorithm",
+    "FileId",
+    "KeyEntry",
+    "KeyInfo",
+    "KeyPurpose",
+    "KeystoreState",
+    "NamedSecret",
+    "ScryptKdf",
+    "SecretInfo",
+    "aware_utc",
+    "b64",
+    "corrupt_error",
+    "entry_aad",
+    "header_aad",
+    "key_metadata",
+    "kid_for",
+    "new_secret",
+    "parse_time",
+    "public_key_bytes",
+    "secret_aad",
+    "secret_metadata",
+    "sha256_digest",
+    "unb64",
+]
 
 FORMAT: Final = "dsgw-keystore"
 
@@ -103,7 +141,7 @@ class KeyPurpose(StrEnum):
     """secp256k1 private key of an Ethereum account used for anchoring."""
 
 
-_ALGORITHM: Final[Mapping[KeyPurpose, Algorithm]] = {
+PURPOSE_ALGORITHM: Final[Mapping[KeyPurpose, Algorithm]] = {
     KeyPurpose.TOKEN_SIGNING: "Ed25519",
     KeyPurpose.CHECKPOINT: "Ed25519",
     KeyPurpose.MARK: "HMAC-SHA256",
@@ -113,26 +151,26 @@ _ALGORITHM: Final[Mapping[KeyPurpose, Algorithm]] = {
 
 # Retired checkpoint keys must keep verifying historical checkpoints, and a retired chain
 # account may still hold funds, so only these purposes may ever be pruned.
-_PRUNABLE: Final = frozenset({KeyPurpose.TOKEN_SIGNING, KeyPurpose.MARK})
+PRUNABLE_PURPOSES: Final = frozenset({KeyPurpose.TOKEN_SIGNING, KeyPurpose.MARK})
 
-_VERIFIER_MARKER: Final = b"dsgw-keystore verifier v1"
+VERIFIER_MARKER: Final = b"dsgw-keystore verifier v1"
 
 _ENTRY_AAD_PREFIX: Final = b"dsgw-keystore entry v1\n"
 
-_SALT_BYTES: Final = 16
+SALT_BYTES: Final = 16
 
-_NONCE_BYTES: Final = 12
+NONCE_BYTES: Final = 12
 
-_SECRET_BYTES: Final = 32
+SECRET_BYTES: Final = 32
 
 
 # Bounds on scrypt cost: the lower one keeps passphrases expensive to guess, the upper one
 # stops a doctored file from making ``open`` allocate gigabytes.
-_MIN_SCRYPT_N: Final = 2**14
+MIN_SCRYPT_N: Final = 2**14
 
-_MAX_SCRYPT_N: Final = 2**20
+MAX_SCRYPT_N: Final = 2**20
 
-_MAX_SCRYPT_MEMORY: Final = 1 << 30
+MAX_SCRYPT_MEMORY: Final = 1 << 30
 
 _KID_HEX: Final = 16
 
@@ -142,9 +180,9 @@ _SECRET_AAD_PREFIX: Final = b"dsgw-keystore secret v1\n"
 #: Names of named secrets: what a dataset's ``keystore:NAME`` reference may say.
 SECRET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
-_MAX_NAMED_SECRET_BYTES: Final = 4096
+MAX_NAMED_SECRET_BYTES: Final = 4096
 
-_MAX_PROVIDER_CHARS: Final = 200
+MAX_PROVIDER_CHARS: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,33 +212,33 @@ class SecretInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class _Named:
+class NamedSecret:
     info: SecretInfo
     value: bytes = field(repr=False)  # never in a log line or traceback
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
+class KeyEntry:
     info: KeyInfo
     secret: bytes = field(repr=False)  # never in a log line or traceback
 
 
 @dataclass(frozen=True, slots=True)
-class _Kdf:
+class ScryptKdf:
     salt: bytes
     n: int
     r: int
     p: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": "scrypt", "salt": _b64(self.salt), "n": self.n, "r": self.r, "p": self.p}
+        return {"name": "scrypt", "salt": b64(self.salt), "n": self.n, "r": self.r, "p": self.p}
 
     def derive(self, passphrase: bytes) -> bytes:
         return Scrypt(salt=self.salt, length=32, n=self.n, r=self.r, p=self.p).derive(passphrase)
 
 
 @dataclass(frozen=True, slots=True)
-class _FileId:
+class FileId:
     """What identifies one version of the file, to notice another process's write."""
 
     ino: int
@@ -208,40 +246,40 @@ class _FileId:
     mtime_ns: int
 
     @classmethod
-    def of(cls, st: os.stat_result) -> _FileId:
+    def of(cls, st: os.stat_result) -> FileId:
         return cls(st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True, slots=True)
-class _State:
-    kdf: _Kdf
+class KeystoreState:
+    kdf: ScryptKdf
     kek: bytes = field(repr=False)
     verifier: dict[str, str]
-    entries: tuple[_Entry, ...]
-    file_id: _FileId | None
+    entries: tuple[KeyEntry, ...]
+    file_id: FileId | None
     digest: bytes
     """SHA-256 of the file as last read or written: the authority on "has it changed"."""
-    named: tuple[_Named, ...] = ()
+    named: tuple[NamedSecret, ...] = ()
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(value: object, what: str, path: Path) -> bytes:
+def unb64(value: object, what: str, path: Path) -> bytes:
     if not isinstance(value, str):
-        raise _corrupt(path, f"{what} must be a base64 string")
+        raise corrupt_error(path, f"{what} must be a base64 string")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as err:
-        raise _corrupt(path, f"{what} is not valid base64") from err
+        raise corrupt_error(path, f"{what} is not valid base64") from err
 
 
 def _canonical(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _time(value: dt.datetime, name: str) -> dt.datetime:
+def aware_utc(value: dt.datetime, name: str) -> dt.datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"keystore: {name} must be a timezone-aware datetime")
     return value.astimezone(dt.UTC)
@@ -251,35 +289,35 @@ def _format_time(value: dt.datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _parse_time(value: object, what: str, path: Path) -> dt.datetime:
+def parse_time(value: object, what: str, path: Path) -> dt.datetime:
     if not isinstance(value, str):
-        raise _corrupt(path, f"{what} must be an ISO 8601 string")
+        raise corrupt_error(path, f"{what} must be an ISO 8601 string")
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError as err:
-        raise _corrupt(path, f"{what} is not an ISO 8601 time") from err
+        raise corrupt_error(path, f"{what} is not an ISO 8601 time") from err
     if parsed.tzinfo is None:
-        raise _corrupt(path, f"{what} has no time zone")
+        raise corrupt_error(path, f"{what} has no time zone")
     return parsed.astimezone(dt.UTC)
 
 
-def _corrupt(path: Path, detail: str) -> KeystoreError:
+def corrupt_error(path: Path, detail: str) -> KeystoreError:
     return KeystoreError(f"keystore: {path} is corrupted ({detail}); restore it from a backup")
 
 
-def _digest(data: bytes) -> bytes:
+def sha256_digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _kid_for(public_bytes: bytes) -> str:
+def kid_for(public_bytes: bytes) -> str:
     return hashlib.sha256(public_bytes).hexdigest()[:_KID_HEX]
 
 
-def _header_aad(kdf: _Kdf) -> bytes:
+def header_aad(kdf: ScryptKdf) -> bytes:
     return _canonical({"format": FORMAT, "version": VERSION, "kdf": kdf.to_json()})
 
 
-def _metadata(info: KeyInfo) -> dict[str, Any]:
+def key_metadata(info: KeyInfo) -> dict[str, Any]:
     return {
         "kid": info.kid,
         "purpose": info.purpose.value,
@@ -290,11 +328,11 @@ def _metadata(info: KeyInfo) -> dict[str, Any]:
     }
 
 
-def _entry_aad(metadata: Mapping[str, Any]) -> bytes:
+def entry_aad(metadata: Mapping[str, Any]) -> bytes:
     return _ENTRY_AAD_PREFIX + _canonical(metadata)
 
 
-def _secret_metadata(info: SecretInfo) -> dict[str, Any]:
+def secret_metadata(info: SecretInfo) -> dict[str, Any]:
     return {
         "name": info.name,
         "provider": info.provider,
@@ -302,11 +340,11 @@ def _secret_metadata(info: SecretInfo) -> dict[str, Any]:
     }
 
 
-def _secret_aad(metadata: Mapping[str, Any]) -> bytes:
+def secret_aad(metadata: Mapping[str, Any]) -> bytes:
     return _SECRET_AAD_PREFIX + _canonical(metadata)
 
 
-def _public_bytes(algorithm: Algorithm, secret: bytes) -> bytes | None:
+def public_key_bytes(algorithm: Algorithm, secret: bytes) -> bytes | None:
     """The public key stored beside a secret, recomputed so the file cannot lie about it."""
     if algorithm == "Ed25519":
         return (
@@ -320,12 +358,12 @@ def _public_bytes(algorithm: Algorithm, secret: bytes) -> bytes | None:
     return None
 
 
-def _new_secret(algorithm: Algorithm) -> bytes:
+def new_secret(algorithm: Algorithm) -> bytes:
     if algorithm == "Ed25519":
         return Ed25519PrivateKey.generate().private_bytes(
             Encoding.Raw, PrivateFormat.Raw, NoEncryption()
         )
     if algorithm == "secp256k1":
         scalar = ec.generate_private_key(ec.SECP256K1()).private_numbers().private_value
-        return scalar.to_bytes(_SECRET_BYTES, "big")
-    return secrets.token_bytes(_SECRET_BYTES)
+        return scalar.to_bytes(SECRET_BYTES, "big")
+    return secrets.token_bytes(SECRET_BYTES)
