@@ -41,50 +41,50 @@ from random import Random
 
 from connectors.base import FieldType, Row
 from connectors.synthetic_checksums import (
-    _BIRTH_REGION_TABLE,
-    _ORG_CHECK,
-    _ORG_HI,
-    _ORG_LO,
-    _ORG_MULTIPLIER,
-    _RESIDENT_CHECK,
-    _RID_MONTH_DAY,
-    _RID_SEQ,
-    _RID_YEAR,
-    _USCC_HI,
-    _USCC_LO,
-    _USCC_PREFIX,
-    _USCC_VALUE,
-    _VIN_PLANTS,
-    _VIN_SERIAL_HI,
-    _VIN_SERIAL_LO,
-    _VIN_SERIAL_MULTIPLIER,
+    BIRTH_REGION_TABLE,
+    ORG_CHECK,
+    ORG_HI,
+    ORG_LO,
+    ORG_MULTIPLIER,
+    RESIDENT_CHECK,
+    RID_MONTH_DAY,
+    RID_SEQ,
+    RID_YEAR,
+    USCC_HI,
+    USCC_LO,
+    USCC_PREFIX,
+    USCC_VALUE,
+    VIN_PLANTS,
+    VIN_SERIAL_HI,
+    VIN_SERIAL_LO,
+    VIN_SERIAL_MULTIPLIER,
 )
 from connectors.synthetic_vocabulary import (
-    _BRAND_CHARS,
-    _BRAND_TABLE,
-    _BRANDS,
-    _CAPITAL_ROUND,
-    _DISTRICT_TABLE,
-    _ENTERPRISE_STATUS_TABLE,
-    _FORM_TABLE,
-    _GIVEN_ANY,
-    _GIVEN_FEMALE,
-    _GIVEN_MALE,
-    _INDUSTRIES,
-    _INDUSTRY_TABLE,
-    _INSURANCE_RATES,
-    _INSURANCE_TAKEN,
-    _MOBILE_PREFIXES,
-    _PLATE_LETTERS,
-    _STREETS,
-    _SURNAME_TABLE,
-    _VEHICLE_STATUS_TABLE,
-    _VEHICLE_TYPE_TABLE,
-    _VIN_YEAR,
+    BRAND_CHARS,
+    BRAND_TABLE,
+    BRANDS,
+    CAPITAL_ROUND,
+    DISTRICT_TABLE,
     DISTRICTS,
+    ENTERPRISE_STATUS_TABLE,
+    FORM_TABLE,
+    GIVEN_ANY,
+    GIVEN_FEMALE,
+    GIVEN_MALE,
+    INDUSTRIES,
+    INDUSTRY_TABLE,
+    INSURANCE_RATES,
+    INSURANCE_TAKEN,
     KEY_FIELDS,
+    MOBILE_PREFIXES,
+    PLATE_LETTERS,
     SCHEMAS,
+    STREETS,
     SUBJECT_FIELDS,
+    SURNAME_TABLE,
+    VEHICLE_STATUS_TABLE,
+    VEHICLE_TYPE_TABLE,
+    VIN_YEAR,
 )
 from gateway.identifiers import (
     USCC_ALPHABET,
@@ -142,7 +142,7 @@ class _People:
         self._births = tuple(
             (
                 f"{d.year}{d.month:02d}{d.day:02d}",
-                _RID_YEAR[d.year] + _RID_MONTH_DAY[d.month * 100 + d.day],
+                RID_YEAR[d.year] + RID_MONTH_DAY[d.month * 100 + d.day],
             )
             for d in _dates(dt.date(year_from, 1, 1), dt.date(year_to, 12, 31))
         )
@@ -150,31 +150,31 @@ class _People:
     def draw(self) -> tuple[str, str]:
         """``(name, resident_id)``."""
         r = self._random
-        region, region_sum = _BIRTH_REGION_TABLE[int(r() * len(_BIRTH_REGION_TABLE))]
+        region, region_sum = BIRTH_REGION_TABLE[int(r() * len(BIRTH_REGION_TABLE))]
         birth, birth_sum = self._births[int(r() * len(self._births))]
         seq = int(r() * 1000)
-        check = _RESIDENT_CHECK[(region_sum + birth_sum + _RID_SEQ[seq]) % 11]
-        pool = _GIVEN_MALE if seq % 2 else _GIVEN_FEMALE  # odd sequence number: male
+        check = RESIDENT_CHECK[(region_sum + birth_sum + RID_SEQ[seq]) % 11]
+        pool = GIVEN_MALE if seq % 2 else GIVEN_FEMALE  # odd sequence number: male
         given = pool[int(r() * len(pool))]
         if r() < 0.75:  # most given names have two characters
-            second = _GIVEN_ANY if r() < 0.3 else pool
+            second = GIVEN_ANY if r() < 0.3 else pool
             given = second[int(r() * len(second))] + given
-        surname = _SURNAME_TABLE[int(r() * len(_SURNAME_TABLE))]
+        surname = SURNAME_TABLE[int(r() * len(SURNAME_TABLE))]
         return surname + given, f"{region}{birth}{seq:03d}{check}"
 
 
 def _mobile(r: Callable[[], float]) -> str:
-    return _MOBILE_PREFIXES[int(r() * len(_MOBILE_PREFIXES))] + f"{int(r() * 1e8):08d}"
+    return MOBILE_PREFIXES[int(r() * len(MOBILE_PREFIXES))] + f"{int(r() * 1e8):08d}"
 
 
 def _identity(key: int, index: int) -> tuple[str, str]:
-    district = _DISTRICT_TABLE[_mix(key ^ index) % len(_DISTRICT_TABLE)]
+    district = DISTRICT_TABLE[_mix(key ^ index) % len(DISTRICT_TABLE)]
     region = DISTRICTS[district][0]
     # An affine map with a multiplier coprime to 10**8 is a bijection on 0..10**8-1.
-    hi, lo = divmod((index * _ORG_MULTIPLIER + key) % 10**8, 10_000)
-    org_check = _ORG_CHECK[(_ORG_HI[hi] + _ORG_LO[lo]) % 11]
-    total = _USCC_PREFIX[region] + _USCC_HI[hi] + _USCC_LO[lo]
-    total += _USCC_VALUE[org_check] * USCC_WEIGHTS[16]
+    hi, lo = divmod((index * ORG_MULTIPLIER + key) % 10**8, 10_000)
+    org_check = ORG_CHECK[(ORG_HI[hi] + ORG_LO[lo]) % 11]
+    total = USCC_PREFIX[region] + USCC_HI[hi] + USCC_LO[lo]
+    total += USCC_VALUE[org_check] * USCC_WEIGHTS[16]
     check = USCC_ALPHABET[-total % 31]
     return f"91{region}{hi:04d}{lo:04d}{org_check}{check}", district
 
@@ -200,13 +200,13 @@ def _enterprises(rows: int, seed: int) -> Iterator[Row]:
     people = _People(rng, 1955, 2000)
     founded = _dates(dt.date(1998, 1, 1), dt.date(2024, 12, 31))
     key = _seed_key(seed, _IDENTITY_SALT)
-    brand_chars = len(_BRAND_CHARS)
+    brand_chars = len(BRAND_CHARS)
     for i in range(rows):
         credit_code, district = _identity(key, i)
-        industry = _INDUSTRY_TABLE[int(r() * len(_INDUSTRY_TABLE))]
-        words = _INDUSTRIES[industry][1]
+        industry = INDUSTRY_TABLE[int(r() * len(INDUSTRY_TABLE))]
+        words = INDUSTRIES[industry][1]
         pair = int(r() * brand_chars * brand_chars)
-        brand = _BRAND_CHARS[pair // brand_chars] + _BRAND_CHARS[pair % brand_chars]
+        brand = BRAND_CHARS[pair // brand_chars] + BRAND_CHARS[pair % brand_chars]
         place = r()
         if place < 0.6:
             prefix = "长沙"
@@ -216,10 +216,10 @@ def _enterprises(rows: int, seed: int) -> Iterator[Row]:
             prefix = district if district[-1] in "县市" else "长沙市" + district
         rep_name, rep_id = people.draw()
         if r() < 0.55:  # round amounts are the most common registered capital
-            capital = _CAPITAL_ROUND[int(r() * len(_CAPITAL_ROUND))]
+            capital = CAPITAL_ROUND[int(r() * len(CAPITAL_ROUND))]
         else:  # 10.00 .. about 316,000.00 万元, log-uniform
             capital = Decimal(int(10 ** (3 + r() * 4.5))).scaleb(-2)
-        streets = _STREETS[district]
+        streets = STREETS[district]
         address = f"湖南省长沙市{district}{streets[int(r() * len(streets))]}{1 + int(r() * 899)}号"
         if r() < 0.4:
             address += f"{1 + int(r() * 20)}栋{1 + int(r() * 30)}{1 + int(r() * 20):02d}室"
@@ -228,7 +228,7 @@ def _enterprises(rows: int, seed: int) -> Iterator[Row]:
             "name": prefix
             + brand
             + words[int(r() * len(words))]
-            + _FORM_TABLE[int(r() * len(_FORM_TABLE))],
+            + FORM_TABLE[int(r() * len(FORM_TABLE))],
             "legal_rep_name": rep_name,
             "legal_rep_id": rep_id,
             "legal_rep_mobile": _mobile(r),
@@ -236,7 +236,7 @@ def _enterprises(rows: int, seed: int) -> Iterator[Row]:
             "established": _draw_date(r, founded, 0.6),
             "district": district,
             "industry": industry,
-            "status": _ENTERPRISE_STATUS_TABLE[int(r() * len(_ENTERPRISE_STATUS_TABLE))],
+            "status": ENTERPRISE_STATUS_TABLE[int(r() * len(ENTERPRISE_STATUS_TABLE))],
             "address": address,
         }
 
@@ -246,7 +246,7 @@ def _models() -> dict[str, tuple[tuple[str, int], ...]]:
     the weighted sum of the world manufacturer code and those characters."""
     rng = Random("dsgw-synthetic:vin-models")  # noqa: S311 - fake data, not secrets
     out: dict[str, tuple[tuple[str, int], ...]] = {}
-    for brand, (wmi, _nev, _w) in _BRANDS.items():
+    for brand, (wmi, _nev, _w) in BRANDS.items():
         models = []
         for _ in range(6):
             vds = "".join(rng.choice(VIN_ALPHABET) for _ in range(5))
@@ -270,36 +270,36 @@ def _plate(r: Callable[[], float], new_energy: bool) -> str:
     shape = r()
     if shape < 0.35:
         return "湘A" + number
-    letter = _PLATE_LETTERS[int(r() * len(_PLATE_LETTERS))]
+    letter = PLATE_LETTERS[int(r() * len(PLATE_LETTERS))]
     if shape < 0.7:
         return "湘A" + letter + number[1:]
     if shape < 0.85:
         return "湘A" + number[1:] + letter
-    return "湘A" + letter + _PLATE_LETTERS[int(r() * len(_PLATE_LETTERS))] + number[2:]
+    return "湘A" + letter + PLATE_LETTERS[int(r() * len(PLATE_LETTERS))] + number[2:]
 
 
 def _vehicles(rows: int, seed: int) -> Iterator[Row]:
-    if rows > 10**6 * len(_VIN_PLANTS):
-        raise ValueError(f"vehicles: at most {10**6 * len(_VIN_PLANTS)} rows have unique VINs")
+    if rows > 10**6 * len(VIN_PLANTS):
+        raise ValueError(f"vehicles: at most {10**6 * len(VIN_PLANTS)} rows have unique VINs")
     rng = Random(f"dsgw-synthetic:vehicles:{seed}")  # noqa: S311 - fake data, not secrets
     r = rng.random
     people = _People(rng, 1955, 2004)
     offset = _seed_key(seed, 0x7E1) % 10**6
     registrations = _dates(dt.date(2008, 1, 1), dt.date(2024, 12, 31))
     for i in range(rows):
-        brand = _BRAND_TABLE[int(r() * len(_BRAND_TABLE))]
-        nev_share = _BRANDS[brand][1]
+        brand = BRAND_TABLE[int(r() * len(BRAND_TABLE))]
+        nev_share = BRANDS[brand][1]
         models = _MODELS[brand]
         head, head_sum = models[int(r() * len(models))]
         registered = _draw_date(r, registrations, 0.7)
-        year = _VIN_YEAR[registered.year - (r() < 0.2)]  # model year: this or last year
+        year = VIN_YEAR[registered.year - (r() < 0.2)]  # model year: this or last year
         # Serial and plant encode i, so VINs are unique whatever the random parts are.
-        serial = (i % 10**6 * _VIN_SERIAL_MULTIPLIER + offset) % 10**6
-        plant = _VIN_PLANTS[i // 10**6]
+        serial = (i % 10**6 * VIN_SERIAL_MULTIPLIER + offset) % 10**6
+        plant = VIN_PLANTS[i // 10**6]
         total = head_sum + VIN_VALUES[year] * 9 + VIN_VALUES[plant] * 8
-        total += _VIN_SERIAL_HI[serial // 1000] + _VIN_SERIAL_LO[serial % 1000]
+        total += VIN_SERIAL_HI[serial // 1000] + VIN_SERIAL_LO[serial % 1000]
         check = total % 11
-        vehicle_type = _VEHICLE_TYPE_TABLE[int(r() * len(_VEHICLE_TYPE_TABLE))]
+        vehicle_type = VEHICLE_TYPE_TABLE[int(r() * len(VEHICLE_TYPE_TABLE))]
         new_energy = vehicle_type[:2] == "小型" and r() < nev_share
         owner_name, owner_id = people.draw()
         yield {
@@ -310,8 +310,8 @@ def _vehicles(rows: int, seed: int) -> Iterator[Row]:
             "vehicle_type": vehicle_type,
             "brand": brand,
             "registered": registered,
-            "district": _DISTRICT_TABLE[int(r() * len(_DISTRICT_TABLE))],
-            "status": _VEHICLE_STATUS_TABLE[int(r() * len(_VEHICLE_STATUS_TABLE))],
+            "district": DISTRICT_TABLE[int(r() * len(DISTRICT_TABLE))],
+            "status": VEHICLE_STATUS_TABLE[int(r() * len(VEHICLE_STATUS_TABLE))],
         }
 
 
@@ -332,8 +332,8 @@ def _social_insurance(rows: int, seed: int, employers: int) -> Iterator[Row]:
         base = Decimal(400_000 + int(r() * 1_800_000)).scaleb(-2)  # 4,000-22,000 yuan
         amounts = [
             (kind, (base * rate).quantize(_CENT))
-            for kind, rate in _INSURANCE_RATES.items()
-            if r() < _INSURANCE_TAKEN[kind]
+            for kind, rate in INSURANCE_RATES.items()
+            if r() < INSURANCE_TAKEN[kind]
         ]
         start = int(r() * len(_MONTHS))
         for month in _MONTHS[start : start + 1 + int(r() * 4)]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from connectors.synthetic_vocabulary import (
-    _BIRTH_REGIONS,
+    BIRTH_REGIONS,
     DISTRICTS,
-    _table,
+    weighted_table,
 )
 from gateway.identifiers import (
     RESIDENT_ID_WEIGHTS,
@@ -21,17 +21,35 @@ from gateway.identifiers import (
     VIN_WEIGHTS,
 )
 
-__all__: list[str] = []
+__all__ = [
+    "BIRTH_REGION_TABLE",
+    "ORG_CHECK",
+    "ORG_HI",
+    "ORG_LO",
+    "ORG_MULTIPLIER",
+    "RESIDENT_CHECK",
+    "RID_MONTH_DAY",
+    "RID_SEQ",
+    "RID_YEAR",
+    "USCC_HI",
+    "USCC_LO",
+    "USCC_PREFIX",
+    "USCC_VALUE",
+    "VIN_PLANTS",
+    "VIN_SERIAL_HI",
+    "VIN_SERIAL_LO",
+    "VIN_SERIAL_MULTIPLIER",
+]
 
 _ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)  # GB 11714 organization code
 
-_ORG_MULTIPLIER = 73_939_133  # coprime with 10**8, so i -> i * M + c is a bijection
+ORG_MULTIPLIER = 73_939_133  # coprime with 10**8, so i -> i * M + c is a bijection
 
-_VIN_SERIAL_MULTIPLIER = 482_711  # coprime with 10**6
+VIN_SERIAL_MULTIPLIER = 482_711  # coprime with 10**6
 
-_VIN_PLANTS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
+VIN_PLANTS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 
-_USCC_VALUE = {ch: i for i, ch in enumerate(USCC_ALPHABET)}
+USCC_VALUE = {ch: i for i, ch in enumerate(USCC_ALPHABET)}
 
 
 def _digit_sums(width: int, weights: Sequence[int]) -> tuple[int, ...]:
@@ -42,38 +60,38 @@ def _digit_sums(width: int, weights: Sequence[int]) -> tuple[int, ...]:
     return tuple(sums)
 
 
-_RESIDENT_CHECK = "10X98765432"
+RESIDENT_CHECK = "10X98765432"
 
-_RID_YEAR = _digit_sums(4, RESIDENT_ID_WEIGHTS[6:10])
+RID_YEAR = _digit_sums(4, RESIDENT_ID_WEIGHTS[6:10])
 
-_RID_MONTH_DAY = _digit_sums(4, RESIDENT_ID_WEIGHTS[10:14])
+RID_MONTH_DAY = _digit_sums(4, RESIDENT_ID_WEIGHTS[10:14])
 
-_RID_SEQ = _digit_sums(3, RESIDENT_ID_WEIGHTS[14:17])
+RID_SEQ = _digit_sums(3, RESIDENT_ID_WEIGHTS[14:17])
 
 
 #: Birth regions as drawn: each with its share of the identity-number check sum.
-_BIRTH_REGION_TABLE = tuple(
+BIRTH_REGION_TABLE = tuple(
     (code, sum(int(c) * w for c, w in zip(code, RESIDENT_ID_WEIGHTS, strict=False)))
-    for code in _table(_BIRTH_REGIONS)
+    for code in weighted_table(BIRTH_REGIONS)
 )
 
-_ORG_HI = _digit_sums(4, _ORG_WEIGHTS[:4])
+ORG_HI = _digit_sums(4, _ORG_WEIGHTS[:4])
 
-_ORG_LO = _digit_sums(4, _ORG_WEIGHTS[4:])
+ORG_LO = _digit_sums(4, _ORG_WEIGHTS[4:])
 
-_USCC_HI = _digit_sums(4, USCC_WEIGHTS[8:12])
+USCC_HI = _digit_sums(4, USCC_WEIGHTS[8:12])
 
-_USCC_LO = _digit_sums(4, USCC_WEIGHTS[12:16])
+USCC_LO = _digit_sums(4, USCC_WEIGHTS[12:16])
 
 
 #: GB 11714 check character for each organization-code sum modulo 11.
-_ORG_CHECK = tuple("0" if k == 0 else "X" if k == 1 else str(11 - k) for k in range(11))
+ORG_CHECK = tuple("0" if k == 0 else "X" if k == 1 else str(11 - k) for k in range(11))
 
-_USCC_PREFIX = {
-    code: sum(_USCC_VALUE[c] * w for c, w in zip("91" + code, USCC_WEIGHTS, strict=False))
+USCC_PREFIX = {
+    code: sum(USCC_VALUE[c] * w for c, w in zip("91" + code, USCC_WEIGHTS, strict=False))
     for code, _w in DISTRICTS.values()
 }
 
-_VIN_SERIAL_HI = _digit_sums(3, VIN_WEIGHTS[11:14])
+VIN_SERIAL_HI = _digit_sums(3, VIN_WEIGHTS[11:14])
 
-_VIN_SERIAL_LO = _digit_sums(3, VIN_WEIGHTS[14:17])
+VIN_SERIAL_LO = _digit_sums(3, VIN_WEIGHTS[14:17])

@@ -11,7 +11,35 @@ from decimal import Decimal
 
 from connectors.base import FieldType
 
-__all__ = ["DISTRICTS", "KEY_FIELDS", "SCHEMAS", "SUBJECT_FIELDS"]
+__all__ = [
+    "BIRTH_REGIONS",
+    "BRANDS",
+    "BRAND_CHARS",
+    "BRAND_TABLE",
+    "CAPITAL_ROUND",
+    "DISTRICTS",
+    "DISTRICT_TABLE",
+    "ENTERPRISE_STATUS_TABLE",
+    "FORM_TABLE",
+    "GIVEN_ANY",
+    "GIVEN_FEMALE",
+    "GIVEN_MALE",
+    "INDUSTRIES",
+    "INDUSTRY_TABLE",
+    "INSURANCE_RATES",
+    "INSURANCE_TAKEN",
+    "KEY_FIELDS",
+    "MOBILE_PREFIXES",
+    "PLATE_LETTERS",
+    "SCHEMAS",
+    "STREETS",
+    "SUBJECT_FIELDS",
+    "SURNAME_TABLE",
+    "VEHICLE_STATUS_TABLE",
+    "VEHICLE_TYPE_TABLE",
+    "VIN_YEAR",
+    "weighted_table",
+]
 
 SCHEMAS: dict[str, dict[str, FieldType]] = {
     "enterprises": {
@@ -81,7 +109,7 @@ DISTRICTS: dict[str, tuple[str, int]] = {
 
 #: Birthplace codes for resident identity numbers: mostly Changsha, some elsewhere in
 #: Hunan (株洲, 湘潭, 衡阳, 岳阳, 常德, 郴州, 邵阳).
-_BIRTH_REGIONS: dict[str, int] = {code: weight * 4 for code, weight in DISTRICTS.values()} | {
+BIRTH_REGIONS: dict[str, int] = {code: weight * 4 for code, weight in DISTRICTS.values()} | {
     "430202": 20,
     "430302": 20,
     "430407": 15,
@@ -91,7 +119,7 @@ _BIRTH_REGIONS: dict[str, int] = {code: weight * 4 for code, weight in DISTRICTS
     "430502": 10,
 }
 
-_STREETS: dict[str, tuple[str, ...]] = {
+STREETS: dict[str, tuple[str, ...]] = {
     "芙蓉区": ("五一大道", "芙蓉中路", "解放西路", "韶山北路", "八一路", "蔡锷中路"),
     "天心区": ("书院路", "劳动西路", "芙蓉南路", "湘府中路", "友谊路", "天心路"),
     "岳麓区": ("麓山南路", "枫林三路", "金星中路", "麓谷大道", "桐梓坡路", "岳麓大道"),
@@ -118,15 +146,15 @@ _SURNAMES: dict[str, int] = {
 
 
 # fmt: on
-_GIVEN_MALE = "伟强磊军洋勇杰涛明超刚平辉鹏华飞斌宇浩凯健俊帆峰建国志文博亮成林"
+GIVEN_MALE = "伟强磊军洋勇杰涛明超刚平辉鹏华飞斌宇浩凯健俊帆峰建国志文博亮成林"
 
-_GIVEN_FEMALE = "芳娜敏静丽艳娟霞秀玲婷雪琳颖倩慧晶欣悦佳怡婉露瑶梅兰萍红燕琴妍"
+GIVEN_FEMALE = "芳娜敏静丽艳娟霞秀玲婷雪琳颖倩慧晶欣悦佳怡婉露瑶梅兰萍红燕琴妍"
 
-_GIVEN_ANY = "子思雨晨一欣嘉梓佳宇安然可心诗语天泽星辰"
+GIVEN_ANY = "子思雨晨一欣嘉梓佳宇安然可心诗语天泽星辰"
 
 
 #: GB/T 4754-2017 sections with sampling weights and matching company-name words.
-_INDUSTRIES: dict[str, tuple[int, tuple[str, ...]]] = {
+INDUSTRIES: dict[str, tuple[int, tuple[str, ...]]] = {
     "批发和零售业": (22, ("商贸", "贸易", "百货", "医药连锁", "电子商务")),
     "租赁和商务服务业": (12, ("企业管理咨询", "广告传媒", "人力资源服务", "会展服务")),
     "信息传输、软件和信息技术服务业": (10, ("信息技术", "网络科技", "软件开发", "智能科技")),
@@ -144,27 +172,27 @@ _INDUSTRIES: dict[str, tuple[int, tuple[str, ...]]] = {
     "电力、热力、燃气及水生产和供应业": (1, ("新能源", "燃气", "电力工程")),
 }
 
-_BRAND_CHARS = "星河华瑞信达恒通鑫盛宏远博嘉泰安德锦天卓新源聚创联汇中海金科云麓湘楚岳辰晟睿航"
+BRAND_CHARS = "星河华瑞信达恒通鑫盛宏远博嘉泰安德锦天卓新源聚创联汇中海金科云麓湘楚岳辰晟睿航"
 
 _COMPANY_FORMS = {"有限公司": 70, "有限责任公司": 22, "股份有限公司": 8}
 
 _ENTERPRISE_STATUS = {"存续": 58, "在业": 27, "注销": 10, "吊销": 5}
 
-_CAPITAL_ROUND = tuple(
+CAPITAL_ROUND = tuple(
     Decimal(n).quantize(Decimal("0.01"))
     for n in (10, 20, 30, 50, 100, 100, 200, 300, 500, 500, 1000, 2000, 5000)
 )
 
 
 #: Mainland mobile prefixes in common use.
-_MOBILE_PREFIXES = tuple(
+MOBILE_PREFIXES = tuple(
     str(p) for p in (*range(130, 140), 147, *range(150, 154), *range(155, 160), 166, 173,
                      *range(176, 179), *range(180, 190), 191, 198, 199)
 )  # fmt: skip
 
 
 #: Brand -> (VIN world manufacturer identifier, share of new-energy vehicles, weight).
-_BRANDS: dict[str, tuple[str, float, int]] = {
+BRANDS: dict[str, tuple[str, float, int]] = {
     "比亚迪": ("LGX", 0.95, 16),
     "大众": ("LSV", 0.05, 14),
     "丰田": ("LVG", 0.05, 10),
@@ -204,13 +232,13 @@ _VEHICLE_STATUS = {
     "查封": 1,
 }
 
-_PLATE_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I or O on plates
+PLATE_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I or O on plates
 
 
 #: ISO 3779 model-year codes.
-_VIN_YEAR = {y: c for y, c in zip(range(2001, 2031), "123456789ABCDEFGHJKLMNPRSTVWXY", strict=True)}
+VIN_YEAR = {y: c for y, c in zip(range(2001, 2031), "123456789ABCDEFGHJKLMNPRSTVWXY", strict=True)}
 
-_INSURANCE_RATES = {  # employer + employee share of the base
+INSURANCE_RATES = {  # employer + employee share of the base
     "养老": Decimal("0.24"),
     "医疗": Decimal("0.10"),
     "失业": Decimal("0.01"),
@@ -218,10 +246,10 @@ _INSURANCE_RATES = {  # employer + employee share of the base
     "生育": Decimal("0.007"),
 }
 
-_INSURANCE_TAKEN = {"养老": 1.0, "医疗": 1.0, "失业": 0.9, "工伤": 0.85, "生育": 0.7}
+INSURANCE_TAKEN = {"养老": 1.0, "医疗": 1.0, "失业": 0.9, "工伤": 0.85, "生育": 0.7}
 
 
-def _table(weights: Mapping[str, int]) -> tuple[str, ...]:
+def weighted_table(weights: Mapping[str, int]) -> tuple[str, ...]:
     """Expand weights into a lookup tuple, so a weighted draw is one index operation."""
     out: list[str] = []
     for value, weight in weights.items():
@@ -229,18 +257,18 @@ def _table(weights: Mapping[str, int]) -> tuple[str, ...]:
     return tuple(out)
 
 
-_DISTRICT_TABLE = _table({d: w for d, (_code, w) in DISTRICTS.items()})
+DISTRICT_TABLE = weighted_table({d: w for d, (_code, w) in DISTRICTS.items()})
 
-_SURNAME_TABLE = _table(_SURNAMES)
+SURNAME_TABLE = weighted_table(_SURNAMES)
 
-_INDUSTRY_TABLE = _table({k: w for k, (w, _words) in _INDUSTRIES.items()})
+INDUSTRY_TABLE = weighted_table({k: w for k, (w, _words) in INDUSTRIES.items()})
 
-_FORM_TABLE = _table(_COMPANY_FORMS)
+FORM_TABLE = weighted_table(_COMPANY_FORMS)
 
-_ENTERPRISE_STATUS_TABLE = _table(_ENTERPRISE_STATUS)
+ENTERPRISE_STATUS_TABLE = weighted_table(_ENTERPRISE_STATUS)
 
-_BRAND_TABLE = _table({k: w for k, (_wmi, _nev, w) in _BRANDS.items()})
+BRAND_TABLE = weighted_table({k: w for k, (_wmi, _nev, w) in BRANDS.items()})
 
-_VEHICLE_TYPE_TABLE = _table(_VEHICLE_TYPES)
+VEHICLE_TYPE_TABLE = weighted_table(_VEHICLE_TYPES)
 
-_VEHICLE_STATUS_TABLE = _table(_VEHICLE_STATUS)
+VEHICLE_STATUS_TABLE = weighted_table(_VEHICLE_STATUS)

@@ -25,6 +25,7 @@ __all__ = [
     "AnchorRecord",
     "AnchorTransaction",
     "covering_anchor",
+    "opt_int",
     "recorded_covering_anchor",
 ]
 
@@ -32,7 +33,7 @@ LIVE_TRANSACTION: Final = ("signed", "sent", "replaced")
 """Transaction statuses that may still end up mined."""
 
 
-def _opt_int(value: Any) -> int | None:
+def opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
@@ -75,7 +76,7 @@ class AnchorRecord:
             size=int(row.size),
             root=bytes(row.root),
             status=str(row.status),
-            block_number=_opt_int(row.block_number),
+            block_number=opt_int(row.block_number),
             block_hash=_opt_bytes(row.block_hash),
             tx_hash=_opt_bytes(row.tx_hash),
             confirmations=int(row.confirmations),

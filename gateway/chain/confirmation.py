@@ -15,11 +15,12 @@ from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from hexbytes import HexBytes
 from web3.types import TxReceipt
 
+from gateway.chain.anchors import LIVE_TRANSACTION
 from gateway.chain.errors import (
     ChainError,
 )
 from gateway.chain.records import AnchorRecord, AnchorStore, AnchorTransaction
-from gateway.chain.sending import _LIVE, AnchorSender, _bump
+from gateway.chain.sending import AnchorSender, bump_fee
 
 __all__ = ["AnchorConfirmation"]
 
@@ -36,10 +37,10 @@ class AnchorConfirmation(AnchorSender):
         txs = await store.transactions(a.id for a in anchors)
         # Read before the receipts: a nonce consumed after this read shows up as a receipt.
         confirmed = await self._nonces.confirmed_count()
-        held = {t.nonce for ts in txs.values() for t in ts if t.status in _LIVE}
+        held = {t.nonce for ts in txs.values() for t in ts if t.status in LIVE_TRANSACTION}
 
         def nonce_order(anchor: AnchorRecord) -> int:
-            current = [t.nonce for t in txs[anchor.id] if t.status in (*_LIVE, "mined")]
+            current = [t.nonce for t in txs[anchor.id] if t.status in (*LIVE_TRANSACTION, "mined")]
             return min(current, default=0)
 
         # Lower nonces first: a node accepts (and mines) an account's transactions in order.
@@ -62,7 +63,7 @@ class AnchorConfirmation(AnchorSender):
         held: set[int],
         counts: Counter[str],
     ) -> None:
-        live = [t for t in txs if t.status in _LIVE]
+        live = [t for t in txs if t.status in LIVE_TRANSACTION]
         for tx in live:
             receipt = await self._receipt(tx.tx_hash)
             if receipt is not None:
@@ -86,7 +87,7 @@ class AnchorConfirmation(AnchorSender):
         if reason:
             log.warning("chain: anchor %s@%d: %s", anchor.stream, anchor.size, reason)
             async with store.engine.begin() as conn:
-                await store.set_transactions(conn, anchor.id, "dropped", among=_LIVE)
+                await store.set_transactions(conn, anchor.id, "dropped", among=LIVE_TRANSACTION)
                 await store.requeue(conn, anchor, "queued", reason)
             await self._resync_nonces(store)
             counts["requeued"] += 1
@@ -126,7 +127,7 @@ class AnchorConfirmation(AnchorSender):
                 "chain: anchor %s@%d: %s; anchoring again", anchor.stream, anchor.size, reason
             )
             async with store.engine.begin() as conn:
-                await store.set_transactions(conn, anchor.id, "dropped", among=_LIVE)
+                await store.set_transactions(conn, anchor.id, "dropped", among=LIVE_TRANSACTION)
                 await store.set_transaction(conn, tx.id, "reverted")
                 await store.requeue(conn, anchor, "queued", reason)
             counts["requeued"] += 1
@@ -142,7 +143,7 @@ class AnchorConfirmation(AnchorSender):
             )
         async with store.engine.begin() as conn:
             # Every other transaction of the anchor shares the mined one's nonce: dead now.
-            await store.set_transactions(conn, anchor.id, "dropped", among=_LIVE)
+            await store.set_transactions(conn, anchor.id, "dropped", among=LIVE_TRANSACTION)
             await store.set_transaction(conn, tx.id, "mined")
             await store.set_status(
                 conn,
@@ -251,8 +252,8 @@ class AnchorConfirmation(AnchorSender):
         """Replace a stuck transaction: same nonce and input, higher fees."""
         max_fee, priority = await self._fees()
         bump = self._policy.fee_bump
-        new_priority = max(_bump(old.priority_fee, bump), priority)
-        new_max = max(_bump(old.max_fee, bump), max_fee, new_priority)
+        new_priority = max(bump_fee(old.priority_fee, bump), priority)
+        new_max = max(bump_fee(old.max_fee, bump), max_fee, new_priority)
         cap = self._policy.max_fee_per_gas
         if cap is not None and new_max > cap:
             log.warning(

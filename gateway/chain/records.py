@@ -19,8 +19,8 @@ from gateway.chain.anchors import (
     LIVE_TRANSACTION,
     AnchorRecord,
     AnchorTransaction,
-    _opt_int,
     covering_anchor,
+    opt_int,
     recorded_covering_anchor,
 )
 from gateway.chain.errors import ChainError
@@ -133,7 +133,7 @@ class AnchorStore:
                     AnchorTransactionRow.status.in_(LIVE_TRANSACTION),
                 )
             )
-        return _opt_int(value)
+        return opt_int(value)
 
     # -- writing ------------------------------------------------------------------------
 

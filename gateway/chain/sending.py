@@ -41,21 +41,19 @@ from gateway.chain.models import (
     proof_checked_on_chain,
 )
 from gateway.chain.nonces import NonceManager, nonce_manager
-from gateway.chain.records import LIVE_TRANSACTION, AnchorRecord, AnchorStore, AnchorTransaction
+from gateway.chain.records import AnchorRecord, AnchorStore, AnchorTransaction
 from gateway.clock import Clock, SystemClock
 from gateway.ledger.hashing import HashAlgorithm, hash_function
 from gateway.ledger.log import STREAMS
 
-__all__ = ["AnchorSender"]
+__all__ = ["AnchorSender", "bump_fee"]
 
 log = logging.getLogger(__name__)
 
 _GWEI: Final = 10**9
 
-_LIVE: Final = LIVE_TRANSACTION
 
-
-def _bump(value: int, fraction: Fraction) -> int:
+def bump_fee(value: int, fraction: Fraction) -> int:
     return math.ceil(value * (1 + fraction))
 
 

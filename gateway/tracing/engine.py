@@ -29,12 +29,12 @@ from gateway.catalog.models import Dataset
 from gateway.errors import NotFoundError, ValidationError
 from gateway.tracing.evidence import LeakEvidence
 from gateway.tracing.matching import (
+    Columns,
+    Delivery,
     Progress,
-    _Columns,
-    _dataset_by_headers,
-    _Delivery,
-    _header_mapping,
-    _Tally,
+    Tally,
+    dataset_by_headers,
+    header_mapping,
 )
 from gateway.tracing.models import (
     Candidate,
@@ -85,7 +85,7 @@ class LeakTracer(LeakEvidence):
         else:
             datasets = sorted(snapshot.datasets.values(), key=lambda d: d.id)
         notes: list[str] = []
-        columns = _Columns(rows, width)
+        columns = Columns(rows, width)
 
         # 1. Identifying columns, by content.
         tell("columns", 0, width)
@@ -97,7 +97,7 @@ class LeakTracer(LeakEvidence):
         elif scores:
             dataset = snapshot.datasets[max(scores, key=lambda d: (scores[d], d))]
         else:
-            dataset = _dataset_by_headers(datasets, table.headers)
+            dataset = dataset_by_headers(datasets, table.headers)
         if dataset is None:
             notes.append(
                 "no identifying column found: no column's values were delivered as an "
@@ -113,7 +113,7 @@ class LeakTracer(LeakEvidence):
             )
         id_columns = {f: (j, rate) for f, j, _hits, rate in found.get(dataset.id, [])}
         id_cols = {j for j, _rate in id_columns.values()}
-        named = _header_mapping(dataset, table.headers)
+        named = header_mapping(dataset, table.headers)
         mapping = {f: j for f, j in named.items() if j not in id_cols and f not in id_columns}
         column_matches = [
             ColumnMatch(table.headers[j], f, "content", rate) for f, (j, rate) in id_columns.items()
@@ -139,7 +139,7 @@ class LeakTracer(LeakEvidence):
             notes.append("no leaked row was found in any delivery")
 
         # 3. Evidence per recipient.
-        tallies: dict[str, _Tally] = defaultdict(_Tally)
+        tallies: dict[str, Tally] = defaultdict(Tally)
         # A leaked row came from one of its recipients with probability 1 - p_guess, each
         # of them equally likely; log P(r not guilty) sums over the rows r received.
         from_recipients = 1.0 - self._p_guess
@@ -222,11 +222,11 @@ class LeakTracer(LeakEvidence):
     def _candidate(
         self,
         merchant: str,
-        tally: _Tally,
+        tally: Tally,
         marks: MarkEvidence | None,
         hypotheses: int,
         canary_checks: int,
-        deliveries: dict[int, _Delivery],
+        deliveries: dict[int, Delivery],
     ) -> Candidate:
         fap = 1.0
         if tally.canaries:

@@ -26,7 +26,7 @@ from gateway.tracing.marks import (
     read_bit,
     recipient_key,
 )
-from gateway.tracing.matching import CHUNK, LeakMatcher, _Columns, _Delivery, _Row, _Tally
+from gateway.tracing.matching import CHUNK, Columns, Delivery, LeakMatcher, MatchedRow, Tally
 from gateway.tracing.models import (
     MarkEvidence,
     MarkRows,
@@ -175,9 +175,9 @@ class LeakEvidence(LeakMatcher):
     async def _canaries(
         self,
         dataset: Dataset,
-        matches: Sequence[_Row],
-        deliveries: dict[int, _Delivery],
-        tallies: dict[str, _Tally],
+        matches: Sequence[MatchedRow],
+        deliveries: dict[int, Delivery],
+        tallies: dict[str, Tally],
         notes: list[str],
     ) -> int:
         """Record the canaries found per recipient; returns how many comparisons were made
@@ -231,13 +231,13 @@ class LeakEvidence(LeakMatcher):
         self,
         dataset: Dataset,
         rows: Sequence[tuple[str, ...]],
-        columns: _Columns,
-        matches: Sequence[_Row],
-        deliveries: dict[int, _Delivery],
+        columns: Columns,
+        matches: Sequence[MatchedRow],
+        deliveries: dict[int, Delivery],
         recipients: Sequence[frozenset[str]],
         id_columns: dict[str, tuple[int, float]],
         mapping: dict[str, int],
-        tallies: dict[str, _Tally],
+        tallies: dict[str, Tally],
         notes: list[str],
     ) -> tuple[dict[str, MarkEvidence], _Hypotheses]:
         """The mark test per recipient, with the columns chosen and hypotheses tried.
@@ -409,8 +409,8 @@ class LeakEvidence(LeakMatcher):
         self,
         dataset: Dataset,
         rows: Sequence[tuple[str, ...]],
-        matches: Sequence[_Row],
-        deliveries: dict[int, _Delivery],
+        matches: Sequence[MatchedRow],
+        deliveries: dict[int, Delivery],
         id_columns: dict[str, tuple[int, float]],
         choices: dict[str, list[int]],
     ) -> dict[str, list[tuple[int, str, set[str]]]]:
@@ -438,7 +438,7 @@ class LeakEvidence(LeakMatcher):
     def _anchor(
         dataset: Dataset,
         row: tuple[str, ...],
-        delivery: _Delivery,
+        delivery: Delivery,
         hit: dict[str, str],
         id_columns: dict[str, tuple[int, float]],
     ) -> str | None:

@@ -35,7 +35,19 @@ from gateway.tracing.normalize import (
     parse_number,
 )
 
-__all__ = ["CHUNK", "LeakMatcher", "Progress"]
+__all__ = [
+    "CHUNK",
+    "MIN_HIT_RATE",
+    "SAMPLE_SIZE",
+    "Columns",
+    "Delivery",
+    "LeakMatcher",
+    "MatchedRow",
+    "Progress",
+    "Tally",
+    "dataset_by_headers",
+    "header_mapping",
+]
 
 Progress = Callable[[str, int, int], None]
 
@@ -49,7 +61,7 @@ MIN_HIT_RATE: Final = 0.05
 
 
 @dataclass(frozen=True, slots=True)
-class _Delivery:
+class Delivery:
     seq: int
     merchant_id: str
     scenario_id: str | None
@@ -60,7 +72,7 @@ class _Delivery:
 
 
 @dataclass(slots=True)
-class _Row:
+class MatchedRow:
     """One leaked row's matches: per delivery seq, the identifying values (normalised
     variant, by field) that hit it."""
 
@@ -68,7 +80,7 @@ class _Row:
 
 
 @dataclass(slots=True)
-class _Tally:
+class Tally:
     rows: int = 0
     exclusive: int = 0
     log_innocence: float = 0.0
@@ -95,7 +107,7 @@ def _carries(carrier: Carrier, cell: str) -> bool:
     return True
 
 
-class _Columns:
+class Columns:
     """The leaked table by column, normalising each distinct value once."""
 
     def __init__(self, rows: Sequence[tuple[str, ...]], width: int) -> None:
@@ -155,7 +167,7 @@ def _header_key(text: str) -> str:
     return re.sub(r"[\s_\-]+", "", unicodedata.normalize("NFKC", text)).lower()
 
 
-def _header_mapping(dataset: Dataset, headers: Sequence[str]) -> dict[str, int]:
+def header_mapping(dataset: Dataset, headers: Sequence[str]) -> dict[str, int]:
     """Fields whose name a header spells (ignoring case, spaces, ``_`` and ``-``)."""
     by_key = {_header_key(name): name for name in dataset.field_names}
     out: dict[str, int] = {}
@@ -166,7 +178,7 @@ def _header_mapping(dataset: Dataset, headers: Sequence[str]) -> dict[str, int]:
     return out
 
 
-def _dataset_by_headers(datasets: Sequence[Dataset], headers: Sequence[str]) -> Dataset | None:
+def dataset_by_headers(datasets: Sequence[Dataset], headers: Sequence[str]) -> Dataset | None:
     keys = {_header_key(h) for h in headers}
     scored = [(sum(_header_key(n) in keys for n in d.field_names), d.id, d) for d in datasets]
     best = max(scored, default=None, key=lambda item: (item[0], item[1]))
@@ -196,7 +208,7 @@ class LeakMatcher:
         self._threshold = named_threshold
 
     async def _identifying_columns(
-        self, datasets: Sequence[Dataset], columns: _Columns, tell: Progress
+        self, datasets: Sequence[Dataset], columns: Columns, tell: Progress
     ) -> dict[str, list[tuple[str, int, int, float]]]:
         """Per dataset: (field, column, hits, hit rate) of each identifying field's best
         column."""
@@ -256,11 +268,11 @@ class LeakMatcher:
         self,
         dataset: Dataset,
         rows: Sequence[tuple[str, ...]],
-        columns: _Columns,
+        columns: Columns,
         id_columns: dict[str, tuple[int, float]],
         mapping: dict[str, int],
         tell: Progress,
-    ) -> list[_Row]:
+    ) -> list[MatchedRow]:
         wanted: dict[int, list[tuple[int, str | None, str]]] = defaultdict(list)
         for name, (j, _rate) in id_columns.items():
             for i, value in enumerate(columns.normalized(j)):
@@ -278,7 +290,7 @@ class LeakMatcher:
         found = await self._lookup(
             wanted, lambda _stage, done, hashes: tell("rows", done * total // hashes, total)
         )
-        matches = [_Row() for _ in rows]
+        matches = [MatchedRow() for _ in rows]
         for h, seqs in found.items():
             for i, field_name, variant in wanted[h]:
                 for seq in seqs:
@@ -290,9 +302,9 @@ class LeakMatcher:
 
     async def _deliveries(
         self, dataset: Dataset, seqs: Sequence[int], tell: Progress
-    ) -> dict[int, _Delivery]:
+    ) -> dict[int, Delivery]:
         """The allowed ``calls`` records of ``seqs`` that delivered ``dataset``."""
-        out: dict[int, _Delivery] = {}
+        out: dict[int, Delivery] = {}
         async with self._engine.connect() as conn:
             for start in range(0, len(seqs), CHUNK):
                 chunk = seqs[start : start + CHUNK]
@@ -308,7 +320,7 @@ class LeakMatcher:
                     merchant = body.get("merchant")
                     if not isinstance(merchant, str):
                         continue
-                    out[int(seq)] = _Delivery(
+                    out[int(seq)] = Delivery(
                         seq=int(seq),
                         merchant_id=merchant,
                         scenario_id=body.get("scenario"),
