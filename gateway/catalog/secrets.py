@@ -26,10 +26,12 @@ from gateway.errors import (
     SourceUnavailableError,
     ValidationError,
 )
-from gateway.settings import SOURCE_SECRET_PREFIX
 from keys.keystore import SECRET_NAME, Keystore
 
-__all__ = ["SecretRef", "SourceSecrets"]
+# Environment variables a source password may come from (``env:DSGW_SRC_NAME``).
+SOURCE_SECRET_PREFIX = "DSGW_SRC_"  # noqa: S105 - a name prefix, not a password
+
+__all__ = ["SOURCE_SECRET_PREFIX", "SecretRef", "SourceSecrets"]
 
 log = logging.getLogger(__name__)
 

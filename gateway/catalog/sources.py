@@ -37,7 +37,8 @@ from gateway.errors import (
     SourceUnavailableError,
     ValidationError,
 )
-from gateway.settings import SOURCE_SECRET_PREFIX, Settings
+from gateway.catalog.secrets import SOURCE_SECRET_PREFIX
+from gateway.settings import Settings
 
 __all__ = ["FilePlace", "OpenedSource", "ServerPlace", "SourceAccess", "SourceRules"]
 
