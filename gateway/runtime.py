@@ -389,7 +389,7 @@ class Gateway:
                 p_guess=settings.trace_p_guess,
                 named_threshold=settings.trace_named_threshold,
             ),
-            measures=MeasureService(engine, governance),
+            measures=MeasureService(engine, governance.uow),
             objections=ObjectionService(
                 engine,
                 governance,
