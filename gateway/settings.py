@@ -22,6 +22,7 @@ from typing import Any, Literal, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.catalog.allowlist import HostRule, parse_source_hosts
+from gateway.catalog.secret_names import SOURCE_SECRET_PREFIX
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -35,9 +36,6 @@ __all__ = [
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-#: Environment variables with this prefix are source secrets (``env:`` references), not
-#: settings; only they can be named by a dataset, so no other secret of the gateway can.
-SOURCE_SECRET_PREFIX = "DSGW_SRC_"  # noqa: S105 - a name prefix, not a password
 # Settings that no TOML key or DSGW_<NAME> variable sets directly.
 _DERIVED = frozenset({"source_env_secrets"})
 # Lists in one environment variable are split on the path separator, except host lists,
