@@ -374,7 +374,7 @@ class Gateway:
             governance=governance,
             dataplane=dataplane,
             connectors=connectors,
-            workflows=WorkflowService(engine, governance, live, clock),
+            workflows=WorkflowService(engine, governance.uow, live, clock),
             applications=UseApplicationService(engine, governance, live, clock, health=health),
             products=ProductService(engine, governance, clock),
             deliveries=DeliveryService(engine),

@@ -52,6 +52,8 @@ class AgreementService:
         terms: Mapping[str, Any] | None = None,
         agreement_id: str | None = None,
     ) -> Agreement:
+        """Grant ``merchant_id`` the whole of ``scenario_id`` for a period of at most three
+        years with revenue shares summing to 100% (:meth:`Agreement.check_terms`)."""
         actor.may(Action.GRANT_AGREEMENT)
         start = parse_time_value("starts_at", starts_at, self._zone)
         end = parse_time_value("ends_at", ends_at, self._zone)
@@ -129,6 +131,7 @@ class AgreementService:
     async def set_agreement_status(
         self, actor: Actor, agreement_id: str, status: AgreementStatus, reason: str = ""
     ) -> AgreementStatus:
+        """Suspend, reinstate or terminate an agreement along the allowed transitions."""
         actor.may(Action.MANAGE_AGREEMENT)
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> AgreementStatus:

@@ -141,6 +141,7 @@ class ClientService:
     async def set_client_status(
         self, actor: Actor, client_id: str, status: str, reason: str = ""
     ) -> None:
+        """Enable or disable a client, within the actor's reach over the client's holder."""
         actor.may(Action.ISSUE_CLIENT)
         if status not in ("active", "disabled"):
             raise ValidationError("client status must be active or disabled")
@@ -163,6 +164,8 @@ class ClientService:
         )
 
     async def revoke_token(self, actor: Actor, jti: str, reason: str) -> None:
+        """Revoke one token this gateway issued, within the actor's reach over its holder;
+        revoking a revoked token records the request again and changes nothing."""
         actor.may(Action.REVOKE_TOKEN)
         if not reason.strip():
             raise ValidationError("a revocation needs a reason")

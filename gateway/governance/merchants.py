@@ -63,6 +63,7 @@ class MerchantService:
     async def register_merchant(
         self, actor: Actor, merchant_id: str, name: str, credit_code: str
     ) -> Merchant:
+        """Register an active merchant directly, without the onboarding workflow."""
         actor.may(Action.REGISTER_MERCHANT)
         merchant = new_merchant(merchant_id, name, credit_code)
 
@@ -84,6 +85,8 @@ class MerchantService:
     async def set_merchant_status(
         self, actor: Actor, merchant_id: str, status: MerchantStatus, reason: str = ""
     ) -> Merchant:
+        """Suspend or reinstate a merchant; its tokens stop working at the next call, since
+        the policy snapshot checks the merchant's standing."""
         actor.may(
             Action.SUSPEND_MERCHANT
             if status is MerchantStatus.SUSPENDED

@@ -46,6 +46,9 @@ class ScenarioService:
         self._zone = zone
 
     async def create_scenario(self, actor: Actor, data: Mapping[str, Any]) -> Scenario:
+        """Store a new scenario as a draft, whatever status ``data`` names: a scenario is
+        published only with its plan and a passing evaluation on record. Raises
+        :class:`ConflictError` for a taken id, and the catalog's refusal of a grant."""
         actor.may(Action.MANAGE_SCENARIO)
         scenario = replace(Scenario.from_dict(data, self._zone), status=ScenarioStatus.DRAFT)
 
@@ -72,6 +75,8 @@ class ScenarioService:
     async def set_scenario_status(
         self, actor: Actor, scenario_id: str, status: ScenarioStatus, reason: str = ""
     ) -> Scenario:
+        """Move a scenario to ``status`` along the allowed transitions; publishing checks
+        the plan, the evaluation and the catalog again, since the draft may be old."""
         actor.may(
             Action.SUSPEND_SCENARIO
             if status is ScenarioStatus.SUSPENDED

@@ -3,7 +3,7 @@
 On a security problem the authority may suspend the supply of a dataset (ZW art. 27); on a
 violation it may close a merchant's data channel or delist a product (CS23 art. 26); a
 scenario can be suspended the same way. A measure is a row in ``supervision_measures``,
-imposed and lifted through :meth:`GovernanceService.change`, so the row, its record in the
+imposed and lifted through :meth:`UnitOfWork.change`, so the row, its record in the
 ``governance`` log stream (checkpointed and anchored like every record) and the policy
 epoch bump commit together: every gateway process loads the active measures into its
 :class:`~gateway.governance.policy.PolicySnapshot` and refuses the very next call they stop,
