@@ -398,7 +398,7 @@ class Gateway:
                 keys=ReceiptKeys(trace_key=trace_key, param_key=param_key),
                 working_days=settings.objection_working_days,
             ),
-            evaluation=EvaluationService(engine, governance, clock),
+            evaluation=EvaluationService(engine, governance.uow, clock, zone=governance.zone),
             calendar=live,
         )
         policy.on_reload(gateway.refresh_calendar)
