@@ -375,7 +375,7 @@ class Gateway:
             governance=governance,
             dataplane=dataplane,
             connectors=connectors,
-            workflows=WorkflowService(engine, governance, live, clock),
+            workflows=WorkflowService(engine, governance.uow, live, clock),
             applications=UseApplicationService(engine, governance, live, clock, health=health),
             products=ProductService(engine, governance, clock),
             deliveries=DeliveryService(engine, DeliveryClient()),
@@ -390,7 +390,7 @@ class Gateway:
                 p_guess=settings.trace_p_guess,
                 named_threshold=settings.trace_named_threshold,
             ),
-            measures=MeasureService(engine, governance),
+            measures=MeasureService(engine, governance.uow),
             objections=ObjectionService(
                 engine,
                 governance,
@@ -399,7 +399,7 @@ class Gateway:
                 keys=ReceiptKeys(trace_key=trace_key, param_key=param_key),
                 working_days=settings.objection_working_days,
             ),
-            evaluation=EvaluationService(engine, governance, clock),
+            evaluation=EvaluationService(engine, governance.uow, clock, zone=governance.zone),
             calendar=live,
         )
         policy.on_reload(gateway.refresh_calendar)

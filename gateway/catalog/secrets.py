@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.catalog.secret_names import SOURCE_SECRET_PREFIX
 from gateway.errors import (
     ForbiddenError,
     KeystoreError,
@@ -28,10 +29,7 @@ from gateway.errors import (
 )
 from keys.keystore import SECRET_NAME, Keystore
 
-# Environment variables a source password may come from (``env:DSGW_SRC_NAME``).
-SOURCE_SECRET_PREFIX = "DSGW_SRC_"  # noqa: S105 - a name prefix, not a password
-
-__all__ = ["SOURCE_SECRET_PREFIX", "SecretRef", "SourceSecrets"]
+__all__ = ["SecretRef", "SourceSecrets"]
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from gateway.catalog.allowlist import parse_source_hosts
-from gateway.catalog.secrets import SOURCE_SECRET_PREFIX
+from gateway.catalog.secret_names import SOURCE_SECRET_PREFIX
 from gateway.errors import ConfigError
 from gateway.settings.model import Settings, parse_networks, time_zone
 
