@@ -6,8 +6,10 @@ client in the same event loop sending one call at a time. Two scenarios grant th
 dataset (``social-insurance``) and the same grouping: ``bench-exact`` the exact
 ``aggregate`` mode, ``bench-dp`` ``aggregate-dp`` with a budget large enough for every call
 of the run. Both ask ``group_by`` the chosen fields with ``count``, ``sum amount`` and
-``avg amount``. Rounds alternate exact and DP (the order flips every round); the report is
-the median per side and the ratio DP / exact of wall time and process CPU per call.
+``avg amount``. A third side asks the exact aggregate of a second gateway on the same store with the
+overlap audit switched off (``aggregate_overlap_min = 0``), so the audit's own cost shows.
+Rounds run the three sides in turn (the order flips every round); the report is the median
+per side and the ratios of process CPU and wall time per call.
 
 What the DP call adds: a subject-level read (one row per group and person instead of one
 per group), truncation to L groups per person, the OpenDP threshold and Laplace
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import platform
@@ -55,7 +58,9 @@ from gateway.db.schema import PrivacySpendRow  # noqa: E402
 from gateway.governance.models import ScenarioStatus  # noqa: E402
 from gateway.governance.service import LOCAL_ADMIN  # noqa: E402
 from gateway.runtime import Gateway, initialise  # noqa: E402
-from gateway.settings import load_settings  # noqa: E402
+from gateway.settings import Settings, load_settings  # noqa: E402
+
+UNAUDITED = "aggregate (no audit)"
 
 
 def _scenario(
@@ -87,7 +92,7 @@ def _scenario(
 
 async def _setup(
     base: Path, rows: int, group_by: list[str], groups_per_subject: int
-) -> tuple[Gateway, dict[str, str]]:
+) -> tuple[Gateway, Settings, dict[str, str]]:
     data_dir = base / "data"
     (data_dir / "sources").mkdir(parents=True)
     synthetic.write_sqlite(
@@ -126,7 +131,7 @@ async def _setup(
         )
     issued = await gov.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
     assert issued.secret
-    return gateway, {"client_id": issued.client.client_id, "secret": issued.secret}
+    return gateway, settings, {"client_id": issued.client.client_id, "secret": issued.secret}
 
 
 async def _token(client: TestClient, creds: dict[str, str], scenario: str) -> str:  # type: ignore[type-arg]
@@ -205,16 +210,25 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         ],
     }
     try:
-        gateway, creds = await _setup(base, args.rows, group_by, args.groups_per_subject)
+        gateway, settings, creds = await _setup(base, args.rows, group_by, args.groups_per_subject)
+        # The third side: the same exact aggregate without the overlap audit (a second
+        # gateway on the same store with the audit switched off), so the audit's own cost
+        # shows in the same run.
+        unaudited = await Gateway.open(dataclasses.replace(settings, aggregate_overlap_min=0))
         server = TestServer(create_app(gateway), host="127.0.0.1")
         client = TestClient(server)
         await client.start_server()
+        plain_client = TestClient(TestServer(create_app(unaudited), host="127.0.0.1"))
+        await plain_client.start_server()
         try:
             tokens = {
+                UNAUDITED: await _token(plain_client, creds, "bench-exact"),
                 "aggregate": await _token(client, creds, "bench-exact"),
                 "aggregate-dp": await _token(client, creds, "bench-dp"),
             }
-            scenarios = {"aggregate": "bench-exact", "aggregate-dp": "bench-dp"}
+            scenarios = {UNAUDITED: "bench-exact", "aggregate": "bench-exact"}
+            scenarios["aggregate-dp"] = "bench-dp"
+            clients = {UNAUDITED: plain_client, "aggregate": client, "aggregate-dp": client}
             # Sanity: the DP answer releases only groups the exact answer has, none exactly.
             exact = await _call(client, tokens["aggregate"], "bench-exact", "aggregate", body)
             noisy = await _call(client, tokens["aggregate-dp"], "bench-dp", "aggregate-dp", body)
@@ -231,42 +245,56 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             )
             runs: list[dict[str, Any]] = []
             for round_no in range(args.rounds):
-                order = ["aggregate", "aggregate-dp"]
+                order = [UNAUDITED, "aggregate", "aggregate-dp"]
                 if round_no % 2:
                     order.reverse()
-                for mode in order:
-                    if mode == "aggregate-dp":
+                for side in order:
+                    if side == "aggregate-dp":
                         await _clear_spend(gateway)
+                    mode = "aggregate" if side == UNAUDITED else side
                     result = await _run(
-                        client, tokens[mode], scenarios[mode], mode, body, args.calls
+                        clients[side], tokens[side], scenarios[side], mode, body, args.calls
                     )
-                    runs.append({"round": round_no, "mode": mode, **result})
+                    runs.append({"round": round_no, "mode": side, **result})
                     print(
-                        f"round {round_no} {mode:>12}: {result['wall_us_per_call']:>10,.0f} µs "
+                        f"round {round_no} {side:>20}: {result['wall_us_per_call']:>10,.0f} µs "
                         f"wall/call, {result['cpu_us_per_call']:>10,.0f} µs CPU/call"
                     )
         finally:
             await client.close()
+            await plain_client.close()
+            await unaudited.close()
             await gateway.close()
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
 
     def median(mode: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs if r["mode"] == mode)
+        return float(statistics.median(r[key] for r in runs if r["mode"] == mode))
 
-    summary = {
+    summary: dict[str, Any] = {
         mode: {
             "wall_us_per_call": median(mode, "wall_us_per_call"),
             "cpu_us_per_call": median(mode, "cpu_us_per_call"),
         }
-        for mode in ("aggregate", "aggregate-dp")
+        for mode in (UNAUDITED, "aggregate", "aggregate-dp")
     }
     summary["ratio_wall"] = (
         summary["aggregate-dp"]["wall_us_per_call"] / summary["aggregate"]["wall_us_per_call"]
     )
     summary["ratio_cpu"] = (
         summary["aggregate-dp"]["cpu_us_per_call"] / summary["aggregate"]["cpu_us_per_call"]
+    )
+    summary["ratio_cpu_audit"] = (
+        summary["aggregate"]["cpu_us_per_call"] / summary[UNAUDITED]["cpu_us_per_call"]
+    )
+    summary["ratio_cpu_dp_unaudited"] = (
+        summary["aggregate-dp"]["cpu_us_per_call"] / summary[UNAUDITED]["cpu_us_per_call"]
+    )
+    print(
+        f"median CPU per call: exact without the audit "
+        f"{summary[UNAUDITED]['cpu_us_per_call']:,.0f} µs; audited/unaudited "
+        f"{summary['ratio_cpu_audit']:.2f}, DP/unaudited {summary['ratio_cpu_dp_unaudited']:.2f}"
     )
     print(
         f"median per call: exact {summary['aggregate']['wall_us_per_call']:,.0f} µs, "

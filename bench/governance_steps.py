@@ -303,7 +303,7 @@ def raw_sqlite(data_dir: Path, batch: int, n: int, repeat: int) -> tuple[float, 
 def _credentials(client_id: str, secret: str, gateway: Gateway) -> Any:
     import base64
 
-    from gateway.authorization.tokens import ClientCredentials
+    from gateway.authorization.clients import ClientCredentials
 
     basic = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     return ClientCredentials.from_request({"grant_type": "client_credentials"}, basic)

@@ -5,6 +5,13 @@ is a client mistake, not a miss), and the synthetic data generator uses the same
 so its fake identifiers pass the same checks real ones do. Every function is pure and
 strict: input must already be normalised (ASCII, upper case, no spaces); callers that accept
 user input normalise first, so that what was validated is exactly what gets compared.
+
+The check characters themselves come from python-stdnum (``stdnum.cn.uscc``,
+``stdnum.cn.ric``, ``stdnum.luhn``), which maintains them. Its ``validate`` functions are not
+used: they normalise their input (strip spaces, upper-case) and judge more than the check
+(the first 8 credit-code characters must be digits, the region code must be known), while
+these functions are strict about form and lenient about the rest, as documented on each.
+VINs are computed here: stdnum has no VIN module.
 """
 
 from __future__ import annotations
@@ -13,6 +20,9 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
+
+from stdnum import luhn
+from stdnum.cn import ric, uscc
 
 __all__ = [
     "RESIDENT_ID_WEIGHTS",
@@ -49,16 +59,13 @@ def uscc_check_char(first17: str) -> str:
     """
     if len(first17) != 17:
         raise ValueError(f"a credit code body has 17 characters, got {len(first17)}")
-    total = 0
-    for ch, weight in zip(first17, USCC_WEIGHTS, strict=True):
-        value = _USCC_VALUE.get(ch)
-        if value is None:
+    for ch in first17:
+        if ch not in _USCC_VALUE:
             raise ValueError(
                 f"{ch!r} is not a credit-code character (digits and upper-case letters "
                 "except I, O, Z, S, V)"
             )
-        total += value * weight
-    return USCC_ALPHABET[(31 - total % 31) % 31]
+    return uscc.calc_check_digit(first17)
 
 
 def is_valid_uscc(code: str) -> bool:
@@ -72,7 +79,6 @@ def is_valid_uscc(code: str) -> bool:
 
 #: Weight of position i (0-based) is 2**(17-i) mod 11.
 RESIDENT_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_RESIDENT_ID_CHECK = "10X98765432"
 _DIGITS17 = re.compile(r"[0-9]{17}")
 
 
@@ -83,8 +89,8 @@ def resident_id_check_char(first17: str) -> str:
     """
     if not _DIGITS17.fullmatch(first17):
         raise ValueError("a resident identity number body is 17 ASCII digits")
-    total = sum(int(ch) * w for ch, w in zip(first17, RESIDENT_ID_WEIGHTS, strict=True))
-    return _RESIDENT_ID_CHECK[total % 11]
+    # stdnum's takes the whole number and ignores its last character.
+    return ric.calc_check_digit(first17 + "X")
 
 
 def is_valid_resident_id(number: str) -> bool:
@@ -117,19 +123,6 @@ def is_valid_mobile(number: str) -> bool:
 _CARD = re.compile(r"[0-9]{12,19}")
 
 
-def _luhn_sum(digits: str, *, double_last: bool) -> int:
-    """Luhn sum of ``digits``; the rightmost digit is doubled when ``double_last``."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if (i % 2 == 0) == double_last:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total
-
-
 def luhn_check_digit(partial: str) -> str:
     """The Luhn digit to append to ``partial`` (ASCII digits, at least one).
 
@@ -137,7 +130,7 @@ def luhn_check_digit(partial: str) -> str:
     """
     if not partial or not all("0" <= ch <= "9" for ch in partial):
         raise ValueError("a card number body is one or more ASCII digits")
-    return str((10 - _luhn_sum(partial, double_last=True) % 10) % 10)
+    return luhn.calc_check_digit(partial)
 
 
 def is_valid_bank_card(number: str) -> bool:
@@ -149,7 +142,7 @@ def is_valid_bank_card(number: str) -> bool:
     """
     if _CARD.fullmatch(number) is None:
         return False
-    return _luhn_sum(number, double_last=False) % 10 == 0
+    return luhn.checksum(number) == 0
 
 
 # --- Vehicle identification number, ISO 3779 / GB 16735 --------------------------------

@@ -18,32 +18,33 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.api.delivery_client import DeliveryClient
 from gateway.authorization.quotas import CallAllowance, QuotaTracker
 from gateway.authorization.secrets import SecretHasher
 from gateway.authorization.shared_quotas import RedisQuotaTracker
 from gateway.authorization.tokens import TokenService
 from gateway.catalog.secrets import SourceSecrets
 from gateway.catalog.sources import SourceAccess, SourceRules
-from gateway.chain.contract import stream_id
-from gateway.chain.lookup import final_anchor
 from gateway.chain.models import AnchorPolicy
-from gateway.chain.records import covering_anchor
 from gateway.chain.service import Anchoring
 from gateway.clock import Clock, SystemClock
 from gateway.cluster.leadership import Leadership, leader_lock_for
 from gateway.cluster.policy_push import PolicyWatch
-from gateway.dataplane.service import ConnectorRegistry, DataPlane
+from gateway.dataplane.connectors import ConnectorRegistry
+from gateway.dataplane.service import DataPlane
 from gateway.db import create_engine, engine_for, migrate
 from gateway.db.schema import LogEntryRow
 from gateway.dependencies import DEPENDENCIES, DependencyHealth
 from gateway.errors import ConfigError, DsgwError, KeystoreError
 from gateway.evaluation import EvaluationService
+from gateway.evidence.build import record_bundle
+from gateway.evidence.keys import KeyRing, gateway_key_ring
+from gateway.evidence.notes import NoteSigner
 from gateway.governance.epoch import EpochFile
 from gateway.governance.models import Scenario
 from gateway.governance.policy import PolicyStore
 from gateway.governance.service import Actor, GovernanceService, Unchanged
-from gateway.ledger.bundles import build_bundle
-from gateway.ledger.checkpoints import Checkpointer, KeyRing, NoteSigner, NoteVerifier
+from gateway.ledger.checkpoints import Checkpointer
 from gateway.ledger.log import STREAMS, LogWriter
 from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
 from gateway.monitoring.models import Detection, Severity
@@ -357,10 +358,10 @@ class Gateway:
             governance=governance,
             dataplane=dataplane,
             connectors=connectors,
-            workflows=WorkflowService(engine, governance, live, clock),
+            workflows=WorkflowService(engine, governance.uow, live, clock),
             applications=UseApplicationService(engine, governance, live, clock, health=health),
             products=ProductService(engine, governance, clock),
-            deliveries=DeliveryService(engine),
+            deliveries=DeliveryService(engine, DeliveryClient()),
             alerts=alerts,
             monitor=monitor,
             tracer=LeakTracer(
@@ -372,7 +373,7 @@ class Gateway:
                 p_guess=settings.trace_p_guess,
                 named_threshold=settings.trace_named_threshold,
             ),
-            measures=MeasureService(engine, governance),
+            measures=MeasureService(engine, governance.uow),
             objections=ObjectionService(
                 engine,
                 governance,
@@ -381,7 +382,7 @@ class Gateway:
                 keys=ReceiptKeys(trace_key=trace_key, param_key=param_key),
                 working_days=settings.objection_working_days,
             ),
-            evaluation=EvaluationService(engine, governance, clock),
+            evaluation=EvaluationService(engine, governance.uow, clock, zone=governance.zone),
             calendar=live,
         )
         policy.on_reload(gateway.refresh_calendar)
@@ -570,10 +571,7 @@ class Gateway:
     def checkpoint_keys(self) -> KeyRing:
         """Every checkpoint key of the keystore, active and retired (never pruned), under
         this deployment's name: what verifies any checkpoint this deployment signed."""
-        return KeyRing(
-            NoteVerifier(self.settings.deployment, self.keystore.public_key(info.kid))
-            for info in self.keystore.keys_of(KeyPurpose.CHECKPOINT)
-        )
+        return gateway_key_ring(self.keystore, self.settings.deployment)
 
     def watch_dependencies(self) -> DependencyWatch:
         """Check the dependencies every ``dependency_check_seconds`` in the background
@@ -584,52 +582,22 @@ class Gateway:
         return self.dependency_watch
 
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
-        """The evidence bundle of one record (see :mod:`gateway.ledger.bundles`), with the
-        anchor of the smallest final anchored checkpoint that covers it: from the running
-        worker's registry, or, in a process that does not anchor (``dsgw bundle``), from
-        the store, or from the chain for an anchor that became final after the store last
-        heard of it (:mod:`gateway.chain.lookup`)."""
+        """The evidence bundle document of one record (:func:`gateway.evidence.build.
+        record_bundle`), its anchor taken from this process's anchoring worker if it runs."""
         worker = self.anchoring.worker if self.anchoring is not None else None
+        live = None
         if worker is not None and worker.chain_id is not None:
-            anchor = await covering_anchor(
-                self.engine,
-                stream,
-                seq + 1,
-                chain_id=worker.chain_id,
-                contract=worker.registry.address,
-            )
-        else:
-            settings = self.settings
-            anchor = await final_anchor(
-                self.engine,
-                stream,
-                seq + 1,
-                chain=settings.chain,
-                state_dir=settings.data_dir / "chain",
-                rpc_url=settings.chain_rpc_url,
-                contract=settings.chain_contract,
-                confirmations=settings.chain_confirmations,
-            )
-        document = await build_bundle(
+            live = (worker.chain_id, worker.registry.address)
+        bundle = await record_bundle(
             self.engine,
             self.checkpointer,
             stream,
             seq,
-            algorithm=self.settings.hash_algorithm,
-            checkpoint_keys=self.checkpoint_keys(),
-            at_size=anchor.size if anchor is not None else None,
+            settings=self.settings,
+            keys=self.checkpoint_keys(),
+            live_registry=live,
         )
-        if anchor is not None and anchor.tx_hash is not None:
-            document["anchor"] = {
-                "chain_id": anchor.chain_id,
-                "contract": anchor.contract,
-                "stream_id": "0x" + stream_id(stream).hex(),
-                "size": anchor.size,
-                "root": anchor.root.hex(),
-                "tx_hash": "0x" + anchor.tx_hash.hex(),
-                "block_number": anchor.block_number,
-            }
-        return document
+        return bundle.to_json()
 
     async def close(self, *, final_checkpoint: bool = False) -> None:
         """Commit queued records, optionally checkpoint them (a server stopping does, so

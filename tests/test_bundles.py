@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.authorization.roles import Role
 from gateway.errors import DsgwError
+from gateway.evidence import EvidenceBundle, verifier_key
 from gateway.ledger.bundles import verify_bundle
-from gateway.ledger.checkpoints import verifier_key
 from tests.conftest import World
 
 
@@ -36,6 +36,7 @@ async def test_merchant_bundle_verifies_offline(world: World) -> None:
         "verifier_key"
     ]
     check = verify_bundle(json.loads(json.dumps(bundle)), trusted_key=trusted)
+    assert EvidenceBundle.from_json(bundle).to_json() == bundle
     assert check.record["merchant"] == world.merchant_id
     assert check.checkpoint is not None and check.checkpoint.size > seq
     assert any("not anchored" in w for w in check.warnings)

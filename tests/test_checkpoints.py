@@ -11,8 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.authorization.roles import Role
 from gateway.cli.demo import demo_credit_code
-from gateway.governance.service import LOCAL_ADMIN
-from gateway.ledger.checkpoints import (
+from gateway.evidence import (
     Checkpoint,
     CheckpointError,
     NoteSigner,
@@ -20,6 +19,7 @@ from gateway.ledger.checkpoints import (
     verifier_key,
     verify_note,
 )
+from gateway.governance.service import LOCAL_ADMIN
 from gateway.ledger.hashing import leaf_hash
 from gateway.ledger.log import read_entry
 from gateway.ledger.merkle import (

@@ -208,7 +208,7 @@ def test_daily_quota_and_report_days_follow_the_zone() -> None:
 
 
 def test_an_overdue_deadline_in_a_year_without_schedule_is_provisional_in_reports() -> None:
-    from gateway.reports.operations import _Step
+    from gateway.reports.timeliness import _Step
     from gateway.workdays import default_calendar
 
     step = _Step("onboarding", 5, default_calendar())

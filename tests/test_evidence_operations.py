@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.chain.backends import AnvilBackend
+from gateway.chain.verify import verify_on_chain
 from gateway.cli.demo import DEMO_MERCHANT
+from gateway.evidence import EvidenceBundle, KeyRing
+from gateway.evidence import verify as verify_evidence
 from gateway.runtime import Gateway
 from gateway.settings import Settings, load_settings
 from tests.conftest import FixedClock, build_world
@@ -160,6 +163,11 @@ async def test_cli_bundle_carries_the_anchor_and_every_field_is_checked(
         result = ok(verify(path, "--rpc", rpc))
         assert result["verified"] is True
         assert any("anchored governance" in step for step in result["steps"])
+        # The package's chain step establishes what `dsgw verify --rpc` prints.
+        model = EvidenceBundle.from_json(bundle)
+        check = verify_evidence(model, KeyRing.from_texts([bundle["checkpoint"]["verifier_key"]]))
+        await verify_on_chain(model, check, rpc)
+        assert check.steps == result["steps"]
 
         def refused(change: dict[str, Any], *args: str) -> str:
             forged = json.loads(json.dumps(bundle))

@@ -12,8 +12,10 @@ import sys
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import jinja2
 import jwt
 import pytest
 from click.testing import CliRunner, Result
@@ -39,6 +41,8 @@ from gateway.governance.models import MerchantStatus, ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.ledger.log import PendingRecord
 from gateway.reports import charts
+from gateway.reports.audit_section import ChainAccess
+from gateway.reports.blocks import Document, Para
 from gateway.reports.operations import OperationsReport
 from gateway.reports.periods import parse_period, parse_quarter
 from gateway.reports.render import (
@@ -47,8 +51,9 @@ from gateway.reports.render import (
     security_html,
     security_markdown,
 )
-from gateway.reports.security import ChainAccess, SecurityReport
+from gateway.reports.security import SecurityReport
 from gateway.reports.service import chain_for_server, operations_report, security_report
+from gateway.reports.templating import JoinLines, layout
 from gateway.runtime import initialise
 from gateway.settings import load_settings
 from tests.conftest import World, build_world
@@ -461,6 +466,20 @@ def test_charts_are_deterministic_and_escape_their_labels() -> None:
     assert "<polyline" in line and line.count("<circle") == 2
     assert "no data" in charts.stacked_bar_chart("empty", [], [])
     assert "no data" in charts.line_chart("empty", [], [])
+
+
+def test_template_prose_wraps_but_values_keep_their_whitespace() -> None:
+    env = jinja2.Environment(extensions=[JoinLines], undefined=jinja2.StrictUndefined)
+    template = env.from_string("{% set v = 'a\\n  b' %}one\n    two {{ v }}\n  three")
+    assert template.render() == "one two a\n  b three"
+
+
+def test_a_value_missing_from_a_report_fails_its_template() -> None:
+    with pytest.raises(jinja2.UndefinedError):
+        layout("security.j2", report=SimpleNamespace(header=SimpleNamespace()))
+    document = Document()
+    assert document.p(caller=lambda: "body", note=True) == ""
+    assert document.blocks == [Para("body", note=True)]
 
 
 # -- the security report ---------------------------------------------------------------------

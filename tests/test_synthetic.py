@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors import synthetic
+from connectors import synthetic, synthetic_vocabulary
 from connectors.base import coerce_value
 from gateway.identifiers import (
     is_valid_mobile,
@@ -71,8 +71,8 @@ def test_vehicle_and_person_identifiers_are_valid() -> None:
 
 def test_gender_digit_matches_name_pool() -> None:
     # The 17th digit is odd for men; names are drawn from the matching pool.
-    male = set(synthetic._GIVEN_MALE)
-    female = set(synthetic._GIVEN_FEMALE)
+    male = set(synthetic_vocabulary.GIVEN_MALE)
+    female = set(synthetic_vocabulary.GIVEN_FEMALE)
     for row in synthetic.generate("vehicles", 2000, seed=1):
         last = str(row["owner_name"])[-1]
         odd = int(str(row["owner_id"])[16]) % 2 == 1

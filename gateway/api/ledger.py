@@ -13,6 +13,7 @@ from gateway.api.merchant import bearer_token
 from gateway.api.params import query_int
 from gateway.api.problems import json_response
 from gateway.errors import InvalidTokenError, NotFoundError
+from gateway.evidence.keys import published_checkpoint
 from gateway.ledger.checkpoints import latest_checkpoint
 from gateway.ledger.log import STREAMS
 from gateway.ledger.tree import MerkleTree
@@ -46,10 +47,8 @@ async def checkpoint(request: web.Request) -> web.Response:
     await _authenticate(request)
     gateway = request.app[GATEWAY]
     latest = await latest_checkpoint(gateway.engine, _stream(request))
-    # The key that signed it, which after a rotation may be a retired one.
-    signer = gateway.checkpoint_keys().signer_of(latest.note)
-    document = latest.to_dict() | {"verifier_key": signer.to_text()}
-    return json_response(document)
+    # With the key that signed it, which after a rotation may be a retired one.
+    return json_response(published_checkpoint(latest, gateway.checkpoint_keys()))
 
 
 async def inclusion(request: web.Request) -> web.Response:

@@ -11,7 +11,8 @@ from gateway.api.appkeys import GATEWAY, RECORD
 from gateway.api.bodies import read_form, read_json
 from gateway.api.params import path_int, query_int
 from gateway.api.problems import json_response
-from gateway.authorization.tokens import AccessClaims, ClientCredentials
+from gateway.authorization.clients import ClientCredentials
+from gateway.authorization.tokens import AccessClaims
 from gateway.errors import (
     AgreementError,
     AuthenticationError,
@@ -22,12 +23,11 @@ from gateway.errors import (
     SuspendedError,
     ValidationError,
 )
+from gateway.governance.models import MODE_NAMES, Mode
 from gateway.governance.policy import PolicySnapshot
 from gateway.ledger.log import LogEntry, read_entries, read_entry
 
 __all__ = ["add_routes", "bearer_token"]
-
-MODES = ("verify", "query", "aggregate", "aggregate-dp")
 
 
 def bearer_token(request: web.Request) -> str:
@@ -113,8 +113,10 @@ async def data_call(request: web.Request) -> web.Response:
     record.mode = mode[:16]
     snapshot = await gateway.policy.current()
     claims = await _merchant_claims(request, snapshot)
-    if mode not in MODES:
-        raise NotFoundError(f"unknown access mode {mode[:32]!r}; use {', '.join(MODES)}")
+    try:
+        Mode(mode)  # the Mode enum is the one list of access modes
+    except ValueError:
+        raise NotFoundError(f"unknown access mode {mode[:32]!r}; use {MODE_NAMES}") from None
     body = await read_json(request)
     result = await gateway.dataplane.execute(
         snapshot, claims, scenario_id, dataset_id, mode, body, record

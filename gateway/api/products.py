@@ -120,11 +120,14 @@ async def revenue(request: web.Request) -> web.Response:
 async def deliver(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     record = request[RECORD]
-    claims = await gateway.tokens.verify(bearer_token(request), delivery=True)
+    snapshot = await gateway.policy.current()
+    claims = await gateway.tokens.verify(bearer_token(request), delivery=True, snapshot=snapshot)
     record.client_id = claims.client_id
     record.token_id = claims.jti
     body = await read_json(request)
-    result = await gateway.deliveries.deliver(claims, request.match_info["id"], body, record)
+    result = await gateway.deliveries.deliver(
+        snapshot, claims, request.match_info["id"], body, record
+    )
     return json_response(result)
 
 

@@ -11,50 +11,44 @@ against the current policy snapshot on every call.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import jwt
 from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.authorization.clients import ClientAuthenticator, ClientCredentials, jwt_time
+from gateway.authorization.decisions import (
+    decide_standing,
+    merchant_active,
+    product_deliverable,
+    token_standing,
+)
 from gateway.authorization.roles import Role
 from gateway.authorization.secrets import SecretHasher
 from gateway.clock import Clock
-from gateway.db.schema import AssertionJtiRow, TokenRow
+from gateway.db.schema import TokenRow
 from gateway.errors import (
-    AgreementError,
-    InvalidClientError,
     InvalidTokenError,
-    SuspendedError,
     TokenRevokedError,
     ValidationError,
 )
-from gateway.governance.models import Client, MerchantStatus
+from gateway.governance.models import Client
 from gateway.governance.policy import PolicySnapshot, PolicyStore
 from gateway.ledger.log import LogUnavailableError
 from gateway.settings import Settings
-from gateway.supervision.measures import MeasureKind
-from keys.jwk import jwk_to_public_key, jwks
+from keys.jwk import jwks
 from keys.keystore import KeyPurpose, Keystore
 
-__all__ = ["AccessClaims", "ClientCredentials", "IssuedToken", "TokenService"]
+__all__ = ["AccessClaims", "IssuedToken", "TokenService"]
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_TOKEN_LENGTH = 4096
-# A client assertion may not live longer than this (RFC 7523 §3: exp "reasonable").
-MAX_ASSERTION_LIFETIME = dt.timedelta(minutes=5)
-# A dummy argon2 hash verified for unknown clients, so response time does not reveal
-# whether a client id exists.
-_DUMMY_SECRET = "dsgw-dummy-secret"  # noqa: S105 - not a credential
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,68 +84,6 @@ class IssuedToken:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ClientCredentials:
-    """What a token request presented; at most one authentication method may be used."""
-
-    client_id: str | None = None
-    client_secret: str | None = None
-    assertion_type: str | None = None
-    assertion: str | None = None
-
-    @classmethod
-    def from_request(cls, form: Mapping[str, str], authorization: str | None) -> ClientCredentials:
-        methods = 0
-        client_id = form.get("client_id")
-        secret = form.get("client_secret")
-        if secret is not None:
-            methods += 1
-        if authorization is not None:
-            scheme, _, value = authorization.partition(" ")
-            if scheme.lower() != "basic":
-                raise InvalidClientError("token: use HTTP Basic client authentication")
-            try:
-                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError) as exc:
-                raise InvalidClientError("token: malformed Basic credentials") from exc
-            basic_id, sep, basic_secret = decoded.partition(":")
-            if not sep:
-                raise InvalidClientError("token: malformed Basic credentials")
-            basic_id, basic_secret = unquote(basic_id), unquote(basic_secret)
-            if client_id is not None and client_id != basic_id:
-                raise InvalidClientError("token: client_id differs from the Basic credentials")
-            client_id, secret = basic_id, basic_secret
-            methods += 1
-        assertion_type = form.get("client_assertion_type")
-        assertion = form.get("client_assertion")
-        if assertion_type is not None or assertion is not None:
-            methods += 1
-            if assertion_type != ASSERTION_TYPE or not assertion:
-                raise InvalidClientError(
-                    f"token: client_assertion_type must be {ASSERTION_TYPE} with a client_assertion"
-                )
-        if methods == 0:
-            raise InvalidClientError("token: client authentication required")
-        if methods > 1:
-            raise ValidationError(
-                "token: use exactly one client authentication method (RFC 6749 §2.3)",
-                error="invalid_request",
-            )
-        return cls(client_id, secret, assertion_type, assertion)
-
-
-# 9999-01-01T00:00:00Z: the last NumericDate a datetime can hold, with room for leeway.
-_MAX_NUMERIC_DATE = 253370764800
-
-
-def _jwt_time(value: object, name: str) -> dt.datetime:
-    # bool is an int in Python; and a time outside what datetime holds (year 1-9999) is
-    # no date at all: refused as malformed rather than overflowing.
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _MAX_NUMERIC_DATE:
-        raise InvalidTokenError(f"token: claim {name} must be a NumericDate")
-    return dt.datetime.fromtimestamp(value, dt.UTC)
-
-
 class TokenService:
     def __init__(
         self,
@@ -172,7 +104,7 @@ class TokenService:
         self._leeway = dt.timedelta(seconds=settings.token_leeway_seconds)
         self._keys: dict[str, Any] = {}
         self._cache: dict[str, AccessClaims] = {}
-        self._dummy_hash = hasher.hash(_DUMMY_SECRET)
+        self._clients = ClientAuthenticator(settings, policy, engine, hasher, clock)
         self._load_keys()
 
     # -- keys ---------------------------------------------------------------------------
@@ -202,81 +134,9 @@ class TokenService:
     # -- client authentication ----------------------------------------------------------
 
     async def authenticate(self, credentials: ClientCredentials) -> Client:
-        """Return the authenticated client or raise :class:`InvalidClientError`.
-
-        The message never says whether the client id or the secret was wrong.
-        """
-        snapshot = await self._policy.current()
-        if credentials.assertion is not None:
-            return await self._authenticate_assertion(credentials, snapshot)
-        client = snapshot.clients.get(credentials.client_id or "")
-        secret = credentials.client_secret or ""
-        if client is None or client.secret_hash is None:
-            await self._hasher.verify_async(self._dummy_hash, secret)
-            raise InvalidClientError("token: client authentication failed")
-        if not await self._hasher.verify_async(client.secret_hash, secret):
-            raise InvalidClientError("token: client authentication failed")
-        if client.status != "active":
-            raise InvalidClientError("token: client authentication failed (client disabled)")
-        return client
-
-    async def _authenticate_assertion(
-        self, credentials: ClientCredentials, snapshot: PolicySnapshot
-    ) -> Client:
-        assertion = credentials.assertion or ""
-        try:
-            unverified = jwt.decode(assertion, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise InvalidClientError("token: client_assertion is not a JWT") from exc
-        client_id = unverified.get("iss")
-        if not isinstance(client_id, str) or unverified.get("sub") != client_id:
-            raise InvalidClientError("token: client_assertion iss and sub must be the client id")
-        if credentials.client_id is not None and credentials.client_id != client_id:
-            raise InvalidClientError("token: client_id differs from the client_assertion issuer")
-        client = snapshot.clients.get(client_id)
-        if client is None or client.public_jwk is None or client.status != "active":
-            raise InvalidClientError("token: client authentication failed")
-        key = jwk_to_public_key(client.public_jwk)
-        algorithm = "EdDSA" if client.public_jwk.get("kty") == "OKP" else "ES256"
-        try:
-            claims = jwt.decode(
-                assertion,
-                key,
-                algorithms=[algorithm],  # exactly the registered key's algorithm
-                audience=[self._settings.token_endpoint, self._settings.issuer],
-                issuer=client_id,
-                # exp is required here and checked below against the gateway's clock.
-                options={
-                    "require": ["iss", "sub", "aud", "exp", "jti"],
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                },
-            )
-        except jwt.PyJWTError as exc:
-            raise InvalidClientError(f"token: client_assertion rejected: {exc}") from exc
-        now = self._clock.now()
-        try:
-            expires = _jwt_time(claims["exp"], "exp")
-        except InvalidTokenError as exc:
-            raise InvalidClientError("token: client_assertion exp is not a NumericDate") from exc
-        if now >= expires + self._leeway:
-            raise InvalidClientError("token: client_assertion expired")
-        if expires - now > MAX_ASSERTION_LIFETIME:
-            raise InvalidClientError("token: client_assertion may live at most 5 minutes")
-        jti = claims["jti"]
-        if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
-            raise InvalidClientError("token: client_assertion jti must be 8-128 characters")
-        try:
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    insert(AssertionJtiRow).values(
-                        client_id=client_id, jti=jti, expires_at=expires + self._leeway
-                    )
-                )
-        except IntegrityError as exc:
-            raise InvalidClientError("token: client_assertion replayed (jti seen before)") from exc
-        return client
+        """Return the authenticated client or raise :class:`InvalidClientError`
+        (:class:`ClientAuthenticator`)."""
+        return await self._clients.authenticate(credentials)
 
     # -- issuing ------------------------------------------------------------------------
 
@@ -303,8 +163,7 @@ class TokenService:
                     "token: a buyer asks for scope=product:<id>, the product it bought",
                     error="invalid_scope",
                 )
-            # A product delisted by a supervision measure gets no new delivery token.
-            snapshot.check_measure(MeasureKind.PRODUCT, scope.removeprefix("product:"))
+            product_deliverable(snapshot, scope.removeprefix("product:"))
             return await self._sign(
                 client=client,
                 audience=self._settings.delivery_audience,
@@ -316,9 +175,7 @@ class TokenService:
         merchant_id = client.merchant_id or ""
         if scope == "account":
             # The merchant's own surface: applications and tasks, never data.
-            merchant = snapshot.merchants.get(merchant_id)
-            if merchant is None or merchant.status is not MerchantStatus.ACTIVE:
-                raise SuspendedError(f"merchant {merchant_id} is suspended", merchant=merchant_id)
+            merchant_active(snapshot, merchant_id)
             return await self._sign(
                 client=client,
                 audience=self._settings.account_audience,
@@ -335,22 +192,8 @@ class TokenService:
                 error="invalid_scope",
             )
         scenario_id = scope.removeprefix("scenario:")
-        merchant = snapshot.merchants.get(merchant_id)
-        if merchant is None or merchant.status is not MerchantStatus.ACTIVE:
-            raise SuspendedError(f"merchant {merchant_id} is suspended", merchant=merchant_id)
-        snapshot.check_measure(MeasureKind.MERCHANT_CHANNEL, merchant_id)
-        scenario = snapshot.scenarios.get(scenario_id)
-        if scenario is None or not scenario.usable_at(now):
-            raise SuspendedError(
-                f"scenario {scenario_id} is not published and valid now", scenario=scenario_id
-            )
-        snapshot.check_measure(MeasureKind.SCENARIO, scenario_id)
-        agreement = snapshot.agreement_for(merchant_id, scenario_id, now)
-        if agreement is None:
-            raise AgreementError(
-                f"merchant {merchant_id} has no active agreement for scenario {scenario_id}",
-                scenario=scenario_id,
-            )
+        standing = decide_standing(snapshot, merchant_id, scenario_id, now)
+        agreement, scenario = standing.agreement, standing.scenario
         expires_at = min(now + self._lifetime, agreement.ends_at, scenario.valid_until)
         return await self._sign(
             client=client,
@@ -428,7 +271,7 @@ class TokenService:
             scenario_id=claims.get("scenario"),
             agreement_id=claims.get("agreement"),
             role=Role(role) if role else None,
-            expires_at=_jwt_time(claims["exp"], "exp"),
+            expires_at=jwt_time(claims["exp"], "exp"),
         )
 
     def _decode(self, token: str, audience: str) -> AccessClaims:
@@ -473,11 +316,11 @@ class TokenService:
         except jwt.PyJWTError as exc:
             raise InvalidTokenError("token: signature or claims invalid") from exc
         now = self._clock.now()
-        expires = _jwt_time(claims["exp"], "exp")
-        issued = _jwt_time(claims["iat"], "iat")
+        expires = jwt_time(claims["exp"], "exp")
+        issued = jwt_time(claims["iat"], "iat")
         if now >= expires + self._leeway:
             raise InvalidTokenError("token: expired; request a new one")
-        if now + self._leeway < _jwt_time(claims["nbf"], "nbf"):
+        if now + self._leeway < jwt_time(claims["nbf"], "nbf"):
             raise InvalidTokenError("token: not valid yet")
         if now + self._leeway < issued:
             raise InvalidTokenError("token: issued in the future")
@@ -582,29 +425,8 @@ class TokenService:
             return claims  # a buyer's entitlement is checked against its trades per delivery
         if client.kind != "merchant" or client.merchant_id != claims.merchant_id:
             raise InvalidTokenError("token: not a token of its client's merchant")
-        merchant = snapshot.merchants.get(claims.merchant_id or "")
-        if merchant is None or merchant.status is not MerchantStatus.ACTIVE:
-            raise SuspendedError(
-                f"merchant {claims.merchant_id} is suspended", merchant=claims.merchant_id
-            )
         if account:
+            merchant_active(snapshot, claims.merchant_id)
             return claims  # a closed data channel leaves the merchant its own surface
-        snapshot.check_measure(MeasureKind.MERCHANT_CHANNEL, claims.merchant_id)
-        scenario = snapshot.scenarios.get(claims.scenario_id or "")
-        if scenario is None or not scenario.usable_at(now):
-            raise SuspendedError(
-                f"scenario {claims.scenario_id} is suspended or no longer valid",
-                scenario=claims.scenario_id,
-            )
-        snapshot.check_measure(MeasureKind.SCENARIO, claims.scenario_id)
-        agreement = snapshot.agreements.get(claims.agreement_id or "")
-        if agreement is not None and (
-            agreement.merchant_id != claims.merchant_id
-            or agreement.scenario_id != claims.scenario_id
-        ):
-            raise InvalidTokenError("token: its agreement is not its merchant's for its scenario")
-        if agreement is None or not agreement.usable_at(now):
-            raise AgreementError(
-                f"agreement {claims.agreement_id} is not active", agreement=claims.agreement_id
-            )
+        token_standing(snapshot, claims.merchant_id, claims.scenario_id, claims.agreement_id, now)
         return claims

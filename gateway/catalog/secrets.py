@@ -20,13 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.catalog.secret_names import SOURCE_SECRET_PREFIX
 from gateway.errors import (
     ForbiddenError,
     KeystoreError,
     SourceUnavailableError,
     ValidationError,
 )
-from gateway.settings import SOURCE_SECRET_PREFIX
 from keys.keystore import SECRET_NAME, Keystore
 
 __all__ = ["SecretRef", "SourceSecrets"]

@@ -30,6 +30,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gateway.catalog.allowlist import HostRule, normalise_host
 from gateway.catalog.models import Dataset, SourceSpec
+from gateway.catalog.secret_names import SOURCE_SECRET_PREFIX
 from gateway.catalog.secrets import SourceSecrets
 from gateway.errors import (
     ForbiddenError,
@@ -37,7 +38,7 @@ from gateway.errors import (
     SourceUnavailableError,
     ValidationError,
 )
-from gateway.settings import SOURCE_SECRET_PREFIX, Settings
+from gateway.settings import Settings
 
 __all__ = ["FilePlace", "OpenedSource", "ServerPlace", "SourceAccess", "SourceRules"]
 

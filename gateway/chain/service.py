@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from gateway.chain.backends import AnvilBackend, ChainBackend, open_backend
 from gateway.chain.deployment import ensure_registry
@@ -29,6 +30,18 @@ def dev_block_time(confirmations: int) -> float | None:
     leave the newest anchor short of its confirmations once traffic stops, so with more
     than one confirmation it mines every second; else a block per transaction."""
     return 1.0 if confirmations > 1 else None
+
+
+def _log_set_up_retry(state: RetryCallState) -> None:
+    """Says why anchoring is not running yet: an unreachable chain is expected (a warning),
+    any other chain failure is not (an error)."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    if isinstance(exc, ChainUnavailableError):
+        log.warning(
+            "anchoring: chain unreachable (%s); retrying in %.0f s", exc, state.upcoming_sleep
+        )
+    else:
+        log.error("anchoring: %s; retrying in %.0f s", exc, state.upcoming_sleep)
 
 
 class Anchoring:
@@ -76,53 +89,58 @@ class Anchoring:
             self._task = asyncio.create_task(self._bootstrap(), name="dsgw-anchoring-start")
 
     async def _bootstrap(self) -> None:
-        delay = 1.0
         while True:
-            try:
-                await self.backend.start()
-                from eth_account import Account
+            worker = await self._set_up_with_retries()
+            if not isinstance(self.backend, AnvilBackend):
+                return
+            # The gateway started this node, so it restarts it if it exits, and then sets up
+            # again: a node killed between state dumps comes back without the registry,
+            # which is redeployed, and reconcile re-anchors what was lost.
+            await self._until_exit(self.backend)
+            log.error(
+                "chain: the anvil node exited (see %s); restarting it",
+                self.backend.log_file,
+            )
+            self.worker = None
+            await worker.close()
 
-                account = Account.from_key(self._account_key).address
-                registry = await ensure_registry(
-                    self._engine,
-                    self.backend,
-                    anchoring_account=account,
-                    address=self._contract,
-                    clock=self._clock,
-                )
-                worker = AnchorWorker(
-                    self._engine,
-                    registry,
-                    self._account_key,
-                    policy=self._policy,
-                    clock=self._clock,
-                    algorithm=self._algorithm,
-                )
-                report = await worker.reconcile()
-                log.info("anchoring on %s: %s", self.backend.node, report)
-                await worker.start()
-                self.worker = worker
-                self.ready.set()
-                if not isinstance(self.backend, AnvilBackend):
-                    return
-                # The gateway started this node, so it restarts it if it exits, and then
-                # sets up again: a node killed between state dumps comes back without the
-                # registry, which is redeployed, and reconcile re-anchors what was lost.
-                await self._until_exit(self.backend)
-                log.error(
-                    "chain: the anvil node exited (see %s); restarting it",
-                    self.backend.log_file,
-                )
-                self.worker = None
-                await worker.close()
-                delay = 1.0
-                continue
-            except ChainUnavailableError as exc:
-                log.warning("anchoring: chain unreachable (%s); retrying in %.0f s", exc, delay)
-            except ChainError as exc:
-                log.error("anchoring: %s; retrying in %.0f s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
+    async def _set_up_with_retries(self) -> AnchorWorker:
+        """:meth:`_set_up`, tried again while the chain fails: after 1 s, doubling up to 60 s,
+        for as long as it takes. Each set-up (each anvil restart) starts again at 1 s."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(ChainError),
+            wait=wait_exponential(multiplier=1.0, exp_base=2, max=60.0),
+            before_sleep=_log_set_up_retry,
+        )
+        return await retrying(self._set_up)
+
+    async def _set_up(self) -> AnchorWorker:
+        """Start the backend, find or deploy the registry, reconcile, and start the worker."""
+        await self.backend.start()
+        from eth_account import Account
+
+        account = Account.from_key(self._account_key).address
+        registry = await ensure_registry(
+            self._engine,
+            self.backend,
+            anchoring_account=account,
+            address=self._contract,
+            clock=self._clock,
+        )
+        worker = AnchorWorker(
+            self._engine,
+            registry,
+            self._account_key,
+            policy=self._policy,
+            clock=self._clock,
+            algorithm=self._algorithm,
+        )
+        report = await worker.reconcile()
+        log.info("anchoring on %s: %s", self.backend.node, report)
+        await worker.start()
+        self.worker = worker
+        self.ready.set()
+        return worker
 
     async def _until_exit(self, node: AnvilBackend) -> None:
         while node.running:

@@ -1,4 +1,8 @@
-"""Checking an evidence bundle's anchor with nothing but a JSON-RPC endpoint."""
+"""Checking an evidence bundle's anchor with nothing but a JSON-RPC endpoint.
+
+The chain step of :func:`gateway.evidence.verify`: :func:`verify_on_chain` after it, for
+a verifier that has a node to ask (``dsgw verify --rpc``, the demo).
+"""
 
 from __future__ import annotations
 
@@ -12,27 +16,49 @@ from gateway.chain.backends import RpcBackend
 from gateway.chain.contract import AnchorRegistry, stream_id
 from gateway.chain.errors import ChainError, rpc_errors
 from gateway.chain.models import proof_checked_on_chain
-from gateway.ledger.checkpoints import Checkpoint
+from gateway.errors import DsgwError, ValidationError
+from gateway.evidence.anchor import Anchor
+from gateway.evidence.bundle import EvidenceBundle
+from gateway.evidence.checkpoint import Checkpoint
+from gateway.evidence.verify import Verification
 
-__all__ = ["verify_anchor"]
+__all__ = ["verify_anchor", "verify_on_chain"]
+
+_REGISTRY_FROM_BUNDLE = (
+    "registry address taken from the bundle; compare it with the address the operator publishes"
+)
+
+
+async def verify_on_chain(bundle: EvidenceBundle, check: Verification, rpc_url: str) -> None:
+    """Add to ``check`` (what :func:`gateway.evidence.verify` established for ``bundle``)
+    the chain's confirmation of the bundle's anchor, with a warning that the registry
+    address came from the bundle. Raises :class:`DsgwError` if the bundle has no anchor,
+    :class:`ChainError` naming the failing step."""
+    if bundle.anchor is None or check.checkpoint is None:
+        raise DsgwError("the bundle has no anchor to check on chain (not anchored yet)")
+    check.steps += await verify_anchor(bundle.anchor, check.checkpoint, rpc_url)
+    check.warnings.append(_REGISTRY_FROM_BUNDLE)
 
 
 async def verify_anchor(
-    anchor: Mapping[str, Any], checkpoint: Checkpoint, rpc_url: str
+    anchor: Anchor | Mapping[str, Any], checkpoint: Checkpoint, rpc_url: str
 ) -> list[str]:
     """Confirm on chain that the registry accepted exactly the checkpoint's (size, root)
     for its stream in the bundle's transaction, on the bundle's chain, in the bundle's
     block. Returns the steps established. (The anchor's size, root and stream id were
-    compared with the checkpoint by :func:`gateway.ledger.bundles.verify_bundle`.)
+    compared with the checkpoint by :func:`gateway.evidence.verify`.) A bundle's anchor
+    member as a mapping is parsed with :meth:`Anchor.from_json` first.
 
     Raises :class:`ChainError` naming the failing step. Which registry address to trust is
     the caller's knowledge (published by the operator), as with the checkpoint key.
     """
-    try:
-        contract = str(anchor["contract"])
-        tx_hash = HexBytes(str(anchor["tx_hash"]))
-    except (KeyError, ValueError) as exc:
-        raise ChainError("anchor: the bundle's anchor lacks contract or tx_hash") from exc
+    if not isinstance(anchor, Anchor):
+        try:
+            anchor = Anchor.from_json(anchor)
+        except ValidationError as exc:
+            raise ChainError(f"anchor: {exc.detail}") from exc
+    contract = anchor.contract
+    tx_hash = HexBytes(anchor.tx_hash)
     backend = RpcBackend(rpc_url)
     await backend.start()
     try:
@@ -45,15 +71,15 @@ async def verify_anchor(
                     "anchor: the chain has no such transaction (wrong chain, or it was lost)"
                 ) from exc
             head = await backend.w3.eth.block_number
-        if anchor.get("chain_id") != chain_id:
+        if anchor.chain_id != chain_id:
             raise ChainError(
-                f"anchor: the bundle names chain {anchor.get('chain_id')}, the node is {chain_id}"
+                f"anchor: the bundle names chain {anchor.chain_id}, the node is {chain_id}"
             )
         if receipt["status"] != 1:
             raise ChainError("anchor: the anchoring transaction reverted")
-        if anchor.get("block_number") != receipt["blockNumber"]:
+        if anchor.block_number != receipt["blockNumber"]:
             raise ChainError(
-                f"anchor: the bundle names block {anchor.get('block_number')}, the transaction "
+                f"anchor: the bundle names block {anchor.block_number}, the transaction "
                 f"is in block {receipt['blockNumber']}"
             )
         registry = AnchorRegistry(backend, contract)

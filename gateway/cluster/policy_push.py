@@ -26,39 +26,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Final
+from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.cluster.announce import POLICY_CHANNEL, POLICY_STREAMS
 from gateway.db.schema import LogEntryRow
 from gateway.db.sessions import close_session, libpq_dsn
 from gateway.dependencies import DependencyHealth
 from gateway.governance.policy import PolicyStore
 
-__all__ = ["POLICY_CHANNEL", "PolicyWatch", "announce_policy_change"]
+__all__ = ["PolicyWatch"]
 
 log = logging.getLogger(__name__)
-
-POLICY_CHANNEL: Final = "dsgw_policy"
-# Streams every policy change appends to (GovernanceService.change).
-_POLICY_STREAMS: Final = ("governance", "products")
-
-
-async def announce_policy_change(conn: AsyncConnection) -> None:
-    """Queue the cluster-wide notice of a change in ``conn``'s transaction (PostgreSQL
-    sends it on commit, never for a rolled-back change; other stores rely on the poll)."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": POLICY_CHANNEL})
 
 
 async def _policy_heads(engine: AsyncEngine) -> tuple[tuple[str, int], ...]:
     async with engine.connect() as conn:
         rows = await conn.execute(
             select(LogEntryRow.stream, func.max(LogEntryRow.seq))
-            .where(LogEntryRow.stream.in_(_POLICY_STREAMS))
+            .where(LogEntryRow.stream.in_(POLICY_STREAMS))
             .group_by(LogEntryRow.stream)
         )
         return tuple(sorted((row[0], int(row[1])) for row in rows))

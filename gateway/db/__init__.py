@@ -16,6 +16,7 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,13 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from gateway.db.schema import Base
 from gateway.db.sessions import LOCK_NAMESPACE
@@ -246,39 +254,63 @@ async def _migrate_postgresql(
         try:
             await connection.execute(text(f"SET lock_timeout = '{round(lock_timeout * 1000)}ms'"))
             await connection.commit()
-            for attempt in range(1, attempts + 1):
-                try:
-                    # Read again under the lock: another process may have migrated meanwhile.
-                    if _behind(script, await connection.run_sync(_heads)):
-                        await connection.commit()
-                        await connection.run_sync(_upgrade, timezone)
-                    await connection.commit()
-                    return
-                except DBAPIError as exc:
-                    if not _lock_not_available(exc):
-                        raise
-                    await connection.rollback()
-                    if attempt == attempts:
-                        raise ConfigError(
-                            f"database: a migration waited more than {lock_timeout:g} s for "
-                            f"a table lock, {attempts} times: a long transaction holds the "
-                            "table (see pg_stat_activity); end it or retry when it is done. "
-                            f"Last error: {exc.orig}"
-                        ) from exc
-                    delay = retry_delay * 2 ** (attempt - 1)
-                    log.warning(
-                        "database: migration %d/%d waited more than %g s for a table lock; "
-                        "trying again in %g s",
-                        attempt,
-                        attempts,
-                        lock_timeout,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
+            retrying = AsyncRetrying(
+                retry=retry_if_exception(_lock_not_available),
+                stop=stop_after_attempt(attempts),
+                # retry_delay, then doubling: retry_delay * 2 ** (attempt - 1).
+                wait=wait_exponential(multiplier=retry_delay, exp_base=2),
+                before_sleep=_log_lock_retry(attempts, lock_timeout),
+                reraise=True,
+            )
+            try:
+                await retrying(_upgrade_under_lock, connection, script, timezone)
+            except DBAPIError as exc:
+                if not _lock_not_available(exc):
+                    raise
+                raise ConfigError(
+                    f"database: a migration waited more than {lock_timeout:g} s for "
+                    f"a table lock, {attempts} times: a long transaction holds the "
+                    "table (see pg_stat_activity); end it or retry when it is done. "
+                    f"Last error: {exc.orig}"
+                ) from exc
         finally:
             # Closing the session releases the lock and drops the session's lock_timeout,
             # whatever state a failed migration left it in; the pool opens a fresh one.
             await connection.invalidate()
+
+
+async def _upgrade_under_lock(
+    connection: AsyncConnection, script: ScriptDirectory, timezone: str
+) -> None:
+    """One try at the migrations, under the migration lock already held. A try that timed
+    out on a table lock is rolled back before it is raised, so that nothing it took is held
+    while the next try waits."""
+    try:
+        # Read again under the lock: another process may have migrated meanwhile.
+        if _behind(script, await connection.run_sync(_heads)):
+            await connection.commit()
+            await connection.run_sync(_upgrade, timezone)
+        await connection.commit()
+    except DBAPIError as exc:
+        if _lock_not_available(exc):
+            await connection.rollback()
+        raise
+
+
+def _log_lock_retry(attempts: int, lock_timeout: float) -> Callable[[RetryCallState], None]:
+    """The warning logged before each wait for another try."""
+
+    def log_retry(state: RetryCallState) -> None:
+        log.warning(
+            "database: migration %d/%d waited more than %g s for a table lock; "
+            "trying again in %g s",
+            state.attempt_number,
+            attempts,
+            lock_timeout,
+            state.upcoming_sleep,
+        )
+
+    return log_retry
 
 
 async def _take_lock(connection: AsyncConnection, lock_wait: float) -> None:

@@ -29,7 +29,8 @@ from gateway.evaluation.models import (
     RatingForm,
     parse_year,
 )
-from gateway.governance.service import Actor, GovernanceService
+from gateway.governance.actor import Actor
+from gateway.governance.unit_of_work import UnitOfWork
 
 __all__ = ["EvaluationService", "form_of", "rater_of", "rating_of"]
 
@@ -66,10 +67,14 @@ def rater_of(actor: Actor) -> tuple[RaterKind, str] | None:
 
 
 class EvaluationService:
-    def __init__(self, engine: AsyncEngine, governance: GovernanceService, clock: Clock) -> None:
+    def __init__(
+        self, engine: AsyncEngine, uow: UnitOfWork, clock: Clock, *, zone: dt.tzinfo
+    ) -> None:
+        """``zone`` is the deployment's time zone: a form closes at the end of its day."""
         self._engine = engine
-        self._governance = governance
+        self._uow = uow
         self._clock = clock
+        self._zone = zone
 
     # -- forms ----------------------------------------------------------------------------
 
@@ -109,7 +114,7 @@ class EvaluationService:
                 await conn.execute(update(RatingFormRow).where(*key).values(**values))
             return form
 
-        return await self._governance.change(actor, "rating.form-set", form.to_dict(), apply)
+        return await self._uow.change(actor, "rating.form-set", form.to_dict(), apply)
 
     async def forms(
         self, actor: Actor, *, year: int | None = None, rater_kind: RaterKind | None = None
@@ -167,7 +172,7 @@ class EvaluationService:
                     f"the data bureau has set no {year} rating form for {kind.value} raters"
                 )
             form = form_of(row)
-            if now.astimezone(self._governance.zone).date() > form.closes_on:
+            if now.astimezone(self._zone).date() > form.closes_on:
                 raise ConflictError(
                     f"the {year} ratings closed on {form.closes_on.isoformat()} (the end of "
                     "that day, deployment time)"
@@ -205,7 +210,7 @@ class EvaluationService:
             if comment.strip()
             else None,
         }
-        return await self._governance.change(actor, "rating.submitted", body, apply)
+        return await self._uow.change(actor, "rating.submitted", body, apply)
 
     @staticmethod
     def _rater(

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.db.schema import MerchantRow, RatingFormRow, RatingRow
 from gateway.evaluation.models import RaterKind
 from gateway.evaluation.service import form_of, rater_of
+from gateway.governance.actor import Actor
 from gateway.governance.models import MerchantStatus
-from gateway.governance.service import Actor
 from gateway.workdays.calendar import SHANGHAI
 from gateway.workflows.task import Task, make_task
 

@@ -29,7 +29,7 @@ from gateway.authorization.boundaries import Party, Reach, may_reach, party_of, 
 from gateway.authorization.roles import Action, Role
 from gateway.db.schema import TokenRow
 from gateway.errors import ForbiddenError
-from gateway.governance.service import Actor
+from gateway.governance.actor import Actor
 from gateway.ledger.log import LogEntry, read_entries, read_entry
 
 __all__ = ["RecordView", "check_bundle", "read_records"]

@@ -29,7 +29,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import CheckpointRow, LogEntryRow
-from gateway.ledger.checkpoints import CheckpointError, CheckpointKeys, KeyRing, key_ring
+from gateway.evidence.errors import CheckpointError
+from gateway.evidence.keys import CheckpointKeys, KeyRing, key_ring
 from gateway.ledger.hashing import (
     GENESIS,
     HashAlgorithm,

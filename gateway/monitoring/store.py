@@ -26,7 +26,7 @@ from gateway.authorization.roles import Action
 from gateway.clock import Clock, utc
 from gateway.db.schema import AlertRow, MeasureRow
 from gateway.errors import ConflictError, NotFoundError, ValidationError
-from gateway.governance.service import Actor
+from gateway.governance.actor import Actor
 from gateway.ledger.audit import Finding
 from gateway.ledger.hashing import HashAlgorithm
 from gateway.ledger.log import PendingRecord, append_in_transaction

@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.authorization.roles import Role
 from gateway.db.schema import ObjectionRow
-from gateway.governance.service import Actor
+from gateway.governance.actor import Actor
 from gateway.objections.models import FilerKind, Objection, ObjectionStatus
-from gateway.objections.service import objection_of
+from gateway.objections.reading import objection_of
 from gateway.workflows.service import Deadlines
 from gateway.workflows.task import Task, make_task
 

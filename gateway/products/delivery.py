@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-import aiohttp
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.authorization.decisions import product_deliverable
 from gateway.authorization.tokens import AccessClaims
 from gateway.db.schema import ProductRow, TradeRow
 from gateway.errors import (
@@ -30,13 +30,11 @@ from gateway.errors import (
     SuspendedError,
     ValidationError,
 )
+from gateway.governance.policy import PolicySnapshot
 from gateway.ledger.records import CallRecord
 from gateway.products.models import ProductDefinition, ProductStatus
-from gateway.supervision.measures import MeasureKind, active_measure
 
-__all__ = ["DeliveryService", "forward_json"]
-
-MAX_ANSWER_BYTES = 1024 * 1024
+__all__ = ["DeliveryService", "ProductServiceClient", "forward_json"]
 
 
 def forward_json(body: Mapping[str, Any]) -> bytes:
@@ -64,26 +62,41 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+class ProductServiceClient(Protocol):
+    """Calls a product's service (the processor's API) for one delivery.
+
+    Kept behind this interface so the delivery rules (entitlement, units, declared outputs)
+    stay free of any HTTP library; ``gateway.api.delivery_client`` implements it."""
+
+    async def ask(self, endpoint: str, payload: bytes) -> dict[str, Any]:
+        """POST ``payload`` (JSON) to ``endpoint`` and return its JSON object answer.
+
+        Raises :class:`SourceUnavailableError` when the service fails, is unreachable or
+        does not answer a JSON object."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class DeliveryService:
-    def __init__(self, engine: AsyncEngine, *, timeout: float = 10.0) -> None:
+    def __init__(self, engine: AsyncEngine, client: ProductServiceClient) -> None:
         self._engine = engine
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._client = client
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
     async def deliver(
         self,
+        snapshot: PolicySnapshot,
         claims: AccessClaims,
         product_id: str,
         body: Mapping[str, Any],
         record: CallRecord,
     ) -> dict[str, Any]:
-        """One delivery; raises a :class:`DsgwError` for every refusal, after noting in
-        ``record`` what was asked."""
+        """One delivery, decided on ``snapshot`` (the policy view the token was verified
+        against); raises a :class:`DsgwError` for every refusal, after noting in ``record``
+        what was asked."""
         record.parameters["product"] = product_id
         record.parameters["buyer"] = claims.subject
         if claims.product_id != product_id:
@@ -99,9 +112,6 @@ class DeliveryService:
                     )
                 )
             ).first()
-            # Read with the product, on the same connection: delisted by a supervision
-            # measure (CS23 art. 26) until the measure is lifted.
-            measure = await active_measure(conn, MeasureKind.PRODUCT, product_id)
         if row is None:
             raise NotFoundError(f"product {product_id} does not exist")
         definition = ProductDefinition.from_dict(row.definition)
@@ -111,8 +121,7 @@ class DeliveryService:
                 f"product {product_id} is {row.status}: it is not delivered",
                 product=product_id,
             )
-        if measure is not None:
-            raise measure.refusal()
+        product_deliverable(snapshot, product_id)
         if definition.endpoint is None:
             raise NotFoundError(f"product {product_id} is delivered as a {definition.delivery}")
         # Made before a unit is taken: a body that cannot be passed on costs nothing.
@@ -121,7 +130,7 @@ class DeliveryService:
         record.parameters["trade"] = trade_id
         record.fields = [o.name for o in definition.outputs]
         try:
-            answer = await self._ask(definition.endpoint, payload)
+            answer = await self._client.ask(definition.endpoint, payload)
         except Exception:
             # The service failed (or, a bug, the call did): the buyer pays for nothing.
             await self._give_back(trade_id)
@@ -179,30 +188,3 @@ class DeliveryService:
                 .where(TradeRow.exchange_trade_id == trade_id, TradeRow.used > 0)
                 .values(used=TradeRow.used - 1)
             )
-
-    async def _ask(self, endpoint: str, payload: bytes) -> dict[str, Any]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        try:
-            async with self._session.post(
-                endpoint, data=payload, headers={"Content-Type": "application/json"}
-            ) as resp:
-                raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
-                if resp.status != 200 or len(raw) > MAX_ANSWER_BYTES:
-                    raise SourceUnavailableError(
-                        f"the product's service answered {resp.status}; the unit was given back"
-                    )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SourceUnavailableError(
-                f"the product's service is unreachable ({type(exc).__name__}); the unit was "
-                "given back"
-            ) from exc
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            raise SourceUnavailableError(
-                "the product's service did not answer JSON; the unit was given back"
-            ) from None
-        if not isinstance(answer, dict):
-            raise SourceUnavailableError("the product's service did not answer an object")
-        return answer

@@ -4,7 +4,6 @@ the ``products`` log stream, which is checkpointed and anchored like the call lo
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -35,15 +34,14 @@ from gateway.products.models import (
     Trade,
     parse_money,
 )
-from gateway.products.revenue import SettledTrade, Statement, owner_budget, statements
+from gateway.products.revenue import Statement, statements
+from gateway.products.settlements import check_period, settled_trades
 from gateway.supervision.measures import MeasureKind, active_measure
 from gateway.workflows.onboarding import check_reasons
 
 __all__ = ["ProductService", "trade_of"]
 
 T = TypeVar("T")
-
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
 def _product(row: Any) -> Product:
@@ -368,8 +366,7 @@ class ProductService:
         )
         settlement_id = _text("settlement_id", data["settlement_id"], 64)
         period = str(data["period"])
-        if not _PERIOD.match(period):
-            raise ValidationError("period must be a month, YYYY-MM")
+        check_period(period)
         trade_ids = data["trades"]
         if (
             not isinstance(trade_ids, list)
@@ -438,46 +435,10 @@ class ProductService:
     async def revenue(self, period: str) -> list[Statement]:
         """The revenue statements of a settlement period (``YYYY-MM``): every trade settled
         in it, split by its product's agreement (see :mod:`gateway.products.revenue`)."""
-        if not _PERIOD.match(period):
-            raise ValidationError("period must be a month, YYYY-MM")
-        query = (
-            select(
-                TradeRow.exchange_trade_id,
-                TradeRow.amount,
-                ProductRow.id,
-                ProductRow.merchant_id,
-                AgreementRow.id,
-                AgreementRow.share_owner,
-                AgreementRow.share_operator,
-                AgreementRow.share_processor,
-                ScenarioRow.definition,
-            )
-            .join(SettlementRow, TradeRow.settlement_id == SettlementRow.id)
-            .join(ProductRow, TradeRow.product_id == ProductRow.id)
-            .join(AgreementRow, ProductRow.agreement_id == AgreementRow.id)
-            .join(ScenarioRow, AgreementRow.scenario_id == ScenarioRow.id)
-            .where(SettlementRow.period == period)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        if not rows:
+        check_period(period)
+        settled = await settled_trades(self._engine, period)
+        if not settled:
             raise NotFoundError(f"no trade was settled for {period}")
-
-        def money(value: Any) -> Decimal:
-            return Decimal(str(value)).quantize(Decimal("0.01"))
-
-        settled = [
-            SettledTrade(
-                trade_id=row[0],
-                product_id=row[2],
-                agreement_id=row[4],
-                amount=money(row[1]),
-                shares=(money(row[5]), money(row[6]), money(row[7])),
-                owner_budget=owner_budget(row[8]),
-                processor=row[3],
-            )
-            for row in rows
-        ]
         return statements(period, settled)
 
     async def usage(self) -> dict[str, int]:

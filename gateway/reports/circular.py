@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.clock import utc
 from gateway.db.schema import LogEntryRow, ObjectionRow, ReviewRow, UseApplicationRow
 from gateway.reports.periods import Period
+from gateway.reports.queries import in_period
 from gateway.workdays.calendar import UncoveredYearError, WorkingCalendar
 
 __all__ = [
@@ -173,10 +174,6 @@ def _median(values: list[int]) -> float | None:
     return float(statistics.median(values)) if values else None
 
 
-def _in(column: Any, period: Period) -> Any:
-    return and_(column >= period.start, column < period.end)
-
-
 def _open(opened: Any, closed: Any, as_of: dt.datetime) -> Any:
     """SQL: opened before ``as_of`` and not closed by then (what :func:`_open_at` checks)."""
     return and_(opened < as_of, or_(closed.is_(None), closed >= as_of))
@@ -281,9 +278,9 @@ async def _objections(
         ).where(
             ObjectionRow.canary.is_(False),
             or_(
-                _in(ObjectionRow.filed_at, period),
-                _in(ObjectionRow.answered_at, period),
-                _in(ObjectionRow.corrected_at, period),
+                in_period(ObjectionRow.filed_at, period),
+                in_period(ObjectionRow.answered_at, period),
+                in_period(ObjectionRow.corrected_at, period),
                 _open(ObjectionRow.filed_at, ObjectionRow.answered_at, as_of),
             ),
         )
@@ -337,7 +334,7 @@ async def _reviews(
         .where(
             ReviewRow.opened_at.is_not(None),
             or_(
-                _in(ReviewRow.decided_at, period),
+                in_period(ReviewRow.decided_at, period),
                 _open(ReviewRow.opened_at, ReviewRow.decided_at, as_of),
             ),
         )

@@ -11,10 +11,11 @@ from gateway.chain.audit import chain_reader
 from gateway.chain.backends import ChainBackend
 from gateway.chain.errors import ChainUnavailableError
 from gateway.errors import ValidationError
+from gateway.reports.audit_section import AuditProgress, ChainAccess
 from gateway.reports.header import ReportHeader, load_names, read_heads, sign_heads
 from gateway.reports.operations import OperationsReport, gather_operations
 from gateway.reports.periods import Period
-from gateway.reports.security import AuditProgress, ChainAccess, SecurityReport, gather_security
+from gateway.reports.security import SecurityReport, gather_security
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 

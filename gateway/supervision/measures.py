@@ -3,7 +3,7 @@
 On a security problem the authority may suspend the supply of a dataset (ZW art. 27); on a
 violation it may close a merchant's data channel or delist a product (CS23 art. 26); a
 scenario can be suspended the same way. A measure is a row in ``supervision_measures``,
-imposed and lifted through :meth:`GovernanceService.change`, so the row, its record in the
+imposed and lifted through :meth:`UnitOfWork.change`, so the row, its record in the
 ``governance`` log stream (checkpointed and anchored like every record) and the policy
 epoch bump commit together: every gateway process loads the active measures into its
 :class:`~gateway.governance.policy.PolicySnapshot` and refuses the very next call they stop,
@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -38,11 +38,8 @@ from gateway.db.schema import (
     ScenarioRow,
 )
 from gateway.errors import ConflictError, MeasureInForceError, NotFoundError, ValidationError
-
-if TYPE_CHECKING:
-    # Only for annotations: the governance service imports the policy snapshot, which
-    # imports this module for :class:`Measure`.
-    from gateway.governance.service import Actor, GovernanceService
+from gateway.governance.actor import Actor
+from gateway.governance.unit_of_work import UnitOfWork
 
 __all__ = [
     "MAX_BASIS",
@@ -260,9 +257,9 @@ class MeasureService:
     local administrator); reading is checked by the caller against
     :attr:`Action.READ_MEASURES`."""
 
-    def __init__(self, engine: AsyncEngine, governance: GovernanceService) -> None:
+    def __init__(self, engine: AsyncEngine, uow: UnitOfWork) -> None:
         self._engine = engine
-        self._governance = governance
+        self._uow = uow
 
     async def impose(
         self,
@@ -323,7 +320,7 @@ class MeasureService:
                 )
             return measure
 
-        return await self._governance.change(
+        return await self._uow.change(
             actor,
             IMPOSE,
             {
@@ -370,7 +367,7 @@ class MeasureService:
                 )
             return measure
 
-        return await self._governance.change(
+        return await self._uow.change(
             actor,
             LIFT,
             {

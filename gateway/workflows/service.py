@@ -1,9 +1,10 @@
 """The authorization workflows as persisted state machines: merchant onboarding and the
 exclusion list (this module), use applications and their reviews, agreements.
 
-Every state change goes through :meth:`GovernanceService.change`, so it commits together
-with its record in the governance stream (and is anchored with it). Deadlines come from the
-working-day calendar and the injected clock: tests move time instead of sleeping.
+Every state change goes through :meth:`gateway.governance.unit_of_work.UnitOfWork.change`,
+so it commits together with its record in the governance stream (and is anchored with it).
+Deadlines come from the working-day calendar and the injected clock: tests move time
+instead of sleeping.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from gateway.authorization.roles import Action
 from gateway.clock import Clock, utc
 from gateway.db.schema import ExclusionRow, OnboardingRow
 from gateway.errors import ConflictError, NotFoundError
+from gateway.governance.actor import Actor
+from gateway.governance.merchants import insert_merchant, new_merchant
 from gateway.governance.models import Merchant
-from gateway.governance.service import Actor, GovernanceService, insert_merchant, new_merchant
+from gateway.governance.unit_of_work import UnitOfWork
 from gateway.workflows.exclusions import ExclusionCategory, ExclusionEntry
 from gateway.workflows.onboarding import (
     ONBOARDING_WORKING_DAYS,
@@ -102,12 +105,12 @@ class WorkflowService:
     def __init__(
         self,
         engine: AsyncEngine,
-        governance: GovernanceService,
+        uow: UnitOfWork,
         calendar: Deadlines,
         clock: Clock,
     ) -> None:
         self._engine = engine
-        self._governance = governance
+        self._uow = uow
         self._calendar = calendar
         self._clock = clock
 
@@ -184,7 +187,7 @@ class WorkflowService:
                     counts["unchanged"] += 1
             return ExclusionImport(**counts)
 
-        return await self._governance.change(
+        return await self._uow.change(
             actor,
             "exclusions.imported",
             {"source": source_name, "entries": len(entries)},
@@ -267,7 +270,7 @@ class WorkflowService:
             )
             return application
 
-        return await self._governance.change(
+        return await self._uow.change(
             actor,
             "onboarding.submitted",
             {
@@ -327,7 +330,7 @@ class WorkflowService:
             decided = await self._onboarding_row(conn, application_id)
             return decided, merchant
 
-        return await self._governance.change(
+        return await self._uow.change(
             actor,
             "onboarding.approved" if approve else "onboarding.rejected",
             {"application_id": application_id, "reasons": list(cleaned)},
@@ -345,7 +348,7 @@ class WorkflowService:
             )
             return await self._onboarding_row(conn, application_id)
 
-        return await self._governance.change(
+        return await self._uow.change(
             actor, "onboarding.withdrawn", {"application_id": application_id}, apply
         )
 

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.authorization.roles import Role
 from gateway.db.schema import AgreementRow, ScenarioRow
 from gateway.evaluation.tasks import rating_tasks
+from gateway.governance.actor import Actor
 from gateway.governance.models import AgreementStatus, Scenario, ScenarioStatus, renewal_from
-from gateway.governance.service import Actor
 from gateway.objections.tasks import objection_tasks
 from gateway.workflows.applications import ApplicationStatus, ReviewStatus
 from gateway.workflows.onboarding import OnboardingStatus

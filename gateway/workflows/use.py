@@ -5,228 +5,58 @@ transaction with its governance record. A review whose deadline passed without a
 or an extension is turned into "deemed approved (timeout)" by :meth:`sweep`, which every
 read and write of applications runs first, and which a running gateway also runs every
 minute, so the record appears even when nobody looks.
+
+Layers: :mod:`.use_records` (storage), :mod:`.use_deadlines` (the sweep),
+:mod:`.use_reviews` (compliance check and reviews); here the merchant's steps and the
+agreement concluded from an approved application.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
-import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.authorization.roles import Action, Role
-from gateway.catalog.models import Dataset, check_id
-from gateway.clock import Clock, utc
+from gateway.catalog.models import check_id
 from gateway.db.schema import (
     AgreementRow,
-    DatasetRow,
     MerchantRow,
-    ReviewRow,
-    ScenarioRow,
     UseApplicationRow,
 )
-from gateway.dependencies import DependencyHealth
 from gateway.errors import (
     ConflictError,
-    DsgwError,
     ForbiddenError,
     NotFoundError,
     ValidationError,
 )
 from gateway.governance.models import (
     Agreement,
-    AgreementStatus,
     DocumentRef,
     MerchantStatus,
-    Scenario,
-    ScenarioStatus,
-    renewal_from,
 )
 from gateway.governance.policy import agreement_of
-from gateway.governance.service import Actor, GovernanceService, Unchanged
+from gateway.governance.service import Actor
 from gateway.workflows.applications import (
     COMPLIANCE_WORKING_DAYS,
-    MAX_EXTENSION_WORKING_DAYS,
     OPEN_STATUSES,
-    REVIEW_WORKING_DAYS,
     ApplicationStatus,
     ApplicationTerms,
-    Requirement,
-    Review,
-    ReviewStatus,
     UseApplication,
     parse_requirements,
 )
-from gateway.workflows.onboarding import check_reasons
-from gateway.workflows.service import Deadlines, is_provisional
+from gateway.workflows.service import is_provisional
+from gateway.workflows.use_reviews import UseReviews
 
 __all__ = ["UseApplicationService"]
 
-log = logging.getLogger(__name__)
 
-TIMEOUT_ACTOR = Actor("deadline", system=True)
-"""Who records a deemed approval: nobody decided; the deadline passed."""
-
-
-def _application(
-    row: Any, reviews: Sequence[Any], calendar: Deadlines | None = None
-) -> UseApplication:
-    submitted, due = utc(row.submitted_at), utc(row.compliance_due_at)
-    return UseApplication(
-        provisional=is_provisional(calendar, submitted, due),
-        id=row.id,
-        merchant_id=row.merchant_id,
-        scenario_id=row.scenario_id,
-        requirements=tuple(Requirement.from_dict(r) for r in row.requirements),
-        terms=ApplicationTerms.from_dict(row.terms),
-        status=ApplicationStatus(row.status),
-        submitted_at=utc(row.submitted_at),
-        compliance_due_at=utc(row.compliance_due_at),
-        reviews=tuple(_review(r, calendar) for r in reviews),
-        checked_at=utc(row.checked_at) if row.checked_at else None,
-        checked_by=row.checked_by,
-        reasons=tuple(row.reasons),
-        agreement_id=row.agreement_id,
-    )
-
-
-def _review(row: Any, calendar: Deadlines | None = None) -> Review:
-    def when(value: dt.datetime | None) -> dt.datetime | None:
-        return utc(value) if value is not None else None
-
-    return Review(
-        provisional=is_provisional(
-            calendar, when(row.opened_at), when(row.extended_until) or when(row.due_at)
-        ),
-        department=row.department,
-        datasets=tuple(row.datasets),
-        status=ReviewStatus(row.status),
-        opened_at=when(row.opened_at),
-        due_at=when(row.due_at),
-        extended_until=when(row.extended_until),
-        extension_reason=row.extension_reason,
-        decided_at=when(row.decided_at),
-        decided_by=row.decided_by,
-        reasons=tuple(row.reasons),
-    )
-
-
-class UseApplicationService:
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        governance: GovernanceService,
-        calendar: Deadlines,
-        clock: Clock,
-        *,
-        health: DependencyHealth | None = None,
-    ) -> None:
-        self._engine = engine
-        self._governance = governance
-        self._calendar = calendar
-        self._clock = clock
-        self._sweeper: asyncio.Task[None] | None = None
-        # A store outage is logged there once; the sweep outlives it.
-        self._health = health or DependencyHealth()
-
-    async def recompute_provisional(self) -> list[str]:
-        """Count the open deadlines again that were provisional (counted through a year
-        without a loaded schedule) on the calendar as it is now, and store the ones that
-        moved; returns the ids of those (an
-        application once per moved deadline). Called after ``dsgw workdays import``."""
-        moved: list[str] = []
-        async with self._engine.begin() as conn:
-            checks = (
-                await conn.execute(
-                    select(
-                        UseApplicationRow.id,
-                        UseApplicationRow.submitted_at,
-                        UseApplicationRow.compliance_due_at,
-                    )
-                    .where(UseApplicationRow.status == ApplicationStatus.COMPLIANCE_CHECK.value)
-                    .with_for_update()
-                )
-            ).all()
-            for check in checks:
-                due = self._calendar.deadline(utc(check.submitted_at), COMPLIANCE_WORKING_DAYS)
-                if due != utc(check.compliance_due_at):
-                    await conn.execute(
-                        update(UseApplicationRow)
-                        .where(UseApplicationRow.id == check.id)
-                        .values(compliance_due_at=due)
-                    )
-                    moved.append(check.id)
-            # An extended review keeps its extension as granted; only the original
-            # deadline of a review not extended is counted again.
-            reviews = (
-                await conn.execute(
-                    select(
-                        ReviewRow.application_id,
-                        ReviewRow.department,
-                        ReviewRow.opened_at,
-                        ReviewRow.due_at,
-                    )
-                    .where(
-                        ReviewRow.status == ReviewStatus.PENDING.value,
-                        ReviewRow.extended_until.is_(None),
-                        ReviewRow.opened_at.is_not(None),
-                    )
-                    .with_for_update()
-                )
-            ).all()
-            for row in reviews:
-                due = self._calendar.deadline(utc(row.opened_at), REVIEW_WORKING_DAYS)
-                if row.due_at is None or due != utc(row.due_at):
-                    await conn.execute(
-                        update(ReviewRow)
-                        .where(
-                            ReviewRow.application_id == row.application_id,
-                            ReviewRow.department == row.department,
-                        )
-                        .values(due_at=due)
-                    )
-                    moved.append(row.application_id)
-        return moved
-
-    def start_sweeper(
-        self, interval: float = 60.0, *, also: Callable[[], Awaitable[None]] | None = None
-    ) -> None:
-        """Record deemed approvals in the background, so they appear on time even when
-        nobody reads the applications; ``also`` runs with every round (the check for next
-        year's holiday schedule)."""
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(
-                self._sweep_forever(interval, also), name="dsgw-sweep"
-            )
-
-    async def _sweep_forever(
-        self, interval: float, also: Callable[[], Awaitable[None]] | None
-    ) -> None:
-        while True:
-            try:
-                await self.sweep()
-                if also is not None:
-                    await also()
-            except (DsgwError, SQLAlchemyError, OSError) as exc:  # the next round tries again
-                if not self._health.absorb(exc):
-                    log.warning("deadline sweep failed, will retry: %s", exc)
-            await asyncio.sleep(interval)
-
-    async def stop_sweeper(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
-
+class UseApplicationService(UseReviews):
     # -- reading --------------------------------------------------------------------------
 
     async def get(self, actor: Actor, application_id: str) -> UseApplication:
@@ -264,26 +94,6 @@ class UseApplicationService:
         if not self._visible(actor, application):
             # Not "forbidden": whether another merchant's application exists is not ours to say.
             raise NotFoundError(f"application {application.id} does not exist")
-
-    async def _load(self, conn: AsyncConnection, application_id: str) -> UseApplication:
-        row = (
-            await conn.execute(
-                select(UseApplicationRow.__table__).where(UseApplicationRow.id == application_id)
-            )
-        ).first()
-        if row is None:
-            raise NotFoundError(f"application {application_id} does not exist")
-        return await self._with_reviews(conn, row)
-
-    async def _with_reviews(self, conn: AsyncConnection, row: Any) -> UseApplication:
-        reviews = (
-            await conn.execute(
-                select(ReviewRow.__table__)
-                .where(ReviewRow.application_id == row.id)
-                .order_by(ReviewRow.department)
-            )
-        ).all()
-        return _application(row, reviews, self._calendar)
 
     # -- the merchant ---------------------------------------------------------------------
 
@@ -380,325 +190,7 @@ class UseApplicationService:
 
     # -- the operator's compliance check --------------------------------------------------
 
-    async def check_compliance(
-        self, actor: Actor, application_id: str, *, approve: bool, reasons: Sequence[str] = ()
-    ) -> UseApplication:
-        """The operator's compliance check (ZW art. 20). Passing it opens one review per
-        source department owning a requested dataset, each due in 10 working days."""
-        actor.may(Action.CHECK_APPLICATION)
-        cleaned = () if approve else check_reasons(reasons)
-
-        async def apply(conn: AsyncConnection, now: dt.datetime) -> UseApplication:
-            application = await self._load(conn, application_id)
-            application.check_status(ApplicationStatus.COMPLIANCE_CHECK)
-            values: dict[str, Any] = {
-                "checked_at": now,
-                "checked_by": actor.id,
-                "reasons": [f"compliance check: {r}" for r in cleaned],
-                "updated_at": now,
-            }
-            if not approve:
-                values["status"] = ApplicationStatus.REJECTED.value
-            else:
-                values["status"] = ApplicationStatus.DEPARTMENT_REVIEW.value
-                datasets = await self._datasets(conn)
-                by_department: dict[str, list[str]] = {}
-                for requirement in application.requirements:
-                    provider = datasets[requirement.dataset_id].provider
-                    by_department.setdefault(provider, []).append(requirement.dataset_id)
-                due = self._calendar.deadline(now, REVIEW_WORKING_DAYS)
-                for department, names in sorted(by_department.items()):
-                    await conn.execute(
-                        insert(ReviewRow).values(
-                            application_id=application_id,
-                            department=department,
-                            datasets=names,
-                            status=ReviewStatus.PENDING.value,
-                            opened_at=now,
-                            due_at=due,
-                            reasons=[],
-                        )
-                    )
-            await conn.execute(
-                update(UseApplicationRow)
-                .where(UseApplicationRow.id == application_id)
-                .values(values)
-            )
-            return await self._load(conn, application_id)
-
-        await self.sweep()
-        return await self._governance.change(
-            actor,
-            "application.compliance-passed" if approve else "application.compliance-failed",
-            {"application_id": application_id, "reasons": list(cleaned)},
-            apply,
-        )
-
     # -- the source departments' reviews --------------------------------------------------
-
-    def _department(self, actor: Actor, department: str | None) -> str:
-        actor.may(Action.REVIEW_APPLICATION)
-        if actor.role is Role.SOURCE:
-            if not actor.department:
-                raise ForbiddenError(
-                    "this source client is bound to no department; issue it with --department"
-                )
-            if department not in (None, actor.department):
-                raise ForbiddenError(f"a client of {actor.department} reviews only for it")
-            return actor.department
-        if not department:
-            raise ValidationError("name the department whose review this is")
-        return department
-
-    async def review(
-        self,
-        actor: Actor,
-        application_id: str,
-        *,
-        approve: bool,
-        reasons: Sequence[str] = (),
-        department: str | None = None,
-    ) -> UseApplication:
-        """A source department's answer (ZW art. 21). A rejection carries reasons and
-        rejects the application; the last approval approves it."""
-        who = self._department(actor, department)
-        cleaned = () if approve else check_reasons(reasons)
-
-        async def apply(conn: AsyncConnection, now: dt.datetime) -> UseApplication:
-            application = await self._load(conn, application_id)
-            application.check_status(ApplicationStatus.DEPARTMENT_REVIEW)
-            review = application.review_of(who)
-            self._check_pending(application, review, now)
-            status = ReviewStatus.APPROVED if approve else ReviewStatus.REJECTED
-            await conn.execute(
-                update(ReviewRow)
-                .where(ReviewRow.application_id == application_id, ReviewRow.department == who)
-                .values(
-                    status=status.value,
-                    decided_at=now,
-                    decided_by=actor.id,
-                    reasons=list(cleaned),
-                )
-            )
-            await self._settle(conn, now, application_id)
-            return await self._load(conn, application_id)
-
-        await self.sweep()
-        return await self._governance.change(
-            actor,
-            "review.approved" if approve else "review.rejected",
-            {"application_id": application_id, "department": who, "reasons": list(cleaned)},
-            apply,
-        )
-
-    async def extend_review(
-        self,
-        actor: Actor,
-        application_id: str,
-        *,
-        working_days: int,
-        reason: str,
-        department: str | None = None,
-    ) -> UseApplication:
-        """A formal extension, filed before the deadline, once, with a reason: the only way
-        a silent reviewer avoids being deemed to approve."""
-        who = self._department(actor, department)
-        if not 1 <= working_days <= MAX_EXTENSION_WORKING_DAYS:
-            raise ValidationError(f"an extension is 1 to {MAX_EXTENSION_WORKING_DAYS} working days")
-        (why,) = check_reasons([reason])
-
-        async def apply(conn: AsyncConnection, now: dt.datetime) -> UseApplication:
-            application = await self._load(conn, application_id)
-            application.check_status(ApplicationStatus.DEPARTMENT_REVIEW)
-            review = application.review_of(who)
-            self._check_pending(application, review, now)
-            if review.extended_until is not None:
-                raise ConflictError(
-                    f"{who} already extended its review of {application_id} until "
-                    f"{review.extended_until.isoformat()}; a review is extended once"
-                )
-            assert review.due_at is not None
-            # Counted on from the original deadline's last working day.
-            until = self._calendar.deadline(
-                review.due_at - dt.timedelta(microseconds=1), working_days
-            )
-            await conn.execute(
-                update(ReviewRow)
-                .where(ReviewRow.application_id == application_id, ReviewRow.department == who)
-                .values(extended_until=until, extension_reason=why)
-            )
-            return await self._load(conn, application_id)
-
-        await self.sweep()
-        return await self._governance.change(
-            actor,
-            "review.extended",
-            {
-                "application_id": application_id,
-                "department": who,
-                "working_days": working_days,
-                "reason": why,
-            },
-            apply,
-        )
-
-    @staticmethod
-    def _check_pending(application: UseApplication, review: Review, now: dt.datetime) -> None:
-        if review.timed_out(now):
-            raise ConflictError(
-                f"the review of {application.id} by {review.department} was due by "
-                f"{review.effective_due.isoformat() if review.effective_due else '?'}; "
-                "it is deemed approved (timeout)"
-            )
-        if review.status is not ReviewStatus.PENDING:
-            raise ConflictError(
-                f"{review.department} already answered on application {application.id} "
-                f"({review.status.value})"
-            )
-
-    async def sweep(self) -> int:
-        """Record every review whose deadline passed unanswered as deemed approved, each in
-        its own governance record, and settle its application. Returns how many."""
-        now = self._clock.now()
-        due = func.coalesce(ReviewRow.extended_until, ReviewRow.due_at)
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        ReviewRow.application_id,
-                        ReviewRow.department,
-                        due,
-                        ReviewRow.extended_until.is_not(None),
-                    ).where(ReviewRow.status == ReviewStatus.PENDING.value, due <= now)
-                )
-            ).all()
-        count = 0
-        for application_id, department, deadline, extended in rows:
-            if await self._deem(application_id, department, utc(deadline), bool(extended), now):
-                count += 1
-        await self._remind_renewals(now)
-        return count
-
-    async def _remind_renewals(self, now: dt.datetime) -> None:
-        """Record, once per agreement, that it entered its last 3 months: the merchant
-        must re-apply to continue (CS23 art. 22). Tasks show it until the end."""
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(AgreementRow.id, AgreementRow.ends_at, AgreementRow.terms).where(
-                        AgreementRow.status == AgreementStatus.ACTIVE.value
-                    )
-                )
-            ).all()
-        for agreement_id, ends_at, terms in rows:
-            ends_at = utc(ends_at)
-            if (terms or {}).get("renewal_reminded_at") or not (
-                renewal_from(ends_at) <= now < ends_at
-            ):
-                continue
-
-            async def apply(
-                conn: AsyncConnection, at: dt.datetime, agreement_id: str = agreement_id
-            ) -> None:
-                row = (
-                    await conn.execute(
-                        select(AgreementRow.terms).where(AgreementRow.id == agreement_id)
-                    )
-                ).scalar_one()
-                if (row or {}).get("renewal_reminded_at"):
-                    raise Unchanged  # another process reminded first
-                updated = dict(row or {})
-                updated["renewal_reminded_at"] = at.isoformat()
-                await conn.execute(
-                    update(AgreementRow)
-                    .where(AgreementRow.id == agreement_id)
-                    .values(terms=updated)
-                )
-
-            await self._governance.change(
-                TIMEOUT_ACTOR,
-                "agreement.renewal-due",
-                {"agreement_id": agreement_id, "ends_at": ends_at},
-                apply,
-            )
-
-    async def _deem(
-        self,
-        application_id: str,
-        department: str,
-        deadline: dt.datetime,
-        extended: bool,
-        now: dt.datetime,
-    ) -> bool:
-        async def apply(conn: AsyncConnection, _at: dt.datetime) -> bool:
-            # Seen again inside the transaction: another process may have recorded it, or
-            # the department answered, since the sweep looked.
-            application = await self._load(conn, application_id)
-            review = application.review_of(department)
-            if application.status is not ApplicationStatus.DEPARTMENT_REVIEW or not (
-                review.timed_out(now)
-            ):
-                raise Unchanged(False)
-            await conn.execute(
-                update(ReviewRow)
-                .where(
-                    ReviewRow.application_id == application_id,
-                    ReviewRow.department == department,
-                    ReviewRow.status == ReviewStatus.PENDING.value,
-                )
-                .values(
-                    status=ReviewStatus.DEEMED_APPROVED.value,
-                    decided_at=deadline,
-                    decided_by=TIMEOUT_ACTOR.id,
-                )
-            )
-            await self._settle(conn, now, application_id)
-            return True
-
-        return await self._governance.change(
-            TIMEOUT_ACTOR,
-            "review.deemed-approved",
-            {
-                "application_id": application_id,
-                "department": department,
-                "deadline": deadline,
-                "label": "deemed approved (timeout)",
-                "extended": extended,
-            },
-            apply,
-        )
-
-    async def _settle(self, conn: AsyncConnection, now: dt.datetime, application_id: str) -> None:
-        """After a review changed: any rejection rejects the application (with every
-        rejecting department's reasons); all approved (or deemed) approves it."""
-        application = await self._load(conn, application_id)
-        rejected = [r for r in application.reviews if r.status is ReviewStatus.REJECTED]
-        if rejected:
-            reasons = [f"{r.department}: {reason}" for r in rejected for reason in r.reasons]
-            await self._set_status(
-                conn, now, application_id, ApplicationStatus.REJECTED, reasons=reasons
-            )
-        elif all(r.status is not ReviewStatus.PENDING for r in application.reviews):
-            await self._set_status(conn, now, application_id, ApplicationStatus.APPROVED)
-
-    @staticmethod
-    async def _set_status(
-        conn: AsyncConnection,
-        now: dt.datetime,
-        application_id: str,
-        status: ApplicationStatus,
-        *,
-        reasons: Sequence[str] | None = None,
-        agreement_id: str | None = None,
-    ) -> None:
-        values: dict[str, Any] = {"status": status.value, "updated_at": now}
-        if reasons is not None:
-            values["reasons"] = list(reasons)
-        if agreement_id is not None:
-            values["agreement_id"] = agreement_id
-        await conn.execute(
-            update(UseApplicationRow).where(UseApplicationRow.id == application_id).values(values)
-        )
 
     # -- the agreement --------------------------------------------------------------------
 
@@ -829,25 +321,6 @@ class UseApplicationService:
         )
 
     # -- helpers ----------------------------------------------------------------------------
-
-    @staticmethod
-    async def _published_scenario(conn: AsyncConnection, scenario_id: str) -> Scenario:
-        row = (
-            await conn.execute(select(ScenarioRow.__table__).where(ScenarioRow.id == scenario_id))
-        ).first()
-        if row is None:
-            raise NotFoundError(f"scenario {scenario_id} does not exist")
-        if row.status != ScenarioStatus.PUBLISHED.value:
-            raise ConflictError(
-                f"scenario {scenario_id} is {row.status}; applications are for published "
-                "scenarios only (no scenario, no authorization)"
-            )
-        return replace(Scenario.from_dict(row.definition), status=ScenarioStatus.PUBLISHED)
-
-    @staticmethod
-    async def _datasets(conn: AsyncConnection) -> dict[str, Dataset]:
-        rows = (await conn.execute(select(DatasetRow.id, DatasetRow.definition))).all()
-        return {row.id: Dataset.from_dict(row.definition) for row in rows}
 
 
 def _subject_letter(item: Mapping[str, Any]) -> dict[str, Any]:

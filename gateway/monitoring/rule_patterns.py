@@ -1,0 +1,386 @@
+"""The pattern rules, ``enumeration`` and ``scraping``: walking an id space, harvesting a
+dataset, and exhausting a verification budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.governance.policy import PolicySnapshot
+from gateway.monitoring.calls import CallEvent
+from gateway.monitoring.models import Detection, Severity
+from gateway.monitoring.rule_context import (
+    PATTERN_MODES,
+    CounterRun,
+    RuleContext,
+    filter_values,
+    group_points,
+    in_window,
+    last_seqs,
+    longest_counter_run,
+    longest_page_run,
+    minutes,
+    severity,
+    thinned,
+)
+
+# -- enumeration and scraping -------------------------------------------------------------
+
+
+def _pattern_key(event: CallEvent) -> str | None:
+    if (
+        event.kind == "data"
+        and event.merchant_id is not None
+        and event.dataset_id is not None
+        and event.mode in PATTERN_MODES
+    ):
+        return f"{event.merchant_id}\x00{event.dataset_id}"
+    return None
+
+
+async def _pattern_windows(
+    ctx: RuleContext,
+) -> list[tuple[str, str, list[dt.datetime], list[CallEvent]]]:
+    """Per merchant and dataset with new verify/query calls: the evaluation points and the
+    pattern window's calls."""
+    news = [e for e in ctx.batch if _pattern_key(e) is not None]
+    if not news:
+        return []
+    points = group_points(news, _pattern_key)
+    since = min(e.at for e in news) - ctx.thresholds.pattern_window
+    merchants = {key.split("\x00", 1)[0] for key in points}
+    calls = await ctx.windows.data_calls(merchants, since)
+    grouped: dict[str, list[CallEvent]] = defaultdict(list)
+    for event in calls:
+        key = _pattern_key(event)
+        if key in points:
+            grouped[key].append(event)
+    out = []
+    for key, key_points in sorted(points.items()):
+        merchant_id, dataset_id = key.split("\x00", 1)
+        out.append(
+            (
+                merchant_id,
+                dataset_id,
+                thinned(key_points, ctx.thresholds.pattern_window),
+                grouped[key],
+            )
+        )
+    return out
+
+
+def _subject_fields(snapshot: PolicySnapshot, dataset_id: str, *, clear_only: bool) -> list[str]:
+    """The dataset's identifying fields (keys and subject); with ``clear_only`` only those
+    logged in clear (a sensitive field's values are digests, which form no run)."""
+    dataset = snapshot.datasets.get(dataset_id)
+    if dataset is None:
+        return []
+    names = dict.fromkeys([*dataset.key_fields, dataset.subject_field])
+    if clear_only:
+        return [n for n in names if n in dataset.field_names and dataset.field(n).sensitive is None]
+    return list(names)
+
+
+class Enumeration:
+    """A merchant asking, within one window, for identifiers that differ only in a trailing
+    counter: ``...0041``, ``...0042``, ``...0043``. That is walking an id space, not looking
+    up customers. Looks at equality/``in`` filters and verify keys on the dataset's key and
+    subject fields logged in clear; fires when a run of consecutive counters reaches
+    ``enumeration_run`` inside ``pattern_window``. A trailing check character (credit codes,
+    resident ids) is allowed for.
+
+    Values of sensitive fields are digests and form no run, so walking a sensitive claim of
+    one subject (a resident id tried candidate by candidate, in any order) is seen through
+    the verification budget's figures in the call records instead: it fires when a call was
+    refused for an exhausted budget, or when one subject's negative answers in the budget
+    window reach ``verify_negatives`` (a generous budget does not hide the walk).
+    """
+
+    name = "enumeration"
+
+    async def evaluate(self, ctx: RuleContext) -> list[Detection]:
+        t = ctx.thresholds
+        detections = _negative_verifies(ctx)
+        for merchant_id, dataset_id, points, calls in await _pattern_windows(ctx):
+            fields = _subject_fields(ctx.snapshot, dataset_id, clear_only=True)
+            best: tuple[CounterRun, str, dt.datetime] | None = None
+            for point in points:
+                window = in_window(calls, point, t.pattern_window)
+                for field in fields:
+                    run = longest_counter_run(
+                        (value, e.seq)
+                        for e in window
+                        for value in filter_values(e.parameters, field)
+                    )
+                    if run is not None and (best is None or run.length > best[0].length):
+                        best = (run, field, point)
+            if best is None or best[0].length < t.enumeration_run:
+                continue
+            run, field, point = best
+            window_text = minutes(t.pattern_window)
+            detections.append(
+                Detection(
+                    rule=self.name,
+                    key=f"merchant:{merchant_id}|dataset:{dataset_id}",
+                    severity=severity(Severity.HIGH, run.length, t.enumeration_run),
+                    title=(
+                        f"Enumeration: {merchant_id} asked {run.length} consecutive "
+                        f"{field} values of {dataset_id} in {window_text}"
+                    ),
+                    detail=(
+                        f"{merchant_id} asked {dataset_id} for {field} {run.first} to "
+                        f"{run.last}: {run.length} identifiers differing only in a consecutive "
+                        f"counter within {window_text} (threshold {t.enumeration_run})."
+                    ),
+                    at=point,
+                    figures={
+                        "pattern": "sequential-identifiers",
+                        "dataset": dataset_id,
+                        "field": field,
+                        "run": run.length,
+                        "first": run.first,
+                        "last": run.last,
+                        "threshold": t.enumeration_run,
+                        "window_seconds": int(t.pattern_window.total_seconds()),
+                        "window_end": point.isoformat(),
+                    },
+                    records=last_seqs(run.seqs, t.evidence_records),
+                    merchant_id=merchant_id,
+                )
+            )
+        return detections
+
+
+@dataclass(slots=True)
+class _SubjectWalk:
+    """One subject's verification-budget figures over a batch's verify calls."""
+
+    figures: Mapping[str, Any]
+    at: dt.datetime
+    refused: int = 0
+    seqs: list[int] = dataclasses.field(default_factory=list)
+
+
+_BUDGET_REFUSAL = "verification-budget-exhausted"
+
+
+def _budget_figures(event: CallEvent) -> Mapping[str, Any] | None:
+    figures = event.parameters.get("verify_budget")
+    if (
+        event.kind != "data"
+        or event.mode != "verify"
+        or event.merchant_id is None
+        or event.dataset_id is None
+        or not isinstance(figures, Mapping)
+        or not isinstance(figures.get("subject"), str)
+        or not isinstance(figures.get("negatives"), int)
+        or not isinstance(figures.get("bound"), int)
+    ):
+        return None
+    return figures
+
+
+def _negative_verifies(ctx: RuleContext) -> list[Detection]:
+    """Enumeration of a sensitive claim, from the verification budget's figures that the
+    batch's verify records carry: per merchant and dataset, the subject whose walk went
+    furthest (a refusal for an exhausted budget, else the most negatives), when it reached
+    the bound or ``verify_negatives``."""
+    t = ctx.thresholds
+    walks: dict[tuple[str, str], dict[str, _SubjectWalk]] = defaultdict(dict)
+    for event in ctx.batch:
+        figures = _budget_figures(event)
+        if figures is None:
+            continue
+        subjects = walks[(event.merchant_id or "", event.dataset_id or "")]
+        walk = subjects.get(figures["subject"])
+        if walk is None:
+            walk = subjects[figures["subject"]] = _SubjectWalk(figures, event.at)
+        if figures["negatives"] >= walk.figures["negatives"]:
+            walk.figures, walk.at = figures, event.at
+        if event.reason == _BUDGET_REFUSAL:
+            walk.refused += 1
+        walk.seqs.append(event.seq)
+    detections = []
+    for (merchant_id, dataset_id), subjects in sorted(walks.items()):
+        worst = max(subjects.values(), key=lambda w: (w.refused > 0, w.figures["negatives"], w.at))
+        negatives, bound = int(worst.figures["negatives"]), int(worst.figures["bound"])
+        threshold = min(bound, t.verify_negatives)
+        if not worst.refused and negatives < threshold:
+            continue
+        exhausted = worst.refused > 0 or negatives >= bound
+        subject = str(worst.figures["subject"])
+        window = f"{worst.figures.get('window_start')} to {worst.figures.get('window_end')}"
+        detections.append(
+            Detection(
+                rule="enumeration",
+                key=f"merchant:{merchant_id}|dataset:{dataset_id}|verify-budget",
+                severity=severity(Severity.HIGH, negatives + worst.refused, threshold),
+                title=(
+                    f"Enumeration: {merchant_id} received {negatives} negative verify answers "
+                    f"about one subject of {dataset_id}"
+                    + (" and exhausted its verification budget" if exhausted else "")
+                ),
+                detail=(
+                    f"{merchant_id} verified sensitive claims about subject {subject[:16]}… of "
+                    f"{dataset_id} and was told no {negatives} times in the budget window "
+                    f"{window} (bound {bound}, alert threshold {t.verify_negatives}); "
+                    f"{worst.refused} call(s) in this batch were refused. Trying candidate "
+                    "values one by one walks the field's value space."
+                ),
+                at=worst.at,
+                figures={
+                    "pattern": "verification-budget" if exhausted else "negative-verifies",
+                    "dataset": dataset_id,
+                    "subject": subject,
+                    "negatives": negatives,
+                    "bound": bound,
+                    "threshold": t.verify_negatives,
+                    "refused": worst.refused,
+                    "window_start": worst.figures.get("window_start"),
+                    "window_end": worst.figures.get("window_end"),
+                },
+                records=last_seqs(worst.seqs, t.evidence_records),
+                merchant_id=merchant_id,
+            )
+        )
+    return detections
+
+
+class Scraping:
+    """A merchant harvesting a dataset rather than using it for its scenario, seen two ways
+    within ``pattern_window``:
+
+    - many distinct subjects: the distinct values asked for on one identifying field
+      (sensitive ones as digests, which count the same) reach
+      ``scraping_distinct_subjects``;
+    - paging through a result set: queries with the same filters and page size whose
+      offsets walk ``scraping_pages`` consecutive pages.
+    """
+
+    name = "scraping"
+
+    async def evaluate(self, ctx: RuleContext) -> list[Detection]:
+        detections = []
+        for merchant_id, dataset_id, points, calls in await _pattern_windows(ctx):
+            fields = _subject_fields(ctx.snapshot, dataset_id, clear_only=False)
+            subjects = self._distinct(ctx, merchant_id, dataset_id, points, calls, fields)
+            if subjects is not None:
+                detections.append(subjects)
+            paging = self._paging(ctx, merchant_id, dataset_id, points, calls)
+            if paging is not None:
+                detections.append(paging)
+        return detections
+
+    def _distinct(
+        self,
+        ctx: RuleContext,
+        merchant_id: str,
+        dataset_id: str,
+        points: list[dt.datetime],
+        calls: list[CallEvent],
+        fields: list[str],
+    ) -> Detection | None:
+        t = ctx.thresholds
+        best: tuple[int, str, dt.datetime, list[int]] | None = None
+        for point in points:
+            window = in_window(calls, point, t.pattern_window)
+            for field in fields:
+                seen: dict[str, int] = {}
+                for event in window:
+                    for value in filter_values(event.parameters, field):
+                        seen[value] = event.seq
+                if best is None or len(seen) > best[0]:
+                    best = (len(seen), field, point, list(seen.values()))
+        if best is None or best[0] < t.scraping_distinct_subjects:
+            return None
+        count, field, point, seqs = best
+        window_text = minutes(t.pattern_window)
+        return Detection(
+            rule=self.name,
+            key=f"merchant:{merchant_id}|dataset:{dataset_id}",
+            severity=severity(Severity.HIGH, count, t.scraping_distinct_subjects),
+            title=f"Scraping: {merchant_id} asked about {count} distinct subjects in {window_text}",
+            detail=(
+                f"{merchant_id} asked {dataset_id} about {count} distinct {field} values "
+                f"within {window_text} (threshold {t.scraping_distinct_subjects})."
+            ),
+            at=point,
+            figures={
+                "pattern": "distinct-subjects",
+                "dataset": dataset_id,
+                "field": field,
+                "count": count,
+                "threshold": t.scraping_distinct_subjects,
+                "window_seconds": int(t.pattern_window.total_seconds()),
+                "window_end": point.isoformat(),
+            },
+            records=last_seqs(seqs, t.evidence_records),
+            merchant_id=merchant_id,
+        )
+
+    def _paging(
+        self,
+        ctx: RuleContext,
+        merchant_id: str,
+        dataset_id: str,
+        points: list[dt.datetime],
+        calls: list[CallEvent],
+    ) -> Detection | None:
+        t = ctx.thresholds
+        best: tuple[int, int, int, list[int], dt.datetime, int] | None = None
+        for point in points:
+            walks: dict[str, list[tuple[int, int]]] = defaultdict(list)
+            limits: dict[str, int] = {}
+            for event in in_window(calls, point, t.pattern_window):
+                params = event.parameters
+                limit, offset = params.get("limit"), params.get("offset")
+                if (
+                    event.mode != "query"
+                    or not isinstance(limit, int)
+                    or not isinstance(offset, int)
+                ):
+                    continue
+                if limit <= 0 or offset < 0 or offset % limit:
+                    continue
+                filters = {k: v for k, v in params.items() if k not in ("limit", "offset")}
+                walk = json.dumps([filters, limit], sort_keys=True, default=str)
+                walks[walk].append((offset // limit, event.seq))
+                limits[walk] = limit
+            for walk, pages in walks.items():
+                length, first, last, seqs = longest_page_run(pages)
+                if best is None or length > best[0]:
+                    best = (length, first, last, seqs, point, limits[walk])
+        if best is None or best[0] < t.scraping_pages:
+            return None
+        length, first, last, seqs, point, limit = best
+        window_text = minutes(t.pattern_window)
+        return Detection(
+            rule=self.name,
+            key=f"merchant:{merchant_id}|dataset:{dataset_id}|paging",
+            severity=severity(Severity.HIGH, length, t.scraping_pages),
+            title=f"Scraping: {merchant_id} paged through {length} pages of {dataset_id}",
+            detail=(
+                f"{merchant_id} walked pages {first} to {last} (page size {limit}) of one "
+                f"query on {dataset_id} within {window_text} (threshold {t.scraping_pages})."
+            ),
+            at=point,
+            figures={
+                "pattern": "paging",
+                "dataset": dataset_id,
+                "pages": length,
+                "first_offset": first * limit,
+                "last_offset": last * limit,
+                "limit": limit,
+                "threshold": t.scraping_pages,
+                "window_seconds": int(t.pattern_window.total_seconds()),
+                "window_end": point.isoformat(),
+            },
+            records=last_seqs(seqs, t.evidence_records),
+            merchant_id=merchant_id,
+        )
