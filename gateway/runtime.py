@@ -5,21 +5,16 @@ The HTTP app and the CLI both start here, so they share one set of services and 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import func, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.api.delivery_client import DeliveryClient
-from gateway.authorization.quotas import CallAllowance, QuotaTracker
+from gateway.authorization.allowance import call_allowance
 from gateway.authorization.secrets import SecretHasher
 from gateway.authorization.shared_quotas import RedisQuotaTracker
 from gateway.authorization.tokens import TokenService
@@ -32,9 +27,10 @@ from gateway.cluster.leadership import Leadership, leader_lock_for
 from gateway.cluster.policy_push import PolicyWatch
 from gateway.dataplane.connectors import ConnectorRegistry
 from gateway.dataplane.service import DataPlane
-from gateway.db import create_engine, engine_for, migrate
-from gateway.db.schema import LogEntryRow
+from gateway.dataplane.wiring import build_dataplane
+from gateway.db import engine_for, migrate
 from gateway.dependencies import DEPENDENCIES, DependencyHealth
+from gateway.derived_keys import DerivedKeys, derive_key
 from gateway.errors import ConfigError, DsgwError, KeystoreError
 from gateway.evaluation import EvaluationService
 from gateway.evidence.build import record_bundle
@@ -43,89 +39,41 @@ from gateway.evidence.notes import NoteSigner
 from gateway.governance.epoch import EpochFile
 from gateway.governance.models import Scenario
 from gateway.governance.policy import PolicyStore
-from gateway.governance.service import Actor, GovernanceService, Unchanged
+from gateway.governance.service import Actor, GovernanceService
+from gateway.initialise import InitReport, initialise
 from gateway.ledger.checkpoints import Checkpointer
 from gateway.ledger.log import STREAMS, LogWriter
-from gateway.monitoring import AlertStore, Monitor, Thresholds, WebhookSender
-from gateway.monitoring.models import Detection, Severity
+from gateway.monitoring import AlertStore, Monitor
+from gateway.monitoring.wiring import build_monitoring
 from gateway.objections import ObjectionService, ReceiptKeys
-from gateway.passphrase import keystore_passphrase, open_keystore, passphrase_file
-from gateway.privacy.budget import PrivacyBudgets
-from gateway.privacy.overlap import OverlapAudit
+from gateway.passphrase import keystore_passphrase, open_keystore
 from gateway.privacy.quasi import QuasiIdentifierWarning, check_scenario, connector_groups
-from gateway.privacy.verify_budget import VerifyBudget, VerifyBudgets
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
 from gateway.readiness import DependencyWatch
 from gateway.settings import Settings
 from gateway.supervision.measures import MeasureService
-from gateway.tracing.delivery import DeliveryTracing
 from gateway.tracing.engine import LeakTracer
 from gateway.workdays import YearSchedule, default_calendar
+from gateway.workdays.schedules import WorkdaySchedules
 from gateway.workdays.store import (
-    MISSING_SCHEDULE_RULE,
     LiveCalendar,
     LoadedSchedule,
-    missing_schedule_due,
-    store_schedule,
     stored_schedules,
 )
 from gateway.workflows.service import WorkflowService
 from gateway.workflows.use import UseApplicationService
 from keys.keystore import KeyPurpose, Keystore
-from keys.passphrase import create_passphrase_file
 
-__all__ = ["Gateway", "initialise", "keystore_passphrase"]
+__all__ = [
+    "Gateway",
+    "InitReport",
+    "derive_key",
+    "initialise",
+    "keystore_passphrase",
+]
 
 log = logging.getLogger(__name__)
-
-
-def derive_key(secret: bytes, label: str) -> bytes:
-    """A sub-key per use, so one secret never serves two purposes directly."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label.encode()).derive(secret)
-
-
-@dataclass(frozen=True, slots=True)
-class InitReport:
-    data_dir: Path
-    created_keystore: bool
-    created_passphrase_file: Path | None
-    database_url: str
-
-
-async def initialise(settings: Settings, *, clock: Clock | None = None) -> InitReport:
-    """Create the data directory, the keystore (with its first keys) and the schema.
-
-    Idempotent: existing keys and data are kept. Without ``DSGW_KEYSTORE_PASSPHRASE`` a
-    random passphrase is written to a 0600 file beside the keystore; production
-    deployments pass the passphrase from their secret store instead.
-    """
-    now = (clock or SystemClock()).now()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.data_dir.chmod(0o700)
-    created_pass: Path | None = None
-    pass_file = passphrase_file(settings)
-    if not settings.keystore_passphrase and not pass_file.exists():
-        create_passphrase_file(pass_file)
-        created_pass = pass_file
-    passphrase = keystore_passphrase(settings)
-    created = False
-    if settings.keystore_path.exists():
-        keystore = Keystore.open(settings.keystore_path, passphrase)
-    else:
-        keystore = Keystore.create(settings.keystore_path, passphrase)
-        created = True
-    for purpose in (KeyPurpose.TOKEN_SIGNING, KeyPurpose.CHECKPOINT, KeyPurpose.MARK):
-        try:
-            keystore.active(purpose)
-        except KeystoreError:
-            keystore.generate(purpose, now=now)
-    engine = create_engine(settings.resolved_database_url)
-    try:
-        await migrate(engine, timezone=settings.timezone)
-    finally:
-        await engine.dispose()
-    return InitReport(settings.data_dir, created, created_pass, settings.resolved_database_url)
 
 
 @dataclass(slots=True)
@@ -157,6 +105,8 @@ class Gateway:
     # The working-day calendar deadlines are counted on: shipped and configured schedules
     # plus those loaded into the store (refreshed on every policy reload).
     calendar: LiveCalendar
+    # Holiday schedules: loading one, and every process's calendar in step with the store.
+    schedules: WorkdaySchedules
     anchoring: Anchoring | None = None
     # The Redis-backed quota store when ``redis_url`` is set (closed with the gateway).
     shared_quotas: RedisQuotaTracker | None = None
@@ -220,81 +170,9 @@ class Gateway:
             engine, epoch, clock, hasher, algorithm=algorithm, sources=sources, zone=settings.zone
         )
         connectors = ConnectorRegistry(sources, pool_size=settings.source_pool_size)
-
-        async def count_calls(
-            merchant_id: str, scenario_id: str, start: dt.datetime, end: dt.datetime
-        ) -> int:
-            async with engine.connect() as conn:
-                value = await conn.scalar(
-                    select(func.count())
-                    .select_from(LogEntryRow)
-                    .where(
-                        LogEntryRow.stream == "calls",
-                        LogEntryRow.kind == "data",
-                        LogEntryRow.merchant_id == merchant_id,
-                        LogEntryRow.scenario_id == scenario_id,
-                        LogEntryRow.decision == "allow",
-                        LogEntryRow.recorded_at >= start,
-                        LogEntryRow.recorded_at < end,
-                    )
-                )
-            return int(value or 0)
-
-        quotas: CallAllowance = QuotaTracker(count_calls, zone=settings.zone)
-        shared_quotas = None
-        if settings.redis_url:
-            from redis.asyncio import Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-            from redis.exceptions import ConnectionError as RedisConnectionError
-
-            shared_quotas = RedisQuotaTracker(
-                Redis.from_url(
-                    settings.redis_url,
-                    socket_timeout=2,
-                    socket_connect_timeout=2,
-                    # Once, on a fresh connection, after a connection error: a pooled
-                    # connection to a Redis that restarted fails its first command, which
-                    # must not refuse a call (nor log an outage) once Redis is back. Never
-                    # after a timeout: the command may have run.
-                    retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-                ),
-                count_calls,
-                prefix=f"dsgw:{settings.deployment}:",
-                health=health,
-                zone=settings.zone,
-            )
-            quotas = shared_quotas
-        mark_secret = keystore.secret(keystore.active(KeyPurpose.MARK).kid)
-        trace_key = derive_key(mark_secret, "dsgw trace row hashes v1")
-        mark_key = derive_key(mark_secret, "dsgw recipient marks v1")
-        param_key = derive_key(mark_secret, "dsgw call-record parameter digests v1")
-        dataplane = DataPlane(
-            connectors,
-            quotas,
-            clock,
-            min_subjects=settings.aggregate_min_subjects,
-            param_key=param_key,
-            tracing=DeliveryTracing(
-                trace_key=trace_key, mark_key=mark_key, canary_rate=settings.trace_canary_rate
-            ),
-            budgets=PrivacyBudgets(engine, zone=settings.zone),
-            overlap=(
-                OverlapAudit(
-                    engine,
-                    clock,
-                    key=derive_key(mark_secret, "dsgw overlap audit elements v1"),
-                    threshold=settings.aggregate_overlap_min,
-                    max_subject_rows=settings.aggregate_audit_max_rows,
-                )
-                if settings.aggregate_overlap_min
-                else None
-            ),
-            verify_budgets=VerifyBudgets(engine, settings.zone),
-            default_verify_budget=VerifyBudget(
-                settings.verify_negatives_per_subject, settings.verify_window_hours
-            ),
-        )
+        quotas, shared_quotas = call_allowance(settings, engine, health)
+        keys = DerivedKeys.of(keystore)
+        dataplane = build_dataplane(settings, engine, clock, connectors, quotas, keys)
         checkpointer = Checkpointer(
             engine,
             NoteSigner(
@@ -311,37 +189,16 @@ class Gateway:
         live = LiveCalendar(default_calendar(*settings.workday_calendars, zone=settings.zone))
         async with engine.connect() as conn:
             live.replace(item.schedule for item in await stored_schedules(conn))
-        thresholds = Thresholds.from_settings(settings)
-        alerts = AlertStore(
+        alerts, monitor = build_monitoring(settings, engine, policy, clock, live, health)
+        workflows = WorkflowService(engine, governance.uow, live, clock)
+        applications = UseApplicationService(engine, governance, live, clock, health=health)
+        objections = ObjectionService(
             engine,
+            governance,
+            live,
             clock,
-            algorithm=algorithm,
-            evidence_records=thresholds.evidence_records,
-            webhook=bool(settings.alert_webhook_url),
-        )
-        monitor = Monitor(
-            engine,
-            alerts,
-            policy,
-            clock,
-            thresholds=thresholds,
-            calendar=live,
-            batch_size=settings.monitor_batch_size,
-            health=health,
-            webhook=(
-                WebhookSender(
-                    alerts,
-                    clock,
-                    url=settings.alert_webhook_url,
-                    secret=settings.alert_webhook_secret,
-                    deployment=settings.deployment,
-                    timeout=settings.alert_webhook_timeout_seconds,
-                    max_attempts=settings.alert_webhook_max_attempts,
-                    health=health,
-                )
-                if settings.alert_webhook_url
-                else None
-            ),
+            keys=ReceiptKeys(trace_key=keys.trace, param_key=keys.param),
+            working_days=settings.objection_working_days,
         )
         gateway = cls(
             health=health,
@@ -358,8 +215,8 @@ class Gateway:
             governance=governance,
             dataplane=dataplane,
             connectors=connectors,
-            workflows=WorkflowService(engine, governance.uow, live, clock),
-            applications=UseApplicationService(engine, governance, live, clock, health=health),
+            workflows=workflows,
+            applications=applications,
             products=ProductService(engine, governance, clock),
             deliveries=DeliveryService(engine, DeliveryClient()),
             alerts=alerts,
@@ -368,22 +225,26 @@ class Gateway:
                 engine,
                 policy,
                 connectors,
-                trace_key=trace_key,
-                mark_key=mark_key,
+                trace_key=keys.trace,
+                mark_key=keys.mark,
                 p_guess=settings.trace_p_guess,
                 named_threshold=settings.trace_named_threshold,
             ),
             measures=MeasureService(engine, governance.uow),
-            objections=ObjectionService(
-                engine,
-                governance,
-                live,
-                clock,
-                keys=ReceiptKeys(trace_key=trace_key, param_key=param_key),
-                working_days=settings.objection_working_days,
-            ),
+            objections=objections,
             evaluation=EvaluationService(engine, governance.uow, clock, zone=governance.zone),
             calendar=live,
+            schedules=WorkdaySchedules(
+                engine,
+                live,
+                alerts,
+                governance.uow,
+                recounts=(
+                    workflows.recompute_provisional,
+                    applications.recompute_provisional,
+                    objections.recompute_provisional,
+                ),
+            ),
         )
         policy.on_reload(gateway.refresh_calendar)
         if anchoring:
@@ -402,74 +263,15 @@ class Gateway:
         )
 
     async def refresh_calendar(self) -> None:
-        """Count deadlines with the schedules in the store as they are now (another
-        process may have loaded one)."""
-        async with self.engine.connect() as conn:
-            loaded = await stored_schedules(conn)
-        self.calendar.replace(item.schedule for item in loaded)
+        await self.schedules.refresh()
 
     async def alert_missing_schedule(self) -> None:
-        """From November on, alert the operator once per year that next year's holiday
-        schedule is not loaded (deadlines reaching into it are provisional meanwhile). Run
-        by the process that runs the background work, when it starts and by the sweeper
-        of deemed approvals; the alert store keeps it to one alert per year."""
-        calendar = self.calendar.current
-
-        async def work(conn: AsyncConnection, now: dt.datetime) -> None:
-            year = await missing_schedule_due(conn, calendar, now)
-            if year is None:
-                return
-            detection = Detection(
-                rule=MISSING_SCHEDULE_RULE,
-                key=f"year:{year}",
-                severity=Severity.WARNING,
-                title=f"Working days: the {year} holiday schedule is not loaded",
-                detail=(
-                    f"Deadlines in working days that reach into {year} are counted on "
-                    "weekends alone and shown as provisional until the State Council's notice "
-                    f"(国务院办公厅关于{year}年部分节假日安排的通知) is loaded: save its text and "
-                    "run `dsgw workdays import notice.txt`; provisional deadlines are then "
-                    "counted again (docs/workdays.md)."
-                ),
-                at=now,
-                figures={"year": year, "covered_years": list(calendar.years)},
-                records=(),
-            )
-            await self.alerts.record(conn, now, detection)
-
-        await self.alerts.transaction(work)
+        await self.schedules.alert_missing()
 
     async def load_workday_schedule(
         self, actor: Actor, schedule: YearSchedule, *, loaded_by: str
     ) -> tuple[LoadedSchedule | None, list[str]]:
-        """Store ``schedule`` with who loaded it (a governance record, kind
-        ``workdays.schedule-loaded``), count with it from now on, and count the open
-        provisional deadlines again. Returns the stored schedule (None when the same days
-        were already loaded: no record) and the ids whose deadline moved.
-
-        Raises :class:`CalendarError` if it contradicts a shipped or configured schedule.
-        """
-        base = self.calendar.base
-
-        async def apply(conn: AsyncConnection, now: dt.datetime) -> LoadedSchedule:
-            loaded = await store_schedule(conn, now, base, schedule, loaded_by)
-            if loaded is None:
-                raise Unchanged(None)
-            return loaded
-
-        loaded: LoadedSchedule | None = await self.governance.change(
-            actor,
-            "workdays.schedule-loaded",
-            {"year": schedule.year, "loaded_by": loaded_by, "schedule": schedule.to_dict()},
-            apply,
-        )
-        await self.refresh_calendar()
-        moved = [
-            *await self.workflows.recompute_provisional(),
-            *await self.applications.recompute_provisional(),
-            *await self.objections.recompute_provisional(),
-        ]
-        return loaded, moved
+        return await self.schedules.load(actor, schedule, loaded_by=loaded_by)
 
     async def start_anchoring(self) -> None:
         """Connect to the chain and start anchoring in the background (nothing when the
