@@ -26,12 +26,11 @@ from gateway.catalog.models import Dataset, check_id, expect_keys
 from gateway.clock import DEFAULT_ZONE
 from gateway.errors import CatalogError, ConflictError, ValidationError
 from gateway.governance.models import (
-    MAX_AGREEMENT_YEARS,
     MODE_NAMES,
     DatasetGrant,
     Mode,
     Scenario,
-    add_years,
+    check_period,
     parse_time_value,
 )
 
@@ -194,13 +193,7 @@ class ApplicationTerms:
 
         starts_at = parse_time_value("period.start", data.get("period_start"), zone)
         ends_at = parse_time_value("period.end", data.get("period_end"), zone)
-        if ends_at <= starts_at:
-            raise ValidationError("the period must end after it starts")
-        if ends_at > add_years(starts_at, MAX_AGREEMENT_YEARS):
-            raise ValidationError(
-                f"the period may last at most {MAX_AGREEMENT_YEARS} years "
-                f"(until {add_years(starts_at, MAX_AGREEMENT_YEARS).date().isoformat()})"
-            )
+        check_period(starts_at, ends_at)
         return cls(text("purpose"), starts_at, ends_at, text("safeguards"))
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from gateway.governance.models.parties import (
     Client,
     Merchant,
     MerchantStatus,
+    check_period,
 )
 from gateway.governance.models.scenario import (
     DocumentRef,
@@ -59,6 +60,7 @@ __all__ = [
     "ScenarioStatus",
     "add_months",
     "add_years",
+    "check_period",
     "parse_time_value",
     "renewal_from",
     "units_text",

@@ -23,6 +23,7 @@ __all__ = [
     "Client",
     "Merchant",
     "MerchantStatus",
+    "check_period",
 ]
 
 MAX_AGREEMENT_YEARS = 3
@@ -52,6 +53,18 @@ class Merchant:
     name: str
     credit_code: str
     status: MerchantStatus = MerchantStatus.ACTIVE
+
+
+def check_period(starts_at: dt.datetime, ends_at: dt.datetime, prefix: str = "") -> None:
+    """An authorization lasts at most 3 years (CS23 art. 22; GY): the one check of both an
+    agreement's period and the period a use application asks for."""
+    if ends_at <= starts_at:
+        raise ValidationError(f"{prefix}the period must end after it starts")
+    if ends_at > add_years(starts_at, MAX_AGREEMENT_YEARS):
+        raise ValidationError(
+            f"{prefix}the period may last at most {MAX_AGREEMENT_YEARS} years "
+            f"(until {add_years(starts_at, MAX_AGREEMENT_YEARS).date().isoformat()})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +113,7 @@ class Agreement:
         starts_at: dt.datetime, ends_at: dt.datetime, shares: tuple[object, object, object]
     ) -> tuple[Decimal, Decimal, Decimal]:
         """Period within 3 years (CS23 art. 22) and revenue shares summing to 100% (art. 21)."""
-        if ends_at <= starts_at:
-            raise ValidationError("agreement: the period must end after it starts")
-        if ends_at > add_years(starts_at, MAX_AGREEMENT_YEARS):
-            raise ValidationError(
-                f"agreement: the period may last at most {MAX_AGREEMENT_YEARS} years "
-                f"(until {add_years(starts_at, MAX_AGREEMENT_YEARS).date().isoformat()})"
-            )
+        check_period(starts_at, ends_at, "agreement: ")
         parsed: list[Decimal] = []
         for name, raw in zip(("owner", "operator", "processor"), shares, strict=True):
             try:
