@@ -23,25 +23,20 @@ from eth_utils.crypto import keccak
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.chain import (
-    AnchoredEvent,
-    AnchorPolicy,
-    AnchorRegistry,
+from gateway.chain.backends import (
     AnvilBackend,
     ChainBackend,
-    ChainConfigError,
-    ChainUnavailableError,
-    CycleReport,
     EmbeddedBackend,
-    RegistryArtifact,
     RpcBackend,
-    anchoring_status,
-    covering_anchor,
-    ensure_registry,
-    nonce_manager,
     open_backend,
-    stream_id,
 )
+from gateway.chain.contract import AnchoredEvent, AnchorRegistry, RegistryArtifact, stream_id
+from gateway.chain.deployment import ensure_registry
+from gateway.chain.errors import ChainConfigError, ChainUnavailableError
+from gateway.chain.models import AnchorPolicy, CycleReport
+from gateway.chain.nonces import nonce_manager
+from gateway.chain.records import covering_anchor
+from gateway.chain.status import anchoring_status
 from gateway.chain.worker import AnchorWorker
 from gateway.clock import FixedClock
 from gateway.db import create_engine, migrate
