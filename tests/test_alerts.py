@@ -42,7 +42,7 @@ from gateway.monitoring.rules import longest_counter_run
 from gateway.monitoring.webhook import check_webhook_url
 from gateway.settings import load_settings
 from gateway.workdays import default_calendar
-from tests.conftest import World
+from tests.support.world import World
 
 # Small thresholds, so each case needs a few dozen calls rather than hundreds.
 SMALL = Thresholds(

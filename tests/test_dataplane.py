@@ -14,7 +14,7 @@ from gateway.cli.demo import DEMO_SCENARIO, demo_datasets, demo_scenario
 from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.ledger.log import read_entry
-from tests.conftest import ROWS, World
+from tests.support.world import ROWS, World
 
 
 async def test_verify_true_false_and_unknown(world: World) -> None:

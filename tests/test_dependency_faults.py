@@ -50,9 +50,9 @@ from gateway.governance.epoch import EpochFile
 from gateway.governance.policy import PolicyStore
 from gateway.ledger.log import read_entry
 from gateway.settings import Settings, load_settings
-from tests.conftest import World, build_world
-from tests.enrolment import limited_scenario
-from tests.services import PrivatePostgres, PrivateRedis, free_port
+from tests.support.enrolment import limited_scenario
+from tests.support.services import PrivatePostgres, PrivateRedis, free_port
+from tests.support.world import World, build_world
 
 SCENARIO = "fault-load"
 # Far above what the load reaches: a 429 would hide what these tests look for.

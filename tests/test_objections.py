@@ -30,7 +30,7 @@ from gateway.tracing.index import identity_hash
 from gateway.tracing.normalize import normalize
 from gateway.workdays import default_calendar
 from keys.keystore import KeyPurpose
-from tests.conftest import World
+from tests.support.world import World
 
 CST = dt.timezone(dt.timedelta(hours=8))
 MARKET = "市场监督管理局"

@@ -28,7 +28,7 @@ from gateway.governance.service import LOCAL_ADMIN
 from gateway.ledger.log import read_entry
 from gateway.privacy.dp import CI95_FACTOR, SubjectCell, plan_release, truncate
 from gateway.workflows.applications import Requirement
-from tests.conftest import World
+from tests.support.world import World
 
 RELEASES = 2000
 

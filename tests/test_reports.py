@@ -56,7 +56,7 @@ from gateway.reports.service import chain_for_server, operations_report, securit
 from gateway.reports.templating import JoinLines, layout
 from gateway.runtime import initialise
 from gateway.settings import load_settings
-from tests.conftest import World, build_world
+from tests.support.world import World, build_world
 from tests.test_products import product, trade
 
 CST = dt.timezone(dt.timedelta(hours=8))

@@ -44,7 +44,7 @@ from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.settings import Settings, load_settings
 from keys.keystore import Keystore
-from tests.conftest import World
+from tests.support.world import World
 
 MARKET = "市场监督管理局"  # provider of the demo's enterprises
 PG_TYPES = {"string": "text", "integer": "bigint", "decimal": "numeric", "date": "date"}
