@@ -3,7 +3,7 @@ full disk, a keystore gone, and a server stopped with calls in flight.
 
 Real servers throughout, under load from concurrent clients: ``dsgw serve`` processes on
 loopback (their stderr is the log whose lines are counted), a private PostgreSQL and a
-private Redis that the tests stop and start (tests/services.py; the shared servers are
+private Redis that the tests stop and start (tests/support/services.py; the shared servers are
 never touched), and a tmpfs mounted as the data directory and filled until writes fail
 with ENOSPC. Every answer must be 200 or a 503 problem with ``Retry-After`` whose type
 names the dependency; never a 500, never a driver message or an internal address.
