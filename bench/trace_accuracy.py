@@ -70,8 +70,8 @@ from gateway.tracing.files import read_leaked_file  # noqa: E402
 from gateway.tracing.index import identity_hash  # noqa: E402
 from gateway.tracing.normalize import normalize  # noqa: E402
 from keys.keystore import KeyPurpose  # noqa: E402
-from tests.enrolment import enrol_merchant  # noqa: E402
-from tests.leaks import (  # noqa: E402
+from tests.support.enrolment import enrol_merchant  # noqa: E402
+from tests.support.leaks import (  # noqa: E402
     CHINESE_TITLES,
     Sheet,
     drop_columns,

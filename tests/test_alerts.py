@@ -25,7 +25,7 @@ from gateway.authorization.roles import Role
 from gateway.cli.demo import DEMO_SCENARIO, demo_scenario
 from gateway.db.schema import AlertRow, LogEntryRow
 from gateway.errors import ConfigError, ValidationError
-from gateway.governance.models import Scenario, ScenarioHours, ScenarioStatus
+from gateway.governance.models import Scenario, ScenarioHours
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.identifiers import uscc_check_char
 from gateway.ledger.log import read_entries
@@ -42,7 +42,8 @@ from gateway.monitoring.rules import longest_counter_run
 from gateway.monitoring.webhook import check_webhook_url
 from gateway.settings import load_settings
 from gateway.workdays import default_calendar
-from tests.conftest import World
+from tests.support.enrolment import publish_scenario
+from tests.support.world import World
 
 # Small thresholds, so each case needs a few dozen calls rather than hundreds.
 SMALL = Thresholds(
@@ -313,15 +314,8 @@ async def _daytime_scenario(world: World, local_hour: int) -> str:
         "id": "credit-daytime",
         "hours": {"from": "08:00", "to": "20:00", "days": "all", "timezone": "Asia/Shanghai"},
     }
-    await gov.create_scenario(LOCAL_ADMIN, definition)
-    await gov.set_scenario_status(LOCAL_ADMIN, "credit-daytime", ScenarioStatus.PUBLISHED)
-    await gov.grant_agreement(
-        LOCAL_ADMIN,
-        merchant_id=world.merchant_id,
-        scenario_id="credit-daytime",
-        starts_at=world.clock.now() - dt.timedelta(hours=1),
-        ends_at=world.clock.now() + dt.timedelta(days=30),
-        shares=("40", "35", "25"),
+    await publish_scenario(
+        gov, definition, world.clock.now(), days=30, merchant_id=world.merchant_id
     )
     return await world.token("scenario:credit-daytime")
 

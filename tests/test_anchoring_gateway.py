@@ -27,7 +27,7 @@ from gateway.ledger.bundles import verify_bundle
 from gateway.ledger.hashing import HashAlgorithm, entry_hash, leaf_hash
 from gateway.runtime import Gateway
 from gateway.settings import Settings, load_settings
-from tests.conftest import FixedClock, build_world
+from tests.support.world import FixedClock, build_world
 
 DSGW = [sys.executable, "-m", "gateway.cli"]
 

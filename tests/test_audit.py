@@ -11,7 +11,7 @@ from gateway.db.schema import LogEntryRow
 from gateway.ledger.audit import AuditReport, audit_stream
 from gateway.ledger.hashing import GENESIS, entry_hash, leaf_hash
 from keys.keystore import KeyPurpose
-from tests.conftest import World
+from tests.support.world import World
 
 
 async def _calls(world: World, count: int = 12) -> None:

@@ -11,7 +11,7 @@ from gateway.authorization.roles import Role
 from gateway.errors import DsgwError
 from gateway.evidence import EvidenceBundle, verifier_key
 from gateway.ledger.bundles import verify_bundle
-from tests.conftest import World
+from tests.support.world import World
 
 
 async def _call(world: World) -> tuple[str, int]:

@@ -29,7 +29,7 @@ from gateway.ledger.merkle import (
     verify_inclusion,
 )
 from keys.keystore import KeyPurpose
-from tests.conftest import World
+from tests.support.world import World
 
 
 def test_signed_note_format_and_verification() -> None:

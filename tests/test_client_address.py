@@ -16,7 +16,7 @@ from gateway.clock import FixedClock
 from gateway.errors import ConfigError
 from gateway.ledger.log import read_entries
 from gateway.settings import Network, Settings, load_settings, parse_networks
-from tests.conftest import build_world
+from tests.support.world import build_world
 
 Ask = Callable[[str, str | None], Awaitable[str]]
 

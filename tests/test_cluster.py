@@ -43,9 +43,10 @@ from gateway.db.sessions import LOCK_NAMESPACE
 from gateway.ledger.tree import MerkleTree
 from gateway.settings import Settings, load_settings
 from keys.keystore import KeyPurpose
-from tests.conftest import PG_ADMIN_DSN, _create_pg_database, _drop_pg_database, build_world
-from tests.enrolment import limited_scenario
-from tests.ledger import chain_is_valid
+from tests.support.databases import PG_ADMIN_DSN, create_pg_database, drop_pg_database
+from tests.support.enrolment import limited_scenario
+from tests.support.ledger import chain_is_valid
+from tests.support.world import build_world
 
 REDIS_URL = os.environ.get("DSGW_TEST_REDIS", "redis://127.0.0.1:6379/15")
 LIMITED = "credit-limited"
@@ -149,7 +150,7 @@ async def pg_settings(tmp_path: Path, source_dir: Path) -> AsyncIterator[Setting
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "sources").symlink_to(source_dir / "sources")
-    name = await _create_pg_database()
+    name = await create_pg_database()
     try:
         yield load_settings(
             None,
@@ -165,7 +166,7 @@ async def pg_settings(tmp_path: Path, source_dir: Path) -> AsyncIterator[Setting
             chain="none",
         )
     finally:
-        await _drop_pg_database(name)
+        await drop_pg_database(name)
 
 
 @pytest.fixture

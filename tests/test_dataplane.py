@@ -11,10 +11,10 @@ from typing import Any
 
 from connectors import synthetic
 from gateway.cli.demo import DEMO_SCENARIO, demo_datasets, demo_scenario
-from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.ledger.log import read_entry
-from tests.conftest import ROWS, World
+from tests.support.enrolment import publish_scenario
+from tests.support.world import ROWS, World
 
 
 async def test_verify_true_false_and_unknown(world: World) -> None:
@@ -313,15 +313,8 @@ async def test_rate_limit_and_daily_quota(world: World) -> None:
     gov = world.gateway.governance
     now = world.clock.now()
     tight = demo_scenario(now) | {"id": "tight", "quotas": {"rate_per_minute": 3, "daily_calls": 5}}
-    await gov.create_scenario(LOCAL_ADMIN, tight)
-    await gov.set_scenario_status(LOCAL_ADMIN, "tight", ScenarioStatus.PUBLISHED)
-    await gov.grant_agreement(
-        LOCAL_ADMIN,
-        merchant_id=world.merchant_id,
-        scenario_id="tight",
-        starts_at=now - dt.timedelta(hours=1),
-        ends_at=now + dt.timedelta(days=30),
-        shares=(40, 30, 30),
+    await publish_scenario(
+        gov, tight, now, days=30, merchant_id=world.merchant_id, shares=(40, 30, 30)
     )
     token = await world.token("scenario:tight")
     body = {"values": {"credit_code": world.sample["credit_code"], "name": "x"}}

@@ -21,7 +21,7 @@ from gateway.governance.models import Scenario, ScenarioStatus, parse_time_value
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.settings import load_settings
 from gateway.workflows.applications import ApplicationTerms
-from tests.conftest import World
+from tests.support.world import World
 
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 

@@ -3,7 +3,7 @@ full disk, a keystore gone, and a server stopped with calls in flight.
 
 Real servers throughout, under load from concurrent clients: ``dsgw serve`` processes on
 loopback (their stderr is the log whose lines are counted), a private PostgreSQL and a
-private Redis that the tests stop and start (tests/services.py; the shared servers are
+private Redis that the tests stop and start (tests/support/services.py; the shared servers are
 never touched), and a tmpfs mounted as the data directory and filled until writes fail
 with ENOSPC. Every answer must be 200 or a 503 problem with ``Retry-After`` whose type
 names the dependency; never a 500, never a driver message or an internal address.
@@ -50,9 +50,9 @@ from gateway.governance.epoch import EpochFile
 from gateway.governance.policy import PolicyStore
 from gateway.ledger.log import read_entry
 from gateway.settings import Settings, load_settings
-from tests.conftest import World, build_world
-from tests.enrolment import limited_scenario
-from tests.services import PrivatePostgres, PrivateRedis, free_port
+from tests.support.enrolment import limited_scenario
+from tests.support.services import PrivatePostgres, PrivateRedis, free_port
+from tests.support.world import World, build_world
 
 SCENARIO = "fault-load"
 # Far above what the load reaches: a 429 would hide what these tests look for.

@@ -20,8 +20,8 @@ from gateway.db import create_engine
 from gateway.ledger.checkpoints import latest_checkpoint
 from gateway.ledger.log import read_entry
 from gateway.settings import Settings
-from tests.conftest import FixedClock, build_world
-from tests.ledger import chain_is_valid
+from tests.support.ledger import chain_is_valid
+from tests.support.world import FixedClock, build_world
 
 
 def _free_port() -> int:

@@ -21,7 +21,7 @@ from gateway.evidence import EvidenceBundle, KeyRing
 from gateway.evidence import verify as verify_evidence
 from gateway.runtime import Gateway
 from gateway.settings import Settings, load_settings
-from tests.conftest import FixedClock, build_world
+from tests.support.world import FixedClock, build_world
 
 DSGW = [sys.executable, "-m", "gateway.cli"]
 PASSPHRASE = "test passphrase"

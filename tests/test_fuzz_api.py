@@ -56,8 +56,8 @@ from gateway.api.pipeline import PROBES
 from gateway.cli.demo import DEMO_MERCHANT, DEMO_SCENARIO
 from gateway.errors import all_problem_types
 from gateway.ledger.log import read_entry
-from tests.conftest import World
-from tests.seeded import PRODUCT, Processor, Seeded, seed_world
+from tests.support.seeded import PRODUCT, Processor, Seeded, seed_world
+from tests.support.world import World
 
 #: Generated requests per operation and mode for the operations a credential is meant for.
 EXAMPLES: Final = int(os.environ.get("DSGW_FUZZ_EXAMPLES", "6"))

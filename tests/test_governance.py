@@ -16,7 +16,7 @@ from gateway.db.schema import Base
 from gateway.errors import CatalogError, ConflictError, ForbiddenError, ValidationError
 from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.ledger.log import read_entries
-from tests.conftest import World
+from tests.support.world import World
 
 
 def _scenario_with(world: World, dataset: str, scenario_id: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from gateway.db.schema import LogEntryRow
 from gateway.ledger.canonical import canonical_bytes, format_time
 from gateway.ledger.log import LogUnavailableError, LogWriter, PendingRecord, read_entries
 from gateway.settings import Settings
-from tests.ledger import chain_is_valid
+from tests.support.ledger import chain_is_valid
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, 0, 123456, tzinfo=dt.UTC)
 

@@ -26,7 +26,7 @@ from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.ledger.log import read_entries, read_entry
 from gateway.runtime import Gateway
-from tests.conftest import World
+from tests.support.world import World
 
 Call = Callable[[], Awaitable[tuple[int, Any]]]
 BUYER = demo_credit_code("BY")

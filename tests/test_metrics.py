@@ -7,7 +7,7 @@ import datetime as dt
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.authorization.roles import Role
-from tests.conftest import World
+from tests.support.world import World
 
 
 async def _scrape(world: World, token: str | None) -> tuple[int, str]:

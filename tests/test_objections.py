@@ -30,7 +30,8 @@ from gateway.tracing.index import identity_hash
 from gateway.tracing.normalize import normalize
 from gateway.workdays import default_calendar
 from keys.keystore import KeyPurpose
-from tests.conftest import World
+from tests.support.enrolment import enrol_merchant
+from tests.support.world import World
 
 CST = dt.timezone(dt.timedelta(hours=8))
 MARKET = "市场监督管理局"
@@ -124,16 +125,15 @@ async def test_merchant_objects_to_what_it_received_and_nothing_else(world: Worl
 
     # Another merchant's record reads exactly like one that does not exist.
     gov = world.gateway.governance
-    await gov.register_merchant(LOCAL_ADMIN, "lanshan-data", "岚山数据", demo_credit_code("LS"))
-    await gov.grant_agreement(
-        LOCAL_ADMIN,
-        merchant_id="lanshan-data",
-        scenario_id=DEMO_SCENARIO,
-        starts_at=world.clock.now() - dt.timedelta(hours=1),
-        ends_at=world.clock.now() + dt.timedelta(days=300),
-        shares=("40", "35", "25"),
+    other = await enrol_merchant(
+        gov,
+        "lanshan-data",
+        "岚山数据",
+        DEMO_SCENARIO,
+        world.clock.now(),
+        days=300,
+        credit_code=demo_credit_code("LS"),
     )
-    other = await gov.issue_client(LOCAL_ADMIN, merchant_id="lanshan-data")
     assert other.secret
     other_token = await world.token(creds=(other.client.client_id, other.secret))
     status, _, theirs = await _data(

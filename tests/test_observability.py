@@ -45,7 +45,7 @@ from gateway.identifiers import (
 from gateway.logs import QUIET_LOGGERS, WORKER_ENV, configure_logging, redact
 from gateway.runtime import Gateway
 from gateway.settings import Settings, load_settings
-from tests.conftest import build_world
+from tests.support.world import build_world
 
 REPO = Path(__file__).resolve().parent.parent
 VERIFY = {

@@ -9,7 +9,7 @@ from typing import Any
 from gateway.api.app import openapi_document
 from gateway.api.pipeline import PROBES
 from gateway.errors import all_problem_types
-from tests.conftest import World
+from tests.support.world import World
 
 
 def test_document_is_valid_openapi_3_1() -> None:

@@ -20,8 +20,8 @@ from gateway.authorization.roles import Role
 from gateway.cli.demo import demo_credit_code
 from gateway.db.schema import TradeRow
 from gateway.ledger.log import LogEntry, read_entry
-from tests.conftest import World
-from tests.seeded import PRODUCT, Processor, seed_world
+from tests.support.seeded import PRODUCT, Processor, seed_world
+from tests.support.world import World
 
 PROBLEM = "application/problem+json"
 

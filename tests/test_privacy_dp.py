@@ -7,7 +7,6 @@ its own problem type and recorded, the spend in every answered call's record.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import sqlite3
@@ -21,14 +20,14 @@ import pytest
 
 from gateway.authorization.roles import Role
 from gateway.catalog.models import Dataset
-from gateway.cli.demo import DEMO_MERCHANT, REGISTRY, demo_datasets, demo_scenario
+from gateway.cli.demo import REGISTRY, demo_datasets, demo_scenario
 from gateway.errors import ValidationError
-from gateway.governance.models import DatasetGrant, PrivacyBudget, ScenarioStatus
-from gateway.governance.service import LOCAL_ADMIN
+from gateway.governance.models import DatasetGrant, PrivacyBudget
 from gateway.ledger.log import read_entry
 from gateway.privacy.dp import CI95_FACTOR, SubjectCell, plan_release, truncate
 from gateway.workflows.applications import Requirement
-from tests.conftest import World
+from tests.support.enrolment import publish_scenario
+from tests.support.world import World
 
 RELEASES = 2000
 
@@ -228,18 +227,8 @@ async def test_dp_calls_spend_the_budget_until_refused(world: World) -> None:
         )
         problem = await resp.json(content_type=None)
         assert resp.status == 400 and problem["type"] == "/problems/validation", (bad, problem)
-    await gov.create_scenario(LOCAL_ADMIN, _dp_scenario(world))
-    await gov.set_scenario_status(LOCAL_ADMIN, "insurance-dp", ScenarioStatus.PUBLISHED)
     now = world.clock.now()
-    await gov.grant_agreement(
-        LOCAL_ADMIN,
-        merchant_id=DEMO_MERCHANT,
-        scenario_id="insurance-dp",
-        starts_at=now - dt.timedelta(hours=1),
-        ends_at=now + dt.timedelta(days=365),
-        shares=("40", "35", "25"),
-        agreement_id="agr-dp",
-    )
+    await publish_scenario(gov, _dp_scenario(world), now, days=365, agreement_id="agr-dp")
     token = await world.token("scenario:insurance-dp")
     body = {
         "group_by": ["insurance_type"],

@@ -30,7 +30,7 @@ from gateway.governance.service import LOCAL_ADMIN
 from gateway.privacy.overlap import OverlapAudit
 from gateway.privacy.sketch import PRIME, CellSketch, SketchFormatError, terms_for
 from gateway.runtime import Gateway
-from tests.conftest import GatewayTestServer, World
+from tests.support.world import GatewayTestServer, World
 
 SEED = 11
 EMPLOYERS = 80

@@ -27,7 +27,7 @@ from gateway.monitoring.rules import Enumeration, RuleContext, Thresholds
 from gateway.privacy.verify_budget import VerifyBudget, VerifyBudgets
 from gateway.workdays import default_calendar
 from gateway.workflows.applications import Requirement
-from tests.conftest import ROWS, World
+from tests.support.world import ROWS, World
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SLUG = "verification-budget-exhausted"

@@ -18,7 +18,7 @@ from gateway.errors import ConflictError, ForbiddenError, NotFoundError, Validat
 from gateway.governance.service import Actor
 from gateway.products.models import ProductStatus
 from gateway.products.revenue import split
-from tests.conftest import World
+from tests.support.world import World
 
 MERCHANT = Actor("xc-app", merchant_id=DEMO_MERCHANT)
 OPERATOR = Actor("op", Role.OPERATOR)

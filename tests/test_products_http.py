@@ -17,7 +17,7 @@ from gateway.authorization.roles import Role
 from gateway.cli.demo import DEMO_SCENARIO, demo_credit_code
 from gateway.db.schema import LogEntryRow, TradeRow
 from gateway.governance.service import LOCAL_ADMIN
-from tests.conftest import World
+from tests.support.world import World
 
 BUYER = demo_credit_code("BY")
 

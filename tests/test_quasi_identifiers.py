@@ -18,7 +18,7 @@ from gateway.cli.demo import demo_scenario
 from gateway.errors import ValidationError
 from gateway.governance.models import Scenario
 from gateway.privacy.quasi import check_scenario, singling_out
-from tests.conftest import ROWS, World
+from tests.support.world import ROWS, World
 
 
 def scenario_doc(world: World, scenario_id: str, grant: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from gateway.ledger.records import CallRecord
 from gateway.products.reconcile import UnreadableRow, read_exchange_ledger, reconcile
 from gateway.runtime import Gateway
 from gateway.settings import Settings
-from tests.conftest import FixedClock, build_world
+from tests.support.world import FixedClock, build_world
 from tests.test_products import AUTHORITY, EXCHANGE, MERCHANT, OPERATOR, product, trade
 
 COLUMNS = [

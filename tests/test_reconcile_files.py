@@ -30,7 +30,7 @@ from gateway.ledger.records import CallRecord
 from gateway.runtime import Gateway
 from gateway.settings import load_settings
 from gateway.tabular import HeaderMap, open_table, parse_local_date
-from tests.conftest import World
+from tests.support.world import World
 from tests.test_products import AUTHORITY, EXCHANGE, MERCHANT, OPERATOR, product, trade
 
 DSGW = [sys.executable, "-m", "gateway.cli"]

@@ -56,7 +56,8 @@ from gateway.reports.service import chain_for_server, operations_report, securit
 from gateway.reports.templating import JoinLines, layout
 from gateway.runtime import initialise
 from gateway.settings import load_settings
-from tests.conftest import World, build_world
+from tests.support.enrolment import enrol_merchant
+from tests.support.world import World, build_world
 from tests.test_products import product, trade
 
 CST = dt.timezone(dt.timedelta(hours=8))
@@ -209,17 +210,16 @@ async def build_store(world: World) -> Store:
     assert status == 200
     assert await refused_query(world, token) == 403
     assert await refused_query(world, token) == 403
-    await gov.register_merchant(LOCAL_ADMIN, "evil-merchant", EVIL, demo_credit_code("EV"))
-    await gov.grant_agreement(
-        LOCAL_ADMIN,
-        merchant_id="evil-merchant",
-        scenario_id=DEMO_SCENARIO,
-        starts_at=world.clock.now() - dt.timedelta(hours=1),
-        ends_at=world.clock.now() + dt.timedelta(days=300),
-        shares=("40", "35", "25"),
+    evil = await enrol_merchant(
+        gov,
+        "evil-merchant",
+        EVIL,
+        DEMO_SCENARIO,
+        world.clock.now(),
+        days=300,
+        credit_code=demo_credit_code("EV"),
         agreement_id="agr-evil",
     )
-    evil = await gov.issue_client(LOCAL_ADMIN, merchant_id="evil-merchant")
     assert evil.secret is not None
     evil_token = await world.token(creds=(evil.client.client_id, evil.secret))
     assert await verify(world, evil_token) == 200

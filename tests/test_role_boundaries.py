@@ -23,7 +23,7 @@ from gateway.cli.demo import DEMO_SCENARIO
 from gateway.errors import ForbiddenError
 from gateway.governance.service import LOCAL_ADMIN, Actor
 from keys.keystore import KeyPurpose
-from tests.conftest import World
+from tests.support.world import World
 from tests.test_alerts import alerts, fired, monitor
 
 BEIJING = ZoneInfo("Asia/Shanghai")

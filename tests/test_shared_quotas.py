@@ -21,8 +21,8 @@ from gateway.cli.demo import DEMO_MERCHANT
 from gateway.clock import FixedClock
 from gateway.runtime import Gateway
 from gateway.settings import Settings
-from tests.conftest import World, build_world
-from tests.enrolment import limited_scenario
+from tests.support.enrolment import limited_scenario
+from tests.support.world import World, build_world
 
 REDIS_URL = os.environ.get("DSGW_TEST_REDIS", "redis://127.0.0.1:6379/15")
 SCENARIO = "credit-limited"

@@ -37,14 +37,14 @@ from gateway.authorization.roles import Role
 from gateway.catalog.allowlist import HostRule
 from gateway.catalog.secrets import SourceSecrets
 from gateway.catalog.sources import SourceAccess, SourceRules
-from gateway.cli.demo import DEMO_MERCHANT, demo_datasets, demo_scenario
+from gateway.cli.demo import demo_datasets, demo_scenario
 from gateway.db.schema import DatasetRow, LogEntryRow
 from gateway.errors import ConfigError, ForbiddenError, KeystoreError, SourceUnavailableError
-from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.settings import Settings, load_settings
 from keys.keystore import Keystore
-from tests.conftest import World
+from tests.support.enrolment import publish_scenario
+from tests.support.world import World
 
 MARKET = "市场监督管理局"  # provider of the demo's enterprises
 PG_TYPES = {"string": "text", "integer": "bigint", "decimal": "numeric", "date": "date"}
@@ -175,18 +175,8 @@ async def _staff(world: World, role: Role, department: str | None = None) -> str
 async def _publish(world: World, scenario_id: str, grants: list[dict[str, Any]]) -> str:
     """A published scenario with ``grants``, an agreement for the demo merchant, its token."""
     gov, now = world.gateway.governance, world.clock.now()
-    await gov.create_scenario(
-        LOCAL_ADMIN, demo_scenario(now) | {"id": scenario_id, "grants": grants}
-    )
-    await gov.set_scenario_status(LOCAL_ADMIN, scenario_id, ScenarioStatus.PUBLISHED)
-    await gov.grant_agreement(
-        LOCAL_ADMIN,
-        merchant_id=DEMO_MERCHANT,
-        scenario_id=scenario_id,
-        starts_at=now - dt.timedelta(hours=1),
-        ends_at=now + dt.timedelta(days=30),
-        shares=("40", "35", "25"),
-    )
+    definition = demo_scenario(now) | {"id": scenario_id, "grants": grants}
+    await publish_scenario(gov, definition, now, days=30)
     return await world.token(f"scenario:{scenario_id}")
 
 

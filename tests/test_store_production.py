@@ -29,8 +29,9 @@ from gateway.db import MIGRATIONS, create_engine, engine_for, migrate
 from gateway.errors import ConfigError
 from gateway.monitoring.calls import CallWindows
 from gateway.settings import Settings, load_settings
-from tests.conftest import PG_ADMIN_DSN, FixedClock, _create_pg_database, _drop_pg_database
-from tests.conftest import build_world as build_world_of
+from tests.support.databases import PG_ADMIN_DSN, create_pg_database, drop_pg_database
+from tests.support.world import FixedClock
+from tests.support.world import build_world as build_world_of
 
 HEAD = "0012_privacy"
 LOG_INDEXES = {
@@ -43,9 +44,9 @@ LOG_INDEXES = {
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh, empty PostgreSQL database (SQLAlchemy URL), dropped afterwards."""
-    name = await _create_pg_database()
+    name = await create_pg_database()
     yield "postgresql+asyncpg://" + PG_ADMIN_DSN.split("://", 1)[1].rsplit("/", 1)[0] + "/" + name
-    await _drop_pg_database(name)
+    await drop_pg_database(name)
 
 
 def _dsn(url: str) -> str:

@@ -20,7 +20,7 @@ from gateway.governance.service import LOCAL_ADMIN
 from gateway.runtime import Gateway
 from keys.jwk import ed25519_jwk
 from keys.keystore import KeyPurpose, Keystore
-from tests.conftest import World
+from tests.support.world import World
 
 
 def _verify_body(world: World) -> dict[str, Any]:

@@ -35,8 +35,9 @@ from gateway.cli.demo import REGISTRY, VEHICLES
 from gateway.clock import FixedClock
 from gateway.tracing.files import read_leaked_file
 from gateway.tracing.models import Candidate, LeakedTable, TraceReport
-from tests.conftest import PG_ADMIN_DSN, World, _create_pg_database, _drop_pg_database, build_world
-from tests.leaks import Sheet, drop_columns, excel_import, mix
+from tests.support.databases import PG_ADMIN_DSN, create_pg_database, drop_pg_database
+from tests.support.leaks import Sheet, drop_columns, excel_import, mix
+from tests.support.world import World, build_world
 from tests.test_trace_robustness import (
     FIELDS,
     NAMED_THRESHOLD,
@@ -93,7 +94,7 @@ async def deliveries(
     pg_name = None
     database_url = ""
     if request.param == "postgresql":
-        pg_name = await _create_pg_database()
+        pg_name = await create_pg_database()
         database_url = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + pg_name
     settings = _settings(data_dir, database_url, trace_canary_rate=16)
     clock = FixedClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
@@ -120,7 +121,7 @@ async def deliveries(
         await client.close()
         await gateway.close()
         if pg_name is not None:
-            await _drop_pg_database(pg_name)
+            await drop_pg_database(pg_name)
 
 
 def _candidate(report: TraceReport, merchant: str) -> Candidate:

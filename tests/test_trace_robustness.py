@@ -40,16 +40,9 @@ from gateway.runtime import Gateway
 from gateway.settings import Settings, load_settings
 from gateway.tracing.files import read_leaked_file
 from gateway.tracing.models import LeakedTable, TraceReport
-from tests.conftest import (
-    PG_ADMIN_DSN,
-    ROWS,
-    World,
-    _create_pg_database,
-    _drop_pg_database,
-    build_world,
-)
-from tests.enrolment import enrol_merchant
-from tests.leaks import (
+from tests.support.databases import PG_ADMIN_DSN, create_pg_database, drop_pg_database
+from tests.support.enrolment import enrol_merchant
+from tests.support.leaks import (
     CHINESE_TITLES,
     Sheet,
     drop_columns,
@@ -62,6 +55,7 @@ from tests.leaks import (
     write_csv,
     write_json,
 )
+from tests.support.world import ROWS, World, build_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -216,7 +210,7 @@ async def leaks(
     pg_name = None
     database_url = ""
     if request.param == "postgresql":
-        pg_name = await _create_pg_database()
+        pg_name = await create_pg_database()
         database_url = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + pg_name
     settings = _settings(data_dir, database_url)
     clock = FixedClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
@@ -243,7 +237,7 @@ async def leaks(
         await client.close()
         await gateway.close()
         if pg_name is not None:
-            await _drop_pg_database(pg_name)
+            await drop_pg_database(pg_name)
 
 
 def named(report: TraceReport) -> set[str]:

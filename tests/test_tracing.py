@@ -57,8 +57,8 @@ from gateway.tracing.marks import (
 from gateway.tracing.models import LeakedTable, TraceReport
 from gateway.tracing.normalize import normalize, normalize_variants
 from keys.keystore import KeyPurpose
-from tests.conftest import ROWS, World, build_world
-from tests.enrolment import enrol_merchant
+from tests.support.enrolment import enrol_merchant
+from tests.support.world import ROWS, World, build_world
 
 SCENARIO = "leak-watch"
 MERCHANTS = ("m-alpha", "m-beta", "m-gamma")

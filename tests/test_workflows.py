@@ -29,7 +29,7 @@ from gateway.workflows.onboarding import OnboardingStatus
 from gateway.workflows.service import WorkflowService
 from gateway.workflows.task import Task
 from gateway.workflows.tasks import tasks_for
-from tests.conftest import FixedClock, build_world
+from tests.support.world import FixedClock, build_world
 
 OPERATOR = Actor("op-1", Role.OPERATOR)
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))

@@ -9,7 +9,7 @@ from aiohttp import encode_basic_auth
 from gateway.authorization.roles import Role
 from gateway.cli.demo import DEMO_SCENARIO, demo_credit_code
 from gateway.governance.service import LOCAL_ADMIN
-from tests.conftest import World
+from tests.support.world import World
 
 MARKET = "市场监督管理局"
 

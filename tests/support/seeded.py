@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from gateway.authorization.roles import Role
 from gateway.cli.demo import DEMO_SCENARIO, demo_credit_code
 from gateway.governance.service import LOCAL_ADMIN
-from tests.conftest import World
+from tests.support.world import World
 
 __all__ = ["BUYER", "PRODUCT", "Processor", "Seeded", "seed_world"]
 
