@@ -36,10 +36,11 @@ from gateway.evaluation import EvaluationService
 from gateway.evidence.build import record_bundle
 from gateway.evidence.keys import KeyRing, gateway_key_ring
 from gateway.evidence.notes import NoteSigner
+from gateway.governance.actor import Actor
 from gateway.governance.epoch import EpochFile
 from gateway.governance.models import Scenario
 from gateway.governance.policy import PolicyStore
-from gateway.governance.service import Actor, GovernanceService
+from gateway.governance.service import GovernanceService
 from gateway.initialise import InitReport, initialise
 from gateway.ledger.checkpoints import Checkpointer
 from gateway.ledger.log import STREAMS, LogWriter

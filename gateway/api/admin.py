@@ -16,9 +16,9 @@ from gateway.api.problems import json_response
 from gateway.authorization.roles import Action
 from gateway.catalog.models import expect_keys
 from gateway.errors import ValidationError
+from gateway.governance.actor import Actor
 from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioStatus
 from gateway.governance.records import RecordView, check_bundle, read_records
-from gateway.governance.service import Actor
 from gateway.ledger.log import STREAMS
 
 __all__ = ["add_routes", "staff_actor"]

@@ -32,7 +32,7 @@ from gateway.api.appkeys import GATEWAY, TELEMETRY
 from gateway.api.merchant import bearer_token
 from gateway.authorization.roles import Action
 from gateway.chain.status import anchoring_status
-from gateway.governance.service import Actor
+from gateway.governance.actor import Actor
 from gateway.ledger.log import STREAMS, stream_size
 
 __all__ = ["add_routes"]

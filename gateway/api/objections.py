@@ -27,7 +27,7 @@ from gateway.api.problems import json_response
 from gateway.api.workflows import merchant_actor
 from gateway.errors import ValidationError
 from gateway.evaluation.models import RaterKind, parse_rater_kind
-from gateway.governance.service import Actor
+from gateway.governance.actor import Actor
 from gateway.objections.models import Objection, ObjectionStatus, View
 
 __all__ = ["add_routes"]

@@ -10,7 +10,7 @@ from gateway.api.admin import staff_actor
 from gateway.api.appkeys import GATEWAY
 from gateway.authorization.roles import Action
 from gateway.errors import ValidationError
-from gateway.governance.service import Actor
+from gateway.governance.actor import Actor
 from gateway.reports.periods import parse_period, parse_quarter
 from gateway.reports.render import Format, render_operations, render_security
 from gateway.reports.service import chain_for_server, operations_report, security_report

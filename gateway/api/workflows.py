@@ -25,7 +25,7 @@ from gateway.authorization.quotas import KeyedRateLimiter
 from gateway.authorization.roles import Action
 from gateway.catalog.models import expect_keys
 from gateway.errors import UnsupportedMediaTypeError, ValidationError
-from gateway.governance.service import Actor
+from gateway.governance.actor import Actor
 from gateway.workflows.applications import ApplicationStatus
 from gateway.workflows.exclusions import parse_exclusions_bytes
 from gateway.workflows.onboarding import OnboardingStatus

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli.common import console, emit, run, settings_of, with_gateway
-from gateway.governance.service import LOCAL_ADMIN
+from gateway.governance.actor import LOCAL_ADMIN
 from gateway.monitoring import RULES, Alert, AlertStatus, MonitorRun, Severity
 
 if TYPE_CHECKING:

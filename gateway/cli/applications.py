@@ -18,7 +18,7 @@ from gateway.cli.common import console, emit, load_json, run, settings_of, with_
 from gateway.cli.workdays import due_text
 from gateway.cli.workflows import FILE, checked_reasons
 from gateway.clock import local_date
-from gateway.governance.service import LOCAL_ADMIN
+from gateway.governance.actor import LOCAL_ADMIN
 from gateway.workflows.applications import ApplicationStatus, UseApplication
 
 __all__ = ["application"]

@@ -25,8 +25,8 @@ from gateway.tabular import read_text_file
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from gateway.governance.actor import Actor
     from gateway.governance.policy import PolicySnapshot
-    from gateway.governance.service import Actor
     from gateway.runtime import Gateway
 
 __all__ = [
@@ -67,7 +67,7 @@ def with_changes(settings: Settings, **changes: Any) -> Settings:
 def local_admin() -> Actor:
     """The local administrator, as whom admin verbs act (imported when a verb runs: the
     governance service is heavy, and listings do not need it)."""
-    from gateway.governance.service import LOCAL_ADMIN
+    from gateway.governance.actor import LOCAL_ADMIN
 
     return LOCAL_ADMIN
 

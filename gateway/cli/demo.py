@@ -34,8 +34,8 @@ from gateway.cli.demo_data import (
     demo_scenario,
 )
 from gateway.errors import CatalogError, DsgwError
+from gateway.governance.actor import LOCAL_ADMIN
 from gateway.governance.models import ScenarioStatus
-from gateway.governance.service import LOCAL_ADMIN
 from gateway.identifiers import resident_id_check_char
 from gateway.ledger.bundles import verify_bundle
 from gateway.runtime import Gateway, initialise

@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 
 from gateway.cli.common import console, emit, run, settings_of, with_gateway
-from gateway.governance.service import LOCAL_ADMIN
+from gateway.governance.actor import LOCAL_ADMIN
 from gateway.supervision.measures import Measure, MeasureKind
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from rich.table import Table
 from gateway.cli.common import console, emit, load_json, run, settings_of, with_gateway
 from gateway.cli.workdays import due_text
 from gateway.evaluation.models import RaterKind, Rating, RatingForm
-from gateway.governance.service import LOCAL_ADMIN
+from gateway.governance.actor import LOCAL_ADMIN
 from gateway.objections.models import AnswerKind, Objection, ObjectionStatus, View
 
 if TYPE_CHECKING:

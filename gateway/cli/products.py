@@ -16,7 +16,7 @@ from rich.text import Text
 
 from gateway.cli.common import console, emit, err_console, load_json, run, settings_of, with_gateway
 from gateway.cli.exits import ExitCode
-from gateway.governance.service import LOCAL_ADMIN
+from gateway.governance.actor import LOCAL_ADMIN
 from gateway.products.models import ProductStatus
 from gateway.products.reconcile import read_exchange_ledger, reconcile
 from gateway.tabular import read_text_file

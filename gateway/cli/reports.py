@@ -12,7 +12,7 @@ import click
 from rich.progress import Progress
 
 from gateway.cli.common import err_console, run, settings_of, with_gateway
-from gateway.governance.service import LOCAL_ADMIN
+from gateway.governance.actor import LOCAL_ADMIN
 from gateway.reports.periods import Period, parse_period, parse_quarter
 from gateway.reports.render import Format, render_operations, render_security
 from gateway.reports.service import chain_for_command_line, operations_report, security_report

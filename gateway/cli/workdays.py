@@ -17,7 +17,7 @@ from rich.table import Table
 from gateway.cli.common import console, emit, run, settings_of, with_gateway
 from gateway.cli.exits import ExitCode
 from gateway.clock import DEFAULT_ZONE, utc
-from gateway.governance.service import LOCAL_ADMIN
+from gateway.governance.actor import LOCAL_ADMIN
 from gateway.workdays import CalendarError, YearSchedule
 from gateway.workdays.notice import parse_notice
 from gateway.workdays.store import LoadedSchedule, stored_schedules

@@ -22,7 +22,7 @@ from gateway.authorization.roles import parse_role
 from gateway.cli.common import console, emit, load_json, run, settings_of, with_gateway
 from gateway.cli.workdays import due_text
 from gateway.errors import ValidationError
-from gateway.governance.service import LOCAL_ADMIN, Actor
+from gateway.governance.actor import LOCAL_ADMIN, Actor
 from gateway.workflows.exclusions import parse_exclusions_file
 from gateway.workflows.onboarding import OnboardingApplication, OnboardingStatus
 from gateway.workflows.tasks import tasks_for

@@ -19,7 +19,9 @@ from gateway.catalog.models import Dataset
 from gateway.clock import Clock, utc
 from gateway.db.schema import DatasetRow, ObjectionRow
 from gateway.errors import NotFoundError
-from gateway.governance.service import Actor, GovernanceService, Unchanged
+from gateway.governance.actor import Actor
+from gateway.governance.service import GovernanceService
+from gateway.governance.unit_of_work import Unchanged
 from gateway.objections.models import (
     AnswerKind,
     Category,

@@ -26,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.authorization.roles import Action, Role
 from gateway.db.schema import ObjectionRow
 from gateway.errors import ForbiddenError, NotFoundError, ValidationError
-from gateway.governance.service import Actor, Unchanged
+from gateway.governance.actor import Actor
+from gateway.governance.unit_of_work import Unchanged
 from gateway.ledger.records import keyed_digest
 from gateway.objections.models import (
     Answer,

@@ -23,9 +23,11 @@ from gateway.db.schema import (
     TradeRow,
 )
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from gateway.governance.actor import Actor
 from gateway.governance.models import AgreementStatus, DatasetGrant, Scenario, parse_time_value
 from gateway.governance.policy import agreement_of
-from gateway.governance.service import Actor, GovernanceService, Unchanged
+from gateway.governance.service import GovernanceService
+from gateway.governance.unit_of_work import Unchanged
 from gateway.identifiers import is_valid_uscc
 from gateway.products.models import (
     Product,

@@ -35,13 +35,13 @@ from gateway.errors import (
     NotFoundError,
     ValidationError,
 )
+from gateway.governance.actor import Actor
 from gateway.governance.models import (
     Agreement,
     DocumentRef,
     MerchantStatus,
 )
 from gateway.governance.policy import agreement_of
-from gateway.governance.service import Actor
 from gateway.workflows.applications import (
     COMPLIANCE_WORKING_DAYS,
     OPEN_STATUSES,

@@ -20,11 +20,12 @@ from gateway.db.schema import (
     AgreementRow,
     ReviewRow,
 )
+from gateway.governance.actor import Actor
 from gateway.governance.models import (
     AgreementStatus,
     renewal_from,
 )
-from gateway.governance.service import Actor, Unchanged
+from gateway.governance.unit_of_work import Unchanged
 from gateway.sweeping import SweepLoop
 from gateway.workflows.applications import (
     ApplicationStatus,

@@ -23,7 +23,7 @@ from gateway.errors import (
     ForbiddenError,
     ValidationError,
 )
-from gateway.governance.service import Actor
+from gateway.governance.actor import Actor
 from gateway.workflows.applications import (
     MAX_EXTENSION_WORKING_DAYS,
     REVIEW_WORKING_DAYS,
