@@ -6,10 +6,10 @@ The HTTP app and the CLI both start here, so they share one set of services and 
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,25 +18,23 @@ from gateway.authorization.allowance import call_allowance
 from gateway.authorization.secrets import SecretHasher
 from gateway.authorization.shared_quotas import RedisQuotaTracker
 from gateway.authorization.tokens import TokenService
+from gateway.background import BackgroundWork
 from gateway.catalog.secrets import SourceSecrets
 from gateway.catalog.sources import SourceAccess, SourceRules
-from gateway.chain.models import AnchorPolicy
 from gateway.chain.service import Anchoring
 from gateway.clock import Clock, SystemClock
-from gateway.cluster.leadership import Leadership, leader_lock_for
-from gateway.cluster.policy_push import PolicyWatch
+from gateway.cluster.leadership import Leadership
 from gateway.dataplane.connectors import ConnectorRegistry
 from gateway.dataplane.service import DataPlane
 from gateway.dataplane.wiring import build_dataplane
 from gateway.db import engine_for, migrate
 from gateway.dependencies import DEPENDENCIES, DependencyHealth
 from gateway.derived_keys import DerivedKeys, derive_key
-from gateway.errors import ConfigError, DsgwError, KeystoreError
+from gateway.errors import DsgwError
 from gateway.evaluation import EvaluationService
 from gateway.evidence.build import record_bundle
 from gateway.evidence.keys import KeyRing, gateway_key_ring
 from gateway.evidence.notes import NoteSigner
-from gateway.governance.actor import Actor
 from gateway.governance.epoch import EpochFile
 from gateway.governance.models import Scenario
 from gateway.governance.policy import PolicyStore
@@ -51,15 +49,13 @@ from gateway.passphrase import keystore_passphrase, open_keystore
 from gateway.privacy.quasi import QuasiIdentifierWarning, check_scenario, connector_groups
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService
-from gateway.readiness import DependencyWatch
 from gateway.settings import Settings
 from gateway.supervision.measures import MeasureService
 from gateway.tracing.engine import LeakTracer
-from gateway.workdays import YearSchedule, default_calendar
+from gateway.workdays import default_calendar
 from gateway.workdays.schedules import WorkdaySchedules
 from gateway.workdays.store import (
     LiveCalendar,
-    LoadedSchedule,
     stored_schedules,
 )
 from gateway.workflows.service import WorkflowService
@@ -77,9 +73,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Gateway:
-    """Every service of one gateway process."""
+    """Every service of one gateway process, built once by :meth:`open` and never changed.
+
+    What changes while the process runs (whether it leads, anchors, watches) is
+    :attr:`background`'s; what must be closed is on :attr:`exits`, pushed as it was opened.
+    """
 
     settings: Settings
     clock: Clock
@@ -108,18 +108,26 @@ class Gateway:
     calendar: LiveCalendar
     # Holiday schedules: loading one, and every process's calendar in step with the store.
     schedules: WorkdaySchedules
-    anchoring: Anchoring | None = None
-    # The Redis-backed quota store when ``redis_url`` is set (closed with the gateway).
-    shared_quotas: RedisQuotaTracker | None = None
-    # Set by :meth:`campaign` (servers): whether this process runs the background work.
-    leadership: Leadership | None = None
-    # Set by :meth:`watch_policy` (servers): policy changes made on other machines.
-    policy_watch: PolicyWatch | None = None
     # What this process knows of its store, disk, keystore and Redis (gateway.dependencies):
     # every service that meets an outage reports it here.
-    health: DependencyHealth = field(default_factory=DependencyHealth)
-    # Set by :meth:`watch_dependencies` (servers): checks them when no call does.
-    dependency_watch: DependencyWatch | None = None
+    health: DependencyHealth
+    # The Redis-backed quota store when ``redis_url`` is set (closed with the gateway).
+    shared_quotas: RedisQuotaTracker | None
+    background: BackgroundWork = field(init=False)
+    exits: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "background", BackgroundWork(self))
+
+    @property
+    def anchoring(self) -> Anchoring | None:
+        """The chain connection while this process anchors (else None)."""
+        return self.background.anchoring
+
+    @property
+    def leadership(self) -> Leadership | None:
+        """Set once this process campaigns for the deployment's background work."""
+        return self.background.leadership
 
     @classmethod
     async def open(
@@ -129,23 +137,35 @@ class Gateway:
 
         With ``anchoring`` (and a ``chain`` configured) the chain connection starts now, as
         for a single process; a server that runs with others passes ``False`` and anchors
-        only while it leads (:meth:`campaign`).
+        only while it leads (:meth:`BackgroundWork.campaign`).
 
-        Raises :class:`KeystoreError` when the keystore is missing or the passphrase is wrong.
+        Whatever was opened before a failure is closed again. Raises
+        :class:`KeystoreError` when the keystore is missing or the passphrase is wrong.
         """
-        clock = clock or SystemClock()
+        exits = AsyncExitStack()
+        try:
+            gateway = await cls._build(settings, clock or SystemClock(), exits)
+            if anchoring:
+                await gateway.background.start_anchoring()
+        except BaseException:
+            await exits.aclose()
+            raise
+        return gateway
+
+    @classmethod
+    async def _build(cls, settings: Settings, clock: Clock, exits: AsyncExitStack) -> Gateway:
+        """Every service, each closer pushed on ``exits`` as soon as there is one to call
+        (so they run in reverse: the store last, the log writer before the store)."""
         health = DependencyHealth(
             tuple(d for d in DEPENDENCIES if d != "redis" or settings.redis_url)
         )
         keystore = open_keystore(settings)
         engine = engine_for(settings)
-        try:
-            await migrate(engine, timezone=settings.timezone)
-        except BaseException:
-            await engine.dispose()
-            raise
+        exits.push_async_callback(engine.dispose)
+        await migrate(engine, timezone=settings.timezone)
         algorithm = settings.hash_algorithm
         epoch = EpochFile(settings.epoch_path)
+        exits.callback(epoch.close)
         policy = PolicyStore(
             engine,
             epoch,
@@ -154,10 +174,6 @@ class Gateway:
             health=health,
         )
         await policy.reload()
-        log = LogWriter(
-            engine, algorithm=algorithm, batch_max=settings.log_batch_max, health=health
-        )
-        await log.start()
         hasher = SecretHasher(
             time_cost=settings.secret_hash_time_cost,
             memory_kib=settings.secret_hash_memory_kib,
@@ -171,7 +187,12 @@ class Gateway:
             engine, epoch, clock, hasher, algorithm=algorithm, sources=sources, zone=settings.zone
         )
         connectors = ConnectorRegistry(sources, pool_size=settings.source_pool_size)
+        exits.push_async_callback(connectors.close)
         quotas, shared_quotas = call_allowance(settings, engine, health)
+        if shared_quotas is not None:
+            exits.push_async_callback(shared_quotas.close)
+        deliveries = DeliveryService(engine, DeliveryClient())
+        exits.push_async_callback(deliveries.close)
         keys = DerivedKeys.of(keystore)
         dataplane = build_dataplane(settings, engine, clock, connectors, quotas, keys)
         checkpointer = Checkpointer(
@@ -201,6 +222,11 @@ class Gateway:
             keys=ReceiptKeys(trace_key=keys.trace, param_key=keys.param),
             working_days=settings.objection_working_days,
         )
+        log = LogWriter(
+            engine, algorithm=algorithm, batch_max=settings.log_batch_max, health=health
+        )
+        await log.start()
+        exits.push_async_callback(log.close)
         gateway = cls(
             health=health,
             shared_quotas=shared_quotas,
@@ -219,7 +245,7 @@ class Gateway:
             workflows=workflows,
             applications=applications,
             products=ProductService(engine, governance, clock),
-            deliveries=DeliveryService(engine, DeliveryClient()),
+            deliveries=deliveries,
             alerts=alerts,
             monitor=monitor,
             tracer=LeakTracer(
@@ -246,10 +272,10 @@ class Gateway:
                     objections.recompute_provisional,
                 ),
             ),
+            exits=exits,
         )
-        policy.on_reload(gateway.refresh_calendar)
-        if anchoring:
-            await gateway.start_anchoring()
+        exits.push_async_callback(gateway.background.close)
+        policy.on_reload(gateway.schedules.refresh)
         return gateway
 
     async def scenario_warnings(self, scenario: Scenario) -> list[QuasiIdentifierWarning]:
@@ -263,126 +289,10 @@ class Gateway:
             groups=connector_groups(self.connectors.get),
         )
 
-    async def refresh_calendar(self) -> None:
-        await self.schedules.refresh()
-
-    async def alert_missing_schedule(self) -> None:
-        await self.schedules.alert_missing()
-
-    async def load_workday_schedule(
-        self, actor: Actor, schedule: YearSchedule, *, loaded_by: str
-    ) -> tuple[LoadedSchedule | None, list[str]]:
-        return await self.schedules.load(actor, schedule, loaded_by=loaded_by)
-
-    async def start_anchoring(self) -> None:
-        """Connect to the chain and start anchoring in the background (nothing when the
-        deployment has no chain, or it already runs)."""
-        settings, keystore, clock = self.settings, self.keystore, self.clock
-        if settings.chain == "none" or self.anchoring is not None:
-            return
-        try:
-            chain_kid = keystore.active(KeyPurpose.CHAIN_ACCOUNT).kid
-        except KeystoreError:
-            chain_kid = keystore.generate(KeyPurpose.CHAIN_ACCOUNT, now=clock.now()).kid
-        self.anchoring = Anchoring(
-            self.engine,
-            kind=settings.chain,
-            account_key=keystore.chain_account_private_key(chain_kid),
-            state_dir=settings.data_dir / "chain",
-            clock=clock,
-            algorithm=settings.hash_algorithm,
-            rpc_url=settings.chain_rpc_url,
-            contract=settings.chain_contract,
-            policy=AnchorPolicy(confirmations=settings.chain_confirmations, poll_interval=0.5),
-        )
-        await self.anchoring.start()
-        self.checkpointer.on_signed = self.anchoring.notify
-
-    async def stop_anchoring(self) -> None:
-        if self.anchoring is not None:
-            self.checkpointer.on_signed = None
-            await self.anchoring.close()
-            self.anchoring = None
-
-    async def start_background(self) -> None:
-        """Start the work one process of the deployment runs for all: checkpoints,
-        anchoring, deemed approvals, the monitor."""
-        self.checkpointer.start()
-        await self.start_anchoring()
-        self.applications.start_sweeper(also=self.alert_missing_schedule)
-        self.objections.start_sweeper()
-        if self.settings.monitor_enabled:
-            self.monitor.start(self.settings.monitor_interval_seconds)
-
-    async def stop_background(self) -> None:
-        await self.checkpointer.stop()
-        await self.applications.stop_sweeper()
-        await self.objections.stop_sweeper()
-        await self.monitor.stop()
-        await self.stop_anchoring()
-
-    def campaign(self) -> Leadership:
-        """Run the background work only while this process leads the deployment
-        (:mod:`gateway.cluster.leadership`), so N processes anchor and checkpoint once."""
-        if self.leadership is None:
-            self.leadership = Leadership(
-                leader_lock_for(self._session_url(), self.settings.data_dir, health=self.health),
-                on_elected=self.start_background,
-                on_deposed=self.stop_background,
-                interval=self.settings.leader_check_seconds,
-            )
-            self.leadership.start()
-        return self.leadership
-
-    def _session_url(self) -> URL:
-        """Where the leader lock and the policy listener connect: a session of their own,
-        which a transaction-mode pooler cannot give (a session lock taken through one would
-        be held by whichever server connection ran it, and checking it would prove nothing).
-
-        Raises :class:`ConfigError` when the store is reached through such a pooler
-        (``database_statement_cache = false``) and no ``database_session_url`` is set.
-        """
-        settings = self.settings
-        url = make_url(settings.resolved_session_url)
-        if (
-            url.get_backend_name() == "postgresql"
-            and not settings.database_statement_cache
-            and not settings.database_session_url
-        ):
-            raise ConfigError(
-                "cluster: database_statement_cache = false says database_url goes through a "
-                "transaction-mode pooler, where the leader lock and the policy listener "
-                "cannot hold a session; set database_session_url "
-                "(DSGW_DATABASE_SESSION_URL) to PostgreSQL itself"
-            )
-        return url
-
-    def watch_policy(self) -> PolicyWatch:
-        """Follow policy changes made by processes on other machines (pushed, and polled as
-        a fallback), which the machine-local epoch file cannot see."""
-        if self.policy_watch is None:
-            self.policy_watch = PolicyWatch(
-                self.engine,
-                self.policy,
-                session_url=self._session_url(),
-                poll_seconds=self.settings.policy_poll_seconds,
-                health=self.health,
-            )
-            self.policy_watch.start()
-        return self.policy_watch
-
     def checkpoint_keys(self) -> KeyRing:
         """Every checkpoint key of the keystore, active and retired (never pruned), under
         this deployment's name: what verifies any checkpoint this deployment signed."""
         return gateway_key_ring(self.keystore, self.settings.deployment)
-
-    def watch_dependencies(self) -> DependencyWatch:
-        """Check the dependencies every ``dependency_check_seconds`` in the background
-        (servers), so an outage is logged and measured even while no call meets it."""
-        if self.dependency_watch is None:
-            self.dependency_watch = DependencyWatch(self, self.settings.dependency_check_seconds)
-            self.dependency_watch.start()
-        return self.dependency_watch
 
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
         """The evidence bundle document of one record (:func:`gateway.evidence.build.
@@ -407,24 +317,14 @@ class Gateway:
         its last calls are covered), close sources and the store.
 
         Call it only once no call is in flight (a server drains its calls first,
-        :func:`gateway.cli.server.running_gateway`): what calls use closes here, the call-log
-        writer after the background work that appends to it, Redis and the store last."""
-        if self.dependency_watch is not None:
-            await self.dependency_watch.stop()
-        if self.policy_watch is not None:
-            await self.policy_watch.stop()
-        if self.leadership is not None:
-            await self.leadership.stop()
-        await self.stop_background()
+        :func:`gateway.cli.server.running_gateway`): the background work stops first, the
+        call-log writer after the work that appends to it, Redis and the store last.
+        Closing twice is harmless."""
+        await self.background.close()
         await self.log.close()
         for stream in STREAMS if final_checkpoint else ():
             try:
                 await self.checkpointer.checkpoint(stream)
             except (SQLAlchemyError, OSError, DsgwError) as exc:
                 log.warning("final checkpoint of %s failed: %s", stream, exc)
-        await self.connectors.close()
-        await self.deliveries.close()
-        if self.shared_quotas is not None:
-            await self.shared_quotas.close()
-        self.epoch.close()
-        await self.engine.dispose()
+        await self.exits.aclose()

@@ -464,18 +464,18 @@ async def test_a_transaction_pooler_needs_a_session_url_for_the_leader_lock(
     gateway = await Gateway.open(pooled, anchoring=False)
     try:
         with pytest.raises(ConfigError, match="database_session_url"):
-            gateway.campaign()
+            gateway.background.campaign()
         with pytest.raises(ConfigError, match="database_session_url"):
-            gateway.watch_policy()
+            gateway.background.watch_policy()
     finally:
         await gateway.close()
     direct = dataclasses.replace(pooled, database_session_url=pg_settings.database_url)
     gateway = await Gateway.open(direct, anchoring=False)
     try:
-        leadership = gateway.campaign()
+        leadership = gateway.background.campaign()
         await asyncio.wait_for(leadership.changed.wait(), 10)
         assert leadership.leading
-        watch = gateway.watch_policy()
+        watch = gateway.background.watch_policy()
         await asyncio.wait_for(watch.listening.wait(), 10)
     finally:
         await gateway.close()

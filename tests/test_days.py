@@ -234,7 +234,7 @@ async def test_a_schedule_loaded_by_another_process_is_used_after_the_policy_rel
         await here.policy.current()
         assert not here.calendar.current.covers(2027)
         notice = Path(__file__).parent / "data" / "notices" / "notice-2027-test.txt"
-        loaded, _ = await other.load_workday_schedule(
+        loaded, _ = await other.schedules.load(
             LOCAL_ADMIN, parse_notice(notice.read_text("utf-8")), loaded_by="张敏"
         )
         assert loaded is not None and other.calendar.current.covers(2027)

@@ -240,7 +240,7 @@ async def test_one_node_serves_one_directory_whoever_starts_it(
         await leader.start()
         assert leader.attached
         height = await leader.w3.eth.block_number
-        await gateway.stop_anchoring()  # the old leader is deposed and stops its node
+        await gateway.background.stop_anchoring()  # the old leader is deposed and stops its node
         assert not leader.running
         await leader.start()
         try:
@@ -248,14 +248,14 @@ async def test_one_node_serves_one_directory_whoever_starts_it(
             assert await leader.w3.eth.block_number >= height  # the same chain state
             assert _listening_lines(leader) == 2  # one node at a time, never two
             # The deposed gateway, elected again, attaches to the new leader's node.
-            await gateway.start_anchoring()
+            await gateway.background.start_anchoring()
             assert gateway.anchoring is not None
             await asyncio.wait_for(gateway.anchoring.ready.wait(), 120)
             again = gateway.anchoring.backend
             assert isinstance(again, AnvilBackend) and again.attached
             assert _listening_lines(leader) == 2
         finally:
-            await gateway.stop_anchoring()
+            await gateway.background.stop_anchoring()
             await leader.close()
         assert not pid_file.exists()
     finally:
@@ -315,7 +315,7 @@ async def test_cli_bundle_asks_the_chain_when_the_anchor_became_final_later(
                     break
                 await asyncio.sleep(0.1)
             assert await anchor_status(governance) == ["mined"]
-            await gateway.stop_anchoring()  # no worker any more; the node keeps running
+            await gateway.background.stop_anchoring()  # no worker any more; the node keeps running
         finally:
             await gateway.close()
 

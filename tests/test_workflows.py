@@ -533,8 +533,8 @@ async def test_deadline_in_a_year_without_schedule_is_provisional_then_recompute
     assert later.due_at == dt.datetime(2027, 1, 6, tzinfo=beijing) and later.provisional
 
     # The operator is alerted once for 2027, however often the check runs.
-    await gateway.alert_missing_schedule()
-    await gateway.alert_missing_schedule()
+    await gateway.schedules.alert_missing()
+    await gateway.schedules.alert_missing()
     async with gateway.engine.connect() as conn:
         alerts = (
             await conn.execute(
@@ -547,7 +547,7 @@ async def test_deadline_in_a_year_without_schedule_is_provisional_then_recompute
     notice = (Path(__file__).parent / "data" / "notices" / "notice-2027-test.txt").read_text(
         "utf-8"
     )
-    loaded, moved = await gateway.load_workday_schedule(
+    loaded, moved = await gateway.schedules.load(
         LOCAL_ADMIN, parse_notice(notice), loaded_by="张敏"
     )
     assert loaded is not None and loaded.loaded_by == "张敏"
@@ -567,7 +567,7 @@ async def test_deadline_in_a_year_without_schedule_is_provisional_then_recompute
     body = json.loads(record.payload)
     assert body["loaded_by"] == "张敏" and body["year"] == 2027
     # The same notice again changes nothing and records nothing.
-    assert await gateway.load_workday_schedule(
+    assert await gateway.schedules.load(
         LOCAL_ADMIN, parse_notice(notice), loaded_by="张敏"
     ) == (None, [])
     assert (await _kinds(flow)).count("workdays.schedule-loaded") == 1

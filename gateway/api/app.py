@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
@@ -16,6 +17,7 @@ from gateway.api.openapi_pipeline import document_pipeline
 from gateway.api.pipeline import evidence_middleware
 from gateway.api.telemetry import Telemetry
 from gateway.api.visibility import readiness_view
+from gateway.background import Role
 from gateway.errors import (
     NotFoundError,
     all_problem_types,
@@ -115,7 +117,11 @@ async def _harden_headers(request: web.Request, response: web.StreamResponse) ->
     response.headers.setdefault("Cache-Control", "no-store")
 
 
-def create_app(gateway: Gateway) -> web.Application:
+def create_app(gateway: Gateway, *, background: Role | None = None) -> web.Application:
+    """The app over ``gateway``'s services. With ``background``, the app also runs the
+    process's background work (:class:`gateway.background.BackgroundWork`) from its start
+    until its in-flight calls are drained at shutdown (a ``cleanup_ctx``); tests that drive
+    the app alone leave it off."""
     from gateway.api import (
         admin,
         alerts,
@@ -141,6 +147,14 @@ def create_app(gateway: Gateway) -> web.Application:
     gateway.log.on_batch = app[TELEMETRY].observe_batch
     gateway.health.subscribe(app[TELEMETRY])
     app.on_response_prepare.append(_harden_headers)
+    if background is not None:
+        role = background
+
+        async def background_work(app: web.Application) -> AsyncIterator[None]:
+            async with gateway.background.serving(role):
+                yield
+
+        app.cleanup_ctx.append(background_work)
     app[MAX_BODY] = gateway.settings.max_body_bytes
     app[TRUSTED_PROXIES] = gateway.settings.trusted_networks
     app[OPENAPI] = openapi_document()

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from gateway.api.app import create_app
 from gateway.api.server import GatewayRunner
+from gateway.background import Role
 from gateway.errors import ConfigError
 from gateway.runtime import Gateway
 from gateway.settings import Settings
@@ -39,7 +40,7 @@ async def running_gateway(
 ) -> AsyncIterator[tuple[Gateway, int]]:
     """Start the gateway's HTTP server; yields the gateway and the bound port.
 
-    A gateway opened here campaigns for leadership (:meth:`Gateway.campaign`) and follows
+    A gateway opened here campaigns for leadership (:meth:`BackgroundWork.campaign`) and follows
     policy changes from other machines, as one of several processes; a ``gateway`` passed
     in (the demo, tests) runs the background work itself, as the only process.
 
@@ -50,8 +51,9 @@ async def running_gateway(
     """
     owned = gateway is None
     gateway = gateway or await Gateway.open(settings, anchoring=False)
+    role = Role.CAMPAIGN if owned else Role.SOLE
     runner = GatewayRunner(
-        create_app(gateway),
+        create_app(gateway, background=role),
         access_log=None,
         handle_signals=False,
         shutdown_timeout=settings.shutdown_drain_seconds,
@@ -61,16 +63,10 @@ async def running_gateway(
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
         await site.start()
         port = int(runner.addresses[0][1]) if runner.addresses else settings.port
-        gateway.watch_dependencies()
-        gateway.watch_policy()
-        if owned:
-            gateway.campaign()
-        else:
-            await gateway.start_background()
         yield gateway, port
     finally:
-        # Drains the in-flight calls (runner.cleanup returns once they are done) before
-        # anything they use is closed.
+        # Drains the in-flight calls, then stops the background work (the app's cleanup
+        # context), before anything they use is closed.
         await runner.cleanup()
         await gateway.close(final_checkpoint=True)
 

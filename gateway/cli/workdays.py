@@ -113,7 +113,7 @@ def workdays_import(
         ctx.exit(ExitCode.FAILED)
 
     async def act(g: Gateway) -> tuple[LoadedSchedule | None, list[str]]:
-        return await g.load_workday_schedule(LOCAL_ADMIN, schedule, loaded_by=who)
+        return await g.schedules.load(LOCAL_ADMIN, schedule, loaded_by=who)
 
     loaded, moved = run(with_gateway(settings, act))
     data: dict[str, Any] = {
