@@ -567,7 +567,8 @@ async def test_deadline_in_a_year_without_schedule_is_provisional_then_recompute
     body = json.loads(record.payload)
     assert body["loaded_by"] == "张敏" and body["year"] == 2027
     # The same notice again changes nothing and records nothing.
-    assert await gateway.schedules.load(
-        LOCAL_ADMIN, parse_notice(notice), loaded_by="张敏"
-    ) == (None, [])
+    assert await gateway.schedules.load(LOCAL_ADMIN, parse_notice(notice), loaded_by="张敏") == (
+        None,
+        [],
+    )
     assert (await _kinds(flow)).count("workdays.schedule-loaded") == 1
