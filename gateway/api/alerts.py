@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.admin import staff_actor
-from gateway.api.appkeys import GATEWAY
+from gateway.api.appkeys import ALERTS
 from gateway.api.bodies import read_json
 from gateway.api.params import query_int
 from gateway.api.problems import json_response
@@ -39,7 +39,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     query = request.query
     limit = query_int(request, "limit", default=100, minimum=1, maximum=500)
-    found = await request.app[GATEWAY].alerts.find(
+    found = await request.app[ALERTS].find(
         actor,
         status=query.get("status"),
         severity=query.get("severity"),
@@ -52,7 +52,7 @@ async def list_alerts(request: web.Request) -> web.Response:
 
 async def get_alert(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
-    alert = await request.app[GATEWAY].alerts.get(actor, _alert_id(request))
+    alert = await request.app[ALERTS].get(actor, _alert_id(request))
     return json_response(alert.to_dict())
 
 
@@ -61,7 +61,7 @@ async def acknowledge(request: web.Request) -> web.Response:
     alert_id = _alert_id(request)
     body = await read_json(request)
     expect_keys("acknowledgement", body, set(), {"note"})
-    alert = await request.app[GATEWAY].alerts.acknowledge(
+    alert = await request.app[ALERTS].acknowledge(
         actor, alert_id, _optional_text(body, "note") or ""
     )
     return json_response(alert.to_dict())
@@ -72,7 +72,7 @@ async def resolve(request: web.Request) -> web.Response:
     alert_id = _alert_id(request)
     body = await read_json(request)
     expect_keys("resolution", body, {"resolution"}, {"measure_id"})
-    alert = await request.app[GATEWAY].alerts.resolve(
+    alert = await request.app[ALERTS].resolve(
         actor,
         alert_id,
         _optional_text(body, "resolution") or "",

@@ -12,7 +12,15 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.access_log import access_log_middleware
-from gateway.api.appkeys import GATEWAY, MAX_BODY, OPENAPI, RECORD, TELEMETRY, TRUSTED_PROXIES
+from gateway.api.appkeys import (
+    GATEWAY,
+    MAX_BODY,
+    OPENAPI,
+    RECORD,
+    TELEMETRY,
+    TRUSTED_PROXIES,
+    install_services,
+)
 from gateway.api.openapi_pipeline import document_pipeline
 from gateway.api.pipeline import evidence_middleware
 from gateway.api.telemetry import Telemetry
@@ -142,7 +150,7 @@ def create_app(gateway: Gateway, *, background: Role | None = None) -> web.Appli
         middlewares=[*access, evidence_middleware],
         client_max_size=gateway.settings.max_body_bytes,
     )
-    app[GATEWAY] = gateway
+    install_services(app, gateway)
     app[TELEMETRY] = Telemetry(known_scenario=lambda name: name in gateway.policy.latest.scenarios)
     gateway.log.on_batch = app[TELEMETRY].observe_batch
     gateway.health.subscribe(app[TELEMETRY])

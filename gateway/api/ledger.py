@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api.appkeys import GATEWAY
+from gateway.api.appkeys import GATEWAY, TOKENS
 from gateway.api.merchant import bearer_token
 from gateway.api.params import query_int
 from gateway.api.problems import json_response
@@ -22,7 +22,7 @@ __all__ = ["add_routes"]
 
 
 async def _authenticate(request: web.Request) -> None:
-    tokens = request.app[GATEWAY].tokens
+    tokens = request.app[TOKENS]
     token = bearer_token(request)
     try:
         await tokens.verify(token)

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.appkeys import GATEWAY, RECORD
+from gateway.api.appkeys import DATAPLANE, GATEWAY, POLICY, RECORD, TOKENS
 from gateway.api.bodies import read_form, read_json
 from gateway.api.params import path_int, query_int
 from gateway.api.problems import json_response
@@ -54,7 +54,7 @@ def _oauth_error(err: DsgwError) -> str:
 
 async def token(request: web.Request) -> web.Response:
     """OAuth 2.0 client credentials grant (RFC 6749 §4.4)."""
-    gateway = request.app[GATEWAY]
+    tokens = request.app[TOKENS]
     record = request[RECORD]
     try:
         form = await read_form(request)
@@ -64,13 +64,13 @@ async def token(request: web.Request) -> web.Response:
             )
         credentials = ClientCredentials.from_request(form, request.headers.get("Authorization"))
         record.client_id = (credentials.client_id or "")[:64] or None
-        client = await gateway.tokens.authenticate(credentials)
+        client = await tokens.authenticate(credentials)
         record.client_id = client.client_id
         record.merchant_id = client.merchant_id
         scope = form.get("scope")
         if scope and scope.startswith("scenario:"):
             record.scenario_id = scope.removeprefix("scenario:")[:64]
-        issued = await gateway.tokens.issue(client, scope)
+        issued = await tokens.issue(client, scope)
     except DsgwError as err:
         err.extensions.setdefault("error", _oauth_error(err))
         raise
@@ -83,7 +83,7 @@ async def token(request: web.Request) -> web.Response:
 
 
 async def jwks(request: web.Request) -> web.Response:
-    response = json_response(request.app[GATEWAY].tokens.jwks())
+    response = json_response(request.app[TOKENS].jwks())
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 
@@ -91,8 +91,7 @@ async def jwks(request: web.Request) -> web.Response:
 async def _merchant_claims(
     request: web.Request, snapshot: PolicySnapshot | None = None
 ) -> AccessClaims:
-    gateway = request.app[GATEWAY]
-    claims = await gateway.tokens.verify(bearer_token(request), snapshot=snapshot)
+    claims = await request.app[TOKENS].verify(bearer_token(request), snapshot=snapshot)
     record = request.get(RECORD)
     if record is not None:
         record.merchant_id = claims.merchant_id
@@ -104,21 +103,20 @@ async def _merchant_claims(
 
 async def data_call(request: web.Request) -> web.Response:
     """``/v1/scenarios/{scenario}/datasets/{dataset}/{mode}``: one governed data call."""
-    gateway = request.app[GATEWAY]
     record = request[RECORD]
     scenario_id = request.match_info["scenario"][:64]
     dataset_id = request.match_info["dataset"][:64]
     mode = request.match_info["mode"]
     record.scenario_id, record.dataset_id = scenario_id, dataset_id
     record.mode = mode[:16]
-    snapshot = await gateway.policy.current()
+    snapshot = await request.app[POLICY].current()
     claims = await _merchant_claims(request, snapshot)
     try:
         Mode(mode)  # the Mode enum is the one list of access modes
     except ValueError:
         raise NotFoundError(f"unknown access mode {mode[:32]!r}; use {MODE_NAMES}") from None
     body = await read_json(request)
-    result = await gateway.dataplane.execute(
+    result = await request.app[DATAPLANE].execute(
         snapshot, claims, scenario_id, dataset_id, mode, body, record
     )
     return json_response(result)
@@ -126,9 +124,8 @@ async def data_call(request: web.Request) -> web.Response:
 
 async def catalog(request: web.Request) -> web.Response:
     """The token's scenario and the catalog entries it grants, without source locations."""
-    gateway = request.app[GATEWAY]
     claims = await _merchant_claims(request)
-    snapshot = await gateway.policy.current()
+    snapshot = await request.app[POLICY].current()
     scenario = snapshot.scenarios[claims.scenario_id or ""]
     return json_response(
         {

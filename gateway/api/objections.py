@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.admin import staff_actor
-from gateway.api.appkeys import GATEWAY
+from gateway.api.appkeys import CLOCK, EVALUATION, OBJECTIONS
 from gateway.api.bodies import read_json
 from gateway.api.params import query_int
 from gateway.api.problems import json_response
@@ -53,11 +53,11 @@ def _flag(request: web.Request, name: str) -> bool:
 
 
 def _one(objection: Objection, view: View, request: web.Request) -> dict[str, Any]:
-    return objection.to_dict(view, now=request.app[GATEWAY].clock.now())
+    return objection.to_dict(view, now=request.app[CLOCK].now())
 
 
 async def _listed(request: web.Request, actor: Actor) -> web.Response:
-    found = await request.app[GATEWAY].objections.list(
+    found = await request.app[OBJECTIONS].list(
         actor,
         status=_status(request),
         overdue=_flag(request, "overdue"),
@@ -68,19 +68,19 @@ async def _listed(request: web.Request, actor: Actor) -> web.Response:
 
 
 async def _shown(request: web.Request, actor: Actor) -> web.Response:
-    objection, view = await request.app[GATEWAY].objections.get(actor, request.match_info["id"])
+    objection, view = await request.app[OBJECTIONS].get(actor, request.match_info["id"])
     return json_response(_one(objection, view, request))
 
 
 async def _filed(request: web.Request, actor: Actor) -> web.Response:
-    service = request.app[GATEWAY].objections
+    service = request.app[OBJECTIONS]
     objection = await service.file(actor, await read_json(request))
     view = service.view_for(actor, objection) or View.FILER
     return json_response(_one(objection, view, request), status=201)
 
 
 async def _acknowledged(request: web.Request, actor: Actor) -> web.Response:
-    service = request.app[GATEWAY].objections
+    service = request.app[OBJECTIONS]
     objection = await service.acknowledge(actor, request.match_info["id"])
     return json_response(_one(objection, service.view_for(actor, objection) or View.FILER, request))
 
@@ -121,7 +121,7 @@ async def staff_show(request: web.Request) -> web.Response:
 
 async def staff_answer(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
-    service = request.app[GATEWAY].objections
+    service = request.app[OBJECTIONS]
     objection = await service.answer(actor, request.match_info["id"], await read_json(request))
     return json_response(_one(objection, service.view_for(actor, objection) or View.STAFF, request))
 
@@ -145,21 +145,21 @@ def _kind(request: web.Request) -> RaterKind | None:
 
 
 async def _forms(request: web.Request, actor: Actor) -> web.Response:
-    found = await request.app[GATEWAY].evaluation.forms(
+    found = await request.app[EVALUATION].forms(
         actor, year=_year(request), rater_kind=_kind(request)
     )
     return json_response({"forms": [f.to_dict() for f in found]})
 
 
 async def _ratings(request: web.Request, actor: Actor) -> web.Response:
-    found = await request.app[GATEWAY].evaluation.ratings(
+    found = await request.app[EVALUATION].ratings(
         actor, year=_year(request), rater_kind=_kind(request)
     )
     return json_response({"ratings": [r.to_dict() for r in found]})
 
 
 async def _rate(request: web.Request, actor: Actor) -> web.Response:
-    rating = await request.app[GATEWAY].evaluation.submit(actor, await read_json(request))
+    rating = await request.app[EVALUATION].submit(actor, await read_json(request))
     return json_response(rating.to_dict(), status=201)
 
 
@@ -181,7 +181,7 @@ async def staff_forms(request: web.Request) -> web.Response:
 
 async def set_form(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
-    form = await request.app[GATEWAY].evaluation.set_form(actor, await read_json(request))
+    form = await request.app[EVALUATION].set_form(actor, await read_json(request))
     return json_response(form.to_dict())
 
 

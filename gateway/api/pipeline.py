@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api.appkeys import GATEWAY, RECORD, TELEMETRY, TRUSTED_PROXIES
+from gateway.api.appkeys import GATEWAY, HEALTH, RECORD, TELEMETRY, TRUSTED_PROXIES
 from gateway.api.client_address import client_address
 from gateway.api.problems import problem_response
 from gateway.errors import (
@@ -130,7 +130,7 @@ def problem_for(exc: BaseException, request: web.Request) -> tuple[DsgwError, di
     A dependency that failed (store, disk, Redis, keystore: :mod:`gateway.dependencies`) is
     a 503 naming it, reported to the gateway's health so the outage is logged once, not per
     request."""
-    unavailable = request.app[GATEWAY].health.observe(exc)
+    unavailable = request.app[HEALTH].observe(exc)
     if unavailable is not None:
         return unavailable, {}
     if isinstance(exc, DsgwError):

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.api.appkeys import GATEWAY
+from gateway.api.appkeys import TOKENS
 from gateway.authorization.roles import PERMISSIONS, Action
 from gateway.errors import DsgwError
 
@@ -50,7 +50,7 @@ async def _may_see_checks(request: web.Request) -> bool:
         return False
     try:
         async with asyncio.timeout(_VERIFY_SECONDS):
-            claims = await request.app[GATEWAY].tokens.verify(token.strip(), admin=True)
+            claims = await request.app[TOKENS].verify(token.strip(), admin=True)
     except (DsgwError, SQLAlchemyError, OSError, TimeoutError):
         return False
     return claims.role is not None and Action.READ_METRICS in PERMISSIONS[claims.role]
