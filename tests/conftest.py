@@ -17,15 +17,18 @@ from aiohttp.test_utils import TestClient
 from connectors import synthetic
 from gateway.api.app import create_app
 from gateway.cli.demo import DEMO_MERCHANT, REGISTRY, VEHICLES
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
 from keys.keystore import Keystore
 from tests.support.databases import (
     create_pg_database,
     drop_pg_database,
+    drop_pg_database_later,
     migrated,
     pg_url,
     run_aside,
+    wait_for_drops,
 )
+from tests.support.templates import WorldTemplate, WorldTemplates, store_settings
 from tests.support.world import (
     ROWS,
     TEST_PASSPHRASE,
@@ -33,7 +36,6 @@ from tests.support.world import (
     FixedClock,
     GatewayTestServer,
     World,
-    build_world,
 )
 
 
@@ -66,38 +68,54 @@ def pg_template() -> Iterator[str]:
     name = run_aside(create_pg_database())
     run_aside(migrated(pg_url(name)))
     yield name
+    wait_for_drops()  # the databases made from it first
     run_aside(drop_pg_database(name))
+
+
+@pytest.fixture(scope="session")
+def world_templates(
+    tmp_path_factory: pytest.TempPathFactory, source_dir: Path
+) -> Iterator[WorldTemplates]:
+    """The demo world built once per store kind and copied for each test that asks for
+    ``world`` (building it takes longer than most tests that use it)."""
+    templates = WorldTemplates(tmp_path_factory.mktemp("worlds"), source_dir)
+    yield templates
+    wait_for_drops()  # the databases made from them first
+    templates.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def settings(
     request: pytest.FixtureRequest, tmp_path: Path, source_dir: Path
 ) -> AsyncIterator[Settings]:
+    """A store of the given kind at the newest revision and a keystore; for a test that
+    also asks for ``world``, a copy of the demo world's store and keystore instead."""
     data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    (data_dir / "sources").symlink_to(source_dir / "sources")
+    template: WorldTemplate | None = None
+    if "world" in request.fixturenames:
+        store = "pg_template" if request.param == "postgresql" else "sqlite_template"
+        template = request.getfixturevalue("world_templates").get(
+            request.param, lambda: request.getfixturevalue(store)
+        )
+        shutil.copytree(template.data_dir, data_dir, symlinks=True)
+    else:
+        data_dir.mkdir()
+        (data_dir / "sources").symlink_to(source_dir / "sources")
+        Keystore.create(
+            data_dir / "keystore.json", TEST_PASSPHRASE.encode(), scrypt_n=TEST_SCRYPT_N
+        )
     database_url = ""
     pg_name = None
     if request.param == "postgresql":
-        pg_name = await create_pg_database(request.getfixturevalue("pg_template"))
+        source = template.pg_name if template else request.getfixturevalue("pg_template")
+        pg_name = await create_pg_database(source)
         database_url = pg_url(pg_name)
-    else:
+    elif template is None:
         shutil.copyfile(request.getfixturevalue("sqlite_template"), data_dir / "dsgw.sqlite3")
-    Keystore.create(data_dir / "keystore.json", TEST_PASSPHRASE.encode(), scrypt_n=TEST_SCRYPT_N)
-    settings = load_settings(
-        None,
-        environ={},
-        data_dir=data_dir,
-        database_url=database_url,
-        keystore_passphrase=TEST_PASSPHRASE,
-        secret_hash_time_cost=1,
-        secret_hash_memory_kib=8192,
-        port=0,
-        chain="none",
-    )
+    settings = store_settings(data_dir, database_url)
     yield settings
     if pg_name is not None:
-        await drop_pg_database(pg_name)
+        drop_pg_database_later(pg_name)
 
 
 @pytest.fixture
@@ -106,8 +124,12 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-async def world(settings: Settings, clock: FixedClock) -> AsyncIterator[World]:
-    gateway, creds = await build_world(settings, clock)
+async def world(
+    settings: Settings, clock: FixedClock, world_templates: WorldTemplates
+) -> AsyncIterator[World]:
+    """The demo world (:func:`tests.support.world.build_world`), copied from its template
+    by the ``settings`` fixture and opened with this test's clock."""
+    gateway, creds = await world_templates.open(settings, clock)
     server = GatewayTestServer(create_app(gateway), host="127.0.0.1")
     client = TestClient(server)
     await client.start_server()

@@ -16,9 +16,11 @@ __all__ = [
     "PG_ADMIN_DSN",
     "create_pg_database",
     "drop_pg_database",
+    "drop_pg_database_later",
     "migrated",
     "pg_url",
     "run_aside",
+    "wait_for_drops",
 ]
 
 PG_ADMIN_DSN = os.environ.get("DSGW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -49,6 +51,22 @@ async def drop_pg_database(name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+_dropping: list[concurrent.futures.Future[None]] = []
+_dropper = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="drop-test-db")
+
+
+def drop_pg_database_later(name: str) -> None:
+    """Drop ``name`` on a thread of its own while the next test runs (a drop waits for the
+    server to remove the files); :func:`wait_for_drops` waits for them all."""
+    _dropping.append(_dropper.submit(asyncio.run, drop_pg_database(name)))
+
+
+def wait_for_drops() -> None:
+    """Wait until every database handed to :func:`drop_pg_database_later` is dropped."""
+    while _dropping:
+        _dropping.pop().result()
 
 
 def pg_url(name: str) -> str:
