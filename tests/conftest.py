@@ -94,10 +94,10 @@ async def settings(
     template: WorldTemplate | None = None
     if "world" in request.fixturenames:
         store = "pg_template" if request.param == "postgresql" else "sqlite_template"
-        template = request.getfixturevalue("world_templates").get(
-            request.param, lambda: request.getfixturevalue(store)
-        )
-        shutil.copytree(template.data_dir, data_dir, symlinks=True)
+        templates: WorldTemplates = request.getfixturevalue("world_templates")
+        start = request.getfixturevalue("clock").now()
+        template = templates.get(request.param, start, lambda: request.getfixturevalue(store))
+        templates.copy(template, data_dir)
     else:
         data_dir.mkdir()
         (data_dir / "sources").symlink_to(source_dir / "sources")

@@ -33,13 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.clock import utc
-from gateway.db.schema import LogEntryRow, ObjectionRow, ReviewRow, UseApplicationRow
+from gateway.db.schema import LogEntryRow, ObjectionRow
 from gateway.reports.periods import Period
-from gateway.reports.queries import in_period
+from gateway.reports.queries import in_period, open_at, open_during, reviews_in_play
 from gateway.workdays.calendar import UncoveredYearError, WorkingCalendar
 
 __all__ = [
@@ -174,15 +174,6 @@ def _median(values: list[int]) -> float | None:
     return float(statistics.median(values)) if values else None
 
 
-def _open(opened: Any, closed: Any, as_of: dt.datetime) -> Any:
-    """SQL: opened before ``as_of`` and not closed by then (what :func:`_open_at` checks)."""
-    return and_(opened < as_of, or_(closed.is_(None), closed >= as_of))
-
-
-def _open_at(opened: dt.datetime, closed: dt.datetime | None, as_of: dt.datetime) -> bool:
-    return opened < as_of and (closed is None or closed >= as_of)
-
-
 async def gather_departments(
     conn: AsyncConnection, period: Period, as_of: dt.datetime, calendar: WorkingCalendar
 ) -> DepartmentsSection:
@@ -281,7 +272,7 @@ async def _objections(
                 in_period(ObjectionRow.filed_at, period),
                 in_period(ObjectionRow.answered_at, period),
                 in_period(ObjectionRow.corrected_at, period),
-                _open(ObjectionRow.filed_at, ObjectionRow.answered_at, as_of),
+                open_during(ObjectionRow.filed_at, ObjectionRow.answered_at, as_of),
             ),
         )
     )
@@ -311,7 +302,7 @@ async def _objections(
                 t.answer_days.append(days)
         if row.corrected_at is not None and counted(utc(row.corrected_at)):
             t.corrected += 1
-        if _open_at(filed, answered, as_of):
+        if open_at(filed, answered, as_of):
             t.open_at_end += 1
             if due <= as_of:
                 t.overdue_at_end += 1
@@ -320,25 +311,7 @@ async def _objections(
 async def _reviews(
     conn: AsyncConnection, period: Period, as_of: dt.datetime, tally: Callable[[str], _Tally]
 ) -> None:
-    rows = await conn.execute(
-        select(
-            ReviewRow.department,
-            ReviewRow.status,
-            ReviewRow.opened_at,
-            ReviewRow.due_at,
-            ReviewRow.extended_until,
-            ReviewRow.decided_at,
-            UseApplicationRow.status.label("application_status"),
-        )
-        .join(UseApplicationRow, ReviewRow.application_id == UseApplicationRow.id)
-        .where(
-            ReviewRow.opened_at.is_not(None),
-            or_(
-                in_period(ReviewRow.decided_at, period),
-                _open(ReviewRow.opened_at, ReviewRow.decided_at, as_of),
-            ),
-        )
-    )
+    rows = await reviews_in_play(conn, period, as_of)
     for row in rows:
         deadline_value = row.extended_until or row.due_at
         if deadline_value is None:
@@ -356,7 +329,7 @@ async def _reviews(
             if days is not None:
                 t.review_days.append(days)
         if (
-            _open_at(opened, decided, as_of)
+            open_at(opened, decided, as_of)
             and row.application_status != "withdrawn"
             and deadline <= as_of
         ):

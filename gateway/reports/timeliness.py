@@ -8,15 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.clock import utc
-from gateway.db.schema import OnboardingRow, ReviewRow, UseApplicationRow
+from gateway.db.schema import OnboardingRow, UseApplicationRow
 from gateway.reports.periods import Period
-from gateway.reports.queries import in_period
+from gateway.reports.queries import in_period, open_at, reviews_in_play
 from gateway.workdays.calendar import UncoveredYearError, WorkingCalendar
 from gateway.workflows.applications import COMPLIANCE_WORKING_DAYS, REVIEW_WORKING_DAYS
 from gateway.workflows.onboarding import ONBOARDING_WORKING_DAYS
@@ -130,10 +129,6 @@ class _Step:
         )
 
 
-def _open_at(opened: Any, closed: Any, as_of: dt.datetime) -> bool:
-    return opened is not None and utc(opened) < as_of and (closed is None or utc(closed) >= as_of)
-
-
 async def gather_timeliness(
     conn: AsyncConnection, period: Period, as_of: dt.datetime, calendar: WorkingCalendar
 ) -> TimelinessSection:
@@ -160,7 +155,7 @@ async def gather_timeliness(
         decided = utc(row.decided_at) if row.decided_at is not None else None
         if decided is not None and period.contains(decided) and row.status != "withdrawn":
             onboarding.decision(utc(row.submitted_at), decided, utc(row.due_at), deemed=False)
-        if _open_at(row.submitted_at, row.decided_at, as_of) and row.status != "withdrawn":
+        if open_at(row.submitted_at, row.decided_at, as_of) and row.status != "withdrawn":
             onboarding.still_open(row.id, row.merchant_id, utc(row.due_at), as_of)
 
     compliance = _Step("compliance", COMPLIANCE_WORKING_DAYS, calendar)
@@ -191,35 +186,11 @@ async def gather_timeliness(
         due = utc(row.compliance_due_at)
         if checked is not None and period.contains(checked):
             compliance.decision(utc(row.submitted_at), checked, due, deemed=False)
-        if _open_at(row.submitted_at, row.checked_at, as_of) and row.status != "withdrawn":
+        if open_at(row.submitted_at, row.checked_at, as_of) and row.status != "withdrawn":
             compliance.still_open(row.id, row.merchant_id, due, as_of)
 
     review = _Step("review", REVIEW_WORKING_DAYS, calendar)
-    rows = await conn.execute(
-        select(
-            ReviewRow.application_id,
-            ReviewRow.department,
-            ReviewRow.status,
-            ReviewRow.opened_at,
-            ReviewRow.due_at,
-            ReviewRow.extended_until,
-            ReviewRow.decided_at,
-            UseApplicationRow.status.label("application_status"),
-        )
-        .join(UseApplicationRow, ReviewRow.application_id == UseApplicationRow.id)
-        .where(
-            ReviewRow.opened_at.is_not(None),
-            or_(
-                in_period(ReviewRow.decided_at, period),
-                and_(
-                    ReviewRow.opened_at < as_of,
-                    UseApplicationRow.status != "withdrawn",
-                    or_(ReviewRow.decided_at.is_(None), ReviewRow.decided_at >= as_of),
-                ),
-            ),
-        )
-    )
-    for row in rows:
+    for row in await reviews_in_play(conn, period, as_of):
         deadline_value = row.extended_until or row.due_at
         if deadline_value is None:
             continue
@@ -231,7 +202,7 @@ async def gather_timeliness(
             )
             if row.extended_until is not None:
                 review.extended += 1
-        if _open_at(row.opened_at, row.decided_at, as_of) and row.application_status != "withdrawn":
+        if open_at(row.opened_at, row.decided_at, as_of) and row.application_status != "withdrawn":
             review.still_open(row.application_id, row.department, deadline, as_of)
 
     steps = (onboarding, compliance, review)

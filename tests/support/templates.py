@@ -26,6 +26,9 @@ from tests.support.world import TEST_PASSPHRASE, TEST_SCRYPT_N, build_world
 
 __all__ = ["WorldTemplate", "WorldTemplates", "store_settings"]
 
+#: How far from the real time a test's clock may start and still share the world built at it.
+_NEAR = dt.timedelta(minutes=30)
+
 
 def store_settings(data_dir: Path, database_url: str = "", **overrides: Any) -> Settings:
     """The settings every test store runs with: a cheap client-secret hash, no chain, any
@@ -60,14 +63,23 @@ class WorldTemplates:
     def __init__(self, base: Path, source_dir: Path) -> None:
         self._base = base
         self._source_dir = source_dir
-        self._built: dict[str, WorldTemplate] = {}
+        self._built: dict[tuple[str, dt.datetime | None], WorldTemplate] = {}
+        self._copies: dict[Path, WorldTemplate] = {}
 
-    def get(self, kind: str, store: Callable[[], Path | str]) -> WorldTemplate:
-        """The template of ``kind`` ("sqlite" or "postgresql"), built the first time from
-        ``store()``, the migrated empty store of that kind (a file or a database name)."""
-        if kind not in self._built:
-            self._built[kind] = self._build(kind, store())
-        return self._built[kind]
+    def get(self, kind: str, start: dt.datetime, store: Callable[[], Path | str]) -> WorldTemplate:
+        """The template of ``kind`` ("sqlite" or "postgresql") for a test whose clock starts
+        at ``start``, built the first time from ``store()``, the migrated empty store of
+        that kind (a file or a database name).
+
+        A clock near the real time shares one world built at the real time (minutes apart
+        at most: the agreement runs from an hour before to a year after); a clock set
+        elsewhere (a module that builds its world in a chosen quarter) gets a world built
+        at exactly that instant, shared by the tests that start there."""
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        key = (kind, None if abs(start - now) < _NEAR else start)
+        if key not in self._built:
+            self._built[key] = self._build(kind, key[1] or now, store())
+        return self._built[key]
 
     def close(self) -> None:
         """Drop the template databases."""
@@ -76,8 +88,8 @@ class WorldTemplates:
                 run_aside(drop_pg_database(template.pg_name))
         self._built.clear()
 
-    def _build(self, kind: str, store: Path | str) -> WorldTemplate:
-        data_dir = self._base / kind
+    def _build(self, kind: str, start: dt.datetime, store: Path | str) -> WorldTemplate:
+        data_dir = self._base / f"{kind}-{len(self._built)}"
         data_dir.mkdir()
         (data_dir / "sources").symlink_to(self._source_dir / "sources")
         Keystore.create(
@@ -91,14 +103,19 @@ class WorldTemplates:
         settings = store_settings(data_dir, pg_url(pg_name) if pg_name else "")
 
         async def build() -> dict[str, Any]:
-            clock = FixedClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
-            gateway, creds = await build_world(settings, clock)
+            gateway, creds = await build_world(settings, FixedClock(start))
             await gateway.close()
             return creds
 
         return WorldTemplate(data_dir, pg_name, run_aside(build()))
 
+    def copy(self, template: WorldTemplate, data_dir: Path) -> None:
+        """Copy ``template``'s data directory to ``data_dir`` (the caller copies its
+        PostgreSQL database), remembering which template it came from."""
+        shutil.copytree(template.data_dir, data_dir, symlinks=True)
+        self._copies[data_dir] = template
+
     async def open(self, settings: Settings, clock: FixedClock) -> tuple[Gateway, dict[str, Any]]:
-        """A gateway over the copy ``settings`` points at, with the template's credentials."""
-        kind = "postgresql" if settings.database_url else "sqlite"
-        return await Gateway.open(settings, clock=clock), self._built[kind].creds
+        """A gateway over the copy ``settings`` points at, with its template's credentials."""
+        template = self._copies.pop(settings.data_dir)
+        return await Gateway.open(settings, clock=clock), template.creds
