@@ -13,16 +13,13 @@ This is the one command module that imports web3 at load time.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from rich.markup import escape
 
 from gateway.chain.qbft import (
     DEFAULT_BLOCK_PERIOD,
@@ -31,25 +28,13 @@ from gateway.chain.qbft import (
     QbftGenesis,
 )
 from gateway.cli.common import emit, err_console, settings_of
-from gateway.cli.exits import exit_code
 from gateway.cli.lazy import Lazy, LazyGroup
 from gateway.clock import SystemClock
-from gateway.errors import DsgwError, KeystoreError, ValidationError
+from gateway.errors import KeystoreError, ValidationError
 from gateway.passphrase import keystore_passphrase
 from keys.keystore import KeyPurpose, Keystore
 
-__all__ = ["chain", "checked", "note"]
-
-T = TypeVar("T")
-
-
-def checked(action: Callable[[], T]) -> T:
-    """Run a synchronous step, reporting a :class:`DsgwError` as every verb does."""
-    try:
-        return action()
-    except DsgwError as error:
-        err_console.print(f"[bold red]error:[/] {escape(error.detail)}")
-        sys.exit(exit_code(error))
+__all__ = ["chain", "note"]
 
 
 def note(message: str) -> None:
@@ -215,7 +200,7 @@ def genesis(
             _write_public_file(out, document.to_json(), force=force)
         return document
 
-    document = checked(build)
+    document = build()
     summary = {
         "out": str(out),
         "chain_id": document.chain_id,
@@ -292,7 +277,7 @@ def account(ctx: click.Context, rotate: bool, as_json: bool) -> None:
             "retired": retired,
         }
 
-    report = checked(act)
+    report = act()
     if as_json:
         emit(report, True)
         return

@@ -27,7 +27,7 @@ from gateway.chain.owner import (
     transact,
 )
 from gateway.chain.qbft import parse_address
-from gateway.cli.chain import checked, note
+from gateway.cli.chain import note
 from gateway.cli.common import console, emit, run
 from gateway.errors import ForbiddenError
 
@@ -80,8 +80,8 @@ _as_json = click.option("--json", "as_json", is_flag=True)
 @_as_json
 def deploy(rpc_url: str, owner_key_file: Path, timeout: float, as_json: bool) -> None:
     """Deploy the AnchorRegistry, owned by the key in --owner-key-file; print its address."""
-    owner = checked(lambda: read_owner_key(owner_key_file))
-    artifact = checked(RegistryArtifact.from_file)
+    owner = read_owner_key(owner_key_file)
+    artifact = RegistryArtifact.from_file()
 
     async def act(backend: RpcBackend) -> dict[str, Any]:
         receipt = await transact(
@@ -145,8 +145,8 @@ def authorize(
     as_json: bool,
 ) -> None:
     """Let an account anchor on the registry (or, with --revoke, stop it), as its owner."""
-    owner = checked(lambda: read_owner_key(owner_key_file))
-    target = checked(lambda: parse_address(anchoring_account, "anchoring account"))
+    owner = read_owner_key(owner_key_file)
+    target = parse_address(anchoring_account, "anchoring account")
     verb = "revoke" if revoke else "authorize"
 
     async def act(backend: RpcBackend) -> dict[str, Any]:
@@ -207,8 +207,8 @@ def transfer_ownership(
     as_json: bool,
 ) -> None:
     """Offer the registry's ownership to another account (step 1 of 2)."""
-    owner = checked(lambda: read_owner_key(owner_key_file))
-    offered = checked(lambda: parse_address(new_owner, "new owner"))
+    owner = read_owner_key(owner_key_file)
+    offered = parse_address(new_owner, "new owner")
 
     async def act(backend: RpcBackend) -> dict[str, Any]:
         registry = await registry_at(backend, contract)
@@ -254,7 +254,7 @@ def accept_ownership(
     rpc_url: str, contract: str, owner_key_file: Path, timeout: float, as_json: bool
 ) -> None:
     """Take over the registry's ownership offered to this key (step 2 of 2)."""
-    new_owner = checked(lambda: read_owner_key(owner_key_file))
+    new_owner = read_owner_key(owner_key_file)
 
     async def act(backend: RpcBackend) -> dict[str, Any]:
         registry = await registry_at(backend, contract)
