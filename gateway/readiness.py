@@ -14,7 +14,6 @@ dependency's return when no call does. ``/readyz`` and the background
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import time
@@ -25,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from gateway.errors import DsgwError, KeystoreUnavailableError, StoreUnavailableError
+from gateway.tasks import Supervised
 from keys.keystore import KeyPurpose
 
 if TYPE_CHECKING:
@@ -146,16 +146,22 @@ def _disk(gateway: Gateway) -> Check:
 async def check_dependencies(gateway: Gateway) -> dict[str, Check]:
     """Check every dependency a call needs (concurrently, each within
     :data:`CHECK_TIMEOUT`); ``{name: {"ok": bool, ...}}``, all required."""
-    waiting: dict[str, asyncio.Task[Check]] = {"database": asyncio.create_task(_database(gateway))}
-    if gateway.shared_quotas is not None:
-        waiting["redis"] = asyncio.create_task(_redis(gateway))
-    waiting["policy"] = asyncio.create_task(_policy(gateway))
     checks: dict[str, Check] = {"database": {}}
-    checks["log_writer"] = {"ok": gateway.log.running}
-    checks["keystore"] = _keystore(gateway)
-    checks["disk"] = _disk(gateway)
+    # A task group, not background tasks: the probes end with this call, and a probe that
+    # fails by a bug cancels the others rather than leaving them running unwatched.
+    try:
+        async with asyncio.TaskGroup() as group:
+            waiting = {"database": group.create_task(_database(gateway))}
+            if gateway.shared_quotas is not None:
+                waiting["redis"] = group.create_task(_redis(gateway))
+            waiting["policy"] = group.create_task(_policy(gateway))
+            checks["log_writer"] = {"ok": gateway.log.running}
+            checks["keystore"] = _keystore(gateway)
+            checks["disk"] = _disk(gateway)
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # the bug itself, as callers saw it before
     for name, task in waiting.items():
-        checks[name] = await task
+        checks[name] = task.result()
     return checks
 
 
@@ -167,18 +173,13 @@ class DependencyWatch:
     def __init__(self, gateway: Gateway, interval: float) -> None:
         self._gateway = gateway
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._task = Supervised("dsgw-dependency-watch", log=log)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="dsgw-dependency-watch")
+        self._task.start(self._run)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._task.stop()
 
     async def _run(self) -> None:
         while True:

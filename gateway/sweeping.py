@@ -1,14 +1,14 @@
 """A supervised background loop: run one round every ``interval`` seconds until stopped.
 
-The deadline sweeps of use applications and of objections both need the same loop: a round
-that fails because the store is down must not end the loop (the next round tries again),
-and stopping must wait for the task to end. One helper, so the two cannot drift apart.
+The deadline sweeps of use applications and of objections, and the misuse monitor, all need
+the same loop: a round that fails because the store is down must not end the loop (the next
+round tries again), and stopping must wait for the task to end. One helper, so they cannot
+drift apart; the task itself is a :class:`gateway.tasks.Supervised`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.dependencies import DependencyHealth
 from gateway.errors import DsgwError
+from gateway.tasks import Supervised
 
 __all__ = ["SweepLoop"]
 
@@ -26,7 +27,10 @@ class SweepLoop:
     A round that raises a gateway, database or OS error is logged on ``log`` as
     ``"<what> failed, will retry: <error>"`` and the loop goes on; when ``health`` is given,
     a dependency outage is reported there instead (once for the whole outage). Any other
-    exception is a bug and ends the task.
+    exception is a bug: it ends the task, logged with its traceback and kept in
+    :attr:`failure`; with ``survive_bugs`` it is logged as ``"<what> failed unexpectedly,
+    will retry"`` and the loop goes on (for work that must never stop silently, such as
+    misuse monitoring).
     """
 
     def __init__(
@@ -37,31 +41,32 @@ class SweepLoop:
         what: str,
         log: logging.Logger,
         health: DependencyHealth | None = None,
+        survive_bugs: bool = False,
     ) -> None:
         self._round = round
-        self._name = name
         self._what = what
         self._log = log
         self._health = health
-        self._task: asyncio.Task[None] | None = None
+        self._survive_bugs = survive_bugs
+        self._task = Supervised(name, log=log)
 
     @property
     def running(self) -> bool:
-        """Whether the loop has been started and not stopped."""
-        return self._task is not None
+        """Whether the loop has been started and has neither ended nor been stopped."""
+        return self._task.running
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The bug that ended the loop, if one did."""
+        return self._task.failure
 
     def start(self, interval: float) -> None:
         """Start the loop; a second call while it runs does nothing."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._forever(interval), name=self._name)
+        self._task.start(lambda: self._forever(interval))
 
     async def stop(self) -> None:
         """Cancel the loop and wait for it to end; does nothing when it is not running."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def _forever(self, interval: float) -> None:
         while True:
@@ -70,4 +75,8 @@ class SweepLoop:
             except (DsgwError, SQLAlchemyError, OSError) as exc:  # the next round tries again
                 if self._health is None or not self._health.absorb(exc):
                     self._log.warning("%s failed, will retry: %s", self._what, exc)
+            except Exception:
+                if not self._survive_bugs:
+                    raise
+                self._log.exception("%s failed unexpectedly, will retry", self._what)
             await asyncio.sleep(interval)

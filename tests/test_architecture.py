@@ -22,6 +22,19 @@ ADAPTERS = frozenset(
     {"gateway.chain.backend", "gateway.chain.errors", "gateway.monitoring.webhook"}
 )
 MAX_LINES = 500
+# Background tasks are started in one place, gateway.tasks (Supervised), which logs a task
+# that dies and waits for it on stop. Elsewhere only these calls create a task, each a
+# one-shot that ends with the call that made it, never a loop (module, enclosing function).
+TASK_MAKERS = frozenset({"create_task", "ensure_future"})
+ONE_SHOT_TASKS = frozenset(
+    {
+        # The concurrent readiness probes, in an asyncio.TaskGroup the call waits for.
+        ("gateway.readiness", "check_dependencies"),
+        # The policy reload a probe starts: shielded from the probe's timeout because calls
+        # may be waiting for it; its outcome is retrieved by a done callback.
+        ("gateway.readiness", "_policy"),
+    }
+)
 # Modules still being split (issue 15); the list may only shrink.
 OVERSIZED: frozenset[str] = frozenset()
 
@@ -144,6 +157,52 @@ def test_modules_stay_small() -> None:
     assert oversized <= OVERSIZED, sorted(oversized - OVERSIZED)
     # A module split since it was listed must leave the list.
     assert oversized >= OVERSIZED, sorted(OVERSIZED - oversized)
+
+
+def _task_makers(tree: ast.Module) -> Iterator[tuple[str, int]]:
+    """(enclosing function, line) of each ``create_task(...)``/``ensure_future(...)`` call,
+    by any spelling: ``asyncio.create_task``, ``loop.create_task``, a bare imported name."""
+
+    def visit(node: ast.AST, function: str) -> Iterator[tuple[str, int]]:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            function = node.name
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in TASK_MAKERS:
+                yield function, node.lineno
+        for child in ast.iter_child_nodes(node):
+            yield from visit(child, function)
+
+    yield from visit(tree, "<module>")
+
+
+def test_background_tasks_start_only_in_gateway_tasks() -> None:
+    found = {
+        (name, function, line)
+        for name, path in _modules().items()
+        if name != "gateway.tasks"
+        for function, line in _task_makers(ast.parse(path.read_text("utf-8")))
+    }
+    stray = sorted(f"{n}:{line} in {f}" for n, f, line in found if (n, f) not in ONE_SHOT_TASKS)
+    assert stray == [], "start background work with gateway.tasks.Supervised"
+    # An allowance whose call went away leaves the list.
+    assert {(n, f) for n, f, _ in found} >= ONE_SHOT_TASKS
+
+
+def test_the_task_rule_sees_every_spelling() -> None:
+    source = (
+        "import asyncio\nfrom asyncio import create_task\n"
+        "async def a(loop):\n    loop.create_task(b())\n"
+        "def c():\n    asyncio.create_task(b())\n    create_task(b())\n"
+        "asyncio.ensure_future(b())\n"
+    )
+    assert sorted(_task_makers(ast.parse(source))) == [
+        ("<module>", 8),
+        ("a", 4),
+        ("c", 6),
+        ("c", 7),
+    ]
 
 
 def test_the_checks_see_a_cycle() -> None:

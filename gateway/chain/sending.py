@@ -45,6 +45,7 @@ from gateway.chain.records import AnchorRecord, AnchorStore, AnchorTransaction
 from gateway.clock import Clock, SystemClock
 from gateway.ledger.hashing import HashAlgorithm, hash_function
 from gateway.ledger.log import STREAMS
+from gateway.tasks import Supervised
 
 __all__ = ["AnchorSender", "bump_fee"]
 
@@ -110,7 +111,7 @@ class AnchorSender:
         self._failures = 0
         self._last_error: str | None = None
         self._last_success: dt.datetime | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = Supervised("dsgw-anchoring", log=log)
         self._wake = asyncio.Event()
 
     @property

@@ -5,7 +5,6 @@ background so that a chain that is down never stops the gateway from serving and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from gateway.chain.models import AnchorPolicy
 from gateway.chain.worker import AnchorWorker
 from gateway.clock import Clock
 from gateway.ledger.hashing import HashAlgorithm
+from gateway.tasks import Supervised
 
 __all__ = ["Anchoring", "dev_block_time"]
 
@@ -80,13 +80,12 @@ class Anchoring:
             block_time=dev_block_time(self._policy.confirmations) if kind == "anvil" else None,
         )
         self.worker: AnchorWorker | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = Supervised("dsgw-anchoring-start", log=log)
         self._watch_interval = 2.0
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._bootstrap(), name="dsgw-anchoring-start")
+        self._task.start(self._bootstrap)
 
     async def _bootstrap(self) -> None:
         while True:
@@ -151,11 +150,7 @@ class Anchoring:
             self.worker.notify()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         if self.worker is not None:
             await self.worker.close()
         await self.backend.close()

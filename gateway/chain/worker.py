@@ -110,17 +110,12 @@ class AnchorWorker(AnchorConfirmation, AnchorSubmission):
 
     async def start(self) -> None:
         """Run passes in a background task until :meth:`close`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="dsgw-anchoring")
+        self._task.start(self._run)
 
     async def close(self) -> None:
         """Stop the background task. Stored transactions stay stored; the next worker on
         this database picks them up."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._task.stop()
 
     async def run_once(self) -> CycleReport:
         """One pass: reconcile if due, follow pending and mined anchors, queue the newest

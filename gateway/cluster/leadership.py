@@ -37,6 +37,7 @@ from sqlalchemy.engine import URL
 
 from gateway.db.sessions import LOCK_NAMESPACE, close_session, libpq_dsn
 from gateway.dependencies import DependencyHealth, describe
+from gateway.tasks import Supervised
 
 __all__ = [
     "LEADER_LOCK_KEY",
@@ -211,16 +212,16 @@ class Leadership:
         self._on_elected = on_elected
         self._on_deposed = on_deposed
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._task = Supervised("dsgw-leadership", log=log)
         self._stopping = asyncio.Event()
         self.leading = False
         self.terms = 0
         self.changed = asyncio.Event()
 
     def start(self) -> None:
-        if self._task is None:
+        if not self._task.running:
             self._stopping.clear()
-            self._task = asyncio.create_task(self._run(), name="dsgw-leadership")
+            self._task.start(self._run)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -257,10 +258,9 @@ class Leadership:
 
     async def stop(self) -> None:
         """Stop campaigning; a leader finishes its work's current round and lets go."""
-        if self._task is not None:
+        if self._task.running:
             self._stopping.set()
-            await self._task
-            self._task = None
+            await self._task.join()
         if self.leading:
             await self._deposed("stopping")
         await self._lock.release()

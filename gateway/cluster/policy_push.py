@@ -38,6 +38,7 @@ from gateway.db.schema import LogEntryRow
 from gateway.db.sessions import close_session, libpq_dsn
 from gateway.dependencies import DependencyHealth
 from gateway.governance.policy import PolicyStore
+from gateway.tasks import Supervised
 
 __all__ = ["PolicyWatch"]
 
@@ -76,7 +77,8 @@ class PolicyWatch:
         self._reconnect_seconds = reconnect_seconds
         self._reconnect_max_seconds = reconnect_max_seconds
         self._health = health or DependencyHealth()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._poll_task = Supervised("dsgw-policy-poll", log=log)
+        self._listen_task = Supervised("dsgw-policy-listen", log=log)
         self._listener: Any = None
         self._heads: tuple[tuple[str, int], ...] | None = None
         self.notifications = 0
@@ -85,19 +87,16 @@ class PolicyWatch:
         self.listening = asyncio.Event()
 
     def start(self) -> None:
-        if self._tasks:
-            return
-        self._tasks.append(asyncio.create_task(self._poll(), name="dsgw-policy-poll"))
+        self._poll_task.start(self._poll)
         if self._engine.dialect.name == "postgresql":
-            self._tasks.append(asyncio.create_task(self._listen(), name="dsgw-policy-listen"))
+            self._listen_task.start(self._listen)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        # Both cancelled before either is waited for: neither outlives the other's end.
+        self._poll_task.cancel()
+        self._listen_task.cancel()
+        await self._poll_task.stop()
+        await self._listen_task.stop()
         await self._close_listener()
 
     def _changed(self) -> None:

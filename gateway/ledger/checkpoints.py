@@ -29,6 +29,7 @@ from gateway.evidence.notes import NoteSigner, NoteVerifier
 from gateway.ledger.hashing import HashAlgorithm
 from gateway.ledger.log import STREAMS
 from gateway.ledger.tree import MerkleTree
+from gateway.tasks import Supervised
 
 # Checkpoint, CheckpointError, CheckpointKeys, KeyRing, NoteSigner and NoteVerifier are
 # re-exported from gateway.evidence for the callers that import them from here.
@@ -100,7 +101,7 @@ class Checkpointer:
         self._every_records = every_records
         self._every_seconds = every_seconds
         self._trees = {s: MerkleTree(engine, s, algorithm=algorithm) for s in STREAMS}
-        self._task: asyncio.Task[None] | None = None
+        self._task = Supervised("dsgw-checkpointer", log=log)
         self._stopping = asyncio.Event()
         self.signed = 0
         # Called after each checkpoint this process signs (the anchoring worker's wake-up).
@@ -177,14 +178,13 @@ class Checkpointer:
                 await asyncio.wait_for(self._stopping.wait(), poll_seconds)
 
     def start(self) -> None:
-        if self._task is None:
+        if not self._task.running:
             self._stopping.clear()
-            self._task = asyncio.create_task(self.run(), name="dsgw-checkpointer")
+            self._task.start(self.run)
 
     async def stop(self) -> None:
         """Let the loop finish its current round and end. Never cancelled mid-transaction:
         a write torn by cancellation could hold the store's lock past shutdown."""
-        if self._task is not None:
+        if self._task.running:
             self._stopping.set()
-            await self._task
-            self._task = None
+            await self._task.join()

@@ -17,7 +17,6 @@ rebuilt on the new head.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ from gateway.ledger.entries import (
 )
 from gateway.ledger.hashing import GENESIS, HashAlgorithm, entry_hash, leaf_hash
 from gateway.ledger.sinks import HeadConflict, PostgresSink, SqliteSink
+from gateway.tasks import Supervised
 
 __all__ = [
     "STREAMS",
@@ -110,7 +110,7 @@ class LogWriter:
         self._algorithm: HashAlgorithm = algorithm
         self._batch_max = batch_max
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._writer = Supervised("dsgw-log-writer", log=log)
         # Told the size of every committed batch (metrics).
         self.on_batch: Callable[[int], None] | None = None
         self._closing = False
@@ -124,25 +124,21 @@ class LogWriter:
         self.conflicts = 0
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="dsgw-log-writer")
+        self._writer.start(self._run)
 
     @property
     def running(self) -> bool:
         """Whether the writer's task is alive: without it no call can be answered."""
-        return self._task is not None and not self._task.done()
+        return self._writer.running
 
     async def close(self) -> None:
         """Commit what is queued, then stop. Closing twice is harmless."""
-        if self._closing and self._task is None:
+        if self._closing and not self._writer.running:
             return
         self._closing = True
-        if self._task is not None:
+        if self._writer.running:
             await self._queue.join()
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            await self._writer.stop()
         await self._sink.close()
 
     async def append(self, record: PendingRecord) -> AppendedEntry:
@@ -151,7 +147,7 @@ class LogWriter:
         Raises :class:`LogUnavailableError` if the store cannot commit it; the caller must
         then not deliver anything that depends on the record.
         """
-        if self._closing or self._task is None:
+        if self._closing or not self._writer.running:
             raise LogUnavailableError("log: the writer is not running")
         if record.stream not in STREAMS:
             raise ValueError(f"unknown log stream {record.stream!r}")

@@ -10,27 +10,25 @@ monitor resumes at the cursor and raises nothing twice.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.clock import Clock
 from gateway.db.schema import MonitorCursorRow
 from gateway.dependencies import DependencyHealth
-from gateway.errors import DsgwError
 from gateway.governance.policy import PolicyStore
 from gateway.monitoring.calls import CallWindows, read_batch
 from gateway.monitoring.models import AlertChange, Detection
 from gateway.monitoring.rules import DEFAULT_RULES, Rule, RuleContext, Thresholds
 from gateway.monitoring.store import AlertStore
 from gateway.monitoring.webhook import WebhookSender
+from gateway.sweeping import SweepLoop
 from gateway.workdays import UncoveredYearError, WorkingCalendar
 from gateway.workdays.store import LiveCalendar
 
@@ -90,7 +88,16 @@ class Monitor:
         self.name = name
         self._batch_size = batch_size
         self.webhook = webhook
-        self._task: asyncio.Task[None] | None = None
+        # A store hiccup leaves the cursor where it was: the next round evaluates again.
+        # A bug must not silently end monitoring either: it is logged loudly and retried.
+        self._loop = SweepLoop(
+            self.run_once,
+            name="dsgw-monitor",
+            what="monitor: evaluation",
+            log=log,
+            health=self._health,
+            survive_bugs=True,
+        )
         self._warned_years: set[int] = set()
 
     def is_working_day(self, day: dt.date) -> bool:
@@ -201,32 +208,15 @@ class Monitor:
 
     def start(self, interval: float) -> None:
         """Run in the background every ``interval`` seconds (``dsgw serve``)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run_forever(interval), name="dsgw-monitor")
+        self._loop.start(interval)
         if self.webhook is not None:
             self.webhook.start()
 
-    async def _run_forever(self, interval: float) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except (DsgwError, SQLAlchemyError, OSError) as exc:
-                # A store hiccup: the cursor did not move, the next round evaluates again.
-                if not self._health.absorb(exc):
-                    log.warning("monitor: evaluation failed, will retry: %s", exc)
-            except Exception:  # a bug must not silently end monitoring: log it loudly, retry
-                log.exception("monitor: evaluation failed unexpectedly, will retry")
-            await asyncio.sleep(interval)
-
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         if self.webhook is not None:
             await self.webhook.close()

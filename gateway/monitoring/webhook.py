@@ -32,6 +32,7 @@ from gateway.dependencies import DependencyHealth
 from gateway.errors import ConfigError
 from gateway.monitoring.models import Alert
 from gateway.monitoring.store import AlertStore
+from gateway.tasks import Supervised
 
 __all__ = ["SIGNATURE_HEADER", "WebhookSender", "check_webhook_url", "sign", "verify_signature"]
 
@@ -114,7 +115,7 @@ class WebhookSender:
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = Supervised("dsgw-alert-webhook", log=log)
         self._wake = asyncio.Event()
         # A store outage is logged there once, not once per pass.
         self._health = health or DependencyHealth()
@@ -192,9 +193,9 @@ class WebhookSender:
         return delivered
 
     def start(self, interval: float = 1.0) -> None:
-        if self._task is None:
+        if not self._task.running:
             self._wake = asyncio.Event()
-            self._task = asyncio.create_task(self._run(interval), name="dsgw-alert-webhook")
+            self._task.start(lambda: self._run(interval))
 
     async def _run(self, interval: float) -> None:
         while True:
@@ -208,11 +209,7 @@ class WebhookSender:
             self._wake.clear()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
