@@ -135,7 +135,7 @@ class Gateway:
         """
         clock = clock or SystemClock()
         health = DependencyHealth(
-            tuple(d for d in DEPENDENCIES if d != "redis" or settings.redis_url)
+            tuple(d for d in DEPENDENCIES if d != "redis" or settings.cluster.redis_url)
         )
         keystore = open_keystore(settings)
         engine = engine_for(settings)
@@ -150,27 +150,27 @@ class Gateway:
             engine,
             epoch,
             clock,
-            max_staleness=settings.policy_max_staleness_seconds,
+            max_staleness=settings.cluster.policy_max_staleness_seconds,
             health=health,
         )
         await policy.reload()
         log = LogWriter(
-            engine, algorithm=algorithm, batch_max=settings.log_batch_max, health=health
+            engine, algorithm=algorithm, batch_max=settings.ledger.log_batch_max, health=health
         )
         await log.start()
         hasher = SecretHasher(
-            time_cost=settings.secret_hash_time_cost,
-            memory_kib=settings.secret_hash_memory_kib,
+            time_cost=settings.secret_hash.time_cost,
+            memory_kib=settings.secret_hash.memory_kib,
         )
         tokens = TokenService(settings, keystore, policy, engine, hasher, clock)
         sources = SourceAccess(
             SourceRules.from_settings(settings),
-            SourceSecrets(keystore, dict(settings.source_env_secrets)),
+            SourceSecrets(keystore, dict(settings.source.env_secrets)),
         )
         governance = GovernanceService(
             engine, epoch, clock, hasher, algorithm=algorithm, sources=sources, zone=settings.zone
         )
-        connectors = ConnectorRegistry(sources, pool_size=settings.source_pool_size)
+        connectors = ConnectorRegistry(sources, pool_size=settings.source.pool_size)
         quotas, shared_quotas = call_allowance(settings, engine, health)
         keys = DerivedKeys.of(keystore)
         dataplane = build_dataplane(settings, engine, clock, connectors, quotas, keys)
@@ -183,11 +183,11 @@ class Gateway:
             clock,
             deployment=settings.deployment,
             algorithm=algorithm,
-            every_records=settings.checkpoint_every_records,
-            every_seconds=settings.checkpoint_every_seconds,
+            every_records=settings.ledger.checkpoint_every_records,
+            every_seconds=settings.ledger.checkpoint_every_seconds,
             health=health,
         )
-        live = LiveCalendar(default_calendar(*settings.workday_calendars, zone=settings.zone))
+        live = LiveCalendar(default_calendar(*settings.workdays.calendars, zone=settings.zone))
         async with engine.connect() as conn:
             live.replace(item.schedule for item in await stored_schedules(conn))
         alerts, monitor = build_monitoring(settings, engine, policy, clock, live, health)
@@ -199,7 +199,7 @@ class Gateway:
             live,
             clock,
             keys=ReceiptKeys(trace_key=keys.trace, param_key=keys.param),
-            working_days=settings.objection_working_days,
+            working_days=settings.workdays.objection_working_days,
         )
         gateway = cls(
             health=health,
@@ -228,8 +228,8 @@ class Gateway:
                 connectors,
                 trace_key=keys.trace,
                 mark_key=keys.mark,
-                p_guess=settings.trace_p_guess,
-                named_threshold=settings.trace_named_threshold,
+                p_guess=settings.trace.p_guess,
+                named_threshold=settings.trace.named_threshold,
             ),
             measures=MeasureService(engine, governance.uow),
             objections=objections,
@@ -259,7 +259,7 @@ class Gateway:
         return await check_scenario(
             scenario,
             snapshot.datasets,
-            min_subjects=self.settings.aggregate_min_subjects,
+            min_subjects=self.settings.aggregate.min_subjects,
             groups=connector_groups(self.connectors.get),
         )
 
@@ -278,7 +278,7 @@ class Gateway:
         """Connect to the chain and start anchoring in the background (nothing when the
         deployment has no chain, or it already runs)."""
         settings, keystore, clock = self.settings, self.keystore, self.clock
-        if settings.chain == "none" or self.anchoring is not None:
+        if settings.chain.kind == "none" or self.anchoring is not None:
             return
         try:
             chain_kid = keystore.active(KeyPurpose.CHAIN_ACCOUNT).kid
@@ -286,14 +286,14 @@ class Gateway:
             chain_kid = keystore.generate(KeyPurpose.CHAIN_ACCOUNT, now=clock.now()).kid
         self.anchoring = Anchoring(
             self.engine,
-            kind=settings.chain,
+            kind=settings.chain.kind,
             account_key=keystore.chain_account_private_key(chain_kid),
             state_dir=settings.data_dir / "chain",
             clock=clock,
             algorithm=settings.hash_algorithm,
-            rpc_url=settings.chain_rpc_url,
-            contract=settings.chain_contract,
-            policy=AnchorPolicy(confirmations=settings.chain_confirmations, poll_interval=0.5),
+            rpc_url=settings.chain.rpc_url,
+            contract=settings.chain.contract,
+            policy=AnchorPolicy(confirmations=settings.chain.confirmations, poll_interval=0.5),
         )
         await self.anchoring.start()
         self.checkpointer.on_signed = self.anchoring.notify
@@ -311,8 +311,8 @@ class Gateway:
         await self.start_anchoring()
         self.applications.start_sweeper(also=self.alert_missing_schedule)
         self.objections.start_sweeper()
-        if self.settings.monitor_enabled:
-            self.monitor.start(self.settings.monitor_interval_seconds)
+        if self.settings.monitor.enabled:
+            self.monitor.start(self.settings.monitor.interval_seconds)
 
     async def stop_background(self) -> None:
         await self.checkpointer.stop()
@@ -329,7 +329,7 @@ class Gateway:
                 leader_lock_for(self._session_url(), self.settings.data_dir, health=self.health),
                 on_elected=self.start_background,
                 on_deposed=self.stop_background,
-                interval=self.settings.leader_check_seconds,
+                interval=self.settings.cluster.leader_check_seconds,
             )
             self.leadership.start()
         return self.leadership
@@ -346,8 +346,8 @@ class Gateway:
         url = make_url(settings.resolved_session_url)
         if (
             url.get_backend_name() == "postgresql"
-            and not settings.database_statement_cache
-            and not settings.database_session_url
+            and not settings.database.statement_cache
+            and not settings.database.session_url
         ):
             raise ConfigError(
                 "cluster: database_statement_cache = false says database_url goes through a "
@@ -365,7 +365,7 @@ class Gateway:
                 self.engine,
                 self.policy,
                 session_url=self._session_url(),
-                poll_seconds=self.settings.policy_poll_seconds,
+                poll_seconds=self.settings.cluster.policy_poll_seconds,
                 health=self.health,
             )
             self.policy_watch.start()
@@ -380,7 +380,9 @@ class Gateway:
         """Check the dependencies every ``dependency_check_seconds`` in the background
         (servers), so an outage is logged and measured even while no call meets it."""
         if self.dependency_watch is None:
-            self.dependency_watch = DependencyWatch(self, self.settings.dependency_check_seconds)
+            self.dependency_watch = DependencyWatch(
+                self, self.settings.health.dependency_check_seconds
+            )
             self.dependency_watch.start()
         return self.dependency_watch
 

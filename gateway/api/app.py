@@ -131,17 +131,17 @@ def create_app(gateway: Gateway) -> web.Application:
     )
 
     # The access log, when on, is outermost: it sees the problem documents made inside.
-    access = [access_log_middleware] if gateway.settings.access_log else []
+    access = [access_log_middleware] if gateway.settings.logging.access_log else []
     app = web.Application(
         middlewares=[*access, evidence_middleware],
-        client_max_size=gateway.settings.max_body_bytes,
+        client_max_size=gateway.settings.server.max_body_bytes,
     )
     app[GATEWAY] = gateway
     app[TELEMETRY] = Telemetry(known_scenario=lambda name: name in gateway.policy.latest.scenarios)
     gateway.log.on_batch = app[TELEMETRY].observe_batch
     gateway.health.subscribe(app[TELEMETRY])
     app.on_response_prepare.append(_harden_headers)
-    app[MAX_BODY] = gateway.settings.max_body_bytes
+    app[MAX_BODY] = gateway.settings.server.max_body_bytes
     app[TRUSTED_PROXIES] = gateway.settings.trusted_networks
     app[OPENAPI] = openapi_document()
     app.router.add_get("/healthz", healthz, allow_head=False)
