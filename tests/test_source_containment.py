@@ -653,7 +653,7 @@ def test_allow_list_settings() -> None:
             "DSGW_SRC_HR_PASSWORD": "pw",
         },
     )
-    assert loaded.source_directories == ("/srv/a", "sources")
+    assert loaded.source.directories == ("/srv/a", "sources")
     assert loaded.source_host_rules == (
         HostRule("db.hr.example:5432", "db.hr.example", 5432),
         HostRule("[::1]", "::1"),
@@ -661,7 +661,7 @@ def test_allow_list_settings() -> None:
     )
     assert loaded.source_env_secrets == (("DSGW_SRC_HR_PASSWORD", "pw"),)
     assert "pw" not in repr(loaded)
-    assert load_settings(None, environ={}).source_directories == ("sources",)
+    assert load_settings(None, environ={}).source.directories == ("sources",)
     for bad in ("user:pw@db.example", "db.example:99999", "postgresql://db/a/b", "db/x"):
         with pytest.raises(ConfigError, match="source_hosts"):
             load_settings(None, environ={"DSGW_SOURCE_HOSTS": bad})

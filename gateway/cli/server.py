@@ -172,8 +172,9 @@ class WorkerPool:
         try:
             for index in range(self._count):
                 self._spawn(index)
+            server = self._settings.server
             print(
-                f"dsgw listening on http://{self._settings.server.host}:{self._settings.server.port} "
+                f"dsgw listening on http://{server.host}:{server.port} "
                 f"with {self._count} workers (Ctrl-C stops)",
                 flush=True,
             )
