@@ -43,9 +43,9 @@ class Group(BaseModel):
             for name, value in data.items():
                 info = cls.model_fields.get(name)
                 if isinstance(value, bool) and info is not None and info.annotation in (int, float):
-                    kind = info.annotation.__name__
+                    kind = "an int" if info.annotation is int else "a float"
                     raise ConfigError(
-                        f"settings: {cls.flat_name(name)} must be a {kind}, got {value!r}"
+                        f"settings: {cls.flat_name(name)} must be {kind}, got {value!r}"
                     )
         return data
 
