@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -459,8 +458,8 @@ async def prepare_own_chain(
     finally:
         await engine.dispose()
     assert backend.url is not None
-    chained = dataclasses.replace(
-        settings, chain="rpc", chain_rpc_url=backend.url, chain_contract=registry.address
+    chained = settings.replace(
+        chain="rpc", chain_rpc_url=backend.url, chain_contract=registry.address
     )
     return chained, backend
 
@@ -668,7 +667,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {
             "chain": describe_chain(own is not None, mining),
             "chain_run_by": "bench" if own is not None else "gateway",
-            "gateway_chain": settings.chain,
+            "gateway_chain": settings.chain.kind,
             "block_time_requested": args.block_time,
             "mining": mining,
             "confirmations": args.confirmations,

@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument(
         "--pool-size",
         type=int,
-        default=Settings().source_pool_size,
+        default=Settings().source.pool_size,
         help="source pool size (default: the gateway's default, source_pool_size)",
     )
     args = parser.parse_args()

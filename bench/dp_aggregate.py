@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import datetime as dt
 import json
 import platform
@@ -214,7 +213,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # The third side: the same exact aggregate without the overlap audit (a second
         # gateway on the same store with the audit switched off), so the audit's own cost
         # shows in the same run.
-        unaudited = await Gateway.open(dataclasses.replace(settings, aggregate_overlap_min=0))
+        unaudited = await Gateway.open(settings.replace(aggregate_overlap_min=0))
         server = TestServer(create_app(gateway), host="127.0.0.1")
         client = TestClient(server)
         await client.start_server()

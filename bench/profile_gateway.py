@@ -152,7 +152,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     query_path.write_codes(codes, args.rows)
     if args.side == "bare":
         runner = web.AppRunner(
-            bare_server.make_app(data_dir / REGISTRY, load_settings(environ={}).source_pool_size),
+            bare_server.make_app(data_dir / REGISTRY, load_settings(environ={}).source.pool_size),
             access_log=None,
         )
         await runner.setup()

@@ -55,8 +55,8 @@ def session_url(gateway: Gateway) -> URL:
     url = make_url(settings.resolved_session_url)
     if (
         url.get_backend_name() == "postgresql"
-        and not settings.database_statement_cache
-        and not settings.database_session_url
+        and not settings.database.statement_cache
+        and not settings.database.session_url
     ):
         raise ConfigError(
             "cluster: database_statement_cache = false says database_url goes through a "
@@ -83,7 +83,7 @@ class BackgroundWork:
         deployment has no chain, or it already runs)."""
         gateway = self.gateway
         settings, keystore, clock = gateway.settings, gateway.keystore, gateway.clock
-        if settings.chain == "none" or self.anchoring is not None:
+        if settings.chain.kind == "none" or self.anchoring is not None:
             return
         try:
             chain_kid = keystore.active(KeyPurpose.CHAIN_ACCOUNT).kid
@@ -91,14 +91,14 @@ class BackgroundWork:
             chain_kid = keystore.generate(KeyPurpose.CHAIN_ACCOUNT, now=clock.now()).kid
         self.anchoring = Anchoring(
             gateway.engine,
-            kind=settings.chain,
+            kind=settings.chain.kind,
             account_key=keystore.chain_account_private_key(chain_kid),
             state_dir=settings.data_dir / "chain",
             clock=clock,
             algorithm=settings.hash_algorithm,
-            rpc_url=settings.chain_rpc_url,
-            contract=settings.chain_contract,
-            policy=AnchorPolicy(confirmations=settings.chain_confirmations, poll_interval=0.5),
+            rpc_url=settings.chain.rpc_url,
+            contract=settings.chain.contract,
+            policy=AnchorPolicy(confirmations=settings.chain.confirmations, poll_interval=0.5),
         )
         await self.anchoring.start()
         gateway.checkpointer.on_signed = self.anchoring.notify
@@ -117,8 +117,8 @@ class BackgroundWork:
         await self.start_anchoring()
         gateway.applications.start_sweeper(also=gateway.schedules.alert_missing)
         gateway.objections.start_sweeper()
-        if gateway.settings.monitor_enabled:
-            gateway.monitor.start(gateway.settings.monitor_interval_seconds)
+        if gateway.settings.monitor.enabled:
+            gateway.monitor.start(gateway.settings.monitor.interval_seconds)
 
     async def stop(self) -> None:
         gateway = self.gateway
@@ -139,7 +139,7 @@ class BackgroundWork:
                 ),
                 on_elected=self.start,
                 on_deposed=self.stop,
-                interval=gateway.settings.leader_check_seconds,
+                interval=gateway.settings.cluster.leader_check_seconds,
             )
             self.leadership.start()
         return self.leadership
@@ -153,7 +153,7 @@ class BackgroundWork:
                 gateway.engine,
                 gateway.policy,
                 session_url=session_url(gateway),
-                poll_seconds=gateway.settings.policy_poll_seconds,
+                poll_seconds=gateway.settings.cluster.policy_poll_seconds,
                 health=gateway.health,
             )
             self.policy_watch.start()
@@ -164,7 +164,7 @@ class BackgroundWork:
         (servers), so an outage is logged and measured even while no call meets it."""
         if self.dependency_watch is None:
             self.dependency_watch = DependencyWatch(
-                self.gateway, self.gateway.settings.dependency_check_seconds
+                self.gateway, self.gateway.settings.health.dependency_check_seconds
             )
             self.dependency_watch.start()
         return self.dependency_watch

@@ -36,7 +36,7 @@ async def initialise(settings: Settings, *, clock: Clock | None = None) -> InitR
     settings.data_dir.chmod(0o700)
     created_pass: Path | None = None
     pass_file = passphrase_file(settings)
-    if not settings.keystore_passphrase and not pass_file.exists():
+    if not settings.keystore.passphrase and not pass_file.exists():
         create_passphrase_file(pass_file)
         created_pass = pass_file
     passphrase = keystore_passphrase(settings)

@@ -343,16 +343,16 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
 
 
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:
-    """Send this process's log records to stderr (or ``stream``) in ``settings.log_format``
-    at ``settings.log_level``, redacted.
+    """Send this process's log records to stderr (or ``stream``) in ``settings.logging.format``
+    at ``settings.logging.level``, redacted.
 
     Replaces the handler an earlier call installed and leaves other handlers of the root
     logger (a test harness's) in place. ``settings`` were validated when loaded, so the
     format and level are known ones.
     """
-    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    level = logging.getLevelNamesMapping()[settings.logging.level.upper()]
     handler = _StderrHandler(stream)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if settings.logging.format == "json" else TextFormatter())
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:

@@ -19,15 +19,15 @@ __all__ = ["keystore_passphrase", "open_keystore", "passphrase_file"]
 
 def passphrase_file(settings: Settings) -> Path:
     """The passphrase file: ``keystore_passphrase_file``, else ``keystore.pass`` in the data dir."""
-    if settings.keystore_passphrase_file:
-        return Path(settings.keystore_passphrase_file)
+    if settings.keystore.passphrase_file:
+        return Path(settings.keystore.passphrase_file)
     return settings.data_dir / "keystore.pass"
 
 
 def keystore_passphrase(settings: Settings) -> bytes:
     """The keystore passphrase: ``DSGW_KEYSTORE_PASSPHRASE`` or the passphrase file."""
     return load_passphrase(
-        env_value=settings.keystore_passphrase or None,
+        env_value=settings.keystore.passphrase or None,
         file=passphrase_file(settings),
     )
 

@@ -124,7 +124,7 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 def _disk(gateway: Gateway) -> Check:
-    threshold = gateway.settings.disk_min_free_mb
+    threshold = gateway.settings.health.disk_min_free_mb
     lowest: int | None = None
     for path in store_paths(gateway):
         try:

@@ -157,7 +157,7 @@ class Gateway:
         """Every service, each closer pushed on ``exits`` as soon as there is one to call
         (so they run in reverse: the store last, the log writer before the store)."""
         health = DependencyHealth(
-            tuple(d for d in DEPENDENCIES if d != "redis" or settings.redis_url)
+            tuple(d for d in DEPENDENCIES if d != "redis" or settings.cluster.redis_url)
         )
         keystore = open_keystore(settings)
         engine = engine_for(settings)
@@ -170,23 +170,23 @@ class Gateway:
             engine,
             epoch,
             clock,
-            max_staleness=settings.policy_max_staleness_seconds,
+            max_staleness=settings.cluster.policy_max_staleness_seconds,
             health=health,
         )
         await policy.reload()
         hasher = SecretHasher(
-            time_cost=settings.secret_hash_time_cost,
-            memory_kib=settings.secret_hash_memory_kib,
+            time_cost=settings.secret_hash.time_cost,
+            memory_kib=settings.secret_hash.memory_kib,
         )
         tokens = TokenService(settings, keystore, policy, engine, hasher, clock)
         sources = SourceAccess(
             SourceRules.from_settings(settings),
-            SourceSecrets(keystore, dict(settings.source_env_secrets)),
+            SourceSecrets(keystore, dict(settings.source.env_secrets)),
         )
         governance = GovernanceService(
             engine, epoch, clock, hasher, algorithm=algorithm, sources=sources, zone=settings.zone
         )
-        connectors = ConnectorRegistry(sources, pool_size=settings.source_pool_size)
+        connectors = ConnectorRegistry(sources, pool_size=settings.source.pool_size)
         exits.push_async_callback(connectors.close)
         quotas, shared_quotas = call_allowance(settings, engine, health)
         if shared_quotas is not None:
@@ -204,11 +204,11 @@ class Gateway:
             clock,
             deployment=settings.deployment,
             algorithm=algorithm,
-            every_records=settings.checkpoint_every_records,
-            every_seconds=settings.checkpoint_every_seconds,
+            every_records=settings.ledger.checkpoint_every_records,
+            every_seconds=settings.ledger.checkpoint_every_seconds,
             health=health,
         )
-        live = LiveCalendar(default_calendar(*settings.workday_calendars, zone=settings.zone))
+        live = LiveCalendar(default_calendar(*settings.workdays.calendars, zone=settings.zone))
         async with engine.connect() as conn:
             live.replace(item.schedule for item in await stored_schedules(conn))
         alerts, monitor = build_monitoring(settings, engine, policy, clock, live, health)
@@ -220,10 +220,10 @@ class Gateway:
             live,
             clock,
             keys=ReceiptKeys(trace_key=keys.trace, param_key=keys.param),
-            working_days=settings.objection_working_days,
+            working_days=settings.workdays.objection_working_days,
         )
         log = LogWriter(
-            engine, algorithm=algorithm, batch_max=settings.log_batch_max, health=health
+            engine, algorithm=algorithm, batch_max=settings.ledger.log_batch_max, health=health
         )
         await log.start()
         exits.push_async_callback(log.close)
@@ -254,8 +254,8 @@ class Gateway:
                 connectors,
                 trace_key=keys.trace,
                 mark_key=keys.mark,
-                p_guess=settings.trace_p_guess,
-                named_threshold=settings.trace_named_threshold,
+                p_guess=settings.trace.p_guess,
+                named_threshold=settings.trace.named_threshold,
             ),
             measures=MeasureService(engine, governance.uow),
             objections=objections,
@@ -285,7 +285,7 @@ class Gateway:
         return await check_scenario(
             scenario,
             snapshot.datasets,
-            min_subjects=self.settings.aggregate_min_subjects,
+            min_subjects=self.settings.aggregate.min_subjects,
             groups=connector_groups(self.connectors.get),
         )
 

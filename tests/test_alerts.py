@@ -664,7 +664,7 @@ async def _dsgw(world: World, *args: str) -> tuple[int, str]:
     env = {
         "DSGW_KEYSTORE_PASSPHRASE": "test passphrase",
         "DSGW_ALERT_REFUSAL_THRESHOLD": str(SMALL.refusal_threshold),
-        "DSGW_DATABASE_URL": settings.database_url,
+        "DSGW_DATABASE_URL": settings.database.url,
         "COLUMNS": "200",
     }
     result = await asyncio.to_thread(

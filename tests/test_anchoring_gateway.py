@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -37,7 +36,7 @@ async def test_checkpoints_are_anchored_and_bundles_name_the_anchor(
 ) -> None:
     gateway, creds = await build_world(settings, clock)
     await gateway.close()
-    chained = dataclasses.replace(settings, chain="embedded")
+    chained = settings.replace(chain="embedded")
     gateway = await Gateway.open(chained, clock=clock)
     try:
         assert gateway.anchoring is not None
@@ -247,7 +246,7 @@ async def test_sm3_log_is_anchored_and_audited_against_the_chain(
     """SM3: the registry takes the roots without proofs; `audit --chain` is what shows the
     anchored roots belong to one append-only log, and it catches a rewrite that the database
     alone no longer betrays."""
-    sm3 = dataclasses.replace(settings, ledger_hash_algorithm="sm3", chain="embedded")
+    sm3 = settings.replace(ledger_hash_algorithm="sm3", chain="embedded")
     gateway, _creds = await build_world(sm3, clock)
     try:
         anchoring = gateway.anchoring

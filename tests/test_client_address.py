@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -77,9 +76,7 @@ def test_a_bad_trusted_proxy_entry_is_refused_by_name() -> None:
 async def test_call_records_carry_the_forwarded_client(
     settings: Settings, clock: FixedClock
 ) -> None:
-    gateway, _creds = await build_world(
-        dataclasses.replace(settings, trusted_proxies="127.0.0.1/32"), clock
-    )
+    gateway, _creds = await build_world(settings.replace(trusted_proxies="127.0.0.1/32"), clock)
     client = TestClient(TestServer(create_app(gateway), host="127.0.0.1"))
     await client.start_server()
     try:

@@ -11,7 +11,6 @@ lost and nothing anchored twice.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import secrets
 import shutil
@@ -460,7 +459,7 @@ async def test_a_transaction_pooler_needs_a_session_url_for_the_leader_lock(
     from gateway.runtime import Gateway, initialise
 
     await initialise(pg_settings)
-    pooled = dataclasses.replace(pg_settings, database_statement_cache=False)
+    pooled = pg_settings.replace(database_statement_cache=False)
     gateway = await Gateway.open(pooled, anchoring=False)
     try:
         with pytest.raises(ConfigError, match="database_session_url"):
@@ -469,7 +468,7 @@ async def test_a_transaction_pooler_needs_a_session_url_for_the_leader_lock(
             gateway.background.watch_policy()
     finally:
         await gateway.close()
-    direct = dataclasses.replace(pooled, database_session_url=pg_settings.database_url)
+    direct = pooled.replace(database_session_url=pg_settings.database.url)
     gateway = await Gateway.open(direct, anchoring=False)
     try:
         leadership = gateway.background.campaign()

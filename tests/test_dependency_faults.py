@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import datetime as dt
 import errno
 import json
@@ -105,10 +104,10 @@ def _serve(
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DSGW_")}
     environment.update(
         DSGW_DATA_DIR=str(settings.data_dir),
-        DSGW_DATABASE_URL=settings.database_url,
-        DSGW_REDIS_URL=settings.redis_url,
+        DSGW_DATABASE_URL=settings.database.url,
+        DSGW_REDIS_URL=settings.cluster.redis_url,
         DSGW_DEPLOYMENT=settings.deployment,
-        DSGW_KEYSTORE_PASSPHRASE=settings.keystore_passphrase,
+        DSGW_KEYSTORE_PASSPHRASE=settings.keystore.passphrase,
         DSGW_SECRET_HASH_TIME_COST="1",
         DSGW_SECRET_HASH_MEMORY_KIB="8192",
         DSGW_CHAIN="none",
@@ -504,7 +503,7 @@ async def test_redis_stopped_and_paused_under_load(
     is 503 and ``dsgw_dependency_up{dependency="redis"}`` is 0; each outage is one log line
     going and one coming back; the gateway recovers by itself."""
     with PrivateRedis.running() as redis:
-        settings = dataclasses.replace(settings, redis_url=redis.url)
+        settings = settings.replace(redis_url=redis.url)
         creds = await _prepare(settings, clock)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -641,14 +640,14 @@ async def test_a_full_disk_is_a_503_and_unready(
     data_dir = small_disk / "data"
     data_dir.mkdir()
     (data_dir / "sources").symlink_to(source_dir / "sources")
-    settings = dataclasses.replace(settings, data_dir=data_dir, disk_min_free_mb=1)
+    settings = settings.replace(data_dir=data_dir, disk_min_free_mb=1)
     gateway, creds = await build_world(settings, clock)
     await limited_scenario(gateway.governance, SCENARIO, QUOTAS, clock.now())
     client = TestClient(TestServer(create_app(gateway), host="127.0.0.1"))
     await client.start_server()
     node = World(gateway, client, clock, "", creds["merchant"], creds["staff"], {})
     answers = Answers()
-    sqlite = settings.database_url == ""
+    sqlite = settings.database.url == ""
     try:
         token = await node.token(f"scenario:{SCENARIO}")
         staff = {"Authorization": f"Bearer {await node.staff_token(Role.OPERATOR)}"}
@@ -737,8 +736,8 @@ async def _calls_held(settings: Settings) -> AsyncIterator[Callable[[], Awaitabl
     epoch moves, so each call waits in its policy reload, before it uses Redis, the data
     source and the call log. SQLite: the test holds the store's write lock, so each call
     waits for its record to be written (up to the gateway's 10 s busy timeout)."""
-    if settings.database_url:
-        conn = await asyncpg.connect(settings.database_url)
+    if settings.database.url:
+        conn = await asyncpg.connect(settings.database.url)
         transaction = conn.transaction()
         await transaction.start()
         await conn.execute("LOCK TABLE merchants IN ACCESS EXCLUSIVE MODE")
@@ -773,9 +772,7 @@ async def test_shutdown_drains_calls_in_flight(
     server stops accepting, the calls finish once the lock goes, each answered 200 with a
     record that is in the log, and only then does the process close Redis, the store and
     the log writer and exit 0."""
-    settings = dataclasses.replace(
-        settings, redis_url=SHARED_REDIS, deployment=f"t{secrets.token_hex(4)}"
-    )
+    settings = settings.replace(redis_url=SHARED_REDIS, deployment=f"t{secrets.token_hex(4)}")
     creds = await _prepare(settings, clock)
     port = free_port()
     base = f"http://127.0.0.1:{port}"

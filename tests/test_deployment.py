@@ -6,7 +6,6 @@ real anvil node."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -42,7 +41,7 @@ from gateway.chain.qbft import (
 )
 from gateway.cli.main import cli
 from gateway.errors import ValidationError
-from gateway.settings import Settings
+from gateway.settings import flat_names
 from keys.keystore import KeyPurpose, Keystore
 from keys.passphrase import load_passphrase
 
@@ -234,7 +233,7 @@ def test_gateways_use_postgres_redis_and_the_operators_node(
 
 
 def test_dsgw_variables_are_real_settings(services: dict[str, dict[str, Any]]) -> None:
-    fields = {f"DSGW_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+    fields = {f"DSGW_{name.upper()}" for name in flat_names()}
     used = {
         key
         for service in services.values()

@@ -35,8 +35,8 @@ def _server(settings: Settings, port: int) -> Iterator[subprocess.Popen[bytes]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSGW_")}
     env.update(
         DSGW_DATA_DIR=str(settings.data_dir),
-        DSGW_DATABASE_URL=settings.database_url,
-        DSGW_KEYSTORE_PASSPHRASE=settings.keystore_passphrase,
+        DSGW_DATABASE_URL=settings.database.url,
+        DSGW_KEYSTORE_PASSPHRASE=settings.keystore.passphrase,
         DSGW_SECRET_HASH_TIME_COST="1",
         DSGW_SECRET_HASH_MEMORY_KIB="8192",
         DSGW_CHAIN="none",

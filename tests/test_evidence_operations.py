@@ -6,7 +6,6 @@ a relative data directory, a second process and a change of leader on one chain 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import subprocess
@@ -272,7 +271,7 @@ def test_settings_resolve_the_data_directory_once(tmp_path: Path) -> None:
     finally:
         os.chdir(here)
     assert relative.data_dir == (tmp_path / "real").resolve()
-    assert dataclasses.replace(relative, chain="none").data_dir == relative.data_dir
+    assert relative.replace(chain="none").data_dir == relative.data_dir
     assert str(relative.data_dir) in relative.resolved_database_url
 
 
@@ -283,7 +282,7 @@ async def test_cli_bundle_asks_the_chain_when_the_anchor_became_final_later(
 
     from gateway.db.schema import AnchorRow, AnchorTransactionRow
 
-    settings = dataclasses.replace(_settings(tmp_path, source_dir, "anvil"), chain_confirmations=3)
+    settings = _settings(tmp_path, source_dir, "anvil").replace(chain_confirmations=3)
     # The node is the test's, mining only when told: the gateway attaches to it.
     node = AnvilBackend(settings.data_dir / "chain", no_mining=True)
     await node.start()

@@ -463,8 +463,8 @@ def _dsgw(world: World, *args: str) -> tuple[int, str]:
     at the console runs it beside the serving process."""
     settings = world.gateway.settings
     prefix = ["--data-dir", str(settings.data_dir)]
-    if settings.database_url:
-        prefix += ["--database-url", settings.database_url]
+    if settings.database.url:
+        prefix += ["--database-url", settings.database.url]
     result = CliRunner().invoke(
         cli,
         [*prefix, *args],

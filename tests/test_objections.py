@@ -5,7 +5,6 @@ edges of Beijing days, each step a governance record, counted in the circular.""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -48,7 +47,7 @@ def clock() -> FixedClock:
 def settings(settings: Settings) -> Settings:
     # A canary after every enterprise row delivered without an identity filter, so that the
     # test of objections about canary rows has one to object to.
-    return dataclasses.replace(settings, trace_canary_rate=1)
+    return settings.replace(trace_canary_rate=1)
 
 
 def at(world: World, *args: int) -> None:
@@ -593,8 +592,8 @@ async def test_cli_verbs(world: World, tmp_path: Path) -> None:
     filed = await _file_at(world, (2026, 11, 2, 10, 0, 0))
     settings = world.gateway.settings
     options = ["--data-dir", str(settings.data_dir)]
-    if settings.database_url:
-        options += ["--database-url", settings.database_url]
+    if settings.database.url:
+        options += ["--database-url", settings.database.url]
     env = {"DSGW_KEYSTORE_PASSPHRASE": "test passphrase", "DSGW_CHAIN": "none"}
 
     def invoke(*args: str) -> Result:

@@ -160,7 +160,7 @@ def test_log_format_and_level_are_checked() -> None:
         load_settings(None, environ={"DSGW_LOG_FORMAT": "xml"})
     with pytest.raises(ConfigError, match="log_level"):
         load_settings(None, environ={"DSGW_LOG_LEVEL": "LOUD"})
-    assert load_settings(None, environ={"DSGW_LOG_FORMAT": "json"}).log_format == "json"
+    assert load_settings(None, environ={"DSGW_LOG_FORMAT": "json"}).logging.format == "json"
     result = CliRunner().invoke(cli, ["status"], env={"DSGW_LOG_FORMAT": "xml"})
     assert result.exit_code == 1 and "log_format" in result.output
 

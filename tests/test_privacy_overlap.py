@@ -4,7 +4,6 @@ issue 17 works without it and is refused with it, on SQLite and PostgreSQL store
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import random
 from collections import defaultdict
@@ -170,7 +169,7 @@ def _by_type(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
 async def _served(world: World, **overrides: Any) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
     """Another gateway process on the same store and keystore, with other settings."""
     gateway = await Gateway.open(
-        dataclasses.replace(world.gateway.settings, **overrides),
+        world.gateway.settings.replace(**overrides),
         clock=world.clock,
         anchoring=False,
     )

@@ -54,7 +54,7 @@ async def test_scenario_check_measures_combinations(world: World) -> None:
     marked = {f["name"] for f in public["fields"] if f.get("quasi_identifier")}
     assert marked == {"district", "industry", "established", "registered_capital"}
 
-    k = world.gateway.settings.aggregate_min_subjects
+    k = world.gateway.settings.aggregate.min_subjects
     admin = await world.staff_token(Role.AUTHORITY)
     risky = scenario_doc(
         world,
@@ -125,7 +125,7 @@ async def test_scenario_check_measures_combinations(world: World) -> None:
     body = await response.json()
     assert response.status == 201 and body["warnings"] == []
 
-    if world.gateway.settings.database_url:
+    if world.gateway.settings.database.url:
         return  # the command line below runs on the SQLite data directory only
     path = world.gateway.settings.data_dir / "draft.json"
     path.write_text(json.dumps(risky | {"id": "qi-draft"}, ensure_ascii=False), "utf-8")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import dataclasses
 import json
 from pathlib import Path
 
@@ -64,7 +63,7 @@ def _write(path: Path, rows: list[dict[str, object]]) -> Path:
 
 
 async def test_reconciliation(settings: Settings, clock: FixedClock, tmp_path: Path) -> None:
-    chained = dataclasses.replace(settings, chain="embedded")
+    chained = settings.replace(chain="embedded")
     gateway, _creds = await build_world(chained, clock)
     try:
         assert gateway.anchoring is not None

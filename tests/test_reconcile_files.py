@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -120,7 +119,7 @@ def exchange_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     async def deliver() -> None:
         settings = load_settings(None, data_dir=data_dir, database_url=None)
-        gateway = await Gateway.open(dataclasses.replace(settings, chain="none"))
+        gateway = await Gateway.open(settings.replace(chain="none"))
         try:
             for trade_id in ["F-1"] * 4 + ["F-ghost"]:
                 record = CallRecord(kind="delivery", started_at=gateway.clock.now())

@@ -810,8 +810,8 @@ async def _http_reports_by_role_and_media_type(world: World) -> None:
 async def _cli_report_commands(world: World, tmp_path: Path) -> None:
     settings = world.gateway.settings
     options = ["--data-dir", str(settings.data_dir)]
-    if settings.database_url:
-        options += ["--database-url", settings.database_url]
+    if settings.database.url:
+        options += ["--database-url", settings.database.url]
     env = {"DSGW_KEYSTORE_PASSPHRASE": "test passphrase", "DSGW_CHAIN": "none"}
 
     # In a thread: the CLI runs its own event loop, beside the test's.

@@ -284,7 +284,7 @@ async def test_a_data_token_is_only_ever_a_merchants(world: World) -> None:
 async def test_a_too_long_lived_token_is_refused(world: World) -> None:
     merchant = await world.token()
     claims = jwt.decode(merchant, options={"verify_signature": False})
-    lifetime = world.gateway.settings.token_lifetime_seconds
+    lifetime = world.gateway.settings.token.lifetime_seconds
     issued = claims["iat"]
     longest = {**claims, "jti": secrets.token_urlsafe(16), "exp": issued + lifetime}
     assert (await world.data(_sign(world, longest), "enterprises", "verify", _verify_body(world)))[

@@ -6,7 +6,6 @@ process or machine would be; both share the database and the Redis at 127.0.0.1:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import secrets
@@ -31,9 +30,7 @@ SCENARIO = "credit-limited"
 @pytest.fixture
 async def cluster(settings: Settings, clock: FixedClock) -> AsyncIterator[tuple[World, World]]:
     """Two nodes sharing the store and Redis, and a scenario with small quotas."""
-    shared = dataclasses.replace(
-        settings, redis_url=REDIS_URL, deployment=f"t{secrets.token_hex(4)}"
-    )
+    shared = settings.replace(redis_url=REDIS_URL, deployment=f"t{secrets.token_hex(4)}")
     gateway_a, creds = await build_world(shared, clock)
     await limited_scenario(
         gateway_a.governance, SCENARIO, {"rate_per_minute": 6, "daily_calls": 10}, clock.now()
@@ -124,7 +121,7 @@ async def test_daily_quota_is_exact_across_nodes_and_seeded_from_the_log(
 
 async def test_an_unreachable_redis_refuses_the_call(settings: Settings, clock: FixedClock) -> None:
     """Fail closed: without its quota store a call is refused (503), and still logged."""
-    dead = dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0")
+    dead = settings.replace(redis_url="redis://127.0.0.1:1/0")
     gateway, creds = await build_world(dead, clock)
     client = TestClient(TestServer(create_app(gateway), host="127.0.0.1"))
     await client.start_server()

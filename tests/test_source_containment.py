@@ -10,7 +10,6 @@ under its own provider.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -131,8 +130,7 @@ def settings(settings: Settings, password_pg: PasswordPg, tmp_path: Path) -> Set
     include the gateway's own store when it runs on PostgreSQL); and an env secret."""
     extra = tmp_path / "extra"
     extra.mkdir()
-    return dataclasses.replace(
-        settings,
+    return settings.replace(
         source_directories=("sources", str(extra)),
         source_hosts=(f"127.0.0.1:{password_pg.port}", "127.0.0.1:5432", "localhost"),
         source_env_secrets=(("DSGW_SRC_HR_PASSWORD", password_pg.password),),
@@ -206,7 +204,7 @@ async def _catalog_rows(world: World) -> str:
 
 def _store_database(world: World) -> str | None:
     """The PostgreSQL database of the gateway's store; None for SQLite."""
-    url = world.gateway.settings.database_url
+    url = world.gateway.settings.database.url
     return make_url(url).database if url else None
 
 
@@ -323,7 +321,7 @@ async def test_a_stored_entry_over_the_store_is_refused_when_opened(world: World
 async def test_files_outside_the_allowed_directories_are_refused(world: World) -> None:
     authority = await world.staff_token(Role.AUTHORITY)
     data_dir = world.gateway.settings.data_dir
-    extra = Path(world.gateway.settings.source_directories[1])
+    extra = Path(world.gateway.settings.source.directories[1])
     outside = data_dir.parent / "outside.csv"
     synthetic.write_csv(outside, "enterprises", 5, seed=3)
     (extra / "to-outside.csv").symlink_to(outside)
@@ -376,12 +374,12 @@ async def test_files_outside_the_allowed_directories_are_refused(world: World) -
 async def test_narrowing_the_allow_list_stops_entries_already_stored(world: World) -> None:
     """Checked again when opened: settings without the extra directory (what the next
     start would use) refuse the entry registered under the wider ones."""
-    extra = Path(world.gateway.settings.source_directories[1])
+    extra = Path(world.gateway.settings.source.directories[1])
     synthetic.write_csv(extra / "enterprises.csv", "enterprises", 10, seed=7)
     dataset = await world.gateway.governance.register_dataset(
         LOCAL_ADMIN, _entry("extra-file", {"kind": "csv", "path": str(extra / "enterprises.csv")})
     )
-    narrowed = dataclasses.replace(world.gateway.settings, source_directories=("sources",))
+    narrowed = world.gateway.settings.replace(source_directories=("sources",))
     access = SourceAccess(
         SourceRules.from_settings(narrowed), SourceSecrets(world.gateway.keystore, {})
     )
@@ -655,7 +653,7 @@ def test_allow_list_settings() -> None:
             "DSGW_SRC_HR_PASSWORD": "pw",
         },
     )
-    assert loaded.source_directories == ("/srv/a", "sources")
+    assert loaded.source.directories == ("/srv/a", "sources")
     assert loaded.source_host_rules == (
         HostRule("db.hr.example:5432", "db.hr.example", 5432),
         HostRule("[::1]", "::1"),
@@ -663,7 +661,7 @@ def test_allow_list_settings() -> None:
     )
     assert loaded.source_env_secrets == (("DSGW_SRC_HR_PASSWORD", "pw"),)
     assert "pw" not in repr(loaded)
-    assert load_settings(None, environ={}).source_directories == ("sources",)
+    assert load_settings(None, environ={}).source.directories == ("sources",)
     for bad in ("user:pw@db.example", "db.example:99999", "postgresql://db/a/b", "db/x"):
         with pytest.raises(ConfigError, match="source_hosts"):
             load_settings(None, environ={"DSGW_SOURCE_HOSTS": bad})

@@ -5,7 +5,6 @@ limits and what a caller sees when the pool is exhausted (docs/postgresql.md).""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
@@ -249,10 +248,10 @@ def test_pool_settings_are_validated() -> None:
         "DSGW_DATABASE_STATEMENT_CACHE": "false",
     }
     settings = load_settings(None, environ=environ)
-    assert settings.database_pool_size == 4
-    assert settings.database_max_overflow == 0
-    assert settings.database_pool_timeout_seconds == 2.5
-    assert settings.database_statement_cache is False
+    assert settings.database.pool_size == 4
+    assert settings.database.max_overflow == 0
+    assert settings.database.pool_timeout_seconds == 2.5
+    assert settings.database.statement_cache is False
     for bad in (
         {"database_pool_size": 0},
         {"database_max_overflow": -1},
@@ -292,8 +291,7 @@ async def test_pool_settings_applied(pg_url: str) -> None:
 async def test_exhausted_pool_answers_503_problem(settings: Settings, clock: FixedClock) -> None:
     """A caller that waits past ``database_pool_timeout_seconds`` for a connection gets a
     503 problem it may retry, not a 500; the gateway serves again once connections free."""
-    settings = dataclasses.replace(
-        settings,
+    settings = settings.replace(
         database_pool_size=2,
         database_max_overflow=0,
         database_pool_timeout_seconds=0.3,

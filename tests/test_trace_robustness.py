@@ -83,7 +83,7 @@ A, B, C, D = sorted(DISTRICTS)
 UPLOAD_LIMIT = 256 * 1024
 PASSPHRASE = "test passphrase"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-NAMED_THRESHOLD = Settings().trace_named_threshold
+NAMED_THRESHOLD = Settings().trace.named_threshold
 
 
 @dataclass
@@ -417,7 +417,7 @@ def _dsgw(leaks: Leaks, *args: str) -> Any:
         [
             "--data-dir",
             str(settings.data_dir),
-            *(["--database-url", settings.database_url] if settings.database_url else []),
+            *(["--database-url", settings.database.url] if settings.database.url else []),
             *args,
         ],
         env={"DSGW_KEYSTORE_PASSPHRASE": PASSPHRASE},

@@ -455,7 +455,7 @@ class Traced:
 async def traced(settings: Settings, clock: FixedClock) -> AsyncIterator[Traced]:
     """The demo world with one canary in every 4 rows, a scenario that delivers the marked
     address too, and three merchants with agreements on it."""
-    settings = dataclasses.replace(settings, trace_canary_rate=4)
+    settings = settings.replace(trace_canary_rate=4)
     gateway, creds = await build_world(settings, clock)
     gov = gateway.governance
     now = clock.now()

@@ -178,7 +178,7 @@ async def test_application_over_http_each_role_on_its_surface(world: World) -> N
 
 
 async def test_public_onboarding_is_rate_limited_per_address(world: World) -> None:
-    limit = world.gateway.settings.onboarding_per_hour
+    limit = world.gateway.settings.server.onboarding_per_hour
     for i in range(limit):
         body = _onboarding() | {"merchant_id": f"m-{i}", "credit_code": demo_credit_code(f"R{i}")}
         assert (await _call(world, "POST", "/v1/onboarding", body=body))[0] == 201

@@ -145,10 +145,10 @@ def create_app(gateway: Gateway, *, background: Role | None = None) -> web.Appli
     )
 
     # The access log, when on, is outermost: it sees the problem documents made inside.
-    access = [access_log_middleware] if gateway.settings.access_log else []
+    access = [access_log_middleware] if gateway.settings.logging.access_log else []
     app = web.Application(
         middlewares=[*access, evidence_middleware],
-        client_max_size=gateway.settings.max_body_bytes,
+        client_max_size=gateway.settings.server.max_body_bytes,
     )
     install_services(app, gateway)
     app[TELEMETRY] = Telemetry(known_scenario=lambda name: name in gateway.policy.latest.scenarios)
@@ -163,7 +163,7 @@ def create_app(gateway: Gateway, *, background: Role | None = None) -> web.Appli
                 yield
 
         app.cleanup_ctx.append(background_work)
-    app[MAX_BODY] = gateway.settings.max_body_bytes
+    app[MAX_BODY] = gateway.settings.server.max_body_bytes
     app[TRUSTED_PROXIES] = gateway.settings.trusted_networks
     app[OPENAPI] = openapi_document()
     app.router.add_get("/healthz", healthz, allow_head=False)

@@ -122,7 +122,7 @@ async def trace_leak(request: web.Request) -> web.Response:
     actor.may(Action.TRACE_LEAK)
     gateway = request.app[GATEWAY]
     settings = gateway.settings
-    data, name, media_type, fields = await _upload(request, settings.trace_upload_max_bytes)
+    data, name, media_type, fields = await _upload(request, settings.trace.upload_max_bytes)
     dataset_id = fields.get("dataset") or request.query.get("dataset") or None
     sheet = fields.get("sheet") or request.query.get("sheet") or None
     record = request[RECORD]
@@ -140,7 +140,7 @@ async def trace_leak(request: web.Request) -> web.Response:
         name=name,
         media_type=media_type,
         sheet=sheet,
-        max_rows=settings.trace_max_rows,
+        max_rows=settings.trace.max_rows,
     )
     record.parameters["rows"] = len(table.rows)
     report = await gateway.tracer.trace(table, dataset_id=dataset_id)

@@ -317,7 +317,7 @@ async def subject_authorization(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app[ONBOARDING_LIMITER] = KeyedRateLimiter(app[GATEWAY].settings.onboarding_per_hour)
+    app[ONBOARDING_LIMITER] = KeyedRateLimiter(app[GATEWAY].settings.server.onboarding_per_hour)
     r = app.router
     r.add_post("/v1/onboarding", submit_onboarding)
     r.add_get("/v1/onboarding/{id}", onboarding_status, allow_head=False)

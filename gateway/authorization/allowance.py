@@ -43,7 +43,7 @@ def call_allowance(
 
     quotas: CallAllowance = QuotaTracker(count_calls, zone=settings.zone)
     shared_quotas = None
-    if settings.redis_url:
+    if settings.cluster.redis_url:
         from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -51,7 +51,7 @@ def call_allowance(
 
         shared_quotas = RedisQuotaTracker(
             Redis.from_url(
-                settings.redis_url,
+                settings.cluster.redis_url,
                 socket_timeout=2,
                 socket_connect_timeout=2,
                 # Once, on a fresh connection, after a connection error: a pooled

@@ -116,7 +116,7 @@ class ClientAuthenticator:
         self._engine = engine
         self._hasher = hasher
         self._clock = clock
-        self._leeway = dt.timedelta(seconds=settings.token_leeway_seconds)
+        self._leeway = dt.timedelta(seconds=settings.token.leeway_seconds)
         self._dummy_hash = hasher.hash(_DUMMY_SECRET)
 
     async def authenticate(self, credentials: ClientCredentials) -> Client:

@@ -100,8 +100,8 @@ class TokenService:
         self._engine = engine
         self._hasher = hasher
         self._clock = clock
-        self._lifetime = dt.timedelta(seconds=settings.token_lifetime_seconds)
-        self._leeway = dt.timedelta(seconds=settings.token_leeway_seconds)
+        self._lifetime = dt.timedelta(seconds=settings.token.lifetime_seconds)
+        self._leeway = dt.timedelta(seconds=settings.token.leeway_seconds)
         self._keys: dict[str, Any] = {}
         self._cache: dict[str, AccessClaims] = {}
         self._clients = ClientAuthenticator(settings, policy, engine, hasher, clock)
@@ -398,7 +398,7 @@ class TokenService:
         claims = self._cache.get(cache_key)
         if claims is None:
             claims = self._decode(token, audience)
-            if len(self._cache) >= self._settings.token_cache_size:
+            if len(self._cache) >= self._settings.token.cache_size:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[cache_key] = claims
         now = self._clock.now()

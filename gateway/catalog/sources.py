@@ -146,8 +146,8 @@ class SourceRules:
             settings.keystore_path.with_name(settings.keystore_path.name + ".lock"),
             settings.data_dir / "keystore.pass",
         ]
-        if settings.keystore_passphrase_file:
-            protected.append(Path(settings.keystore_passphrase_file))
+        if settings.keystore.passphrase_file:
+            protected.append(Path(settings.keystore.passphrase_file))
         stores: list[_Store] = []
         urls = {settings.resolved_database_url, settings.resolved_session_url}
         for url in sorted(urls):
@@ -161,7 +161,7 @@ class SourceRules:
                 stores.append(store)
         return cls(
             data_dir=settings.data_dir,
-            directories=(Path(d).expanduser() for d in settings.source_directories),
+            directories=(Path(d).expanduser() for d in settings.source.directories),
             hosts=settings.source_host_rules,
             protected_files=protected,
             stores=stores,

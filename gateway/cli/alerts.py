@@ -200,7 +200,7 @@ def monitor_run(ctx: click.Context, once: bool, as_json: bool) -> None:
         if not once:
             from gateway.cli.server import wait_for_signal
 
-            g.monitor.start(settings.monitor_interval_seconds)
+            g.monitor.start(settings.monitor.interval_seconds)
             console.print("monitor running (Ctrl-C stops)")
             await wait_for_signal()
             await g.monitor.stop()

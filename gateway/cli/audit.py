@@ -66,12 +66,12 @@ def audit(
         evidence = {}
         if use_chain or rpc:
             async with chain_reader(
-                settings.chain,
+                settings.chain.kind,
                 state_dir=settings.data_dir / "chain",
-                rpc_url=rpc or settings.chain_rpc_url,
+                rpc_url=rpc or settings.chain.rpc_url,
             ) as backend:
                 registry = await registry_for_audit(
-                    g.engine, backend, contract or settings.chain_contract
+                    g.engine, backend, contract or settings.chain.contract
                 )
                 for name in names:
                     evidence[name] = await chain_evidence(

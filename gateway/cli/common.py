@@ -9,7 +9,6 @@ runtime, no SQLAlchemy): a command pays for what it opens, when it opens it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -61,7 +60,7 @@ def settings_of(ctx: click.Context) -> Settings:
 
 def with_changes(settings: Settings, **changes: Any) -> Settings:
     """``settings`` with the options the user gave on the command line (``None``: not given)."""
-    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
+    return settings.replace(**{k: v for k, v in changes.items() if v is not None})
 
 
 def local_admin() -> Actor:
@@ -79,7 +78,7 @@ async def with_gateway(settings: Settings, action: Callable[[Gateway], Awaitable
     """
     from gateway.runtime import Gateway
 
-    gateway = await Gateway.open(dataclasses.replace(settings, chain="none"))
+    gateway = await Gateway.open(settings.replace(chain="none"))
     try:
         return await action(gateway)
     finally:

@@ -315,7 +315,7 @@ async def run_demo(
         raise
     sample = next(synthetic.generate("enterprises", 1, seed=7))
     async with running_gateway(settings, gateway) as (_gw, port):
-        base = f"http://{settings.host}:{port}"
+        base = f"http://{settings.server.host}:{port}"
         console.print(f"gateway listening on [bold]{base}[/]")
         calls = await _calls(base, creds, sample)
         table = Table(

@@ -56,13 +56,15 @@ async def running_gateway(
         create_app(gateway, background=role),
         access_log=None,
         handle_signals=False,
-        shutdown_timeout=settings.shutdown_drain_seconds,
+        shutdown_timeout=settings.server.shutdown_drain_seconds,
     )
     try:
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
+        site = web.TCPSite(
+            runner, settings.server.host, settings.server.port, reuse_port=reuse_port
+        )
         await site.start()
-        port = int(runner.addresses[0][1]) if runner.addresses else settings.port
+        port = int(runner.addresses[0][1]) if runner.addresses else settings.server.port
         yield gateway, port
     finally:
         # Drains the in-flight calls, then stops the background work (the app's cleanup
@@ -86,7 +88,9 @@ async def wait_for_signal() -> None:
 async def serve_forever(settings: Settings, *, worker: int | None = None) -> None:
     async with running_gateway(settings, reuse_port=worker is not None) as (_gateway, port):
         if worker is None:
-            print(f"dsgw listening on http://{settings.host}:{port} (Ctrl-C stops)", flush=True)
+            print(
+                f"dsgw listening on http://{settings.server.host}:{port} (Ctrl-C stops)", flush=True
+            )
         await wait_for_signal()
         if worker is None:
             print("dsgw: stopping; committing queued log records", flush=True)
@@ -121,7 +125,7 @@ class WorkerPool:
         max_quick_exits: int = 3,
         stop_timeout: float | None = None,
     ) -> None:
-        if count > 1 and settings.port == 0:
+        if count > 1 and settings.server.port == 0:
             raise ConfigError("serve: several workers need a fixed port (port 0 picks one each)")
         self._settings = settings
         self._count = count
@@ -130,7 +134,9 @@ class WorkerPool:
         # A worker drains its calls for up to shutdown_drain_seconds, then commits and
         # closes: killed only if it has not stopped some time after that.
         self._stop_timeout = (
-            stop_timeout if stop_timeout is not None else settings.shutdown_drain_seconds + 10
+            stop_timeout
+            if stop_timeout is not None
+            else settings.server.shutdown_drain_seconds + 10
         )
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[int, tuple[BaseProcess, float]] = {}
@@ -162,8 +168,9 @@ class WorkerPool:
         try:
             for index in range(self._count):
                 self._spawn(index)
+            server = self._settings.server
             print(
-                f"dsgw listening on http://{self._settings.host}:{self._settings.port} "
+                f"dsgw listening on http://{server.host}:{server.port} "
                 f"with {self._count} workers (Ctrl-C stops)",
                 flush=True,
             )

@@ -76,7 +76,7 @@ def trace_command(
 
     async def act(g: Gateway) -> dict[str, Any]:
         table = read_leaked_file(
-            file, sheet=sheet, header=header, max_rows=g.settings.trace_max_rows
+            file, sheet=sheet, header=header, max_rows=g.settings.trace.max_rows
         )
         with Progress(console=err_console, transient=True, disable=as_json) as bar:
             tasks: dict[str, TaskID] = {}

@@ -28,27 +28,27 @@ def build_dataplane(
     keys: DerivedKeys,
 ) -> DataPlane:
     overlap = None
-    if settings.aggregate_overlap_min:  # 0 switches the audit off (docs/privacy.md)
+    if settings.aggregate.overlap_min:  # 0 switches the audit off (docs/privacy.md)
         overlap = OverlapAudit(
             engine,
             clock,
             key=keys.overlap,
-            threshold=settings.aggregate_overlap_min,
-            max_subject_rows=settings.aggregate_audit_max_rows,
+            threshold=settings.aggregate.overlap_min,
+            max_subject_rows=settings.aggregate.audit_max_rows,
         )
     return DataPlane(
         connectors,
         quotas,
         clock,
-        min_subjects=settings.aggregate_min_subjects,
+        min_subjects=settings.aggregate.min_subjects,
         param_key=keys.param,
         tracing=DeliveryTracing(
-            trace_key=keys.trace, mark_key=keys.mark, canary_rate=settings.trace_canary_rate
+            trace_key=keys.trace, mark_key=keys.mark, canary_rate=settings.trace.canary_rate
         ),
         budgets=PrivacyBudgets(engine, zone=settings.zone),
         overlap=overlap,
         verify_budgets=VerifyBudgets(engine, settings.zone),
         default_verify_budget=VerifyBudget(
-            settings.verify_negatives_per_subject, settings.verify_window_hours
+            settings.verify.negatives_per_subject, settings.verify.window_hours
         ),
     )

@@ -125,10 +125,10 @@ def engine_for(settings: Settings) -> AsyncEngine:
     """The engine of the gateway's own store, with the deployment's pool settings."""
     return create_engine(
         settings.resolved_database_url,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow,
-        pool_timeout=settings.database_pool_timeout_seconds,
-        statement_cache=settings.database_statement_cache,
+        pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
+        pool_timeout=settings.database.pool_timeout_seconds,
+        statement_cache=settings.database.statement_cache,
     )
 
 

@@ -128,11 +128,11 @@ async def record_bundle(
             engine,
             stream,
             seq + 1,
-            chain=settings.chain,
+            chain=settings.chain.kind,
             state_dir=settings.data_dir / "chain",
-            rpc_url=settings.chain_rpc_url,
-            contract=settings.chain_contract,
-            confirmations=settings.chain_confirmations,
+            rpc_url=settings.chain.rpc_url,
+            contract=settings.chain.contract,
+            confirmations=settings.chain.confirmations,
         )
     return await build_bundle(
         engine,

@@ -32,7 +32,7 @@ def build_monitoring(
         clock,
         algorithm=settings.hash_algorithm,
         evidence_records=thresholds.evidence_records,
-        webhook=bool(settings.alert_webhook_url),
+        webhook=bool(settings.alert.webhook_url),
     )
     monitor = Monitor(
         engine,
@@ -41,20 +41,20 @@ def build_monitoring(
         clock,
         thresholds=thresholds,
         calendar=calendar,
-        batch_size=settings.monitor_batch_size,
+        batch_size=settings.monitor.batch_size,
         health=health,
         webhook=(
             WebhookSender(
                 alerts,
                 clock,
-                url=settings.alert_webhook_url,
-                secret=settings.alert_webhook_secret,
+                url=settings.alert.webhook_url,
+                secret=settings.alert.webhook_secret,
                 deployment=settings.deployment,
-                timeout=settings.alert_webhook_timeout_seconds,
-                max_attempts=settings.alert_webhook_max_attempts,
+                timeout=settings.alert.webhook_timeout_seconds,
+                max_attempts=settings.alert.webhook_max_attempts,
                 health=health,
             )
-            if settings.alert_webhook_url
+            if settings.alert.webhook_url
             else None
         ),
     )

@@ -31,17 +31,17 @@ def chain_for_command_line(settings: Settings, *, skip: bool) -> ChainAccess:
     """The chain as ``dsgw audit --chain`` reaches it: the configured node (attaching to
     the anvil node a running gateway started), unless skipped or not configured."""
     if skip:
-        return ChainAccess(None, "skipped on request (--no-chain)", backend=settings.chain)
-    if settings.chain == "none":
+        return ChainAccess(None, "skipped on request (--no-chain)", backend=settings.chain.kind)
+    if settings.chain.kind == "none":
         return ChainAccess(None, "no chain is configured (chain = none)", backend="none")
     return ChainAccess(
         lambda: chain_reader(
-            settings.chain,
+            settings.chain.kind,
             state_dir=settings.data_dir / "chain",
-            rpc_url=settings.chain_rpc_url,
+            rpc_url=settings.chain.rpc_url,
         ),
-        contract=settings.chain_contract,
-        backend=settings.chain,
+        contract=settings.chain.contract,
+        backend=settings.chain.kind,
     )
 
 
@@ -60,7 +60,7 @@ def chain_for_server(gateway: Gateway) -> ChainAccess:
         yield anchoring.backend  # owned by the anchoring service: not closed here
 
     return ChainAccess(
-        borrowed, contract=gateway.settings.chain_contract, backend=gateway.settings.chain
+        borrowed, contract=gateway.settings.chain.contract, backend=gateway.settings.chain.kind
     )
 
 

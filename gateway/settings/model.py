@@ -1,199 +1,155 @@
-"""The settings object: every setting of a deployment, its default and what it means.
+"""The settings object: every setting of a deployment in groups of related knobs.
 
 Built by :func:`gateway.settings.loading.load_settings`; a :class:`Settings` that exists
-has passed its checks.
+has passed its checks (each group checks its own knobs, :class:`Settings` what spans
+groups). Each knob is read as ``settings.<group>.<field>`` (``settings.database.pool_size``);
+its flat name (``database_pool_size``) is what TOML ``[dsgw]`` keys, ``DSGW_*`` variables,
+``load_settings(**overrides)`` and :meth:`Settings.replace` accept as well.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import ipaddress
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import pydantic
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.catalog.allowlist import HostRule, parse_source_hosts
 from gateway.errors import ConfigError
+from gateway.settings.group import Group
+from gateway.settings.groups import (
+    ChainSettings,
+    ClusterSettings,
+    DatabaseSettings,
+    HealthSettings,
+    KeystoreSettings,
+    LedgerSettings,
+    LoggingSettings,
+    SecretHashSettings,
+    ServerSettings,
+    SourceSettings,
+    TokenSettings,
+    WorkdaysSettings,
+)
+from gateway.settings.networks import Network, parse_networks, time_zone
+from gateway.settings.oversight_groups import (
+    AggregateSettings,
+    AlertSettings,
+    MonitorSettings,
+    TraceSettings,
+    VerifySettings,
+)
 
-__all__ = ["Network", "Settings", "parse_networks", "time_zone"]
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = ["Settings", "check_workers", "config_error", "flat_names"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Settings:
-    """Every knob of a deployment, with safe defaults for the embedded single-node shape."""
+def check_workers(settings: Settings) -> None:
+    """Refuse worker counts that would make limits wrong (also for ``serve --workers``)."""
+    workers = settings.server.workers
+    if workers < 0:
+        raise ConfigError("settings: workers must be 0 (one per core) or more")
+    if workers > 1 and not settings.cluster.redis_url:
+        raise ConfigError(
+            f"settings: workers = {workers} needs redis_url: without it each worker "
+            "would keep its own quotas and rate limits, granting each merchant N times its "
+            "allowance"
+        )
 
+
+def _async_url(url: str, data_dir: Path) -> str:
+    """The async SQLAlchemy URL for ``url`` (drivers filled in for known dialects)."""
+    url = url or f"sqlite+aiosqlite:///{data_dir / 'dsgw.sqlite3'}"
+    if url.startswith("sqlite:///"):
+        url = "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    elif url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return url
+
+
+class Settings(BaseSettings):
+    """Every knob of a deployment, with safe defaults for the embedded single-node shape.
+
+    ``Settings(...)`` takes only what it is given (grouped: ``database={"pool_size": 4}``);
+    the TOML file and the environment are read by :func:`load_settings` alone.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix="DSGW_",
+        env_nested_delimiter="__",
+        coerce_numbers_to_str=True,
+        allow_inf_nan=False,
+    )
+
+    # Resolved once: an absolute path with symlinks resolved, so every process and every
+    # use (the SQLite URL, the keystore, the chain directory and its lock) names the same
+    # directory however it was given (relative, via a symlink).
     data_dir: Path = Path("dsgw-data")
-    # SQLAlchemy URL of the gateway's own store; empty means SQLite in the data directory.
-    database_url: str = ""
-    # PostgreSQL connections per process: pool_size kept open, max_overflow more under load,
-    # and how long a caller waits for one before the call is refused with 503.
-    # statement_cache = false behind a transaction-mode pooler (PgBouncer): docs/postgresql.md.
-    database_pool_size: int = 10
-    database_max_overflow: int = 10
-    database_pool_timeout_seconds: float = 5.0
-    database_statement_cache: bool = True
-    # PostgreSQL reached directly (not through a transaction-mode pooler) for what needs a
-    # session of its own: the leader lock and the policy listener of `dsgw serve`. Empty:
-    # database_url, which then must not be such a pooler (docs/postgresql.md).
-    database_session_url: str = field(default="", repr=False)
-    # Redis shared by every gateway process for quotas and rate limits (redis://host:6379/0);
-    # empty: each process keeps its own, which is exact only for a single process.
-    redis_url: str = ""
-    host: str = "127.0.0.1"
-    port: int = 8080
     # The deployment's name: token issuer/audience and the ledger's checkpoint origin use it.
     deployment: str = "dsgw.local"
-    # Public base URL of this gateway; token `aud` for client assertions is derived from it.
-    public_url: str = ""
-    keystore_passphrase: str = field(default="", repr=False)
-    keystore_passphrase_file: str = ""
-    token_lifetime_seconds: int = 900
-    # Clock skew tolerated on exp/nbf/iat. Small: tokens are short-lived.
-    token_leeway_seconds: int = 30
-    token_cache_size: int = 100_000
-    # argon2id cost for client secrets (RFC 9106 second recommended option by default).
-    secret_hash_time_cost: int = 3
-    secret_hash_memory_kib: int = 65_536
-    max_body_bytes: int = 64 * 1024
-    # Leaked files handed to `POST /admin/trace` may be larger than any other request body;
-    # only that route accepts them. Rows beyond trace_max_rows are refused, not truncated.
-    trace_upload_max_bytes: int = 32 * 1024 * 1024
-    trace_max_rows: int = 1_000_000
-    # Leak tracing (docs/tracing.md): one canary row per this many rows of a dataset that
-    # allows canaries (0: none); the probability a leaked row was obtained elsewhere than
-    # from its recipients (guilt model); the false-attribution probability at or below
-    # which a trace names a recipient.
-    trace_canary_rate: int = 64
-    trace_p_guess: float = 0.5
-    trace_named_threshold: float = 1e-6
-    aggregate_min_subjects: int = 10
-    # Overlap audit of exact aggregates (docs/privacy.md): a cell whose subjects (with
-    # their contributions) differ from a cell answered before to the same merchant on the
-    # same dataset by 1 to k-1 is withheld; k is this (2-30). 0 switches the audit off,
-    # which leaves exact aggregates open to differencing again (tests, comparisons).
-    aggregate_overlap_min: int = 10
-    # The most subject-level rows (one per subject and cell) one audited aggregate may
-    # fetch; beyond, the call is refused with 422 aggregate-too-large ("narrow the filters").
-    aggregate_audit_max_rows: int = 100_000
-    # Verification budget of a grant that declares none (docs/privacy.md): negative verify
-    # answers about one subject per agreement and fixed window, for claims of sensitive
-    # fields. window hours: a divisor of 24 or whole days.
-    verify_negatives_per_subject: int = 5
-    verify_window_hours: int = 24
-    # Unauthenticated onboarding applications accepted per client address and hour.
-    onboarding_per_hour: int = 10
-    # A source department answers a data-quality objection within this many working days
-    # (ZW art. 11 asks for prompt handling; docs/workflows.md). Never deemed answered.
-    objection_working_days: int = 10
-    # Group commit: how many call records one transaction may carry at most.
-    log_batch_max: int = 512
-    ledger_hash_algorithm: str = "sha256"
-    # Sign a checkpoint every N records or T seconds, whichever comes first.
-    checkpoint_every_records: int = 10_000
-    checkpoint_every_seconds: int = 5
-    source_pool_size: int = 4
-    # Where source rows may live (docs/security.md, "Where source data and its credentials
-    # live"): directories for file sources (CSV, SQLite; relative ones are inside data_dir)
-    # and hosts, host:port or URL prefixes (postgresql://host:port/db) for database sources.
-    # Whatever else a dataset names is refused, the gateway's own store and the data
-    # directory outside its sources/ folder whatever these say.
-    source_directories: tuple[str, ...] = ("sources",)
-    source_hosts: tuple[str, ...] = ()
-    # Source passwords a dataset may name as ``env:DSGW_SRC_...``: every DSGW_SRC_*
-    # variable, taken from the environment here and nowhere else (never from a file).
-    source_env_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    # Anchoring: "none", "embedded" (in-process py-evm, ephemeral), "anvil" (a local node
-    # started with persistent state in the data directory) or "rpc" (chain_rpc_url).
-    chain: str = "anvil"
-    chain_rpc_url: str = ""
-    # Registry address on an rpc chain; dev chains deploy one on first use.
-    chain_contract: str = ""
-    chain_confirmations: int = 1
-    # Working-day schedules (JSON, docs/workdays.md) for years or regions beyond the shipped
-    # State Council schedules; in DSGW_WORKDAY_CALENDARS separated by the path separator.
-    workday_calendars: tuple[str, ...] = ()
     # The deployment's time zone (IANA name): date-only periods are whole days in it, and
     # deadlines, daily quotas, reports and monitoring hours count its days (docs/workdays.md).
     timezone: str = "Asia/Shanghai"
-    # Misuse monitoring over the calls stream (docs/alerts.md): `dsgw serve` runs it every
-    # interval; `dsgw monitor run --once` runs it by hand.
-    monitor_enabled: bool = True
-    monitor_interval_seconds: int = 5
-    monitor_batch_size: int = 5000
-    # The most call records one rule window reads (newest first); bounds the monitor's work
-    # per batch however busy a merchant is (docs/alerts.md).
-    monitor_window_max_calls: int = 20000
-    # volume-spike: allowed data calls in a window against the same window on previous days.
-    alert_volume_window_minutes: int = 60
-    alert_volume_baseline_days: int = 7
-    alert_volume_min_history_days: int = 3
-    alert_volume_min_calls: int = 100
-    alert_volume_factor: int = 3
-    alert_volume_sigmas: int = 5
-    # enumeration and scraping: one window for identifier runs, distinct subjects, paging.
-    alert_pattern_window_minutes: int = 60
-    alert_enumeration_run: int = 20
-    # enumeration: negative verify answers about one subject (sensitive claims) in one
-    # budget window that raise the alert even while the budget still allows more.
-    alert_verify_negatives: int = 10
-    alert_scraping_distinct_subjects: int = 500
-    alert_scraping_pages: int = 20
-    # refusal-burst: refused (403) data calls per merchant or client in a short window.
-    alert_refusal_window_minutes: int = 10
-    alert_refusal_threshold: int = 20
-    # invalid-tokens: 401s per remote address or client id in a window.
-    alert_invalid_token_window_minutes: int = 10
-    alert_invalid_token_threshold: int = 20
-    # out-of-hours: calls outside a scenario's hours before an alert is raised.
-    alert_out_of_hours_min_calls: int = 1
-    # Where new alerts and their handling are pushed (https unless loopback), signed with
-    # HMAC-SHA256 under alert_webhook_secret (DSGW_ALERT_WEBHOOK_SECRET; never logged).
-    alert_webhook_url: str = ""
-    alert_webhook_secret: str = field(default="", repr=False)
-    alert_webhook_timeout_seconds: int = 5
-    alert_webhook_max_attempts: int = 8
-    # Log output on stderr (docs/observability.md): "text" lines or "json" objects, at this
-    # level; secrets and personal data are masked in both. access_log adds one "dsgw.access"
-    # record per HTTP request (method, path without query, status, duration).
-    log_format: str = "text"
-    log_level: str = "INFO"
-    access_log: bool = False
-    # Worker processes of `dsgw serve` on this machine; 0: one per core when redis_url is
-    # set (quotas must be shared to be right), else one.
-    workers: int = 0
-    # Load balancers whose X-Forwarded-For is believed (comma-separated addresses or CIDR
-    # networks); empty: the connection's peer is the client.
-    trusted_proxies: str = ""
-    # Every process re-checks policy this often even when no change was pushed to it: the
-    # bound on how long a revocation made on another machine can go unseen.
-    policy_poll_seconds: float = 2.0
-    # How often processes campaign for leadership and the leader checks it still leads.
-    leader_check_seconds: float = 1.0
-    # While the store does not answer, how long a process keeps deciding calls on its last
-    # policy snapshot after it stopped being sure the snapshot is current (its policy
-    # listener was lost); past it, calls are refused with 503 (docs/security.md).
-    policy_max_staleness_seconds: float = 30.0
-    # Readiness fails, and dsgw_dependency_up{dependency="disk"} is 0, when the file
-    # system of the data directory or of a SQLite store has less free space than this.
-    disk_min_free_mb: int = 100
-    # How often a server checks its dependencies (store, Redis, disk, keystore) even when
-    # no call or probe does, so their outages are logged and shown in metrics.
-    dependency_check_seconds: float = 5.0
-    # On SIGTERM: how long in-flight calls may take to finish before the server closes
-    # what they use (store, Redis, call-log writer). `dsgw serve --workers` kills a worker
-    # that has not stopped 10 s after this.
-    shutdown_drain_seconds: float = 20.0
+    # The groups; built when a Settings is (the verify group's check imports the store).
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    keystore: KeystoreSettings = Field(default_factory=KeystoreSettings)
+    token: TokenSettings = Field(default_factory=TokenSettings)
+    secret_hash: SecretHashSettings = Field(default_factory=SecretHashSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    chain: ChainSettings = Field(default_factory=ChainSettings)
+    workdays: WorkdaysSettings = Field(default_factory=WorkdaysSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    trace: TraceSettings = Field(default_factory=TraceSettings)
+    aggregate: AggregateSettings = Field(default_factory=AggregateSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    alert: AlertSettings = Field(default_factory=AlertSettings)
 
-    def __post_init__(self) -> None:
-        # Resolved once, here: an absolute path with symlinks resolved, so every process
-        # and every use (the SQLite URL, the keystore, the chain directory and its lock)
-        # names the same directory however it was given (relative, via a symlink).
-        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except pydantic.ValidationError as exc:
+            raise config_error(exc) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what the caller passes: files and ``DSGW_*`` are :func:`load_settings`'s."""
+        return (init_settings,)
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _resolve_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        check_workers(self)
+        time_zone(self.timezone)  # refuses an unknown time zone now, naming it
+        return self
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` (flat names, or a group name with a mapping or a group),
+        checked like a loaded one; :class:`ConfigError` for an unknown name or bad value."""
+        values = self.model_dump(round_trip=True)
+        merge_into(values, grouped(changes, origin="setting"))
+        return Settings(**values)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -203,42 +159,38 @@ class Settings:
     @property
     def resolved_database_url(self) -> str:
         """The async SQLAlchemy URL to connect with (drivers filled in for known dialects)."""
-        url = self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'dsgw.sqlite3'}"
-        if url.startswith("sqlite:///"):
-            url = "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
-        elif url.startswith(("postgresql://", "postgres://")):
-            url = "postgresql+asyncpg://" + url.split("://", 1)[1]
-        return url
+        return _async_url(self.database.url, self.data_dir)
 
     @property
     def resolved_session_url(self) -> str:
         """The URL of the leader lock's and the policy listener's own connections."""
-        if not self.database_session_url:
-            return self.resolved_database_url
-        return dataclasses.replace(
-            self, database_url=self.database_session_url
-        ).resolved_database_url
+        return _async_url(self.database.session_url or self.database.url, self.data_dir)
 
     @property
     def trusted_networks(self) -> tuple[Network, ...]:
-        return parse_networks(self.trusted_proxies)
+        return parse_networks(self.server.trusted_proxies)
 
     @property
     def source_host_rules(self) -> tuple[HostRule, ...]:
-        return parse_source_hosts(self.source_hosts)
+        return parse_source_hosts(self.source.hosts)
+
+    @property
+    def source_env_secrets(self) -> tuple[tuple[str, str], ...]:
+        """Every ``DSGW_SRC_*`` variable, for datasets naming ``env:DSGW_SRC_...``."""
+        return self.source.env_secrets
 
     @property
     def worker_count(self) -> int:
         """Worker processes ``dsgw serve`` runs: ``workers``, or for 0 one per core when
         quotas are shared through Redis and one otherwise."""
-        if self.workers > 0:
-            return self.workers
-        return max(os.cpu_count() or 1, 1) if self.redis_url else 1
+        if self.server.workers > 0:
+            return self.server.workers
+        return max(os.cpu_count() or 1, 1) if self.cluster.redis_url else 1
 
     @property
     def hash_algorithm(self) -> Literal["sha256", "sm3"]:
         """The ledger hash algorithm, typed (validated at load)."""
-        return "sm3" if self.ledger_hash_algorithm == "sm3" else "sha256"
+        return self.ledger.hash_algorithm
 
     @property
     def issuer(self) -> str:
@@ -265,7 +217,7 @@ class Settings:
 
     @property
     def base_url(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
+        return self.server.public_url or f"http://{self.server.host}:{self.server.port}"
 
     @property
     def token_endpoint(self) -> str:
@@ -281,27 +233,78 @@ class Settings:
         return self.data_dir / "policy.epoch"
 
 
-@functools.cache
-def time_zone(name: str) -> ZoneInfo:
-    """The IANA zone ``name``; a :class:`ConfigError` naming it when unknown."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(
-            f"settings: timezone {name!r} is not an IANA time zone name (e.g. Asia/Shanghai)"
-        ) from exc
+# -- flat names ---------------------------------------------------------------------------
+
+_TOP_LEVEL = ("data_dir", "deployment", "timezone")
 
 
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """``"10.0.0.0/8, 127.0.0.1"`` as networks; :class:`ConfigError` naming a bad entry."""
-    networks: list[Network] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
+def groups() -> dict[str, type[Group]]:
+    """Group name → its model, in the order of :class:`Settings`."""
+    found: dict[str, type[Group]] = {}
+    for name, info in Settings.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Group):
+            found[name] = info.annotation
+    return found
+
+
+def flat_names() -> dict[str, tuple[str | None, str]]:
+    """Every flat name → (group, field); ``None`` for the top-level knobs."""
+    table: dict[str, tuple[str | None, str]] = {name: (None, name) for name in _TOP_LEVEL}
+    for group, model in groups().items():
+        for flat, field in model.flat_fields().items():
+            table[flat] = (group, field)
+    return table
+
+
+def grouped(values: Mapping[str, Any], *, origin: str, where: str = "") -> dict[str, Any]:
+    """Flat or grouped ``values`` as the nested mapping :class:`Settings` takes.
+
+    A group name with a mapping or a group model is the grouped form; any other name must be
+    a flat name. ``None`` values are left out (the setting keeps what it had). ``origin``
+    ("key", "setting") and ``where`` (" in FILE") word the error for an unknown name.
+    """
+    table = flat_names()
+    models = groups()
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
             continue
-        try:
-            networks.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            raise ConfigError(
-                f"settings: trusted_proxies: {part!r} is not an IP address or network"
-            ) from None
-    return tuple(networks)
+        if key in models and isinstance(value, Mapping | BaseModel):
+            items = value.model_dump() if isinstance(value, BaseModel) else value
+            for field, item in items.items():
+                if field not in models[key].model_fields:
+                    raise ConfigError(f"settings: unknown {origin} '{key}.{field}'{where}")
+                if item is not None:
+                    nested.setdefault(key, {})[field] = item
+            continue
+        if key not in table:
+            raise ConfigError(f"settings: unknown {origin} {key!r}{where}")
+        group, field = table[key]
+        if group is None:
+            nested[field] = value
+        else:
+            nested.setdefault(group, {})[field] = value
+    return nested
+
+
+def merge_into(base: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    """Lay ``changes`` (nested as :func:`grouped` makes them) over ``base`` in place."""
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key].update(value)
+        else:
+            base[key] = value
+
+
+def config_error(exc: pydantic.ValidationError) -> ConfigError:
+    """The first problem of ``exc`` as a :class:`ConfigError` naming the flat setting."""
+    by_place = {(g, f): flat for flat, (g, f) in flat_names().items()}
+    error = exc.errors()[0]
+    loc = tuple(str(part) for part in error["loc"])
+    if len(loc) >= 2 and (loc[0], loc[1]) in by_place:
+        name = f"{by_place[(loc[0], loc[1])]} ({loc[0]}.{loc[1]})"
+    elif loc and (None, loc[0]) in by_place:
+        name = loc[0]
+    else:
+        name = ".".join(loc) or "settings"
+    return ConfigError(f"settings: {name}: {error['msg']}, got {error.get('input')!r}")
