@@ -208,9 +208,9 @@ async def build_store(args: argparse.Namespace, tmp: Path, database_url: str, st
     gateway = await Gateway.open(settings)
     gov = gateway.governance
     now = gateway.clock.now()
-    await gov.register_dataset(LOCAL_ADMIN, _dataset_entry())
-    await gov.create_scenario(LOCAL_ADMIN, _scenario(now))
-    await gov.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
+    await gov.catalog.register_dataset(LOCAL_ADMIN, _dataset_entry())
+    await gov.scenarios.create_scenario(LOCAL_ADMIN, _scenario(now))
+    await gov.scenarios.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
     claims = []
     for i in range(args.merchants):
         merchant = f"m{i:03d}"

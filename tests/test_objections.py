@@ -74,7 +74,7 @@ async def _data(
 
 
 async def _staff(world: World, role: Role, department: str | None = None) -> str:
-    issued = await world.gateway.governance.issue_client(
+    issued = await world.gateway.governance.clients.issue_client(
         LOCAL_ADMIN, role=role, department=department
     )
     assert issued.secret

@@ -223,10 +223,14 @@ async def build_store(world: World) -> Store:
     assert evil.secret is not None
     evil_token = await world.token(creds=(evil.client.client_id, evil.secret))
     assert await verify(world, evil_token) == 200
-    await gov.set_merchant_status(SUPERVISOR, "evil-merchant", MerchantStatus.SUSPENDED, "探测")
-    await gov.set_merchant_status(LOCAL_ADMIN, "evil-merchant", MerchantStatus.ACTIVE, "整改")
+    await gov.merchants.set_merchant_status(
+        SUPERVISOR, "evil-merchant", MerchantStatus.SUSPENDED, "探测"
+    )
+    await gov.merchants.set_merchant_status(
+        LOCAL_ADMIN, "evil-merchant", MerchantStatus.ACTIVE, "整改"
+    )
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
-    await gov.revoke_token(SUPERVISOR, jti, "leaked token")
+    await gov.clients.revoke_token(SUPERVISOR, jti, "leaked token")
     await gw.checkpointer.checkpoint("calls")
 
     # Products: listed, traded in Q3 and settled for August; another trade in Q4.
@@ -285,7 +289,9 @@ async def build_store(world: World) -> Store:
     at(world, 2026, 10, 2, 2)
     assert await verify(world, await world.token()) == 200
     await gw.products.record_trade(exchange, trade("T-2", traded_at="2026-10-02T09:00:00+08:00"))
-    await gov.set_scenario_status(SUPERVISOR, DEMO_SCENARIO, ScenarioStatus.SUSPENDED, "检查")
+    await gov.scenarios.set_scenario_status(
+        SUPERVISOR, DEMO_SCENARIO, ScenarioStatus.SUSPENDED, "检查"
+    )
 
     async with gw.engine.begin() as conn:
         await conn.execute(
@@ -791,7 +797,7 @@ async def _http_reports_by_role_and_media_type(world: World) -> None:
         problem = await resp.json(content_type="application/problem+json")
         assert resp.status == 400 and problem["type"] == f"/problems/{slug}", (path, problem)
 
-    exchange = await world.gateway.governance.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
+    exchange = await world.gateway.governance.clients.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
     assert exchange.secret is not None
     exchange_token = await world.token("admin", (exchange.client.client_id, exchange.secret))
     resp = await world.client.get(

@@ -142,8 +142,8 @@ async def _setup(
             spec["mark"] = "digit:2"
         elif spec["name"] == "address":
             spec["mark"] = "mask"
-    await gov.register_dataset(LOCAL_ADMIN, entry)
-    await gov.create_scenario(
+    await gov.catalog.register_dataset(LOCAL_ADMIN, entry)
+    await gov.scenarios.create_scenario(
         LOCAL_ADMIN,
         demo_scenario(now)
         | {
@@ -166,7 +166,7 @@ async def _setup(
             ],
         },
     )
-    await gov.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
+    await gov.scenarios.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
     creds = {}
     for merchant in merchants:
         issued = await enrol_merchant(

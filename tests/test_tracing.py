@@ -466,8 +466,8 @@ async def traced(settings: Settings, clock: FixedClock) -> AsyncIterator[Traced]
     ]
     for key in ("verify_fields", "reveal_mismatch"):
         scenario["grants"][0].pop(key, None)
-    await gov.create_scenario(LOCAL_ADMIN, scenario)
-    await gov.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
+    await gov.scenarios.create_scenario(LOCAL_ADMIN, scenario)
+    await gov.scenarios.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
     merchant_creds: dict[str, tuple[str, str]] = {}
     for merchant in MERCHANTS:
         issued = await enrol_merchant(

@@ -71,7 +71,7 @@ async def list_datasets(request: web.Request) -> web.Response:
 async def register_dataset(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
-    dataset = await request.app[GATEWAY].governance.register_dataset(actor, body)
+    dataset = await request.app[GATEWAY].governance.catalog.register_dataset(actor, body)
     return json_response(dataset.to_dict(), status=201)
 
 
@@ -86,7 +86,7 @@ async def create_scenario(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
     gateway = request.app[GATEWAY]
-    scenario = await gateway.governance.create_scenario(actor, body)
+    scenario = await gateway.governance.scenarios.create_scenario(actor, body)
     # Quasi-identifier combinations that single out subjects: advice for the authority,
     # who decides; the scenario is created either way (docs/privacy.md).
     warnings = await gateway.scenario_warnings(scenario)
@@ -98,7 +98,7 @@ async def create_scenario(request: web.Request) -> web.Response:
 async def scenario_status(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     status, reason = _status_body(await read_json(request))
-    scenario = await request.app[GATEWAY].governance.set_scenario_status(
+    scenario = await request.app[GATEWAY].governance.scenarios.set_scenario_status(
         actor, request.match_info["id"], _parse_enum(ScenarioStatus, status), reason
     )
     return json_response(scenario.to_dict())
@@ -122,7 +122,7 @@ async def register_merchant(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
     expect_keys("merchant", body, {"id", "name", "credit_code"})
-    merchant = await request.app[GATEWAY].governance.register_merchant(
+    merchant = await request.app[GATEWAY].governance.merchants.register_merchant(
         actor, _text(body, "id"), _text(body, "name"), _text(body, "credit_code")
     )
     return json_response(
@@ -139,7 +139,7 @@ async def register_merchant(request: web.Request) -> web.Response:
 async def merchant_status(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     status, reason = _status_body(await read_json(request))
-    merchant = await request.app[GATEWAY].governance.set_merchant_status(
+    merchant = await request.app[GATEWAY].governance.merchants.set_merchant_status(
         actor, request.match_info["id"], _parse_enum(MerchantStatus, status), reason
     )
     return json_response({"id": merchant.id, "status": merchant.status.value})
@@ -187,7 +187,7 @@ async def grant_agreement(request: web.Request) -> web.Response:
     terms = body.get("terms", {})
     if not isinstance(terms, dict):
         raise ValidationError("terms must be an object")
-    agreement = await request.app[GATEWAY].governance.grant_agreement(
+    agreement = await request.app[GATEWAY].governance.agreements.grant_agreement(
         actor,
         merchant_id=_text(body, "merchant_id"),
         scenario_id=_text(body, "scenario_id"),
@@ -213,7 +213,7 @@ async def grant_agreement(request: web.Request) -> web.Response:
 async def agreement_status(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     status, reason = _status_body(await read_json(request))
-    result = await request.app[GATEWAY].governance.set_agreement_status(
+    result = await request.app[GATEWAY].governance.agreements.set_agreement_status(
         actor, request.match_info["id"], _parse_enum(AgreementStatus, status), reason
     )
     return json_response({"id": request.match_info["id"], "status": result.value})
@@ -229,7 +229,7 @@ async def issue_client(request: web.Request) -> web.Response:
     with_secret = body.get("secret", True)
     if not isinstance(with_secret, bool):
         raise ValidationError("secret must be true or false")
-    issued = await request.app[GATEWAY].governance.issue_client(
+    issued = await request.app[GATEWAY].governance.clients.issue_client(
         actor,
         merchant_id=_text(body, "merchant_id"),
         public_jwk=public_jwk,
@@ -251,7 +251,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
     expect_keys("revocation", body, {"reason"})
-    await request.app[GATEWAY].governance.revoke_token(
+    await request.app[GATEWAY].governance.clients.revoke_token(
         actor, request.match_info["jti"], _text(body, "reason")
     )
     return json_response({"jti": request.match_info["jti"], "revoked": True})
@@ -261,7 +261,7 @@ async def revoke_merchant_tokens(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     body = await read_json(request)
     expect_keys("revocation", body, {"reason"})
-    count = await request.app[GATEWAY].governance.revoke_merchant_tokens(
+    count = await request.app[GATEWAY].governance.clients.revoke_merchant_tokens(
         actor, request.match_info["id"], _text(body, "reason")
     )
     return json_response({"merchant_id": request.match_info["id"], "revoked": count})

@@ -159,7 +159,7 @@ async def import_exclusions(request: web.Request) -> web.Response:
 
 async def scenario_plan(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
-    scenario = await request.app[GATEWAY].governance.record_scenario_plan(
+    scenario = await request.app[GATEWAY].governance.scenarios.record_scenario_plan(
         actor, request.match_info["id"], await read_json(request)
     )
     return json_response(scenario.to_dict())
@@ -167,7 +167,7 @@ async def scenario_plan(request: web.Request) -> web.Response:
 
 async def scenario_evaluation(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
-    scenario = await request.app[GATEWAY].governance.record_scenario_evaluation(
+    scenario = await request.app[GATEWAY].governance.scenarios.record_scenario_evaluation(
         actor, request.match_info["id"], await read_json(request)
     )
     return json_response(scenario.to_dict())

@@ -42,7 +42,9 @@ def merchant_register(ctx: click.Context, merchant_id: str, name: str, credit_co
     result = run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.register_merchant(local_admin(), merchant_id, name, credit_code),
+            lambda g: g.governance.merchants.register_merchant(
+                local_admin(), merchant_id, name, credit_code
+            ),
         )
     )
     console.print(f"merchant [bold]{result.id}[/] registered ({result.credit_code})")
@@ -57,7 +59,7 @@ def _merchant_transition(name: str, status: MerchantStatus) -> None:
         result = run(
             with_gateway(
                 settings_of(ctx),
-                lambda g: g.governance.set_merchant_status(
+                lambda g: g.governance.merchants.set_merchant_status(
                     local_admin(), merchant_id, status, reason
                 ),
             )
@@ -126,7 +128,7 @@ def agreement_grant(
     result = run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.grant_agreement(
+            lambda g: g.governance.agreements.grant_agreement(
                 local_admin(),
                 merchant_id=merchant_id,
                 scenario_id=scenario_id,
@@ -152,7 +154,7 @@ def _agreement_transition(name: str, status: AgreementStatus) -> None:
         run(
             with_gateway(
                 settings_of(ctx),
-                lambda g: g.governance.set_agreement_status(
+                lambda g: g.governance.agreements.set_agreement_status(
                     local_admin(), agreement_id, status, reason
                 ),
             )
@@ -246,7 +248,7 @@ def client_issue(
     issued = run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.issue_client(
+            lambda g: g.governance.clients.issue_client(
                 local_admin(),
                 merchant_id=merchant_id,
                 role=parsed_role,
@@ -285,7 +287,8 @@ def token_revoke(ctx: click.Context, jti: str, reason: str) -> None:
     """Revoke one token by its id (effective on the next call)."""
     run(
         with_gateway(
-            settings_of(ctx), lambda g: g.governance.revoke_token(local_admin(), jti, reason)
+            settings_of(ctx),
+            lambda g: g.governance.clients.revoke_token(local_admin(), jti, reason),
         )
     )
     console.print(f"token {jti} revoked")
@@ -300,7 +303,9 @@ def token_revoke_merchant(ctx: click.Context, merchant_id: str, reason: str) -> 
     count = run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.revoke_merchant_tokens(local_admin(), merchant_id, reason),
+            lambda g: g.governance.clients.revoke_merchant_tokens(
+                local_admin(), merchant_id, reason
+            ),
         )
     )
     console.print(f"{count} token(s) of {merchant_id} revoked")

@@ -64,10 +64,10 @@ def scenario_create(ctx: click.Context, file: Path, publish: bool) -> None:
     data = load_json(file)
 
     async def act(g: Gateway) -> tuple[Any, list[Any]]:
-        created = await g.governance.create_scenario(local_admin(), data)
+        created = await g.governance.scenarios.create_scenario(local_admin(), data)
         warnings = await g.scenario_warnings(created)
         if publish:
-            created = await g.governance.set_scenario_status(
+            created = await g.governance.scenarios.set_scenario_status(
                 local_admin(), created.id, ScenarioStatus.PUBLISHED
             )
         return created, warnings
@@ -87,7 +87,7 @@ def _scenario_transition(name: str, status: ScenarioStatus) -> None:
         result = run(
             with_gateway(
                 settings_of(ctx),
-                lambda g: g.governance.set_scenario_status(
+                lambda g: g.governance.scenarios.set_scenario_status(
                     local_admin(), scenario_id, status, reason
                 ),
             )

@@ -222,7 +222,7 @@ def scenario_plan(
     run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.record_scenario_plan(LOCAL_ADMIN, scenario_id, plan),
+            lambda g: g.governance.scenarios.record_scenario_plan(LOCAL_ADMIN, scenario_id, plan),
         )
     )
     console.print(f"plan of scenario [bold]{scenario_id}[/] recorded ({plan['sha256'][:16]}...)")
@@ -259,7 +259,9 @@ def scenario_evaluate(
     run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.record_scenario_evaluation(LOCAL_ADMIN, scenario_id, evaluation),
+            lambda g: g.governance.scenarios.record_scenario_evaluation(
+                LOCAL_ADMIN, scenario_id, evaluation
+            ),
         )
     )
     console.print(f"evaluation of scenario [bold]{scenario_id}[/] recorded: {conclusion}")

@@ -26,8 +26,7 @@ from gateway.errors import ConflictError, ForbiddenError, NotFoundError, Validat
 from gateway.governance.actor import Actor
 from gateway.governance.models import AgreementStatus, DatasetGrant, Scenario, parse_time_value
 from gateway.governance.policy import agreement_of
-from gateway.governance.service import GovernanceService
-from gateway.governance.unit_of_work import Unchanged
+from gateway.governance.unit_of_work import Unchanged, UnitOfWork
 from gateway.identifiers import is_valid_uscc
 from gateway.products.models import (
     Product,
@@ -75,9 +74,9 @@ def trade_of(row: Any) -> Trade:
 
 
 class ProductService:
-    def __init__(self, engine: AsyncEngine, governance: GovernanceService, clock: Clock) -> None:
+    def __init__(self, engine: AsyncEngine, uow: UnitOfWork, clock: Clock) -> None:
         self._engine = engine
-        self._governance = governance
+        self._uow = uow
         self._clock = clock
 
     async def _change(
@@ -87,7 +86,7 @@ class ProductService:
         body: Mapping[str, Any],
         apply: Callable[[AsyncConnection, dt.datetime], Awaitable[T]],
     ) -> T:
-        return await self._governance.change(actor, kind, body, apply, stream="products")
+        return await self._uow.change(actor, kind, body, apply, stream="products")
 
     # -- reading ------------------------------------------------------------------------
 
