@@ -488,7 +488,7 @@ async def run_trials(store: Store, args: argparse.Namespace, tmp: Path) -> list[
             )
             select_seconds = await _select_baseline(store, [r[id_column] for r in table.rows])
             started = time.perf_counter()
-            report = await store.gateway.tracer.trace(table)
+            report = await store.gateway.tracer.trace(LOCAL_ADMIN, table)
             trace_seconds = time.perf_counter() - started
             named = {c.merchant_id for c in report.candidates if c.verdict == "named"}
             if named != leak.culprits:

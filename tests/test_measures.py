@@ -541,7 +541,7 @@ async def test_concurrent_impositions_leave_one_measure(world: World) -> None:
     refused = [r for r in results if isinstance(r, BaseException)]
     assert len(imposed) == 1 and len(refused) == 1, results
     assert isinstance(refused[0], ConflictError), refused
-    assert [m.id for m in await world.gateway.measures.list()] == [imposed[0].id]
+    assert [m.id for m in await world.gateway.measures.list(LOCAL_ADMIN)] == [imposed[0].id]
     assert [r["kind"] for r in await _governance(world)] == ["measure.impose"]
 
     other = await Gateway.open(world.gateway.settings, clock=world.clock)
@@ -557,5 +557,6 @@ async def test_concurrent_impositions_leave_one_measure(world: World) -> None:
     refused = [r for r in results if isinstance(r, BaseException)]
     assert len(lifted) == 1 and len(refused) == 1, results
     assert isinstance(refused[0], ConflictError), refused
-    assert (await world.gateway.measures.get(imposed[0].id)).lift_reason == lifted[0].lift_reason
+    stored = await world.gateway.measures.get(LOCAL_ADMIN, imposed[0].id)
+    assert stored.lift_reason == lifted[0].lift_reason
     assert [r["kind"] for r in await _governance(world)] == ["measure.impose", "measure.lift"]

@@ -522,7 +522,11 @@ async def test_reports_count_only_the_quarter_in_beijing_time(world: World) -> N
 
 async def _security_figures(world: World) -> None:
     report: SecurityReport = await security_report(
-        world.gateway, parse_quarter("2026Q3"), generated_by="test", chain=NO_CHAIN
+        world.gateway,
+        parse_quarter("2026Q3"),
+        actor=LOCAL_ADMIN,
+        generated_by="test",
+        chain=NO_CHAIN,
     )
     assert report.header.complete
     assert (report.calls.allowed, report.calls.refused) == (3, 3)
@@ -663,6 +667,7 @@ async def test_security_report_finds_tampering_and_measures_anchoring_lag(world:
     report = await security_report(
         world.gateway,
         parse_quarter("2026Q3"),
+        actor=LOCAL_ADMIN,
         generated_by="test",
         chain=ChainAccess(None, "not in this test", backend="anvil"),
     )
@@ -687,7 +692,7 @@ async def test_security_report_finds_tampering_and_measures_anchoring_lag(world:
 
 async def _operations_figures(world: World, store: Store) -> None:
     report: OperationsReport = await operations_report(
-        world.gateway, parse_period("2026Q3"), generated_by="test"
+        world.gateway, parse_period("2026Q3"), actor=LOCAL_ADMIN, generated_by="test"
     )
     calls = report.calls
     assert (calls.totals.allowed, calls.totals.refused) == (3, 3)
@@ -744,7 +749,9 @@ async def _operations_figures(world: World, store: Store) -> None:
     assert "Data calls per day" in html_text
 
     # The fourth quarter has its own call, trade and no settlement.
-    q4 = await operations_report(world.gateway, parse_period("2026-10"), generated_by="test")
+    q4 = await operations_report(
+        world.gateway, parse_period("2026-10"), actor=LOCAL_ADMIN, generated_by="test"
+    )
     assert (q4.calls.totals.allowed, q4.calls.totals.refused) == (2, 0)
     assert q4.products.trades == 1 and q4.products.revenue == ()
     assert not q4.header.complete  # generated on 10 October
@@ -922,7 +929,11 @@ async def test_security_report_checks_the_chain_the_gateway_anchors_on(
         else:
             raise AssertionError("the governance checkpoint was not anchored in time")
         report = await security_report(
-            gateway, parse_quarter("2026Q2"), generated_by="test", chain=chain_for_server(gateway)
+            gateway,
+            parse_quarter("2026Q2"),
+            actor=LOCAL_ADMIN,
+            generated_by="test",
+            chain=chain_for_server(gateway),
         )
         audit = report.audit
         assert audit.clean and audit.chain_status == "checked"

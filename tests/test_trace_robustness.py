@@ -107,7 +107,7 @@ class Leaks:
 
     async def trace(self, sheet: Sheet | LeakedTable, dataset: str | None = None) -> TraceReport:
         table = sheet if isinstance(sheet, LeakedTable) else LeakedTable(sheet.headers, sheet.rows)
-        return await self.gateway.tracer.trace(table, dataset_id=dataset)
+        return await self.gateway.tracer.trace(LOCAL_ADMIN, table, dataset_id=dataset)
 
     async def trace_file(self, path: Path) -> TraceReport:
         return await self.trace(read_leaked_file(path))

@@ -346,7 +346,7 @@ async def _trade_a_product(gateway: Gateway, console: Console) -> None:
     authority, listed and traded on the exchange, settled, and split into revenue."""
     products = gateway.products
     now = gateway.clock.now()
-    existing = {p.id: p for p in await products.find()}
+    existing = {p.id: p for p in await products.find(LOCAL_ADMIN)}
     if DEMO_PRODUCT not in existing:
         await products.register(LOCAL_ADMIN, DEMO_MERCHANT, demo_product())
         await products.check_export(LOCAL_ADMIN, DEMO_PRODUCT, approve=True)
@@ -381,7 +381,7 @@ async def _trade_a_product(gateway: Gateway, console: Console) -> None:
         f"{trade_id}: {trade.quantity} reports for {trade.amount} yuan, settled"
     )
     table = Table("role", "party", "trades", "total (yuan)", title=f"revenue {period}")
-    for statement in await products.revenue(period):
+    for statement in await products.revenue(LOCAL_ADMIN, period):
         table.add_row(
             statement.role, statement.party, str(len(statement.lines)), str(statement.total)
         )

@@ -155,7 +155,7 @@ def onboarding_list(ctx: click.Context, status: str | None, as_json: bool) -> No
 
     async def act(g: Gateway) -> tuple[list[OnboardingApplication], dt.datetime]:
         wanted = OnboardingStatus(status) if status else None
-        return await g.workflows.list_onboarding(wanted), g.clock.now()
+        return await g.workflows.list_onboarding(LOCAL_ADMIN, wanted), g.clock.now()
 
     found, now = run(with_gateway(settings_of(ctx), act))
     table = Table("id", "merchant", "name", "status", "due", "", "")

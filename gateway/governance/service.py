@@ -10,7 +10,8 @@ with its record in the log and announces it to every gateway process.
 :class:`GovernanceService` builds them once over that unit of work and exposes each as an
 attribute (``governance.scenarios.create_scenario``, ``governance.uow.change``); callers use
 the concern they need, and a service that needs only the unit of work or one concern takes
-that alone. It holds no rules itself.
+that alone. Its own methods read the current policy for the staff listings, each behind
+the role that may read it; the rules of every change live in the concern services.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import datetime as dt
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.authorization.roles import Action
 from gateway.authorization.secrets import SecretHasher
 from gateway.catalog.registration import CatalogService
 from gateway.catalog.sources import SourceAccess
@@ -73,3 +75,16 @@ class GovernanceService:
     async def snapshot(self) -> PolicySnapshot:
         """The current policy as the gateway would see it (for listings)."""
         return await load_snapshot(self._engine, self._clock.now())
+
+    async def read_catalog(self, actor: Actor) -> PolicySnapshot:
+        """The current policy, to list its datasets and scenarios. Raises
+        :class:`ForbiddenError` for a role without ``catalog.read``."""
+        actor.may(Action.READ_CATALOG)
+        return await self.snapshot()
+
+    async def read_parties(self, actor: Actor) -> PolicySnapshot:
+        """The current policy, to list its merchants and agreements: who deals with whom is
+        read by those who may read the call log. Raises :class:`ForbiddenError` for a role
+        without ``calls.read``."""
+        actor.may(Action.READ_CALLS)
+        return await self.snapshot()

@@ -1,7 +1,7 @@
 """Data-quality objections, persisted: filed, routed, answered, acknowledged, overdue.
 
 Every step is one transaction with its record in the ``governance`` stream (through
-:meth:`GovernanceService.change`), checkpointed and anchored like every other. The records
+:meth:`UnitOfWork.change`), checkpointed and anchored like every other. The records
 name the objection, the dataset, the department and the answer; the filer's free text and
 the subject key enter them only as digests (the text by SHA-256, the key keyed like a
 sensitive call parameter), so the anchored log holds no personal data an objection may

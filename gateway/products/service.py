@@ -94,12 +94,15 @@ class ProductService:
         async with self._engine.connect() as conn:
             return await self._load(conn, product_id)
 
-    async def find(
-        self, *, merchant_id: str | None = None, status: ProductStatus | None = None
-    ) -> list[Product]:
+    async def find(self, actor: Actor, *, status: ProductStatus | None = None) -> list[Product]:
+        """The products ``actor`` may see (of ``status``, if given), oldest first: a merchant
+        its own, staff with ``catalog.read`` every one. Raises :class:`ForbiddenError` for
+        other staff."""
         query = select(ProductRow.__table__).order_by(ProductRow.created_at, ProductRow.id)
-        if merchant_id is not None:
-            query = query.where(ProductRow.merchant_id == merchant_id)
+        if actor.merchant_id is not None:
+            query = query.where(ProductRow.merchant_id == actor.merchant_id)
+        else:
+            actor.may(Action.READ_CATALOG)
         if status is not None:
             query = query.where(ProductRow.status == status.value)
         async with self._engine.connect() as conn:
@@ -433,9 +436,11 @@ class ProductService:
             apply,
         )
 
-    async def revenue(self, period: str) -> list[Statement]:
+    async def revenue(self, actor: Actor, period: str) -> list[Statement]:
         """The revenue statements of a settlement period (``YYYY-MM``): every trade settled
-        in it, split by its product's agreement (see :mod:`gateway.products.revenue`)."""
+        in it, split by its product's agreement (see :mod:`gateway.products.revenue`).
+        Raises :class:`ForbiddenError` for a role without ``calls.read``."""
+        actor.may(Action.READ_CALLS)
         check_period(period)
         settled = await settled_trades(self._engine, period)
         if not settled:
