@@ -22,6 +22,7 @@ from gateway.cli.common import (
     with_store,
 )
 from gateway.cli.lazy import Lazy, LazyGroup
+from gateway.cli.status_changes import StatusChange
 from gateway.clock import local_date
 from gateway.governance.models import AgreementStatus, MerchantStatus
 
@@ -50,27 +51,13 @@ def merchant_register(ctx: click.Context, merchant_id: str, name: str, credit_co
     console.print(f"merchant [bold]{result.id}[/] registered ({result.credit_code})")
 
 
-def _merchant_transition(name: str, status: MerchantStatus) -> None:
-    @merchant.command(name)
-    @click.argument("merchant_id")
-    @click.option("--reason", default="")
-    @click.pass_context
-    def command(ctx: click.Context, merchant_id: str, reason: str) -> None:
-        result = run(
-            with_gateway(
-                settings_of(ctx),
-                lambda g: g.governance.merchants.set_merchant_status(
-                    local_admin(), merchant_id, status, reason
-                ),
-            )
-        )
-        console.print(f"merchant [bold]{result.id}[/] is {result.status.value}")
-
-    command.__doc__ = f"Mark a merchant {status.value} (effective on its next call)."
-
-
-_merchant_transition("suspend", MerchantStatus.SUSPENDED)
-_merchant_transition("reinstate", MerchantStatus.ACTIVE)
+_MERCHANT_STATUS = StatusChange(
+    "merchant",
+    lambda gov: gov.merchants.set_merchant_status,
+    "Mark a merchant {status} (effective on its next call).",
+)
+_MERCHANT_STATUS.command(merchant, "suspend", MerchantStatus.SUSPENDED)
+_MERCHANT_STATUS.command(merchant, "reinstate", MerchantStatus.ACTIVE)
 
 
 @merchant.command("list")
@@ -145,28 +132,14 @@ def agreement_grant(
     )
 
 
-def _agreement_transition(name: str, status: AgreementStatus) -> None:
-    @agreement.command(name)
-    @click.argument("agreement_id")
-    @click.option("--reason", default="")
-    @click.pass_context
-    def command(ctx: click.Context, agreement_id: str, reason: str) -> None:
-        run(
-            with_gateway(
-                settings_of(ctx),
-                lambda g: g.governance.agreements.set_agreement_status(
-                    local_admin(), agreement_id, status, reason
-                ),
-            )
-        )
-        console.print(f"agreement [bold]{agreement_id}[/] is {status.value}")
-
-    command.__doc__ = f"Mark an agreement {status.value}."
-
-
-_agreement_transition("suspend", AgreementStatus.SUSPENDED)
-_agreement_transition("reinstate", AgreementStatus.ACTIVE)
-_agreement_transition("terminate", AgreementStatus.TERMINATED)
+_AGREEMENT_STATUS = StatusChange(
+    "agreement",
+    lambda gov: gov.agreements.set_agreement_status,
+    "Mark an agreement {status}.",
+)
+_AGREEMENT_STATUS.command(agreement, "suspend", AgreementStatus.SUSPENDED)
+_AGREEMENT_STATUS.command(agreement, "reinstate", AgreementStatus.ACTIVE)
+_AGREEMENT_STATUS.command(agreement, "terminate", AgreementStatus.TERMINATED)
 
 
 @agreement.command("list")
