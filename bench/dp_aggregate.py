@@ -113,14 +113,16 @@ async def _setup(
     gov = gateway.governance
     now = gateway.clock.now()
     for data in demo_datasets():
-        await gov.register_dataset(LOCAL_ADMIN, data)
-    await gov.register_merchant(LOCAL_ADMIN, DEMO_MERCHANT, "基准商户", demo_credit_code("BM"))
+        await gov.catalog.register_dataset(LOCAL_ADMIN, data)
+    await gov.merchants.register_merchant(
+        LOCAL_ADMIN, DEMO_MERCHANT, "基准商户", demo_credit_code("BM")
+    )
     for scenario_id, mode in (("bench-exact", "aggregate"), ("bench-dp", "aggregate-dp")):
-        await gov.create_scenario(
+        await gov.scenarios.create_scenario(
             LOCAL_ADMIN, _scenario(now, scenario_id, mode, group_by, groups_per_subject)
         )
-        await gov.set_scenario_status(LOCAL_ADMIN, scenario_id, ScenarioStatus.PUBLISHED)
-        await gov.grant_agreement(
+        await gov.scenarios.set_scenario_status(LOCAL_ADMIN, scenario_id, ScenarioStatus.PUBLISHED)
+        await gov.agreements.grant_agreement(
             LOCAL_ADMIN,
             merchant_id=DEMO_MERCHANT,
             scenario_id=scenario_id,
@@ -128,7 +130,7 @@ async def _setup(
             ends_at=now + dt.timedelta(days=365),
             shares=("40", "35", "25"),
         )
-    issued = await gov.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
+    issued = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
     assert issued.secret
     return gateway, settings, {"client_id": issued.client.client_id, "secret": issued.secret}
 

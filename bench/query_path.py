@@ -99,14 +99,16 @@ async def setup_gateway(data_dir: Path, passphrase: str, **overrides: Any) -> tu
         gov = gateway.governance
         now = gateway.clock.now()
         for data in demo_datasets():
-            await gov.register_dataset(LOCAL_ADMIN, data)
+            await gov.catalog.register_dataset(LOCAL_ADMIN, data)
         scenario = demo_scenario(now) | {"quotas": {"rate_per_minute": 10_000_000}}
-        await gov.create_scenario(LOCAL_ADMIN, scenario)
-        await gov.set_scenario_status(LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED)
-        await gov.register_merchant(
+        await gov.scenarios.create_scenario(LOCAL_ADMIN, scenario)
+        await gov.scenarios.set_scenario_status(
+            LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED
+        )
+        await gov.merchants.register_merchant(
             LOCAL_ADMIN, DEMO_MERCHANT, "长沙星辰征信服务有限公司", demo_credit_code("XC")
         )
-        await gov.grant_agreement(
+        await gov.agreements.grant_agreement(
             LOCAL_ADMIN,
             merchant_id=DEMO_MERCHANT,
             scenario_id=DEMO_SCENARIO,
@@ -114,7 +116,7 @@ async def setup_gateway(data_dir: Path, passphrase: str, **overrides: Any) -> tu
             ends_at=now + dt.timedelta(days=365),
             shares=("40", "35", "25"),
         )
-        issued = await gov.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
+        issued = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
         assert issued.secret
         return issued.client.client_id, issued.secret
     finally:

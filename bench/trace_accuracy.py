@@ -208,9 +208,9 @@ async def build_store(args: argparse.Namespace, tmp: Path, database_url: str, st
     gateway = await Gateway.open(settings)
     gov = gateway.governance
     now = gateway.clock.now()
-    await gov.register_dataset(LOCAL_ADMIN, _dataset_entry())
-    await gov.create_scenario(LOCAL_ADMIN, _scenario(now))
-    await gov.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
+    await gov.catalog.register_dataset(LOCAL_ADMIN, _dataset_entry())
+    await gov.scenarios.create_scenario(LOCAL_ADMIN, _scenario(now))
+    await gov.scenarios.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
     claims = []
     for i in range(args.merchants):
         merchant = f"m{i:03d}"
@@ -488,7 +488,7 @@ async def run_trials(store: Store, args: argparse.Namespace, tmp: Path) -> list[
             )
             select_seconds = await _select_baseline(store, [r[id_column] for r in table.rows])
             started = time.perf_counter()
-            report = await store.gateway.tracer.trace(table)
+            report = await store.gateway.tracer.trace(LOCAL_ADMIN, table)
             trace_seconds = time.perf_counter() - started
             named = {c.merchant_id for c in report.candidates if c.verdict == "named"}
             if named != leak.culprits:

@@ -484,7 +484,7 @@ async def issue_staff_client(data_dir: Path, passphrase: str, **overrides: Any) 
     )
     gateway = await Gateway.open(settings)
     try:
-        issued = await gateway.governance.issue_client(LOCAL_ADMIN, role=Role.OPERATOR)
+        issued = await gateway.governance.clients.issue_client(LOCAL_ADMIN, role=Role.OPERATOR)
         assert issued.secret
         return issued.client.client_id, issued.secret
     finally:

@@ -213,10 +213,18 @@ class Gateway:
             live.replace(item.schedule for item in await stored_schedules(conn))
         alerts, monitor = build_monitoring(settings, engine, policy, clock, live, health)
         workflows = WorkflowService(engine, governance.uow, live, clock)
-        applications = UseApplicationService(engine, governance, live, clock, health=health)
+        applications = UseApplicationService(
+            engine,
+            governance.uow,
+            governance.agreements,
+            live,
+            clock,
+            zone=governance.zone,
+            health=health,
+        )
         objections = ObjectionService(
             engine,
-            governance,
+            governance.uow,
             live,
             clock,
             keys=ReceiptKeys(trace_key=keys.trace, param_key=keys.param),
@@ -244,7 +252,7 @@ class Gateway:
             connectors=connectors,
             workflows=workflows,
             applications=applications,
-            products=ProductService(engine, governance, clock),
+            products=ProductService(engine, governance.uow, clock),
             deliveries=deliveries,
             alerts=alerts,
             monitor=monitor,

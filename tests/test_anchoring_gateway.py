@@ -255,7 +255,7 @@ async def test_sm3_log_is_anchored_and_audited_against_the_chain(
         assert anchoring.worker is not None
         registry = anchoring.worker.registry
         for n in range(2):  # two anchors of the stream, the second without a proof
-            await gateway.governance.register_merchant(
+            await gateway.governance.merchants.register_merchant(
                 LOCAL_ADMIN, f"m-{n}", "某某公司", demo_credit_code(f"Q{n}")
             )
             head = await gateway.checkpointer.checkpoint("governance")

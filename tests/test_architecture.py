@@ -1,5 +1,6 @@
 """The structure docs/architecture.md promises, checked on the source: no import cycles, no
-web or command-line framework below the shells, no module of 500 lines or more.
+web or command-line framework below the shells, no role check in the shells (the services
+check roles), no module of 500 lines or more.
 
 Imports are read with ``ast`` (function-level imports included, ``if TYPE_CHECKING:``
 blocks excluded), so a cycle hidden in a lazy import counts as much as one at the top.
@@ -149,6 +150,24 @@ def test_no_framework_below_the_shells() -> None:
     clients = {module for module, imports in external.items() if "aiohttp" in imports}
     assert "click" not in {i for m, imports in external.items() if m in ADAPTERS for i in imports}
     assert clients >= ADAPTERS, sorted(ADAPTERS - clients)  # a fixed adapter leaves the list
+
+
+def test_no_role_check_in_the_shells() -> None:
+    """Roles are checked by the services (``actor.may(...)``), never by an HTTP handler or
+    a command, so every caller meets the same rule; a shell that must refuse before reading
+    a body asks the service's own check (e.g. ``LeakTracer.authorize``)."""
+    offenders = []
+    for name, path in _modules().items():
+        if not name.startswith(SHELLS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "may"
+            ):
+                offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []
 
 
 def test_modules_stay_small() -> None:

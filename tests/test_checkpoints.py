@@ -131,7 +131,7 @@ async def test_checkpoint_only_when_the_tree_grew(world: World) -> None:
     assert first is not None
     assert await cp.checkpoint("governance") is None  # nothing new
     # The time/size bound: not forced, just signed -> no new one until a bound is reached.
-    await world.gateway.governance.register_merchant(
+    await world.gateway.governance.merchants.register_merchant(
         LOCAL_ADMIN, "later", "后来公司", demo_credit_code("L")
     )
     assert await cp.checkpoint("governance", force=False) is None

@@ -78,7 +78,9 @@ async def test_query_paging_and_row_cap(world: World) -> None:
     # (paging with canaries: tests/test_tracing.py).
     plain = next(d for d in demo_datasets() if d["id"] == "enterprises")
     del plain["canaries"]
-    await world.gateway.governance.register_dataset(LOCAL_ADMIN, plain, replace_existing=True)
+    await world.gateway.governance.catalog.register_dataset(
+        LOCAL_ADMIN, plain, replace_existing=True
+    )
     token = await world.token()
     rows = list(synthetic.generate("enterprises", ROWS, seed=7))
     district = max(

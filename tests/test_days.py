@@ -80,7 +80,7 @@ async def test_an_agreement_granted_by_dates_starts_and_ends_on_beijing_days(
     world: World,
 ) -> None:
     gov = world.gateway.governance
-    granted = await gov.grant_agreement(
+    granted = await gov.agreements.grant_agreement(
         LOCAL_ADMIN,
         merchant_id=DEMO_MERCHANT,
         scenario_id=DEMO_SCENARIO,

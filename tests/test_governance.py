@@ -30,7 +30,9 @@ def _scenario_with(world: World, dataset: str, scenario_id: str) -> dict[str, An
 async def test_not_open_and_negative_list_never_granted(world: World) -> None:
     gov = world.gateway.governance
     with pytest.raises(CatalogError, match="not open"):
-        await gov.create_scenario(LOCAL_ADMIN, _scenario_with(world, "household-registry", "s1"))
+        await gov.scenarios.create_scenario(
+            LOCAL_ADMIN, _scenario_with(world, "household-registry", "s1")
+        )
     negative = {
         "id": "tax-arrears",
         "name": "欠税名单",
@@ -42,9 +44,9 @@ async def test_not_open_and_negative_list_never_granted(world: World) -> None:
         "subject_field": "person_id",
         "source": {"kind": "csv", "path": "sources/none.csv"},
     }
-    await gov.register_dataset(LOCAL_ADMIN, negative)
+    await gov.catalog.register_dataset(LOCAL_ADMIN, negative)
     with pytest.raises(CatalogError, match="negative list"):
-        await gov.create_scenario(LOCAL_ADMIN, _scenario_with(world, "tax-arrears", "s2"))
+        await gov.scenarios.create_scenario(LOCAL_ADMIN, _scenario_with(world, "tax-arrears", "s2"))
     # Over HTTP it is a 422 problem naming the dataset.
     token = await world.staff_token(Role.AUTHORITY)
     resp = await world.client.post(
@@ -62,7 +64,7 @@ async def test_dataset_moved_to_negative_list_blocks_grant_and_calls(world: Worl
     snapshot = await gov.snapshot()
     enterprises = snapshot.datasets["enterprises"].to_dict() | {"negative_list": True}
     token = await world.token()
-    await gov.register_dataset(LOCAL_ADMIN, enterprises, replace_existing=True)
+    await gov.catalog.register_dataset(LOCAL_ADMIN, enterprises, replace_existing=True)
     status, _body, _ = await world.data(
         token,
         "enterprises",
@@ -70,10 +72,12 @@ async def test_dataset_moved_to_negative_list_blocks_grant_and_calls(world: Worl
         {"values": {"credit_code": world.sample["credit_code"], "name": "x"}},
     )
     assert status == 403
-    await gov.register_merchant(LOCAL_ADMIN, "second", "第二公司", demo_credit_code("SEC"))
+    await gov.merchants.register_merchant(
+        LOCAL_ADMIN, "second", "第二公司", demo_credit_code("SEC")
+    )
     now = world.clock.now()
     with pytest.raises(CatalogError):
-        await gov.grant_agreement(
+        await gov.agreements.grant_agreement(
             LOCAL_ADMIN,
             merchant_id="second",
             scenario_id=DEMO_SCENARIO,
@@ -92,26 +96,28 @@ async def test_agreement_terms(world: World) -> None:
         "starts_at": start,
     }
     with pytest.raises(ValidationError, match="at most 3 years"):
-        await gov.grant_agreement(
+        await gov.agreements.grant_agreement(
             LOCAL_ADMIN,
             **common,
             ends_at=start + dt.timedelta(days=3 * 365 + 2),
             shares=(40, 30, 30),
         )
     with pytest.raises(ValidationError, match="sum to 100"):
-        await gov.grant_agreement(LOCAL_ADMIN, **common, ends_at="2027-03-01", shares=(40, 30, 31))
+        await gov.agreements.grant_agreement(
+            LOCAL_ADMIN, **common, ends_at="2027-03-01", shares=(40, 30, 31)
+        )
     with pytest.raises(ValidationError):
-        await gov.grant_agreement(
+        await gov.agreements.grant_agreement(
             LOCAL_ADMIN, **common, ends_at="2027-03-01", shares=("40.001", 30, "29.999")
         )
-    exactly_three = await gov.grant_agreement(
+    exactly_three = await gov.agreements.grant_agreement(
         LOCAL_ADMIN, **common, ends_at="2029-03-01", shares=("33.34", "33.33", "33.33")
     )
     assert exactly_three.ends_at.year == 2029
     draft = demo_scenario(world.clock.now()) | {"id": "draft-only"}
-    await gov.create_scenario(LOCAL_ADMIN, draft)
+    await gov.scenarios.create_scenario(LOCAL_ADMIN, draft)
     with pytest.raises(ConflictError, match="published"):
-        await gov.grant_agreement(
+        await gov.agreements.grant_agreement(
             LOCAL_ADMIN,
             merchant_id=DEMO_MERCHANT,
             scenario_id="draft-only",
@@ -126,9 +132,9 @@ async def test_merchant_credit_code_checked(world: World) -> None:
     good = demo_credit_code("OK")
     bad = good[:-1] + ("0" if good[-1] != "0" else "1")
     with pytest.raises(ValidationError, match="check character"):
-        await gov.register_merchant(LOCAL_ADMIN, "bad-code", "坏公司", bad)
+        await gov.merchants.register_merchant(LOCAL_ADMIN, "bad-code", "坏公司", bad)
     with pytest.raises(ConflictError):
-        await gov.register_merchant(LOCAL_ADMIN, "dup", "重复", demo_credit_code("XC"))
+        await gov.merchants.register_merchant(LOCAL_ADMIN, "dup", "重复", demo_credit_code("XC"))
 
 
 async def test_roles_see_only_their_surface(world: World) -> None:
@@ -206,7 +212,7 @@ async def test_every_change_is_a_governance_record(world: World) -> None:
 
 async def test_actor_without_permission_refused_in_service(world: World) -> None:
     with pytest.raises(ForbiddenError):
-        await world.gateway.governance.register_merchant(
+        await world.gateway.governance.merchants.register_merchant(
             Actor("someone", Role.EXCHANGE), "x", "x", demo_credit_code("X1")
         )
 

@@ -184,10 +184,10 @@ async def test_dataset_supply_measure(world: World) -> None:
 async def test_merchant_channel_measure(world: World) -> None:
     gov = world.gateway.governance
     now = world.clock.now()
-    await gov.register_merchant(
+    await gov.merchants.register_merchant(
         LOCAL_ADMIN, "other-credit", "另一家征信公司", demo_credit_code("OT")
     )
-    await gov.grant_agreement(
+    await gov.agreements.grant_agreement(
         LOCAL_ADMIN,
         merchant_id="other-credit",
         scenario_id=DEMO_SCENARIO,
@@ -195,7 +195,7 @@ async def test_merchant_channel_measure(world: World) -> None:
         ends_at=now.replace(year=now.year + 1),
         shares=("40", "35", "25"),
     )
-    other_client = await gov.issue_client(LOCAL_ADMIN, merchant_id="other-credit")
+    other_client = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id="other-credit")
     assert other_client.secret
     other_creds = (other_client.client.client_id, other_client.secret)
     token = await world.token()
@@ -241,8 +241,12 @@ async def test_scenario_measure(world: World) -> None:
         assert _stopped(status, body, measure_id), body
         # Unlike the scenario's own status, republishing does not undo a measure.
         gov = world.gateway.governance
-        await gov.set_scenario_status(LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.SUSPENDED, "x")
-        await gov.set_scenario_status(LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED)
+        await gov.scenarios.set_scenario_status(
+            LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.SUSPENDED, "x"
+        )
+        await gov.scenarios.set_scenario_status(
+            LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED
+        )
         status, body = await call()
         assert _stopped(status, body, measure_id), body
 
@@ -300,8 +304,8 @@ async def test_product_measure(world: World, service: TestServer) -> None:
     await products.file(LOCAL_ADMIN, "credit-score", "湘数备-2026-001")
     await products.list_on_exchange(LOCAL_ADMIN, "credit-score", "SZDE-001")
     await products.record_trade(LOCAL_ADMIN, _trade(world, "T-1"))
-    exchange = await gov.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
-    buyer = await gov.issue_client(LOCAL_ADMIN, buyer_code=BUYER)
+    exchange = await gov.clients.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
+    buyer = await gov.clients.issue_client(LOCAL_ADMIN, buyer_code=BUYER)
     assert exchange.secret and buyer.secret
     exchange_token = await world.token("admin", (exchange.client.client_id, exchange.secret))
     buyer_creds = (buyer.client.client_id, buyer.secret)
@@ -338,7 +342,7 @@ async def test_who_may_impose_and_bad_requests(world: World) -> None:
     for role in (Role.OPERATOR,):
         status, body = await _admin(world, "POST", "/admin/measures", role, impose)
         assert status == 403 and body["action"] == "measure.impose", body
-    exchange = await world.gateway.governance.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
+    exchange = await world.gateway.governance.clients.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
     assert exchange.secret
     exchange_token = await world.token("admin", (exchange.client.client_id, exchange.secret))
     status, body = await _request(world, "POST", "/admin/measures", exchange_token, impose)
@@ -537,7 +541,7 @@ async def test_concurrent_impositions_leave_one_measure(world: World) -> None:
     refused = [r for r in results if isinstance(r, BaseException)]
     assert len(imposed) == 1 and len(refused) == 1, results
     assert isinstance(refused[0], ConflictError), refused
-    assert [m.id for m in await world.gateway.measures.list()] == [imposed[0].id]
+    assert [m.id for m in await world.gateway.measures.list(LOCAL_ADMIN)] == [imposed[0].id]
     assert [r["kind"] for r in await _governance(world)] == ["measure.impose"]
 
     other = await Gateway.open(world.gateway.settings, clock=world.clock)
@@ -553,5 +557,6 @@ async def test_concurrent_impositions_leave_one_measure(world: World) -> None:
     refused = [r for r in results if isinstance(r, BaseException)]
     assert len(lifted) == 1 and len(refused) == 1, results
     assert isinstance(refused[0], ConflictError), refused
-    assert (await world.gateway.measures.get(imposed[0].id)).lift_reason == lifted[0].lift_reason
+    stored = await world.gateway.measures.get(LOCAL_ADMIN, imposed[0].id)
+    assert stored.lift_reason == lifted[0].lift_reason
     assert [r["kind"] for r in await _governance(world)] == ["measure.impose", "measure.lift"]

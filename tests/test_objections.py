@@ -73,7 +73,7 @@ async def _data(
 
 
 async def _staff(world: World, role: Role, department: str | None = None) -> str:
-    issued = await world.gateway.governance.issue_client(
+    issued = await world.gateway.governance.clients.issue_client(
         LOCAL_ADMIN, role=role, department=department
     )
     assert issued.secret
@@ -381,7 +381,9 @@ async def test_answers_in_time_and_late_at_beijing_day_edges(world: World) -> No
 
     # The circular of November counts exactly these records.
     at(world, 2026, 12, 1, 9)
-    report = await operations_report(world.gateway, parse_period("2026-11"), generated_by="test")
+    report = await operations_report(
+        world.gateway, parse_period("2026-11"), actor=LOCAL_ADMIN, generated_by="test"
+    )
     (row,) = [d for d in report.departments.departments if d.department == MARKET]
     records = await _governance(world)
     filed = [
@@ -412,7 +414,9 @@ async def test_answers_in_time_and_late_at_beijing_day_edges(world: World) -> No
 
     # While November ran, the same report showed both open ones as overdue at its end.
     world.clock.set(due_b + dt.timedelta(hours=-1))
-    early = await operations_report(world.gateway, parse_period("2026-11"), generated_by="test")
+    early = await operations_report(
+        world.gateway, parse_period("2026-11"), actor=LOCAL_ADMIN, generated_by="test"
+    )
     (row,) = [d for d in early.departments.departments if d.department == MARKET]
     assert (row.objections.answered, row.objections.open_at_end, row.objections.overdue_at_end) == (
         1,
@@ -473,7 +477,9 @@ async def test_objection_about_a_canary_row_is_kept_from_the_department(world: W
     assert "canary" not in seen and seen["reasons"] == body["reasons"]
     # The circular counts what the department answers, not the canaries.
     world.clock.advance(dt.timedelta(minutes=1))
-    report = await operations_report(world.gateway, parse_period("2026Q4"), generated_by="test")
+    report = await operations_report(
+        world.gateway, parse_period("2026Q4"), actor=LOCAL_ADMIN, generated_by="test"
+    )
     (row,) = [d for d in report.departments.departments if d.department == MARKET]
     assert row.objections.received == 1 and row.objections.answered == 0
 
@@ -569,7 +575,9 @@ async def test_ratings_one_per_rater_per_year_in_the_yearly_report(world: World)
     # The yearly report shows them beside the measured figures; one merchant's scores are
     # not shown.
     world.clock.advance(dt.timedelta(seconds=1))
-    report = await operations_report(world.gateway, parse_period("2026"), generated_by="test")
+    report = await operations_report(
+        world.gateway, parse_period("2026"), actor=LOCAL_ADMIN, generated_by="test"
+    )
     assert report.evaluation is not None and report.evaluation.year == 2026
     by_kind = {k.rater_kind: k for k in report.evaluation.kinds}
     source = by_kind["source"]

@@ -198,7 +198,9 @@ async def test_differencing_is_real_without_the_audit_and_withheld_with_it(
 ) -> None:
     spec = next(d for d in demo_datasets() if d["id"] == DATASET)
     spec["source"] = {"kind": "sql", "url": f"sqlite:///{SOURCE}", "table": "social_insurance"}
-    await world.gateway.governance.register_dataset(LOCAL_ADMIN, spec, replace_existing=True)
+    await world.gateway.governance.catalog.register_dataset(
+        LOCAL_ADMIN, spec, replace_existing=True
+    )
     token = await world.token()
     data = Insured(insured)
 
@@ -344,7 +346,9 @@ async def test_audit_limits_and_unreadable_state(world: World, insured: list[Row
     read is a 503, never an unaudited answer."""
     spec = next(d for d in demo_datasets() if d["id"] == DATASET)
     spec["source"] = {"kind": "sql", "url": f"sqlite:///{SOURCE}", "table": "social_insurance"}
-    await world.gateway.governance.register_dataset(LOCAL_ADMIN, spec, replace_existing=True)
+    await world.gateway.governance.catalog.register_dataset(
+        LOCAL_ADMIN, spec, replace_existing=True
+    )
     token = await world.token()
     data = Insured(insured)
     month = data.months[3]

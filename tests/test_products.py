@@ -15,7 +15,7 @@ from gateway.authorization.roles import Role
 from gateway.cli.demo import DEMO_MERCHANT, DEMO_SCENARIO, demo_credit_code
 from gateway.db.schema import LogEntryRow
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
-from gateway.governance.service import Actor
+from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.products.models import ProductStatus
 from gateway.products.revenue import split
 from tests.support.world import World
@@ -125,7 +125,7 @@ async def test_raw_public_data_is_never_a_product(world: World) -> None:
             await products.register(MERCHANT, DEMO_MERCHANT, data)
     with pytest.raises(ForbiddenError):
         await products.register(OPERATOR, DEMO_MERCHANT, product())
-    assert await products.find() == []
+    assert await products.find(LOCAL_ADMIN) == []
 
 
 async def test_export_check_and_filing_come_before_listing(world: World) -> None:
@@ -280,7 +280,7 @@ async def test_revenue_statements_sum_exactly(world: World) -> None:
             "amount": str(total),
         },
     )
-    statements = await products.revenue("2026-11")
+    statements = await products.revenue(LOCAL_ADMIN, "2026-11")
     assert [(s.role, s.party) for s in statements] == [
         ("owner", "city budget (city level)"),
         ("operator", "operator"),
@@ -296,4 +296,4 @@ async def test_revenue_statements_sum_exactly(world: World) -> None:
     owner = statements[0]
     assert all(line.share == Decimal("40.00") for line in owner.lines)
     with pytest.raises(NotFoundError):
-        await products.revenue("2026-10")
+        await products.revenue(LOCAL_ADMIN, "2026-10")

@@ -64,8 +64,8 @@ async def _call(
 
 async def test_product_from_registration_to_delivery(world: World, service: TestServer) -> None:
     gov = world.gateway.governance
-    exchange = await gov.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
-    buyer = await gov.issue_client(LOCAL_ADMIN, buyer_code=BUYER)
+    exchange = await gov.clients.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
+    buyer = await gov.clients.issue_client(LOCAL_ADMIN, buyer_code=BUYER)
     assert exchange.secret and buyer.secret
     account = await _token(world, *world.merchant_client, "account")
     operator = await world.staff_token(Role.OPERATOR)

@@ -285,7 +285,7 @@ async def test_retried_trade_with_other_terms_is_refused(world: World) -> None:
     await products.check_export(OPERATOR, "credit-score", approve=True)
     await products.file(AUTHORITY, "credit-score", "备-1")
     await products.list_on_exchange(EXCHANGE, "credit-score", "SZDE-001")
-    client = await world.gateway.governance.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
+    client = await world.gateway.governance.clients.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
     assert client.secret
     resp = await world.client.post(
         "/oauth/token",

@@ -223,10 +223,14 @@ async def build_store(world: World) -> Store:
     assert evil.secret is not None
     evil_token = await world.token(creds=(evil.client.client_id, evil.secret))
     assert await verify(world, evil_token) == 200
-    await gov.set_merchant_status(SUPERVISOR, "evil-merchant", MerchantStatus.SUSPENDED, "探测")
-    await gov.set_merchant_status(LOCAL_ADMIN, "evil-merchant", MerchantStatus.ACTIVE, "整改")
+    await gov.merchants.set_merchant_status(
+        SUPERVISOR, "evil-merchant", MerchantStatus.SUSPENDED, "探测"
+    )
+    await gov.merchants.set_merchant_status(
+        LOCAL_ADMIN, "evil-merchant", MerchantStatus.ACTIVE, "整改"
+    )
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
-    await gov.revoke_token(SUPERVISOR, jti, "leaked token")
+    await gov.clients.revoke_token(SUPERVISOR, jti, "leaked token")
     await gw.checkpointer.checkpoint("calls")
 
     # Products: listed, traded in Q3 and settled for August; another trade in Q4.
@@ -285,7 +289,9 @@ async def build_store(world: World) -> Store:
     at(world, 2026, 10, 2, 2)
     assert await verify(world, await world.token()) == 200
     await gw.products.record_trade(exchange, trade("T-2", traded_at="2026-10-02T09:00:00+08:00"))
-    await gov.set_scenario_status(SUPERVISOR, DEMO_SCENARIO, ScenarioStatus.SUSPENDED, "检查")
+    await gov.scenarios.set_scenario_status(
+        SUPERVISOR, DEMO_SCENARIO, ScenarioStatus.SUSPENDED, "检查"
+    )
 
     async with gw.engine.begin() as conn:
         await conn.execute(
@@ -516,7 +522,11 @@ async def test_reports_count_only_the_quarter_in_beijing_time(world: World) -> N
 
 async def _security_figures(world: World) -> None:
     report: SecurityReport = await security_report(
-        world.gateway, parse_quarter("2026Q3"), generated_by="test", chain=NO_CHAIN
+        world.gateway,
+        parse_quarter("2026Q3"),
+        actor=LOCAL_ADMIN,
+        generated_by="test",
+        chain=NO_CHAIN,
     )
     assert report.header.complete
     assert (report.calls.allowed, report.calls.refused) == (3, 3)
@@ -657,6 +667,7 @@ async def test_security_report_finds_tampering_and_measures_anchoring_lag(world:
     report = await security_report(
         world.gateway,
         parse_quarter("2026Q3"),
+        actor=LOCAL_ADMIN,
         generated_by="test",
         chain=ChainAccess(None, "not in this test", backend="anvil"),
     )
@@ -681,7 +692,7 @@ async def test_security_report_finds_tampering_and_measures_anchoring_lag(world:
 
 async def _operations_figures(world: World, store: Store) -> None:
     report: OperationsReport = await operations_report(
-        world.gateway, parse_period("2026Q3"), generated_by="test"
+        world.gateway, parse_period("2026Q3"), actor=LOCAL_ADMIN, generated_by="test"
     )
     calls = report.calls
     assert (calls.totals.allowed, calls.totals.refused) == (3, 3)
@@ -738,7 +749,9 @@ async def _operations_figures(world: World, store: Store) -> None:
     assert "Data calls per day" in html_text
 
     # The fourth quarter has its own call, trade and no settlement.
-    q4 = await operations_report(world.gateway, parse_period("2026-10"), generated_by="test")
+    q4 = await operations_report(
+        world.gateway, parse_period("2026-10"), actor=LOCAL_ADMIN, generated_by="test"
+    )
     assert (q4.calls.totals.allowed, q4.calls.totals.refused) == (2, 0)
     assert q4.products.trades == 1 and q4.products.revenue == ()
     assert not q4.header.complete  # generated on 10 October
@@ -791,7 +804,7 @@ async def _http_reports_by_role_and_media_type(world: World) -> None:
         problem = await resp.json(content_type="application/problem+json")
         assert resp.status == 400 and problem["type"] == f"/problems/{slug}", (path, problem)
 
-    exchange = await world.gateway.governance.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
+    exchange = await world.gateway.governance.clients.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
     assert exchange.secret is not None
     exchange_token = await world.token("admin", (exchange.client.client_id, exchange.secret))
     resp = await world.client.get(
@@ -916,7 +929,11 @@ async def test_security_report_checks_the_chain_the_gateway_anchors_on(
         else:
             raise AssertionError("the governance checkpoint was not anchored in time")
         report = await security_report(
-            gateway, parse_quarter("2026Q2"), generated_by="test", chain=chain_for_server(gateway)
+            gateway,
+            parse_quarter("2026Q2"),
+            actor=LOCAL_ADMIN,
+            generated_by="test",
+            chain=chain_for_server(gateway),
         )
         audit = report.audit
         assert audit.clean and audit.chain_status == "checked"

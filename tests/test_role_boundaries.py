@@ -63,7 +63,7 @@ async def _works(world: World, admin_token: str) -> bool:
 
 async def _staff(world: World, role: Role, department: str | None = None) -> str:
     """A token of a new staff client of ``role``."""
-    issued = await world.gateway.governance.issue_client(
+    issued = await world.gateway.governance.clients.issue_client(
         LOCAL_ADMIN, role=role, department=department
     )
     assert issued.secret is not None
@@ -147,17 +147,19 @@ async def test_disabling_clients_follows_the_same_boundary(world: World) -> None
     operator = Actor("operator-x", Role.OPERATOR)
     supervisor_client = world.staff[Role.SUPERVISOR][0]
     with pytest.raises(ForbiddenError):
-        await gov.set_client_status(operator, supervisor_client, "disabled", "test")
+        await gov.clients.set_client_status(operator, supervisor_client, "disabled", "test")
     assert await _works(world, await world.staff_token(Role.SUPERVISOR))
     merchant = await world.token()
-    await gov.set_client_status(operator, world.merchant_client[0], "disabled", "offboarded")
+    await gov.clients.set_client_status(
+        operator, world.merchant_client[0], "disabled", "offboarded"
+    )
     status, body, _ = await world.data(merchant, "enterprises", "verify", _verify_body(world))
     assert status == 401 and body["type"] == "/problems/token-revoked"
     # Its own staff's credentials, too (a colleague who left).
-    colleague = await gov.issue_client(LOCAL_ADMIN, role=Role.OPERATOR)
+    colleague = await gov.clients.issue_client(LOCAL_ADMIN, role=Role.OPERATOR)
     assert colleague.secret is not None
     token = await world.token("admin", (colleague.client.client_id, colleague.secret))
-    await gov.set_client_status(operator, colleague.client.client_id, "disabled", "left")
+    await gov.clients.set_client_status(operator, colleague.client.client_id, "disabled", "left")
     assert not await _works(world, token)
 
 

@@ -163,7 +163,7 @@ async def _get(world: World, token: str, path: str) -> tuple[int, Any, str]:
 
 
 async def _staff(world: World, role: Role, department: str | None = None) -> str:
-    issued = await world.gateway.governance.issue_client(
+    issued = await world.gateway.governance.clients.issue_client(
         LOCAL_ADMIN, role=role, department=department
     )
     assert issued.secret
@@ -376,7 +376,7 @@ async def test_narrowing_the_allow_list_stops_entries_already_stored(world: Worl
     start would use) refuse the entry registered under the wider ones."""
     extra = Path(world.gateway.settings.source.directories[1])
     synthetic.write_csv(extra / "enterprises.csv", "enterprises", 10, seed=7)
-    dataset = await world.gateway.governance.register_dataset(
+    dataset = await world.gateway.governance.catalog.register_dataset(
         LOCAL_ADMIN, _entry("extra-file", {"kind": "csv", "path": str(extra / "enterprises.csv")})
     )
     narrowed = world.gateway.settings.replace(source_directories=("sources",))
@@ -588,12 +588,12 @@ async def test_a_department_registers_only_under_its_own_provider(world: World) 
     vehicles = (await gov.snapshot()).datasets["vehicles"].to_dict() | {"provider": MARKET}
     actor = Actor("market-client", Role.SOURCE, department=MARKET)
     with pytest.raises(ForbiddenError, match="another department"):
-        await gov.register_dataset(actor, vehicles, replace_existing=True)
+        await gov.catalog.register_dataset(actor, vehicles, replace_existing=True)
     # The authority registers for any provider; so does the local administrator.
     authority = await world.staff_token(Role.AUTHORITY)
     status, body = await _post_dataset(world, authority, _entry("tax", csv, provider="税务局"))
     assert status == 201, body
-    await gov.register_dataset(LOCAL_ADMIN, _entry("tax-2", csv, provider="税务局"))
+    await gov.catalog.register_dataset(LOCAL_ADMIN, _entry("tax-2", csv, provider="税务局"))
 
 
 # -- the stored catalog: migration 0009 -----------------------------------------------------

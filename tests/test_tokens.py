@@ -170,8 +170,8 @@ async def test_expired_token_refused(world: World) -> None:
 async def test_token_never_outlives_agreement(world: World) -> None:
     gov = world.gateway.governance
     now = world.clock.now()
-    await gov.register_merchant(LOCAL_ADMIN, "short-term", "短期公司", _uscc("SHORT"))
-    await gov.grant_agreement(
+    await gov.merchants.register_merchant(LOCAL_ADMIN, "short-term", "短期公司", _uscc("SHORT"))
+    await gov.agreements.grant_agreement(
         LOCAL_ADMIN,
         merchant_id="short-term",
         scenario_id=DEMO_SCENARIO,
@@ -179,7 +179,7 @@ async def test_token_never_outlives_agreement(world: World) -> None:
         ends_at=now + dt.timedelta(minutes=5),
         shares=(50, 25, 25),
     )
-    issued = await gov.issue_client(LOCAL_ADMIN, merchant_id="short-term")
+    issued = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id="short-term")
     assert issued.secret
     resp = await world.client.post(
         "/oauth/token",
@@ -225,16 +225,16 @@ async def test_changes_from_another_process_apply_on_next_call(world: World) -> 
     assert (await world.data(token, "enterprises", "verify", _verify_body(world)))[0] == 200
     other = await Gateway.open(world.gateway.settings, clock=world.clock)
     try:
-        await other.governance.set_merchant_status(
+        await other.governance.merchants.set_merchant_status(
             LOCAL_ADMIN, DEMO_MERCHANT, MerchantStatus.SUSPENDED, "audit finding"
         )
         status, body, _ = await world.data(token, "enterprises", "verify", _verify_body(world))
         assert status == 403 and body["type"] == "/problems/suspended"
-        await other.governance.set_merchant_status(
+        await other.governance.merchants.set_merchant_status(
             LOCAL_ADMIN, DEMO_MERCHANT, MerchantStatus.ACTIVE
         )
         assert (await world.data(token, "enterprises", "verify", _verify_body(world)))[0] == 200
-        await other.governance.set_scenario_status(
+        await other.governance.scenarios.set_scenario_status(
             LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.SUSPENDED, "review"
         )
         status, body, _ = await world.data(token, "enterprises", "verify", _verify_body(world))
@@ -262,7 +262,7 @@ async def test_key_rotation_keeps_old_tokens_valid(world: World) -> None:
 async def test_private_key_jwt_client_assertion(world: World) -> None:
     key = Ed25519PrivateKey.generate()
     jwk = ed25519_jwk(key.public_key(), "merchant-key-1")
-    issued = await world.gateway.governance.issue_client(
+    issued = await world.gateway.governance.clients.issue_client(
         LOCAL_ADMIN, merchant_id=DEMO_MERCHANT, public_jwk=jwk, with_secret=False
     )
     client_id = issued.client.client_id

@@ -33,6 +33,7 @@ from connectors import synthetic
 from gateway.api.app import create_app
 from gateway.cli.demo import REGISTRY, VEHICLES
 from gateway.clock import FixedClock
+from gateway.governance.actor import LOCAL_ADMIN
 from gateway.tracing.files import read_leaked_file
 from gateway.tracing.models import Candidate, LeakedTable, TraceReport
 from tests.support.databases import PG_ADMIN_DSN, create_pg_database, drop_pg_database
@@ -76,7 +77,7 @@ class Deliveries:
 
     async def trace(self, sheet: Sheet) -> TraceReport:
         table = LeakedTable(sheet.headers, sheet.rows)
-        return await self.world.gateway.tracer.trace(table)
+        return await self.world.gateway.tracer.trace(LOCAL_ADMIN, table)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgresql"])

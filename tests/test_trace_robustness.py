@@ -107,7 +107,7 @@ class Leaks:
 
     async def trace(self, sheet: Sheet | LeakedTable, dataset: str | None = None) -> TraceReport:
         table = sheet if isinstance(sheet, LeakedTable) else LeakedTable(sheet.headers, sheet.rows)
-        return await self.gateway.tracer.trace(table, dataset_id=dataset)
+        return await self.gateway.tracer.trace(LOCAL_ADMIN, table, dataset_id=dataset)
 
     async def trace_file(self, path: Path) -> TraceReport:
         return await self.trace(read_leaked_file(path))
@@ -142,8 +142,8 @@ async def _setup(
             spec["mark"] = "digit:2"
         elif spec["name"] == "address":
             spec["mark"] = "mask"
-    await gov.register_dataset(LOCAL_ADMIN, entry)
-    await gov.create_scenario(
+    await gov.catalog.register_dataset(LOCAL_ADMIN, entry)
+    await gov.scenarios.create_scenario(
         LOCAL_ADMIN,
         demo_scenario(now)
         | {
@@ -166,7 +166,7 @@ async def _setup(
             ],
         },
     )
-    await gov.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
+    await gov.scenarios.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
     creds = {}
     for merchant in merchants:
         issued = await enrol_merchant(

@@ -466,8 +466,8 @@ async def traced(settings: Settings, clock: FixedClock) -> AsyncIterator[Traced]
     ]
     for key in ("verify_fields", "reveal_mismatch"):
         scenario["grants"][0].pop(key, None)
-    await gov.create_scenario(LOCAL_ADMIN, scenario)
-    await gov.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
+    await gov.scenarios.create_scenario(LOCAL_ADMIN, scenario)
+    await gov.scenarios.set_scenario_status(LOCAL_ADMIN, SCENARIO, ScenarioStatus.PUBLISHED)
     merchant_creds: dict[str, tuple[str, str]] = {}
     for merchant in MERCHANTS:
         issued = await enrol_merchant(
@@ -611,7 +611,9 @@ async def test_trace_names_the_leaker_and_nobody_else(traced: Traced) -> None:
     tracer = traced.world.gateway.tracer
     stages: list[str] = []
 
-    report = await tracer.trace(_table(alpha), progress=lambda stage, _d, _t: stages.append(stage))
+    report = await tracer.trace(
+        LOCAL_ADMIN, _table(alpha), progress=lambda stage, _d, _t: stages.append(stage)
+    )
     assert report.dataset_id == "enterprises"
     assert report.rows_total == len(alpha) and report.rows_matched == len(alpha)
     assert {"columns", "rows"} <= set(stages)
@@ -639,7 +641,7 @@ async def test_trace_names_the_leaker_and_nobody_else(traced: Traced) -> None:
         {"资本": r["registered_capital"], "代码": r["credit_code"], "地址": r["address"]}
         for r in subset
     ]
-    report = await tracer.trace(_table(renamed))
+    report = await tracer.trace(LOCAL_ADMIN, _table(renamed))
     assert [c.merchant_id for c in report.named] == ["m-alpha"]
 
     # Rows every recipient received, with the marks taken out (source capital, plain mask):
@@ -653,7 +655,7 @@ async def test_trace_names_the_leaker_and_nobody_else(traced: Traced) -> None:
         for r in alpha
         if r["credit_code"] in SOURCE and r["district"] == first
     ]
-    report = await tracer.trace(_table(common))
+    report = await tracer.trace(LOCAL_ADMIN, _table(common))
     assert report.rows_matched == len(common)
     assert not report.named
     assert {c.merchant_id for c in report.candidates} == set(MERCHANTS)
@@ -666,7 +668,7 @@ async def test_trace_names_the_leaker_and_nobody_else(traced: Traced) -> None:
     # Two recipients' rows mixed, with some rows all three received: both named.
     mixed = [r for r in alpha if r["district"] != first] + beta_third + alpha[:10]
     random.Random(3).shuffle(mixed)
-    report = await tracer.trace(_table(mixed))
+    report = await tracer.trace(LOCAL_ADMIN, _table(mixed))
     assert sorted(c.merchant_id for c in report.named) == ["m-alpha", "m-beta"]
     assert _by_merchant(report)["m-gamma"].verdict != "named"
 
@@ -676,21 +678,21 @@ async def test_trace_names_the_leaker_and_nobody_else(traced: Traced) -> None:
         for r in alpha
         if r["credit_code"] not in SOURCE
     ]
-    report = await tracer.trace(_table(canaries[:2]))
+    report = await tracer.trace(LOCAL_ADMIN, _table(canaries[:2]))
     assert [c.merchant_id for c in report.named] == ["m-alpha"]
     assert report.named[0].marks is None and len(report.named[0].canaries) == 2
     assert report.named[0].false_attribution_probability < 1e-12
 
     # Nothing delivered: nobody.
     strangers = [{"code": demo_credit_code(f"x{i}"), "v": "1"} for i in range(20)]
-    report = await tracer.trace(_table(strangers))
+    report = await tracer.trace(LOCAL_ADMIN, _table(strangers))
     assert report.candidates == [] and report.rows_matched == 0 and report.notes
-    empty = await tracer.trace(LeakedTable(headers=("credit_code",), rows=()))
+    empty = await tracer.trace(LOCAL_ADMIN, LeakedTable(headers=("credit_code",), rows=()))
     assert empty.rows_total == 0 and empty.candidates == []
     with pytest.raises(NotFoundError):
-        await tracer.trace(_table(alpha), dataset_id="no-such-dataset")
+        await tracer.trace(LOCAL_ADMIN, _table(alpha), dataset_id="no-such-dataset")
     with pytest.raises(ValidationError):
-        await tracer.trace(LeakedTable(headers=(), rows=()))
+        await tracer.trace(LOCAL_ADMIN, LeakedTable(headers=(), rows=()))
     # Told the dataset, the trace finds the same.
-    report = await tracer.trace(_table(alpha[:40]), dataset_id="enterprises")
+    report = await tracer.trace(LOCAL_ADMIN, _table(alpha[:40]), dataset_id="enterprises")
     assert [c.merchant_id for c in report.named] == ["m-alpha"]

@@ -233,31 +233,35 @@ async def test_scenario_needs_plan_and_passing_evaluation_to_be_published(flow: 
     gov = flow.gateway.governance
     authority = Actor("auth-1", Role.AUTHORITY)
     draft = demo_scenario(flow.clock.now()) | {"id": "housing", "plan": None, "evaluation": None}
-    await gov.create_scenario(authority, draft)
+    await gov.scenarios.create_scenario(authority, draft)
     with pytest.raises(ConflictError, match=r"its plan .* and an evaluation record"):
-        await gov.set_scenario_status(authority, "housing", ScenarioStatus.PUBLISHED)
+        await gov.scenarios.set_scenario_status(authority, "housing", ScenarioStatus.PUBLISHED)
     plan = {"title": "住房公积金场景方案", "reference": "P-1", "sha256": "ab" * 32}
     with pytest.raises(ValidationError, match="sha256"):
-        await gov.record_scenario_plan(authority, "housing", plan | {"sha256": "xyz"})
+        await gov.scenarios.record_scenario_plan(authority, "housing", plan | {"sha256": "xyz"})
     with pytest.raises(ForbiddenError):
-        await gov.record_scenario_plan(OPERATOR, "housing", plan)
-    await gov.record_scenario_plan(authority, "housing", plan)
+        await gov.scenarios.record_scenario_plan(OPERATOR, "housing", plan)
+    await gov.scenarios.record_scenario_plan(authority, "housing", plan)
     with pytest.raises(ConflictError, match="an evaluation record"):
-        await gov.set_scenario_status(authority, "housing", ScenarioStatus.PUBLISHED)
+        await gov.scenarios.set_scenario_status(authority, "housing", ScenarioStatus.PUBLISHED)
     evaluation = {
         "evaluator": "市数据局评估组",
         "conclusion": "fail",
         "evaluated_on": "2026-09-20",
         "report": {"title": "评估报告", "reference": "E-1", "sha256": "cd" * 32},
     }
-    await gov.record_scenario_evaluation(authority, "housing", evaluation)
+    await gov.scenarios.record_scenario_evaluation(authority, "housing", evaluation)
     with pytest.raises(ConflictError, match="did not pass"):
-        await gov.set_scenario_status(authority, "housing", ScenarioStatus.PUBLISHED)
-    await gov.record_scenario_evaluation(authority, "housing", evaluation | {"conclusion": "pass"})
-    published = await gov.set_scenario_status(authority, "housing", ScenarioStatus.PUBLISHED)
+        await gov.scenarios.set_scenario_status(authority, "housing", ScenarioStatus.PUBLISHED)
+    await gov.scenarios.record_scenario_evaluation(
+        authority, "housing", evaluation | {"conclusion": "pass"}
+    )
+    published = await gov.scenarios.set_scenario_status(
+        authority, "housing", ScenarioStatus.PUBLISHED
+    )
     assert published.plan is not None and published.plan.sha256 == "ab" * 32
     with pytest.raises(ConflictError, match="fixed once published"):
-        await gov.record_scenario_plan(authority, "housing", plan)
+        await gov.scenarios.record_scenario_plan(authority, "housing", plan)
     kinds = await _kinds(flow)
     assert kinds.count("scenario.evaluation") == 2 and "scenario.plan" in kinds
 
@@ -315,10 +319,10 @@ async def test_whole_path_from_onboarding_to_the_first_data_call(flow: Flow) -> 
     assert ("onboarding", onboarding.id, onboarding.due_at) in await _tasks(flow, OPERATOR)
     await flow.workflows.decide_onboarding(OPERATOR, onboarding.id, approve=True)
     merchant = Actor("lanshan-app", merchant_id="lanshan-data")
-    issued = await gov.issue_client(LOCAL_ADMIN, merchant_id="lanshan-data")
+    issued = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id="lanshan-data")
     assert issued.secret is not None
-    await gov.create_scenario(authority, _clear_scenario(clock.now()))
-    await gov.set_scenario_status(authority, "credit-clear", ScenarioStatus.PUBLISHED)
+    await gov.scenarios.create_scenario(authority, _clear_scenario(clock.now()))
+    await gov.scenarios.set_scenario_status(authority, "credit-clear", ScenarioStatus.PUBLISHED)
 
     # The application: refused beyond the scenario or beyond 3 years.
     bad = _use_application(
@@ -466,8 +470,10 @@ async def test_rejection_reasons_reach_the_merchant(flow: Flow) -> None:
     apps = flow.gateway.applications
     merchant = Actor("xc-app", merchant_id="xingchen-credit")
     other = Actor("someone", merchant_id="other-merchant")
-    await flow.gateway.governance.create_scenario(LOCAL_ADMIN, _clear_scenario(flow.clock.now()))
-    await flow.gateway.governance.set_scenario_status(
+    await flow.gateway.governance.scenarios.create_scenario(
+        LOCAL_ADMIN, _clear_scenario(flow.clock.now())
+    )
+    await flow.gateway.governance.scenarios.set_scenario_status(
         LOCAL_ADMIN, "credit-clear", ScenarioStatus.PUBLISHED
     )
     application = await apps.submit(merchant, "xingchen-credit", _use_application())

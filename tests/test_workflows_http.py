@@ -103,8 +103,10 @@ async def test_exclusion_list_upload(world: World) -> None:
 
 async def test_application_over_http_each_role_on_its_surface(world: World) -> None:
     gov = world.gateway.governance
-    source = await gov.issue_client(LOCAL_ADMIN, role=Role.SOURCE, department=MARKET)
-    other_source = await gov.issue_client(LOCAL_ADMIN, role=Role.SOURCE, department="公安局")
+    source = await gov.clients.issue_client(LOCAL_ADMIN, role=Role.SOURCE, department=MARKET)
+    other_source = await gov.clients.issue_client(
+        LOCAL_ADMIN, role=Role.SOURCE, department="公安局"
+    )
     assert source.secret and other_source.secret
     client_id, secret = world.merchant_client
     account = await _client_token(world, client_id, secret, "account")

@@ -30,10 +30,8 @@ from prometheus_client.registry import Collector
 
 from gateway.api.appkeys import GATEWAY, TELEMETRY
 from gateway.api.merchant import bearer_token
-from gateway.authorization.roles import Action
-from gateway.chain.status import anchoring_status
+from gateway.chain.figures import store_figures
 from gateway.governance.actor import Actor
-from gateway.ledger.log import STREAMS, stream_size
 
 __all__ = ["add_routes"]
 
@@ -64,7 +62,7 @@ async def metrics(request: web.Request) -> web.Response:
     snapshot = await gateway.policy.current_or_last()
     claims = await gateway.tokens.verify(bearer_token(request), admin=True, snapshot=snapshot)
     assert claims.role is not None
-    Actor(claims.client_id, claims.role).may(Action.READ_METRICS)
+    actor = Actor(claims.client_id, claims.role)
 
     figures = _Figures()
     records = figures.gauge("dsgw_log_records", "Records in each log stream.", ["stream"])
@@ -91,17 +89,18 @@ async def metrics(request: web.Request) -> web.Response:
     )
     try:
         async with asyncio.timeout(_STORE_TIMEOUT):
-            status = await anchoring_status(gateway.engine)
-            sizes = [(stream, await stream_size(gateway.engine, stream)) for stream in STREAMS]
+            # Refuses a role without metrics.read before it reads anything.
+            read = await store_figures(gateway.engine, actor)
+        status, sizes = read.anchoring, read.sizes
     except TimeoutError:
         gateway.health.failed("database", f"no answer within {_STORE_TIMEOUT:g} s")
-        status, sizes = None, []
+        status, sizes = None, ()
     except Exception as exc:
         # The store is down: the figures read from it are left out; the rest (request
         # counters, dsgw_dependency_up) still tell the scraper what is going on.
         if gateway.health.observe(exc) is None:
             raise
-        status, sizes = None, []
+        status, sizes = None, ()
     now = gateway.clock.now()
     for stream, size in sizes:
         records.add_metric([stream], size)

@@ -8,9 +8,7 @@ from aiohttp import web
 
 from gateway.api.admin import staff_actor
 from gateway.api.appkeys import GATEWAY
-from gateway.authorization.roles import Action
 from gateway.errors import ValidationError
-from gateway.governance.actor import Actor
 from gateway.reports.periods import parse_period, parse_quarter
 from gateway.reports.render import Format, render_operations, render_security
 from gateway.reports.service import chain_for_server, operations_report, security_report
@@ -74,30 +72,22 @@ def _required(request: web.Request, key: str, example: str) -> str:
     return value
 
 
-def _who(actor: Actor) -> str:
-    return f"{actor.id} ({actor.role.value})" if actor.role else actor.id
-
-
 async def security(request: web.Request) -> web.Response:
     """The quarterly security report; runs the log audit (and the chain audit when this
     gateway is connected to a chain)."""
     actor = await staff_actor(request)
-    actor.may(Action.READ_REPORTS)
     quarter = parse_quarter(_required(request, "quarter", "2026Q3"))
     fmt = negotiate(request.query.get("format"), request.headers.get("Accept", ""))
     gateway = request.app[GATEWAY]
-    made = await security_report(
-        gateway, quarter, generated_by=_who(actor), chain=chain_for_server(gateway)
-    )
+    made = await security_report(gateway, quarter, actor=actor, chain=chain_for_server(gateway))
     return _answer(render_security(made, fmt), fmt, f"security-{quarter.label}")
 
 
 async def operations(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
-    actor.may(Action.READ_REPORTS)
     period = parse_period(_required(request, "period", "2026-07"))
     fmt = negotiate(request.query.get("format"), request.headers.get("Accept", ""))
-    made = await operations_report(request.app[GATEWAY], period, generated_by=_who(actor))
+    made = await operations_report(request.app[GATEWAY], period, actor=actor)
     name = "operations-" + period.label.replace("..", "_")
     return _answer(render_operations(made, fmt), fmt, name)
 

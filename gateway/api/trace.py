@@ -20,7 +20,6 @@ from aiohttp.streams import StreamReader
 from gateway.api.admin import staff_actor
 from gateway.api.appkeys import GATEWAY, RECORD
 from gateway.api.problems import json_response
-from gateway.authorization.roles import Action
 from gateway.errors import PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError
 from gateway.tracing.files import read_leaked_bytes
 
@@ -119,8 +118,10 @@ async def _upload(request: web.Request, limit: int) -> tuple[bytes, str, str, di
 async def trace_leak(request: web.Request) -> web.Response:
     """Trace a leaked file; the call itself is recorded with the file's digest."""
     actor = await staff_actor(request)
-    actor.may(Action.TRACE_LEAK)
     gateway = request.app[GATEWAY]
+    # The tracer's rule, asked before the upload is read: a caller without the role cannot
+    # make the gateway read a large file (LeakTracer.trace asks again).
+    gateway.tracer.authorize(actor)
     settings = gateway.settings
     data, name, media_type, fields = await _upload(request, settings.trace.upload_max_bytes)
     dataset_id = fields.get("dataset") or request.query.get("dataset") or None
@@ -143,7 +144,7 @@ async def trace_leak(request: web.Request) -> web.Response:
         max_rows=settings.trace.max_rows,
     )
     record.parameters["rows"] = len(table.rows)
-    report = await gateway.tracer.trace(table, dataset_id=dataset_id)
+    report = await gateway.tracer.trace(actor, table, dataset_id=dataset_id)
     document: dict[str, Any] = report.to_dict()
     for candidate in document["candidates"]:
         if candidate["verdict"] != "named":

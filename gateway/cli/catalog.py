@@ -37,7 +37,9 @@ def dataset_register(ctx: click.Context, file: Path, replace: bool) -> None:
     result = run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.register_dataset(local_admin(), data, replace_existing=replace),
+            lambda g: g.governance.catalog.register_dataset(
+                local_admin(), data, replace_existing=replace
+            ),
         )
     )
     console.print(f"registered dataset [bold]{result.id}[/] ({result.name})")

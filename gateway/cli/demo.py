@@ -66,11 +66,13 @@ async def _setup(gateway: Gateway, console: Console) -> dict[str, str]:
     gov = gateway.governance
     now = gateway.clock.now()
     for data in demo_datasets():
-        await gov.register_dataset(LOCAL_ADMIN, data, replace_existing=True)
+        await gov.catalog.register_dataset(LOCAL_ADMIN, data, replace_existing=True)
     snapshot = await gov.snapshot()
     if DEMO_SCENARIO not in snapshot.scenarios:
-        await gov.create_scenario(LOCAL_ADMIN, demo_scenario(now))
-        await gov.set_scenario_status(LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED)
+        await gov.scenarios.create_scenario(LOCAL_ADMIN, demo_scenario(now))
+        await gov.scenarios.set_scenario_status(
+            LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED
+        )
     try:
         bad = demo_scenario(now) | {"id": "household-check"}
         bad["grants"] = [
@@ -80,17 +82,17 @@ async def _setup(gateway: Gateway, console: Console) -> dict[str, str]:
                 "verify_fields": ["person_id", "district"],
             }
         ]
-        await gov.create_scenario(LOCAL_ADMIN, bad)
+        await gov.scenarios.create_scenario(LOCAL_ADMIN, bad)
     except CatalogError as exc:
         console.print(
             f"[dim]catalog rule:[/] scenario with household-registry refused: {escape(exc.detail)}"
         )
     if DEMO_MERCHANT not in snapshot.merchants:
-        await gov.register_merchant(
+        await gov.merchants.register_merchant(
             LOCAL_ADMIN, DEMO_MERCHANT, "长沙星辰征信服务有限公司", demo_credit_code("XC")
         )
     if snapshot.agreement_for(DEMO_MERCHANT, DEMO_SCENARIO, now) is None:
-        await gov.grant_agreement(
+        await gov.agreements.grant_agreement(
             LOCAL_ADMIN,
             merchant_id=DEMO_MERCHANT,
             scenario_id=DEMO_SCENARIO,
@@ -99,8 +101,8 @@ async def _setup(gateway: Gateway, console: Console) -> dict[str, str]:
             shares=("40", "35", "25"),
             terms={"fees": "按次计费 0.10 元/次", "security": "等保三级"},
         )
-    merchant_client = await gov.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
-    operator = await gov.issue_client(LOCAL_ADMIN, role=Role.OPERATOR)
+    merchant_client = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
+    operator = await gov.clients.issue_client(LOCAL_ADMIN, role=Role.OPERATOR)
     assert merchant_client.secret
     assert operator.secret
     return {
@@ -344,7 +346,7 @@ async def _trade_a_product(gateway: Gateway, console: Console) -> None:
     authority, listed and traded on the exchange, settled, and split into revenue."""
     products = gateway.products
     now = gateway.clock.now()
-    existing = {p.id: p for p in await products.find()}
+    existing = {p.id: p for p in await products.find(LOCAL_ADMIN)}
     if DEMO_PRODUCT not in existing:
         await products.register(LOCAL_ADMIN, DEMO_MERCHANT, demo_product())
         await products.check_export(LOCAL_ADMIN, DEMO_PRODUCT, approve=True)
@@ -379,7 +381,7 @@ async def _trade_a_product(gateway: Gateway, console: Console) -> None:
         f"{trade_id}: {trade.quantity} reports for {trade.amount} yuan, settled"
     )
     table = Table("role", "party", "trades", "total (yuan)", title=f"revenue {period}")
-    for statement in await products.revenue(period):
+    for statement in await products.revenue(LOCAL_ADMIN, period):
         table.add_row(
             statement.role, statement.party, str(len(statement.lines)), str(statement.total)
         )

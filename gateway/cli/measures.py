@@ -87,7 +87,7 @@ def measure_list(ctx: click.Context, show_all: bool, lifted: bool, as_json: bool
         raise click.UsageError("give at most one of --all and --lifted")
     status = "all" if show_all else "lifted" if lifted else "active"
     found: Sequence[Measure] = run(
-        with_gateway(settings_of(ctx), lambda g: g.measures.list(status))
+        with_gateway(settings_of(ctx), lambda g: g.measures.list(LOCAL_ADMIN, status))
     )
     table = Table("id", "kind", "target", "status", "imposed", "by", "reason", title=status)
     for m in found:
@@ -115,7 +115,7 @@ def measure_show(ctx: click.Context, measure_id: str, as_json: bool) -> None:
     evidence bundle of each)."""
 
     async def act(g: Gateway) -> dict[str, Any]:
-        found = await g.measures.get(measure_id)
+        found = await g.measures.get(LOCAL_ADMIN, measure_id)
         return {**found.to_dict(), "records": list(await g.measures.records(found.id))}
 
     document = run(with_gateway(settings_of(ctx), act))

@@ -22,6 +22,7 @@ from gateway.cli.common import (
     with_store,
 )
 from gateway.cli.lazy import Lazy, LazyGroup
+from gateway.cli.status_changes import StatusChange
 from gateway.clock import local_date
 from gateway.governance.models import AgreementStatus, MerchantStatus
 
@@ -42,33 +43,21 @@ def merchant_register(ctx: click.Context, merchant_id: str, name: str, credit_co
     result = run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.register_merchant(local_admin(), merchant_id, name, credit_code),
+            lambda g: g.governance.merchants.register_merchant(
+                local_admin(), merchant_id, name, credit_code
+            ),
         )
     )
     console.print(f"merchant [bold]{result.id}[/] registered ({result.credit_code})")
 
 
-def _merchant_transition(name: str, status: MerchantStatus) -> None:
-    @merchant.command(name)
-    @click.argument("merchant_id")
-    @click.option("--reason", default="")
-    @click.pass_context
-    def command(ctx: click.Context, merchant_id: str, reason: str) -> None:
-        result = run(
-            with_gateway(
-                settings_of(ctx),
-                lambda g: g.governance.set_merchant_status(
-                    local_admin(), merchant_id, status, reason
-                ),
-            )
-        )
-        console.print(f"merchant [bold]{result.id}[/] is {result.status.value}")
-
-    command.__doc__ = f"Mark a merchant {status.value} (effective on its next call)."
-
-
-_merchant_transition("suspend", MerchantStatus.SUSPENDED)
-_merchant_transition("reinstate", MerchantStatus.ACTIVE)
+_MERCHANT_STATUS = StatusChange(
+    "merchant",
+    lambda gov: gov.merchants.set_merchant_status,
+    "Mark a merchant {status} (effective on its next call).",
+)
+_MERCHANT_STATUS.command(merchant, "suspend", MerchantStatus.SUSPENDED)
+_MERCHANT_STATUS.command(merchant, "reinstate", MerchantStatus.ACTIVE)
 
 
 @merchant.command("list")
@@ -126,7 +115,7 @@ def agreement_grant(
     result = run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.grant_agreement(
+            lambda g: g.governance.agreements.grant_agreement(
                 local_admin(),
                 merchant_id=merchant_id,
                 scenario_id=scenario_id,
@@ -143,28 +132,14 @@ def agreement_grant(
     )
 
 
-def _agreement_transition(name: str, status: AgreementStatus) -> None:
-    @agreement.command(name)
-    @click.argument("agreement_id")
-    @click.option("--reason", default="")
-    @click.pass_context
-    def command(ctx: click.Context, agreement_id: str, reason: str) -> None:
-        run(
-            with_gateway(
-                settings_of(ctx),
-                lambda g: g.governance.set_agreement_status(
-                    local_admin(), agreement_id, status, reason
-                ),
-            )
-        )
-        console.print(f"agreement [bold]{agreement_id}[/] is {status.value}")
-
-    command.__doc__ = f"Mark an agreement {status.value}."
-
-
-_agreement_transition("suspend", AgreementStatus.SUSPENDED)
-_agreement_transition("reinstate", AgreementStatus.ACTIVE)
-_agreement_transition("terminate", AgreementStatus.TERMINATED)
+_AGREEMENT_STATUS = StatusChange(
+    "agreement",
+    lambda gov: gov.agreements.set_agreement_status,
+    "Mark an agreement {status}.",
+)
+_AGREEMENT_STATUS.command(agreement, "suspend", AgreementStatus.SUSPENDED)
+_AGREEMENT_STATUS.command(agreement, "reinstate", AgreementStatus.ACTIVE)
+_AGREEMENT_STATUS.command(agreement, "terminate", AgreementStatus.TERMINATED)
 
 
 @agreement.command("list")
@@ -246,7 +221,7 @@ def client_issue(
     issued = run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.issue_client(
+            lambda g: g.governance.clients.issue_client(
                 local_admin(),
                 merchant_id=merchant_id,
                 role=parsed_role,
@@ -285,7 +260,8 @@ def token_revoke(ctx: click.Context, jti: str, reason: str) -> None:
     """Revoke one token by its id (effective on the next call)."""
     run(
         with_gateway(
-            settings_of(ctx), lambda g: g.governance.revoke_token(local_admin(), jti, reason)
+            settings_of(ctx),
+            lambda g: g.governance.clients.revoke_token(local_admin(), jti, reason),
         )
     )
     console.print(f"token {jti} revoked")
@@ -300,7 +276,9 @@ def token_revoke_merchant(ctx: click.Context, merchant_id: str, reason: str) -> 
     count = run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.revoke_merchant_tokens(local_admin(), merchant_id, reason),
+            lambda g: g.governance.clients.revoke_merchant_tokens(
+                local_admin(), merchant_id, reason
+            ),
         )
     )
     console.print(f"{count} token(s) of {merchant_id} revoked")

@@ -120,7 +120,9 @@ def product_delist(ctx: click.Context, product_id: str, reason: str) -> None:
 def product_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
     """Products and where they stand."""
     wanted = ProductStatus(status) if status else None
-    found = run(with_gateway(settings_of(ctx), lambda g: g.products.find(status=wanted)))
+    found = run(
+        with_gateway(settings_of(ctx), lambda g: g.products.find(LOCAL_ADMIN, status=wanted))
+    )
     table = Table("id", "merchant", "name", "status", "price", "filing", "listing")
     for p in found:
         table.add_row(
@@ -180,7 +182,9 @@ def exchange_settle(ctx: click.Context, file: Path) -> None:
 @click.pass_context
 def revenue(ctx: click.Context, period: str, as_json: bool) -> None:
     """Revenue statements of a settlement period, per party, exact to the cent."""
-    statements = run(with_gateway(settings_of(ctx), lambda g: g.products.revenue(period)))
+    statements = run(
+        with_gateway(settings_of(ctx), lambda g: g.products.revenue(LOCAL_ADMIN, period))
+    )
     data = [s.to_dict() for s in statements]
     if as_json:
         emit({"period": period, "statements": data}, True)

@@ -92,7 +92,7 @@ def report_security(
                 return lambda count: bar.advance(task, count)
 
             made = await security_report(
-                g, period, generated_by=LOCAL_ADMIN.id, chain=chain, progress=on_stream
+                g, period, actor=LOCAL_ADMIN, chain=chain, progress=on_stream
             )
         return render_security(made, _format(fmt, out))
 
@@ -117,7 +117,7 @@ def report_operations(
     period = _period(parse_period, period_text)
 
     async def act(g: Gateway) -> str:
-        made = await operations_report(g, period, generated_by=LOCAL_ADMIN.id)
+        made = await operations_report(g, period, actor=LOCAL_ADMIN)
         return render_operations(made, _format(fmt, out))
 
     _write(run(with_gateway(settings_of(ctx), act)), out, f"operations report {period.label}")

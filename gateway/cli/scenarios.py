@@ -25,6 +25,7 @@ from gateway.cli.common import (
     with_store,
 )
 from gateway.cli.lazy import Lazy, LazyGroup
+from gateway.cli.status_changes import StatusChange
 from gateway.clock import local_date
 from gateway.governance.models import ScenarioStatus
 
@@ -64,10 +65,10 @@ def scenario_create(ctx: click.Context, file: Path, publish: bool) -> None:
     data = load_json(file)
 
     async def act(g: Gateway) -> tuple[Any, list[Any]]:
-        created = await g.governance.create_scenario(local_admin(), data)
+        created = await g.governance.scenarios.create_scenario(local_admin(), data)
         warnings = await g.scenario_warnings(created)
         if publish:
-            created = await g.governance.set_scenario_status(
+            created = await g.governance.scenarios.set_scenario_status(
                 local_admin(), created.id, ScenarioStatus.PUBLISHED
             )
         return created, warnings
@@ -78,31 +79,15 @@ def scenario_create(ctx: click.Context, file: Path, publish: bool) -> None:
         console.print(f"[yellow]warning:[/] {escape(warning.message)}")
 
 
-def _scenario_transition(name: str, status: ScenarioStatus) -> None:
-    @scenario.command(name)
-    @click.argument("scenario_id")
-    @click.option("--reason", default="", help="Why (kept in the governance log).")
-    @click.pass_context
-    def command(ctx: click.Context, scenario_id: str, reason: str) -> None:
-        result = run(
-            with_gateway(
-                settings_of(ctx),
-                lambda g: g.governance.set_scenario_status(
-                    local_admin(), scenario_id, status, reason
-                ),
-            )
-        )
-        console.print(f"scenario [bold]{result.id}[/] is {result.status.value}")
-
-    command.__doc__ = f"Mark a scenario {status.value}."
-
-
-for _name, _status in (
-    ("publish", ScenarioStatus.PUBLISHED),
-    ("suspend", ScenarioStatus.SUSPENDED),
-    ("retire", ScenarioStatus.RETIRED),
-):
-    _scenario_transition(_name, _status)
+_SCENARIO_STATUS = StatusChange(
+    "scenario",
+    lambda gov: gov.scenarios.set_scenario_status,
+    "Mark a scenario {status}.",
+    reason_help="Why (kept in the governance log).",
+)
+_SCENARIO_STATUS.command(scenario, "publish", ScenarioStatus.PUBLISHED)
+_SCENARIO_STATUS.command(scenario, "suspend", ScenarioStatus.SUSPENDED)
+_SCENARIO_STATUS.command(scenario, "retire", ScenarioStatus.RETIRED)
 
 
 @scenario.command("list")

@@ -14,6 +14,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from gateway.cli.common import console, emit, err_console, run, settings_of, with_gateway
+from gateway.governance.actor import LOCAL_ADMIN
 from gateway.tracing.files import read_leaked_file
 
 if TYPE_CHECKING:
@@ -86,7 +87,9 @@ def trace_command(
                     tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total or None)
                 bar.update(tasks[stage], completed=done, total=total or None)
 
-            report = await g.tracer.trace(table, dataset_id=dataset_id, progress=progress)
+            report = await g.tracer.trace(
+                LOCAL_ADMIN, table, dataset_id=dataset_id, progress=progress
+            )
         document = report.to_dict()
         if bundles is not None:
             bundles.mkdir(parents=True, exist_ok=True)

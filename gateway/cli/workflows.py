@@ -155,7 +155,7 @@ def onboarding_list(ctx: click.Context, status: str | None, as_json: bool) -> No
 
     async def act(g: Gateway) -> tuple[list[OnboardingApplication], dt.datetime]:
         wanted = OnboardingStatus(status) if status else None
-        return await g.workflows.list_onboarding(wanted), g.clock.now()
+        return await g.workflows.list_onboarding(LOCAL_ADMIN, wanted), g.clock.now()
 
     found, now = run(with_gateway(settings_of(ctx), act))
     table = Table("id", "merchant", "name", "status", "due", "", "")
@@ -222,7 +222,7 @@ def scenario_plan(
     run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.record_scenario_plan(LOCAL_ADMIN, scenario_id, plan),
+            lambda g: g.governance.scenarios.record_scenario_plan(LOCAL_ADMIN, scenario_id, plan),
         )
     )
     console.print(f"plan of scenario [bold]{scenario_id}[/] recorded ({plan['sha256'][:16]}...)")
@@ -259,7 +259,9 @@ def scenario_evaluate(
     run(
         with_gateway(
             settings_of(ctx),
-            lambda g: g.governance.record_scenario_evaluation(LOCAL_ADMIN, scenario_id, evaluation),
+            lambda g: g.governance.scenarios.record_scenario_evaluation(
+                LOCAL_ADMIN, scenario_id, evaluation
+            ),
         )
     )
     console.print(f"evaluation of scenario [bold]{scenario_id}[/] recorded: {conclusion}")

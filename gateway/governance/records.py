@@ -28,9 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.authorization.boundaries import Party, Reach, may_reach, party_of, require_reach
 from gateway.authorization.roles import Action, Role
 from gateway.db.schema import TokenRow
-from gateway.errors import ForbiddenError
+from gateway.errors import ForbiddenError, ValidationError
 from gateway.governance.actor import Actor
-from gateway.ledger.log import LogEntry, read_entries, read_entry
+from gateway.ledger.log import STREAMS, LogEntry, read_entries, read_entry
 
 __all__ = ["RecordView", "check_bundle", "read_records"]
 
@@ -121,8 +121,11 @@ async def read_records(
 ) -> list[RecordView]:
     """The newest ``limit`` records of ``stream`` (of one merchant if ``merchant_id``), as
     ``actor`` may see them. Raises :class:`ForbiddenError` for a role without
-    ``calls.read``."""
+    ``calls.read`` and :class:`ValidationError` for a stream other than ``calls`` and
+    ``governance``."""
     actor.may(Action.READ_CALLS)
+    if stream not in ("calls", "governance"):
+        raise ValidationError("stream must be calls or governance")
     entries = await read_entries(engine, stream, merchant_id=merchant_id, limit=limit)
     return await _views(engine, actor, entries)
 
@@ -130,8 +133,11 @@ async def read_records(
 async def check_bundle(engine: AsyncEngine, actor: Actor, stream: str, seq: int) -> None:
     """Raise :class:`ForbiddenError` unless ``actor`` may have the evidence bundle of
     ``stream``/``seq``: it may read the log and see every token id the record names. A
-    missing record passes (the bundle builder says it is missing)."""
+    missing record passes (the bundle builder says it is missing). Raises
+    :class:`ValidationError` for a stream that does not exist."""
     actor.may(Action.READ_CALLS)
+    if stream not in STREAMS:
+        raise ValidationError(f"stream must be one of {', '.join(STREAMS)}")
     entry = await read_entry(engine, stream, seq)
     if entry is None or _sees_all(actor.role):
         return

@@ -7,9 +7,11 @@ client credentials and tokens (:mod:`gateway.governance.clients`). All of them c
 through one unit of work (:mod:`gateway.governance.unit_of_work`), which commits each change
 with its record in the log and announces it to every gateway process.
 
-:class:`GovernanceService` builds them once over that unit of work and exposes them, both
-as attributes (``governance.scenarios``) and, for the callers written before the split, as
-the same methods it always had (``governance.create_scenario``). It holds no rules itself.
+:class:`GovernanceService` builds them once over that unit of work and exposes each as an
+attribute (``governance.scenarios.create_scenario``, ``governance.uow.change``); callers use
+the concern they need, and a service that needs only the unit of work or one concern takes
+that alone. Its own methods read the current policy for the staff listings, each behind
+the role that may read it; the rules of every change live in the concern services.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import datetime as dt
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.authorization.roles import Action
 from gateway.authorization.secrets import SecretHasher
 from gateway.catalog.registration import CatalogService
 from gateway.catalog.sources import SourceAccess
@@ -68,23 +71,20 @@ class GovernanceService:
         self.merchants = MerchantService(self.uow)
         self.agreements = AgreementService(self.uow, zone=zone)
         self.clients = ClientService(self.uow, hasher)
-        # The methods of the concern services under the names callers know.
-        self.change = self.uow.change
-        self.register_dataset = self.catalog.register_dataset
-        self.create_scenario = self.scenarios.create_scenario
-        self.set_scenario_status = self.scenarios.set_scenario_status
-        self.record_scenario_plan = self.scenarios.record_scenario_plan
-        self.record_scenario_evaluation = self.scenarios.record_scenario_evaluation
-        self.register_merchant = self.merchants.register_merchant
-        self.set_merchant_status = self.merchants.set_merchant_status
-        self.grant_agreement = self.agreements.grant_agreement
-        self.insert_agreement = self.agreements.insert_agreement
-        self.set_agreement_status = self.agreements.set_agreement_status
-        self.issue_client = self.clients.issue_client
-        self.set_client_status = self.clients.set_client_status
-        self.revoke_token = self.clients.revoke_token
-        self.revoke_merchant_tokens = self.clients.revoke_merchant_tokens
 
     async def snapshot(self) -> PolicySnapshot:
         """The current policy as the gateway would see it (for listings)."""
         return await load_snapshot(self._engine, self._clock.now())
+
+    async def read_catalog(self, actor: Actor) -> PolicySnapshot:
+        """The current policy, to list its datasets and scenarios. Raises
+        :class:`ForbiddenError` for a role without ``catalog.read``."""
+        actor.may(Action.READ_CATALOG)
+        return await self.snapshot()
+
+    async def read_parties(self, actor: Actor) -> PolicySnapshot:
+        """The current policy, to list its merchants and agreements: who deals with whom is
+        read by those who may read the call log. Raises :class:`ForbiddenError` for a role
+        without ``calls.read``."""
+        actor.may(Action.READ_CALLS)
+        return await self.snapshot()

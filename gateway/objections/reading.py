@@ -20,8 +20,7 @@ from gateway.clock import Clock, utc
 from gateway.db.schema import DatasetRow, ObjectionRow
 from gateway.errors import NotFoundError
 from gateway.governance.actor import Actor
-from gateway.governance.service import GovernanceService
-from gateway.governance.unit_of_work import Unchanged
+from gateway.governance.unit_of_work import Unchanged, UnitOfWork
 from gateway.objections.models import (
     AnswerKind,
     Category,
@@ -83,7 +82,7 @@ class ObjectionReader:
     def __init__(
         self,
         engine: AsyncEngine,
-        governance: GovernanceService,
+        uow: UnitOfWork,
         calendar: Deadlines,
         clock: Clock,
         *,
@@ -91,7 +90,7 @@ class ObjectionReader:
         working_days: int = DEFAULT_WORKING_DAYS,
     ) -> None:
         self._engine = engine
-        self._governance = governance
+        self._uow = uow
         self._calendar = calendar
         self._clock = clock
         self._keys = keys
@@ -252,7 +251,7 @@ class ObjectionReader:
             )
             return True
 
-        return await self._governance.change(
+        return await self._uow.change(
             OVERDUE_ACTOR,
             "objection.overdue",
             {

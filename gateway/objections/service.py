@@ -1,7 +1,7 @@
 """Data-quality objections, persisted: filed, routed, answered, acknowledged, overdue.
 
 Every step is one transaction with its record in the ``governance`` stream (through
-:meth:`GovernanceService.change`), checkpointed and anchored like every other. The records
+:meth:`UnitOfWork.change`), checkpointed and anchored like every other. The records
 name the objection, the dataset, the department and the answer; the filer's free text and
 the subject key enter them only as digests (the text by SHA-256, the key keyed like a
 sensitive call parameter), so the anchored log holds no personal data an objection may
@@ -176,7 +176,7 @@ class ObjectionService(ObjectionReader):
             )
             return objection
 
-        return await self._governance.change(actor, "objection.filed", body, apply)
+        return await self._uow.change(actor, "objection.filed", body, apply)
 
     # -- answering ------------------------------------------------------------------------
 
@@ -259,7 +259,7 @@ class ObjectionService(ObjectionReader):
             )
             return await self._load(conn, objection_id)
 
-        return await self._governance.change(actor, f"objection.{answer.kind.value}", body, apply)
+        return await self._uow.change(actor, f"objection.{answer.kind.value}", body, apply)
 
     async def acknowledge(self, actor: Actor, objection_id: str) -> Objection:
         """The filer has read the answer; its task goes away until the next answer."""
@@ -286,7 +286,7 @@ class ObjectionService(ObjectionReader):
             )
             return await self._load(conn, objection_id)
 
-        return await self._governance.change(
+        return await self._uow.change(
             actor, "objection.acknowledged", {"objection_id": objection_id}, apply
         )
 

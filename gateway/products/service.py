@@ -26,8 +26,7 @@ from gateway.errors import ConflictError, ForbiddenError, NotFoundError, Validat
 from gateway.governance.actor import Actor
 from gateway.governance.models import AgreementStatus, DatasetGrant, Scenario, parse_time_value
 from gateway.governance.policy import agreement_of
-from gateway.governance.service import GovernanceService
-from gateway.governance.unit_of_work import Unchanged
+from gateway.governance.unit_of_work import Unchanged, UnitOfWork
 from gateway.identifiers import is_valid_uscc
 from gateway.products.models import (
     Product,
@@ -75,9 +74,9 @@ def trade_of(row: Any) -> Trade:
 
 
 class ProductService:
-    def __init__(self, engine: AsyncEngine, governance: GovernanceService, clock: Clock) -> None:
+    def __init__(self, engine: AsyncEngine, uow: UnitOfWork, clock: Clock) -> None:
         self._engine = engine
-        self._governance = governance
+        self._uow = uow
         self._clock = clock
 
     async def _change(
@@ -87,7 +86,7 @@ class ProductService:
         body: Mapping[str, Any],
         apply: Callable[[AsyncConnection, dt.datetime], Awaitable[T]],
     ) -> T:
-        return await self._governance.change(actor, kind, body, apply, stream="products")
+        return await self._uow.change(actor, kind, body, apply, stream="products")
 
     # -- reading ------------------------------------------------------------------------
 
@@ -95,12 +94,15 @@ class ProductService:
         async with self._engine.connect() as conn:
             return await self._load(conn, product_id)
 
-    async def find(
-        self, *, merchant_id: str | None = None, status: ProductStatus | None = None
-    ) -> list[Product]:
+    async def find(self, actor: Actor, *, status: ProductStatus | None = None) -> list[Product]:
+        """The products ``actor`` may see (of ``status``, if given), oldest first: a merchant
+        its own, staff with ``catalog.read`` every one. Raises :class:`ForbiddenError` for
+        other staff."""
         query = select(ProductRow.__table__).order_by(ProductRow.created_at, ProductRow.id)
-        if merchant_id is not None:
-            query = query.where(ProductRow.merchant_id == merchant_id)
+        if actor.merchant_id is not None:
+            query = query.where(ProductRow.merchant_id == actor.merchant_id)
+        else:
+            actor.may(Action.READ_CATALOG)
         if status is not None:
             query = query.where(ProductRow.status == status.value)
         async with self._engine.connect() as conn:
@@ -434,9 +436,11 @@ class ProductService:
             apply,
         )
 
-    async def revenue(self, period: str) -> list[Statement]:
+    async def revenue(self, actor: Actor, period: str) -> list[Statement]:
         """The revenue statements of a settlement period (``YYYY-MM``): every trade settled
-        in it, split by its product's agreement (see :mod:`gateway.products.revenue`)."""
+        in it, split by its product's agreement (see :mod:`gateway.products.revenue`).
+        Raises :class:`ForbiddenError` for a role without ``calls.read``."""
+        actor.may(Action.READ_CALLS)
         check_period(period)
         settled = await settled_trades(self._engine, period)
         if not settled:

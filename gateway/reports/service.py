@@ -7,10 +7,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+from gateway.authorization.roles import Action
 from gateway.chain.audit import chain_reader
 from gateway.chain.backends import ChainBackend
 from gateway.chain.errors import ChainUnavailableError
 from gateway.errors import ValidationError
+from gateway.governance.actor import Actor
 from gateway.reports.audit_section import AuditProgress, ChainAccess
 from gateway.reports.header import ReportHeader, load_names, read_heads, sign_heads
 from gateway.reports.operations import OperationsReport, gather_operations
@@ -78,20 +80,30 @@ async def _header(gateway: Gateway, period: Period, generated_by: str) -> Report
     )
 
 
+def _who(actor: Actor) -> str:
+    """Who a report names as its maker: a staff member with its role, the local
+    administrator by its name."""
+    return f"{actor.id} ({actor.role.value})" if actor.role else actor.id
+
+
 async def security_report(
     gateway: Gateway,
     quarter: Period,
     *,
-    generated_by: str,
+    actor: Actor,
     chain: ChainAccess,
+    generated_by: str | None = None,
     progress: AuditProgress | None = None,
 ) -> SecurityReport:
-    """The quarterly security report. Signs a checkpoint of every stream that grew (the
-    report's heads), then audits every stream; slow on a large log (the audit reads it
-    all). Raises :class:`ValidationError` for a quarter that has not begun."""
+    """The quarterly security report, made by ``actor`` (named ``generated_by``, by
+    default who ``actor`` is). Signs a checkpoint of every stream that grew (the report's
+    heads), then audits every stream; slow on a large log (the audit reads it all).
+    Raises :class:`ForbiddenError` for a role without ``reports.read`` and
+    :class:`ValidationError` for a quarter that has not begun."""
+    actor.may(Action.READ_REPORTS)
     # Days of the deployment's zone, whoever parsed the period.
     quarter = replace(quarter, zone=gateway.settings.zone)
-    header = await _header(gateway, quarter, generated_by)
+    header = await _header(gateway, quarter, generated_by or _who(actor))
     return await gather_security(
         gateway.engine,
         header,
@@ -105,17 +117,20 @@ async def security_report(
 
 
 async def operations_report(
-    gateway: Gateway, period: Period, *, generated_by: str
+    gateway: Gateway, period: Period, *, actor: Actor, generated_by: str | None = None
 ) -> OperationsReport:
-    """The operations report of ``period``. Raises :class:`ValidationError` for a period
-    that has not begun."""
+    """The operations report of ``period``, made by ``actor`` (named ``generated_by``,
+    by default who ``actor`` is). Raises :class:`ForbiddenError` for a role without
+    ``reports.read`` and :class:`ValidationError` for a period that has not begun."""
+    actor.may(Action.READ_REPORTS)
     period = replace(period, zone=gateway.settings.zone)
-    header = await _header(gateway, period, generated_by)
+    header = await _header(gateway, period, generated_by or _who(actor))
     return await gather_operations(
         gateway.engine,
         header,
         await load_names(gateway.engine),
         # The gateway's calendar: shipped, configured and loaded schedules, in its zone.
         calendar=gateway.calendar.current,
-        revenue=gateway.products.revenue,
+        # Read as the report's maker (every role that reads reports reads revenue).
+        revenue=lambda month: gateway.products.revenue(actor, month),
     )

@@ -254,12 +254,18 @@ def _status_filter(status: str | MeasureStatus | None) -> MeasureStatus | None:
 class MeasureService:
     """Imposing, lifting and reading supervision measures. Imposing and lifting need
     :attr:`Action.IMPOSE_MEASURE` / :attr:`Action.LIFT_MEASURE` (supervisor, authority, the
-    local administrator); reading is checked by the caller against
-    :attr:`Action.READ_MEASURES`."""
+    local administrator); reading needs :attr:`Action.READ_MEASURES`."""
 
     def __init__(self, engine: AsyncEngine, uow: UnitOfWork) -> None:
         self._engine = engine
         self._uow = uow
+
+    @staticmethod
+    def authorize_impose(actor: Actor) -> None:
+        """Raise :class:`ForbiddenError` unless ``actor`` may impose measures. The HTTP
+        shell asks before it reads the request body, so a caller who may not impose learns
+        only that; :meth:`impose` asks again."""
+        actor.may(Action.IMPOSE_MEASURE)
 
     async def impose(
         self,
@@ -273,7 +279,7 @@ class MeasureService:
         call. Raises :class:`ForbiddenError`, :class:`ValidationError`,
         :class:`NotFoundError` (no such target) or :class:`ConflictError` (a measure of this
         kind is already active on the target)."""
-        actor.may(Action.IMPOSE_MEASURE)
+        self.authorize_impose(actor)
         measure_kind = parse_kind(kind)
         key, noun = _TARGETS[measure_kind]
         target = check_id(noun, target_id)
@@ -338,7 +344,7 @@ class MeasureService:
         call. Raises :class:`NotFoundError` or :class:`ConflictError` (already lifted)."""
         actor.may(Action.LIFT_MEASURE)
         why = _reason("reason", reason)
-        current = await self.get(measure_id)
+        current = await self._load(measure_id)
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> Measure:
             # Only an active measure is updated: of two concurrent liftings, the second
@@ -381,8 +387,13 @@ class MeasureService:
             apply,
         )
 
-    async def get(self, measure_id: str) -> Measure:
-        """One measure; :class:`NotFoundError` if there is none with this id."""
+    async def get(self, actor: Actor, measure_id: str) -> Measure:
+        """One measure; :class:`NotFoundError` if there is none with this id,
+        :class:`ForbiddenError` for a role without ``measures.read``."""
+        actor.may(Action.READ_MEASURES)
+        return await self._load(measure_id)
+
+    async def _load(self, measure_id: str) -> Measure:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -394,10 +405,11 @@ class MeasureService:
         return Measure.from_row(row)
 
     async def list(
-        self, status: str | MeasureStatus | None = MeasureStatus.ACTIVE
+        self, actor: Actor, status: str | MeasureStatus | None = MeasureStatus.ACTIVE
     ) -> Sequence[Measure]:
         """Measures, oldest first: ``active`` (the default), ``lifted`` or all (``"all"`` or
-        None)."""
+        None). Raises :class:`ForbiddenError` for a role without ``measures.read``."""
+        actor.may(Action.READ_MEASURES)
         wanted = _status_filter(status)
         query = select(MeasureRow.__table__).order_by(MeasureRow.imposed_at, MeasureRow.id)
         if wanted is not None:

@@ -25,8 +25,10 @@ import math
 from collections import defaultdict
 from typing import Final
 
+from gateway.authorization.roles import Action
 from gateway.catalog.models import Dataset
 from gateway.errors import NotFoundError, ValidationError
+from gateway.governance.actor import Actor
 from gateway.tracing.evidence import LeakEvidence
 from gateway.tracing.matching import (
     Columns,
@@ -61,8 +63,16 @@ FAP_FLOOR: Final = 1e-300
 class LeakTracer(LeakEvidence):
     """Traces leaked tables against the delivery index, marks and canaries."""
 
+    @staticmethod
+    def authorize(actor: Actor) -> None:
+        """Raise :class:`ForbiddenError` unless ``actor`` may trace leaks. The HTTP shell
+        asks before it reads the upload, so a caller without the role cannot make the
+        gateway read a large file; :meth:`trace` asks again."""
+        actor.may(Action.TRACE_LEAK)
+
     async def trace(
         self,
+        actor: Actor,
         table: LeakedTable,
         *,
         dataset_id: str | None = None,
@@ -70,8 +80,10 @@ class LeakTracer(LeakEvidence):
     ) -> TraceReport:
         """Rank the recipients of ``table``'s rows, with evidence.
 
-        Raises :class:`NotFoundError` for an unknown ``dataset_id`` and
-        :class:`ValidationError` for a table without columns. Reads only."""
+        Raises :class:`ForbiddenError` for a role without ``leak.trace``,
+        :class:`NotFoundError` for an unknown ``dataset_id`` and :class:`ValidationError`
+        for a table without columns. Reads only."""
+        self.authorize(actor)
         tell = progress or (lambda _stage, _done, _total: None)
         width = len(table.headers)
         if width == 0:

@@ -146,12 +146,19 @@ class WorkflowService:
 
     # -- exclusion list -----------------------------------------------------------------
 
+    @staticmethod
+    def authorize_exclusions(actor: Actor) -> None:
+        """Raise :class:`ForbiddenError` unless ``actor`` may import the exclusion list. The
+        HTTP shell asks before it reads the upload, so a caller without the role cannot make
+        the gateway read a large file; :meth:`import_exclusions` asks again."""
+        actor.may(Action.REGISTER_MERCHANT)
+
     async def import_exclusions(
         self, actor: Actor, entries: Sequence[ExclusionEntry], *, source_name: str = ""
     ) -> ExclusionImport:
         """Add new entries and record lifts of known ones; importing the same list twice
         changes nothing. One governance record for the whole import."""
-        actor.may(Action.REGISTER_MERCHANT)
+        self.authorize_exclusions(actor)
         counts = {"added": 0, "updated": 0, "unchanged": 0}
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> ExclusionImport:
@@ -357,8 +364,21 @@ class WorkflowService:
             return await self._onboarding_row(conn, application_id)
 
     async def list_onboarding(
+        self, actor: Actor, status: OnboardingStatus | None = None
+    ) -> list[OnboardingApplication]:
+        """Onboarding applications (of ``status``, if given), oldest first, for those who
+        decide them. Raises :class:`ForbiddenError` for a role without
+        ``merchant.register``."""
+        actor.may(Action.REGISTER_MERCHANT)
+        return await self.find_onboarding(status)
+
+    async def find_onboarding(
         self, status: OnboardingStatus | None = None
     ) -> list[OnboardingApplication]:
+        """Onboarding applications (of ``status``, if given), oldest first, with no role
+        check: for a caller that decided itself who sees them
+        (:func:`gateway.workflows.tasks.tasks_for` shows the supervisor the operator's
+        tasks)."""
         query = select(OnboardingRow.__table__).order_by(OnboardingRow.submitted_at)
         if status is not None:
             query = query.where(OnboardingRow.status == status.value)

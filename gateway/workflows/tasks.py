@@ -46,7 +46,7 @@ async def tasks_for(
     operator = everyone or actor.role in (Role.OPERATOR, Role.SUPERVISOR)
     authority = everyone or actor.role in (Role.AUTHORITY, Role.SUPERVISOR)
     if operator:
-        for item in await workflows.list_onboarding(OnboardingStatus.SUBMITTED):
+        for item in await workflows.find_onboarding(OnboardingStatus.SUBMITTED):
             found.append(
                 make_task(
                     "operator",

@@ -113,7 +113,7 @@ class UseApplicationService(UseReviews):
         if unknown:
             raise ValidationError(f"application: unknown member(s) {', '.join(unknown)}")
         scenario_id = check_id("scenario", data.get("scenario"))
-        terms = ApplicationTerms.from_dict(data, self._governance.zone)
+        terms = ApplicationTerms.from_dict(data, self._zone)
         application_id = f"app-{secrets.token_hex(6)}"
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> UseApplication:
@@ -161,7 +161,7 @@ class UseApplicationService(UseReviews):
             )
             return application
 
-        return await self._governance.change(
+        return await self._uow.change(
             actor,
             "application.submitted",
             {
@@ -184,7 +184,7 @@ class UseApplicationService(UseReviews):
             return await self._load(conn, application_id)
 
         await self.sweep()
-        return await self._governance.change(
+        return await self._uow.change(
             actor, "application.withdrawn", {"application_id": application_id}, apply
         )
 
@@ -260,14 +260,14 @@ class UseApplicationService(UseReviews):
                 "termination": termination.strip(),
                 "subject_authorizations": letters,
             }
-            await self._governance.insert_agreement(conn, now, agreement, terms)
+            await self._agreements.insert_agreement(conn, now, agreement, terms)
             await self._set_status(
                 conn, now, application_id, ApplicationStatus.AGREED, agreement_id=new_id
             )
             return agreement
 
         await self.sweep()
-        return await self._governance.change(
+        return await self._uow.change(
             actor,
             "agreement.concluded",
             {"agreement_id": new_id, "application_id": application_id, "letters": letters},
@@ -313,7 +313,7 @@ class UseApplicationService(UseReviews):
                 agreement, subject_authorized=agreement.subject_authorized | {entry["dataset"]}
             )
 
-        return await self._governance.change(
+        return await self._uow.change(
             actor,
             "agreement.subject-authorization",
             {"agreement_id": agreement_id, **entry},

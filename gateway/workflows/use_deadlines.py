@@ -130,7 +130,7 @@ class UseDeadlines(UseApplicationRecords):
                     .values(terms=updated)
                 )
 
-            await self._governance.change(
+            await self._uow.change(
                 TIMEOUT_ACTOR,
                 "agreement.renewal-due",
                 {"agreement_id": agreement_id, "ends_at": ends_at},
@@ -170,7 +170,7 @@ class UseDeadlines(UseApplicationRecords):
             await self._settle(conn, now, application_id)
             return True
 
-        return await self._governance.change(
+        return await self._uow.change(
             TIMEOUT_ACTOR,
             "review.deemed-approved",
             {

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.catalog.models import Dataset
-from gateway.clock import Clock, utc
+from gateway.clock import DEFAULT_ZONE, Clock, utc
 from gateway.db.schema import (
     DatasetRow,
     ReviewRow,
@@ -28,11 +28,12 @@ from gateway.errors import (
     ConflictError,
     NotFoundError,
 )
+from gateway.governance.agreements import AgreementService
 from gateway.governance.models import (
     Scenario,
     ScenarioStatus,
 )
-from gateway.governance.service import GovernanceService
+from gateway.governance.unit_of_work import UnitOfWork
 from gateway.sweeping import SweepLoop
 from gateway.workflows.applications import (
     COMPLIANCE_WORKING_DAYS,
@@ -100,14 +101,20 @@ class UseApplicationRecords:
     def __init__(
         self,
         engine: AsyncEngine,
-        governance: GovernanceService,
+        uow: UnitOfWork,
+        agreements: AgreementService,
         calendar: Deadlines,
         clock: Clock,
         *,
+        zone: dt.tzinfo = DEFAULT_ZONE,
         health: DependencyHealth | None = None,
     ) -> None:
+        """``agreements`` stores the agreement an application concludes in, with the checks
+        of a direct grant; ``zone`` is the deployment's time zone (date-only periods)."""
         self._engine = engine
-        self._governance = governance
+        self._uow = uow
+        self._agreements = agreements
+        self._zone = zone
         self._calendar = calendar
         self._clock = clock
         # A store outage is logged there once; the sweep outlives it.

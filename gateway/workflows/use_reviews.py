@@ -88,7 +88,7 @@ class UseReviews(UseDeadlines):
             return await self._load(conn, application_id)
 
         await self.sweep()
-        return await self._governance.change(
+        return await self._uow.change(
             actor,
             "application.compliance-passed" if approve else "application.compliance-failed",
             {"application_id": application_id, "reasons": list(cleaned)},
@@ -143,7 +143,7 @@ class UseReviews(UseDeadlines):
             return await self._load(conn, application_id)
 
         await self.sweep()
-        return await self._governance.change(
+        return await self._uow.change(
             actor,
             "review.approved" if approve else "review.rejected",
             {"application_id": application_id, "department": who, "reasons": list(cleaned)},
@@ -189,7 +189,7 @@ class UseReviews(UseDeadlines):
             return await self._load(conn, application_id)
 
         await self.sweep()
-        return await self._governance.change(
+        return await self._uow.change(
             actor,
             "review.extended",
             {

@@ -28,9 +28,9 @@ async def publish_scenario(
     it from an hour before ``now`` for ``days`` days: the second scenario that tests of quotas,
     hours, grants and privacy budgets set beside the demo one."""
     scenario_id = definition["id"]
-    await gov.create_scenario(LOCAL_ADMIN, definition)
-    await gov.set_scenario_status(LOCAL_ADMIN, scenario_id, ScenarioStatus.PUBLISHED)
-    await gov.grant_agreement(
+    await gov.scenarios.create_scenario(LOCAL_ADMIN, definition)
+    await gov.scenarios.set_scenario_status(LOCAL_ADMIN, scenario_id, ScenarioStatus.PUBLISHED)
+    await gov.agreements.grant_agreement(
         LOCAL_ADMIN,
         merchant_id=merchant_id,
         scenario_id=scenario_id,
@@ -67,8 +67,8 @@ async def enrol_merchant(
     it an agreement on the whole scenario from an hour before ``now`` for ``days`` days, and
     issue its client credentials: a second merchant beside the demo one."""
     code = credit_code or demo_credit_code(merchant_id)
-    await gov.register_merchant(LOCAL_ADMIN, merchant_id, name, code)
-    await gov.grant_agreement(
+    await gov.merchants.register_merchant(LOCAL_ADMIN, merchant_id, name, code)
+    await gov.agreements.grant_agreement(
         LOCAL_ADMIN,
         merchant_id=merchant_id,
         scenario_id=scenario_id,
@@ -77,6 +77,6 @@ async def enrol_merchant(
         shares=("40", "35", "25"),
         agreement_id=agreement_id,
     )
-    issued = await gov.issue_client(LOCAL_ADMIN, merchant_id=merchant_id)
+    issued = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id=merchant_id)
     assert issued.secret
     return issued

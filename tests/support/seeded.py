@@ -89,9 +89,11 @@ async def seed_world(world: World, processor: Processor) -> Seeded:
     """Every kind of credential, a listed product with a trade, a use application and an
     onboarding application, made through the API like a user would."""
     gov = world.gateway.governance
-    source = await gov.issue_client(LOCAL_ADMIN, role=Role.SOURCE, department=SOURCE_DEPARTMENT)
-    exchange = await gov.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
-    buyer = await gov.issue_client(LOCAL_ADMIN, buyer_code=BUYER)
+    source = await gov.clients.issue_client(
+        LOCAL_ADMIN, role=Role.SOURCE, department=SOURCE_DEPARTMENT
+    )
+    exchange = await gov.clients.issue_client(LOCAL_ADMIN, role=Role.EXCHANGE)
+    buyer = await gov.clients.issue_client(LOCAL_ADMIN, buyer_code=BUYER)
     tokens: dict[str, str | None] = {
         "none": None,
         "data": await world.token(),

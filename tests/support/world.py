@@ -100,13 +100,13 @@ async def build_world(settings: Settings, clock: FixedClock) -> tuple[Gateway, d
     gov = gateway.governance
     now = clock.now()
     for data in demo_datasets():
-        await gov.register_dataset(LOCAL_ADMIN, data)
-    await gov.create_scenario(LOCAL_ADMIN, demo_scenario(now))
-    await gov.set_scenario_status(LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED)
-    await gov.register_merchant(
+        await gov.catalog.register_dataset(LOCAL_ADMIN, data)
+    await gov.scenarios.create_scenario(LOCAL_ADMIN, demo_scenario(now))
+    await gov.scenarios.set_scenario_status(LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED)
+    await gov.merchants.register_merchant(
         LOCAL_ADMIN, DEMO_MERCHANT, "长沙星辰征信服务有限公司", demo_credit_code("XC")
     )
-    await gov.grant_agreement(
+    await gov.agreements.grant_agreement(
         LOCAL_ADMIN,
         merchant_id=DEMO_MERCHANT,
         scenario_id=DEMO_SCENARIO,
@@ -115,10 +115,10 @@ async def build_world(settings: Settings, clock: FixedClock) -> tuple[Gateway, d
         shares=("40", "35", "25"),
         agreement_id="agr-demo",
     )
-    merchant = await gov.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
+    merchant = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
     staff = {}
     for role in (Role.OPERATOR, Role.AUTHORITY, Role.SUPERVISOR):
-        issued = await gov.issue_client(LOCAL_ADMIN, role=role)
+        issued = await gov.clients.issue_client(LOCAL_ADMIN, role=role)
         assert issued.secret
         staff[role] = (issued.client.client_id, issued.secret)
     assert merchant.secret
