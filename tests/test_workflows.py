@@ -578,3 +578,42 @@ async def test_deadline_in_a_year_without_schedule_is_provisional_then_recompute
         [],
     )
     assert (await _kinds(flow)).count("workdays.schedule-loaded") == 1
+
+
+async def test_loading_a_schedule_counts_open_checks_and_reviews_again(flow: Flow) -> None:
+    """Compliance checks and department reviews counted through 2027 before its notice was
+    loaded move with it, as onboardings do (one moved id per moved deadline)."""
+    gateway, apps, clock = flow.gateway, flow.gateway.applications, flow.clock
+    gov = gateway.governance
+    authority = Actor("auth-1", Role.AUTHORITY)
+    merchant = Actor("lanshan-app", merchant_id="lanshan-data")
+    # Monday 28 December 2026 in Beijing: 5 and 10 working days both run into January.
+    clock.set(dt.datetime(2026, 12, 28, 10, tzinfo=SHANGHAI))
+    onboarding = await flow.workflows.submit_onboarding(
+        LOCAL_ADMIN, _application(demo_credit_code("LS"))
+    )
+    await flow.workflows.decide_onboarding(OPERATOR, onboarding.id, approve=True)
+    await gov.scenarios.create_scenario(authority, _clear_scenario(clock.now()))
+    await gov.scenarios.set_scenario_status(authority, "credit-clear", ScenarioStatus.PUBLISHED)
+    period = {"period_start": "2027-01-04", "period_end": "2029-12-31"}
+    waiting = await apps.submit(merchant, "lanshan-data", _use_application(**period))
+    reviewed = await apps.submit(merchant, "lanshan-data", _use_application(**period))
+    checked = await apps.check_compliance(OPERATOR, reviewed.id, approve=True)
+    # 29, 30, 31 December, then Friday 1 and Monday 4 January counted as working days.
+    assert waiting.compliance_due_at == dt.datetime(2027, 1, 5, tzinfo=SHANGHAI)
+    before = {r.department: r.due_at for r in checked.reviews}
+    assert len(before) == 2
+
+    notice = (Path(__file__).parent / "data" / "notices" / "notice-2027-test.txt").read_text(
+        "utf-8"
+    )
+    loaded, moved = await gateway.schedules.load(
+        LOCAL_ADMIN, parse_notice(notice), loaded_by="张敏"
+    )
+    assert loaded is not None
+    # 元旦 (1 January, a Friday, counted as a working day until now) is off: a day later each.
+    assert sorted(moved) == sorted([waiting.id, reviewed.id, reviewed.id])
+    again = await apps.get(OPERATOR, waiting.id)
+    assert again.compliance_due_at == waiting.compliance_due_at + dt.timedelta(days=1)
+    after = {r.department: r.due_at for r in (await apps.get(OPERATOR, reviewed.id)).reviews}
+    assert after == {d: due + dt.timedelta(days=1) for d, due in before.items()}

@@ -31,6 +31,7 @@ from gateway.objections.models import (
 )
 from gateway.objections.receipt import ReceiptKeys
 from gateway.sweeping import SweepLoop
+from gateway.workdays.recount import recount_deadlines
 from gateway.workflows.service import Deadlines, is_provisional
 
 __all__ = ["DEFAULT_WORKING_DAYS", "OVERDUE_ACTOR", "ObjectionReader", "objection_of"]
@@ -107,22 +108,17 @@ class ObjectionReader:
         """Count the open objections' deadlines again on the calendar as it is now (those
         counted through a year without a loaded schedule move) and store the ones that
         moved; returns their ids. Called after ``dsgw workdays import``."""
-        moved: list[str] = []
         async with self._engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    select(ObjectionRow.id, ObjectionRow.filed_at, ObjectionRow.due_at)
-                    .where(ObjectionRow.status == ObjectionStatus.OPEN.value)
-                    .with_for_update()
-                )
-            ).all()
-            for row in rows:
-                due = self._calendar.deadline(utc(row.filed_at), self._working_days)
-                if due != utc(row.due_at):
-                    await conn.execute(
-                        update(ObjectionRow).where(ObjectionRow.id == row.id).values(due_at=due)
-                    )
-                    moved.append(row.id)
+            moved: list[str] = await recount_deadlines(
+                conn,
+                self._calendar,
+                table=ObjectionRow,
+                keys=(ObjectionRow.id,),
+                start=ObjectionRow.filed_at,
+                due=ObjectionRow.due_at,
+                working_days=self._working_days,
+                open_when=(ObjectionRow.status == ObjectionStatus.OPEN.value,),
+            )
         return moved
 
     @staticmethod

@@ -27,6 +27,7 @@ from gateway.governance.actor import Actor
 from gateway.governance.merchants import insert_merchant, new_merchant
 from gateway.governance.models import Merchant
 from gateway.governance.unit_of_work import UnitOfWork
+from gateway.workdays.recount import recount_deadlines
 from gateway.workflows.exclusions import ExclusionCategory, ExclusionEntry
 from gateway.workflows.onboarding import (
     ONBOARDING_WORKING_DAYS,
@@ -123,25 +124,17 @@ class WorkflowService:
         """Count the open deadlines again that were provisional (counted through a year
         without a loaded schedule) on the calendar as it is now, and store the ones that
         moved; returns the ids of those. Called after ``dsgw workdays import``."""
-        moved: list[str] = []
         async with self._engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    select(OnboardingRow.id, OnboardingRow.submitted_at, OnboardingRow.due_at)
-                    .where(OnboardingRow.status == OnboardingStatus.SUBMITTED.value)
-                    .with_for_update()
-                )
-            ).all()
-            for row in rows:
-                start, due = utc(row.submitted_at), utc(row.due_at)
-                new_due = self._calendar.deadline(start, ONBOARDING_WORKING_DAYS)
-                if new_due != due:
-                    await conn.execute(
-                        update(OnboardingRow)
-                        .where(OnboardingRow.id == row.id)
-                        .values(due_at=new_due)
-                    )
-                    moved.append(row.id)
+            moved: list[str] = await recount_deadlines(
+                conn,
+                self._calendar,
+                table=OnboardingRow,
+                keys=(OnboardingRow.id,),
+                start=OnboardingRow.submitted_at,
+                due=OnboardingRow.due_at,
+                working_days=ONBOARDING_WORKING_DAYS,
+                open_when=(OnboardingRow.status == OnboardingStatus.SUBMITTED.value,),
+            )
         return moved
 
     # -- exclusion list -----------------------------------------------------------------

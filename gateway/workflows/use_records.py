@@ -35,6 +35,7 @@ from gateway.governance.models import (
 )
 from gateway.governance.unit_of_work import UnitOfWork
 from gateway.sweeping import SweepLoop
+from gateway.workdays.recount import recount_deadlines
 from gateway.workflows.applications import (
     COMPLIANCE_WORKING_DAYS,
     REVIEW_WORKING_DAYS,
@@ -127,58 +128,33 @@ class UseApplicationRecords:
         without a loaded schedule) on the calendar as it is now, and store the ones that
         moved; returns the ids of those (an
         application once per moved deadline). Called after ``dsgw workdays import``."""
-        moved: list[str] = []
         async with self._engine.begin() as conn:
-            checks = (
-                await conn.execute(
-                    select(
-                        UseApplicationRow.id,
-                        UseApplicationRow.submitted_at,
-                        UseApplicationRow.compliance_due_at,
-                    )
-                    .where(UseApplicationRow.status == ApplicationStatus.COMPLIANCE_CHECK.value)
-                    .with_for_update()
-                )
-            ).all()
-            for check in checks:
-                due = self._calendar.deadline(utc(check.submitted_at), COMPLIANCE_WORKING_DAYS)
-                if due != utc(check.compliance_due_at):
-                    await conn.execute(
-                        update(UseApplicationRow)
-                        .where(UseApplicationRow.id == check.id)
-                        .values(compliance_due_at=due)
-                    )
-                    moved.append(check.id)
+            moved: list[str] = await recount_deadlines(
+                conn,
+                self._calendar,
+                table=UseApplicationRow,
+                keys=(UseApplicationRow.id,),
+                start=UseApplicationRow.submitted_at,
+                due=UseApplicationRow.compliance_due_at,
+                working_days=COMPLIANCE_WORKING_DAYS,
+                open_when=(UseApplicationRow.status == ApplicationStatus.COMPLIANCE_CHECK.value,),
+            )
             # An extended review keeps its extension as granted; only the original
             # deadline of a review not extended is counted again.
-            reviews = (
-                await conn.execute(
-                    select(
-                        ReviewRow.application_id,
-                        ReviewRow.department,
-                        ReviewRow.opened_at,
-                        ReviewRow.due_at,
-                    )
-                    .where(
-                        ReviewRow.status == ReviewStatus.PENDING.value,
-                        ReviewRow.extended_until.is_(None),
-                        ReviewRow.opened_at.is_not(None),
-                    )
-                    .with_for_update()
-                )
-            ).all()
-            for row in reviews:
-                due = self._calendar.deadline(utc(row.opened_at), REVIEW_WORKING_DAYS)
-                if row.due_at is None or due != utc(row.due_at):
-                    await conn.execute(
-                        update(ReviewRow)
-                        .where(
-                            ReviewRow.application_id == row.application_id,
-                            ReviewRow.department == row.department,
-                        )
-                        .values(due_at=due)
-                    )
-                    moved.append(row.application_id)
+            moved += await recount_deadlines(
+                conn,
+                self._calendar,
+                table=ReviewRow,
+                keys=(ReviewRow.application_id, ReviewRow.department),
+                start=ReviewRow.opened_at,
+                due=ReviewRow.due_at,
+                working_days=REVIEW_WORKING_DAYS,
+                open_when=(
+                    ReviewRow.status == ReviewStatus.PENDING.value,
+                    ReviewRow.extended_until.is_(None),
+                    ReviewRow.opened_at.is_not(None),
+                ),
+            )
         return moved
 
     async def _load(self, conn: AsyncConnection, application_id: str) -> UseApplication:
