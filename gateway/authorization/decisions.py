@@ -35,7 +35,7 @@ from gateway.governance.models import (
     Scenario,
 )
 from gateway.governance.policy import PolicySnapshot
-from gateway.supervision.measures import MeasureKind
+from gateway.supervision.measures import Measure, MeasureKind
 
 __all__ = [
     "CallScope",
@@ -226,4 +226,13 @@ def product_deliverable(snapshot: PolicySnapshot, product_id: str) -> None:
     delivery and no trade until the measure is lifted.
 
     Raises :class:`MeasureInForceError`."""
-    snapshot.check_measure(MeasureKind.PRODUCT, product_id)
+    product_available(snapshot.measure_on(MeasureKind.PRODUCT, product_id))
+
+
+def product_available(delisting: Measure | None) -> None:
+    """:func:`product_deliverable` on the product's delisting measure as the caller read it:
+    a trade reads it in its own transaction, so a measure being imposed cannot race it.
+
+    Raises :class:`MeasureInForceError`."""
+    if delisting is not None:
+        raise delisting.refusal()

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.authorization.decisions import product_available
 from gateway.authorization.roles import Action
 from gateway.catalog.models import Dataset, check_id, expect_keys
 from gateway.clock import Clock, utc
@@ -340,9 +341,7 @@ class ProductService:
             product = await self._load(conn, product_id)
             product.require(ProductStatus.LISTED, action="trade")
             # Delisted by a supervision measure (CS23 art. 26): no trade until it is lifted.
-            measure = await active_measure(conn, MeasureKind.PRODUCT, product_id)
-            if measure is not None:
-                raise measure.refusal()
+            product_available(await active_measure(conn, MeasureKind.PRODUCT, product_id))
             await conn.execute(
                 insert(TradeRow).values(
                     exchange_trade_id=trade_id,
