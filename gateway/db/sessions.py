@@ -9,13 +9,16 @@ from typing import Any, Final
 
 from sqlalchemy.engine import URL
 
-__all__ = ["LOCK_NAMESPACE", "close_session", "libpq_dsn"]
+__all__ = ["LOCK_NAMESPACE", "POOLED_BY_TRANSACTION", "close_session", "libpq_dsn"]
 
 # First key of every dsgw advisory lock: "dsgw" in ASCII, so the locks cannot collide with
 # another application's on a shared server. Second keys: the log streams 0-2 (their index
 # in STREAMS), the leader lock 100, migrations 101, and from 2^20 up one per merchant and
 # dataset for the overlap audit (gateway.privacy.overlap.lock_key).
 LOCK_NAMESPACE: Final = 0x64736777
+# Marks an engine whose connections go through a transaction-mode pooler (PgBouncer), where
+# a session-level lock cannot be held: such an engine never migrates (gateway.db.upgrade).
+POOLED_BY_TRANSACTION: Final = "dsgw_pooled_by_transaction"
 
 
 def libpq_dsn(url: URL) -> str:

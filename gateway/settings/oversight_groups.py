@@ -92,7 +92,7 @@ class VerifySettings(Group):
     @model_validator(mode="after")
     def _check(self) -> VerifySettings:
         from gateway.errors import ValidationError
-        from gateway.privacy.verify_budget import VerifyBudget  # here: imports the schema
+        from gateway.privacy.verify_limits import VerifyBudget  # here: it needs the errors
 
         try:
             VerifyBudget(self.negatives_per_subject, self.window_hours)

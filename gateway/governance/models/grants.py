@@ -12,7 +12,7 @@ from gateway.catalog.models import Dataset, check_id, expect_keys
 from gateway.errors import CatalogError, ValidationError
 from gateway.governance.models.budgets import PrivacyBudget
 from gateway.governance.models.fields import positive_int, str_list
-from gateway.privacy.verify_budget import VerifyBudget
+from gateway.privacy.verify_limits import VerifyBudget
 
 __all__ = ["MODE_NAMES", "DatasetGrant", "Mode"]
 
