@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import URL, make_url
 
-from gateway.chain.models import AnchorPolicy
-from gateway.chain.service import Anchoring
 from gateway.cluster.leadership import Leadership, leader_lock_for
 from gateway.cluster.policy_push import PolicyWatch
 from gateway.errors import ConfigError, KeystoreError
@@ -27,6 +25,7 @@ from gateway.readiness import DependencyWatch
 from keys.keystore import KeyPurpose
 
 if TYPE_CHECKING:
+    from gateway.chain.service import Anchoring
     from gateway.runtime import Gateway
 
 __all__ = ["BackgroundWork", "Role", "session_url"]
@@ -85,6 +84,10 @@ class BackgroundWork:
         settings, keystore, clock = gateway.settings, gateway.keystore, gateway.clock
         if settings.chain.kind == "none" or self.anchoring is not None:
             return
+        # The chain libraries (web3) load here, in processes that anchor, and nowhere else.
+        from gateway.chain.models import AnchorPolicy
+        from gateway.chain.service import Anchoring
+
         try:
             chain_kid = keystore.active(KeyPurpose.CHAIN_ACCOUNT).kid
         except KeystoreError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,12 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.api.delivery_client import DeliveryClient
 from gateway.authorization.allowance import call_allowance
 from gateway.authorization.secrets import SecretHasher
-from gateway.authorization.shared_quotas import RedisQuotaTracker
 from gateway.authorization.tokens import TokenService
 from gateway.background import BackgroundWork
 from gateway.catalog.secrets import SourceSecrets
 from gateway.catalog.sources import SourceAccess, SourceRules
-from gateway.chain.service import Anchoring
 from gateway.clock import Clock, SystemClock
 from gateway.cluster.leadership import Leadership
 from gateway.dataplane.connectors import ConnectorRegistry
@@ -32,7 +30,6 @@ from gateway.dependencies import DEPENDENCIES, DependencyHealth
 from gateway.derived_keys import DerivedKeys, derive_key
 from gateway.errors import DsgwError
 from gateway.evaluation import EvaluationService
-from gateway.evidence.build import record_bundle
 from gateway.evidence.keys import KeyRing, gateway_key_ring
 from gateway.evidence.notes import NoteSigner
 from gateway.governance.epoch import EpochFile
@@ -61,6 +58,10 @@ from gateway.workdays.store import (
 from gateway.workflows.service import WorkflowService
 from gateway.workflows.use import UseApplicationService
 from keys.keystore import KeyPurpose, Keystore
+
+if TYPE_CHECKING:
+    from gateway.authorization.shared_quotas import RedisQuotaTracker
+    from gateway.chain.service import Anchoring
 
 __all__ = [
     "Gateway",
@@ -305,6 +306,8 @@ class Gateway:
     async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
         """The evidence bundle document of one record (:func:`gateway.evidence.build.
         record_bundle`), its anchor taken from this process's anchoring worker if it runs."""
+        from gateway.evidence.build import record_bundle  # loads the chain libraries
+
         worker = self.anchoring.worker if self.anchoring is not None else None
         live = None
         if worker is not None and worker.chain_id is not None:

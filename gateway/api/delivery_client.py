@@ -8,11 +8,12 @@ which the delivery gives the buyer's unit back.
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import SourceUnavailableError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["MAX_ANSWER_BYTES", "DeliveryClient"]
 
@@ -20,10 +21,11 @@ MAX_ANSWER_BYTES = 1024 * 1024
 
 
 class DeliveryClient:
-    """One aiohttp session, opened on the first delivery and closed with the gateway."""
+    """One aiohttp session, opened on the first delivery and closed with the gateway
+    (aiohttp's client loads then too: a CLI command that opens the gateway never pays it)."""
 
     def __init__(self, *, timeout: float = 10.0) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -34,8 +36,12 @@ class DeliveryClient:
     async def ask(self, endpoint: str, payload: bytes) -> dict[str, Any]:
         """POST ``payload`` to ``endpoint``; its JSON object answer, at most
         :data:`MAX_ANSWER_BYTES`."""
+        import aiohttp
+
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout)
+            )
         try:
             async with self._session.post(
                 endpoint, data=payload, headers={"Content-Type": "application/json"}

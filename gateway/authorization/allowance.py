@@ -4,15 +4,18 @@ is set, both seeded from the call log (a restart does not reset a day's count)."
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.authorization.quotas import CallAllowance, QuotaTracker
-from gateway.authorization.shared_quotas import RedisQuotaTracker
 from gateway.db.schema import LogEntryRow
 from gateway.dependencies import DependencyHealth
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.authorization.shared_quotas import RedisQuotaTracker
 
 __all__ = ["call_allowance"]
 
@@ -48,6 +51,8 @@ def call_allowance(
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
+
+        from gateway.authorization.shared_quotas import RedisQuotaTracker  # Redis set only
 
         shared_quotas = RedisQuotaTracker(
             Redis.from_url(

@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils.crypto import keccak
-
 from gateway.errors import ValidationError
 from gateway.evidence.checkpoint import Checkpoint
 from gateway.evidence.errors import CheckpointError
@@ -31,6 +29,8 @@ _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
 
 def registry_stream_id(stream: str) -> str:
     """The anchor registry's id of ``stream`` (keccak-256 of its name), 0x-prefixed hex."""
+    from eth_utils.crypto import keccak  # loaded when an anchor is read, not with the models
+
     return "0x" + keccak(text=stream).hex()
 
 

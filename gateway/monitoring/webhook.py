@@ -22,10 +22,8 @@ import hmac
 import ipaddress
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from gateway.clock import Clock
 from gateway.dependencies import DependencyHealth
@@ -33,6 +31,9 @@ from gateway.errors import ConfigError
 from gateway.monitoring.models import Alert
 from gateway.monitoring.store import AlertStore
 from gateway.tasks import Supervised
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["SIGNATURE_HEADER", "WebhookSender", "check_webhook_url", "sign", "verify_signature"]
 
@@ -133,6 +134,8 @@ class WebhookSender:
 
     async def _post(self, body: bytes, alert: Alert) -> str:
         """POST once; the outcome as text for the log ('' when delivered)."""
+        import aiohttp  # loaded when an alert is first pushed, not with the monitor
+
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._timeout)

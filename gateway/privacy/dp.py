@@ -40,8 +40,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-import opendp.prelude as dp
-
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -55,7 +53,16 @@ __all__ = [
     "truncate",
 ]
 
-dp.enable_features("contrib")
+
+@functools.cache
+def _opendp() -> Any:
+    """OpenDP, loaded when the first release is planned (it takes a few hundred
+    milliseconds to import, which no other call and no CLI command needs to pay)."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    return dp
+
 
 CI95_FACTOR = math.log(20.0)
 """A Laplace variable of scale b exceeds t in magnitude with probability exp(-t/b): the 95%
@@ -218,6 +225,7 @@ def plan_release(
         raise ConfigError(f"differential privacy: ε {epsilon} and δ {delta} must be positive")
     limit = max_groups_per_subject
     part = epsilon / (1 + len(bounds))
+    dp = _opendp()
     try:
         count_domain = dp.map_domain(dp.atom_domain(T=dp.String), dp.atom_domain(T=dp.i64))
         count_metric = dp.l01inf_distance(dp.absolute_distance(T=dp.i64))
@@ -255,7 +263,7 @@ def plan_release(
                     dp.symmetric_distance(),
                     (low, high),
                 )
-                >> dp.t.then_sum()  # type: ignore[no-untyped-call]
+                >> dp.t.then_sum()
             ).map(1)
             if not per_subject > 0:
                 raise ConfigError(f"differential privacy: sensitivity of {name} is not positive")
