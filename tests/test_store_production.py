@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connectors import synthetic
 from gateway.api.app import create_app
 from gateway.cli.demo import DEMO_SCENARIO
-from gateway.db import create_engine, engine_for, migrate
+from gateway.db import HEAD_REVISION, create_engine, engine_for, migrate
 from gateway.db.upgrade import MIGRATIONS
 from gateway.errors import ConfigError
 from gateway.monitoring.calls import CallWindows
@@ -33,7 +33,7 @@ from tests.support.databases import PG_ADMIN_DSN, create_pg_database, drop_pg_da
 from tests.support.world import FixedClock
 from tests.support.world import build_world as build_world_of
 
-HEAD = "0012_privacy"
+HEAD = HEAD_REVISION
 LOG_INDEXES = {
     "ix_log_entries_merchant_time": ["merchant_id", "recorded_at"],
     "ix_log_entries_merchant_seq": ["stream", "merchant_id", "seq"],
@@ -66,6 +66,17 @@ def _alembic(connection: Connection, verb: str, revision: str) -> None:
 
 
 # -- migrations ---------------------------------------------------------------------------
+
+
+def test_head_revision_is_the_newest_migration() -> None:
+    """The shortcut that skips alembic for a store at head must know the real head: a new
+    migration that did not update HEAD_REVISION would otherwise never run on start."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]
 
 
 async def test_concurrent_migrations_run_once(pg_url: str) -> None:

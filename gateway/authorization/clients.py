@@ -117,7 +117,11 @@ class ClientAuthenticator:
         self._hasher = hasher
         self._clock = clock
         self._leeway = dt.timedelta(seconds=settings.token.leeway_seconds)
-        self._dummy_hash = hasher.hash(_DUMMY_SECRET)
+        # Made on the first token request, not here: a hash costs what a verification
+        # costs, which every process start (every CLI command) would otherwise pay. Made
+        # before the client is looked up, so the first request of a process costs the same
+        # whether its client exists or not.
+        self._dummy_hash: str | None = None
 
     async def authenticate(self, credentials: ClientCredentials) -> Client:
         """Return the authenticated client or raise :class:`InvalidClientError`.
@@ -127,6 +131,8 @@ class ClientAuthenticator:
         snapshot = await self._policy.current()
         if credentials.assertion is not None:
             return await self._authenticate_assertion(credentials, snapshot)
+        if self._dummy_hash is None:
+            self._dummy_hash = await self._hasher.hash_async(_DUMMY_SECRET)
         client = snapshot.clients.get(credentials.client_id or "")
         secret = credentials.client_secret or ""
         if client is None or client.secret_hash is None:
