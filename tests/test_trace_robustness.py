@@ -37,7 +37,7 @@ from gateway.governance.service import LOCAL_ADMIN
 from gateway.ledger.bundles import verify_bundle
 from gateway.privacy.masking import MaskRule, mask
 from gateway.runtime import Gateway
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
 from gateway.tracing.files import read_leaked_file
 from gateway.tracing.models import LeakedTable, TraceReport
 from tests.support.databases import PG_ADMIN_DSN, create_pg_database, drop_pg_database
@@ -55,7 +55,8 @@ from tests.support.leaks import (
     write_csv,
     write_json,
 )
-from tests.support.world import ROWS, World, build_world
+from tests.support.templates import store_settings
+from tests.support.world import ROWS, TEST_PASSPHRASE, World, build_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -81,7 +82,7 @@ DISTRICTS = {
 }
 A, B, C, D = sorted(DISTRICTS)
 UPLOAD_LIMIT = 256 * 1024
-PASSPHRASE = "test passphrase"
+PASSPHRASE = TEST_PASSPHRASE  # the passphrase store_settings opens the keystore with
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 NAMED_THRESHOLD = Settings().trace.named_threshold
 
@@ -114,19 +115,7 @@ class Leaks:
 
 
 def _settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
-    return load_settings(
-        None,
-        environ={},
-        data_dir=data_dir,
-        database_url=database_url,
-        keystore_passphrase=PASSPHRASE,
-        secret_hash_time_cost=1,
-        secret_hash_memory_kib=8192,
-        port=0,
-        chain="none",
-        trace_upload_max_bytes=UPLOAD_LIMIT,
-        **overrides,
-    )
+    return store_settings(data_dir, database_url, trace_upload_max_bytes=UPLOAD_LIMIT, **overrides)
 
 
 async def _setup(
