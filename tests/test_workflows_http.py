@@ -9,6 +9,7 @@ from aiohttp import encode_basic_auth
 from gateway.authorization.roles import Role
 from gateway.cli.demo import DEMO_SCENARIO, demo_credit_code
 from gateway.governance.service import LOCAL_ADMIN
+from tests.support.seeded import onboarding_body
 from tests.support.world import World
 
 MARKET = "市场监督管理局"
@@ -33,29 +34,15 @@ async def _client_token(world: World, client_id: str, secret: str, scope: str) -
     return str(body["access_token"])
 
 
-def _onboarding() -> dict[str, Any]:
-    return {
-        "merchant_id": "lanshan-data",
-        "name": "岚山数据科技有限公司",
-        "credit_code": demo_credit_code("LS"),
-        "licence": {
-            "legal_representative": "王岚",
-            "registered_address": "长沙市岳麓区",
-            "business_scope": "数据处理",
-        },
-        "contacts": [{"name": "李明", "email": "li@lanshan.example"}],
-    }
-
-
 async def test_onboarding_over_http(world: World) -> None:
-    status, submitted = await _call(world, "POST", "/v1/onboarding", body=_onboarding())
+    status, submitted = await _call(world, "POST", "/v1/onboarding", body=onboarding_body())
     assert status == 201, submitted
     key, application_id = submitted["status_key"], submitted["id"]
     assert "status_key_sha256" not in submitted
     status, seen = await _call(world, "GET", f"/v1/onboarding/{application_id}", key)
     assert status == 200 and seen["status"] == "submitted"
     assert (await _call(world, "GET", f"/v1/onboarding/{application_id}", "wrong"))[0] == 404
-    bad = _onboarding() | {"credit_code": "123"}
+    bad = onboarding_body() | {"credit_code": "123"}
     status, problem = await _call(world, "POST", "/v1/onboarding", body=bad)
     assert status == 400 and problem["type"] == "/problems/validation"
 
@@ -182,9 +169,12 @@ async def test_application_over_http_each_role_on_its_surface(world: World) -> N
 async def test_public_onboarding_is_rate_limited_per_address(world: World) -> None:
     limit = world.gateway.settings.server.onboarding_per_hour
     for i in range(limit):
-        body = _onboarding() | {"merchant_id": f"m-{i}", "credit_code": demo_credit_code(f"R{i}")}
+        body = onboarding_body() | {
+            "merchant_id": f"m-{i}",
+            "credit_code": demo_credit_code(f"R{i}"),
+        }
         assert (await _call(world, "POST", "/v1/onboarding", body=body))[0] == 201
-    resp = await world.client.post("/v1/onboarding", json=_onboarding())
+    resp = await world.client.post("/v1/onboarding", json=onboarding_body())
     assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
     problem = await resp.json(content_type=None)
     assert problem["type"] == "/problems/rate-limited"

@@ -19,7 +19,23 @@ from gateway.cli.demo import DEMO_SCENARIO, demo_credit_code
 from gateway.governance.service import LOCAL_ADMIN
 from tests.support.world import World
 
-__all__ = ["BUYER", "PRODUCT", "Processor", "Seeded", "seed_world"]
+__all__ = ["BUYER", "PRODUCT", "Processor", "Seeded", "onboarding_body", "seed_world"]
+
+
+def onboarding_body() -> dict[str, Any]:
+    """An onboarding application of the merchant ``lanshan-data``, as its form posts it."""
+    return {
+        "merchant_id": "lanshan-data",
+        "name": "岚山数据科技有限公司",
+        "credit_code": demo_credit_code("LS"),
+        "licence": {
+            "legal_representative": "王岚",
+            "registered_address": "长沙市岳麓区",
+            "business_scope": "数据处理",
+        },
+        "contacts": [{"name": "李明", "email": "li@lanshan.example"}],
+    }
+
 
 PRODUCT = "credit-score"
 BUYER = demo_credit_code("BY")
@@ -159,16 +175,6 @@ async def seed_world(world: World, processor: Processor) -> Seeded:
         world,
         "/v1/onboarding",
         None,
-        {
-            "merchant_id": "lanshan-data",
-            "name": "岚山数据科技有限公司",
-            "credit_code": demo_credit_code("LS"),
-            "licence": {
-                "legal_representative": "王岚",
-                "registered_address": "长沙市岳麓区",
-                "business_scope": "数据处理",
-            },
-            "contacts": [{"name": "李明", "email": "li@lanshan.example"}],
-        },
+        onboarding_body(),
     )
     return Seeded(tokens=tokens, application=application["id"], onboarding=onboarding["id"])
