@@ -6,6 +6,14 @@ Only fixtures live here; what they build with, and what tests import by name, li
 
 from __future__ import annotations
 
+import os
+
+# pytest-xdist starts its workers with COLUMNS=80. Rich fixes a console's width when COLUMNS
+# is set as the console is made, and the CLI's consoles are made when ``gateway.cli`` is first
+# imported (below), so in a worker every in-process command would print 80-column tables
+# whatever COLUMNS its test passes. Without COLUMNS a console reads it as it prints.
+os.environ.pop("COLUMNS", None)
+
 import datetime as dt
 import shutil
 from collections.abc import AsyncIterator, Iterator
