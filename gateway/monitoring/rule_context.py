@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from gateway.governance.policy import PolicySnapshot
-from gateway.monitoring.calls import CallEvent, CallWindows
+from gateway.monitoring.calls import CallEvent, Windows
 from gateway.monitoring.models import Detection, Severity
 from gateway.settings import Settings
 
@@ -44,7 +44,7 @@ class Thresholds:
     out_of_hours_min_calls: int = 1
     # How many call record ids one alert keeps as evidence.
     evidence_records: int = 50
-    # The most call records one window read loads (see gateway.monitoring.calls).
+    # The most call records a window holds per merchant (see gateway.monitoring.calls).
     window_max_calls: int = 20_000
 
     @classmethod
@@ -70,6 +70,16 @@ class Thresholds:
             window_max_calls=settings.monitor.window_max_calls,
         )
 
+    @property
+    def reach(self) -> dt.timedelta:
+        """The longest window any rule looks back over."""
+        return max(
+            self.volume_window,
+            self.pattern_window,
+            self.refusal_window,
+            self.invalid_token_window,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RuleContext:
@@ -77,7 +87,7 @@ class RuleContext:
     (datasets' identifier fields, scenarios' hours) and the working-day calendar."""
 
     batch: Sequence[CallEvent]
-    windows: CallWindows
+    windows: Windows
     snapshot: PolicySnapshot
     is_working_day: Callable[[dt.date], bool]
     thresholds: Thresholds
