@@ -100,7 +100,7 @@ class Monitor:
         self._calendar = calendar
         self._rules = tuple(rules)
         self.name = name
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self.webhook = webhook
         # A store hiccup leaves the cursor where it was: the next round evaluates again.
         # A bug must not silently end monitoring either: it is logged loudly and retried.
@@ -153,7 +153,7 @@ class Monitor:
     async def evaluate(self, start: int) -> tuple[int, list[Detection]]:
         """The detections of the batch starting at ``start`` and where it ends; writes
         nothing to the store (the batch joins the in-memory windows)."""
-        batch = await read_batch(self._engine, start, self._batch_size)
+        batch = await read_batch(self._engine, start, self.batch_size)
         if not batch:
             return start, []
         try:
@@ -162,7 +162,7 @@ class Monitor:
                 batch,
                 reach=self.thresholds.reach,
                 max_calls=self.thresholds.window_max_calls,
-                catch_up=CATCH_UP_BATCHES * self._batch_size,
+                catch_up=CATCH_UP_BATCHES * self.batch_size,
             )
             context = RuleContext(
                 batch=batch,
@@ -228,7 +228,7 @@ class Monitor:
             run.batches += 1
             run.position = result.end
             run.changes.extend(result.changes)
-            if while_full and result.end - result.start < self._batch_size:
+            if while_full and result.end - result.start < self.batch_size:
                 break
         return run
 
