@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
@@ -39,6 +39,7 @@ __all__ = [
     "CallWindows",
     "Windows",
     "count_allowed_data",
+    "filter_values",
     "first_allowed_data",
     "read_batch",
     "read_reach",
@@ -48,9 +49,51 @@ _COLUMNS = (LogEntryRow.seq, LogEntryRow.recorded_at, LogEntryRow.kind, LogEntry
 _NEWEST = (LogEntryRow.recorded_at.desc(), LogEntryRow.seq.desc())
 
 
+def filter_values(parameters: Mapping[str, Any], name: str) -> list[str]:
+    """The values a call asked for on field ``name``: equality and ``in`` filters, or a
+    verify key; ranges and prefixes name no single subject."""
+    raw = parameters.get(name)
+    values: list[Any] = []
+    if isinstance(raw, Mapping):
+        for op in ("eq", "in"):
+            item = raw.get(op)
+            values.extend(item if isinstance(item, list) else [item] if item is not None else [])
+    elif isinstance(raw, list):
+        values.extend(raw)
+    elif raw is not None:
+        values.append(raw)
+    return [str(v)[:200] for v in values if isinstance(v, str | int) and not isinstance(v, bool)]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A query that asked for one page: which walk (its filters and page size) and which
+    page of it."""
+
+    walk: str
+    limit: int
+    number: int
+
+
+def _page(mode: str | None, parameters: Mapping[str, Any]) -> Page | None:
+    limit, offset = parameters.get("limit"), parameters.get("offset")
+    if mode != "query" or not isinstance(limit, int) or not isinstance(offset, int):
+        return None
+    if limit <= 0 or offset < 0 or offset % limit:
+        return None
+    filters = {k: v for k, v in parameters.items() if k not in ("limit", "offset")}
+    walk = json.dumps([filters, limit], sort_keys=True, default=str)
+    return Page(walk, limit, offset // limit)
+
+
 @dataclass(frozen=True, slots=True)
 class CallEvent:
-    """One call record, reduced to what the rules look at."""
+    """One call record, reduced to what the rules look at.
+
+    What the pattern rules derive from a call's parameters (the subjects it named per
+    field, the page it asked for) is derived once, here: a call stays in the windows of
+    many batches, and each would otherwise derive it again.
+    """
 
     seq: int
     at: dt.datetime
@@ -65,6 +108,13 @@ class CallEvent:
     reason: str | None
     remote: str | None
     parameters: Mapping[str, Any]
+    subjects: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    page: Page | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        subjects = {name: tuple(filter_values(self.parameters, name)) for name in self.parameters}
+        object.__setattr__(self, "subjects", subjects)
+        object.__setattr__(self, "page", _page(self.mode, self.parameters))
 
     @classmethod
     def from_row(cls, row: Any) -> CallEvent:

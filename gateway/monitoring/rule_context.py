@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -152,13 +153,16 @@ def peak_count(
     """The most events in any window ``(p - window, p]`` ending at one of ``points``."""
     ordered = sorted(events, key=lambda e: (e.at, e.seq))
     times = [e.at for e in ordered]
-    best: Peak | None = None
+    best: tuple[int, int, dt.datetime] | None = None
     for point in points:
         lo = bisect.bisect_right(times, point - window)
         hi = bisect.bisect_right(times, point)
-        if best is None or hi - lo > best.count:
-            best = Peak(hi - lo, point, ordered[lo:hi])
-    return best
+        if best is None or hi - lo > best[1] - best[0]:
+            best = (lo, hi, point)
+    if best is None:
+        return None
+    lo, hi, point = best
+    return Peak(hi - lo, point, ordered[lo:hi])
 
 
 def thinned(points: Iterable[dt.datetime], window: dt.timedelta) -> list[dt.datetime]:
@@ -176,26 +180,11 @@ def in_window(
     return [e for e in events if point - window < e.at <= point]
 
 
-def filter_values(parameters: Mapping[str, Any], field: str) -> list[str]:
-    """The values a call asked for on ``field``: equality and ``in`` filters, or a verify
-    key; ranges and prefixes name no single subject."""
-    raw = parameters.get(field)
-    values: list[Any] = []
-    if isinstance(raw, Mapping):
-        for op in ("eq", "in"):
-            item = raw.get(op)
-            values.extend(item if isinstance(item, list) else [item] if item is not None else [])
-    elif isinstance(raw, list):
-        values.extend(raw)
-    elif raw is not None:
-        values.append(raw)
-    return [str(v)[:200] for v in values if isinstance(v, str | int) and not isinstance(v, bool)]
-
-
 TRAILING_DIGITS = re.compile(r"(\d{1,30})$")
 
 
-def counter_forms(value: str) -> list[tuple[str, int]]:
+@functools.lru_cache(maxsize=1 << 16)
+def counter_forms(value: str) -> tuple[tuple[str, int], ...]:
     """``value`` read as a stem plus a trailing counter: once as it is, once without a last
     check character (credit codes and resident ids end in one)."""
     forms = []
@@ -204,7 +193,7 @@ def counter_forms(value: str) -> list[tuple[str, int]]:
         match = TRAILING_DIGITS.search(body)
         if match is not None:
             forms.append((f"{check}:{body[: match.start()]}", int(match.group(1))))
-    return forms
+    return tuple(forms)
 
 
 @dataclass(frozen=True, slots=True)
