@@ -19,6 +19,7 @@ batch per interval instead of one batch per few calls, and a backlog still drain
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -105,6 +106,7 @@ class Monitor:
         # A store hiccup leaves the cursor where it was: the next round evaluates again.
         # A bug must not silently end monitoring either: it is logged loudly and retried.
         self.windows = WindowState(engine)
+        self._stepping = asyncio.Lock()
         self._loop = SweepLoop(
             self.run_round,
             name="dsgw-monitor",
@@ -181,7 +183,11 @@ class Monitor:
 
     async def step(self) -> BatchResult | None:
         """Evaluate the next batch and commit its alerts with the cursor; None when there
-        is nothing new."""
+        is nothing new. One step at a time per monitor: its windows follow one batch."""
+        async with self._stepping:
+            return await self._step()
+
+    async def _step(self) -> BatchResult | None:
         start = await self.position()
         end, detections = await self.evaluate(start)
         if end == start:
