@@ -209,29 +209,47 @@ class CounterRun:
 def longest_counter_run(values: Iterable[tuple[str, int]]) -> CounterRun | None:
     """Over ``(identifier, record seq)`` pairs, the longest run of identifiers with one stem
     whose counters are consecutive (``...0041``, ``...0042``, ...)."""
-    stems: dict[str, dict[int, tuple[str, list[int]]]] = defaultdict(dict)
+    # Per stem and counter: the first identifier seen and its records' seqs (a bare int
+    # until a second one comes): windows hold thousands of identifiers, and a container
+    # per identifier kept alive here is work for the garbage collector.
+    stems: dict[str, dict[int, str]] = {}
+    seqs: dict[str, dict[int, int | list[int]]] = {}
     for value, seq in values:
         for stem, number in counter_forms(value):
-            entry = stems[stem].setdefault(number, (value, []))
-            entry[1].append(seq)
-    best: CounterRun | None = None
-    for numbers in stems.values():
+            numbers = stems.get(stem)
+            if numbers is None:
+                numbers = stems[stem] = {}
+                stem_seqs = seqs[stem] = {}
+            else:
+                stem_seqs = seqs[stem]
+            if number not in numbers:
+                numbers[number] = value
+                stem_seqs[number] = seq
+            else:
+                known = stem_seqs[number]
+                if isinstance(known, int):
+                    stem_seqs[number] = [known, seq]
+                else:
+                    known.append(seq)
+    best: tuple[int, str, list[int]] | None = None
+    for stem, numbers in stems.items():
         ordered = sorted(numbers)
         start = 0
         for i in range(1, len(ordered) + 1):
             if i < len(ordered) and ordered[i] == ordered[i - 1] + 1:
                 continue
             length = i - start
-            if length >= 2 and (best is None or length > best.length):
-                run = ordered[start:i]
-                best = CounterRun(
-                    length,
-                    numbers[run[0]][0],
-                    numbers[run[-1]][0],
-                    tuple(s for n in run for s in numbers[n][1]),
-                )
+            if length >= 2 and (best is None or length > best[0]):
+                best = (length, stem, ordered[start:i])
             start = i
-    return best
+    if best is None:
+        return None
+    length, stem, run = best
+    found: list[int] = []
+    for number in run:
+        known = seqs[stem][number]
+        found.extend([known] if isinstance(known, int) else known)
+    return CounterRun(length, stems[stem][run[0]], stems[stem][run[-1]], tuple(found))
 
 
 def longest_page_run(pages: Iterable[tuple[int, int]]) -> tuple[int, int, int, list[int]]:
