@@ -3,13 +3,23 @@
 Progress is a cursor in ``monitor_cursors`` (the next ``calls`` position to evaluate). A
 batch's alerts commit in the same transaction that moves the cursor from its old position
 (compare-and-set), so when two gateway processes run the monitor, each batch is evaluated
-once: the slower process finds the cursor moved and its transaction changes nothing. Rules
-read their windows from the log itself (:mod:`gateway.monitoring.calls`), so a restarted
-monitor resumes at the cursor and raises nothing twice.
+once: the slower process finds the cursor moved and its transaction changes nothing.
+
+Rules read their windows from memory (:mod:`gateway.monitoring.window_state`): each batch
+is read and parsed once and added to the windows, which drop what falls out of the rules'
+reach. The windows are built from the log in one read on start and after a gap (batches
+another process evaluated are read and added, a large gap starts afresh), and hold exactly
+what a read of the log up to the batch would, so a restarted monitor resumes at the cursor,
+raises nothing twice and reaches the same result.
+
+In the background (``dsgw serve``) the monitor evaluates one batch per interval, and the
+next one at once while the last was full: a steady trickle of calls is evaluated in one
+batch per interval instead of one batch per few calls, and a backlog still drains.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -23,16 +33,21 @@ from gateway.clock import Clock
 from gateway.db.schema import MonitorCursorRow
 from gateway.dependencies import DependencyHealth
 from gateway.governance.policy import PolicyStore
-from gateway.monitoring.calls import CallWindows, read_batch
+from gateway.monitoring.calls import read_batch
 from gateway.monitoring.models import AlertChange, Detection
 from gateway.monitoring.rules import DEFAULT_RULES, Rule, RuleContext, Thresholds
 from gateway.monitoring.store import AlertStore
 from gateway.monitoring.webhook import WebhookSender
+from gateway.monitoring.window_state import WindowState
 from gateway.sweeping import SweepLoop
 from gateway.workdays import UncoveredYearError, WorkingCalendar
 from gateway.workdays.store import LiveCalendar
 
 __all__ = ["BatchResult", "Monitor", "MonitorRun"]
+
+# Records another process evaluated that a monitor reads to keep its windows, in batches;
+# beyond that, reading the reach afresh costs less.
+CATCH_UP_BATCHES = 4
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +101,14 @@ class Monitor:
         self._calendar = calendar
         self._rules = tuple(rules)
         self.name = name
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self.webhook = webhook
         # A store hiccup leaves the cursor where it was: the next round evaluates again.
         # A bug must not silently end monitoring either: it is logged loudly and retried.
+        self.windows = WindowState(engine)
+        self._stepping = asyncio.Lock()
         self._loop = SweepLoop(
-            self.run_once,
+            self.run_round,
             name="dsgw-monitor",
             what="monitor: evaluation",
             log=log,
@@ -136,35 +153,41 @@ class Monitor:
         return 0
 
     async def evaluate(self, start: int) -> tuple[int, list[Detection]]:
-        """The detections of the batch starting at ``start`` and where it ends; evaluates
-        without writing anything."""
-        batch = await read_batch(self._engine, start, self._batch_size)
+        """The detections of the batch starting at ``start`` and where it ends; writes
+        nothing to the store (the batch joins the in-memory windows)."""
+        batch = await read_batch(self._engine, start, self.batch_size)
         if not batch:
             return start, []
-        end = batch[-1].seq + 1
-        merchants = {e.merchant_id for e in batch if e.kind == "data" and e.merchant_id}
-        earliest = min((e.at for e in batch), default=self._clock.now())
-        reach = max(self.thresholds.volume_window, self.thresholds.pattern_window)
-        context = RuleContext(
-            batch=batch,
-            windows=CallWindows(
-                self._engine,
-                end,
-                (merchants, earliest - reach),
+        try:
+            await self.windows.advance(
+                start,
+                batch,
+                reach=self.thresholds.reach,
                 max_calls=self.thresholds.window_max_calls,
-            ),
-            snapshot=await self._policy.current(),
-            is_working_day=self.is_working_day,
-            thresholds=self.thresholds,
-        )
-        detections: list[Detection] = []
-        for rule in self._rules:
-            detections.extend(await rule.evaluate(context))
-        return end, detections
+                catch_up=CATCH_UP_BATCHES * self.batch_size,
+            )
+            context = RuleContext(
+                batch=batch,
+                windows=self.windows.windows(),
+                snapshot=await self._policy.current(),
+                is_working_day=self.is_working_day,
+                thresholds=self.thresholds,
+            )
+            detections: list[Detection] = []
+            for rule in self._rules:
+                detections.extend(await rule.evaluate(context))
+        except BaseException:
+            self.windows.reset()  # half-advanced windows are not trusted
+            raise
+        return batch[-1].seq + 1, detections
 
     async def step(self) -> BatchResult | None:
         """Evaluate the next batch and commit its alerts with the cursor; None when there
-        is nothing new."""
+        is nothing new. One step at a time per monitor: its windows follow one batch."""
+        async with self._stepping:
+            return await self._step()
+
+    async def _step(self) -> BatchResult | None:
         start = await self.position()
         end, detections = await self.evaluate(start)
         if end == start:
@@ -195,6 +218,13 @@ class Monitor:
 
     async def run_once(self, *, max_batches: int | None = None) -> MonitorRun:
         """Evaluate the backlog up to the stream's head (or ``max_batches`` batches)."""
+        return await self._run(max_batches=max_batches)
+
+    async def run_round(self) -> MonitorRun:
+        """One background round: one batch, and the next while the last one was full."""
+        return await self._run(while_full=True)
+
+    async def _run(self, *, max_batches: int | None = None, while_full: bool = False) -> MonitorRun:
         start = await self.position()
         run = MonitorRun(start=start, position=start)
         while max_batches is None or run.batches < max_batches:
@@ -204,6 +234,8 @@ class Monitor:
             run.batches += 1
             run.position = result.end
             run.changes.extend(result.changes)
+            if while_full and result.end - result.start < self.batch_size:
+                break
         return run
 
     def start(self, interval: float) -> None:

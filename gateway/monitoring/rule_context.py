@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
 from gateway.governance.policy import PolicySnapshot
-from gateway.monitoring.calls import CallEvent, CallWindows
+from gateway.monitoring.calls import CallEvent, Windows
 from gateway.monitoring.models import Detection, Severity
 from gateway.settings import Settings
 
@@ -44,7 +45,7 @@ class Thresholds:
     out_of_hours_min_calls: int = 1
     # How many call record ids one alert keeps as evidence.
     evidence_records: int = 50
-    # The most call records one window read loads (see gateway.monitoring.calls).
+    # The most call records a window holds per merchant (see gateway.monitoring.calls).
     window_max_calls: int = 20_000
 
     @classmethod
@@ -70,6 +71,16 @@ class Thresholds:
             window_max_calls=settings.monitor.window_max_calls,
         )
 
+    @property
+    def reach(self) -> dt.timedelta:
+        """The longest window any rule looks back over."""
+        return max(
+            self.volume_window,
+            self.pattern_window,
+            self.refusal_window,
+            self.invalid_token_window,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RuleContext:
@@ -77,7 +88,7 @@ class RuleContext:
     (datasets' identifier fields, scenarios' hours) and the working-day calendar."""
 
     batch: Sequence[CallEvent]
-    windows: CallWindows
+    windows: Windows
     snapshot: PolicySnapshot
     is_working_day: Callable[[dt.date], bool]
     thresholds: Thresholds
@@ -142,13 +153,16 @@ def peak_count(
     """The most events in any window ``(p - window, p]`` ending at one of ``points``."""
     ordered = sorted(events, key=lambda e: (e.at, e.seq))
     times = [e.at for e in ordered]
-    best: Peak | None = None
+    best: tuple[int, int, dt.datetime] | None = None
     for point in points:
         lo = bisect.bisect_right(times, point - window)
         hi = bisect.bisect_right(times, point)
-        if best is None or hi - lo > best.count:
-            best = Peak(hi - lo, point, ordered[lo:hi])
-    return best
+        if best is None or hi - lo > best[1] - best[0]:
+            best = (lo, hi, point)
+    if best is None:
+        return None
+    lo, hi, point = best
+    return Peak(hi - lo, point, ordered[lo:hi])
 
 
 def thinned(points: Iterable[dt.datetime], window: dt.timedelta) -> list[dt.datetime]:
@@ -166,26 +180,11 @@ def in_window(
     return [e for e in events if point - window < e.at <= point]
 
 
-def filter_values(parameters: Mapping[str, Any], field: str) -> list[str]:
-    """The values a call asked for on ``field``: equality and ``in`` filters, or a verify
-    key; ranges and prefixes name no single subject."""
-    raw = parameters.get(field)
-    values: list[Any] = []
-    if isinstance(raw, Mapping):
-        for op in ("eq", "in"):
-            item = raw.get(op)
-            values.extend(item if isinstance(item, list) else [item] if item is not None else [])
-    elif isinstance(raw, list):
-        values.extend(raw)
-    elif raw is not None:
-        values.append(raw)
-    return [str(v)[:200] for v in values if isinstance(v, str | int) and not isinstance(v, bool)]
-
-
 TRAILING_DIGITS = re.compile(r"(\d{1,30})$")
 
 
-def counter_forms(value: str) -> list[tuple[str, int]]:
+@functools.lru_cache(maxsize=1 << 16)
+def counter_forms(value: str) -> tuple[tuple[str, int], ...]:
     """``value`` read as a stem plus a trailing counter: once as it is, once without a last
     check character (credit codes and resident ids end in one)."""
     forms = []
@@ -194,7 +193,7 @@ def counter_forms(value: str) -> list[tuple[str, int]]:
         match = TRAILING_DIGITS.search(body)
         if match is not None:
             forms.append((f"{check}:{body[: match.start()]}", int(match.group(1))))
-    return forms
+    return tuple(forms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,29 +209,47 @@ class CounterRun:
 def longest_counter_run(values: Iterable[tuple[str, int]]) -> CounterRun | None:
     """Over ``(identifier, record seq)`` pairs, the longest run of identifiers with one stem
     whose counters are consecutive (``...0041``, ``...0042``, ...)."""
-    stems: dict[str, dict[int, tuple[str, list[int]]]] = defaultdict(dict)
+    # Per stem and counter: the first identifier seen and its records' seqs (a bare int
+    # until a second one comes): windows hold thousands of identifiers, and a container
+    # per identifier kept alive here is work for the garbage collector.
+    stems: dict[str, dict[int, str]] = {}
+    seqs: dict[str, dict[int, int | list[int]]] = {}
     for value, seq in values:
         for stem, number in counter_forms(value):
-            entry = stems[stem].setdefault(number, (value, []))
-            entry[1].append(seq)
-    best: CounterRun | None = None
-    for numbers in stems.values():
+            numbers = stems.get(stem)
+            if numbers is None:
+                numbers = stems[stem] = {}
+                stem_seqs = seqs[stem] = {}
+            else:
+                stem_seqs = seqs[stem]
+            if number not in numbers:
+                numbers[number] = value
+                stem_seqs[number] = seq
+            else:
+                known = stem_seqs[number]
+                if isinstance(known, int):
+                    stem_seqs[number] = [known, seq]
+                else:
+                    known.append(seq)
+    best: tuple[int, str, list[int]] | None = None
+    for stem, numbers in stems.items():
         ordered = sorted(numbers)
         start = 0
         for i in range(1, len(ordered) + 1):
             if i < len(ordered) and ordered[i] == ordered[i - 1] + 1:
                 continue
             length = i - start
-            if length >= 2 and (best is None or length > best.length):
-                run = ordered[start:i]
-                best = CounterRun(
-                    length,
-                    numbers[run[0]][0],
-                    numbers[run[-1]][0],
-                    tuple(s for n in run for s in numbers[n][1]),
-                )
+            if length >= 2 and (best is None or length > best[0]):
+                best = (length, stem, ordered[start:i])
             start = i
-    return best
+    if best is None:
+        return None
+    length, stem, run = best
+    found: list[int] = []
+    for number in run:
+        known = seqs[stem][number]
+        found.extend([known] if isinstance(known, int) else known)
+    return CounterRun(length, stems[stem][run[0]], stems[stem][run[-1]], tuple(found))
 
 
 def longest_page_run(pages: Iterable[tuple[int, int]]) -> tuple[int, int, int, list[int]]:

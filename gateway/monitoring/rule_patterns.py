@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from gateway.monitoring.rule_context import (
     PATTERN_MODES,
     CounterRun,
     RuleContext,
-    filter_values,
     group_points,
     in_window,
     last_seqs,
@@ -114,9 +112,7 @@ class Enumeration:
                 window = in_window(calls, point, t.pattern_window)
                 for field in fields:
                     run = longest_counter_run(
-                        (value, e.seq)
-                        for e in window
-                        for value in filter_values(e.parameters, field)
+                        (value, e.seq) for e in window for value in e.subjects.get(field, ())
                     )
                     if run is not None and (best is None or run.length > best[0].length):
                         best = (run, field, point)
@@ -293,7 +289,7 @@ class Scraping:
             for field in fields:
                 seen: dict[str, int] = {}
                 for event in window:
-                    for value in filter_values(event.parameters, field):
+                    for value in event.subjects.get(field, ()):
                         seen[value] = event.seq
                 if best is None or len(seen) > best[0]:
                     best = (len(seen), field, point, list(seen.values()))
@@ -338,20 +334,10 @@ class Scraping:
             walks: dict[str, list[tuple[int, int]]] = defaultdict(list)
             limits: dict[str, int] = {}
             for event in in_window(calls, point, t.pattern_window):
-                params = event.parameters
-                limit, offset = params.get("limit"), params.get("offset")
-                if (
-                    event.mode != "query"
-                    or not isinstance(limit, int)
-                    or not isinstance(offset, int)
-                ):
-                    continue
-                if limit <= 0 or offset < 0 or offset % limit:
-                    continue
-                filters = {k: v for k, v in params.items() if k not in ("limit", "offset")}
-                walk = json.dumps([filters, limit], sort_keys=True, default=str)
-                walks[walk].append((offset // limit, event.seq))
-                limits[walk] = limit
+                page = event.page
+                if page is not None:
+                    walks[page.walk].append((page.number, event.seq))
+                    limits[page.walk] = page.limit
             for walk, pages in walks.items():
                 length, first, last, seqs = longest_page_run(pages)
                 if best is None or length > best[0]:

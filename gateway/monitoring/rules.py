@@ -1,7 +1,8 @@
 """Misuse rules over the calls stream (LZ24 §1.2: monitoring and early warning of misuse).
 
 Each rule looks at one batch of new call records and at the window of earlier records it
-needs (read through :class:`~gateway.monitoring.calls.CallWindows`, never past the batch),
+needs (asked of :class:`~gateway.monitoring.calls.Windows`: the monitor's in-memory
+windows, or the log itself; never past the batch),
 and returns a :class:`~gateway.monitoring.models.Detection` per subject it fires on. A
 subject fires at most once per batch, with the figures of its worst window; the store turns
 repeated detections of one subject into one alert with more occurrences.

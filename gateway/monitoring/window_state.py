@@ -1,0 +1,203 @@
+"""The monitor's windows, kept in memory and advanced batch by batch.
+
+Re-reading every window from the log for every batch made the monitor's cost per call grow
+with its windows (an hour of a busy merchant's calls, re-read and re-parsed each batch).
+Instead the monitor keeps, for the rules' longest window (the reach), each merchant's data
+calls and every refusal, parsed once when their batch was read; a new batch is added and
+what fell out of the reach is dropped.
+
+The state answers for the records before its ``end`` recorded at or after its ``horizon``,
+cut to the newest ``max_calls`` per merchant (and refusals) by recording time, exactly as
+:class:`~gateway.monitoring.calls.CallWindows` cuts them from the store: the same windows,
+so the same detections. It is built from the store in one read of the reach on start, and
+again after a gap it cannot close cheaply: when another process evaluated batches this one
+did not see, a small gap is read and added (its records are known, not evaluated), a large
+one or a cursor behind the state means a fresh start. A window reaching back before the
+horizon (a record stamped long before the batch around it) is read from the store.
+
+Memory is bounded by the reach and ``max_calls`` per merchant; the horizon trails the
+batch's earliest record by the reach plus :data:`EVICTION_SLACK`, which absorbs records
+that commit out of their recording order (concurrent requests, several gateways).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from collections.abc import Collection, Iterable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.monitoring.baseline import AllowedHistory
+from gateway.monitoring.calls import CallEvent, CallWindows, read_batch, read_reach
+
+__all__ = ["EVICTION_SLACK", "StateWindows", "WindowState"]
+
+EVICTION_SLACK = dt.timedelta(minutes=1)
+
+
+def _at(event: CallEvent) -> dt.datetime:
+    return event.at
+
+
+def _order(event: CallEvent) -> tuple[dt.datetime, int]:
+    return event.order
+
+
+def _insert(events: list[CallEvent], event: CallEvent) -> None:
+    if not events or events[-1].order <= event.order:
+        events.append(event)  # the usual case: records arrive in recording order
+    else:
+        bisect.insort(events, event, key=_order)
+
+
+def _since(events: list[CallEvent], since: dt.datetime) -> list[CallEvent]:
+    return events[bisect.bisect_left(events, since, key=_at) :]
+
+
+class WindowState:
+    """Each merchant's data calls and every refusal within the reach, oldest first by
+    recording time; complete for the records before :attr:`end`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self.end: int | None = None
+        self.horizon = dt.datetime.min.replace(tzinfo=dt.UTC)
+        self._shape: tuple[dt.timedelta, int] = (dt.timedelta(0), 0)
+        self._data: dict[str, list[CallEvent]] = {}
+        self._denied: list[CallEvent] = []
+        self.history = AllowedHistory(engine)
+        # How the state was filled, for tests and operators' curiosity.
+        self.loads = 0
+        self.catch_ups = 0
+
+    @property
+    def max_calls(self) -> int:
+        return self._shape[1]
+
+    def reset(self) -> None:
+        """Forget everything: the next batch starts from the store."""
+        self.end = None
+        self._data.clear()
+        self._denied.clear()
+        self.history.clear()
+
+    def __len__(self) -> int:
+        return len(self._denied) + sum(len(events) for events in self._data.values())
+
+    async def advance(
+        self,
+        start: int,
+        batch: Sequence[CallEvent],
+        *,
+        reach: dt.timedelta,
+        max_calls: int,
+        catch_up: int,
+    ) -> None:
+        """Add ``batch`` (the records from ``start``), first closing a gap of up to
+        ``catch_up`` records since :attr:`end` or starting afresh from the store."""
+        if not batch:
+            return
+        horizon = min(e.at for e in batch) - reach - EVICTION_SLACK
+        if (reach, max_calls) != self._shape:
+            self.reset()
+            self._shape = (reach, max_calls)
+        if self.end is not None and self.end < start <= self.end + catch_up:
+            skipped = await read_batch(self._engine, self.end, start - self.end, end=start)
+            self._add(skipped)
+            self.end, self.catch_ups = start, self.catch_ups + 1
+        if self.end != start:
+            self.reset()
+            data, denied = await read_reach(self._engine, start, horizon, max_calls)
+            self.horizon = horizon
+            # A refused data call may be in both reads: add it once, to both lists.
+            self._add({e.seq: e for e in [*data, *denied]}.values())
+            self.end, self.loads = start, self.loads + 1
+        self._add(batch)
+        self.end = batch[-1].seq + 1
+        self._evict(max(self.horizon, horizon))
+
+    def _add(self, events: Iterable[CallEvent]) -> None:
+        """Add records the state does not hold yet (in any order), then cut each list to
+        its newest ``max_calls``."""
+        events = list(events)
+        # The baseline counts hold for the whole log, not just the reach.
+        self.history.observe(events)
+        touched: set[str] = set()
+        denied = False
+        for event in events:
+            if event.at < self.horizon:
+                continue
+            if event.kind == "data" and event.merchant_id is not None:
+                _insert(self._data.setdefault(event.merchant_id, []), event)
+                touched.add(event.merchant_id)
+            if event.decision == "deny":
+                _insert(self._denied, event)
+                denied = True
+        bound = self.max_calls
+        for merchant in touched:
+            events = self._data[merchant]
+            del events[: max(0, len(events) - bound)]
+        if denied:
+            del self._denied[: max(0, len(self._denied) - bound)]
+
+    def _evict(self, horizon: dt.datetime) -> None:
+        self.horizon = horizon
+        for merchant in list(self._data):
+            events = self._data[merchant]
+            del events[: bisect.bisect_left(events, horizon, key=_at)]
+            if not events:
+                del self._data[merchant]
+        del self._denied[: bisect.bisect_left(self._denied, horizon, key=_at)]
+
+    def windows(self) -> StateWindows:
+        """The rules' windows for the batch just added."""
+        if self.end is None:
+            raise RuntimeError("monitor: window state used before a batch was added")
+        return StateWindows(self, self._engine, self.end)
+
+    def data_calls(self, merchants: Collection[str], since: dt.datetime) -> list[CallEvent]:
+        found = [e for m in merchants if m in self._data for e in _since(self._data[m], since)]
+        return sorted(found, key=lambda e: e.seq)
+
+    def denied_calls(self, since: dt.datetime) -> list[CallEvent]:
+        return sorted(_since(self._denied, since), key=lambda e: e.seq)
+
+
+class StateWindows:
+    """:class:`~gateway.monitoring.calls.Windows` answered from a :class:`WindowState`;
+    from the store for what lies before its horizon."""
+
+    def __init__(self, state: WindowState, engine: AsyncEngine, end: int) -> None:
+        self._state = state
+        self._engine = engine
+        self.end = end
+        self._store: CallWindows | None = None
+
+    @property
+    def max_calls(self) -> int:
+        return self._state.max_calls
+
+    @property
+    def store(self) -> CallWindows:
+        if self._store is None:
+            self._store = CallWindows(self._engine, self.end, max_calls=self.max_calls)
+        return self._store
+
+    async def data_calls(self, merchants: Collection[str], since: dt.datetime) -> list[CallEvent]:
+        if since < self._state.horizon:
+            return await self.store.data_calls(merchants, since)
+        return self._state.data_calls(merchants, since)
+
+    async def denied_calls(self, since: dt.datetime) -> list[CallEvent]:
+        if since < self._state.horizon:
+            return await self.store.denied_calls(since)
+        return self._state.denied_calls(since)
+
+    async def count_allowed_data(
+        self, merchant_id: str, start: dt.datetime, end: dt.datetime
+    ) -> int:
+        return await self._state.history.count(self.end, merchant_id, start, end)
+
+    async def first_allowed_data(self, merchant_id: str) -> dt.datetime | None:
+        return await self._state.history.first(self.end, merchant_id)
