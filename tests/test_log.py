@@ -13,7 +13,13 @@ from sqlalchemy import select
 from gateway.db import create_engine, migrate
 from gateway.db.schema import LogEntryRow
 from gateway.ledger.canonical import canonical_bytes, format_time
-from gateway.ledger.log import LogUnavailableError, LogWriter, PendingRecord, read_entries
+from gateway.ledger.log import (
+    LogUnavailableError,
+    LogWriter,
+    PendingRecord,
+    read_entries,
+    read_entry,
+)
 from gateway.settings import Settings
 from tests.support.ledger import chain_is_valid
 
@@ -67,6 +73,52 @@ async def test_group_commit_batches_concurrent_appends(settings: Settings) -> No
     assert await chain_is_valid(engine, "calls") == 300
     newest = await read_entries(engine, "calls", limit=1)
     assert json.loads(newest[0].payload)["kind"] == "data"
+    await engine.dispose()
+
+
+async def test_an_answered_append_is_committed(settings: Settings) -> None:
+    """When ``append`` returns, another connection already reads the record as written."""
+    engine = create_engine(settings.resolved_database_url)
+    await migrate(engine)
+    writer = LogWriter(engine)
+    await writer.start()
+    try:
+        for i in range(3):
+            appended = await writer.append(_record(i))
+            entry = await read_entry(engine, "calls", appended.seq)
+            assert entry is not None and entry.entry_hash == appended.entry_hash
+            assert json.loads(entry.payload)["i"] == i
+    finally:
+        await writer.close()
+    await engine.dispose()
+
+
+async def test_close_commits_what_is_queued_even_for_callers_gone(settings: Settings) -> None:
+    """Fifty appends queued, two of their callers cancelled, then ``close``: every record
+    is committed (the cancelled ones too), in batches of at most ``batch_max``, each batch
+    reported once; the closed writer is not running and refuses appends."""
+    engine = create_engine(settings.resolved_database_url)
+    await migrate(engine)
+    writer = LogWriter(engine, batch_max=7)
+    sizes: list[int] = []
+    writer.on_batch = sizes.append
+    await writer.start()
+    calls = [asyncio.create_task(writer.append(_record(i))) for i in range(50)]
+    await asyncio.sleep(0)  # every call has queued its record
+    calls[0].cancel()
+    calls[1].cancel()
+    await writer.close()
+    await writer.close()  # twice is harmless
+    assert not writer.running
+    assert all(call.done() for call in calls)
+    assert calls[0].cancelled() and calls[1].cancelled()
+    seqs = sorted(call.result().seq for call in calls[2:])
+    assert len(set(seqs)) == 48
+    assert sum(sizes) == 50 and max(sizes) <= 7
+    assert (writer.records_committed, writer.batches_committed) == (50, len(sizes))
+    assert await chain_is_valid(engine, "calls") == 50
+    with pytest.raises(LogUnavailableError):
+        await writer.append(_record(50))
     await engine.dispose()
 
 
