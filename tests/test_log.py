@@ -8,7 +8,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from gateway.db import create_engine, migrate
 from gateway.db.schema import LogEntryRow
@@ -17,6 +17,7 @@ from gateway.ledger.log import (
     LogUnavailableError,
     LogWriter,
     PendingRecord,
+    append_in_transaction,
     read_entries,
     read_entry,
 )
@@ -119,6 +120,27 @@ async def test_close_commits_what_is_queued_even_for_callers_gone(settings: Sett
     assert await chain_is_valid(engine, "calls") == 50
     with pytest.raises(LogUnavailableError):
         await writer.append(_record(50))
+    await engine.dispose()
+
+
+async def test_writer_rows_are_stored_as_sqlalchemy_stores_them(settings: Settings) -> None:
+    """The writer binds its own rows; a time must come out of the store as the same text as
+    one written through SQLAlchemy (``append_in_transaction``), or range reads would differ
+    by stream."""
+    engine = create_engine(settings.resolved_database_url)
+    await migrate(engine)
+    writer = LogWriter(engine)
+    await writer.start()
+    try:
+        await writer.append(_record(0))
+        async with engine.begin() as conn:
+            await append_in_transaction(conn, _record(1, "governance"), "sha256")
+    finally:
+        await writer.close()
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT stream, CAST(recorded_at AS TEXT) FROM log_entries"))
+        stored = {stream: value for stream, value in rows}
+    assert stored["calls"] == stored["governance"], stored
     await engine.dispose()
 
 

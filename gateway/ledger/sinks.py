@@ -96,8 +96,11 @@ class SqliteSink:
     def __init__(self, engine: AsyncEngine) -> None:
         self._path = engine.url.database or ""
         self._conn: sqlite3.Connection | None = None
-        processor = LogEntryRow.__table__.c.recorded_at.type.bind_processor(
-            engine.sync_engine.dialect
+        # The dialect's own DATETIME type binds it (the generic type has no processor, and
+        # sqlite3's default adapter would add a "+00:00" SQLAlchemy's rows do not have).
+        dialect = engine.sync_engine.dialect
+        processor = LogEntryRow.__table__.c.recorded_at.type.dialect_impl(dialect).bind_processor(
+            dialect
         )
         self._time: Callable[[dt.datetime], Any] = (
             processor if processor is not None else (lambda v: v)
