@@ -1,21 +1,27 @@
-"""What a group commit of call records costs: the gateway's LogWriter against leaner write
-paths (prototypes that live only in this file, to size a proposed change).
+"""What a group commit of call records costs: the gateway's LogWriter, here or in another
+checkout (``--source``), against the floor of a bare threaded write.
 
 On a scratch store made by the gateway's own migrations (same schema, same SQLite pragmas:
 WAL, ``synchronous=FULL``), for batches of ``--batch`` call records:
 
-``logwriter``   the real :class:`gateway.ledger.log.LogWriter`: ``--batch`` concurrent
-                ``append`` calls, i.e. one group commit through SQLAlchemy's asyncio layer and
-                aiosqlite (several thread round trips per batch).
-``driver_sql``  the same rows (built by the real ``_build_row``) inserted with one
-                ``exec_driver_sql`` executemany in ``engine.begin()``: SQLAlchemy's per-row
-                bind processing skipped, the aiosqlite round trips kept.
-``thread``      the same rows written by a stdlib ``sqlite3`` connection owned by one
-                dedicated thread: BEGIN, executemany, COMMIT in one hop from the event loop.
+``logwriter``   the real :class:`gateway.ledger.log.LogWriter` of the checkout measured:
+                ``--batch`` concurrent ``append`` calls, i.e. one group commit.
+``harness``     what the ``logwriter`` figures hold besides the writer: the same records
+                made, their payloads encoded, and gathered as ``--batch`` tasks, with no
+                writer. ``logwriter`` minus ``harness`` is the writer's own cost.
+``floor``       the same rows, prebuilt on the loop, written by a stdlib ``sqlite3``
+                connection on one dedicated thread: BEGIN IMMEDIATE, executemany, COMMIT
+                in one hop, no head read, no futures. What a commit cannot go below.
 
     .venv/bin/python bench/log_commit.py [--batch 13] [--batches 300] [--repeat 3]
+    .venv/bin/python bench/log_commit.py --source DIR   # DIR/gateway instead of this one
+    .venv/bin/python bench/log_commit.py --json OUT --baseline BEFORE.json
 
-Reports wall and process CPU time (all threads) per record, medians of ``--repeat`` runs.
+Reports wall, process CPU (all threads) and the event-loop thread's own CPU per record,
+medians of ``--repeat`` runs. To compare writers, measure both checkouts minutes apart
+(``git archive <commit> gateway | tar -x -C DIR`` gives a checkout) and pass the first
+run's ``--json`` as the second's ``--baseline``: ratios hold on a noisy machine better
+than absolute times.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import shutil
 import sqlite3
@@ -36,11 +43,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gateway.db import create_engine, migrate  # noqa: E402
-from gateway.ledger.hashing import GENESIS, HashAlgorithm  # noqa: E402
-from gateway.ledger.log import LogWriter, PendingRecord, _build_row  # noqa: E402
 
 COLUMNS = (
     "stream", "seq", "recorded_at", "kind", "merchant_id", "scenario_id", "dataset_id",
@@ -51,8 +53,22 @@ INSERT = (
 )
 
 
-def call_record(stream: str) -> PendingRecord:
+class ThreadedCommit:
+    """The prototype that ``bench/profile_gateway.py --variant threaded-log`` swapped in;
+    the real writer now works this way (gateway/ledger/log.py), so there is nothing left to
+    swap: measure the ``full`` variant instead."""
+
+    def __init__(self, *_args: Any) -> None:
+        raise SystemExit(
+            "threaded-log: the one-thread commit is now the real LogWriter; "
+            "run bench/profile_gateway.py without --variant"
+        )
+
+
+def call_record(stream: str) -> Any:
     """A record shaped like a governed query's call record."""
+    from gateway.ledger.log import PendingRecord
+
     now = dt.datetime.now(dt.UTC)
     return PendingRecord(
         stream=stream,
@@ -103,120 +119,45 @@ def sqlite_value(value: Any) -> Any:
     return value
 
 
-class ThreadedCommit:
-    """Prototype of a leaner ``LogWriter._commit`` for SQLite stores: one stdlib ``sqlite3``
-    connection owned by one dedicated thread; a batch is BEGIN IMMEDIATE, one executemany,
-    COMMIT, i.e. one hop from the event loop instead of several aiosqlite round trips.
-    Same rows (the real ``_build_row``), same pragmas, same durability (``synchronous=FULL``).
-
-    ``install(writer)`` swaps it in for a :class:`LogWriter`'s ``_commit`` (benchmark only).
-    Unlike the real writer it does not handle other processes appending concurrently.
-    """
-
-    def __init__(self, path: Path, algorithm: HashAlgorithm = "sha256") -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=10000"):
-            self._conn.execute(f"PRAGMA {pragma}")
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsgw-log")
-        self._algorithm: HashAlgorithm = algorithm
-        self._heads: dict[str, tuple[int, bytes]] = {}
-
-    def _head(self, stream: str) -> tuple[int, bytes]:
-        row = self._conn.execute(
-            "SELECT seq, entry_hash FROM log_entries WHERE stream = ? ORDER BY seq DESC LIMIT 1",
-            (stream,),
-        ).fetchone()
-        return (0, GENESIS) if row is None else (row[0] + 1, bytes(row[1]))
-
-    def _write(self, params: list[tuple[Any, ...]]) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._conn.executemany(INSERT, params)
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
-
-    async def commit(self, jobs: Any) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        heads = dict(self._heads)
-        params, results = [], []
-        for job in jobs:
-            stream = job.record.stream
-            if stream not in heads:
-                heads[stream] = await loop.run_in_executor(self._thread, self._head, stream)
-            row, appended = _build_row(
-                self._algorithm,
-                job.record,
-                job.payload,
-                job.salt,
-                heads[stream],
-            )
-            heads[stream] = (appended.seq + 1, appended.entry_hash)
-            params.append(tuple(sqlite_value(row[c]) for c in COLUMNS))
-            results.append(appended)
-        await loop.run_in_executor(self._thread, self._write, params)
-        self._heads = heads
-        return results
-
-    def install(self, writer: LogWriter) -> None:
-        async def commit(jobs: Any) -> list[Any]:
-            results = await self.commit(jobs)
-            writer.batches_committed += 1
-            writer.records_committed += len(results)
-            return results
-
-        writer._commit = commit  # type: ignore[method-assign]
-
-    def close(self) -> None:
-        self._thread.shutdown()
-        self._conn.close()
+Figures = tuple[float, float, float]  # wall, process CPU, loop-thread CPU; µs per record
 
 
-async def measure(
-    fn: Callable[[], Awaitable[int]], batches: int, repeat: int
-) -> tuple[float, float]:
-    wall, cpu = [], []
+async def measure(fn: Callable[[], Awaitable[int]], batches: int, repeat: int) -> Figures:
+    wall, cpu, loop_cpu = [], [], []
     for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, l0 = time.perf_counter(), time.process_time(), time.thread_time()
         records = 0
         for _ in range(batches):
             records += await fn()
         wall.append((time.perf_counter() - t0) / records * 1e6)
         cpu.append((time.process_time() - c0) / records * 1e6)
-    return statistics.median(wall), statistics.median(cpu)
+        loop_cpu.append((time.thread_time() - l0) / records * 1e6)
+    return statistics.median(wall), statistics.median(cpu), statistics.median(loop_cpu)
 
 
-async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, tuple[float, float]]:
+async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+    from gateway.db import create_engine, migrate
+    from gateway.ledger.hashing import GENESIS
+    from gateway.ledger.log import LogWriter, _build_row
+
     path = data_dir / "scratch.sqlite3"
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     await migrate(engine)
-    results: dict[str, tuple[float, float]] = {}
+    results: dict[str, Any] = {}
     writer = LogWriter(engine, batch_max=512)
     await writer.start()
-    heads: dict[str, tuple[int, bytes]] = {"governance": (0, GENESIS), "products": (0, GENESIS)}
-
-    def build(stream: str) -> list[dict[str, Any]]:
-        rows = []
-        for _ in range(args.batch):
-            record = call_record(stream)
-            row, appended = _build_row(
-                "sha256", record, record.payload(), os.urandom(16), heads[stream]
-            )
-            heads[stream] = (appended.seq + 1, appended.entry_hash)
-            rows.append(row)
-        return rows
+    head: tuple[int, bytes] = (0, GENESIS)
 
     async def logwriter() -> int:
         await asyncio.gather(*(writer.append(call_record("calls")) for _ in range(args.batch)))
         return int(args.batch)
 
-    async def driver_sql() -> int:
-        rows = build("governance")
-        params = [tuple(sqlite_value(row[c]) for c in COLUMNS) for row in rows]
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql(INSERT, params)
-        return len(rows)
+    async def encoded() -> bytes:
+        return bytes(call_record("calls").payload())
+
+    async def harness() -> int:
+        await asyncio.gather(*(encoded() for _ in range(args.batch)))
+        return int(args.batch)
 
     direct = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=10000"):
@@ -233,21 +174,22 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, tuple[float
             raise
         direct.execute("COMMIT")
 
-    async def in_thread() -> int:
-        rows = build("products")
-        params = [tuple(sqlite_value(row[c]) for c in COLUMNS) for row in rows]
+    async def floor() -> int:
+        nonlocal head
+        params = []
+        for _ in range(args.batch):
+            record = call_record("products")
+            row, appended = _build_row("sha256", record, record.payload(), os.urandom(16), head)
+            head = (appended.seq + 1, appended.entry_hash)
+            params.append(tuple(sqlite_value(row[c]) for c in COLUMNS))
         await loop.run_in_executor(thread, write, params)
-        return len(rows)
+        return int(args.batch)
 
     try:
-        for name, fn in (
-            ("logwriter", logwriter),
-            ("driver_sql", driver_sql),
-            ("thread", in_thread),
-        ):
+        for name, fn in (("logwriter", logwriter), ("harness", harness), ("floor", floor)):
             await fn()  # warm caches and connections
             results[name] = await measure(fn, args.batches, args.repeat)
-        results["_check"] = (float(writer.records_committed), float(writer.batches_committed))
+        results["_check"] = (writer.records_committed, writer.batches_committed)
     finally:
         await writer.close()
         thread.shutdown()
@@ -261,20 +203,62 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=13, help="records per group commit")
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--source", type=Path, default=ROOT, help="checkout whose gateway runs")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--baseline", type=Path, help="a --json of an earlier run: ratios")
     args = parser.parse_args()
+    source = args.source.resolve()
+    sys.path.insert(0, str(source))
+    import gateway
+
+    if Path(gateway.__file__).resolve().parent.parent != source:
+        raise SystemExit(f"gateway imported from {gateway.__file__}, not from {source}")
     data_dir = Path(tempfile.mkdtemp(prefix="dsgw-logcommit-"))
     try:
         results = asyncio.run(run(args, data_dir))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     records, batches = results.pop("_check")
+    print(f"gateway from {source}")
     print(
-        f"batch of {args.batch} records; LogWriter committed {records:.0f} records in "
-        f"{batches:.0f} batches (mean {records / batches:.1f})"
+        f"batch of {args.batch} records; LogWriter committed {records} records in "
+        f"{batches} batches (mean {records / batches:.1f})"
     )
-    print(f"{'path':<12} {'wall µs/record':>15} {'CPU µs/record':>14} {'CPU µs/batch':>13}")
-    for name, (wall, cpu) in results.items():
-        print(f"{name:<12} {wall:>15.1f} {cpu:>14.1f} {cpu * args.batch:>13.0f}")
+    baseline = json.loads(args.baseline.read_text())["paths"] if args.baseline else {}
+    print(
+        f"{'path':<10} {'wall µs/rec':>12} {'CPU µs/rec':>11} {'loop CPU µs/rec':>16} "
+        f"{'CPU µs/batch':>13}"
+    )
+    for name, (wall, cpu, loop_cpu) in results.items():
+        line = f"{name:<10} {wall:>12.1f} {cpu:>11.1f} {loop_cpu:>16.1f} {cpu * args.batch:>13.0f}"
+        if name in baseline:
+            before = baseline[name]
+            line += (
+                f"   vs baseline: wall x{wall / before['wall_us']:.2f}, "
+                f"CPU x{cpu / before['cpu_us']:.2f}, "
+                f"loop CPU x{loop_cpu / before['loop_cpu_us']:.2f}"
+            )
+        print(line)
+    if "harness" in results:
+        own = [a - b for a, b in zip(results["logwriter"], results["harness"], strict=True)]
+        line = (
+            f"{'writer':<10} {'':>12} {own[1]:>11.1f} {own[2]:>16.1f} {own[1] * args.batch:>13.0f}"
+        )
+        if "harness" in baseline:
+            before = [
+                baseline["logwriter"][k] - baseline["harness"][k] for k in ("cpu_us", "loop_cpu_us")
+            ]
+            line += (
+                f"   vs baseline: CPU x{own[1] / before[0]:.2f}, loop CPU x{own[2] / before[1]:.2f}"
+            )
+        print(line + "   (logwriter - harness: the writer's own cost)")
+    if args.json:
+        paths = {
+            name: {"wall_us": wall, "cpu_us": cpu, "loop_cpu_us": loop_cpu}
+            for name, (wall, cpu, loop_cpu) in results.items()
+        }
+        document = {"source": str(source), "batch": args.batch, "paths": paths}
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":

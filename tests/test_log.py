@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db import create_engine, migrate
 from gateway.db.schema import LogEntryRow
 from gateway.ledger.canonical import canonical_bytes, format_time
-from gateway.ledger.log import LogUnavailableError, LogWriter, PendingRecord, read_entries
+from gateway.ledger.log import (
+    LogUnavailableError,
+    LogWriter,
+    PendingRecord,
+    append_in_transaction,
+    read_entries,
+    read_entry,
+)
 from gateway.settings import Settings
 from tests.support.ledger import chain_is_valid
 
@@ -68,6 +79,70 @@ async def test_group_commit_batches_concurrent_appends(settings: Settings) -> No
     newest = await read_entries(engine, "calls", limit=1)
     assert json.loads(newest[0].payload)["kind"] == "data"
     await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _started(
+    settings: Settings, **options: Any
+) -> AsyncIterator[tuple[AsyncEngine, LogWriter]]:
+    """A migrated store and a started writer on it; the writer closed (again), the engine
+    disposed on the way out."""
+    engine = create_engine(settings.resolved_database_url)
+    await migrate(engine)
+    writer = LogWriter(engine, **options)
+    await writer.start()
+    try:
+        yield engine, writer
+    finally:
+        await writer.close()
+        await engine.dispose()
+
+
+async def test_an_answered_append_is_committed(settings: Settings) -> None:
+    """When ``append`` returns, another connection already reads the record as written."""
+    async with _started(settings) as (engine, writer):
+        for i in range(3):
+            appended = await writer.append(_record(i))
+            entry = await read_entry(engine, "calls", appended.seq)
+            assert entry is not None and entry.entry_hash == appended.entry_hash
+            assert json.loads(entry.payload)["i"] == i
+
+
+async def test_close_commits_what_is_queued_even_for_callers_gone(settings: Settings) -> None:
+    """Fifty appends queued, two of their callers cancelled, then ``close``: every record
+    is committed (the cancelled ones too), in batches of at most ``batch_max``, each batch
+    reported once; the closed writer is not running and refuses appends."""
+    async with _started(settings, batch_max=7) as (engine, writer):
+        sizes: list[int] = []
+        writer.on_batch = sizes.append
+        calls = [asyncio.create_task(writer.append(_record(i))) for i in range(50)]
+        await asyncio.sleep(0)  # every call has queued its record
+        calls[0].cancel()
+        calls[1].cancel()
+        await writer.close()
+        assert not writer.running
+        assert all(call.done() for call in calls)
+        assert calls[0].cancelled() and calls[1].cancelled()
+        assert len({call.result().seq for call in calls[2:]}) == 48
+        assert sum(sizes) == 50 and max(sizes) <= 7
+        assert (writer.records_committed, writer.batches_committed) == (50, len(sizes))
+        assert await chain_is_valid(engine, "calls") == 50
+        with pytest.raises(LogUnavailableError):
+            await writer.append(_record(50))
+
+
+async def test_writer_rows_are_stored_as_sqlalchemy_stores_them(settings: Settings) -> None:
+    """The writer binds its own rows; a time must come out of the store as the same text as
+    one written through SQLAlchemy (``append_in_transaction``), or range reads would differ
+    by stream."""
+    async with _started(settings) as (engine, writer):
+        await writer.append(_record(0))
+        async with engine.begin() as conn:
+            await append_in_transaction(conn, _record(1, "governance"), "sha256")
+        async with engine.connect() as conn:
+            query = text("SELECT stream, CAST(recorded_at AS TEXT) FROM log_entries")
+            stored = {stream: value for stream, value in await conn.execute(query)}
+    assert stored["calls"] == stored["governance"], stored
 
 
 async def test_two_writers_never_fork_a_stream(settings: Settings) -> None:

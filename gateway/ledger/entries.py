@@ -86,9 +86,12 @@ class LogEntry:
     entry_hash: bytes
 
 
+# Each stream's next position and the entry hash it links to.
 Heads = dict[str, tuple[int, bytes]]
 
-Batch = tuple[list[dict[str, Any]], list[dict[str, int]], list[AppendedEntry]]
+# A batch as the sinks write it: ``log_entries`` rows (tuples in the sink's column order),
+# ``trace_rows`` (hash, seq) pairs, and where each record landed.
+Batch = tuple[list[tuple[Any, ...]], list[tuple[int, int]], list[AppendedEntry]]
 
 
 def _entry(row: Any) -> LogEntry:

@@ -1,24 +1,35 @@
-"""Append-only, hash-linked log streams with group commit.
+"""Append-only, hash-linked log streams with group commit, written by one thread.
 
 Why group commit: every call's record must be durable before its answer leaves, and a
-durable commit costs an fsync. One writer task takes every record queued while the previous
+durable commit costs an fsync. The writer takes every record queued while the previous
 transaction was committing and writes them in the next transaction, so concurrent callers
 share one fsync instead of queueing for one each.
+
+Why one writer thread: a batch costs the event loop one hand-off and one wake-up, nothing
+per statement. The thread owns the store connection (:mod:`gateway.ledger.sinks`); for a
+batch it takes the write lock, reads the heads, salts, hashes and links the records (off
+the loop), inserts them, commits, and only then resolves every caller of the batch with one
+``call_soon_threadsafe``. A caller pays for its payload and its record's own columns, made
+once in :meth:`LogWriter.append`.
 
 Many writers, one sequence: several processes (``serve --workers``, several machines) append
 to the same streams. Each batch reads its streams' heads *under the stream's write lock*
 (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped advisory lock per stream)
 and builds its records on them, so concurrent appenders queue instead of colliding and the
-sequence has neither gaps nor doubles. The (stream, seq) primary key stays the backstop: a
-writer that did not take the lock (an older version) is refused there, and the batch is
-rebuilt on the new head.
+sequence has neither gaps nor doubles. No head is cached between batches: another process
+may have appended since. The (stream, seq) primary key stays the backstop: a writer that
+did not take the lock (an older version) is refused there, and the batch is rebuilt on the
+new head.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,9 +53,8 @@ from gateway.ledger.entries import (
     read_entry,
     stream_size,
 )
-from gateway.ledger.hashing import GENESIS, HashAlgorithm, entry_hash, leaf_hash
-from gateway.ledger.sinks import HeadConflict, PostgresSink, SqliteSink
-from gateway.tasks import Supervised
+from gateway.ledger.hashing import GENESIS, HashAlgorithm, entry_hash, leaf_hash, link_hasher
+from gateway.ledger.sinks import HeadConflict, PostgresSink, Sink, SqliteSink
 
 __all__ = [
     "STREAMS",
@@ -68,9 +78,19 @@ _MAX_CONFLICT_RETRIES = 20
 
 @dataclass(slots=True)
 class _Job:
-    record: PendingRecord
+    """A record on its way: everything but its place in the chain, made by the caller."""
+
+    stream: str
+    # The record's own columns (gateway.ledger.sinks.RECORD_COLUMNS), bound for the store.
+    row: tuple[Any, ...]
     payload: bytes
+    # The delivered rows' keyed hashes, each once.
+    traces: tuple[int, ...]
     future: asyncio.Future[AppendedEntry]
+
+
+class _TooManyConflicts(Exception):
+    """Every attempt of a batch lost its positions to a writer that does not lock."""
 
 
 async def lock_streams(conn: AsyncConnection, streams: Sequence[str]) -> None:
@@ -94,7 +114,13 @@ async def lock_streams(conn: AsyncConnection, streams: Sequence[str]) -> None:
 
 
 class LogWriter:
-    """The single writer of this process; :meth:`append` returns once the record is durable."""
+    """The single writer of this process; :meth:`append` returns once the record is durable.
+
+    Loop side: :meth:`append` queues a job and waits; queued jobs go to the thread in one
+    hand-off per event-loop turn. Thread side (``_serve``): one batch at a time, then one
+    call back into the loop (:meth:`_resolve`) that sets every future of the batch. Counters
+    and :attr:`health` are touched on the loop only, except :attr:`conflicts`.
+    """
 
     def __init__(
         self,
@@ -107,39 +133,57 @@ class LogWriter:
         self._engine = engine
         # Where failed and successful commits are reported (one log line per outage).
         self.health = health or DependencyHealth()
-        self._algorithm: HashAlgorithm = algorithm
+        self._link = link_hasher(algorithm)
         self._batch_max = batch_max
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._writer = Supervised("dsgw-log-writer", log=log)
         # Told the size of every committed batch (metrics).
         self.on_batch: Callable[[int], None] | None = None
-        self._closing = False
         # The two stores gateway.db.create_engine accepts.
-        self._sink: SqliteSink | PostgresSink = (
+        self._sink: Sink = (
             SqliteSink(engine) if engine.dialect.name == "sqlite" else PostgresSink(engine)
         )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        # Jobs appended since the last hand-off (loop side only).
+        self._pending: list[_Job] = []
+        # Hand-offs to the thread; None asks it to stop once everything before is committed.
+        self._inbox: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        self._stopped: asyncio.Future[None] | None = None
+        self._closing = False
         self.batches_committed = 0
         self.records_committed = 0
         # Batches rebuilt after a primary-key conflict (should stay 0: appenders lock).
         self.conflicts = 0
 
     async def start(self) -> None:
-        self._writer.start(self._run)
+        """Start the writer thread (once; a closed writer stays closed)."""
+        if self._thread is not None or self._closing:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        # A daemon: a process that exits without closing (killed, or a test that forgot)
+        # must not hang on it, and nothing is lost: an unfinished batch was never answered.
+        self._thread = threading.Thread(target=self._serve, name="dsgw-log-writer", daemon=True)
+        self._thread.start()
 
     @property
     def running(self) -> bool:
-        """Whether the writer's task is alive: without it no call can be answered."""
-        return self._writer.running
+        """Whether the writer's thread is alive: without it no call can be answered. False
+        from the moment :meth:`close` returns (the thread has said it stopped)."""
+        thread, stopped = self._thread, self._stopped
+        return (
+            thread is not None and thread.is_alive() and stopped is not None and not stopped.done()
+        )
 
     async def close(self) -> None:
         """Commit what is queued, then stop. Closing twice is harmless."""
-        if self._closing and not self._writer.running:
-            return
-        self._closing = True
-        if self._writer.running:
-            await self._queue.join()
-            await self._writer.stop()
-        await self._sink.close()
+        if not self._closing:
+            self._closing = True
+            if self._thread is not None:
+                self._hand_off()
+                self._inbox.put(None)
+        if self._stopped is not None:
+            # Shielded: a closer that is cancelled leaves the thread to finish anyway.
+            await asyncio.shield(self._stopped)
 
     async def append(self, record: PendingRecord) -> AppendedEntry:
         """Queue ``record`` and wait until it is committed.
@@ -147,94 +191,138 @@ class LogWriter:
         Raises :class:`LogUnavailableError` if the store cannot commit it; the caller must
         then not deliver anything that depends on the record.
         """
-        if self._closing or not self._writer.running:
+        loop = self._loop
+        if self._closing or loop is None or not self.running:
             raise LogUnavailableError("log: the writer is not running")
         if record.stream not in STREAMS:
             raise ValueError(f"unknown log stream {record.stream!r}")
         if record.trace_hashes and record.stream != "calls":
             raise ValueError("only call records index delivered rows (trace_rows.seq is a call)")
-        loop = asyncio.get_running_loop()
-        job = _Job(record, record.payload(), loop.create_future())
-        self._queue.put_nowait(job)
+        payload = record.payload()
+        future: asyncio.Future[AppendedEntry] = loop.create_future()
+        traces = tuple(dict.fromkeys(record.trace_hashes))
+        self._pending.append(
+            _Job(record.stream, self._sink.prepare(record, payload), payload, traces, future)
+        )
+        if len(self._pending) == 1:
+            # Handed off on the next turn, so that callers ready to append in this one
+            # share the commit instead of waiting for the next.
+            loop.call_soon(self._hand_off)
         # Not shielded: a caller that goes away stops waiting, but its record is still
         # committed with the batch it joined.
-        return await job.future
+        return await future
 
-    async def _run(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if self._queue.empty():
-                # Let callers that are ready to append do so before this commit, so they
-                # share its fsync instead of waiting for the next one.
-                await asyncio.sleep(0)
-            jobs = [first]
-            while len(jobs) < self._batch_max and not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
+    def _hand_off(self) -> None:
+        jobs, self._pending = self._pending, []
+        if jobs:
+            self._inbox.put(jobs)
+
+    # -- the writer thread ------------------------------------------------------------
+
+    def _serve(self) -> None:
+        """The thread: batches of what was handed off (at most ``batch_max`` records),
+        each committed, then reported to the loop, until asked to stop."""
+        carry: list[_Job] = []
+        stopping = False
+        try:
+            while True:
+                jobs = carry
+                while not stopping and len(jobs) < self._batch_max:
+                    try:
+                        item = self._inbox.get(block=not jobs)
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stopping = True
+                    else:
+                        jobs.extend(item)
+                if not jobs:
+                    return
+                jobs, carry = jobs[: self._batch_max], jobs[self._batch_max :]
+                try:
+                    outcome: list[AppendedEntry] | Exception = self._commit(jobs)
+                except Exception as exc:  # every failure goes to the batch's callers
+                    outcome = exc
+                self._call_loop(self._resolve, jobs, outcome)
+        except BaseException:
+            log.exception("log: the writer thread failed")
+            raise
+        finally:
             try:
-                results = await self._commit(jobs)
-            except Exception as exc:  # the one writer must outlive any failed batch
-                if isinstance(exc, DependencyUnavailableError):
-                    error: DependencyUnavailableError = exc
-                else:  # a bug: loudly in the log, never to the caller
-                    log.exception("log: commit failed unexpectedly")
-                    error = LogUnavailableError("log: the call log could not be committed")
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(error)
-            else:
-                for job, result in zip(jobs, results, strict=True):
-                    if not job.future.done():
-                        job.future.set_result(result)
-                if self.on_batch is not None:
-                    self.on_batch(len(jobs))
-            finally:
-                for _ in jobs:
-                    self._queue.task_done()
+                self._sink.close()
+            except Exception:  # the connection may be dead already: nothing left to lose
+                log.warning("log: closing the writer's connection failed", exc_info=True)
+            self._call_loop(self._set_stopped)
 
-    async def _commit(self, jobs: Sequence[_Job]) -> list[AppendedEntry]:
-        streams = sorted({job.record.stream for job in jobs}, key=STREAMS.index)
+    def _call_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        # A closed loop raises RuntimeError: nobody waits for these any more, and what was
+        # committed stays committed.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _commit(self, jobs: Sequence[_Job]) -> list[AppendedEntry]:
+        """Commit ``jobs`` in one transaction on the heads read under the streams' locks
+        (thread side); raises the sink's error, or :class:`_TooManyConflicts`."""
+        streams = sorted({job.stream for job in jobs}, key=STREAMS.index)
         # One getrandom call per batch, not per record.
         salts = os.urandom(SALT_BYTES * len(jobs))
-        algorithm = self._algorithm
+        link = self._link
 
         def build(heads: Heads) -> Batch:
-            """The batch's rows on ``heads``, read under the streams' write locks."""
             heads = dict(heads)
-            rows: list[dict[str, Any]] = []
-            traces: list[dict[str, int]] = []
+            rows: list[tuple[Any, ...]] = []
+            traces: list[tuple[int, int]] = []
             results: list[AppendedEntry] = []
             for i, job in enumerate(jobs):
-                stream = job.record.stream
+                seq, previous = heads[job.stream]
                 salt = salts[i * SALT_BYTES : (i + 1) * SALT_BYTES]
-                row, appended = _build_row(algorithm, job.record, job.payload, salt, heads[stream])
-                heads[stream] = (appended.seq + 1, appended.entry_hash)
-                rows.append(row)
-                results.append(appended)
-                traces.extend(
-                    {"hash": h, "seq": appended.seq} for h in dict.fromkeys(job.record.trace_hashes)
-                )
+                leaf, entry = link(previous, salt, job.payload)
+                heads[job.stream] = (seq + 1, entry)
+                rows.append((*job.row, seq, salt, leaf, previous, entry))
+                results.append(AppendedEntry(job.stream, seq, leaf, entry))
+                if job.traces:
+                    traces.extend((h, seq) for h in job.traces)
             return rows, traces, results
 
         for _attempt in range(_MAX_CONFLICT_RETRIES):
             try:
-                _rows, _traces, results = await self._sink.write(streams, build)
+                return self._sink.write(streams, build)[2]
             except HeadConflict:
                 # A writer that does not take the stream lock appended first: build again.
                 self.conflicts += 1
-                continue
-            except Exception as exc:
-                raise self._refusal(exc) from exc
-            self.health.recovered("database")
-            self.batches_committed += 1
-            self.records_committed += len(jobs)
-            return results
-        raise LogUnavailableError("log: too many concurrent writers; try again", outage=False)
+        raise _TooManyConflicts
+
+    # -- back on the loop -------------------------------------------------------------
+
+    def _set_stopped(self) -> None:
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    def _resolve(self, jobs: Sequence[_Job], outcome: list[AppendedEntry] | Exception) -> None:
+        """Answer every caller of a batch (on the loop, in one callback)."""
+        if isinstance(outcome, Exception):
+            error = self._refusal(outcome)
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        self.health.recovered("database")
+        self.batches_committed += 1
+        self.records_committed += len(jobs)
+        for job, result in zip(jobs, outcome, strict=True):
+            if not job.future.done():
+                job.future.set_result(result)
+        if self.on_batch is not None:
+            self.on_batch(len(jobs))
 
     def _refusal(self, exc: Exception) -> DependencyUnavailableError:
         """What the callers of a failed batch get: ``disk-full`` when the disk is, else
         ``log-unavailable``; either reported once to :attr:`health` (the driver's message
         goes to the operator's log there, never to a caller). A failure that is not a
         dependency's (a bug) is logged with its traceback."""
+        if isinstance(exc, _TooManyConflicts):
+            return LogUnavailableError("log: too many concurrent writers; try again", outage=False)
         cause = dependency_error(exc)
         if cause is None:
             log.error("log: commit failed: %s", describe(exc), exc_info=exc)

@@ -2,36 +2,64 @@
 
 Each sink takes the streams' write lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a
 transaction-scoped advisory lock per stream), reads the heads, and inserts a batch built on
-them in one transaction, on a dedicated connection and thread rather than through the
-async engine (each class says why). :class:`gateway.ledger.log.LogWriter` feeds them.
+them in one transaction, on a connection of its own rather than through the async engine
+(each class says why). Sinks are synchronous: :class:`gateway.ledger.log.LogWriter` calls
+them from its one writer thread, which owns the connection; nothing here touches the event
+loop.
+
+Rows are tuples in :data:`COLUMNS` order: the record's own columns (:data:`RECORD_COLUMNS`,
+made once by :meth:`prepare` on the caller's side) followed by its place in the chain
+(:data:`LINK_COLUMNS`, made under the lock).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import datetime as dt
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.db import _sqlite_pragmas
 from gateway.db.schema import LogEntryRow
 from gateway.db.sessions import LOCK_NAMESPACE, libpq_dsn
-from gateway.ledger.entries import STREAMS, Batch, Heads
+from gateway.ledger.entries import STREAMS, Batch, Heads, PendingRecord
 from gateway.ledger.hashing import GENESIS
 
-__all__ = ["HeadConflict", "PostgresSink", "SqliteSink"]
+__all__ = [
+    "COLUMNS",
+    "LINK_COLUMNS",
+    "RECORD_COLUMNS",
+    "HeadConflict",
+    "PostgresSink",
+    "Sink",
+    "SqliteSink",
+]
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = tuple(c.name for c in LogEntryRow.__table__.columns)
+RECORD_COLUMNS = (
+    "stream",
+    "recorded_at",
+    "kind",
+    "merchant_id",
+    "scenario_id",
+    "dataset_id",
+    "decision",
+    "payload",
+)
+LINK_COLUMNS = ("seq", "salt", "leaf_hash", "prev_hash", "entry_hash")
+COLUMNS = RECORD_COLUMNS + LINK_COLUMNS
+# A column added to the table without being added here would be left NULL: refuse at import.
+if set(COLUMNS) != {c.name for c in LogEntryRow.__table__.columns}:  # pragma: no cover
+    raise RuntimeError("gateway.ledger.sinks: COLUMNS must name every log_entries column")
 
 _SQLITE_INSERT = (
-    f"INSERT INTO log_entries ({', '.join(_COLUMNS)}) "  # noqa: S608 - fixed column names
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+    f"INSERT INTO log_entries ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
 
 _SQLITE_TRACE_INSERT = "INSERT INTO trace_rows (hash, seq) VALUES (?, ?)"
@@ -43,8 +71,21 @@ class HeadConflict(Exception):
     """Another writer took a position of the batch (primary key conflict); rebuild it."""
 
 
+def _record_row(record: PendingRecord, payload: bytes, time: Any) -> tuple[Any, ...]:
+    return (
+        record.stream,
+        time,
+        record.kind,
+        record.merchant_id,
+        record.scenario_id,
+        record.dataset_id,
+        record.decision,
+        payload.decode("utf-8"),
+    )
+
+
 class SqliteSink:
-    """Commits a batch on one dedicated stdlib connection and thread.
+    """Commits a batch on one stdlib connection, owned by the writer thread.
 
     Why not SQLAlchemy here: per-row bind processing and several thread hops per
     transaction through the async driver cost more CPU than the fsync itself (see
@@ -53,27 +94,35 @@ class SqliteSink:
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
-        database = engine.url.database or ""
-        self._path = database
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsgw-log")
+        self._path = engine.url.database or ""
         self._conn: sqlite3.Connection | None = None
-        processor = LogEntryRow.__table__.c.recorded_at.type.bind_processor(
-            engine.sync_engine.dialect
+        # The dialect's own DATETIME type binds it (the generic type has no processor, and
+        # sqlite3's default adapter would add a "+00:00" SQLAlchemy's rows do not have).
+        dialect = engine.sync_engine.dialect
+        processor = LogEntryRow.__table__.c.recorded_at.type.dialect_impl(dialect).bind_processor(
+            dialect
         )
-        self._time: Any = processor if processor is not None else (lambda v: v)
+        self._time: Callable[[dt.datetime], Any] = (
+            processor if processor is not None else (lambda v: v)
+        )
+
+    def prepare(self, record: PendingRecord, payload: bytes) -> tuple[Any, ...]:
+        """The record's own columns, bound as SQLAlchemy stores them (any thread)."""
+        return _record_row(record, payload, self._time(record.recorded_at))
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = sqlite3.connect(
                 self._path, isolation_level=None, check_same_thread=False, timeout=10
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=10000")
+            _sqlite_pragmas(conn, None)  # the engine's own: WAL, synchronous=FULL, ...
             self._conn = conn
         return self._conn
 
-    def _write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
+    def write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
+        """Commit the batch ``build`` makes on the heads read under the write lock; raises
+        :class:`HeadConflict`, or the driver's own error for the writer to classify (a
+        full disk, a locked or unreadable file)."""
         conn = self._connection()
         # IMMEDIATE takes the database's write lock now, before the heads are read.
         conn.execute("BEGIN IMMEDIATE")
@@ -84,46 +133,29 @@ class SqliteSink:
                 heads[stream] = (0, GENESIS) if row is None else (row[0] + 1, bytes(row[1]))
             batch = build(heads)
             rows, traces, _results = batch
-            conn.executemany(
-                _SQLITE_INSERT,
-                [
-                    tuple(self._time(row[c]) if c == "recorded_at" else row[c] for c in _COLUMNS)
-                    for row in rows
-                ],
-            )
+            conn.executemany(_SQLITE_INSERT, rows)
             if traces:
-                conn.executemany(_SQLITE_TRACE_INSERT, [(t["hash"], t["seq"]) for t in traces])
+                conn.executemany(_SQLITE_TRACE_INSERT, traces)
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             # A COMMIT that failed (a full disk) may or may not have ended the transaction.
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise HeadConflict from exc
             raise
         return batch
 
-    async def write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
-        """Commit the batch; raises :class:`HeadConflict`, or the driver's own error for the
-        writer to classify (a full disk, a locked or unreadable file)."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._write, streams, build)
-        except sqlite3.IntegrityError as exc:
-            raise HeadConflict from exc
-
-    async def close(self) -> None:
-        def shut() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=True)
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 _PG_INSERT = (
-    f"INSERT INTO log_entries ({', '.join(_COLUMNS)}) "  # noqa: S608 - fixed column names
-    f"VALUES ({', '.join('%s' for _ in _COLUMNS)})"
+    f"INSERT INTO log_entries ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('%s' for _ in COLUMNS)})"
 )
 
 _PG_TRACE_INSERT = "INSERT INTO trace_rows (hash, seq) VALUES (%s, %s)"
@@ -134,7 +166,7 @@ _PG_HEAD = "SELECT seq, entry_hash FROM log_entries WHERE stream = %s ORDER BY s
 
 
 class PostgresSink:
-    """Commits a batch on one dedicated psycopg connection and thread, like the SQLite sink.
+    """Commits a batch on one psycopg connection, owned by the writer thread.
 
     Why not the async engine: the batch holds its streams' write locks from the head read to
     the commit, and every await inside that span also waits for the event loop, which is busy
@@ -146,8 +178,11 @@ class PostgresSink:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._dsn = libpq_dsn(engine.url)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsgw-log")
         self._conn: Any = None
+
+    def prepare(self, record: PendingRecord, payload: bytes) -> tuple[Any, ...]:
+        """The record's own columns (psycopg adapts the aware datetime itself)."""
+        return _record_row(record, payload, record.recorded_at)
 
     def _connection(self) -> Any:
         import psycopg
@@ -163,7 +198,8 @@ class PostgresSink:
             )
         return self._conn
 
-    def _write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
+    def write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
+        """As :meth:`SqliteSink.write`, under the streams' advisory locks."""
         import psycopg
 
         try:
@@ -184,13 +220,9 @@ class PostgresSink:
                 batch = build(heads)
                 rows, traces, _results = batch
                 with conn.pipeline():
-                    cursor.executemany(
-                        _PG_INSERT, [tuple(row[c] for c in _COLUMNS) for row in rows]
-                    )
+                    cursor.executemany(_PG_INSERT, rows)
                     if traces:
-                        cursor.executemany(
-                            _PG_TRACE_INSERT, [(t["hash"], t["seq"]) for t in traces]
-                        )
+                        cursor.executemany(_PG_TRACE_INSERT, traces)
         except psycopg.errors.UniqueViolation as exc:
             raise HeadConflict from exc
         except psycopg.Error:
@@ -207,15 +239,8 @@ class PostgresSink:
             with contextlib.suppress(Exception):  # closing a dead connection may fail too
                 conn.close()
 
-    async def write(self, streams: Sequence[str], build: Callable[[Heads], Batch]) -> Batch:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._write, streams, build)
+    def close(self) -> None:
+        self._discard()
 
-    async def close(self) -> None:
-        def shut() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=True)
+Sink = SqliteSink | PostgresSink
