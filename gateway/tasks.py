@@ -1,8 +1,10 @@
 """Background tasks with an owner: started once, stopped for sure, never failing unseen.
 
-Every long-running loop of a gateway process (the log writer, the checkpointer, anchoring,
+Every long-running loop of a gateway process on its event loop (the checkpointer, anchoring,
 the monitor, the sweeps, leadership, the policy watch, the dependency watch) runs in a
-:class:`Supervised` task, and this is the only module that creates such tasks. One place,
+:class:`Supervised` task, and this is the only module that creates such tasks. (The log
+writer is a thread of its own, :mod:`gateway.ledger.log`: its commits never wait for the
+event loop.) One place,
 so that each loop gets the same three guarantees:
 
 * starting twice starts one task, and stopping waits until the task has really ended (a
