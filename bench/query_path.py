@@ -47,17 +47,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connectors import synthetic  # noqa: E402
-from gateway.cli.demo import (  # noqa: E402
-    DEMO_MERCHANT,
+from gateway.cli.demo_data import (  # noqa: E402
     DEMO_SCENARIO,
     REGISTRY,
     VEHICLES,
-    demo_credit_code,
-    demo_datasets,
-    demo_scenario,
+    register_demo_world,
 )
-from gateway.governance.models import ScenarioStatus  # noqa: E402
-from gateway.governance.service import LOCAL_ADMIN  # noqa: E402
 from gateway.runtime import Gateway, initialise  # noqa: E402
 from gateway.settings import load_settings  # noqa: E402
 
@@ -66,6 +61,7 @@ DATASET = "enterprises"
 GOVERNED_PATH = f"/v1/scenarios/{DEMO_SCENARIO}/datasets/{DATASET}/query"
 BIN = Path(sys.executable).parent
 CODES_IN_POOL = 5000
+BENCH_QUOTAS = {"rate_per_minute": 10_000_000}
 
 
 # --- setup -----------------------------------------------------------------------------
@@ -85,10 +81,11 @@ def generate_sources(data_dir: Path, rows: int) -> None:
 
 
 async def setup_gateway(data_dir: Path, passphrase: str, **overrides: Any) -> tuple[str, str]:
-    """Catalog, scenario (quotas out of the way), merchant, agreement, client credentials.
+    """The demo world (``gateway.cli.demo_data.register_demo_world``) with the scenario's
+    rate limit out of the way; returns the merchant's client credentials.
 
     ``overrides`` are further settings (store URL, Redis, chain) for benchmarks that serve
-    from something other than the default SQLite store; this one passes none.
+    from something other than the default SQLite store.
     """
     settings = load_settings(
         None, environ={}, data_dir=data_dir, keystore_passphrase=passphrase, **overrides
@@ -96,29 +93,8 @@ async def setup_gateway(data_dir: Path, passphrase: str, **overrides: Any) -> tu
     await initialise(settings)
     gateway = await Gateway.open(settings)
     try:
-        gov = gateway.governance
-        now = gateway.clock.now()
-        for data in demo_datasets():
-            await gov.catalog.register_dataset(LOCAL_ADMIN, data)
-        scenario = demo_scenario(now) | {"quotas": {"rate_per_minute": 10_000_000}}
-        await gov.scenarios.create_scenario(LOCAL_ADMIN, scenario)
-        await gov.scenarios.set_scenario_status(
-            LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED
-        )
-        await gov.merchants.register_merchant(
-            LOCAL_ADMIN, DEMO_MERCHANT, "长沙星辰征信服务有限公司", demo_credit_code("XC")
-        )
-        await gov.agreements.grant_agreement(
-            LOCAL_ADMIN,
-            merchant_id=DEMO_MERCHANT,
-            scenario_id=DEMO_SCENARIO,
-            starts_at=now - dt.timedelta(hours=1),
-            ends_at=now + dt.timedelta(days=365),
-            shares=("40", "35", "25"),
-        )
-        issued = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
-        assert issued.secret
-        return issued.client.client_id, issued.secret
+        world = await register_demo_world(gateway, quotas=BENCH_QUOTAS)
+        return world.client_id, world.client_secret
     finally:
         await gateway.close()
 
