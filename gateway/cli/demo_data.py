@@ -264,6 +264,7 @@ async def register_demo_world(
     quotas: Mapping[str, int] | None = None,
     agreement_id: str | None = None,
     terms: Mapping[str, Any] | None = None,
+    sources: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> DemoWorld:
     """Register the demo catalog, publish the demo scenario, register the demo merchant,
     grant it the scenario for a year, and issue the merchant a new client.
@@ -271,12 +272,15 @@ async def register_demo_world(
     Steps already done in this store are skipped (datasets are re-registered in place), so
     ``dsgw demo`` can run again on its data directory; each call issues a new client.
     ``quotas`` replaces the scenario's quotas (benchmarks lift the rate limit out of the
-    way); ``agreement_id`` and ``terms`` go to the agreement. Raises the governance
+    way); ``agreement_id`` and ``terms`` go to the agreement; ``sources`` replaces the
+    source of the datasets it names (a benchmark serving from PostgreSQL). Raises the governance
     services' :class:`~gateway.errors.DsgwError` when a step is refused.
     """
     gov = gateway.governance
     now = gateway.clock.now()
     for data in demo_datasets():
+        if sources and data["id"] in sources:
+            data["source"] = dict(sources[data["id"]])
         await gov.catalog.register_dataset(LOCAL_ADMIN, data, replace_existing=True)
     snapshot = await gov.snapshot()
     if DEMO_SCENARIO not in snapshot.scenarios:
