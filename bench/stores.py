@@ -6,23 +6,30 @@ source table copied into PostgreSQL, the call log pre-filled, and the log read b
 - :func:`copy_enterprises` copies the generated SQLite ``enterprises`` table into a
   PostgreSQL database with the same indexes (unique credit code, district, district and
   credit code in the connector's ``COLLATE "C"`` order) and ANALYZEs it.
-- :func:`prefill_log` appends N valid call records through the gateway's own ``LogWriter``
-  (hash-linked, group commit, their ``trace_rows``) and folds the Merkle tree, so the
-  gateway starts on a log of that size as if it had answered those calls.
+- :func:`prefill_log` appends N valid call records with the gateway's own row builder and
+  store sink (hash-linked, their ``trace_rows``), in large transactions, and folds the
+  Merkle tree, so the gateway starts on a log of that size as if it had answered them.
 - :func:`read_calls` reads the ``calls`` stream back for ``query_path.compare_log``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime as dt
+import os
+import re
 import secrets
 import sqlite3
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+PREFILL_BATCH = 20_000
 SOURCE_COLUMNS = {
     "credit_code": "TEXT",
     "name": "TEXT",
@@ -117,33 +124,120 @@ def check_plan_pg(dsn: str) -> str:
     return plan
 
 
-async def _prefill(store_url: str, records: int, say: Any) -> dict[str, Any]:
-    from log_size import Calls
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """What ``_build_row`` reads of a ``PendingRecord``, with the payload made beforehand."""
 
+    stream: str
+    kind: str
+    recorded_at: dt.datetime
+    merchant_id: str | None
+    scenario_id: str | None
+    dataset_id: str | None
+    decision: str | None
+    trace_hashes: tuple[int, ...]
+
+
+class PrefillRecords:
+    """One-row query-call records as the gateway writes them, made fast: 64 real ones from
+    ``bench/log_size.py``'s ``Calls`` (merchants, districts, offsets, canonical encoding)
+    are the templates, and each record gets the values every call has of its own: its
+    time, token id, response hash, rows digest and trace hashes. The payload stays the
+    canonical encoding of a valid call record (keys in order, values of the same kinds)."""
+
+    FIELDS = ("response_sha256", "rows_digest", "time", "token_id")
+
+    def __init__(self, seed: int = 11) -> None:
+        from log_size import Calls
+
+        calls = Calls(merchants=50, rows=1, rate=20.0, seed=seed)
+        self._start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        self._templates: list[tuple[Any, list[str]]] = []
+        for i in range(64):
+            record = calls.record(i)
+            text = record.payload().decode("utf-8")
+            pieces, at = [], 0
+            for name in self.FIELDS:
+                found = re.search(f'"{name}":"([^"]*)"', text)
+                if found is None:
+                    raise SystemExit(f"pre-fill: the call record has no {name}")
+                pieces.append(text[at : found.start(1)])
+                at = found.end(1)
+            pieces.append(text[at:])
+            self._templates.append((record, pieces))
+
+    def make(self, i: int) -> tuple[_Record, bytes]:
+        template, pieces = self._templates[i % len(self._templates)]
+        # 20 calls a second; the odd microsecond keeps the time's text the same length.
+        at = self._start + dt.timedelta(microseconds=50_000 * i + 1)
+        noise = os.urandom(80)
+        values = (
+            noise[:32].hex(),
+            noise[32:64].hex(),
+            at.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            base64.urlsafe_b64encode(noise[64:80]).decode().rstrip("="),
+        )
+        payload = "".join(p + v for p, v in zip(pieces, (*values, ""), strict=True))
+        record = _Record(
+            "calls",
+            template.kind,
+            at,
+            template.merchant_id,
+            template.scenario_id,
+            template.dataset_id,
+            template.decision,
+            (int.from_bytes(noise[:8]) >> 1, int.from_bytes(noise[8:16]) >> 1),
+        )
+        return record, payload.encode("utf-8")
+
+
+def _batch(made: list[tuple[_Record, bytes]], salts: bytes, heads: Any) -> Any:
+    """The rows of one pre-fill batch on the ``calls`` head, as ``LogWriter`` builds them."""
+    from gateway.ledger.entries import SALT_BYTES
+    from gateway.ledger.log import _build_row
+
+    head = heads["calls"]
+    rows: list[dict[str, Any]] = []
+    traces: list[dict[str, int]] = []
+    for i, (record, payload) in enumerate(made):
+        salt = salts[i * SALT_BYTES : (i + 1) * SALT_BYTES]
+        row, appended = _build_row("sha256", record, payload, salt, head)  # type: ignore[arg-type]
+        head = (appended.seq + 1, appended.entry_hash)
+        rows.append(row)
+        traces += [{"hash": h, "seq": appended.seq} for h in record.trace_hashes]
+    return rows, traces, []
+
+
+async def _prefill(store_url: str, records: int, say: Any) -> dict[str, Any]:
+    """Batches of :data:`PREFILL_BATCH` records, each built on the stream's head by the
+    gateway's own row builder (``gateway.ledger.log._build_row``: salt, leaf and chain
+    hashes) and committed by its own sink in one transaction with its ``trace_rows``;
+    the per-record futures and wake-ups of ``LogWriter.append`` are what this skips."""
     from gateway.db import create_engine
-    from gateway.ledger.log import LogWriter
+    from gateway.ledger.entries import SALT_BYTES
+    from gateway.ledger.sinks import PostgresSink, SqliteSink
     from gateway.ledger.tree import MerkleTree
 
     engine = create_engine(store_url)
-    calls = Calls(merchants=50, rows=1, rate=20.0, seed=11)
-    writer = LogWriter(engine, batch_max=2048)
+    sink: Any = SqliteSink(engine) if engine.dialect.name == "sqlite" else PostgresSink(engine)
+    maker = PrefillRecords()
     started = time.monotonic()
-    await writer.start()
     try:
-        step = 20_000
-        for low in range(0, records, step):
-            batch = [calls.record(i) for i in range(low, min(records, low + step))]
-            await asyncio.gather(*(writer.append(r) for r in batch))
-            if (low // step) % 25 == 24:
-                rate = (low + step) / (time.monotonic() - started)
-                say(f"  log pre-fill: {low + step:,} records ({rate:,.0f}/s)")
+        for low in range(0, records, PREFILL_BATCH):
+            made = [maker.make(i) for i in range(low, min(records, low + PREFILL_BATCH))]
+            salts = os.urandom(SALT_BYTES * len(made))
+            await sink.write(["calls"], partial(_batch, made, salts))
+            done = min(records, low + PREFILL_BATCH)
+            if done % 500_000 < PREFILL_BATCH or done == records:
+                rate = done / (time.monotonic() - started)
+                say(f"  log pre-fill: {done:,} records ({rate:,.0f}/s)")
+        written = time.monotonic() - started
+        tree = MerkleTree(engine, "calls")
+        while await tree.fold() > 0:
+            pass
     finally:
-        await writer.close()
-    written = time.monotonic() - started
-    tree = MerkleTree(engine, "calls")
-    while await tree.fold() > 0:
-        pass
-    await engine.dispose()
+        await sink.close()
+        await engine.dispose()
     return {
         "records": records,
         "append_seconds": round(written, 1),
@@ -152,9 +246,10 @@ async def _prefill(store_url: str, records: int, say: Any) -> dict[str, Any]:
 
 
 def prefill_log(store_url: str, records: int, say: Any = print) -> dict[str, Any]:
-    """Append ``records`` query-call records to the ``calls`` stream of the store at
-    ``store_url`` (an async SQLAlchemy URL) and fold its tree; returns the timings."""
-    return asyncio.run(_prefill(store_url, records, say))
+    """Append ``records`` valid query-call records to the ``calls`` stream of the (otherwise
+    idle) store at ``store_url`` (an async SQLAlchemy URL) and fold its Merkle tree;
+    returns the timings."""
+    return asyncio.run(_prefill(store_url, records, lambda m: say(m, flush=True)))
 
 
 def read_calls(store_url: str) -> tuple[int, dict[str, int], set[int], int | None]:
