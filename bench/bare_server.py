@@ -16,29 +16,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
-import signal
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from plain_server import DATASET, data_app, page, scenario_grant, serve_app
 
 from connectors import synthetic
 from connectors.base import AggregateQuery, Condition, Measure, RowQuery
 from connectors.sql import SqlConnector
-from gateway.cli.demo_data import demo_scenario
 from gateway.dataplane.values import json_value
 from gateway.settings import Settings
 
-DATASET = "enterprises"
 LIMIT = 50
-
-
-def scenario_grant() -> dict[str, Any]:
-    """The ``enterprise-credit`` scenario's grant of ``enterprises``."""
-    scenario = demo_scenario(dt.datetime.now(dt.UTC))
-    return next(g for g in scenario["grants"] if g["dataset"] == DATASET)
 
 
 def make_app(url: str, pool_size: int, min_subjects: int) -> web.Application:
@@ -80,14 +70,7 @@ def make_app(url: str, pool_size: int, min_subjects: int) -> web.Application:
             )
         )
         out = [{name: json_value(row.get(name)) for name in fields} for row in rows]
-        return {
-            "rows": out,
-            "count": len(out),
-            "limit": limit,
-            "offset": offset,
-            "next_offset": offset + len(out) if len(out) == limit else None,
-            "masked_fields": [],
-        }
+        return page(out, limit, offset)
 
     async def aggregate(body: dict[str, Any]) -> dict[str, Any]:
         group_by = tuple(body["group_by"])
@@ -112,51 +95,13 @@ def make_app(url: str, pool_size: int, min_subjects: int) -> web.Application:
             "min_subjects": min_subjects,
         }
 
-    handlers = {"verify": verify, "query": query, "aggregate": aggregate}
-
-    async def call(request: web.Request) -> web.Response:
-        handler = handlers.get(request.match_info["mode"])
-        if handler is None:
-            raise web.HTTPNotFound()
-        try:
-            document = await handler(json.loads(await request.read()))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise web.HTTPBadRequest(
-                text=f"the bare server does not take this body: {exc!r}"
-            ) from None
-        return web.Response(
-            body=json.dumps(document, ensure_ascii=False).encode("utf-8"),
-            content_type="application/json",
-        )
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    app = data_app({"verify": verify, "query": query, "aggregate": aggregate}, "bare server")
 
     async def close(app: web.Application) -> None:
         await connector.close()
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_post("/v1/scenarios/{scenario}/datasets/{dataset}/{mode}", call)
     app.on_cleanup.append(close)
     return app
-
-
-async def serve(url: str, host: str, port: int, pool_size: int, min_subjects: int) -> None:
-    app = make_app(url, pool_size, min_subjects)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    print(f"bare server listening on http://{host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 def main() -> None:
@@ -181,7 +126,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     url = args.url or f"sqlite:///{args.db.resolve()}"
-    asyncio.run(serve(url, args.host, args.port, args.pool_size, args.min_subjects))
+    app = make_app(url, args.pool_size, args.min_subjects)
+    asyncio.run(serve_app(app, args.host, args.port, "bare server"))
 
 
 if __name__ == "__main__":

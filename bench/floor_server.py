@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
-import signal
 import sqlite3
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -30,20 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from plain_server import data_app, page, scenario_grant, serve_app
 
 TABLE = "enterprises"
 KEY = "credit_code"
-# The enterprise-credit scenario's returnable fields (gateway.cli.demo_data.demo_scenario).
-FIELDS = (
-    "credit_code",
-    "name",
-    "legal_rep_name",
-    "registered_capital",
-    "established",
-    "district",
-    "industry",
-    "status",
-)
+# The enterprise-credit scenario's returnable fields, in its order.
+FIELDS = tuple(scenario_grant()["fields"])
 FILTERS = ("credit_code", "district")
 VERIFY_FIELDS = ("name", "legal_rep_name", "legal_rep_id")
 GROUPS = ("district", "industry", "status")
@@ -130,14 +120,7 @@ def make_app(fetch: Fetch, statements: Statements, min_subjects: int) -> web.App
             {name: format_(v) for (name, format_), v in zip(COLUMNS, row, strict=True)}
             for row in rows
         ]
-        return {
-            "rows": out,
-            "count": len(out),
-            "limit": limit,
-            "offset": offset,
-            "next_offset": offset + len(out) if len(out) == limit else None,
-            "masked_fields": [],
-        }
+        return page(out, limit, offset)
 
     async def aggregate(body: dict[str, Any]) -> dict[str, Any]:
         ((field, wanted),) = body["filters"].items()
@@ -155,29 +138,7 @@ def make_app(fetch: Fetch, statements: Statements, min_subjects: int) -> web.App
             "min_subjects": min_subjects,
         }
 
-    handlers = {"verify": verify, "query": query, "aggregate": aggregate}
-
-    async def call(request: web.Request) -> web.Response:
-        handler = handlers.get(request.match_info["mode"])
-        if handler is None:
-            raise web.HTTPNotFound()
-        try:
-            body = json.loads(await request.read())
-            document = await handler(body)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise web.HTTPBadRequest(text=f"the floor does not take this body: {exc!r}") from None
-        return web.Response(
-            body=json.dumps(document, ensure_ascii=False).encode("utf-8"),
-            content_type="application/json",
-        )
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_post("/v1/scenarios/{scenario}/datasets/{dataset}/{mode}", call)
-    return app
+    return data_app({"verify": verify, "query": query, "aggregate": aggregate}, "floor")
 
 
 @asynccontextmanager
@@ -222,18 +183,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     async with source as fetch:
         app = make_app(fetch, Statements(postgres=bool(args.pg)), args.min_subjects)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, args.host, args.port).start()
-        print(f"floor server listening on http://{args.host}:{args.port}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+        await serve_app(app, args.host, args.port, "floor server")
 
 
 def main() -> None:

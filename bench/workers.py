@@ -491,17 +491,6 @@ async def issue_staff_client(data_dir: Path, passphrase: str, **overrides: Any) 
         await gateway.close()
 
 
-def delete_redis_keys(redis_url: str, deployment: str) -> int:
-    from redis import Redis
-
-    client = Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"dsgw:{deployment}:*", count=1000))
-        return int(client.delete(*keys)) if keys else 0
-    finally:
-        client.close()
-
-
 # --- one run ---------------------------------------------------------------------------------
 
 
@@ -1105,7 +1094,7 @@ def main() -> None:
         for kind in stores:
             results["stores"][kind] = bench_store(kind, args, counts, deployment, passphrase)
     finally:
-        removed = delete_redis_keys(args.redis_url, deployment)
+        removed = qp.delete_redis_keys(args.redis_url, deployment)
         print(f"redis: deleted {removed} keys of deployment {deployment}")
     results["elapsed_s"] = round(time.monotonic() - t0, 1)
     failures = [
