@@ -3,30 +3,32 @@
 Why sync drivers in threads rather than an async driver: source databases belong to the
 data providers and come in every flavour; sync DBAPI drivers exist for all of them, async
 ones for few. Each query runs on a pooled connection inside this connector's own thread
-pool, so a slow source never blocks the event loop nor starves other sources.
+pool, so a slow source never blocks the event loop nor starves other sources. The one
+exception is an index lookup in a local SQLite file, which costs less than the thread hop
+and runs on the loop under the guards :mod:`connectors._sqlite_loop` explains.
 
-Why SQLAlchemy Core with lightweight ``table()``/``column()`` objects built from the
-declared fields: nothing is reflected from the source (no surprise columns, no DDL
-round-trips), names are quoted by the dialect, and every value is a bound parameter, so no
-value can change the shape of a statement.
+Statements are built from the declared fields and compiled once per query shape
+(:mod:`connectors._sql_statements`); a row query then goes to the driver with only its
+values bound, without SQLAlchemy's per-call execution machinery.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Dialect, Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.schema import CreateIndex
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.type_api import TypeEngine
 
 from connectors._query import (
     SUBJECTS,
@@ -35,9 +37,17 @@ from connectors._query import (
     check_aggregate_query,
     check_row_query,
 )
+from connectors._sql_statements import (
+    SQLITE_DECIMAL_SUM,
+    CompiledFetch,
+    FetchStatements,
+    SqlStatements,
+    condition_values,
+    fetch_values,
+)
+from connectors._sqlite_loop import LOOP_MAX_ROWS, LoopReader, LoopRefused
 from connectors.base import (
     AggregateQuery,
-    Condition,
     ConnectorError,
     FieldType,
     Row,
@@ -48,43 +58,9 @@ from connectors.base import (
 
 __all__ = ["CONNECT_TIMEOUT", "SqlConnector"]
 
-#: Name of the exact decimal SUM registered on SQLite connections (see _DecimalSum).
-_SQLITE_DECIMAL_SUM = "dsgw_decimal_sum"
-_LIKE_ESCAPE = "\\"
+_T = TypeVar("_T")
 #: Seconds a PostgreSQL connection attempt may take (unless the URL sets connect_timeout).
 CONNECT_TIMEOUT = 10
-
-
-class _RawNumeric(sa.Numeric[Decimal]):
-    """``NUMERIC`` binds, but results arrive as the driver returns them: the connector
-    coerces every value itself, and SQLAlchemy's float-to-Decimal step for SQLite would
-    pad values to ten decimal places."""
-
-    cache_ok = True
-
-    def result_processor(self, dialect: Dialect, coltype: object) -> None:
-        return None
-
-
-class _RawDate(sa.Date):
-    """``DATE`` binds (SQLite gets ISO text), results coerced by the connector."""
-
-    cache_ok = True
-
-    def result_processor(self, dialect: Dialect, coltype: object) -> None:
-        return None
-
-
-def _sa_type(type_: FieldType) -> TypeEngine[Any]:
-    if type_ == "string":
-        return sa.String()
-    if type_ == "integer":
-        return sa.BigInteger()
-    if type_ == "decimal":
-        return _RawNumeric()
-    if type_ == "date":
-        return _RawDate()
-    return sa.Boolean()
 
 
 class _DecimalSum:
@@ -116,7 +92,7 @@ class _DecimalSum:
 
 def _prepare_sqlite(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     # typeshed wants finalize() -> int; SQLite accepts text as well.
-    dbapi_conn.create_aggregate(_SQLITE_DECIMAL_SUM, 1, cast(Any, _DecimalSum))
+    dbapi_conn.create_aggregate(SQLITE_DECIMAL_SUM, 1, cast(Any, _DecimalSum))
 
 
 def _sqlite_creator(database: str) -> Callable[[], sqlite3.Connection]:
@@ -130,6 +106,14 @@ def _sqlite_creator(database: str) -> Callable[[], sqlite3.Connection]:
     return connect
 
 
+def _sqlite_file(url: URL) -> str | None:
+    """The path of a SQLite source file; ``None`` for other databases and in-memory ones."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return None if database.startswith("file:") else database
+
+
 def _make_engine(url: str | URL, table: str, pool_size: int) -> Engine:
     try:
         parsed = make_url(url)
@@ -141,8 +125,8 @@ def _make_engine(url: str | URL, table: str, pool_size: int) -> Engine:
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
     if backend == "sqlite":
-        database = parsed.database or ""
-        if database in ("", ":memory:") or database.startswith("file:"):
+        database = _sqlite_file(parsed)
+        if database is None:
             kwargs["connect_args"] = {"check_same_thread": False}
         else:
             kwargs["creator"] = _sqlite_creator(database)
@@ -175,6 +159,32 @@ def _make_engine(url: str | URL, table: str, pool_size: int) -> Engine:
     if backend == "sqlite":
         event.listen(engine, "connect", _prepare_sqlite)
     return engine
+
+
+def _sqlite_indexes(conn: sa.Connection, table: str) -> tuple[tuple[str, ...], ...] | None:
+    """SQLite's own account of a table's indexes: an ``INTEGER PRIMARY KEY`` (the rowid),
+    and every index but partial ones, up to its first expression column."""
+    kind = conn.exec_driver_sql(
+        "SELECT type FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')", (table,)
+    ).scalar()
+    if kind is None:
+        return None
+    found: list[tuple[str, ...]] = []
+    info = conn.exec_driver_sql("SELECT name, type, pk FROM pragma_table_info(?)", (table,))
+    keyed = [(name, type_) for name, type_, pk in info if pk]
+    if len(keyed) == 1 and keyed[0][1].upper() == "INTEGER":
+        found.append((keyed[0][0],))
+    indexes = conn.exec_driver_sql("SELECT name, partial FROM pragma_index_list(?)", (table,))
+    for name, partial in list(indexes):
+        if partial:
+            continue
+        columns = conn.exec_driver_sql(
+            "SELECT name FROM pragma_index_info(?) ORDER BY seqno", (name,)
+        ).scalars()
+        leading = tuple(itertools.takewhile(lambda c: c is not None, columns))
+        if leading:
+            found.append(leading)
+    return tuple(found)
 
 
 def _describe(exc: BaseException) -> str:
@@ -221,85 +231,53 @@ class SqlConnector:
             raise ValueError("pool_size must be at least 1")
         self._name = table if schema is None else f"{schema}.{table}"
         self._fields: dict[str, FieldType] = dict(fields)
-        self._columns = {name: sa.column(name, _sa_type(t)) for name, t in fields.items()}
-        self._table = sa.table(table, *self._columns.values(), schema=schema)
         self._engine = _make_engine(url, self._name, pool_size)
-        dialect = self._engine.dialect.name
-        self._sqlite = dialect == "sqlite"
-        self._postgres = dialect == "postgresql"
+        self._sql = SqlStatements(table, fields, schema=schema, dialect=self._engine.dialect)
+        self._fetches = FetchStatements(self._sql)
+        database = _sqlite_file(self._engine.url)
+        self._loop = None if database is None else LoopReader(database)
+        self._dbapi_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         self._executor = ThreadPoolExecutor(
             max_workers=pool_size, thread_name_prefix=f"dsgw-sql-{table}"
         )
         self._closed = False
 
-    # --- statement building ----------------------------------------------------------
-
-    def _ordered(self, name: str) -> ColumnElement[Any]:
-        """The column as it should compare and sort: code-point order for strings."""
-        column = self._columns[name]
-        if self._postgres and self._fields[name] == "string":
-            return sa.collate(column, "C")
-        return column
-
-    def _order(self, names: Sequence[str]) -> list[ColumnElement[Any]]:
-        if self._postgres:  # SQLite and Python already put NULL first.
-            return [self._ordered(n).asc().nulls_first() for n in names]
-        return [self._ordered(n).asc() for n in names]
-
-    def _where(self, cond: Condition) -> ColumnElement[bool]:
-        column = self._columns[cond.field]
-        value = cond.value
-        if cond.op == "eq":
-            return column.is_(None) if value is None else column == value
-        if cond.op == "in":
-            assert isinstance(value, tuple)
-            present = [v for v in value if v is not None]
-            clause = column.in_(present)
-            return sa.or_(clause, column.is_(None)) if None in value else clause
-        if cond.op == "prefix":
-            assert isinstance(value, str)
-            escaped = (
-                value.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2)
-                .replace("%", _LIKE_ESCAPE + "%")
-                .replace("_", _LIKE_ESCAPE + "_")
-            )
-            like = column.like(escaped + "%", escape=_LIKE_ESCAPE)
-            if self._sqlite:
-                # SQLite's LIKE ignores ASCII case; the exact prefix keeps it strict.
-                return sa.and_(like, sa.func.substr(column, 1, len(value)) == value)
-            return like
-        ordered = self._ordered(cond.field)
-        if cond.op == "gt":
-            return ordered > value
-        if cond.op == "gte":
-            return ordered >= value
-        if cond.op == "lt":
-            return ordered < value
-        return ordered <= value
-
-    def _sum(self, name: str) -> ColumnElement[Any]:
-        column = self._columns[name]
-        if self._sqlite and self._fields[name] == "decimal":
-            return getattr(sa.func, _SQLITE_DECIMAL_SUM)(column)  # type: ignore[no-any-return]
-        return sa.func.sum(column)
-
     # --- execution --------------------------------------------------------------------
 
-    def _query_all(self, stmt: sa.Select[Any]) -> list[sa.Row[Any]]:
-        with self._engine.connect() as conn:
-            return list(conn.execute(stmt).all())
+    def _unavailable(self, exc: BaseException) -> ConnectorError:
+        return ConnectorError(
+            f"source table {self._name}: the database could not answer ({_describe(exc)}); "
+            "check that it is reachable and that the table and declared columns exist"
+        )
 
-    async def _run(self, stmt: sa.Select[Any]) -> list[sa.Row[Any]]:
+    def _query_all(self, stmt: sa.Select[Any], values: Mapping[str, object]) -> list[Any]:
+        with self._engine.connect() as conn:
+            return list(conn.execute(stmt, dict(values)).all())
+
+    def _query_raw(self, sql: str, parameters: Any) -> list[Any]:
+        """Run compiled SQL on a pooled connection through the driver itself."""
+        raw = self._engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql, parameters)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+        except BaseException:
+            raw.invalidate()  # whatever state the driver is in, the pool starts afresh
+            raise
+        finally:
+            raw.close()
+
+    async def _in_pool(self, call: Callable[..., _T], *args: Any) -> _T:
         if self._closed:
             raise ConnectorError(f"source table {self._name}: the connector is closed")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._query_all, stmt)
-        except (SQLAlchemyError, OSError) as exc:
-            raise ConnectorError(
-                f"source table {self._name}: the database could not answer ({_describe(exc)}); "
-                "check that it is reachable and that the table and declared columns exist"
-            ) from None
+            return await loop.run_in_executor(self._executor, call, *args)
+        except (SQLAlchemyError, OSError, self._dbapi_error) as exc:
+            raise self._unavailable(exc) from None
 
     def _coerce(self, name: str, raw: object) -> Value:
         try:
@@ -310,17 +288,34 @@ class SqlConnector:
                 f"valid {self._fields[name]}; fix the data or the declared type"
             ) from None
 
+    def _on_loop(self, compiled: CompiledFetch) -> bool:
+        """Decided once per shape: a local SQLite file planning the shape as an index
+        lookup (see connectors._sqlite_loop); everything else goes to the pool."""
+        if self._loop is None:
+            return False
+        return self._loop.is_lookup(compiled.sql, len(compiled.slots))
+
     async def fetch(self, query: RowQuery) -> list[Row]:
         conditions = check_row_query(self._fields, query)
-        stmt = (
-            sa.select(*(self._columns[name] for name in query.fields))
-            .select_from(self._table)
-            .where(*(self._where(c) for c in conditions))
-            .order_by(*self._order(query.order_by))
-            .limit(query.limit)
-            .offset(query.offset)
-        )
-        rows = await self._run(stmt)
+        compiled = self._fetches.get(query, conditions, self._on_loop)
+        parameters = compiled.parameters(fetch_values(conditions, query.limit, query.offset))
+        rows: list[Any] | None = None
+        if (
+            compiled.on_loop
+            and self._loop is not None
+            and query.limit + query.offset <= LOOP_MAX_ROWS
+            and not self._closed
+        ):
+            assert isinstance(parameters, tuple)
+            try:
+                rows = self._loop.fetch(compiled.sql, parameters)
+            except LoopRefused as refused:
+                # Interrupted (more work than a lookup), busy or failing: the pool answers,
+                # or says what is wrong; an interrupted shape stays off the loop.
+                if refused.interrupted:
+                    compiled.on_loop = False
+        if rows is None:
+            rows = await self._in_pool(self._query_raw, compiled.sql, parameters)
         return [
             {name: self._coerce(name, raw) for name, raw in zip(query.fields, row, strict=True)}
             for row in rows
@@ -328,34 +323,35 @@ class SqlConnector:
 
     async def aggregate(self, query: AggregateQuery) -> list[Row]:
         conditions = check_aggregate_query(self._fields, query)
+        s = self._sql
         # Positional labels: output names never have to be valid or unique SQL labels.
         columns: list[ColumnElement[Any]] = [
-            self._columns[name].label(f"g{i}") for i, name in enumerate(query.group_by)
+            s.columns[name].label(f"g{i}") for i, name in enumerate(query.group_by)
         ]
         for i, measure in enumerate(query.measures):
             if measure.fn == "count":
                 counted = (
                     sa.func.count()
                     if measure.field is None
-                    else sa.func.count(self._columns[measure.field])
+                    else sa.func.count(s.columns[measure.field])
                 )
                 columns.append(counted.label(f"m{i}"))
             else:
                 assert measure.field is not None
-                columns.append(self._sum(measure.field).label(f"m{i}"))
+                columns.append(s.total(measure.field).label(f"m{i}"))
                 if measure.fn == "avg":
-                    columns.append(sa.func.count(self._columns[measure.field]).label(f"n{i}"))
-        subject = self._columns[query.subject_field]
+                    columns.append(sa.func.count(s.columns[measure.field]).label(f"n{i}"))
+        subject = s.columns[query.subject_field]
         columns.append(sa.func.count(sa.distinct(subject)).label("subjects"))
         stmt = (
             sa.select(*columns)
-            .select_from(self._table)
-            .where(*(self._where(c) for c in conditions))
-            .group_by(*(self._columns[name] for name in query.group_by))
-            .order_by(*self._order(query.group_by))
+            .select_from(s.table)
+            .where(*(s.where(i, c) for i, c in enumerate(conditions)))
+            .group_by(*(s.columns[name] for name in query.group_by))
+            .order_by(*s.order(query.group_by))
             .limit(query.limit)
         )
-        rows = await self._run(stmt)
+        rows = await self._in_pool(self._query_all, stmt, condition_values(conditions))
         out: list[Row] = []
         for row in rows:
             values = row._mapping
@@ -377,11 +373,52 @@ class SqlConnector:
             out.append(result)
         return out
 
+    # --- the source's indexes ---------------------------------------------------------
+
+    def _read_indexes(self) -> tuple[tuple[str, ...], ...] | None:
+        table = self._sql.table
+        with self._engine.connect() as conn:
+            if self._sql.sqlite:
+                return _sqlite_indexes(conn, table.name)
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(table.name, schema=table.schema):
+                return None
+            found: list[tuple[str, ...]] = []
+            primary = inspector.get_pk_constraint(table.name, schema=table.schema)
+            found.append(tuple(primary.get("constrained_columns") or ()))
+            for unique in inspector.get_unique_constraints(table.name, schema=table.schema):
+                found.append(tuple(unique["column_names"]))
+            for index in inspector.get_indexes(table.name, schema=table.schema):
+                partial = any(k.endswith("_where") for k in index.get("dialect_options", {}))
+                names = itertools.takewhile(lambda n: n is not None, index["column_names"])
+                if not partial:
+                    found.append(tuple(str(n) for n in names))
+            return tuple(columns for columns in found if columns)
+
+    async def indexes(self) -> tuple[tuple[str, ...], ...] | None:
+        """The column lists of the table's indexes as read from the source: its primary
+        key, unique constraints and plain indexes, each up to its first expression (a
+        partial index serves no plain lookup and is left out); ``None`` when the source has
+        no such table.
+
+        Raises :class:`ConnectorError` when the source cannot answer.
+        """
+        return await self._in_pool(self._read_indexes)
+
+    def create_index_sql(self, columns: Sequence[str]) -> str:
+        """``CREATE INDEX`` over ``columns`` of the table, quoted by the source's dialect."""
+        name, schema = self._sql.table.name, self._sql.table.schema
+        table = sa.Table(name, sa.MetaData(), *(sa.Column(c) for c in columns), schema=schema)
+        index = sa.Index("_".join((name, *columns)), *(table.c[c] for c in columns))
+        return str(CreateIndex(index).compile(dialect=self._engine.dialect))
+
     async def close(self) -> None:
         """Wait for running queries, then close the pool and stop the threads."""
         if self._closed:
             return
         self._closed = True
+        if self._loop is not None:
+            self._loop.close()
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:

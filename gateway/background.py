@@ -106,6 +106,14 @@ class BackgroundWork:
         await self.anchoring.start()
         gateway.checkpointer.on_signed = self.anchoring.notify
 
+    def live_registry(self) -> tuple[int, str] | None:
+        """The chain id and registry address anchored to right now (None while not
+        anchoring, or before the chain answered)."""
+        worker = self.anchoring.worker if self.anchoring is not None else None
+        if worker is None or worker.chain_id is None:
+            return None
+        return worker.chain_id, worker.registry.address
+
     async def stop_anchoring(self) -> None:
         if self.anchoring is not None:
             self.gateway.checkpointer.on_signed = None

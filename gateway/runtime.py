@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,8 +30,8 @@ from gateway.dependencies import DEPENDENCIES, DependencyHealth
 from gateway.derived_keys import DerivedKeys, derive_key
 from gateway.errors import DsgwError
 from gateway.evaluation import EvaluationService
-from gateway.evidence.keys import KeyRing, gateway_key_ring
 from gateway.evidence.notes import NoteSigner
+from gateway.evidence.service import EvidenceService
 from gateway.governance.epoch import EpochFile
 from gateway.governance.models import Scenario
 from gateway.governance.policy import PolicyStore
@@ -115,10 +115,22 @@ class Gateway:
     # The Redis-backed quota store when ``redis_url`` is set (closed with the gateway).
     shared_quotas: RedisQuotaTracker | None
     background: BackgroundWork = field(init=False)
+    # Records, bundles, checkpoints and proofs for their readers; a bundle's anchor comes
+    # from the background's chain connection while there is one.
+    evidence: EvidenceService = field(init=False)
     exits: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "background", BackgroundWork(self))
+        background = BackgroundWork(self)
+        object.__setattr__(self, "background", background)
+        evidence = EvidenceService(
+            self.engine,
+            self.checkpointer,
+            self.keystore,
+            self.settings,
+            live_registry=background.live_registry,
+        )
+        object.__setattr__(self, "evidence", evidence)
 
     @property
     def anchoring(self) -> Anchoring | None:
@@ -297,31 +309,6 @@ class Gateway:
             min_subjects=self.settings.aggregate.min_subjects,
             groups=connector_groups(self.connectors.get),
         )
-
-    def checkpoint_keys(self) -> KeyRing:
-        """Every checkpoint key of the keystore, active and retired (never pruned), under
-        this deployment's name: what verifies any checkpoint this deployment signed."""
-        return gateway_key_ring(self.keystore, self.settings.deployment)
-
-    async def bundle(self, stream: str, seq: int) -> dict[str, Any]:
-        """The evidence bundle document of one record (:func:`gateway.evidence.build.
-        record_bundle`), its anchor taken from this process's anchoring worker if it runs."""
-        from gateway.evidence.build import record_bundle  # loads the chain libraries
-
-        worker = self.anchoring.worker if self.anchoring is not None else None
-        live = None
-        if worker is not None and worker.chain_id is not None:
-            live = (worker.chain_id, worker.registry.address)
-        bundle = await record_bundle(
-            self.engine,
-            self.checkpointer,
-            stream,
-            seq,
-            settings=self.settings,
-            keys=self.checkpoint_keys(),
-            live_registry=live,
-        )
-        return bundle.to_json()
 
     async def close(self, *, final_checkpoint: bool = False) -> None:
         """Commit queued records, optionally checkpoint them (a server stopping does, so

@@ -63,7 +63,7 @@ async def test_checkpoints_are_anchored_and_bundles_name_the_anchor(
             assert head is not None
             bundle: dict[str, object] = {}
             for _ in range(240):
-                bundle = await gateway.bundle("calls", seq)
+                bundle = await gateway.evidence.bundle("calls", seq)
                 if bundle["anchor"] is not None:
                     break
                 await asyncio.sleep(0.25)
@@ -124,7 +124,7 @@ async def test_bundle_verified_against_anvil_with_only_the_rpc_url(
         assert head is not None
         bundle: dict[str, object] = {}
         for _ in range(240):
-            bundle = await gateway.bundle("governance", 2)
+            bundle = await gateway.evidence.bundle("governance", 2)
             if bundle["anchor"] is not None:
                 break
             await asyncio.sleep(0.25)
@@ -308,7 +308,7 @@ async def test_the_gateways_anvil_is_restarted_when_it_dies(
         head = await gateway.checkpointer.checkpoint("governance")
         assert head is not None
         for _ in range(400):
-            bundle = await gateway.bundle("governance", head.size - 1)
+            bundle = await gateway.evidence.bundle("governance", head.size - 1)
             anchor = bundle["anchor"]
             if isinstance(anchor, dict) and anchor["size"] == head.size:
                 break

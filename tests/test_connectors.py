@@ -10,6 +10,7 @@ import os
 import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -212,11 +213,18 @@ PG_TYPES = {
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
     """A fresh schema holding every test table, dropped afterwards."""
+    with pg_tables(TABLES) as schema:
+        yield schema
+
+
+@contextmanager
+def pg_tables(tables: Mapping[str, tuple[dict[str, FieldType], list[Row]]]) -> Iterator[str]:
+    """A fresh schema holding ``tables`` (no index), dropped afterwards."""
     schema = f"t_{secrets.token_hex(6)}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         try:
-            for table, (fields, rows) in TABLES.items():
+            for table, (fields, rows) in tables.items():
                 name = sql.Identifier(schema, table)
                 columns = sql.SQL(", ").join(
                     sql.SQL("{} {}").format(sql.Identifier(f), sql.SQL(PG_TYPES[t]))

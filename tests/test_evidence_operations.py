@@ -127,7 +127,7 @@ async def test_rotation_keeps_old_checkpoints_and_bundles_verifiable(
 
 async def _anchored(gateway: Gateway, stream: str, seq: int) -> dict[str, Any]:
     for _ in range(480):
-        bundle = await gateway.bundle(stream, seq)
+        bundle = await gateway.evidence.bundle(stream, seq)
         if bundle["anchor"] is not None:
             return bundle
         await asyncio.sleep(0.25)

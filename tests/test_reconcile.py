@@ -46,7 +46,7 @@ async def _anchor_products(gateway: Gateway) -> None:
     assert head is not None and gateway.anchoring is not None
     for _ in range(400):
         gateway.anchoring.notify()
-        bundle = await gateway.bundle("products", head.size - 1)
+        bundle = await gateway.evidence.bundle("products", head.size - 1)
         anchor = bundle["anchor"]
         if isinstance(anchor, dict) and anchor["size"] == head.size:
             return

@@ -113,6 +113,7 @@ def password_pg() -> Iterator[PasswordPg]:
             rows = synthetic.generate("enterprises", 40, seed=7)
             with conn.cursor() as cur:
                 cur.executemany(insert_row, [tuple(r[f] for f in fields) for r in rows])
+            conn.execute("CREATE INDEX ON enterprises (credit_code)")  # the key's lookups
         yield PasswordPg(port, password)
     finally:
         subprocess.run(
@@ -441,7 +442,7 @@ async def test_a_secret_reference_is_resolved_and_never_shown(
         "market-db", password.encode(), provider=MARKET, now=world.clock.now()
     )
     gateway.keystore.put_secret(
-        "market-db-old", b"not-the-password", provider=MARKET, now=world.clock.now()
+        "market-db-old", password.encode(), provider=MARKET, now=world.clock.now()
     )
     authority = await world.staff_token(Role.AUTHORITY)
     url = password_pg.url()
@@ -475,6 +476,18 @@ async def test_a_secret_reference_is_resolved_and_never_shown(
         ),
     )
     assert status == 400 and "dsgw secrets set nope" in body["detail"], body
+    # The secret changes after registration (which read the source's indexes with it).
+    gateway.keystore.put_secret(
+        "market-db-old", b"not-the-password", provider=MARKET, now=world.clock.now()
+    )
+    wrong = {
+        "kind": "sql",
+        "url": url,
+        "table": "enterprises",
+        "credentials": "keystore:market-db-old",
+    }
+    status, body = await _post_dataset(world, authority, _entry("pg-refused", wrong))
+    assert status == 503 and body["type"] == "/problems/source-unavailable", body
 
     token = await _publish(world, "pg-use", [_query_grant(d) for d in sources])
     district = next(synthetic.generate("enterprises", 1, seed=7))["district"]
@@ -510,9 +523,10 @@ async def test_a_department_names_only_its_own_keystore_secrets(
     world: World, password_pg: PasswordPg
 ) -> None:
     keystore, now = world.gateway.keystore, world.clock.now()
-    keystore.put_secret("market-db", b"x", provider=MARKET, now=now)
+    secret = password_pg.password.encode()  # registration reads the source's indexes
+    keystore.put_secret("market-db", secret, provider=MARKET, now=now)
     keystore.put_secret("tax-db", b"y", provider="税务局", now=now)
-    keystore.put_secret("anyone-db", b"z", provider=None, now=now)
+    keystore.put_secret("anyone-db", secret, provider=None, now=now)
     market = await _staff(world, Role.SOURCE, MARKET)
     url = password_pg.url()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.appkeys import GATEWAY, GOVERNANCE, RECORD
+from gateway.api.appkeys import EVIDENCE, GATEWAY, GOVERNANCE, POLICY, RECORD, TOKENS
 from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token, entry_document
 from gateway.api.params import path_int, query_int
@@ -17,7 +17,7 @@ from gateway.catalog.models import expect_keys
 from gateway.errors import ValidationError
 from gateway.governance.actor import Actor
 from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioStatus
-from gateway.governance.records import RecordView, check_bundle, read_records
+from gateway.governance.records import RecordView
 
 __all__ = ["add_routes", "staff_actor"]
 
@@ -25,9 +25,8 @@ __all__ = ["add_routes", "staff_actor"]
 async def staff_actor(request: web.Request) -> Actor:
     """The staff member behind the request's admin token (a source client with its
     department), noted in the call record."""
-    gateway = request.app[GATEWAY]
-    snapshot = await gateway.policy.current()
-    claims = await gateway.tokens.verify(bearer_token(request), admin=True, snapshot=snapshot)
+    snapshot = await request.app[POLICY].current()
+    claims = await request.app[TOKENS].verify(bearer_token(request), admin=True, snapshot=snapshot)
     record = request[RECORD]
     record.client_id = claims.client_id
     record.token_id = claims.jti
@@ -266,9 +265,7 @@ async def list_calls(request: web.Request) -> web.Response:
     merchant = request.query.get("merchant")
     limit = min(500, max(1, query_int(request, "limit", default=50)))
     stream = request.query.get("stream", "calls")
-    views = await read_records(
-        request.app[GATEWAY].engine, actor, stream, merchant_id=merchant, limit=limit
-    )
+    views = await request.app[EVIDENCE].records(actor, stream, merchant_id=merchant, limit=limit)
     return json_response({"entries": [_view_document(v) for v in views]})
 
 
@@ -287,8 +284,7 @@ async def bundle(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
     stream = request.match_info["stream"]
     seq = path_int(request, "seq")
-    await check_bundle(request.app[GATEWAY].engine, actor, stream, seq)
-    return json_response(await request.app[GATEWAY].bundle(stream, seq))
+    return json_response(await request.app[EVIDENCE].bundle_for(actor, stream, seq))
 
 
 def add_routes(app: web.Application) -> None:

@@ -2,7 +2,7 @@
 
 A handler takes the one service it needs by its key (``request.app[PRODUCTS]``), so what a
 route depends on reads from its code; :data:`GATEWAY` is left for the few that compose
-several (readiness, metrics, evidence bundles, the request pipeline).
+several (readiness, metrics, the request pipeline).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from gateway.clock import Clock
 from gateway.dataplane.service import DataPlane
 from gateway.dependencies import DependencyHealth
 from gateway.evaluation import EvaluationService
+from gateway.evidence.service import EvidenceService
 from gateway.governance.policy import PolicyStore
 from gateway.governance.service import GovernanceService
 from gateway.ledger.records import CallRecord
@@ -39,6 +40,7 @@ __all__ = [
     "DATAPLANE",
     "DELIVERIES",
     "EVALUATION",
+    "EVIDENCE",
     "GATEWAY",
     "GOVERNANCE",
     "HEALTH",
@@ -72,6 +74,7 @@ CLOCK = web.AppKey("clock", Clock)
 DATAPLANE = web.AppKey("dataplane", DataPlane)
 DELIVERIES = web.AppKey("deliveries", DeliveryService)
 EVALUATION = web.AppKey("evaluation", EvaluationService)
+EVIDENCE = web.AppKey("evidence", EvidenceService)
 GOVERNANCE = web.AppKey("governance", GovernanceService)
 HEALTH = web.AppKey("health", DependencyHealth)
 MEASURES = web.AppKey("measures", MeasureService)
@@ -94,6 +97,7 @@ def install_services(app: web.Application, gateway: Gateway) -> None:
     app[DATAPLANE] = gateway.dataplane
     app[DELIVERIES] = gateway.deliveries
     app[EVALUATION] = gateway.evaluation
+    app[EVIDENCE] = gateway.evidence
     app[GOVERNANCE] = gateway.governance
     app[HEALTH] = gateway.health
     app[MEASURES] = gateway.measures

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api.appkeys import GATEWAY, TOKENS
+from gateway.api.appkeys import EVIDENCE, TOKENS
 from gateway.api.merchant import bearer_token
 from gateway.api.params import query_int
 from gateway.api.problems import json_response
 from gateway.errors import InvalidTokenError, NotFoundError
-from gateway.evidence.keys import published_checkpoint
-from gateway.ledger.checkpoints import latest_checkpoint
 from gateway.ledger.log import STREAMS
-from gateway.ledger.tree import MerkleTree
 
 __all__ = ["add_routes"]
 
@@ -37,18 +34,10 @@ def _stream(request: web.Request) -> str:
     return stream
 
 
-def _tree(request: web.Request, stream: str) -> MerkleTree:
-    gateway = request.app[GATEWAY]
-    return MerkleTree(gateway.engine, stream, algorithm=gateway.settings.hash_algorithm)
-
-
 async def checkpoint(request: web.Request) -> web.Response:
     """The newest signed checkpoint of a stream and the key that verifies it."""
     await _authenticate(request)
-    gateway = request.app[GATEWAY]
-    latest = await latest_checkpoint(gateway.engine, _stream(request))
-    # With the key that signed it, which after a rotation may be a retired one.
-    return json_response(published_checkpoint(latest, gateway.checkpoint_keys()))
+    return json_response(await request.app[EVIDENCE].checkpoint(_stream(request)))
 
 
 async def inclusion(request: web.Request) -> web.Response:
@@ -56,23 +45,16 @@ async def inclusion(request: web.Request) -> web.Response:
     checkpoint's size)."""
     await _authenticate(request)
     stream = _stream(request)
-    gateway = request.app[GATEWAY]
     index = query_int(request, "index")
-    if "size" in request.query:
-        size = query_int(request, "size")
-    else:
-        size = (await latest_checkpoint(gateway.engine, stream)).size
-    proof = await _tree(request, stream).inclusion_proof(index, size)
-    return json_response({"stream": stream, **proof.to_dict()})
+    size = query_int(request, "size") if "size" in request.query else None
+    return json_response(await request.app[EVIDENCE].inclusion(stream, index, size))
 
 
 async def consistency(request: web.Request) -> web.Response:
     await _authenticate(request)
     stream = _stream(request)
-    proof = await _tree(request, stream).consistency_proof(
-        query_int(request, "first"), query_int(request, "second")
-    )
-    return json_response({"stream": stream, **proof.to_dict()})
+    first, second = query_int(request, "first"), query_int(request, "second")
+    return json_response(await request.app[EVIDENCE].consistency(stream, first, second))
 
 
 def add_routes(app: web.Application) -> None:

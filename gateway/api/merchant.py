@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.appkeys import DATAPLANE, GATEWAY, POLICY, RECORD, TOKENS
+from gateway.api.appkeys import DATAPLANE, EVIDENCE, POLICY, RECORD, TOKENS
 from gateway.api.bodies import read_form, read_json
 from gateway.api.params import path_int, query_int
 from gateway.api.problems import json_response
@@ -25,7 +25,7 @@ from gateway.errors import (
 )
 from gateway.governance.models import MODE_NAMES, Mode
 from gateway.governance.policy import PolicySnapshot
-from gateway.ledger.log import LogEntry, read_entries, read_entry
+from gateway.ledger.log import LogEntry
 
 __all__ = ["add_routes", "bearer_token"]
 
@@ -151,25 +151,16 @@ def entry_document(entry: Any) -> dict[str, Any]:
 
 
 async def own_calls(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
     claims = await _merchant_claims(request)
     limit = min(200, max(1, query_int(request, "limit", default=50)))
-    entries = await read_entries(
-        gateway.engine, "calls", merchant_id=claims.merchant_id, limit=limit
-    )
+    entries = await request.app[EVIDENCE].merchant_calls(claims.merchant_id, limit=limit)
     return json_response({"calls": [entry_document(e) for e in entries]})
 
 
 async def _own_entry(request: web.Request) -> LogEntry:
     """The calls-stream record named in the path, if it is the caller's own."""
-    gateway = request.app[GATEWAY]
     claims = await _merchant_claims(request)
-    seq = path_int(request, "seq")
-    entry = await read_entry(gateway.engine, "calls", seq)
-    if entry is None or json.loads(entry.payload).get("merchant") != claims.merchant_id:
-        # Another merchant's record is as invisible as a missing one.
-        raise NotFoundError(f"no call record calls/{seq} of yours")
-    return entry
+    return await request.app[EVIDENCE].merchant_call(claims.merchant_id, path_int(request, "seq"))
 
 
 async def own_call(request: web.Request) -> web.Response:
@@ -179,7 +170,7 @@ async def own_call(request: web.Request) -> web.Response:
 async def own_bundle(request: web.Request) -> web.Response:
     """The evidence bundle of one of the merchant's own calls."""
     entry = await _own_entry(request)
-    return json_response(await request.app[GATEWAY].bundle("calls", entry.seq))
+    return json_response(await request.app[EVIDENCE].bundle("calls", entry.seq))
 
 
 def add_routes(app: web.Application) -> None:

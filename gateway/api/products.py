@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.admin import staff_actor
-from gateway.api.appkeys import GATEWAY, PRODUCTS, RECORD
+from gateway.api.appkeys import DELIVERIES, POLICY, PRODUCTS, RECORD, TOKENS
 from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token
 from gateway.api.problems import json_response
@@ -115,14 +115,15 @@ async def revenue(request: web.Request) -> web.Response:
 
 
 async def deliver(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
     record = request[RECORD]
-    snapshot = await gateway.policy.current()
-    claims = await gateway.tokens.verify(bearer_token(request), delivery=True, snapshot=snapshot)
+    snapshot = await request.app[POLICY].current()
+    claims = await request.app[TOKENS].verify(
+        bearer_token(request), delivery=True, snapshot=snapshot
+    )
     record.client_id = claims.client_id
     record.token_id = claims.jti
     body = await read_json(request)
-    result = await gateway.deliveries.deliver(
+    result = await request.app[DELIVERIES].deliver(
         snapshot, claims, request.match_info["id"], body, record
     )
     return json_response(result)

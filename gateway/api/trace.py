@@ -18,7 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 
 from gateway.api.admin import staff_actor
-from gateway.api.appkeys import GATEWAY, RECORD
+from gateway.api.appkeys import POLICY, RECORD, SETTINGS, TRACER
 from gateway.api.problems import json_response
 from gateway.errors import PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError
 from gateway.tracing.files import read_leaked_bytes
@@ -118,11 +118,11 @@ async def _upload(request: web.Request, limit: int) -> tuple[bytes, str, str, di
 async def trace_leak(request: web.Request) -> web.Response:
     """Trace a leaked file; the call itself is recorded with the file's digest."""
     actor = await staff_actor(request)
-    gateway = request.app[GATEWAY]
+    tracer = request.app[TRACER]
     # The tracer's rule, asked before the upload is read: a caller without the role cannot
     # make the gateway read a large file (LeakTracer.trace asks again).
-    gateway.tracer.authorize(actor)
-    settings = gateway.settings
+    tracer.authorize(actor)
+    settings = request.app[SETTINGS]
     data, name, media_type, fields = await _upload(request, settings.trace.upload_max_bytes)
     dataset_id = fields.get("dataset") or request.query.get("dataset") or None
     sheet = fields.get("sheet") or request.query.get("sheet") or None
@@ -132,7 +132,7 @@ async def trace_leak(request: web.Request) -> web.Response:
         "file_sha256": hashlib.sha256(data).hexdigest(),
         "file_bytes": len(data),
     }
-    if dataset_id is not None and dataset_id not in (await gateway.policy.current()).datasets:
+    if dataset_id is not None and dataset_id not in (await request.app[POLICY].current()).datasets:
         raise ValidationError(f"no dataset {dataset_id!r} in the catalog")
     # Parsing a large file is CPU work: keep the event loop serving other calls.
     table = await asyncio.to_thread(
@@ -144,7 +144,7 @@ async def trace_leak(request: web.Request) -> web.Response:
         max_rows=settings.trace.max_rows,
     )
     record.parameters["rows"] = len(table.rows)
-    report = await gateway.tracer.trace(actor, table, dataset_id=dataset_id)
+    report = await tracer.trace(actor, table, dataset_id=dataset_id)
     document: dict[str, Any] = report.to_dict()
     for candidate in document["candidates"]:
         if candidate["verdict"] != "named":

@@ -17,7 +17,16 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.admin import staff_actor
-from gateway.api.appkeys import APPLICATIONS, GATEWAY, GOVERNANCE, RECORD, SETTINGS, WORKFLOWS
+from gateway.api.appkeys import (
+    APPLICATIONS,
+    CLOCK,
+    GATEWAY,
+    GOVERNANCE,
+    RECORD,
+    SETTINGS,
+    TOKENS,
+    WORKFLOWS,
+)
 from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token
 from gateway.api.problems import json_response
@@ -36,8 +45,7 @@ MAX_EXCLUSION_CSV_BYTES = 64 * 1024 * 1024
 
 
 async def merchant_actor(request: web.Request) -> Actor:
-    gateway = request.app[GATEWAY]
-    claims = await gateway.tokens.verify(bearer_token(request), account=True)
+    claims = await request.app[TOKENS].verify(bearer_token(request), account=True)
     record = request[RECORD]
     record.merchant_id = claims.merchant_id
     record.client_id = claims.client_id
@@ -74,9 +82,8 @@ ONBOARDING_LIMITER = web.AppKey("onboarding_limiter", KeyedRateLimiter)
 
 
 async def submit_onboarding(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
     request.app[ONBOARDING_LIMITER].consume(
-        request[RECORD].remote or "unknown", gateway.clock.now(), "onboarding applications"
+        request[RECORD].remote or "unknown", request.app[CLOCK].now(), "onboarding applications"
     )
     body = await read_json(request)
     code = str(body.get("credit_code", ""))[:18] if isinstance(body, dict) else ""
@@ -114,9 +121,8 @@ async def onboarding_status(request: web.Request) -> web.Response:
 
 async def list_onboarding(request: web.Request) -> web.Response:
     actor = await staff_actor(request)
-    gateway = request.app[GATEWAY]
-    found = await gateway.workflows.list_onboarding(actor, _status(OnboardingStatus, request))
-    now = gateway.clock.now()
+    found = await request.app[WORKFLOWS].list_onboarding(actor, _status(OnboardingStatus, request))
+    now = request.app[CLOCK].now()
     return json_response({"applications": [a.to_dict(now=now) for a in found]})
 
 

@@ -3,6 +3,12 @@ source may lie, and the record each registration leaves.
 
 The catalog's models are :mod:`gateway.catalog.models`; the rules on where sources may lie
 are :mod:`gateway.catalog.sources`. This is the one place a catalog entry is written.
+
+What the catalog requires of a SQL source (docs/catalog.md, "What a source must index"): the
+table exists and an index leads with one of the dataset's key fields, because every
+verification looks one row up by the key and must not scan the table to find it. The
+source's own index list is read when the entry is registered; a CSV source needs nothing,
+the connector indexes its key fields in memory.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.authorization.roles import Action
 from gateway.catalog.models import Dataset
 from gateway.catalog.sources import SourceAccess
+from gateway.dataplane.connectors import sql_connector
 from gateway.db.schema import DatasetRow
-from gateway.errors import ConflictError, ForbiddenError
+from gateway.errors import CatalogError, ConflictError, ForbiddenError
 from gateway.governance.actor import Actor
 from gateway.governance.unit_of_work import UnitOfWork
 
@@ -53,6 +60,7 @@ class CatalogService:
                 member="provider",
             )
         await self._sources.check_registration(dataset, department=department)
+        await self._check_key_index(dataset)
 
         async def apply(conn: AsyncConnection, now: dt.datetime) -> Dataset:
             current_provider = await conn.scalar(
@@ -88,3 +96,39 @@ class CatalogService:
 
         kind = "dataset.updated" if replace_existing else "dataset.registered"
         return await self._uow.change(actor, kind, {"dataset": dataset.record_dict()}, apply)
+
+    async def _check_key_index(self, dataset: Dataset) -> None:
+        """Refuse a SQL source whose table is missing or has no index leading with a key
+        field; the message names the table, the key and the ``CREATE INDEX`` to run.
+
+        Not checked: CSV sources (indexed in memory) and datasets that can never be granted
+        (not open, negative list), which nobody looks anything up in. Raises
+        :class:`CatalogError` (422), or :class:`SourceUnavailableError` (503) when the
+        source cannot be read now: a key that cannot be checked is not accepted.
+        """
+        if dataset.source.kind != "sql" or not dataset.grantable:
+            return
+        connector = sql_connector(dataset, await self._sources.open(dataset), pool_size=1)
+        try:
+            indexes = await connector.indexes()
+            create = connector.create_index_sql(dataset.key_fields)
+        finally:
+            await connector.close()
+        table, key = dataset.source.table, ", ".join(dataset.key_fields)
+        if indexes is None:
+            raise CatalogError(
+                f"dataset {dataset.id}: the source has no table {table}; name an existing "
+                "table in the source's table member",
+                dataset=dataset.id,
+                table=table,
+            )
+        if not any(columns[0] in dataset.key_fields for columns in indexes):
+            raise CatalogError(
+                f"dataset {dataset.id}: source table {table} has no index on its key field(s) "
+                f"{key}, which every verification looks rows up by; create one in the source "
+                f"and register again: {create}",
+                dataset=dataset.id,
+                table=table,
+                columns=list(dataset.key_fields),
+                create_index=create,
+            )

@@ -62,7 +62,7 @@ def audit(
 
     async def act(g: Gateway) -> list[AuditReport]:
         # Every checkpoint key, retired ones too: each checkpoint names the key that signed it.
-        keys = g.checkpoint_keys()
+        keys = g.evidence.keys()
         evidence = {}
         if use_chain or rpc:
             async with chain_reader(

@@ -373,14 +373,14 @@ async def _show_evidence(gateway: Gateway, calls: list[DemoCall], console: Conso
         )
     record_id = next(c.record_id for c in calls if c.title.startswith("verify"))
     seq = int(record_id.split("/")[1])
-    document = await gateway.bundle("calls", seq)
+    document = await gateway.evidence.bundle("calls", seq)
     anchoring = gateway.anchoring
     if anchoring is not None:
         console.print(f"anchoring on {anchoring.backend.node} ...")
         try:
             await asyncio.wait_for(anchoring.ready.wait(), 60)
             for _ in range(120):
-                document = await gateway.bundle("calls", seq)
+                document = await gateway.evidence.bundle("calls", seq)
                 if document["anchor"] is not None:
                     break
                 await asyncio.sleep(0.25)

@@ -39,7 +39,7 @@ def bundle(ctx: click.Context, stream: str, seq: int, out: Path | None) -> None:
         # final after the store last heard of it is confirmed on chain (gateway.chain.lookup).
         gateway = await Gateway.open(settings_of(ctx), anchoring=False)
         try:
-            return await gateway.bundle(stream, seq)
+            return await gateway.evidence.bundle(stream, seq)
         finally:
             await gateway.close()
 

@@ -15,7 +15,6 @@ from gateway.cli.common import (
     emit,
     load_json,
     local_admin,
-    policy_snapshot,
     run,
     settings_of,
     with_gateway,
@@ -24,7 +23,7 @@ from gateway.cli.common import (
 from gateway.cli.lazy import Lazy, LazyGroup
 from gateway.cli.status_changes import StatusChange
 from gateway.clock import local_date
-from gateway.governance.models import AgreementStatus, MerchantStatus
+from gateway.governance.statuses import AgreementStatus, MerchantStatus
 
 __all__ = ["agreement", "client", "merchant", "token"]
 
@@ -64,10 +63,12 @@ _MERCHANT_STATUS.command(merchant, "reinstate", MerchantStatus.ACTIVE)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def merchant_list(ctx: click.Context, as_json: bool) -> None:
-    snapshot = run(with_store(settings_of(ctx), policy_snapshot))
+    from gateway.governance.listings import list_merchants
+
+    merchants = run(with_store(settings_of(ctx), list_merchants))
     table = Table("id", "name", "credit code", "status")
     data = []
-    for m in snapshot.merchants.values():
+    for m in merchants:
         data.append(
             {"id": m.id, "name": m.name, "credit_code": m.credit_code, "status": m.status.value}
         )
@@ -146,10 +147,12 @@ _AGREEMENT_STATUS.command(agreement, "terminate", AgreementStatus.TERMINATED)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def agreement_list(ctx: click.Context, as_json: bool) -> None:
-    snapshot = run(with_store(settings_of(ctx), policy_snapshot))
+    from gateway.governance.listings import list_agreements
+
+    agreements = run(with_store(settings_of(ctx), list_agreements))
     table = Table("id", "merchant", "scenario", "from", "until", "status")
     data = []
-    for a in snapshot.agreements.values():
+    for a in agreements:
         data.append(
             {
                 "id": a.id,

@@ -246,7 +246,7 @@ def reconcile_command(
                 stream, seq = record_id.split("/")
                 path = bundles / f"{stream}-{seq}.json"
                 if not path.exists():
-                    bundle = await g.bundle(stream, int(seq))
+                    bundle = await g.evidence.bundle(stream, int(seq))
                     path.write_text(json.dumps(bundle, ensure_ascii=False, indent=2) + "\n")
                 item["bundle"] = str(path)
         return document

@@ -99,7 +99,7 @@ def trace_command(
                 for delivery in candidate["deliveries"]:
                     path = bundles / f"calls-{delivery['seq']}.json"
                     if not path.exists():
-                        bundle = await g.bundle("calls", int(delivery["seq"]))
+                        bundle = await g.evidence.bundle("calls", int(delivery["seq"]))
                         path.write_text(
                             json.dumps(bundle, ensure_ascii=False, indent=2) + "\n",
                             encoding="utf-8",

@@ -8,10 +8,22 @@ from connectors.base import Connector
 from connectors.csv_file import CsvConnector
 from connectors.sql import SqlConnector
 from gateway.catalog.models import Dataset
-from gateway.catalog.sources import FilePlace, SourceAccess
+from gateway.catalog.sources import FilePlace, OpenedSource, SourceAccess
 from gateway.errors import ConfigError
 
-__all__ = ["ConnectorRegistry"]
+__all__ = ["ConnectorRegistry", "sql_connector"]
+
+
+def sql_connector(dataset: Dataset, opened: OpenedSource, *, pool_size: int) -> SqlConnector:
+    """The connector of a ``sql`` dataset's opened source: a SQLite file by its resolved
+    path, a server by its URL with the resolved password."""
+    place = opened.place
+    if isinstance(place, FilePlace):
+        url = URL.create("sqlite", database=str(place.path))
+    else:
+        url = place.url.set(password=opened.password)
+    fields = {spec.name: spec.type for spec in dataset.fields}
+    return SqlConnector(url, dataset.source.table, fields, pool_size=pool_size)
 
 
 class ConnectorRegistry:
@@ -32,17 +44,13 @@ class ConnectorRegistry:
         cached = self._connectors.get(dataset.id)
         if cached is not None and cached[0] == dataset:
             return cached[1]
-        fields = {spec.name: spec.type for spec in dataset.fields}
         opened = await self._sources.open(dataset)
         place = opened.place
         connector: Connector
         if dataset.source.kind == "sql":
-            if isinstance(place, FilePlace):
-                url = URL.create("sqlite", database=str(place.path))
-            else:
-                url = place.url.set(password=opened.password)
-            connector = SqlConnector(url, dataset.source.table, fields, pool_size=self._pool_size)
+            connector = sql_connector(dataset, opened, pool_size=self._pool_size)
         elif isinstance(place, FilePlace):
+            fields = {spec.name: spec.type for spec in dataset.fields}
             connector = CsvConnector(place.path, fields, index_fields=dataset.key_fields)
         else:
             raise ConfigError(f"dataset {dataset.id}: unknown source kind {dataset.source.kind}")

@@ -109,7 +109,7 @@ async def security_report(
         header,
         await load_names(gateway.engine),
         algorithm=gateway.settings.hash_algorithm,
-        checkpoint_key=gateway.checkpoint_keys(),
+        checkpoint_key=gateway.evidence.keys(),
         chain=chain,
         now=gateway.clock.now,
         progress=progress,

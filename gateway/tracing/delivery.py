@@ -32,6 +32,9 @@ from gateway.tracing.normalize import normalize
 __all__ = ["DEFAULT_CANARY_RATE", "DeliveryTracing", "TracedPage"]
 
 DEFAULT_CANARY_RATE = 64
+#: Recipients whose derived keys are kept; past it the cache starts again (a recipient's key
+#: is one HMAC to derive again, so the bound only caps memory).
+_RECIPIENTS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,32 @@ class DeliveryTracing:
         self._trace_key = trace_key
         self._mark_key = mark_key
         self._canary_rate = canary_rate
+        # Derived once, not per answer: each dataset's mark carriers (by the definition
+        # they were derived from, so a changed definition derives again), each recipient's
+        # key K_r and mark id.
+        self._carriers: dict[str, tuple[Dataset, dict[str, Carrier]]] = {}
+        self._recipients: dict[tuple[str, str], tuple[bytes, str]] = {}
+
+    def _carriers_of(self, dataset: Dataset) -> dict[str, Carrier]:
+        cached = self._carriers.get(dataset.id)
+        if cached is None or cached[0] is not dataset:
+            cached = (dataset, carriers(dataset))
+            self._carriers[dataset.id] = cached
+        return cached[1]
+
+    def _recipient(self, dataset_id: str, merchant_id: str) -> tuple[bytes, str]:
+        """``K_r`` of the merchant for the dataset, and the merchant's mark id."""
+        key = (dataset_id, merchant_id)
+        found = self._recipients.get(key)
+        if found is None:
+            if len(self._recipients) >= _RECIPIENTS_KEPT:
+                self._recipients.clear()
+            found = (
+                recipient_key(self._mark_key, dataset_id, merchant_id),
+                mark_id(self._mark_key, merchant_id),
+            )
+            self._recipients[key] = found
+        return found
 
     def page(
         self,
@@ -83,10 +112,10 @@ class DeliveryTracing:
         anchor_field = clear_ids[0] if clear_ids else None
         marked = {
             name: carrier
-            for name, carrier in carriers(dataset).items()
+            for name, carrier in self._carriers_of(dataset).items()
             if name in fields and (name in masked) == isinstance(carrier, MaskCarrier)
         }
-        recipient = recipient_key(self._mark_key, dataset.id, merchant_id)
+        recipient, recipient_mark = self._recipient(dataset.id, merchant_id)
         with_canaries = (
             dataset.canaries
             and anchor_field is not None
@@ -131,7 +160,7 @@ class DeliveryTracing:
             trace_hashes=tuple(sorted(hashes)),
             rows_digest=rows_digest(hashes),
             canaries=[f"{c:016x}" for _row, c in page if c is not None],
-            mark_id=mark_id(self._mark_key, merchant_id) if marked and anchor_field else None,
+            mark_id=recipient_mark if marked and anchor_field else None,
         )
 
     @staticmethod

@@ -7,13 +7,13 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from typing import Any
 
 from gateway.errors import ConflictError, ValidationError
 from gateway.governance.models.grants import DatasetGrant
 from gateway.governance.models.scenario import Scenario
 from gateway.governance.models.times import add_years
+from gateway.governance.statuses import AGREEMENT_TRANSITIONS, AgreementStatus, MerchantStatus
 
 __all__ = [
     "AGREEMENT_TRANSITIONS",
@@ -27,24 +27,6 @@ __all__ = [
 ]
 
 MAX_AGREEMENT_YEARS = 3
-
-
-class MerchantStatus(StrEnum):
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
-
-
-class AgreementStatus(StrEnum):
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
-    TERMINATED = "terminated"
-
-
-AGREEMENT_TRANSITIONS: dict[AgreementStatus, frozenset[AgreementStatus]] = {
-    AgreementStatus.ACTIVE: frozenset({AgreementStatus.SUSPENDED, AgreementStatus.TERMINATED}),
-    AgreementStatus.SUSPENDED: frozenset({AgreementStatus.ACTIVE, AgreementStatus.TERMINATED}),
-    AgreementStatus.TERMINATED: frozenset(),
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from gateway.errors import ConflictError, ValidationError
 from gateway.governance.models.fields import positive_int
 from gateway.governance.models.grants import DatasetGrant
 from gateway.governance.models.times import parse_time_value
+from gateway.governance.statuses import SCENARIO_TRANSITIONS, ScenarioStatus
 
 __all__ = [
     "SCENARIO_TRANSITIONS",
@@ -28,21 +29,6 @@ __all__ = [
     "ScenarioHours",
     "ScenarioStatus",
 ]
-
-
-class ScenarioStatus(StrEnum):
-    DRAFT = "draft"
-    PUBLISHED = "published"
-    SUSPENDED = "suspended"
-    RETIRED = "retired"
-
-
-SCENARIO_TRANSITIONS: dict[ScenarioStatus, frozenset[ScenarioStatus]] = {
-    ScenarioStatus.DRAFT: frozenset({ScenarioStatus.PUBLISHED, ScenarioStatus.RETIRED}),
-    ScenarioStatus.PUBLISHED: frozenset({ScenarioStatus.SUSPENDED, ScenarioStatus.RETIRED}),
-    ScenarioStatus.SUSPENDED: frozenset({ScenarioStatus.PUBLISHED, ScenarioStatus.RETIRED}),
-    ScenarioStatus.RETIRED: frozenset(),
-}
 
 
 @dataclass(frozen=True, slots=True)
