@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from plain_server import DATASET, data_app, page, scenario_grant, serve_app
+from plain_server import DATASET, data_app, page, scenario_fields, serve_app
 
 from connectors import synthetic
 from connectors.base import AggregateQuery, Condition, Measure, RowQuery
@@ -32,7 +32,7 @@ LIMIT = 50
 
 
 def make_app(url: str, pool_size: int, min_subjects: int) -> web.Application:
-    fields = tuple(scenario_grant()["fields"])
+    fields = scenario_fields()
     key_fields = synthetic.KEY_FIELDS[DATASET]
     subject = synthetic.SUBJECT_FIELDS[DATASET]
     connector = SqlConnector(url, DATASET, synthetic.SCHEMAS[DATASET], pool_size=pool_size)

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from plain_server import data_app, page, scenario_grant, serve_app
+from plain_server import data_app, page, scenario_fields, serve_app
 
 TABLE = "enterprises"
 KEY = "credit_code"
 # The enterprise-credit scenario's returnable fields, in its order.
-FIELDS = tuple(scenario_grant()["fields"])
+FIELDS = scenario_fields()
 FILTERS = ("credit_code", "district")
 VERIFY_FIELDS = ("name", "legal_rep_name", "legal_rep_id")
 GROUPS = ("district", "industry", "status")

@@ -28,6 +28,11 @@ def scenario_grant() -> dict[str, Any]:
     return next(g for g in scenario["grants"] if g["dataset"] == DATASET)
 
 
+def scenario_fields() -> tuple[str, ...]:
+    """The fields the ``enterprise-credit`` scenario returns from ``enterprises``."""
+    return tuple(scenario_grant()["fields"])
+
+
 def page(rows: list[dict[str, Any]], limit: int, offset: int) -> dict[str, Any]:
     """A query answer in the gateway's envelope; nothing is masked here."""
     return {
