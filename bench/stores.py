@@ -252,8 +252,9 @@ def prefill_log(store_url: str, records: int, say: Any = print) -> dict[str, Any
     return asyncio.run(_prefill(store_url, records, lambda m: say(m, flush=True)))
 
 
-def read_calls(store_url: str) -> tuple[int, dict[str, int], set[int], int | None]:
-    """``(records, by kind/decision, seqs of data/allow records, max seq)`` of ``calls``."""
+def read_calls(store_url: str, since: int = 0) -> tuple[int, dict[str, int], set[int], int | None]:
+    """``(records, by kind/decision, seqs from ``since`` on of data/allow records, max seq)``
+    of the ``calls`` stream."""
     if store_url.startswith("sqlite"):
         conn: Any = sqlite3.connect(f"file:{store_url.split(':///', 1)[1]}?mode=ro", uri=True)
     else:
@@ -271,7 +272,7 @@ def read_calls(store_url: str) -> tuple[int, dict[str, int], set[int], int | Non
             row[0]
             for row in conn.execute(
                 "SELECT seq FROM log_entries WHERE stream = 'calls' AND kind = 'data' "
-                "AND decision = 'allow'"
+                f"AND decision = 'allow' AND seq >= {int(since)}"
             ).fetchall()
         }
         top = conn.execute("SELECT max(seq) FROM log_entries WHERE stream = 'calls'").fetchone()

@@ -71,6 +71,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import query_path as qp  # noqa: E402
+import wrk_load  # noqa: E402
 
 ROOT = qp.ROOT
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -611,13 +612,7 @@ def run_load(
         "--token", token,
     ]  # fmt: skip
     command = placed(command, args.pin_client, args.nice)
-    done = subprocess.run(command, capture_output=True, check=False, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"load generator failed ({done.returncode}):\n{done.stderr}")
-    if done.stderr.strip():
-        print(done.stderr.strip(), file=sys.stderr)
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return wrk_load.load_json(command)
 
 
 def leader_pids(out: Path) -> list[int]:

@@ -157,6 +157,17 @@ def run_wrk(
     }
 
 
+def load_json(command: list[str]) -> dict[str, Any]:
+    """Run a load generator that prints one JSON document; its stderr is shown."""
+    done = subprocess.run(command, capture_output=True, check=False, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"load generator failed ({done.returncode}):\n{done.stderr}")
+    if done.stderr.strip():
+        print(done.stderr.strip(), file=sys.stderr)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 def run_aiohttp(
     url: str, bodies: Path, load: Load, server_pid: int, token: str = ""
 ) -> dict[str, Any]:
@@ -168,12 +179,7 @@ def run_aiohttp(
     ]  # fmt: skip
     if token:
         command += ["--token", token]
-    done = subprocess.run(command, capture_output=True, check=False, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"load generator failed ({done.returncode}):\n{done.stderr}")
-    if done.stderr.strip():
-        print(done.stderr.strip(), file=sys.stderr)
-    result: dict[str, Any] = json.loads(done.stdout)
+    result = load_json(command)
     result.setdefault("record_seqs", [])
     return result | {"generator": "aiohttp"}
 
