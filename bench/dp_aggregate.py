@@ -45,13 +45,12 @@ from sqlalchemy import delete  # noqa: E402
 
 from connectors import synthetic  # noqa: E402
 from gateway.api.app import create_app  # noqa: E402
-from gateway.cli.demo import (  # noqa: E402
+from gateway.cli.demo_data import (  # noqa: E402
     DEMO_MERCHANT,
     REGISTRY,
     VEHICLES,
-    demo_credit_code,
-    demo_datasets,
     demo_scenario,
+    register_demo_world,
 )
 from gateway.db.schema import PrivacySpendRow  # noqa: E402
 from gateway.governance.models import ScenarioStatus  # noqa: E402
@@ -112,11 +111,8 @@ async def _setup(
     gateway = await Gateway.open(settings)
     gov = gateway.governance
     now = gateway.clock.now()
-    for data in demo_datasets():
-        await gov.catalog.register_dataset(LOCAL_ADMIN, data)
-    await gov.merchants.register_merchant(
-        LOCAL_ADMIN, DEMO_MERCHANT, "基准商户", demo_credit_code("BM")
-    )
+    # The demo world (catalog, merchant, its client), then this benchmark's own scenarios.
+    world = await register_demo_world(gateway)
     for scenario_id, mode in (("bench-exact", "aggregate"), ("bench-dp", "aggregate-dp")):
         await gov.scenarios.create_scenario(
             LOCAL_ADMIN, _scenario(now, scenario_id, mode, group_by, groups_per_subject)
@@ -130,9 +126,7 @@ async def _setup(
             ends_at=now + dt.timedelta(days=365),
             shares=("40", "35", "25"),
         )
-    issued = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
-    assert issued.secret
-    return gateway, settings, {"client_id": issued.client.client_id, "secret": issued.secret}
+    return gateway, settings, {"client_id": world.client_id, "secret": world.client_secret}
 
 
 async def _token(client: TestClient, creds: dict[str, str], scenario: str) -> str:  # type: ignore[type-arg]

@@ -1,7 +1,8 @@
 """Closed-loop HTTP load: N concurrent workers posting query bodies for a fixed time.
 
-Each worker loops: pick a random credit code, ``POST {"filters": {"credit_code": code}}``,
-read the whole answer, repeat. The first ``--warmup`` seconds are not measured; then every
+Each worker loops: pick a random credit code, ``POST {"filters": {"credit_code": code}}``
+(or, with ``--bodies``, a random line of that file as the body), read the whole answer,
+repeat. The first ``--warmup`` seconds are not measured; then every
 answer that *completes* within the next ``--seconds`` seconds is counted (200s for
 throughput and latency, anything else as an error). At the deadline workers stop sending but
 still read the answer they are waiting for, so every request sent gets its answer read:
@@ -64,12 +65,16 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    codes = [line.strip() for line in args.codes.read_text().splitlines() if line.strip()]
+    if args.bodies:
+        lines = args.bodies.read_text(encoding="utf-8").splitlines()
+        bodies = [line.encode() for line in lines if line.strip()]
+    else:
+        codes = [line.strip() for line in args.codes.read_text().splitlines() if line.strip()]
+        bodies = [json.dumps({"filters": {"credit_code": code}}).encode() for code in codes]
     headers = {"Content-Type": "application/json"}
     if args.token:
         headers["Authorization"] = f"Bearer {args.token}"
     rng = random.Random(args.seed)
-    bodies = [json.dumps({"filters": {"credit_code": code}}).encode() for code in codes]
 
     latencies: list[float] = []
     measured_ok = 0
@@ -177,7 +182,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
-    parser.add_argument("--codes", type=Path, required=True, help="one credit code per line")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--codes", type=Path, help="one credit code per line")
+    source.add_argument("--bodies", type=Path, help="one JSON request body per line")
     parser.add_argument("--token", default="", help="bearer token (governed side)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)

@@ -71,6 +71,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import query_path as qp  # noqa: E402
+import wrk_load  # noqa: E402
 
 ROOT = qp.ROOT
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -491,17 +492,6 @@ async def issue_staff_client(data_dir: Path, passphrase: str, **overrides: Any) 
         await gateway.close()
 
 
-def delete_redis_keys(redis_url: str, deployment: str) -> int:
-    from redis import Redis
-
-    client = Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"dsgw:{deployment}:*", count=1000))
-        return int(client.delete(*keys)) if keys else 0
-    finally:
-        client.close()
-
-
 # --- one run ---------------------------------------------------------------------------------
 
 
@@ -622,13 +612,7 @@ def run_load(
         "--token", token,
     ]  # fmt: skip
     command = placed(command, args.pin_client, args.nice)
-    done = subprocess.run(command, capture_output=True, check=False, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"load generator failed ({done.returncode}):\n{done.stderr}")
-    if done.stderr.strip():
-        print(done.stderr.strip(), file=sys.stderr)
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return wrk_load.load_json(command)
 
 
 def leader_pids(out: Path) -> list[int]:
@@ -1105,7 +1089,7 @@ def main() -> None:
         for kind in stores:
             results["stores"][kind] = bench_store(kind, args, counts, deployment, passphrase)
     finally:
-        removed = delete_redis_keys(args.redis_url, deployment)
+        removed = qp.delete_redis_keys(args.redis_url, deployment)
         print(f"redis: deleted {removed} keys of deployment {deployment}")
     results["elapsed_s"] = round(time.monotonic() - t0, 1)
     failures = [

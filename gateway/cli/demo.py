@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import json
 import secrets
 from dataclasses import dataclass
@@ -32,10 +31,10 @@ from gateway.cli.demo_data import (
     demo_datasets,
     demo_product,
     demo_scenario,
+    register_demo_world,
 )
 from gateway.errors import CatalogError, DsgwError
 from gateway.governance.actor import LOCAL_ADMIN
-from gateway.governance.models import ScenarioStatus
 from gateway.identifiers import resident_id_check_char
 from gateway.ledger.bundles import verify_bundle
 from gateway.runtime import Gateway, initialise
@@ -63,18 +62,11 @@ class DemoCall:
 
 
 async def _setup(gateway: Gateway, console: Console) -> dict[str, str]:
-    gov = gateway.governance
-    now = gateway.clock.now()
-    for data in demo_datasets():
-        await gov.catalog.register_dataset(LOCAL_ADMIN, data, replace_existing=True)
-    snapshot = await gov.snapshot()
-    if DEMO_SCENARIO not in snapshot.scenarios:
-        await gov.scenarios.create_scenario(LOCAL_ADMIN, demo_scenario(now))
-        await gov.scenarios.set_scenario_status(
-            LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED
-        )
+    world = await register_demo_world(
+        gateway, terms={"fees": "按次计费 0.10 元/次", "security": "等保三级"}
+    )
     try:
-        bad = demo_scenario(now) | {"id": "household-check"}
+        bad = demo_scenario(gateway.clock.now()) | {"id": "household-check"}
         bad["grants"] = [
             {
                 "dataset": "household-registry",
@@ -82,32 +74,16 @@ async def _setup(gateway: Gateway, console: Console) -> dict[str, str]:
                 "verify_fields": ["person_id", "district"],
             }
         ]
-        await gov.scenarios.create_scenario(LOCAL_ADMIN, bad)
+        await gateway.governance.scenarios.create_scenario(LOCAL_ADMIN, bad)
     except CatalogError as exc:
         console.print(
             f"[dim]catalog rule:[/] scenario with household-registry refused: {escape(exc.detail)}"
         )
-    if DEMO_MERCHANT not in snapshot.merchants:
-        await gov.merchants.register_merchant(
-            LOCAL_ADMIN, DEMO_MERCHANT, "长沙星辰征信服务有限公司", demo_credit_code("XC")
-        )
-    if snapshot.agreement_for(DEMO_MERCHANT, DEMO_SCENARIO, now) is None:
-        await gov.agreements.grant_agreement(
-            LOCAL_ADMIN,
-            merchant_id=DEMO_MERCHANT,
-            scenario_id=DEMO_SCENARIO,
-            starts_at=now - dt.timedelta(hours=1),
-            ends_at=now + dt.timedelta(days=365),
-            shares=("40", "35", "25"),
-            terms={"fees": "按次计费 0.10 元/次", "security": "等保三级"},
-        )
-    merchant_client = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
-    operator = await gov.clients.issue_client(LOCAL_ADMIN, role=Role.OPERATOR)
-    assert merchant_client.secret
+    operator = await gateway.governance.clients.issue_client(LOCAL_ADMIN, role=Role.OPERATOR)
     assert operator.secret
     return {
-        "client_id": merchant_client.client.client_id,
-        "client_secret": merchant_client.secret,
+        "client_id": world.client_id,
+        "client_secret": world.client_secret,
         "operator_id": operator.client.client_id,
         "operator_secret": operator.secret,
     }

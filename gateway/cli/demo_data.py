@@ -2,17 +2,26 @@
 
 Plain data and the credit codes derived from a seed, apart from :mod:`gateway.cli.demo`
 (which runs the demo), so that the tests that build the demo's catalog read it here without
-the demo's HTTP client and services.
+the demo's HTTP client and services; and :func:`register_demo_world`, the one sequence of
+governance steps that turns that data into a working deployment, shared by ``dsgw demo`` and
+the benchmarks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from connectors import synthetic
+from gateway.governance.actor import LOCAL_ADMIN
+from gateway.governance.models import ScenarioStatus
 from gateway.identifiers import USCC_ALPHABET, uscc_check_char
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
 __all__ = [
     "DEMO_MERCHANT",
@@ -20,10 +29,12 @@ __all__ = [
     "DEMO_SCENARIO",
     "REGISTRY",
     "VEHICLES",
+    "DemoWorld",
     "demo_credit_code",
     "demo_datasets",
     "demo_product",
     "demo_scenario",
+    "register_demo_world",
 ]
 
 
@@ -236,3 +247,67 @@ def demo_product() -> dict[str, Any]:
         "unit_price": "800.00",
         "unit": "report",
     }
+
+
+@dataclass(frozen=True, slots=True)
+class DemoWorld:
+    """The demo merchant's fresh client credentials and the agreement its tokens carry."""
+
+    client_id: str
+    client_secret: str
+    agreement_id: str
+
+
+async def register_demo_world(
+    gateway: Gateway,
+    *,
+    quotas: Mapping[str, int] | None = None,
+    agreement_id: str | None = None,
+    terms: Mapping[str, Any] | None = None,
+    sources: Mapping[str, Mapping[str, Any]] | None = None,
+) -> DemoWorld:
+    """Register the demo catalog, publish the demo scenario, register the demo merchant,
+    grant it the scenario for a year, and issue the merchant a new client.
+
+    Steps already done in this store are skipped (datasets are re-registered in place), so
+    ``dsgw demo`` can run again on its data directory; each call issues a new client.
+    ``quotas`` replaces the scenario's quotas (benchmarks lift the rate limit out of the
+    way); ``agreement_id`` and ``terms`` go to the agreement; ``sources`` replaces the
+    source of the datasets it names (a benchmark serving from PostgreSQL). Raises the governance
+    services' :class:`~gateway.errors.DsgwError` when a step is refused.
+    """
+    gov = gateway.governance
+    now = gateway.clock.now()
+    for data in demo_datasets():
+        if sources and data["id"] in sources:
+            data["source"] = dict(sources[data["id"]])
+        await gov.catalog.register_dataset(LOCAL_ADMIN, data, replace_existing=True)
+    snapshot = await gov.snapshot()
+    if DEMO_SCENARIO not in snapshot.scenarios:
+        scenario = demo_scenario(now)
+        if quotas is not None:
+            scenario["quotas"] = dict(quotas)
+        await gov.scenarios.create_scenario(LOCAL_ADMIN, scenario)
+        await gov.scenarios.set_scenario_status(
+            LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED
+        )
+    if DEMO_MERCHANT not in snapshot.merchants:
+        await gov.merchants.register_merchant(
+            LOCAL_ADMIN, DEMO_MERCHANT, "长沙星辰征信服务有限公司", demo_credit_code("XC")
+        )
+    agreement = snapshot.agreement_for(DEMO_MERCHANT, DEMO_SCENARIO, now)
+    if agreement is None:
+        agreement = await gov.agreements.grant_agreement(
+            LOCAL_ADMIN,
+            merchant_id=DEMO_MERCHANT,
+            scenario_id=DEMO_SCENARIO,
+            starts_at=now - dt.timedelta(hours=1),
+            ends_at=now + dt.timedelta(days=365),
+            shares=("40", "35", "25"),
+            terms=terms,
+            agreement_id=agreement_id,
+        )
+    issued = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
+    if issued.secret is None:  # issue_client makes a secret unless asked not to
+        raise AssertionError("issue_client returned no secret")
+    return DemoWorld(issued.client.client_id, issued.secret, agreement.id)
