@@ -278,10 +278,14 @@ async def register_demo_world(
     """
     gov = gateway.governance
     now = gateway.clock.now()
+    registered = (await gov.snapshot()).datasets
     for data in demo_datasets():
         if sources and data["id"] in sources:
             data["source"] = dict(sources[data["id"]])
-        await gov.catalog.register_dataset(LOCAL_ADMIN, data, replace_existing=True)
+        # A new entry is recorded as registered, one already there as updated.
+        await gov.catalog.register_dataset(
+            LOCAL_ADMIN, data, replace_existing=data["id"] in registered
+        )
     snapshot = await gov.snapshot()
     if DEMO_SCENARIO not in snapshot.scenarios:
         scenario = demo_scenario(now)

@@ -3,7 +3,6 @@ agreement and client credentials, staff clients, served over loopback HTTP."""
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,15 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.api.server import GatewayRunner
 from gateway.authorization.roles import Role
-from gateway.cli.demo import (
-    DEMO_MERCHANT,
-    DEMO_SCENARIO,
-    demo_credit_code,
-    demo_datasets,
-    demo_scenario,
-)
+from gateway.cli.demo_data import DEMO_SCENARIO, register_demo_world
 from gateway.clock import FixedClock
-from gateway.governance.models import ScenarioStatus
 from gateway.governance.service import LOCAL_ADMIN
 from gateway.runtime import Gateway, initialise
 from gateway.settings import Settings
@@ -97,29 +89,10 @@ async def build_world(settings: Settings, clock: FixedClock) -> tuple[Gateway, d
     credentials (``{"merchant": (id, secret), "staff": {role: (id, secret)}}``)."""
     await initialise(settings, clock=clock)
     gateway = await Gateway.open(settings, clock=clock)
-    gov = gateway.governance
-    now = clock.now()
-    for data in demo_datasets():
-        await gov.catalog.register_dataset(LOCAL_ADMIN, data)
-    await gov.scenarios.create_scenario(LOCAL_ADMIN, demo_scenario(now))
-    await gov.scenarios.set_scenario_status(LOCAL_ADMIN, DEMO_SCENARIO, ScenarioStatus.PUBLISHED)
-    await gov.merchants.register_merchant(
-        LOCAL_ADMIN, DEMO_MERCHANT, "长沙星辰征信服务有限公司", demo_credit_code("XC")
-    )
-    await gov.agreements.grant_agreement(
-        LOCAL_ADMIN,
-        merchant_id=DEMO_MERCHANT,
-        scenario_id=DEMO_SCENARIO,
-        starts_at=now - dt.timedelta(hours=1),
-        ends_at=now + dt.timedelta(days=365),
-        shares=("40", "35", "25"),
-        agreement_id="agr-demo",
-    )
-    merchant = await gov.clients.issue_client(LOCAL_ADMIN, merchant_id=DEMO_MERCHANT)
+    world = await register_demo_world(gateway, agreement_id="agr-demo")
     staff = {}
     for role in (Role.OPERATOR, Role.AUTHORITY, Role.SUPERVISOR):
-        issued = await gov.clients.issue_client(LOCAL_ADMIN, role=role)
+        issued = await gateway.governance.clients.issue_client(LOCAL_ADMIN, role=role)
         assert issued.secret
         staff[role] = (issued.client.client_id, issued.secret)
-    assert merchant.secret
-    return gateway, {"merchant": (merchant.client.client_id, merchant.secret), "staff": staff}
+    return gateway, {"merchant": (world.client_id, world.client_secret), "staff": staff}
