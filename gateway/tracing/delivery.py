@@ -203,6 +203,8 @@ def _cut(
     """The page: real rows in order, each canary before the real row of its slot, cut at
     ``limit``. A canary whose selecting row is cut (it opens the next page, where it selects
     its canary again) is left out, so no canary is delivered twice."""
+    if not canaries:  # most pages: the real rows up to the limit
+        return [(row, None) for row in rows[:limit]]
     kept = dict(canaries)
     while True:
         slots: dict[int, list[tuple[dict[str, Any], int]]] = {}
