@@ -7,12 +7,14 @@ integers; every body must still be accepted or refused exactly as the walk it re
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.api import bodies
 from gateway.api.bodies import MAX_DEPTH, MAX_INTEGER, _check, _Oversized, check_text
 from gateway.errors import ValidationError
 
@@ -110,3 +112,47 @@ def test_a_plain_leaf_too_deep_is_still_refused() -> None:
         value = _nested(MAX_DEPTH + 1, leaf)
         assert _outcome(_check, value) == _outcome(_ref_check, value)
         assert _outcome(_check, value) is not None
+
+
+def _json_outcome(parse: Any, text: str) -> Any:
+    try:
+        return ("value", parse(text))
+    except json.JSONDecodeError as exc:
+        return ("malformed", exc.msg, exc.lineno, exc.colno)
+    except ValidationError as err:
+        return ("refused", err.detail)
+    except RecursionError:
+        return ("recursion",)
+
+
+def _ref_loads(text: str) -> Any:
+    return json.loads(
+        text,
+        parse_float=bodies._parse_decimal,
+        parse_int=bodies._parse_int,
+        parse_constant=bodies._reject_constant,
+        object_pairs_hook=bodies._no_duplicates,
+    )
+
+
+_JSON_TEXTS = st.one_of(
+    st.text('{}[]":,0123456789.eE-+ aNnIfity\\u\ufeff', max_size=30),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=4),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+        max_leaves=10,
+    ).map(json.dumps),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_JSON_TEXTS)
+def test_the_decoder_built_once_parses_as_json_loads(text: str) -> None:
+    assert _json_outcome(bodies._loads, text) == _json_outcome(_ref_loads, text)
+
+
+def test_the_decoder_refuses_as_json_loads() -> None:
+    texts = ['\ufeff{"a": 1}', '{"a": 1, "a": 2}', '{"a": NaN}', '{"a": 1.5e3}', "[" * 5000, "{"]
+    for text in texts:
+        assert _json_outcome(bodies._loads, text) == _json_outcome(_ref_loads, text)
+        assert _json_outcome(bodies._loads, text)[0] != "value" or "1.5e3" in text

@@ -143,6 +143,22 @@ def _reject_constant(name: str) -> Any:
     raise ValidationError(f"JSON constant {name} is not allowed")
 
 
+# Built once: ``json.loads`` with hooks builds a decoder (and its scanner) per call.
+_DECODER = json.JSONDecoder(
+    parse_float=_parse_decimal,
+    parse_int=_parse_int,
+    parse_constant=_reject_constant,
+    object_pairs_hook=_no_duplicates,
+)
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text, **hooks)`` on the decoder built once, its BOM check included."""
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
 async def _read(request: web.Request) -> bytes:
     try:
         return await request.read()
@@ -161,13 +177,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ValidationError("request body is not valid UTF-8") from exc
     try:
-        value = json.loads(
-            text,
-            parse_float=_parse_decimal,
-            parse_int=_parse_int,
-            parse_constant=_reject_constant,
-            object_pairs_hook=_no_duplicates,
-        )
+        value = _loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
