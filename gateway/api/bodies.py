@@ -71,6 +71,21 @@ def check_text(value: str, what: str) -> None:
         raise ValidationError(f"{what} contains a NUL character", field=what)
 
 
+def _fine_text(text: str) -> bool:
+    """What :func:`check_text` accepts, for the common case: ASCII (always encodable)
+    without NUL. Anything else goes through :func:`check_text` itself."""
+    return text.isascii() and "\x00" not in text
+
+
+def _fine_leaf(value: Any) -> bool:
+    """A member :func:`_check` would accept at a depth within bounds, decided without a
+    call per member or building its path: plain text and in-range integers."""
+    kind = type(value)
+    if kind is str:
+        return _fine_text(value)
+    return kind is bool or (kind is int and -MAX_INTEGER <= value <= MAX_INTEGER)
+
+
 def _check(value: Any, path: str, level: int = 0) -> None:
     if level > MAX_DEPTH:
         raise ValidationError(f"JSON nested deeper than {MAX_DEPTH} levels")
@@ -102,12 +117,17 @@ def _check(value: Any, path: str, level: int = 0) -> None:
                 field=_field(path),
             )
     elif isinstance(value, dict):
+        within = level < MAX_DEPTH  # else even a leaf member is too deep
         for key, item in value.items():
-            check_text(key, f"{_field(path)}: a key")
-            _check(item, f"{path}.{key}" if path else key, level + 1)
+            if not _fine_text(key):
+                check_text(key, f"{_field(path)}: a key")
+            if not (within and _fine_leaf(item)):
+                _check(item, f"{path}.{key}" if path else key, level + 1)
     elif isinstance(value, list):
+        within = level < MAX_DEPTH
         for index, item in enumerate(value):
-            _check(item, f"{path}[{index}]", level + 1)
+            if not (within and _fine_leaf(item)):
+                _check(item, f"{path}[{index}]", level + 1)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -121,6 +141,22 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValidationError(f"JSON constant {name} is not allowed")
+
+
+# Built once: ``json.loads`` with hooks builds a decoder (and its scanner) per call.
+_DECODER = json.JSONDecoder(
+    parse_float=_parse_decimal,
+    parse_int=_parse_int,
+    parse_constant=_reject_constant,
+    object_pairs_hook=_no_duplicates,
+)
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text, **hooks)`` on the decoder built once, its BOM check included."""
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
 
 
 async def _read(request: web.Request) -> bytes:
@@ -141,13 +177,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ValidationError("request body is not valid UTF-8") from exc
     try:
-        value = json.loads(
-            text,
-            parse_float=_parse_decimal,
-            parse_int=_parse_int,
-            parse_constant=_reject_constant,
-            object_pairs_hook=_no_duplicates,
-        )
+        value = _loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"

@@ -34,8 +34,12 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+# Built once: ``json.dumps`` with these options builds an encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_default)
+
+
 def json_bytes(document: Any) -> bytes:
-    return json.dumps(document, ensure_ascii=False, default=_default).encode("utf-8")
+    return _ENCODER.encode(document).encode("utf-8")
 
 
 def json_response(document: Any, *, status: int = 200) -> web.Response:

@@ -157,6 +157,11 @@ class Telemetry:
             multiprocess_mode="livesum",
         )
         self.workers.set(1)
+        # The labelled children each call counts into, looked up once per label set:
+        # ``labels()`` validates and converts its arguments every time. Bounded by the
+        # labels' own values (kinds, known scenarios, decisions, status classes).
+        self._request_counts: dict[tuple[str, str, str, str], Counter] = {}
+        self._latencies: dict[str, Histogram] = {}
         # Told by gateway.dependencies.DependencyHealth (subscribe). livemin: on a machine
         # with several workers, 0 as soon as any live worker finds the dependency down.
         self.dependency_up = Gauge(
@@ -179,8 +184,15 @@ class Telemetry:
         self, kind: str, scenario: str | None, decision: str, status: int, seconds: float
     ) -> None:
         label = "" if not scenario else scenario if self._known_scenario(scenario) else UNKNOWN_NAME
-        self.requests.labels(kind, label, decision, f"{status // 100}xx").inc()
-        self.latency.labels(kind).observe(seconds)
+        key = (kind, label, decision, f"{status // 100}xx")
+        count = self._request_counts.get(key)
+        if count is None:
+            count = self._request_counts[key] = self.requests.labels(*key)
+        count.inc()
+        latency = self._latencies.get(kind)
+        if latency is None:
+            latency = self._latencies[kind] = self.latency.labels(kind)
+        latency.observe(seconds)
 
     def observe_probe(self, path: str) -> None:
         self.probes.labels(path.lstrip("/")).inc()

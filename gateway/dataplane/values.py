@@ -12,6 +12,9 @@ __all__ = ["json_value", "jsonable"]
 
 def json_value(value: Value) -> Any:
     """A connector value in an answer: decimals as exact strings, dates in ISO 8601."""
+    kind = type(value)
+    if kind is str or kind is int or value is None or kind is bool:
+        return value  # most cells, without the checks below
     if isinstance(value, Decimal):
         return format(value, "f")
     if value is None or isinstance(value, bool | int | str):

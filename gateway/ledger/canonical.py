@@ -35,6 +35,10 @@ def parse_time(text: str) -> dt.datetime:
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
+# Built once: ``json.dumps`` with these options builds an encoder per call.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 
 
 def to_canonical_value(value: Any) -> Any:
@@ -43,9 +47,10 @@ def to_canonical_value(value: Any) -> Any:
     if kind in _PLAIN:
         return value
     if kind is dict:
-        return {key: to_canonical_value(item) for key, item in _string_keys(value)}
+        return _object(value)
     if kind is list:
-        return [to_canonical_value(item) for item in value]
+        # Plain items are taken as they are, without a call each: a record is mostly those.
+        return [item if type(item) in _PLAIN else to_canonical_value(item) for item in value]
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
@@ -74,18 +79,16 @@ def to_canonical_value(value: Any) -> Any:
     raise TypeError(f"canonical: unsupported type {type(value).__name__}")
 
 
-def _string_keys(mapping: Mapping[Any, Any]) -> Any:
+def _object(mapping: dict[Any, Any]) -> dict[str, Any]:
+    """A dict's keys checked (exactly ``str``, in order) and its values converted, each
+    key before its value, so the first bad member is the one refused."""
+    out: dict[str, Any] = {}
     for key, item in mapping.items():
         if type(key) is not str:
             raise TypeError("canonical: object keys must be strings")
-        yield key, item
+        out[key] = item if type(item) in _PLAIN else to_canonical_value(item)
+    return out
 
 
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
-    return json.dumps(
-        to_canonical_value(record),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    ).encode("utf-8")
+    return _ENCODER.encode(to_canonical_value(record)).encode("utf-8")

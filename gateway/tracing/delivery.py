@@ -35,6 +35,20 @@ DEFAULT_CANARY_RATE = 64
 #: Recipients whose derived keys are kept; past it the cache starts again (a recipient's key
 #: is one HMAC to derive again, so the bound only caps memory).
 _RECIPIENTS_KEPT = 4096
+#: Page plans kept (one per dataset, field list and masking); past it the cache starts again.
+_PLANS_KEPT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a page's shape decides, the same for every page of that shape: the identifying
+    fields, those delivered in clear (the first anchors a row's marks) and the carriers
+    whose marks the delivered form can hold."""
+
+    identifying: tuple[str, ...]
+    clear_ids: list[str]
+    anchor_field: str | None
+    marked: dict[str, Carrier]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +82,7 @@ class DeliveryTracing:
         # key K_r and mark id.
         self._carriers: dict[str, tuple[Dataset, dict[str, Carrier]]] = {}
         self._recipients: dict[tuple[str, str], tuple[bytes, str]] = {}
+        self._plans: dict[tuple[str, tuple[str, ...], frozenset[str]], tuple[Dataset, _Plan]] = {}
 
     def _carriers_of(self, dataset: Dataset) -> dict[str, Carrier]:
         cached = self._carriers.get(dataset.id)
@@ -75,6 +90,30 @@ class DeliveryTracing:
             cached = (dataset, carriers(dataset))
             self._carriers[dataset.id] = cached
         return cached[1]
+
+    def _plan(self, dataset: Dataset, fields: Sequence[str], masked: Collection[str]) -> _Plan:
+        """The page plan of ``dataset`` delivering ``fields`` with ``masked`` ones masked,
+        derived again when the dataset's definition changed (another object)."""
+        key = (dataset.id, tuple(fields), frozenset(masked))
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is dataset:
+            return cached[1]
+        identifying = dataset.identifying_fields
+        clear_ids = [f for f in identifying if f in fields and f not in masked]
+        plan = _Plan(
+            identifying=identifying,
+            clear_ids=clear_ids,
+            anchor_field=clear_ids[0] if clear_ids else None,
+            marked={
+                name: carrier
+                for name, carrier in self._carriers_of(dataset).items()
+                if name in fields and (name in masked) == isinstance(carrier, MaskCarrier)
+            },
+        )
+        if len(self._plans) >= _PLANS_KEPT:
+            self._plans.clear()
+        self._plans[key] = (dataset, plan)
+        return plan
 
     def _recipient(self, dataset_id: str, merchant_id: str) -> tuple[bytes, str]:
         """``K_r`` of the merchant for the dataset, and the merchant's mark id."""
@@ -107,14 +146,9 @@ class DeliveryTracing:
         ``masked`` are the fields delivered masked. A canary is added only when the
         answer shows an identifying field in clear (else it could never be recognised) and
         no filter touches an identifying field (a fake identity could contradict it)."""
-        identifying = dataset.identifying_fields
-        clear_ids = [f for f in identifying if f in fields and f not in masked]
-        anchor_field = clear_ids[0] if clear_ids else None
-        marked = {
-            name: carrier
-            for name, carrier in self._carriers_of(dataset).items()
-            if name in fields and (name in masked) == isinstance(carrier, MaskCarrier)
-        }
+        plan = self._plan(dataset, fields, masked)
+        identifying, clear_ids, anchor_field = plan.identifying, plan.clear_ids, plan.anchor_field
+        marked = plan.marked
         recipient, recipient_mark = self._recipient(dataset.id, merchant_id)
         with_canaries = (
             dataset.canaries
@@ -178,7 +212,9 @@ class DeliveryTracing:
         return row
 
     def _hashes(self, dataset: Dataset, row: dict[str, Any], clear_ids: list[str]) -> list[int]:
-        cells = {name: cell_text(value) for name, value in row.items()}
+        cells = {
+            name: value if type(value) is str else cell_text(value) for name, value in row.items()
+        }
         out = [row_hash(self._trace_key, dataset.id, cells)]
         for name in clear_ids:
             text = normalize(cells[name])
@@ -203,6 +239,8 @@ def _cut(
     """The page: real rows in order, each canary before the real row of its slot, cut at
     ``limit``. A canary whose selecting row is cut (it opens the next page, where it selects
     its canary again) is left out, so no canary is delivered twice."""
+    if not canaries:  # most pages: the real rows up to the limit
+        return [(row, None) for row in rows[:limit]]
     kept = dict(canaries)
     while True:
         slots: dict[int, list[tuple[dict[str, Any], int]]] = {}

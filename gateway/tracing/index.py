@@ -60,7 +60,7 @@ def identity_hash(key: bytes, dataset_id: str, field: str, normalized: str) -> i
 
 def row_hash(key: bytes, dataset_id: str, cells: Mapping[str, str]) -> int:
     """The index key of a whole row: every delivered field by name, normalised."""
-    body = _SEPARATOR.join(f"{name}={normalize(cells[name])}" for name in sorted(cells))
+    body = _SEPARATOR.join([f"{name}={normalize(cells[name])}" for name in sorted(cells)])
     return hash63(key, f"row|{dataset_id}|{body}")
 
 

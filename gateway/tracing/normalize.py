@@ -68,6 +68,8 @@ def _squash(value: str) -> str:
 def _date(text: str) -> str | None:
     if len(text) > 32 or not text[:1].isdigit():
         return None
+    if "-" not in text and "/" not in text and "." not in text and "年" not in text:
+        return None  # every date form below has one of these separators
     for pattern, order in ((_YMD, (1, 2, 3)), (_YMD_CJK, (1, 2, 3)), (_MDY, (3, 1, 2))):
         match = pattern.fullmatch(text)
         if match is None:
