@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,10 @@ import query_path  # noqa: E402
 
 from connectors import synthetic  # noqa: E402
 from connectors.base import Condition, RowQuery  # noqa: E402
-from gateway.api.bodies import _depth, _no_duplicates, _reject_constant  # noqa: E402
+from gateway.api.bodies import parse_json_body  # noqa: E402
 from gateway.api.problems import json_bytes  # noqa: E402
 from gateway.cli.demo import DEMO_SCENARIO  # noqa: E402
+from gateway.dataplane.values import json_value  # noqa: E402
 from gateway.ledger.records import CallRecord  # noqa: E402
 from gateway.runtime import Gateway  # noqa: E402
 from gateway.settings import load_settings  # noqa: E402
@@ -84,14 +84,7 @@ async def timed_batches(
 
 def strict_json(raw: bytes) -> Any:
     """What ``gateway.api.bodies.read_json`` does to the body after reading it."""
-    value = json.loads(
-        raw.decode("utf-8"),
-        parse_float=Decimal,
-        parse_constant=_reject_constant,
-        object_pairs_hook=_no_duplicates,
-    )
-    _depth(value)
-    return value
+    return parse_json_body(raw)
 
 
 async def run(
@@ -127,7 +120,7 @@ async def run(
             )
 
         rows = await bare_fetch()
-        bare_doc = {"rows": [{k: bare_server._json_value(v) for k, v in r.items()} for r in rows]}
+        bare_doc = {"rows": [{k: json_value(v) for k, v in r.items()} for r in rows]}
 
         def new_record() -> CallRecord:
             record = CallRecord(

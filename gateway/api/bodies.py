@@ -22,7 +22,7 @@ from gateway.errors import (
     ValidationError,
 )
 
-__all__ = ["MAX_INTEGER", "check_text", "read_form", "read_json"]
+__all__ = ["MAX_INTEGER", "check_text", "parse_json_body", "read_form", "read_json"]
 
 MAX_DEPTH = 8
 # RFC 7493 (I-JSON) §2.2: integers outside ±(2**53 - 1) are not interoperable; nothing the
@@ -171,7 +171,12 @@ async def _read(request: web.Request) -> bytes:
 async def read_json(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise UnsupportedMediaTypeError("send the body as application/json")
-    raw = await _read(request)
+    return parse_json_body(await _read(request))
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """A request body as the strict JSON object every route reads (UTF-8, no duplicate
+    keys, no NaN, bounded depth and numbers); raises :class:`ValidationError` otherwise."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
