@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -60,6 +60,12 @@ _HEADS = select(
 )
 
 
+def _newest(stream: str, *columns: Any) -> Select[Any]:
+    """``columns`` of the stream's newest checkpoint."""
+    query = select(*columns).where(CheckpointRow.stream == stream)
+    return query.order_by(CheckpointRow.size.desc()).limit(1)
+
+
 def checkpoint_from_row(row: Any) -> Checkpoint:
     """A checkpoint from a ``checkpoints`` row (as stored; not re-verified)."""
     algorithm: HashAlgorithm = "sm3" if row.algorithm == "sm3" else "sha256"
@@ -70,14 +76,7 @@ def checkpoint_from_row(row: Any) -> Checkpoint:
 async def latest_checkpoint(engine: AsyncEngine, stream: str) -> Checkpoint:
     """The newest checkpoint of ``stream``; :class:`NotFoundError` if there is none yet."""
     async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(CheckpointRow.__table__)
-                .where(CheckpointRow.stream == stream)
-                .order_by(CheckpointRow.size.desc())
-                .limit(1)
-            )
-        ).first()
+        row = (await conn.execute(_newest(stream, CheckpointRow.__table__))).first()
     if row is None:
         raise NotFoundError(f"stream {stream} has no checkpoint yet")
     return checkpoint_from_row(row)
@@ -134,7 +133,7 @@ class Checkpointer:
         size = await tree.size()
         if size == 0:
             return None
-        last_size, last_at = await self._newest(stream)
+        last_size, last_at = await self._last_signed(stream)
         self._signed[stream] = (last_size, last_at)
         if size <= last_size:
             return None
@@ -174,17 +173,11 @@ class Checkpointer:
             return True
         return (self._clock.now() - last_at).total_seconds() >= self._every_seconds
 
-    async def _newest(self, stream: str) -> tuple[int, dt.datetime | None]:
+    async def _last_signed(self, stream: str) -> tuple[int, dt.datetime | None]:
         """Size and signing time of the stream's newest checkpoint ((0, None) for none)."""
+        columns = (CheckpointRow.size, CheckpointRow.created_at)
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(CheckpointRow.size, CheckpointRow.created_at)
-                    .where(CheckpointRow.stream == stream)
-                    .order_by(CheckpointRow.size.desc())
-                    .limit(1)
-                )
-            ).first()
+            row = (await conn.execute(_newest(stream, *columns))).first()
         return (0, None) if row is None else (int(row.size), utc(row.created_at))
 
     async def _heads(self) -> dict[str, int]:
