@@ -66,8 +66,11 @@ def filter_values(parameters: Mapping[str, Any], name: str) -> list[str]:
     """The values a call asked for on field ``name``: equality and ``in`` filters, or a
     verify key; ranges and prefixes name no single subject."""
     raw = parameters.get(name)
-    if type(raw) is str:  # the usual case, taken first: every logged call passes here
+    # The usual cases first (one value, a limit, an offset): every logged call passes here.
+    if type(raw) is str:
         return [raw[:200]]
+    if type(raw) is int:
+        return [str(raw)[:200]]
     values: list[Any] = []
     if isinstance(raw, Mapping):
         for op in ("eq", "in"):
