@@ -22,6 +22,7 @@ from gateway.evidence import (
     verify_note,
 )
 from gateway.governance.service import LOCAL_ADMIN
+from gateway.ledger import checkpoints
 from gateway.ledger.checkpoints import latest_checkpoint
 from gateway.ledger.hashing import leaf_hash
 from gateway.ledger.log import read_entry
@@ -180,3 +181,25 @@ async def test_a_round_reads_the_heads_only_until_a_stream_is_due(world: World) 
         event.remove(engine, "before_cursor_execute", capture)
     newest = await latest_checkpoint(world.gateway.engine, "governance")
     assert newest.size == await MerkleTree(world.gateway.engine, "governance").size()
+
+
+async def test_a_round_folds_a_grown_stream_ahead_of_its_checkpoint(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between checkpoints a stream is folded every FOLD_EVERY records, so that no fold
+    takes the records of a whole checkpoint interval at once; nothing is signed early."""
+    cp = world.gateway.checkpointer
+    await cp.run_round()
+    signed = cp.signed
+    monkeypatch.setattr(checkpoints, "FOLD_EVERY", 2)
+    tree = MerkleTree(world.gateway.engine, "governance")
+    before = await latest_checkpoint(world.gateway.engine, "governance")
+    for name in ("later-1", "later-2"):
+        await world.gateway.governance.merchants.register_merchant(
+            LOCAL_ADMIN, name, "后来公司", demo_credit_code(name[-1])
+        )
+    assert await tree.size() <= before.size + 1  # a trailing leaf counts unfolded
+    await cp.run_round()
+    assert cp.signed == signed  # within the time bound: not signed
+    assert await tree.size() >= before.size + 2  # but folded
+    assert (await latest_checkpoint(world.gateway.engine, "governance")).size == before.size

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # Leaves one fold reads at most (a long log is folded in several transactions).
 FOLD_LEAVES = 100_000
+# Records a stream may grow by before a round folds it ahead of its next checkpoint.
+FOLD_EVERY = 1024
 
 # The last position of every stream, in one row (STREAMS order).
 _HEADS = select(
@@ -117,6 +119,8 @@ class Checkpointer:
         self.signed = 0
         # stream -> (size, signing time) of its newest checkpoint, as last read or signed here.
         self._signed: dict[str, tuple[int, dt.datetime | None]] = {}
+        # stream -> a size its tree is folded to at least, as folded here.
+        self._folded: dict[str, int] = {}
         # Called after each checkpoint this process signs (the anchoring worker's wake-up).
         self.on_signed: Callable[[], None] | None = None
 
@@ -126,11 +130,10 @@ class Checkpointer:
     async def checkpoint(self, stream: str, *, force: bool = True) -> Checkpoint | None:
         """Fold ``stream`` and sign a checkpoint of its current size if it grew (and, unless
         ``force``, if a size or time bound was reached). Returns the new checkpoint."""
+        await self._fold(stream)
         tree = self._trees[stream]
-        # A fold that read fewer leaves than its limit has caught up with the log.
-        while await tree.fold(limit=FOLD_LEAVES) >= FOLD_LEAVES - 1:
-            pass
         size = await tree.size()
+        self._folded[stream] = size
         if size == 0:
             return None
         last_size, last_at = await self._last_signed(stream)
@@ -164,6 +167,12 @@ class Checkpointer:
             self.on_signed()
         return Checkpoint(self.origin(stream), size, root, self._algorithm, note)
 
+    async def _fold(self, stream: str) -> None:
+        tree = self._trees[stream]
+        # A fold that read fewer leaves than its limit has caught up with the log.
+        while await tree.fold(limit=FOLD_LEAVES) >= FOLD_LEAVES - 1:
+            pass
+
     def _due(self, size: int, last_size: int, last_at: dt.datetime | None) -> bool:
         """Whether a stream of ``size`` records is due a checkpoint after one of
         ``last_size`` signed at ``last_at``: a size or time bound is reached."""
@@ -194,7 +203,9 @@ class Checkpointer:
         reading the checkpoints of a stream that is not due costs several statements. The
         heads and the checkpoints this process last read or signed say which streams are;
         a stream signed elsewhere meanwhile is merely checked once more (:meth:`checkpoint`
-        reads the store before it signs).
+        reads the store before it signs). Between checkpoints a stream is folded every
+        :data:`FOLD_EVERY` records, so that no fold holds the store's write lock (and the
+        call log's commits) for the records of a whole checkpoint interval.
         """
         try:
             heads = await self._heads()
@@ -202,12 +213,13 @@ class Checkpointer:
             if not self._health.absorb(exc):
                 log.warning("checkpoints: reading the log heads failed, will retry: %s", exc)
             return
-        for stream in STREAMS:
-            signed = self._signed.get(stream, (0, None))
-            if not self._due(heads[stream], *signed):
-                continue
+        for stream, head in heads.items():
             try:
-                await self.checkpoint(stream, force=False)
+                if self._due(head, *self._signed.get(stream, (0, None))):
+                    await self.checkpoint(stream, force=False)
+                elif head - self._folded.get(stream, 0) >= FOLD_EVERY:
+                    await self._fold(stream)
+                    self._folded[stream] = head  # at least: the fold read what was there
             except (SQLAlchemyError, OSError, DsgwError) as exc:
                 if not self._health.absorb(exc):
                     log.warning("checkpoint of %s failed, will retry: %s", stream, exc)
