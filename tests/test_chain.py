@@ -20,7 +20,7 @@ import pytest
 from eth_account import Account
 from eth_typing import HexStr
 from eth_utils.crypto import keccak
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.chain.backends import (
@@ -743,3 +743,33 @@ async def test_gas_price_spike_is_outbid_by_a_replacement(anvil: AnvilFactory) -
     assert await _statuses(rig, ["final"])
     assert [t.status for t in await rig.transactions()] == ["dropped", "mined"]
     assert [e.tx_hash for e in await rig.events()] == [new.tx_hash]
+
+
+async def test_an_idle_pass_reads_little_and_writes_nothing(embedded: Rig) -> None:
+    """A pass runs every poll interval whatever the load: once the newest checkpoints are
+    anchored it reads the anchors in flight, the newest checkpoints and the queue, and
+    nothing per stream; a new checkpoint is still queued and anchored."""
+    rig = embedded
+    await rig.checkpoint(add=3)
+    worker = rig.worker(confirmations=1)
+    for _ in range(3):
+        await rig.run(worker, mine=1)
+    assert [(a.size, a.status) for a in await rig.anchors()] == [(3, "final")]
+    statements: list[str] = []
+
+    def capture(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    sync_engine = rig.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", capture)
+    try:
+        await rig.run(worker)
+        await rig.run(worker)
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", capture)
+    assert all(s.lstrip().upper().startswith("SELECT") for s in statements), statements
+    assert len(statements) <= 2 * 3, statements
+    await rig.checkpoint(add=2)
+    for _ in range(3):
+        await rig.run(worker, mine=1)
+    assert [(a.size, a.status) for a in await rig.anchors()] == [(3, "final"), (5, "final")]

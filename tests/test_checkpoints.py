@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import event
 
 from gateway.authorization.roles import Role
 from gateway.cli.demo import demo_credit_code
@@ -20,6 +22,8 @@ from gateway.evidence import (
     verify_note,
 )
 from gateway.governance.service import LOCAL_ADMIN
+from gateway.ledger import checkpoints
+from gateway.ledger.checkpoints import latest_checkpoint
 from gateway.ledger.hashing import leaf_hash
 from gateway.ledger.log import read_entry
 from gateway.ledger.merkle import (
@@ -28,6 +32,7 @@ from gateway.ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from gateway.ledger.tree import MerkleTree
 from keys.keystore import KeyPurpose
 from tests.support.world import World
 
@@ -139,3 +144,62 @@ async def test_checkpoint_only_when_the_tree_grew(world: World) -> None:
     later = await cp.checkpoint("governance", force=False)
     assert later is not None and later.size == first.size + 1
     assert json.loads(json.dumps(later.to_dict()))["stream"] == "governance"
+
+
+async def test_a_round_reads_the_heads_only_until_a_stream_is_due(world: World) -> None:
+    """The background round costs one statement while no stream is due a checkpoint,
+    whatever the load; a stream that grew is signed once its time bound passes, even
+    when nothing else arrives."""
+    cp = world.gateway.checkpointer
+    await cp.run_round()  # signs every stream that has records (none was signed yet)
+    statements: list[str] = []
+    engine = world.gateway.engine.sync_engine
+
+    def capture(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        signed = cp.signed
+        await cp.run_round()
+        assert len(statements) == 1 and cp.signed == signed  # the heads, nothing due
+        first = await cp.checkpoint("governance")  # nothing new: not signed
+        assert first is None
+        await world.gateway.governance.merchants.register_merchant(
+            LOCAL_ADMIN, "later", "后来公司", demo_credit_code("L")
+        )
+        statements.clear()
+        await cp.run_round()  # grown, but within the time and size bounds
+        assert len(statements) == 1 and cp.signed == signed
+        world.clock.advance(dt.timedelta(seconds=6))
+        await cp.run_round()
+        assert cp.signed == signed + 1
+        statements.clear()
+        await cp.run_round()
+        assert len(statements) == 1 and cp.signed == signed + 1
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    newest = await latest_checkpoint(world.gateway.engine, "governance")
+    assert newest.size == await MerkleTree(world.gateway.engine, "governance").size()
+
+
+async def test_a_round_folds_a_grown_stream_ahead_of_its_checkpoint(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between checkpoints a stream is folded every FOLD_EVERY records, so that no fold
+    takes the records of a whole checkpoint interval at once; nothing is signed early."""
+    cp = world.gateway.checkpointer
+    await cp.run_round()
+    signed = cp.signed
+    monkeypatch.setattr(checkpoints, "FOLD_EVERY", 2)
+    tree = MerkleTree(world.gateway.engine, "governance")
+    before = await latest_checkpoint(world.gateway.engine, "governance")
+    for name in ("later-1", "later-2"):
+        await world.gateway.governance.merchants.register_merchant(
+            LOCAL_ADMIN, name, "后来公司", demo_credit_code(name[-1])
+        )
+    assert await tree.size() <= before.size + 1  # a trailing leaf counts unfolded
+    await cp.run_round()
+    assert cp.signed == signed  # within the time bound: not signed
+    assert await tree.size() >= before.size + 2  # but folded
+    assert (await latest_checkpoint(world.gateway.engine, "governance")).size == before.size

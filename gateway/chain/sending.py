@@ -107,6 +107,8 @@ class AnchorSender:
         # Streams not anchored, and why: checkpoints of another hash, a registry conflict.
         self._refused: dict[str, str] = {}
         self._conflicts: dict[str, str] = {}
+        # stream -> the newest checkpoint size a pass has queued or found anchored already.
+        self._enqueued: dict[str, int] = {}
         self._reachable: bool | None = None
         self._failures = 0
         self._last_error: str | None = None

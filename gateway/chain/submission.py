@@ -62,6 +62,10 @@ class AnchorSubmission(AnchorSender):
 
     async def _enqueue(self, store: AnchorStore, counts: Counter[str]) -> None:
         for stream, (size, root, algorithm) in (await self._latest_checkpoints()).items():
+            if self._enqueued.get(stream) == size:
+                # Handled by an earlier pass, and no move since (a re-send, a fee bump, a
+                # re-queue after a lost nonce) can make it due again; reconcile() forgets.
+                continue
             try:
                 check_anchorable(algorithm, self._algorithm, stream)
             except UnanchorableError as exc:
@@ -89,6 +93,7 @@ class AnchorSubmission(AnchorSender):
                     if anchor.size != target:
                         await store.set_status(conn, anchor.id, "superseded")
                         counts["superseded"] += 1
+            self._enqueued[stream] = size
 
     async def _our_root(self, stream: str, size: int) -> bytes | None:
         try:

@@ -179,6 +179,7 @@ class AnchorWorker(AnchorConfirmation, AnchorSubmission):
                 "redeploy, on a production chain configure the registry's address"
             )
         self._conflicts.clear()  # found again below if they persist
+        self._enqueued.clear()  # what the chain lost is queued again by the next pass
         lost: list[tuple[str, int]] = []
         requeued: list[tuple[str, int]] = []
         adopted: list[tuple[str, int]] = []
