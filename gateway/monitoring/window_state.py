@@ -22,7 +22,6 @@ that commit out of their recording order (concurrent requests, several gateways)
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 from collections.abc import Collection, Iterable, Sequence
 
@@ -30,29 +29,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.monitoring.baseline import AllowedHistory
 from gateway.monitoring.calls import CallEvent, CallWindows, read_batch, read_reach
+from gateway.monitoring.pattern_state import PatternState, PatternWindow, TimeList
 
 __all__ = ["EVICTION_SLACK", "StateWindows", "WindowState"]
 
 EVICTION_SLACK = dt.timedelta(minutes=1)
 
 
-def _at(event: CallEvent) -> dt.datetime:
-    return event.at
-
-
-def _order(event: CallEvent) -> tuple[dt.datetime, int]:
-    return event.order
-
-
-def _insert(events: list[CallEvent], event: CallEvent) -> None:
-    if not events or events[-1].order <= event.order:
-        events.append(event)  # the usual case: records arrive in recording order
-    else:
-        bisect.insort(events, event, key=_order)
-
-
-def _since(events: list[CallEvent], since: dt.datetime) -> list[CallEvent]:
-    return events[bisect.bisect_left(events, since, key=_at) :]
+def _list(lists: dict[str, TimeList], merchant: str) -> TimeList:
+    found = lists.get(merchant)
+    if found is None:
+        found = lists[merchant] = TimeList()
+    return found
 
 
 class WindowState:
@@ -64,9 +52,13 @@ class WindowState:
         self.end: int | None = None
         self.horizon = dt.datetime.min.replace(tzinfo=dt.UTC)
         self._shape: tuple[dt.timedelta, int] = (dt.timedelta(0), 0)
-        self._data: dict[str, list[CallEvent]] = {}
-        self._denied: list[CallEvent] = []
+        self._data: dict[str, TimeList] = {}
+        # Each merchant's allowed data calls among them (the volume rule counts these).
+        self._allowed: dict[str, TimeList] = {}
+        self._denied = TimeList()
         self.history = AllowedHistory(engine)
+        # The pattern rules' aggregates over the same calls (kept as they enter and leave).
+        self.patterns = PatternState()
         # How the state was filled, for tests and operators' curiosity.
         self.loads = 0
         self.catch_ups = 0
@@ -79,8 +71,10 @@ class WindowState:
         """Forget everything: the next batch starts from the store."""
         self.end = None
         self._data.clear()
-        self._denied.clear()
+        self._allowed.clear()
+        self._denied = TimeList()
         self.history.clear()
+        self.patterns.clear()
 
     def __len__(self) -> int:
         return len(self._denied) + sum(len(events) for events in self._data.values())
@@ -129,26 +123,39 @@ class WindowState:
             if event.at < self.horizon:
                 continue
             if event.kind == "data" and event.merchant_id is not None:
-                _insert(self._data.setdefault(event.merchant_id, []), event)
+                _list(self._data, event.merchant_id).insert(event)
+                if event.decision == "allow":
+                    _list(self._allowed, event.merchant_id).insert(event)
+                self.patterns.insert(event)
                 touched.add(event.merchant_id)
             if event.decision == "deny":
-                _insert(self._denied, event)
+                self._denied.insert(event)
                 denied = True
         bound = self.max_calls
         for merchant in touched:
-            events = self._data[merchant]
-            del events[: max(0, len(events) - bound)]
+            self._drop(merchant, max(0, len(self._data[merchant]) - bound))
         if denied:
-            del self._denied[: max(0, len(self._denied) - bound)]
+            self._denied.drop_oldest(max(0, len(self._denied) - bound))
+
+    def _drop(self, merchant: str, count: int) -> None:
+        """Drop a merchant's ``count`` oldest data calls, from every list holding them."""
+        if not count:
+            return
+        dropped = self._data[merchant].drop_oldest(count)
+        allowed = sum(1 for e in dropped if e.decision == "allow")
+        if allowed:
+            self._allowed[merchant].drop_oldest(allowed)
+            if not self._allowed[merchant]:
+                del self._allowed[merchant]
+        self.patterns.drop(dropped)
+        if not self._data[merchant]:
+            del self._data[merchant]
 
     def _evict(self, horizon: dt.datetime) -> None:
         self.horizon = horizon
         for merchant in list(self._data):
-            events = self._data[merchant]
-            del events[: bisect.bisect_left(events, horizon, key=_at)]
-            if not events:
-                del self._data[merchant]
-        del self._denied[: bisect.bisect_left(self._denied, horizon, key=_at)]
+            self._drop(merchant, self._data[merchant].since(horizon))
+        self._denied.drop_oldest(self._denied.since(horizon))
 
     def windows(self) -> StateWindows:
         """The rules' windows for the batch just added."""
@@ -157,11 +164,19 @@ class WindowState:
         return StateWindows(self, self._engine, self.end)
 
     def data_calls(self, merchants: Collection[str], since: dt.datetime) -> list[CallEvent]:
-        found = [e for m in merchants if m in self._data for e in _since(self._data[m], since)]
+        found = [
+            e
+            for m in merchants
+            if m in self._data
+            for e in self._data[m].events[self._data[m].since(since) :]
+        ]
         return sorted(found, key=lambda e: e.seq)
 
+    def allowed_data(self, merchant_id: str) -> TimeList:
+        return self._allowed.get(merchant_id) or TimeList()
+
     def denied_calls(self, since: dt.datetime) -> list[CallEvent]:
-        return sorted(_since(self._denied, since), key=lambda e: e.seq)
+        return sorted(self._denied.events[self._denied.since(since) :], key=lambda e: e.seq)
 
 
 class StateWindows:
@@ -188,6 +203,22 @@ class StateWindows:
         if since < self._state.horizon:
             return await self.store.data_calls(merchants, since)
         return self._state.data_calls(merchants, since)
+
+    def allowed_data(self, merchant_id: str, since: dt.datetime) -> TimeList | None:
+        """A merchant's allowed data calls in the windows, oldest first; None when
+        ``since`` lies before the horizon (the store then answers)."""
+        if since < self._state.horizon:
+            return None
+        return self._state.allowed_data(merchant_id)
+
+    def pattern_window(
+        self, merchant_id: str, dataset_id: str, since: dt.datetime
+    ) -> PatternWindow | None:
+        """The pattern rules' state of a merchant and dataset, kept as calls came and went;
+        None when ``since`` lies before the horizon (the store then answers)."""
+        if since < self._state.horizon:
+            return None
+        return self._state.patterns.window(merchant_id, dataset_id)
 
     async def denied_calls(self, since: dt.datetime) -> list[CallEvent]:
         if since < self._state.horizon:
