@@ -8,7 +8,7 @@ import statistics
 
 from gateway.monitoring.calls import CallEvent
 from gateway.monitoring.models import Detection, Severity
-from gateway.monitoring.pattern_state import TimeList
+from gateway.monitoring.pattern_state import peak_in
 from gateway.monitoring.rule_context import (
     Peak,
     RuleContext,
@@ -20,20 +20,6 @@ from gateway.monitoring.rule_context import (
     severity,
 )
 from gateway.monitoring.window_state import StateWindows
-
-
-def _peak(kept: TimeList, points: list[dt.datetime], window: dt.timedelta) -> Peak | None:
-    """:func:`~gateway.monitoring.rule_context.peak_count` over calls already in order."""
-    best: tuple[int, int, dt.datetime] | None = None
-    for point in points:
-        lo, hi = kept.after(point - window), kept.after(point)
-        if best is None or hi - lo > best[1] - best[0]:
-            best = (lo, hi, point)
-    if best is None:
-        return None
-    lo, hi, point = best
-    return Peak(hi - lo, point, kept.events[lo:hi])
-
 
 # -- volume-spike -------------------------------------------------------------------------
 
@@ -71,7 +57,7 @@ class VolumeSpike:
                 kept = ctx.windows.allowed_data(merchant_id, since)
             if kept is not None:
                 # The monitor's windows: a bisection per point, not a pass over the window.
-                peak = _peak(kept, merchant_points, t.volume_window)
+                peak = peak_in(kept, merchant_points, t.volume_window)
                 total = len(kept) - kept.since(since)
             else:
                 if window_calls is None:

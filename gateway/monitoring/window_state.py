@@ -15,6 +15,12 @@ did not see, a small gap is read and added (its records are known, not evaluated
 one or a cursor behind the state means a fresh start. A window reaching back before the
 horizon (a record stamped long before the batch around it) is read from the store.
 
+Beside the windows the state keeps what the rules count, updated as calls enter and leave
+(:mod:`~gateway.monitoring.pattern_state`): each merchant's allowed data calls and each
+subject's refusals in recording order (a window's count is two bisections), and the
+pattern rules' aggregates per merchant and dataset. A batch then costs about its own calls,
+not the windows' (up to ``max_calls`` per merchant).
+
 Memory is bounded by the reach and ``max_calls`` per merchant; the horizon trails the
 batch's earliest record by the reach plus :data:`EVICTION_SLACK`, which absorbs records
 that commit out of their recording order (concurrent requests, several gateways).
@@ -29,7 +35,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.monitoring.baseline import AllowedHistory
 from gateway.monitoring.calls import CallEvent, CallWindows, read_batch, read_reach
-from gateway.monitoring.pattern_state import PatternState, PatternWindow, TimeList
+from gateway.monitoring.pattern_state import (
+    PatternState,
+    PatternWindow,
+    TimeList,
+    refusal_subject,
+)
 
 __all__ = ["EVICTION_SLACK", "StateWindows", "WindowState"]
 
@@ -56,6 +67,8 @@ class WindowState:
         # Each merchant's allowed data calls among them (the volume rule counts these).
         self._allowed: dict[str, TimeList] = {}
         self._denied = TimeList()
+        # The refusals among them per merchant or client (the refusal-burst rule's).
+        self._refusals: dict[str, TimeList] = {}
         self.history = AllowedHistory(engine)
         # The pattern rules' aggregates over the same calls (kept as they enter and leave).
         self.patterns = PatternState()
@@ -73,6 +86,7 @@ class WindowState:
         self._data.clear()
         self._allowed.clear()
         self._denied = TimeList()
+        self._refusals.clear()
         self.history.clear()
         self.patterns.clear()
 
@@ -130,12 +144,15 @@ class WindowState:
                 touched.add(event.merchant_id)
             if event.decision == "deny":
                 self._denied.insert(event)
+                subject = refusal_subject(event)
+                if subject is not None:
+                    _list(self._refusals, subject).insert(event)
                 denied = True
         bound = self.max_calls
         for merchant in touched:
             self._drop(merchant, max(0, len(self._data[merchant]) - bound))
         if denied:
-            self._denied.drop_oldest(max(0, len(self._denied) - bound))
+            self._drop_denied(max(0, len(self._denied) - bound))
 
     def _drop(self, merchant: str, count: int) -> None:
         """Drop a merchant's ``count`` oldest data calls, from every list holding them."""
@@ -151,11 +168,23 @@ class WindowState:
         if not self._data[merchant]:
             del self._data[merchant]
 
+    def _drop_denied(self, count: int) -> None:
+        """Drop the ``count`` oldest refusals, from every list holding them."""
+        counts: dict[str, int] = {}
+        for event in self._denied.drop_oldest(count):
+            subject = refusal_subject(event)
+            if subject is not None:
+                counts[subject] = counts.get(subject, 0) + 1
+        for subject, dropped in counts.items():
+            self._refusals[subject].drop_oldest(dropped)
+            if not self._refusals[subject]:
+                del self._refusals[subject]
+
     def _evict(self, horizon: dt.datetime) -> None:
         self.horizon = horizon
         for merchant in list(self._data):
             self._drop(merchant, self._data[merchant].since(horizon))
-        self._denied.drop_oldest(self._denied.since(horizon))
+        self._drop_denied(self._denied.since(horizon))
 
     def windows(self) -> StateWindows:
         """The rules' windows for the batch just added."""
@@ -174,6 +203,9 @@ class WindowState:
 
     def allowed_data(self, merchant_id: str) -> TimeList:
         return self._allowed.get(merchant_id) or TimeList()
+
+    def refusals(self, subject: str) -> TimeList:
+        return self._refusals.get(subject) or TimeList()
 
     def denied_calls(self, since: dt.datetime) -> list[CallEvent]:
         return sorted(self._denied.events[self._denied.since(since) :], key=lambda e: e.seq)
@@ -210,6 +242,13 @@ class StateWindows:
         if since < self._state.horizon:
             return None
         return self._state.allowed_data(merchant_id)
+
+    def refusals(self, subject: str, since: dt.datetime) -> TimeList | None:
+        """The refusal-burst rule's refusals of ``subject`` in the windows, oldest first;
+        None when ``since`` lies before the horizon (the store then answers)."""
+        if since < self._state.horizon:
+            return None
+        return self._state.refusals(subject)
 
     def pattern_window(
         self, merchant_id: str, dataset_id: str, since: dt.datetime
