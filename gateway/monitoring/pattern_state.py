@@ -136,11 +136,17 @@ class PatternRun:
         return self.end - self.start + 1
 
 
+def _first(known: Occurrence | list[Occurrence]) -> Occurrence:
+    return known if isinstance(known, tuple) else min(known)
+
+
 class _Group:
     __slots__ = ("ends", "numbers", "starts")
 
     def __init__(self) -> None:
-        self.numbers: dict[int, list[Occurrence]] = {}
+        # One occurrence as a bare tuple, a list from the second on: windows hold
+        # thousands of numbers, and a list per number is work for the garbage collector.
+        self.numbers: dict[int, Occurrence | list[Occurrence]] = {}
         self.starts: dict[int, int] = {}  # run start -> run end
         self.ends: dict[int, int] = {}  # run end -> run start
 
@@ -189,9 +195,12 @@ class RunIndex:
             g = self._groups[group] = _Group()
         known = g.numbers.get(number)
         if known is not None:
-            known.append(occurrence)
+            if isinstance(known, tuple):
+                g.numbers[number] = [known, occurrence]
+            else:
+                known.append(occurrence)
             return
-        g.numbers[number] = [occurrence]
+        g.numbers[number] = occurrence
         start = end = number
         if number - 1 in g.ends:
             start = g.ends[number - 1]
@@ -204,8 +213,11 @@ class RunIndex:
     def remove(self, group: str, number: int, occurrence: Occurrence) -> None:
         g = self._groups[group]
         known = g.numbers[number]
-        known.remove(occurrence)
-        if known:
+        if isinstance(known, list):
+            known.remove(occurrence)
+            if len(known) > 1:
+                return
+            g.numbers[number] = known[0]
             return
         del g.numbers[number]
         step = 0
@@ -243,11 +255,11 @@ class RunIndex:
         return PatternRun(group, start, start + longest - 1)
 
     def _first_asked(self, group: str) -> tuple[int, int]:
-        return min(min(o[:2] for o in occ) for occ in self._groups[group].numbers.values())
+        return min(_first(occ)[:2] for occ in self._groups[group].numbers.values())
 
     def first_label(self, group: str, number: int) -> str:
         """The label of the first occurrence (by record seq) of ``number`` in ``group``."""
-        return min(self._groups[group].numbers[number])[2]
+        return _first(self._groups[group].numbers[number])[2]
 
 
 def counter_occurrences(event: CallEvent, field: str) -> Iterator[tuple[str, int, Occurrence]]:
