@@ -23,7 +23,6 @@ from gateway.monitoring.pattern_state import (
 )
 from gateway.monitoring.rule_context import (
     RuleContext,
-    group_points,
     last_seqs,
     minutes,
     severity,
@@ -40,33 +39,29 @@ async def _pattern_windows(
     """Per merchant and dataset with new verify/query calls: the evaluation points and the
     pattern state of its calls (the monitor's, kept as calls came and went; else one built
     from the window read from the store)."""
-    points = group_points(ctx.batch, _key_text)
+    points: dict[tuple[str, str], list[dt.datetime]] = defaultdict(list)
+    for event in ctx.batch:
+        key = pattern_key(event)
+        if key is not None:
+            points[key].append(event.at)
     if not points:
         return []
-    first = min(e.at for e in ctx.batch if pattern_key(e) is not None)
-    since = first - ctx.thresholds.pattern_window
-    keys = [tuple(key.split("\x00", 1)) for key in sorted(points)]
-    found: dict[tuple[str, ...], PatternWindow | None] = {}
+    since = min(min(times) for times in points.values()) - ctx.thresholds.pattern_window
+    kept: dict[tuple[str, str], PatternWindow | None] = {}
     if isinstance(ctx.windows, StateWindows):
-        found = {key: ctx.windows.pattern_window(key[0], key[1], since) for key in keys}
-    if any(window is None for window in found.values()) or not found:
+        kept = {key: ctx.windows.pattern_window(*key, since) for key in points}
+    windows = {key: window for key, window in kept.items() if window is not None}
+    if len(windows) < len(points):
         built = PatternState()
-        for event in await ctx.windows.data_calls({key[0] for key in keys}, since):
-            if _key_text(event) in points:
+        for event in await ctx.windows.data_calls({m for m, _ in points}, since):
+            if pattern_key(event) in points:
                 built.insert(event)
-        found = {key: built.window(key[0], key[1]) for key in keys}
-    out = []
-    for key in keys:
-        window = found[key]
-        assert window is not None
-        thin = thinned(points["\x00".join(key)], ctx.thresholds.pattern_window)
-        out.append((key[0], key[1], thin, window))
-    return out
-
-
-def _key_text(event: CallEvent) -> str | None:
-    key = pattern_key(event)
-    return None if key is None else "\x00".join(key)
+        windows = {key: built.window(*key) for key in points}
+    window = ctx.thresholds.pattern_window
+    return [
+        (key[0], key[1], thinned(times, window), windows[key])
+        for key, times in sorted(points.items())
+    ]
 
 
 def _newest_records(
