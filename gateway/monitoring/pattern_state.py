@@ -34,6 +34,7 @@ __all__ = [
     "counter_occurrences",
     "pattern_key",
     "peak_in",
+    "refusal_keys",
     "refusal_subject",
 ]
 
@@ -121,6 +122,22 @@ def refusal_subject(event: CallEvent) -> str | None:
     if event.merchant_id is not None:
         return f"merchant:{event.merchant_id}"
     return f"client:{event.client_id}" if event.client_id else None
+
+
+def refusal_keys(event: CallEvent) -> list[str]:
+    """The lists of refusals the window state keeps ``event`` in: its refusal-burst subject
+    and, for a 401, its remote address and client id (``401 remote:...``, ``401
+    client:...``: what invalid-tokens counts, before the policy names unknown clients)."""
+    keys = []
+    subject = refusal_subject(event)
+    if subject is not None:
+        keys.append(subject)
+    if event.status == 401:
+        if event.remote:
+            keys.append(f"401 remote:{event.remote}")
+        if event.client_id:
+            keys.append(f"401 client:{event.client_id}")
+    return keys
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,13 +106,8 @@ class InvalidTokens:
         news = [e for e in ctx.batch if e.status == 401]
         if not news:
             return []
-        denied = [
-            e
-            for e in await ctx.windows.denied_calls(
-                min(e.at for e in news) - t.invalid_token_window
-            )
-            if e.status == 401
-        ]
+        since = min(e.at for e in news) - t.invalid_token_window
+        denied: list[CallEvent] | None = None
         detections = []
         clients = ctx.snapshot.clients
         for prefix, attribute in (("remote", "remote"), ("client", "client_id")):
@@ -132,8 +127,19 @@ class InvalidTokens:
 
             points = group_points(news, subject)
             for key, key_points in sorted(points.items()):
-                mine = [e for e in denied if subject(e) == key]
-                peak = peak_count(mine, key_points, t.invalid_token_window)
+                kept = None
+                # Unknown client ids are one subject: their refusals are not kept together.
+                if isinstance(ctx.windows, StateWindows) and key != f"client:{UNKNOWN_NAME}":
+                    kept = ctx.windows.refusals(f"401 {key}", since)
+                if kept is not None:
+                    peak = peak_in(kept, key_points, t.invalid_token_window)
+                else:
+                    if denied is None:
+                        denied = [
+                            e for e in await ctx.windows.denied_calls(since) if e.status == 401
+                        ]
+                    mine = [e for e in denied if subject(e) == key]
+                    peak = peak_count(mine, key_points, t.invalid_token_window)
                 if peak is None or peak.count < t.invalid_token_threshold:
                     continue
                 window = minutes(t.invalid_token_window)

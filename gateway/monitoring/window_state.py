@@ -39,7 +39,7 @@ from gateway.monitoring.pattern_state import (
     PatternState,
     PatternWindow,
     TimeList,
-    refusal_subject,
+    refusal_keys,
 )
 
 __all__ = ["EVICTION_SLACK", "StateWindows", "WindowState"]
@@ -67,7 +67,7 @@ class WindowState:
         # Each merchant's allowed data calls among them (the volume rule counts these).
         self._allowed: dict[str, TimeList] = {}
         self._denied = TimeList()
-        # The refusals among them per merchant or client (the refusal-burst rule's).
+        # The refusals among them per subject the refusal rules count (refusal_keys).
         self._refusals: dict[str, TimeList] = {}
         self.history = AllowedHistory(engine)
         # The pattern rules' aggregates over the same calls (kept as they enter and leave).
@@ -144,9 +144,8 @@ class WindowState:
                 touched.add(event.merchant_id)
             if event.decision == "deny":
                 self._denied.insert(event)
-                subject = refusal_subject(event)
-                if subject is not None:
-                    _list(self._refusals, subject).insert(event)
+                for key in refusal_keys(event):
+                    _list(self._refusals, key).insert(event)
                 denied = True
         bound = self.max_calls
         for merchant in touched:
@@ -172,9 +171,8 @@ class WindowState:
         """Drop the ``count`` oldest refusals, from every list holding them."""
         counts: dict[str, int] = {}
         for event in self._denied.drop_oldest(count):
-            subject = refusal_subject(event)
-            if subject is not None:
-                counts[subject] = counts.get(subject, 0) + 1
+            for key in refusal_keys(event):
+                counts[key] = counts.get(key, 0) + 1
         for subject, dropped in counts.items():
             self._refusals[subject].drop_oldest(dropped)
             if not self._refusals[subject]:
@@ -244,7 +242,7 @@ class StateWindows:
         return self._state.allowed_data(merchant_id)
 
     def refusals(self, subject: str, since: dt.datetime) -> TimeList | None:
-        """The refusal-burst rule's refusals of ``subject`` in the windows, oldest first;
+        """The refusals kept under ``subject`` (:func:`refusal_keys`), oldest first;
         None when ``since`` lies before the horizon (the store then answers)."""
         if since < self._state.horizon:
             return None
