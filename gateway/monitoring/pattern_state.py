@@ -10,6 +10,9 @@ of consecutive pages (paging). Moving the window to a rule's evaluation point ad
 drops only the calls between the old and the new bounds, so a batch costs about its own
 calls, whatever the window holds.
 
+The count rules need less: a subject's calls in recording order (:class:`TimeList`), where
+a window's count is two bisections (:func:`peak_in`).
+
 The answers are those of a rescan of the same window: the same counts, and on a tie the
 same winner (the stem or query shape asked for first, the run with the lowest counters),
 because the rules' alerts must not depend on how the window was kept.
