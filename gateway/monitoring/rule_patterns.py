@@ -7,70 +7,75 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.governance.policy import PolicySnapshot
 from gateway.monitoring.calls import CallEvent
 from gateway.monitoring.models import Detection, Severity
+from gateway.monitoring.pattern_state import (
+    PatternRun,
+    PatternState,
+    PatternWindow,
+    counter_occurrences,
+    pattern_key,
+)
 from gateway.monitoring.rule_context import (
-    PATTERN_MODES,
-    CounterRun,
     RuleContext,
-    group_points,
-    in_window,
     last_seqs,
-    longest_counter_run,
-    longest_page_run,
     minutes,
     severity,
     thinned,
 )
+from gateway.monitoring.window_state import StateWindows
 
 # -- enumeration and scraping -------------------------------------------------------------
 
 
-def _pattern_key(event: CallEvent) -> str | None:
-    if (
-        event.kind == "data"
-        and event.merchant_id is not None
-        and event.dataset_id is not None
-        and event.mode in PATTERN_MODES
-    ):
-        return f"{event.merchant_id}\x00{event.dataset_id}"
-    return None
-
-
 async def _pattern_windows(
     ctx: RuleContext,
-) -> list[tuple[str, str, list[dt.datetime], list[CallEvent]]]:
+) -> list[tuple[str, str, list[dt.datetime], PatternWindow]]:
     """Per merchant and dataset with new verify/query calls: the evaluation points and the
-    pattern window's calls."""
-    news = [e for e in ctx.batch if _pattern_key(e) is not None]
-    if not news:
+    pattern state of its calls (the monitor's, kept as calls came and went; else one built
+    from the window read from the store)."""
+    points: dict[tuple[str, str], list[dt.datetime]] = defaultdict(list)
+    for event in ctx.batch:
+        key = pattern_key(event)
+        if key is not None:
+            points[key].append(event.at)
+    if not points:
         return []
-    points = group_points(news, _pattern_key)
-    since = min(e.at for e in news) - ctx.thresholds.pattern_window
-    merchants = {key.split("\x00", 1)[0] for key in points}
-    calls = await ctx.windows.data_calls(merchants, since)
-    grouped: dict[str, list[CallEvent]] = defaultdict(list)
-    for event in calls:
-        key = _pattern_key(event)
-        if key in points:
-            grouped[key].append(event)
-    out = []
-    for key, key_points in sorted(points.items()):
-        merchant_id, dataset_id = key.split("\x00", 1)
-        out.append(
-            (
-                merchant_id,
-                dataset_id,
-                thinned(key_points, ctx.thresholds.pattern_window),
-                grouped[key],
-            )
-        )
-    return out
+    since = min(min(times) for times in points.values()) - ctx.thresholds.pattern_window
+    kept: dict[tuple[str, str], PatternWindow | None] = {}
+    if isinstance(ctx.windows, StateWindows):
+        kept = {key: ctx.windows.pattern_window(*key, since) for key in points}
+    windows = {key: window for key, window in kept.items() if window is not None}
+    if len(windows) < len(points):
+        built = PatternState()
+        for event in await ctx.windows.data_calls({m for m, _ in points}, since):
+            if pattern_key(event) in points:
+                built.insert(event)
+        windows = {key: built.window(*key) for key in points}
+    window = ctx.thresholds.pattern_window
+    return [
+        (key[0], key[1], thinned(times, window), windows[key])
+        for key, times in sorted(points.items())
+    ]
+
+
+def _newest_records(
+    window: PatternWindow, matches: Callable[[CallEvent], bool], bound: int
+) -> list[int]:
+    """The seqs of the newest ``bound`` calls of the window that ``matches``, oldest
+    first."""
+    found: list[int] = []
+    for event in window.newest():
+        if len(found) >= bound:
+            break
+        if matches(event):
+            found.append(event.seq)
+    return sorted(found)
 
 
 def _subject_fields(snapshot: PolicySnapshot, dataset_id: str, *, clear_only: bool) -> list[str]:
@@ -105,20 +110,31 @@ class Enumeration:
     async def evaluate(self, ctx: RuleContext) -> list[Detection]:
         t = ctx.thresholds
         detections = _negative_verifies(ctx)
-        for merchant_id, dataset_id, points, calls in await _pattern_windows(ctx):
+        for merchant_id, dataset_id, points, window in await _pattern_windows(ctx):
             fields = _subject_fields(ctx.snapshot, dataset_id, clear_only=True)
-            best: tuple[CounterRun, str, dt.datetime] | None = None
+            best: tuple[int, str, dt.datetime] | None = None
             for point in points:
-                window = in_window(calls, point, t.pattern_window)
+                window.at(point, t.pattern_window)
                 for field in fields:
-                    run = longest_counter_run(
-                        (value, e.seq) for e in window for value in e.subjects.get(field, ())
-                    )
-                    if run is not None and (best is None or run.length > best[0].length):
-                        best = (run, field, point)
-            if best is None or best[0].length < t.enumeration_run:
+                    length = window.counters(field).longest
+                    if length >= 2 and (best is None or length > best[0]):
+                        best = (length, field, point)
+            if best is None or best[0] < t.enumeration_run:
                 continue
-            run, field, point = best
+            _length, field, point = best
+            runs = window.at(point, t.pattern_window).counters(field)
+            run = runs.longest_run()
+            assert run is not None
+            first = runs.first_label(run.group, run.start)
+            last = runs.first_label(run.group, run.end)
+
+            def in_run(event: CallEvent, field: str = field, run: PatternRun = run) -> bool:
+                return any(
+                    stem == run.group and run.start <= n <= run.end
+                    for stem, n, _ in counter_occurrences(event, field)
+                )
+
+            records = _newest_records(window, in_run, t.evidence_records)
             window_text = minutes(t.pattern_window)
             detections.append(
                 Detection(
@@ -130,8 +146,8 @@ class Enumeration:
                         f"{field} values of {dataset_id} in {window_text}"
                     ),
                     detail=(
-                        f"{merchant_id} asked {dataset_id} for {field} {run.first} to "
-                        f"{run.last}: {run.length} identifiers differing only in a consecutive "
+                        f"{merchant_id} asked {dataset_id} for {field} {first} to "
+                        f"{last}: {run.length} identifiers differing only in a consecutive "
                         f"counter within {window_text} (threshold {t.enumeration_run})."
                     ),
                     at=point,
@@ -140,13 +156,13 @@ class Enumeration:
                         "dataset": dataset_id,
                         "field": field,
                         "run": run.length,
-                        "first": run.first,
-                        "last": run.last,
+                        "first": first,
+                        "last": last,
                         "threshold": t.enumeration_run,
                         "window_seconds": int(t.pattern_window.total_seconds()),
                         "window_end": point.isoformat(),
                     },
-                    records=last_seqs(run.seqs, t.evidence_records),
+                    records=records,
                     merchant_id=merchant_id,
                 )
             )
@@ -263,12 +279,12 @@ class Scraping:
 
     async def evaluate(self, ctx: RuleContext) -> list[Detection]:
         detections = []
-        for merchant_id, dataset_id, points, calls in await _pattern_windows(ctx):
+        for merchant_id, dataset_id, points, window in await _pattern_windows(ctx):
             fields = _subject_fields(ctx.snapshot, dataset_id, clear_only=False)
-            subjects = self._distinct(ctx, merchant_id, dataset_id, points, calls, fields)
+            subjects = self._distinct(ctx, merchant_id, dataset_id, points, window, fields)
             if subjects is not None:
                 detections.append(subjects)
-            paging = self._paging(ctx, merchant_id, dataset_id, points, calls)
+            paging = self._paging(ctx, merchant_id, dataset_id, points, window)
             if paging is not None:
                 detections.append(paging)
         return detections
@@ -279,23 +295,32 @@ class Scraping:
         merchant_id: str,
         dataset_id: str,
         points: list[dt.datetime],
-        calls: list[CallEvent],
+        window: PatternWindow,
         fields: list[str],
     ) -> Detection | None:
         t = ctx.thresholds
-        best: tuple[int, str, dt.datetime, list[int]] | None = None
+        best: tuple[int, str, dt.datetime] | None = None
         for point in points:
-            window = in_window(calls, point, t.pattern_window)
+            window.at(point, t.pattern_window)
             for field in fields:
-                seen: dict[str, int] = {}
-                for event in window:
-                    for value in event.subjects.get(field, ()):
-                        seen[value] = event.seq
-                if best is None or len(seen) > best[0]:
-                    best = (len(seen), field, point, list(seen.values()))
+                count = window.distinct(field)
+                if best is None or count > best[0]:
+                    best = (count, field, point)
         if best is None or best[0] < t.scraping_distinct_subjects:
             return None
-        count, field, point, seqs = best
+        count, field, point = best
+        # The evidence: the newest records among each value's newest asking.
+        seen: set[str] = set()
+
+        def newest_asking(event: CallEvent) -> bool:
+            values = event.subjects.get(field, ())
+            new = any(value not in seen for value in values)
+            seen.update(values)
+            return new
+
+        seqs = _newest_records(
+            window.at(point, t.pattern_window), newest_asking, t.evidence_records
+        )
         window_text = minutes(t.pattern_window)
         return Detection(
             rule=self.name,
@@ -316,7 +341,7 @@ class Scraping:
                 "window_seconds": int(t.pattern_window.total_seconds()),
                 "window_end": point.isoformat(),
             },
-            records=last_seqs(seqs, t.evidence_records),
+            records=seqs,
             merchant_id=merchant_id,
         )
 
@@ -326,25 +351,27 @@ class Scraping:
         merchant_id: str,
         dataset_id: str,
         points: list[dt.datetime],
-        calls: list[CallEvent],
+        window: PatternWindow,
     ) -> Detection | None:
         t = ctx.thresholds
-        best: tuple[int, int, int, list[int], dt.datetime, int] | None = None
+        best: tuple[int, dt.datetime] | None = None
         for point in points:
-            walks: dict[str, list[tuple[int, int]]] = defaultdict(list)
-            limits: dict[str, int] = {}
-            for event in in_window(calls, point, t.pattern_window):
-                page = event.page
-                if page is not None:
-                    walks[page.walk].append((page.number, event.seq))
-                    limits[page.walk] = page.limit
-            for walk, pages in walks.items():
-                length, first, last, seqs = longest_page_run(pages)
-                if best is None or length > best[0]:
-                    best = (length, first, last, seqs, point, limits[walk])
+            longest = window.at(point, t.pattern_window).pages().longest
+            if longest and (best is None or longest > best[0]):
+                best = (longest, point)
         if best is None or best[0] < t.scraping_pages:
             return None
-        length, first, last, seqs, point, limit = best
+        length, point = best
+        pages = window.at(point, t.pattern_window).pages()
+        run = pages.longest_run()
+        assert run is not None
+        first, last, limit = run.start, run.end, int(pages.first_label(run.group, run.start))
+
+        def in_run(event: CallEvent) -> bool:
+            page = event.page
+            return page is not None and page.walk == run.group and first <= page.number <= last
+
+        seqs = _newest_records(window, in_run, t.evidence_records)
         window_text = minutes(t.pattern_window)
         return Detection(
             rule=self.name,
@@ -367,6 +394,6 @@ class Scraping:
                 "window_seconds": int(t.pattern_window.total_seconds()),
                 "window_end": point.isoformat(),
             },
-            records=last_seqs(seqs, t.evidence_records),
+            records=seqs,
             merchant_id=merchant_id,
         )

@@ -7,6 +7,7 @@ from collections import defaultdict
 from gateway.governance.policy import UNKNOWN_NAME
 from gateway.monitoring.calls import CallEvent
 from gateway.monitoring.models import Detection, Severity
+from gateway.monitoring.pattern_state import peak_in, refusal_subject
 from gateway.monitoring.rule_context import (
     RuleContext,
     burst_figures,
@@ -16,6 +17,7 @@ from gateway.monitoring.rule_context import (
     peak_count,
     severity,
 )
+from gateway.monitoring.window_state import StateWindows
 
 # -- refusal-burst and invalid-tokens -------------------------------------------------------
 
@@ -28,13 +30,7 @@ class RefusalBurst:
 
     name = "refusal-burst"
 
-    @staticmethod
-    def _subject(event: CallEvent) -> str | None:
-        if event.status != 403 or event.kind not in ("data", "delivery"):
-            return None
-        if event.merchant_id is not None:
-            return f"merchant:{event.merchant_id}"
-        return f"client:{event.client_id}" if event.client_id else None
+    _subject = staticmethod(refusal_subject)
 
     async def evaluate(self, ctx: RuleContext) -> list[Detection]:
         t = ctx.thresholds
@@ -42,11 +38,20 @@ class RefusalBurst:
         if not news:
             return []
         points = group_points(news, self._subject)
-        denied = await ctx.windows.denied_calls(min(e.at for e in news) - t.refusal_window)
+        since = min(e.at for e in news) - t.refusal_window
+        denied: list[CallEvent] | None = None
         detections = []
         for subject, subject_points in sorted(points.items()):
-            mine = [e for e in denied if self._subject(e) == subject]
-            peak = peak_count(mine, subject_points, t.refusal_window)
+            kept = None
+            if isinstance(ctx.windows, StateWindows):
+                kept = ctx.windows.refusals(subject, since)
+            if kept is not None:
+                peak = peak_in(kept, subject_points, t.refusal_window)
+            else:
+                if denied is None:
+                    denied = await ctx.windows.denied_calls(since)
+                mine = [e for e in denied if self._subject(e) == subject]
+                peak = peak_count(mine, subject_points, t.refusal_window)
             if peak is None or peak.count < t.refusal_threshold:
                 continue
             # Datasets and scenarios come from the refused calls' paths: names the policy
@@ -101,13 +106,8 @@ class InvalidTokens:
         news = [e for e in ctx.batch if e.status == 401]
         if not news:
             return []
-        denied = [
-            e
-            for e in await ctx.windows.denied_calls(
-                min(e.at for e in news) - t.invalid_token_window
-            )
-            if e.status == 401
-        ]
+        since = min(e.at for e in news) - t.invalid_token_window
+        denied: list[CallEvent] | None = None
         detections = []
         clients = ctx.snapshot.clients
         for prefix, attribute in (("remote", "remote"), ("client", "client_id")):
@@ -127,8 +127,19 @@ class InvalidTokens:
 
             points = group_points(news, subject)
             for key, key_points in sorted(points.items()):
-                mine = [e for e in denied if subject(e) == key]
-                peak = peak_count(mine, key_points, t.invalid_token_window)
+                kept = None
+                # Unknown client ids are one subject: their refusals are not kept together.
+                if isinstance(ctx.windows, StateWindows) and key != f"client:{UNKNOWN_NAME}":
+                    kept = ctx.windows.refusals(f"401 {key}", since)
+                if kept is not None:
+                    peak = peak_in(kept, key_points, t.invalid_token_window)
+                else:
+                    if denied is None:
+                        denied = [
+                            e for e in await ctx.windows.denied_calls(since) if e.status == 401
+                        ]
+                    mine = [e for e in denied if subject(e) == key]
+                    peak = peak_count(mine, key_points, t.invalid_token_window)
                 if peak is None or peak.count < t.invalid_token_threshold:
                     continue
                 window = minutes(t.invalid_token_window)

@@ -6,7 +6,9 @@ import datetime as dt
 import math
 import statistics
 
+from gateway.monitoring.calls import CallEvent
 from gateway.monitoring.models import Detection, Severity
+from gateway.monitoring.pattern_state import peak_in
 from gateway.monitoring.rule_context import (
     Peak,
     RuleContext,
@@ -17,6 +19,7 @@ from gateway.monitoring.rule_context import (
     peak_count,
     severity,
 )
+from gateway.monitoring.window_state import StateWindows
 
 # -- volume-spike -------------------------------------------------------------------------
 
@@ -46,14 +49,27 @@ class VolumeSpike:
             return []
         points = group_points(news, lambda e: e.merchant_id)
         since = min(e.at for e in news) - t.volume_window
-        window_calls = await ctx.windows.data_calls(points.keys(), since)
+        window_calls: list[CallEvent] | None = None
         detections = []
         for merchant_id, merchant_points in sorted(points.items()):
-            allowed = [
-                e for e in window_calls if e.merchant_id == merchant_id and e.decision == "allow"
-            ]
-            peak = peak_count(allowed, merchant_points, t.volume_window)
-            if peak is not None and len(allowed) >= ctx.windows.max_calls:
+            kept = None
+            if isinstance(ctx.windows, StateWindows):
+                kept = ctx.windows.allowed_data(merchant_id, since)
+            if kept is not None:
+                # The monitor's windows: a bisection per point, not a pass over the window.
+                peak = peak_in(kept, merchant_points, t.volume_window)
+                total = len(kept) - kept.since(since)
+            else:
+                if window_calls is None:
+                    window_calls = await ctx.windows.data_calls(points.keys(), since)
+                allowed = [
+                    e
+                    for e in window_calls
+                    if e.merchant_id == merchant_id and e.decision == "allow"
+                ]
+                peak = peak_count(allowed, merchant_points, t.volume_window)
+                total = len(allowed)
+            if peak is not None and total >= ctx.windows.max_calls:
                 # The window read was cut at its bound: count the peak window in SQL.
                 exact = await ctx.windows.count_allowed_data(
                     merchant_id, peak.at - t.volume_window, peak.at

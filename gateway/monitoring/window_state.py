@@ -15,6 +15,12 @@ did not see, a small gap is read and added (its records are known, not evaluated
 one or a cursor behind the state means a fresh start. A window reaching back before the
 horizon (a record stamped long before the batch around it) is read from the store.
 
+Beside the windows the state keeps what the rules count, updated as calls enter and leave
+(:mod:`~gateway.monitoring.pattern_state`): each merchant's allowed data calls and each
+subject's refusals in recording order (a window's count is two bisections), and the
+pattern rules' aggregates per merchant and dataset. A batch then costs about its own calls,
+not the windows' (up to ``max_calls`` per merchant).
+
 Memory is bounded by the reach and ``max_calls`` per merchant; the horizon trails the
 batch's earliest record by the reach plus :data:`EVICTION_SLACK`, which absorbs records
 that commit out of their recording order (concurrent requests, several gateways).
@@ -22,7 +28,6 @@ that commit out of their recording order (concurrent requests, several gateways)
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 from collections.abc import Collection, Iterable, Sequence
 
@@ -30,29 +35,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.monitoring.baseline import AllowedHistory
 from gateway.monitoring.calls import CallEvent, CallWindows, read_batch, read_reach
+from gateway.monitoring.pattern_state import (
+    PatternState,
+    PatternWindow,
+    TimeList,
+    refusal_keys,
+)
 
 __all__ = ["EVICTION_SLACK", "StateWindows", "WindowState"]
 
 EVICTION_SLACK = dt.timedelta(minutes=1)
 
 
-def _at(event: CallEvent) -> dt.datetime:
-    return event.at
-
-
-def _order(event: CallEvent) -> tuple[dt.datetime, int]:
-    return event.order
-
-
-def _insert(events: list[CallEvent], event: CallEvent) -> None:
-    if not events or events[-1].order <= event.order:
-        events.append(event)  # the usual case: records arrive in recording order
-    else:
-        bisect.insort(events, event, key=_order)
-
-
-def _since(events: list[CallEvent], since: dt.datetime) -> list[CallEvent]:
-    return events[bisect.bisect_left(events, since, key=_at) :]
+def _list(lists: dict[str, TimeList], merchant: str) -> TimeList:
+    found = lists.get(merchant)
+    if found is None:
+        found = lists[merchant] = TimeList()
+    return found
 
 
 class WindowState:
@@ -64,9 +63,15 @@ class WindowState:
         self.end: int | None = None
         self.horizon = dt.datetime.min.replace(tzinfo=dt.UTC)
         self._shape: tuple[dt.timedelta, int] = (dt.timedelta(0), 0)
-        self._data: dict[str, list[CallEvent]] = {}
-        self._denied: list[CallEvent] = []
+        self._data: dict[str, TimeList] = {}
+        # Each merchant's allowed data calls among them (the volume rule counts these).
+        self._allowed: dict[str, TimeList] = {}
+        self._denied = TimeList()
+        # The refusals among them per subject the refusal rules count (refusal_keys).
+        self._refusals: dict[str, TimeList] = {}
         self.history = AllowedHistory(engine)
+        # The pattern rules' aggregates over the same calls (kept as they enter and leave).
+        self.patterns = PatternState()
         # How the state was filled, for tests and operators' curiosity.
         self.loads = 0
         self.catch_ups = 0
@@ -79,8 +84,11 @@ class WindowState:
         """Forget everything: the next batch starts from the store."""
         self.end = None
         self._data.clear()
-        self._denied.clear()
+        self._allowed.clear()
+        self._denied = TimeList()
+        self._refusals.clear()
         self.history.clear()
+        self.patterns.clear()
 
     def __len__(self) -> int:
         return len(self._denied) + sum(len(events) for events in self._data.values())
@@ -129,26 +137,52 @@ class WindowState:
             if event.at < self.horizon:
                 continue
             if event.kind == "data" and event.merchant_id is not None:
-                _insert(self._data.setdefault(event.merchant_id, []), event)
+                _list(self._data, event.merchant_id).insert(event)
+                if event.decision == "allow":
+                    _list(self._allowed, event.merchant_id).insert(event)
+                self.patterns.insert(event)
                 touched.add(event.merchant_id)
             if event.decision == "deny":
-                _insert(self._denied, event)
+                self._denied.insert(event)
+                for key in refusal_keys(event):
+                    _list(self._refusals, key).insert(event)
                 denied = True
         bound = self.max_calls
         for merchant in touched:
-            events = self._data[merchant]
-            del events[: max(0, len(events) - bound)]
+            self._drop(merchant, max(0, len(self._data[merchant]) - bound))
         if denied:
-            del self._denied[: max(0, len(self._denied) - bound)]
+            self._drop_denied(max(0, len(self._denied) - bound))
+
+    def _drop(self, merchant: str, count: int) -> None:
+        """Drop a merchant's ``count`` oldest data calls, from every list holding them."""
+        if not count:
+            return
+        dropped = self._data[merchant].drop_oldest(count)
+        allowed = sum(1 for e in dropped if e.decision == "allow")
+        if allowed:
+            self._allowed[merchant].drop_oldest(allowed)
+            if not self._allowed[merchant]:
+                del self._allowed[merchant]
+        self.patterns.drop(dropped)
+        if not self._data[merchant]:
+            del self._data[merchant]
+
+    def _drop_denied(self, count: int) -> None:
+        """Drop the ``count`` oldest refusals, from every list holding them."""
+        counts: dict[str, int] = {}
+        for event in self._denied.drop_oldest(count):
+            for key in refusal_keys(event):
+                counts[key] = counts.get(key, 0) + 1
+        for subject, dropped in counts.items():
+            self._refusals[subject].drop_oldest(dropped)
+            if not self._refusals[subject]:
+                del self._refusals[subject]
 
     def _evict(self, horizon: dt.datetime) -> None:
         self.horizon = horizon
         for merchant in list(self._data):
-            events = self._data[merchant]
-            del events[: bisect.bisect_left(events, horizon, key=_at)]
-            if not events:
-                del self._data[merchant]
-        del self._denied[: bisect.bisect_left(self._denied, horizon, key=_at)]
+            self._drop(merchant, self._data[merchant].since(horizon))
+        self._drop_denied(self._denied.since(horizon))
 
     def windows(self) -> StateWindows:
         """The rules' windows for the batch just added."""
@@ -157,11 +191,22 @@ class WindowState:
         return StateWindows(self, self._engine, self.end)
 
     def data_calls(self, merchants: Collection[str], since: dt.datetime) -> list[CallEvent]:
-        found = [e for m in merchants if m in self._data for e in _since(self._data[m], since)]
+        found = [
+            e
+            for m in merchants
+            if m in self._data
+            for e in self._data[m].events[self._data[m].since(since) :]
+        ]
         return sorted(found, key=lambda e: e.seq)
 
+    def allowed_data(self, merchant_id: str) -> TimeList:
+        return self._allowed.get(merchant_id) or TimeList()
+
+    def refusals(self, subject: str) -> TimeList:
+        return self._refusals.get(subject) or TimeList()
+
     def denied_calls(self, since: dt.datetime) -> list[CallEvent]:
-        return sorted(_since(self._denied, since), key=lambda e: e.seq)
+        return sorted(self._denied.events[self._denied.since(since) :], key=lambda e: e.seq)
 
 
 class StateWindows:
@@ -188,6 +233,29 @@ class StateWindows:
         if since < self._state.horizon:
             return await self.store.data_calls(merchants, since)
         return self._state.data_calls(merchants, since)
+
+    def allowed_data(self, merchant_id: str, since: dt.datetime) -> TimeList | None:
+        """A merchant's allowed data calls in the windows, oldest first; None when
+        ``since`` lies before the horizon (the store then answers)."""
+        if since < self._state.horizon:
+            return None
+        return self._state.allowed_data(merchant_id)
+
+    def refusals(self, subject: str, since: dt.datetime) -> TimeList | None:
+        """The refusals kept under ``subject`` (:func:`refusal_keys`), oldest first;
+        None when ``since`` lies before the horizon (the store then answers)."""
+        if since < self._state.horizon:
+            return None
+        return self._state.refusals(subject)
+
+    def pattern_window(
+        self, merchant_id: str, dataset_id: str, since: dt.datetime
+    ) -> PatternWindow | None:
+        """The pattern rules' state of a merchant and dataset, kept as calls came and went;
+        None when ``since`` lies before the horizon (the store then answers)."""
+        if since < self._state.horizon:
+            return None
+        return self._state.patterns.window(merchant_id, dataset_id)
 
     async def denied_calls(self, since: dt.datetime) -> list[CallEvent]:
         if since < self._state.horizon:
