@@ -53,18 +53,6 @@ INSERT = (
 )
 
 
-class ThreadedCommit:
-    """The prototype that ``bench/profile_gateway.py --variant threaded-log`` swapped in;
-    the real writer now works this way (gateway/ledger/log.py), so there is nothing left to
-    swap: measure the ``full`` variant instead."""
-
-    def __init__(self, *_args: Any) -> None:
-        raise SystemExit(
-            "threaded-log: the one-thread commit is now the real LogWriter; "
-            "run bench/profile_gateway.py without --variant"
-        )
-
-
 def call_record(stream: str) -> Any:
     """A record shaped like a governed query's call record."""
     from gateway.ledger.log import PendingRecord

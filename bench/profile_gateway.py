@@ -11,15 +11,13 @@ process, and reports:
 - with ``--variant``, the same measurement with parts of the gateway swapped *in this
   process only* (no gateway code is changed), to size what each part costs end to end:
   ``no-log`` answers without writing any call record (NOT a valid configuration, a
-  measurement), ``threaded-log`` commits batches through the prototype in
-  ``bench/log_commit.py`` (one dedicated sqlite3 thread), ``no-epoch-stat`` skips the
-  per-call ``os.stat`` of the policy epoch file;
+  measurement), ``no-epoch-stat`` skips the per-call check of the policy epoch;
 - with ``--cprofile``, the top functions of the event-loop thread by own time and by
   cumulative time (cProfile slows the loop down; read the shares, not the absolute times).
 
     .venv/bin/python bench/profile_gateway.py [--side governed|bare] [--seconds 10]
                                               [--concurrency 32] [--rows 20000] [--cprofile]
-                                              [--variant no-log|threaded-log|no-epoch-stat]
+                                              [--variant no-log|no-epoch-stat]
 """
 
 from __future__ import annotations
@@ -48,7 +46,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bare_server  # noqa: E402
-import log_commit  # noqa: E402
 import query_path  # noqa: E402
 
 from gateway.cli.demo import DEMO_SCENARIO, REGISTRY  # noqa: E402
@@ -169,20 +166,12 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     async with running_gateway(settings) as (gateway, port):
         base = f"http://127.0.0.1:{port}"
         token = await fetch_token(base, client_id, secret)
-        threaded = apply_variants(gateway, args.variant, data_dir)
-        try:
-            return await measured(args, base + query_path.GOVERNED_PATH, codes, token, gateway)
-        finally:
-            if threaded is not None:
-                await gateway.log.close()  # commit what is queued before the thread goes
-                threaded.close()
+        apply_variants(gateway, args.variant)
+        return await measured(args, base + query_path.GOVERNED_PATH, codes, token, gateway)
 
 
-def apply_variants(
-    gateway: Gateway, variants: list[str], data_dir: Path
-) -> log_commit.ThreadedCommit | None:
+def apply_variants(gateway: Gateway, variants: list[str]) -> None:
     """Swap parts of this process's gateway for a measurement (never a deployment)."""
-    threaded = None
     if "no-log" in variants:
         seq = iter(range(1 << 62))
 
@@ -190,9 +179,6 @@ def apply_variants(
             return AppendedEntry(record.stream, next(seq), bytes(32), bytes(32))
 
         gateway.log.append = append  # type: ignore[method-assign]
-    if "threaded-log" in variants:
-        threaded = log_commit.ThreadedCommit(data_dir / "dsgw.sqlite3")
-        threaded.install(gateway.log)
     if "no-epoch-stat" in variants:
         policy = gateway.policy
 
@@ -200,7 +186,6 @@ def apply_variants(
             return policy._snapshot
 
         policy.current = current  # type: ignore[method-assign]
-    return threaded
 
 
 def main() -> None:
@@ -215,7 +200,7 @@ def main() -> None:
         "--variant",
         action="append",
         default=[],
-        choices=("no-log", "threaded-log", "no-epoch-stat"),
+        choices=("no-log", "no-epoch-stat"),
         help="swap a part of the gateway in this process (repeatable); see the docstring",
     )
     parser.add_argument("--top", type=int, default=40)
