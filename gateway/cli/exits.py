@@ -79,7 +79,11 @@ def print_error(
         document = {"error": {"type": kind, "detail": message, "exit_code": int(code)}}
         click.echo(json.dumps(document, ensure_ascii=False, indent=2))
         return
-    (console or Console(stderr=True)).print(f"[bold red]error:[/] {escape(message)}")
+    # Never wrapped by Rich: a path or a command in the message stays whole on its line, to
+    # be copied from a terminal (which wraps it for the eye only) or read from a log file.
+    (console or Console(stderr=True)).print(
+        f"[bold red]error:[/] {escape(message)}", soft_wrap=True
+    )
 
 
 def _wants(flag: str, args: Sequence[str]) -> bool:
