@@ -77,19 +77,11 @@ class DeliveryTracing:
         self._trace_key = trace_key
         self._mark_key = mark_key
         self._canary_rate = canary_rate
-        # Derived once, not per answer: each dataset's mark carriers (by the definition
-        # they were derived from, so a changed definition derives again), each recipient's
-        # key K_r and mark id.
-        self._carriers: dict[str, tuple[Dataset, dict[str, Carrier]]] = {}
+        # Derived once, not per answer: each recipient's key K_r and mark id, and each
+        # page plan (by the dataset definition it was derived from, so a changed definition
+        # derives again).
         self._recipients: dict[tuple[str, str], tuple[bytes, str]] = {}
         self._plans: dict[tuple[str, tuple[str, ...], frozenset[str]], tuple[Dataset, _Plan]] = {}
-
-    def _carriers_of(self, dataset: Dataset) -> dict[str, Carrier]:
-        cached = self._carriers.get(dataset.id)
-        if cached is None or cached[0] is not dataset:
-            cached = (dataset, carriers(dataset))
-            self._carriers[dataset.id] = cached
-        return cached[1]
 
     def _plan(self, dataset: Dataset, fields: Sequence[str], masked: Collection[str]) -> _Plan:
         """The page plan of ``dataset`` delivering ``fields`` with ``masked`` ones masked,
@@ -106,7 +98,7 @@ class DeliveryTracing:
             anchor_field=clear_ids[0] if clear_ids else None,
             marked={
                 name: carrier
-                for name, carrier in self._carriers_of(dataset).items()
+                for name, carrier in carriers(dataset).items()
                 if name in fields and (name in masked) == isinstance(carrier, MaskCarrier)
             },
         )
