@@ -2,11 +2,14 @@
 random calls enter in any order, the oldest are dropped as the window state drops them,
 and the window moves back and forth; at every point the distinct values, the longest
 counter run (its stem, counters, first and last identifiers and records) and the longest
-page run equal those computed from scratch by the rescan helpers."""
+page run equal those computed from scratch by a rescan (the rules' code before they kept
+state: ``longest_counter_run`` is still the rules' own, the other two are kept here)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hypothesis import given, settings
@@ -14,7 +17,34 @@ from hypothesis import strategies as st
 
 from gateway.monitoring.calls import CallEvent
 from gateway.monitoring.pattern_state import PatternWindow, counter_occurrences
-from gateway.monitoring.rule_context import in_window, longest_counter_run, longest_page_run
+from gateway.monitoring.rule_context import longest_counter_run
+
+
+def in_window(
+    events: Sequence[CallEvent], point: dt.datetime, window: dt.timedelta
+) -> list[CallEvent]:
+    """The calls of the window that ends at ``point`` (the rescan's selection)."""
+    return [e for e in events if point - window < e.at <= point]
+
+
+def longest_page_run(pages: Iterable[tuple[int, int]]) -> tuple[int, int, int, list[int]]:
+    """Over ``(page, seq)`` pairs: (length, first page, last page, seqs) of the longest run
+    of consecutive pages, as the scraping rule computed it by rescanning."""
+    by_page: dict[int, list[int]] = defaultdict(list)
+    for page, seq in pages:
+        by_page[page].append(seq)
+    ordered = sorted(by_page)
+    best: tuple[int, int, int, list[int]] = (0, 0, 0, [])
+    start = 0
+    for i in range(1, len(ordered) + 1):
+        if i < len(ordered) and ordered[i] == ordered[i - 1] + 1:
+            continue
+        if i - start > best[0]:
+            run = ordered[start:i]
+            best = (i - start, run[0], run[-1], [s for p in run for s in by_page[p]])
+        start = i
+    return best
+
 
 START = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
 WINDOW = dt.timedelta(seconds=60)

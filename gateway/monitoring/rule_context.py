@@ -174,12 +174,6 @@ def thinned(points: Iterable[dt.datetime], window: dt.timedelta) -> list[dt.date
     return kept
 
 
-def in_window(
-    events: Sequence[CallEvent], point: dt.datetime, window: dt.timedelta
-) -> list[CallEvent]:
-    return [e for e in events if point - window < e.at <= point]
-
-
 TRAILING_DIGITS = re.compile(r"(\d{1,30})$")
 
 
@@ -250,25 +244,6 @@ def longest_counter_run(values: Iterable[tuple[str, int]]) -> CounterRun | None:
         known = seqs[stem][number]
         found.extend([known] if isinstance(known, int) else known)
     return CounterRun(length, stems[stem][run[0]], stems[stem][run[-1]], tuple(found))
-
-
-def longest_page_run(pages: Iterable[tuple[int, int]]) -> tuple[int, int, int, list[int]]:
-    """Over ``(page, seq)`` pairs: (length, first page, last page, seqs) of the longest run
-    of consecutive pages."""
-    by_page: dict[int, list[int]] = defaultdict(list)
-    for page, seq in pages:
-        by_page[page].append(seq)
-    ordered = sorted(by_page)
-    best: tuple[int, int, int, list[int]] = (0, 0, 0, [])
-    start = 0
-    for i in range(1, len(ordered) + 1):
-        if i < len(ordered) and ordered[i] == ordered[i - 1] + 1:
-            continue
-        if i - start > best[0]:
-            run = ordered[start:i]
-            best = (i - start, run[0], run[-1], [s for p in run for s in by_page[p]])
-        start = i
-    return best
 
 
 def group_points(
