@@ -278,15 +278,15 @@ async def register_demo_world(
     """
     gov = gateway.governance
     now = gateway.clock.now()
-    registered = (await gov.snapshot()).datasets
+    # What this store held before: each step below is skipped, or replaces, accordingly.
+    snapshot = await gov.snapshot()
     for data in demo_datasets():
         if sources and data["id"] in sources:
             data["source"] = dict(sources[data["id"]])
         # A new entry is recorded as registered, one already there as updated.
         await gov.catalog.register_dataset(
-            LOCAL_ADMIN, data, replace_existing=data["id"] in registered
+            LOCAL_ADMIN, data, replace_existing=data["id"] in snapshot.datasets
         )
-    snapshot = await gov.snapshot()
     if DEMO_SCENARIO not in snapshot.scenarios:
         scenario = demo_scenario(now)
         if quotas is not None:
