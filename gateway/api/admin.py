@@ -13,7 +13,7 @@ from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token, entry_document
 from gateway.api.params import path_int, query_int
 from gateway.api.problems import json_response
-from gateway.catalog.models import expect_keys
+from gateway.catalog.checks import expect_keys
 from gateway.errors import ValidationError
 from gateway.governance.actor import Actor
 from gateway.governance.models import AgreementStatus, MerchantStatus, ScenarioStatus

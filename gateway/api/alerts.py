@@ -10,7 +10,7 @@ from gateway.api.appkeys import ALERTS
 from gateway.api.bodies import read_json
 from gateway.api.params import query_int
 from gateway.api.problems import json_response
-from gateway.catalog.models import expect_keys
+from gateway.catalog.checks import expect_keys
 from gateway.errors import NotFoundError, ValidationError
 
 __all__ = ["add_routes"]

@@ -13,7 +13,7 @@ from gateway.api.admin import staff_actor
 from gateway.api.appkeys import MEASURES
 from gateway.api.bodies import read_json
 from gateway.api.problems import json_response
-from gateway.catalog.models import expect_keys
+from gateway.catalog.checks import expect_keys
 from gateway.errors import ValidationError
 
 __all__ = ["add_routes"]

@@ -12,7 +12,7 @@ from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token
 from gateway.api.problems import json_response
 from gateway.api.workflows import decision, merchant_actor
-from gateway.catalog.models import expect_keys
+from gateway.catalog.checks import expect_keys
 from gateway.errors import ValidationError
 from gateway.products.models import ProductStatus
 

@@ -31,7 +31,7 @@ from gateway.api.bodies import read_json
 from gateway.api.merchant import bearer_token
 from gateway.api.problems import json_response
 from gateway.authorization.quotas import KeyedRateLimiter
-from gateway.catalog.models import expect_keys
+from gateway.catalog.checks import expect_keys
 from gateway.errors import UnsupportedMediaTypeError, ValidationError
 from gateway.governance.actor import Actor
 from gateway.workflows.applications import ApplicationStatus

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from connectors.base import FieldType
+from gateway.catalog.checks import check_id, expect_keys
 from gateway.catalog.secrets import SecretRef
 from gateway.errors import ValidationError
 from gateway.privacy.masking import MaskRule, parse_mask_rule
@@ -28,11 +29,8 @@ __all__ = [
     "FieldSpec",
     "OpenAttribute",
     "SourceSpec",
-    "check_id",
-    "expect_keys",
 ]
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
 
 
@@ -42,29 +40,6 @@ class OpenAttribute(StrEnum):
     UNCONDITIONAL = "unconditional"
     CONDITIONAL = "conditional"
     NOT_OPEN = "not_open"
-
-
-def check_id(kind: str, value: object) -> str:
-    """Identifiers appear in URLs and logs: lower-case, digits, ``.-_``, at most 64 chars."""
-    if not isinstance(value, str) or not _ID.match(value):
-        raise ValidationError(
-            f"{kind} id {value!r} is invalid: use 1-64 lower-case letters, digits, '.', '-', '_'"
-        )
-    return value
-
-
-def expect_keys(
-    what: str, data: Mapping[str, Any], required: Collection[str], optional: Collection[str] = ()
-) -> None:
-    """Refuse unknown and missing members, so a typo never silently widens a grant."""
-    if not isinstance(data, Mapping):
-        raise ValidationError(f"{what}: expected a JSON object")
-    unknown = sorted(set(data) - set(required) - set(optional))
-    if unknown:
-        raise ValidationError(f"{what}: unknown member(s) {', '.join(unknown)}", unknown=unknown)
-    missing = sorted(set(required) - set(data))
-    if missing:
-        raise ValidationError(f"{what}: missing member(s) {', '.join(missing)}", missing=missing)
 
 
 def _str(what: str, value: object, *, max_len: int = 500, allow_empty: bool = False) -> str:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from connectors.base import Condition, Measure, Operator, Value, coerce_value
-from gateway.catalog.models import Dataset, expect_keys
+from gateway.catalog.checks import expect_keys
+from gateway.catalog.models import Dataset
 from gateway.errors import OutOfScopeError, ValidationError
 from gateway.governance.models import DatasetGrant
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.catalog.models import check_id, expect_keys
+from gateway.catalog.checks import check_id, expect_keys
 from gateway.errors import ValidationError
 
 __all__ = ["MAX_COMMENT", "Criterion", "RaterKind", "Rating", "RatingForm", "parse_year"]

@@ -13,7 +13,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.authorization.roles import Action
-from gateway.catalog.models import check_id
+from gateway.catalog.checks import check_id
 from gateway.clock import DEFAULT_ZONE
 from gateway.db.schema import AgreementRow, MerchantRow, ScenarioRow
 from gateway.errors import CatalogError, ConflictError, NotFoundError

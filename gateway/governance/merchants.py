@@ -10,7 +10,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.authorization.roles import Action
-from gateway.catalog.models import check_id
+from gateway.catalog.checks import check_id
 from gateway.db.schema import MerchantRow
 from gateway.errors import ConflictError, NotFoundError, ValidationError
 from gateway.governance.actor import Actor

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.catalog.models import check_id, expect_keys
+from gateway.catalog.checks import check_id, expect_keys
 from gateway.errors import ConflictError, ValidationError
 from gateway.governance.models import DocumentRef
 from gateway.workflows.onboarding import check_reasons

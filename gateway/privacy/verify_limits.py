@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.catalog.models import expect_keys
+from gateway.catalog.checks import expect_keys
 from gateway.clock import utc
 from gateway.errors import ValidationError
 

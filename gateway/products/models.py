@@ -20,7 +20,8 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Final
 
-from gateway.catalog.models import Dataset, check_id, expect_keys
+from gateway.catalog.checks import check_id, expect_keys
+from gateway.catalog.models import Dataset
 from gateway.errors import ConflictError, ValidationError
 from gateway.governance.models import DatasetGrant
 

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.authorization.decisions import product_available
 from gateway.authorization.roles import Action
-from gateway.catalog.models import Dataset, check_id, expect_keys
+from gateway.catalog.checks import check_id, expect_keys
+from gateway.catalog.models import Dataset
 from gateway.clock import Clock, utc
 from gateway.db.schema import (
     AgreementRow,

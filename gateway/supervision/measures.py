@@ -27,7 +27,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.authorization.roles import Action
-from gateway.catalog.models import check_id
+from gateway.catalog.checks import check_id
 from gateway.clock import utc
 from gateway.db.schema import (
     DatasetRow,

@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from gateway.catalog.models import Dataset, check_id, expect_keys
+from gateway.catalog.checks import check_id, expect_keys
+from gateway.catalog.models import Dataset
 from gateway.clock import DEFAULT_ZONE
 from gateway.errors import CatalogError, ConflictError, ValidationError
 from gateway.governance.models import (

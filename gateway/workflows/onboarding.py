@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.catalog.models import check_id, expect_keys
+from gateway.catalog.checks import check_id, expect_keys
 from gateway.errors import ConflictError, NotFoundError, ValidationError
 from gateway.identifiers import is_valid_mobile, is_valid_uscc
 

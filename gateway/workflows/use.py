@@ -23,7 +23,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.authorization.roles import Action, Role
-from gateway.catalog.models import check_id
+from gateway.catalog.checks import check_id
 from gateway.db.schema import (
     AgreementRow,
     MerchantRow,

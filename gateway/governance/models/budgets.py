@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from gateway.catalog.models import expect_keys
+from gateway.catalog.checks import expect_keys
 from gateway.errors import ValidationError
 from gateway.governance.models.fields import positive_int
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.catalog.models import Dataset, check_id, expect_keys
+from gateway.catalog.checks import check_id, expect_keys
+from gateway.catalog.models import Dataset
 from gateway.errors import CatalogError, ValidationError
 from gateway.governance.models.budgets import PrivacyBudget
 from gateway.governance.models.fields import positive_int, str_list

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.catalog.models import check_id, expect_keys
+from gateway.catalog.checks import check_id, expect_keys
 from gateway.clock import DEFAULT_ZONE, utc
 from gateway.errors import ConflictError, ValidationError
 from gateway.governance.models.fields import positive_int
