@@ -163,6 +163,8 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     settings = load_settings(
         None, environ={}, data_dir=data_dir, keystore_passphrase=passphrase, port=0
     )
+    if args.chain is not None:
+        settings = settings.replace(chain=args.chain)
     async with running_gateway(settings) as (gateway, port):
         base = f"http://127.0.0.1:{port}"
         token = await fetch_token(base, client_id, secret)
@@ -202,6 +204,12 @@ def main() -> None:
         default=[],
         choices=("no-log", "no-epoch-stat"),
         help="swap a part of the gateway in this process (repeatable); see the docstring",
+    )
+    parser.add_argument(
+        "--chain",
+        choices=("none", "embedded", "anvil"),
+        default=None,
+        help="anchoring backend of the governed side (default: as shipped, anvil if installed)",
     )
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument(

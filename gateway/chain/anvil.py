@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Final
 
 from eth_typing import ChecksumAddress
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncHTTPProvider
 
-from gateway.chain.backend import ChainBackend, http_provider
+from gateway.chain.backend import ChainBackend, http_provider, web3_for
 from gateway.chain.errors import ChainConfigError, ChainError, rpc_errors
 
 __all__ = ["ANVIL_EXECUTABLE", "AnvilBackend"]
@@ -233,7 +233,7 @@ class AnvilBackend(ChainBackend):
             await asyncio.sleep(0.05)  # its starter is still waiting for it to listen
         assert self._url is not None
         if self._w3 is None:
-            self._w3 = AsyncWeb3(http_provider(self._url, self._request_timeout))
+            self._w3 = web3_for(http_provider(self._url, self._request_timeout))
         else:
             provider = self._w3.provider
             assert isinstance(provider, AsyncHTTPProvider)

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from eth_typing import ChecksumAddress
-from web3 import AsyncWeb3
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
 from gateway.chain.anvil import AnvilBackend
-from gateway.chain.backend import ChainBackend, http_provider
+from gateway.chain.backend import ChainBackend, http_provider, web3_for
 from gateway.chain.errors import ChainConfigError
 
 __all__ = [
@@ -85,7 +84,7 @@ class EmbeddedBackend(ChainBackend):
         provider = AsyncEthereumTesterProvider()
         provider.ethereum_tester = tester
         self._tester = tester
-        self._w3 = AsyncWeb3(provider)
+        self._w3 = web3_for(provider)
         log.warning("chain: anchoring on %s", self.node)
 
     async def dev_account(self) -> ChecksumAddress | None:
@@ -121,7 +120,7 @@ class RpcBackend(ChainBackend):
 
     async def start(self) -> None:
         if self._w3 is None:
-            self._w3 = AsyncWeb3(http_provider(self._url, self._timeout))
+            self._w3 = web3_for(http_provider(self._url, self._timeout))
 
 
 def open_backend(
