@@ -12,12 +12,17 @@ process, and reports:
   process only* (no gateway code is changed), to size what each part costs end to end:
   ``no-log`` answers without writing any call record (NOT a valid configuration, a
   measurement), ``no-epoch-stat`` skips the per-call check of the policy epoch;
+- with ``--chain``, ``--env DSGW_NAME=VALUE`` and ``--gc default``, the same measurement
+  with another anchoring backend, another setting (e.g. the monitor off), or CPython's own
+  collector thresholds instead of what ``dsgw serve`` sets (``settle_heap``), to size each;
 - with ``--cprofile``, the top functions of the event-loop thread by own time and by
   cumulative time (cProfile slows the loop down; read the shares, not the absolute times).
 
     .venv/bin/python bench/profile_gateway.py [--side governed|bare] [--seconds 10]
                                               [--concurrency 32] [--rows 20000] [--cprofile]
                                               [--variant no-log|no-epoch-stat]
+                                              [--chain none|embedded|anvil] [--gc default]
+                                              [--env DSGW_MONITOR_ENABLED=false]
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ import bare_server  # noqa: E402
 import query_path  # noqa: E402
 
 from gateway.cli.demo import DEMO_SCENARIO, REGISTRY  # noqa: E402
-from gateway.cli.server import running_gateway  # noqa: E402
+from gateway.cli.server import running_gateway, settle_heap  # noqa: E402
 from gateway.ledger.log import AppendedEntry, PendingRecord  # noqa: E402
 from gateway.runtime import Gateway  # noqa: E402
 from gateway.settings import load_settings  # noqa: E402
@@ -160,8 +165,9 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             return await measured(args, f"http://127.0.0.1:{port}/query", codes, "", None)
         finally:
             await runner.cleanup()
+    environ = dict(item.split("=", 1) for item in args.env)
     settings = load_settings(
-        None, environ={}, data_dir=data_dir, keystore_passphrase=passphrase, port=0
+        None, environ=environ, data_dir=data_dir, keystore_passphrase=passphrase, port=0
     )
     if args.chain is not None:
         settings = settings.replace(chain=args.chain)
@@ -169,6 +175,8 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         base = f"http://127.0.0.1:{port}"
         token = await fetch_token(base, client_id, secret)
         apply_variants(gateway, args.variant)
+        if args.gc == "serve":
+            settle_heap()
         return await measured(args, base + query_path.GOVERNED_PATH, codes, token, gateway)
 
 
@@ -210,6 +218,20 @@ def main() -> None:
         choices=("none", "embedded", "anvil"),
         default=None,
         help="anchoring backend of the governed side (default: as shipped, anvil if installed)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="DSGW_NAME=VALUE",
+        help="a setting of the governed side, as its environment variable (repeatable), "
+        "e.g. DSGW_MONITOR_ENABLED=false to size the monitor's share",
+    )
+    parser.add_argument(
+        "--gc",
+        choices=("serve", "default"),
+        default="serve",
+        help="the collector as `dsgw serve` tunes it (settle_heap), or CPython's defaults",
     )
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument(
