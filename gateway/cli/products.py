@@ -1,6 +1,8 @@
 """``dsgw`` verbs for data products, the exchange's trades and settlements, revenue
 statements and reconciliation with the exchange's ledger. They act as the local
-administrator. Listed in :data:`gateway.cli.commands.COMMANDS`, imported when one runs."""
+administrator. Listed in :data:`gateway.cli.commands.COMMANDS`, imported when one runs.
+``product list`` and ``revenue`` read through :class:`ProductReader` over the engine alone
+(:func:`~gateway.cli.common.with_store`)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,20 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from gateway.cli.common import console, emit, err_console, load_json, run, settings_of, with_gateway
+from gateway.cli.common import (
+    console,
+    emit,
+    err_console,
+    load_json,
+    run,
+    settings_of,
+    with_gateway,
+    with_store,
+)
 from gateway.cli.exits import ExitCode
 from gateway.governance.actor import LOCAL_ADMIN
 from gateway.products.models import ProductStatus
+from gateway.products.reading import ProductReader
 from gateway.products.reconcile import read_exchange_ledger, reconcile
 from gateway.tabular import read_text_file
 
@@ -121,7 +133,10 @@ def product_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
     """Products and where they stand."""
     wanted = ProductStatus(status) if status else None
     found = run(
-        with_gateway(settings_of(ctx), lambda g: g.products.find(LOCAL_ADMIN, status=wanted))
+        with_store(
+            settings_of(ctx),
+            lambda engine: ProductReader(engine).find(LOCAL_ADMIN, status=wanted),
+        )
     )
     table = Table("id", "merchant", "name", "status", "price", "filing", "listing")
     for p in found:
@@ -183,7 +198,9 @@ def exchange_settle(ctx: click.Context, file: Path) -> None:
 def revenue(ctx: click.Context, period: str, as_json: bool) -> None:
     """Revenue statements of a settlement period, per party, exact to the cent."""
     statements = run(
-        with_gateway(settings_of(ctx), lambda g: g.products.revenue(LOCAL_ADMIN, period))
+        with_store(
+            settings_of(ctx), lambda engine: ProductReader(engine).revenue(LOCAL_ADMIN, period)
+        )
     )
     data = [s.to_dict() for s in statements]
     if as_json:
