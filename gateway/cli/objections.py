@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
-from gateway.cli.common import console, emit, load_json, run, settings_of, with_gateway
+from gateway.cli.common import console, emit, load_json, run, settings_of, with_gateway, with_store
 from gateway.cli.workdays import due_text
 from gateway.evaluation.models import RaterKind, Rating, RatingForm
+from gateway.evaluation.service import RatingReader
 from gateway.governance.actor import LOCAL_ADMIN
 from gateway.objections.models import AnswerKind, Objection, ObjectionStatus, View
 
@@ -204,7 +205,9 @@ def rating_form(ctx: click.Context, file: Path) -> None:
 def rating_forms(ctx: click.Context, year: int | None, as_json: bool) -> None:
     """The rating forms, by year and kind of rater."""
     found: list[RatingForm] = run(
-        with_gateway(settings_of(ctx), lambda g: g.evaluation.forms(LOCAL_ADMIN, year=year))
+        with_store(
+            settings_of(ctx), lambda engine: RatingReader(engine).forms(LOCAL_ADMIN, year=year)
+        )
     )
     table = Table("year", "raters", "criteria", "closes on")
     for f in found:
@@ -258,9 +261,9 @@ def rating_list(
     """Every rating (the bureau's view)."""
     kind = RaterKind(rater_kind) if rater_kind else None
     found: list[Rating] = run(
-        with_gateway(
+        with_store(
             settings_of(ctx),
-            lambda g: g.evaluation.ratings(LOCAL_ADMIN, year=year, rater_kind=kind),
+            lambda engine: RatingReader(engine).ratings(LOCAL_ADMIN, year=year, rater_kind=kind),
         )
     )
     table = Table("year", "kind", "rater", "scores", "submitted")
