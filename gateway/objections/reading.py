@@ -32,7 +32,7 @@ from gateway.objections.models import (
 from gateway.objections.receipt import ReceiptKeys
 from gateway.sweeping import SweepLoop
 from gateway.workdays.recount import recount_deadlines
-from gateway.workflows.service import Deadlines, is_provisional
+from gateway.workflows.reading import Deadlines, is_provisional
 
 __all__ = ["DEFAULT_WORKING_DAYS", "OVERDUE_ACTOR", "ObjectionReader", "objection_of"]
 
