@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
@@ -30,7 +29,6 @@ from gateway.cli.exits import ExitCode
 from gateway.governance.actor import LOCAL_ADMIN
 from gateway.products.models import ProductStatus
 from gateway.products.reading import ProductReader
-from gateway.products.reconcile import read_exchange_ledger, reconcile
 from gateway.tabular import read_text_file
 
 if TYPE_CHECKING:
@@ -236,6 +234,12 @@ def reconcile_command(
     Chinese column titles (交易编号, 产品编号, 买方统一社会信用代码, 数量, 单价, 金额, 成交时间;
     see docs/products.md). Every discrepancy is reported in one run. Exit code 0 when they
     agree, 7 when anything differs, 2 when the file cannot be read."""
+    # Imported here: the reconciliation reads the ledger, the chain status and the evidence,
+    # which no other verb of this module needs.
+    from rich.progress import Progress
+
+    from gateway.products.reconcile import read_exchange_ledger, reconcile
+
     settings = settings_of(ctx)
 
     async def act(g: Gateway) -> dict[str, Any]:

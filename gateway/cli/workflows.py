@@ -39,7 +39,6 @@ from gateway.governance.actor import LOCAL_ADMIN, Actor
 from gateway.workflows.exclusions import parse_exclusions_file
 from gateway.workflows.onboarding import OnboardingApplication, OnboardingStatus
 from gateway.workflows.reading import WorkflowReader
-from gateway.workflows.tasks import tasks_for
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -342,6 +341,9 @@ def tasks(
     as_json: bool,
 ) -> None:
     """Pending tasks and their deadlines, soonest first."""
+    # Imported here: the task list reads every workflow, which no other verb here needs.
+    from gateway.workflows.tasks import tasks_for
+
     if role and merchant_id:
         raise click.UsageError("give --role or --merchant, not both")
     actor = LOCAL_ADMIN
