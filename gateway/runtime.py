@@ -49,12 +49,8 @@ from gateway.products.service import ProductService
 from gateway.settings import Settings
 from gateway.supervision.measures import MeasureService
 from gateway.tracing.engine import LeakTracer
-from gateway.workdays import default_calendar
 from gateway.workdays.schedules import WorkdaySchedules
-from gateway.workdays.store import (
-    LiveCalendar,
-    stored_schedules,
-)
+from gateway.workdays.store import LiveCalendar, open_calendar
 from gateway.workflows.service import WorkflowService
 from gateway.workflows.use import UseApplicationService
 from keys.keystore import KeyPurpose, Keystore
@@ -221,9 +217,7 @@ class Gateway:
             every_seconds=settings.ledger.checkpoint_every_seconds,
             health=health,
         )
-        live = LiveCalendar(default_calendar(*settings.workdays.calendars, zone=settings.zone))
-        async with engine.connect() as conn:
-            live.replace(item.schedule for item in await stored_schedules(conn))
+        live = await open_calendar(engine, *settings.workdays.calendars, zone=settings.zone)
         alerts, monitor = build_monitoring(settings, engine, policy, clock, live, health)
         workflows = WorkflowService(engine, governance.uow, live, clock)
         applications = UseApplicationService(

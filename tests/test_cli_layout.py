@@ -1,8 +1,9 @@
 """The shape of the command line: lazy commands, what a command imports, escaped errors.
 
 ``dsgw --help`` must list every command without importing any command module, a read-only
-listing must not open the chain library or the whole runtime, and an error message is plain
-text: Rich markup in it (``[x]``, ``[/x]``) is shown as written and never breaks the printer.
+verb (a listing, a show) must not open the chain library or the whole runtime, and an error
+message is plain text: Rich markup in it (``[x]``, ``[/x]``) is shown as written and never
+breaks the printer.
 """
 
 from __future__ import annotations
@@ -86,6 +87,72 @@ def test_a_listing_opens_the_store_alone(tmp_path: Path) -> None:
     loaded = _modules_loaded("--data-dir", str(tmp_path), "merchant", "list", "--json")
     assert "gateway.cli.parties" in loaded
     assert not loaded & {"web3", "eth_account", "gateway.runtime", "gateway.chain"}
+
+
+# Every verb that only reads, run in one process one after another on a new store: each
+# opens the keystore and the store (``with_store``), or the keystore alone, and builds the
+# one reader it reads through, so none may import gateway.runtime (every service, the log
+# writer). A lookup by id finds nothing on a new store (exit 3) after the same opening.
+# Verbs that record something before they answer stay on the gateway: objection list
+# (overdue objections), application list and show, tasks (deemed approvals).
+READ_ONLY_VERBS: list[tuple[list[str], ExitCode]] = [
+    (["merchant", "list", "--json"], ExitCode.OK),
+    (["agreement", "list", "--json"], ExitCode.OK),
+    (["dataset", "list", "--json"], ExitCode.OK),
+    (["scenario", "list", "--json"], ExitCode.OK),
+    (["calls", "--json"], ExitCode.OK),
+    (["anchors", "--json"], ExitCode.OK),
+    (["status", "--json"], ExitCode.OK),
+    (["alerts", "list"], ExitCode.OK),
+    (["alerts", "list", "--json", "--status", "resolved"], ExitCode.OK),
+    (["alerts", "show", "1"], ExitCode.NOT_FOUND),
+    (["product", "list", "--json"], ExitCode.OK),
+    (["revenue", "--period", "2026-01"], ExitCode.NOT_FOUND),
+    (["objection", "show", "obj-none"], ExitCode.NOT_FOUND),
+    (["rating", "list", "--json"], ExitCode.OK),
+    (["rating", "forms", "--json"], ExitCode.OK),
+    (["onboarding", "list", "--json"], ExitCode.OK),
+    (["measure", "list", "--all", "--json"], ExitCode.OK),
+    (["measure", "show", "m-none"], ExitCode.NOT_FOUND),
+    (["exclusions", "check", "91430100MA4L000000", "--json"], ExitCode.OK),
+    (["workdays", "show", "--json"], ExitCode.OK),
+    (["proof", "inclusion", "calls", "0", "--size", "1"], ExitCode.NOT_FOUND),
+    (["proof", "consistency", "calls", "1", "1"], ExitCode.NOT_FOUND),
+    (["keys", "list", "--json"], ExitCode.OK),
+    (["keys", "verifiers", "--json"], ExitCode.OK),
+    (["secrets", "list", "--json"], ExitCode.OK),
+]
+
+_ONE_AFTER_ANOTHER = """
+import json, sys
+from gateway.cli.exits import run_cli
+from gateway.cli.main import cli
+data_dir, verbs = sys.argv[1], json.loads(sys.argv[2])
+seen = []
+for verb in verbs:
+    code = run_cli(cli, ["--data-dir", data_dir, *verb], "dsgw")
+    seen.append([verb, int(code), "gateway.runtime" in sys.modules])
+print(json.dumps(seen), file=sys.stderr)
+"""
+
+
+def test_read_only_verbs_do_not_import_the_runtime(tmp_path: Path) -> None:
+    init = _python("from gateway.cli.main import main; main()", "--data-dir", str(tmp_path), "init")
+    assert init.returncode == 0, init.stderr
+    # Last, a verb that changes the store: it opens the gateway, so the check can see it.
+    verbs = [verb for verb, _ in READ_ONLY_VERBS] + [["checkpoint"]]
+    done = _python(_ONE_AFTER_ANOTHER, str(tmp_path), json.dumps(verbs))
+    assert done.returncode == 0, done.stderr
+    *seen, (_, checkpoint_code, checkpoint_opened_runtime) = json.loads(
+        done.stderr.strip().splitlines()[-1]
+    )
+    assert [(verb, code) for verb, code, _ in seen] == [
+        (verb, int(code)) for verb, code in READ_ONLY_VERBS
+    ], done.stderr
+    # Modules stay imported: the first verb seen with the runtime is the one that loaded it.
+    opened = [" ".join(verb) for verb, _, runtime in seen if runtime]
+    assert not opened, f"`dsgw {opened[0]}` imported gateway.runtime"
+    assert (checkpoint_code, checkpoint_opened_runtime) == (ExitCode.OK, True)
 
 
 def _failing_group(error: BaseException) -> click.Group:

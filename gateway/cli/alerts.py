@@ -1,6 +1,7 @@
 """``dsgw`` verbs for monitoring: ``alerts list|show|ack|resolve`` and ``monitor run``.
 They act as the local administrator. Listed in :data:`gateway.cli.commands.COMMANDS`
-and imported when one of them runs."""
+and imported when one of them runs. ``list`` and ``show`` read through the alert store
+over the engine alone (:func:`~gateway.cli.common.with_store`)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,24 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from gateway.cli.common import console, emit, run, settings_of, with_gateway
+from gateway.cli.common import console, emit, run, settings_of, with_gateway, with_store
+from gateway.clock import SystemClock
 from gateway.governance.actor import LOCAL_ADMIN
-from gateway.monitoring import RULES, Alert, AlertStatus, MonitorRun, Severity
+from gateway.monitoring import RULES, Alert, AlertStatus, AlertStore, MonitorRun, Severity
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from gateway.runtime import Gateway
 
 __all__ = ["alerts", "monitor"]
 
 COLOURS = {"info": "blue", "warning": "yellow", "high": "red", "critical": "bold red"}
+
+
+def _alert_store(engine: AsyncEngine) -> AlertStore:
+    """The alert store as a reader: finding and showing alerts needs the engine alone."""
+    return AlertStore(engine, SystemClock())
 
 
 def _severity(alert: Alert) -> str:
@@ -95,9 +104,9 @@ def alerts_list(
 ) -> None:
     """List alerts, newest first."""
     found = run(
-        with_gateway(
+        with_store(
             settings_of(ctx),
-            lambda g: g.alerts.find(
+            lambda engine: _alert_store(engine).find(
                 LOCAL_ADMIN,
                 status=list(statuses) or None,
                 severity=list(severities) or None,
@@ -131,7 +140,9 @@ def alerts_list(
 @click.pass_context
 def alerts_show(ctx: click.Context, alert_id: int, as_json: bool) -> None:
     """One alert with its figures, evidence records and handling."""
-    alert = run(with_gateway(settings_of(ctx), lambda g: g.alerts.get(LOCAL_ADMIN, alert_id)))
+    alert = run(
+        with_store(settings_of(ctx), lambda engine: _alert_store(engine).get(LOCAL_ADMIN, alert_id))
+    )
     _show(alert, as_json)
 
 

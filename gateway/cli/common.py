@@ -2,8 +2,11 @@
 
 This module imports no command module and no heavy library at import time (no web3, no
 runtime, no SQLAlchemy): a command pays for what it opens, when it opens it.
-:func:`with_gateway` opens every service (keystore, migrations, the log writer);
-:func:`with_store` opens the database alone, for read-only listings.
+:func:`with_gateway` opens every service (keystore, migrations, the log writer), for a
+verb that changes something; :func:`with_store` opens the database alone, for a verb that
+only reads: it builds the one reader it reads through over the engine (``AlertStore(engine,
+clock)``, ``MeasureReader(engine)``, with :func:`working_calendar` where deadlines are
+shown), so it never imports :mod:`gateway.runtime`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from gateway.governance.actor import Actor
     from gateway.governance.policy import PolicySnapshot
     from gateway.runtime import Gateway
+    from gateway.workdays.store import LiveCalendar
 
 __all__ = [
     "console",
@@ -40,6 +44,7 @@ __all__ = [
     "with_changes",
     "with_gateway",
     "with_store",
+    "working_calendar",
 ]
 
 T = TypeVar("T")
@@ -120,6 +125,14 @@ async def policy_snapshot(engine: AsyncEngine) -> PolicySnapshot:
     from gateway.governance.policy import load_snapshot
 
     return await load_snapshot(engine, SystemClock().now())
+
+
+async def working_calendar(settings: Settings, engine: AsyncEngine) -> LiveCalendar:
+    """The working-day calendar, as ``Gateway.open`` builds it, from the engine alone: a
+    reader that shows whether a deadline is provisional counts on the same days."""
+    from gateway.workdays.store import open_calendar
+
+    return await open_calendar(engine, *settings.workdays.calendars, zone=settings.zone)
 
 
 def emit(data: Any, as_json: bool, table: Table | None = None) -> None:

@@ -1,4 +1,7 @@
-"""Reading the log: newest records, checkpoints, anchoring status, anchors and proofs."""
+"""Reading the log: newest records, checkpoints, anchoring status, anchors and proofs.
+
+Every verb but ``checkpoint`` (which folds the trees and signs) reads over the engine alone
+(:func:`~gateway.cli.common.with_store`)."""
 
 from __future__ import annotations
 
@@ -199,12 +202,14 @@ def proof_inclusion(ctx: click.Context, stream: str, index: int, size: int | Non
     from gateway.ledger.checkpoints import latest_checkpoint
     from gateway.ledger.tree import MerkleTree
 
-    async def act(g: Gateway) -> dict[str, object]:
-        tree = MerkleTree(g.engine, stream, algorithm=g.settings.hash_algorithm)
-        at = size or (await latest_checkpoint(g.engine, stream)).size
+    settings = settings_of(ctx)
+
+    async def act(engine: AsyncEngine) -> dict[str, object]:
+        tree = MerkleTree(engine, stream, algorithm=settings.hash_algorithm)
+        at = size or (await latest_checkpoint(engine, stream)).size
         return {"stream": stream, **(await tree.inclusion_proof(index, at)).to_dict()}
 
-    emit(run(with_gateway(settings_of(ctx), act)), True)
+    emit(run(with_store(settings, act)), True)
 
 
 @proof.command("consistency")
@@ -216,8 +221,10 @@ def proof_consistency(ctx: click.Context, stream: str, first: int, second: int) 
     """Print the consistency proof between tree sizes FIRST and SECOND as JSON."""
     from gateway.ledger.tree import MerkleTree
 
-    async def act(g: Gateway) -> dict[str, object]:
-        tree = MerkleTree(g.engine, stream, algorithm=g.settings.hash_algorithm)
+    settings = settings_of(ctx)
+
+    async def act(engine: AsyncEngine) -> dict[str, object]:
+        tree = MerkleTree(engine, stream, algorithm=settings.hash_algorithm)
         return {"stream": stream, **(await tree.consistency_proof(first, second)).to_dict()}
 
-    emit(run(with_gateway(settings_of(ctx), act)), True)
+    emit(run(with_store(settings, act)), True)

@@ -1,7 +1,9 @@
 """``dsgw measure``: impose, lift, list and show supervision measures as the local
 administrator. A measure imposed here commits with its ``governance`` record and bumps the
 policy epoch, so a gateway serving from the same data directory refuses the very next call
-it stops. Listed in :data:`gateway.cli.commands.COMMANDS`, imported when it runs."""
+it stops. Listed in :data:`gateway.cli.commands.COMMANDS`, imported when it runs.
+``list`` and ``show`` read through :class:`MeasureReader` over the engine alone
+(:func:`~gateway.cli.common.with_store`)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
-from gateway.cli.common import console, emit, run, settings_of, with_gateway
+from gateway.cli.common import console, emit, run, settings_of, with_gateway, with_store
 from gateway.governance.actor import LOCAL_ADMIN
-from gateway.supervision.measures import Measure, MeasureKind
+from gateway.supervision.measures import Measure, MeasureKind, MeasureReader
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["measure"]
 
@@ -87,7 +89,7 @@ def measure_list(ctx: click.Context, show_all: bool, lifted: bool, as_json: bool
         raise click.UsageError("give at most one of --all and --lifted")
     status = "all" if show_all else "lifted" if lifted else "active"
     found: Sequence[Measure] = run(
-        with_gateway(settings_of(ctx), lambda g: g.measures.list(LOCAL_ADMIN, status))
+        with_store(settings_of(ctx), lambda engine: MeasureReader(engine).list(LOCAL_ADMIN, status))
     )
     table = Table("id", "kind", "target", "status", "imposed", "by", "reason", title=status)
     for m in found:
@@ -114,11 +116,12 @@ def measure_show(ctx: click.Context, measure_id: str, as_json: bool) -> None:
     """One measure with its governance records (ask `dsgw bundle governance SEQ` for the
     evidence bundle of each)."""
 
-    async def act(g: Gateway) -> dict[str, Any]:
-        found = await g.measures.get(LOCAL_ADMIN, measure_id)
-        return {**found.to_dict(), "records": list(await g.measures.records(found.id))}
+    async def act(engine: AsyncEngine) -> dict[str, Any]:
+        measures = MeasureReader(engine)
+        found = await measures.get(LOCAL_ADMIN, measure_id)
+        return {**found.to_dict(), "records": list(await measures.records(found.id))}
 
-    document = run(with_gateway(settings_of(ctx), act))
+    document = run(with_store(settings_of(ctx), act))
     if as_json:
         emit(document, True)
         return

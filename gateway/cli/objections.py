@@ -4,7 +4,9 @@ They act as the local administrator, who may act for any role: the operator file
 objections (or records a merchant's, received on paper, with ``--merchant``); a department's
 answer is recorded for the department the objection was routed to; a rating received on
 paper names its rater. Listed in :data:`gateway.cli.commands.COMMANDS` and imported
-when one of them runs.
+when one of them runs. ``objection show``, ``rating list`` and ``rating forms`` read over
+the engine alone (:func:`~gateway.cli.common.with_store`); ``objection list`` opens the
+gateway, because it first records the objections that became overdue.
 """
 
 from __future__ import annotations
@@ -16,13 +18,27 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
-from gateway.cli.common import console, emit, load_json, run, settings_of, with_gateway
+from gateway.cli.common import (
+    console,
+    emit,
+    load_json,
+    run,
+    settings_of,
+    with_gateway,
+    with_store,
+    working_calendar,
+)
 from gateway.cli.workdays import due_text
+from gateway.clock import SystemClock
 from gateway.evaluation.models import RaterKind, Rating, RatingForm
+from gateway.evaluation.service import RatingReader
 from gateway.governance.actor import LOCAL_ADMIN
 from gateway.objections.models import AnswerKind, Objection, ObjectionStatus, View
+from gateway.objections.reading import ObjectionLookup
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from gateway.runtime import Gateway
 
 __all__ = ["objection", "rating"]
@@ -118,11 +134,14 @@ def objection_list(
 def objection_show(ctx: click.Context, objection_id: str) -> None:
     """One objection with its answer, as JSON."""
 
-    async def act(g: Gateway) -> dict[str, Any]:
-        found, view = await g.objections.get(LOCAL_ADMIN, objection_id)
-        return found.to_dict(view, now=g.clock.now())
+    settings = settings_of(ctx)
 
-    emit(run(with_gateway(settings_of(ctx), act)), True)
+    async def act(engine: AsyncEngine) -> dict[str, Any]:
+        objections = ObjectionLookup(engine, await working_calendar(settings, engine))
+        found, view = await objections.get(LOCAL_ADMIN, objection_id)
+        return found.to_dict(view, now=SystemClock().now())
+
+    emit(run(with_store(settings, act)), True)
 
 
 @objection.command("answer")
@@ -204,7 +223,9 @@ def rating_form(ctx: click.Context, file: Path) -> None:
 def rating_forms(ctx: click.Context, year: int | None, as_json: bool) -> None:
     """The rating forms, by year and kind of rater."""
     found: list[RatingForm] = run(
-        with_gateway(settings_of(ctx), lambda g: g.evaluation.forms(LOCAL_ADMIN, year=year))
+        with_store(
+            settings_of(ctx), lambda engine: RatingReader(engine).forms(LOCAL_ADMIN, year=year)
+        )
     )
     table = Table("year", "raters", "criteria", "closes on")
     for f in found:
@@ -258,9 +279,9 @@ def rating_list(
     """Every rating (the bureau's view)."""
     kind = RaterKind(rater_kind) if rater_kind else None
     found: list[Rating] = run(
-        with_gateway(
+        with_store(
             settings_of(ctx),
-            lambda g: g.evaluation.ratings(LOCAL_ADMIN, year=year, rater_kind=kind),
+            lambda engine: RatingReader(engine).ratings(LOCAL_ADMIN, year=year, rater_kind=kind),
         )
     )
     table = Table("year", "kind", "rater", "scores", "submitted")

@@ -1,6 +1,8 @@
 """``dsgw`` verbs for data products, the exchange's trades and settlements, revenue
 statements and reconciliation with the exchange's ledger. They act as the local
-administrator. Listed in :data:`gateway.cli.commands.COMMANDS`, imported when one runs."""
+administrator. Listed in :data:`gateway.cli.commands.COMMANDS`, imported when one runs.
+``product list`` and ``revenue`` read through :class:`ProductReader` over the engine alone
+(:func:`~gateway.cli.common.with_store`)."""
 
 from __future__ import annotations
 
@@ -10,15 +12,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from gateway.cli.common import console, emit, err_console, load_json, run, settings_of, with_gateway
+from gateway.cli.common import (
+    console,
+    emit,
+    err_console,
+    load_json,
+    run,
+    settings_of,
+    with_gateway,
+    with_store,
+)
 from gateway.cli.exits import ExitCode
 from gateway.governance.actor import LOCAL_ADMIN
 from gateway.products.models import ProductStatus
-from gateway.products.reconcile import read_exchange_ledger, reconcile
+from gateway.products.reading import ProductReader
 from gateway.tabular import read_text_file
 
 if TYPE_CHECKING:
@@ -121,7 +131,10 @@ def product_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
     """Products and where they stand."""
     wanted = ProductStatus(status) if status else None
     found = run(
-        with_gateway(settings_of(ctx), lambda g: g.products.find(LOCAL_ADMIN, status=wanted))
+        with_store(
+            settings_of(ctx),
+            lambda engine: ProductReader(engine).find(LOCAL_ADMIN, status=wanted),
+        )
     )
     table = Table("id", "merchant", "name", "status", "price", "filing", "listing")
     for p in found:
@@ -183,7 +196,9 @@ def exchange_settle(ctx: click.Context, file: Path) -> None:
 def revenue(ctx: click.Context, period: str, as_json: bool) -> None:
     """Revenue statements of a settlement period, per party, exact to the cent."""
     statements = run(
-        with_gateway(settings_of(ctx), lambda g: g.products.revenue(LOCAL_ADMIN, period))
+        with_store(
+            settings_of(ctx), lambda engine: ProductReader(engine).revenue(LOCAL_ADMIN, period)
+        )
     )
     data = [s.to_dict() for s in statements]
     if as_json:
@@ -219,6 +234,12 @@ def reconcile_command(
     Chinese column titles (交易编号, 产品编号, 买方统一社会信用代码, 数量, 单价, 金额, 成交时间;
     see docs/products.md). Every discrepancy is reported in one run. Exit code 0 when they
     agree, 7 when anything differs, 2 when the file cannot be read."""
+    # Imported here: the reconciliation reads the ledger, the chain status and the evidence,
+    # which no other verb of this module needs.
+    from rich.progress import Progress
+
+    from gateway.products.reconcile import read_exchange_ledger, reconcile
+
     settings = settings_of(ctx)
 
     async def act(g: Gateway) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """``dsgw workdays``: load the State Council's yearly holiday notice, see what is loaded.
 
 Listed in :data:`gateway.cli.commands.COMMANDS` and imported when one of them runs.
+``show`` reads the calendar over the engine alone (:func:`~gateway.cli.common.with_store`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,25 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from gateway.cli.common import console, emit, run, settings_of, with_gateway
+from gateway.cli.common import (
+    console,
+    emit,
+    run,
+    settings_of,
+    with_gateway,
+    with_store,
+    working_calendar,
+)
 from gateway.cli.exits import ExitCode
-from gateway.clock import DEFAULT_ZONE, utc
+from gateway.clock import DEFAULT_ZONE, SystemClock, utc
 from gateway.governance.actor import LOCAL_ADMIN
 from gateway.workdays import CalendarError, YearSchedule
 from gateway.workdays.notice import parse_notice
 from gateway.workdays.store import LoadedSchedule, stored_schedules
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from gateway.runtime import Gateway
 
 __all__ = ["due_text", "workdays"]
@@ -142,12 +153,13 @@ def workdays_show(ctx: click.Context, as_json: bool) -> None:
     """The years the working-day calendar covers, and where each schedule came from."""
     settings = settings_of(ctx)
 
-    async def act(g: Gateway) -> list[dict[str, Any]]:
-        async with g.engine.connect() as conn:
+    async def act(engine: AsyncEngine) -> list[dict[str, Any]]:
+        calendar = await working_calendar(settings, engine)
+        async with engine.connect() as conn:
             stored = {item.schedule.year: item for item in await stored_schedules(conn)}
-        now = g.clock.now().astimezone(g.calendar.current.zone)
+        now = SystemClock().now().astimezone(calendar.current.zone)
         out = []
-        for schedule in g.calendar.current.schedules:
+        for schedule in calendar.current.schedules:
             item = stored.get(schedule.year)
             out.append(
                 {
@@ -158,11 +170,11 @@ def workdays_show(ctx: click.Context, as_json: bool) -> None:
                     "loaded_at": item.loaded_at.isoformat() if item else None,
                 }
             )
-        if not g.calendar.current.covers(now.year + 1):
+        if not calendar.current.covers(now.year + 1):
             out.append({"year": now.year + 1, "source": None, "origin": None})
         return out
 
-    rows = run(with_gateway(settings, act))
+    rows = run(with_store(settings, act))
     table = Table("year", "notice", "from", "loaded by")
     for row in rows:
         if row["source"] is None:

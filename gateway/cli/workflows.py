@@ -6,6 +6,9 @@ They act as the local administrator, who may act for any role: for a source depa
 review name the department, for a merchant's application name the merchant. Listed in
 :data:`gateway.cli.commands.COMMANDS` (``scenario plan|evaluate`` and ``agreement
 authorize-subjects`` in their groups' lazy tables) and imported when one of them runs.
+``exclusions check`` and ``onboarding list`` read through :class:`WorkflowReader` over the
+engine and the working-day calendar alone (:func:`~gateway.cli.common.with_store`);
+``tasks`` opens the gateway, because it first records the deadlines that passed.
 """
 
 from __future__ import annotations
@@ -19,15 +22,27 @@ import click
 from rich.table import Table
 
 from gateway.authorization.roles import parse_role
-from gateway.cli.common import console, emit, load_json, run, settings_of, with_gateway
+from gateway.cli.common import (
+    console,
+    emit,
+    load_json,
+    run,
+    settings_of,
+    with_gateway,
+    with_store,
+    working_calendar,
+)
 from gateway.cli.workdays import due_text
+from gateway.clock import SystemClock
 from gateway.errors import ValidationError
 from gateway.governance.actor import LOCAL_ADMIN, Actor
 from gateway.workflows.exclusions import parse_exclusions_file
 from gateway.workflows.onboarding import OnboardingApplication, OnboardingStatus
-from gateway.workflows.tasks import tasks_for
+from gateway.workflows.reading import WorkflowReader
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from gateway.runtime import Gateway
 
 __all__ = [
@@ -98,11 +113,14 @@ def exclusions_import(ctx: click.Context, file: Path, source: str) -> None:
 def exclusions_check(ctx: click.Context, credit_code: str, as_json: bool) -> None:
     """Entries in force today for a unified social credit code."""
 
-    async def act(g: Gateway) -> list[dict[str, Any]]:
-        found = await g.workflows.exclusions_of(credit_code, g.clock.now().date())
+    settings = settings_of(ctx)
+
+    async def act(engine: AsyncEngine) -> list[dict[str, Any]]:
+        workflows = WorkflowReader(engine, await working_calendar(settings, engine))
+        found = await workflows.exclusions_of(credit_code, SystemClock().now().date())
         return [e.to_dict() for e in found]
 
-    data = run(with_gateway(settings_of(ctx), act))
+    data = run(with_store(settings, act))
     table = Table("category", "name", "source", "listed on")
     for e in data:
         table.add_row(e["category"], e["name"], e["source"], e["listed_on"])
@@ -153,11 +171,14 @@ def onboarding_submit(ctx: click.Context, file: Path) -> None:
 def onboarding_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
     """Onboarding applications, oldest first."""
 
-    async def act(g: Gateway) -> tuple[list[OnboardingApplication], dt.datetime]:
-        wanted = OnboardingStatus(status) if status else None
-        return await g.workflows.list_onboarding(LOCAL_ADMIN, wanted), g.clock.now()
+    settings = settings_of(ctx)
 
-    found, now = run(with_gateway(settings_of(ctx), act))
+    async def act(engine: AsyncEngine) -> tuple[list[OnboardingApplication], dt.datetime]:
+        workflows = WorkflowReader(engine, await working_calendar(settings, engine))
+        wanted = OnboardingStatus(status) if status else None
+        return await workflows.list_onboarding(LOCAL_ADMIN, wanted), SystemClock().now()
+
+    found, now = run(with_store(settings, act))
     table = Table("id", "merchant", "name", "status", "due", "", "")
     for a in found:
         table.add_row(*_onboarding_row(a, now))
@@ -320,6 +341,9 @@ def tasks(
     as_json: bool,
 ) -> None:
     """Pending tasks and their deadlines, soonest first."""
+    # Imported here: the task list reads every workflow, which no other verb here needs.
+    from gateway.workflows.tasks import tasks_for
+
     if role and merchant_id:
         raise click.UsageError("give --role or --merchant, not both")
     actor = LOCAL_ADMIN

@@ -32,7 +32,7 @@ from gateway.evaluation.models import (
 from gateway.governance.actor import Actor
 from gateway.governance.unit_of_work import UnitOfWork
 
-__all__ = ["EvaluationService", "form_of", "rater_of", "rating_of"]
+__all__ = ["EvaluationService", "RatingReader", "form_of", "rater_of", "rating_of"]
 
 
 def form_of(row: Any) -> RatingForm:
@@ -66,12 +66,63 @@ def rater_of(actor: Actor) -> tuple[RaterKind, str] | None:
     return None
 
 
-class EvaluationService:
+class RatingReader:
+    """The rating forms and the ratings as stored, each reader seeing what it may; reading
+    needs the engine alone (``dsgw rating list`` builds nothing else)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def forms(
+        self, actor: Actor, *, year: int | None = None, rater_kind: RaterKind | None = None
+    ) -> list[RatingForm]:
+        """The forms, by year: a merchant sees the merchants' forms only (the criteria are
+        no secret to anyone else with credentials)."""
+        if actor.merchant_id is not None:
+            if rater_kind not in (None, RaterKind.MERCHANT):
+                return []
+            rater_kind = RaterKind.MERCHANT
+        query = select(RatingFormRow.__table__).order_by(
+            RatingFormRow.year, RatingFormRow.rater_kind
+        )
+        if year is not None:
+            query = query.where(RatingFormRow.year == year)
+        if rater_kind is not None:
+            query = query.where(RatingFormRow.rater_kind == rater_kind.value)
+        async with self._engine.connect() as conn:
+            return [form_of(row) for row in (await conn.execute(query)).all()]
+
+    async def ratings(
+        self, actor: Actor, *, year: int | None = None, rater_kind: RaterKind | None = None
+    ) -> list[Rating]:
+        """Every rating for the bureau (and the local administrator); a rater its own."""
+        query = select(RatingRow.__table__).order_by(
+            RatingRow.year, RatingRow.rater_kind, RatingRow.rater
+        )
+        mine = rater_of(actor)
+        if actor.role is Role.AUTHORITY or (actor.role is None and actor.merchant_id is None):
+            pass
+        elif mine is not None:
+            query = query.where(RatingRow.rater_kind == mine[0].value, RatingRow.rater == mine[1])
+        else:
+            actor.may(Action.READ_RATINGS)
+        if year is not None:
+            query = query.where(RatingRow.year == year)
+        if rater_kind is not None:
+            query = query.where(RatingRow.rater_kind == rater_kind.value)
+        async with self._engine.connect() as conn:
+            return [rating_of(row) for row in (await conn.execute(query)).all()]
+
+
+class EvaluationService(RatingReader):
+    """Setting forms and submitting ratings, each a governance record; the reads are
+    :class:`RatingReader`'s."""
+
     def __init__(
         self, engine: AsyncEngine, uow: UnitOfWork, clock: Clock, *, zone: dt.tzinfo
     ) -> None:
         """``zone`` is the deployment's time zone: a form closes at the end of its day."""
-        self._engine = engine
+        super().__init__(engine)
         self._uow = uow
         self._clock = clock
         self._zone = zone
@@ -115,25 +166,6 @@ class EvaluationService:
             return form
 
         return await self._uow.change(actor, "rating.form-set", form.to_dict(), apply)
-
-    async def forms(
-        self, actor: Actor, *, year: int | None = None, rater_kind: RaterKind | None = None
-    ) -> list[RatingForm]:
-        """The forms, by year: a merchant sees the merchants' forms only (the criteria are
-        no secret to anyone else with credentials)."""
-        if actor.merchant_id is not None:
-            if rater_kind not in (None, RaterKind.MERCHANT):
-                return []
-            rater_kind = RaterKind.MERCHANT
-        query = select(RatingFormRow.__table__).order_by(
-            RatingFormRow.year, RatingFormRow.rater_kind
-        )
-        if year is not None:
-            query = query.where(RatingFormRow.year == year)
-        if rater_kind is not None:
-            query = query.where(RatingFormRow.rater_kind == rater_kind.value)
-        async with self._engine.connect() as conn:
-            return [form_of(row) for row in (await conn.execute(query)).all()]
 
     # -- ratings --------------------------------------------------------------------------
 
@@ -231,24 +263,3 @@ class EvaluationService:
                 "this client is bound to no department or district"
             )
         return found
-
-    async def ratings(
-        self, actor: Actor, *, year: int | None = None, rater_kind: RaterKind | None = None
-    ) -> list[Rating]:
-        """Every rating for the bureau (and the local administrator); a rater its own."""
-        query = select(RatingRow.__table__).order_by(
-            RatingRow.year, RatingRow.rater_kind, RatingRow.rater
-        )
-        mine = rater_of(actor)
-        if actor.role is Role.AUTHORITY or (actor.role is None and actor.merchant_id is None):
-            pass
-        elif mine is not None:
-            query = query.where(RatingRow.rater_kind == mine[0].value, RatingRow.rater == mine[1])
-        else:
-            actor.may(Action.READ_RATINGS)
-        if year is not None:
-            query = query.where(RatingRow.year == year)
-        if rater_kind is not None:
-            query = query.where(RatingRow.rater_kind == rater_kind.value)
-        async with self._engine.connect() as conn:
-            return [rating_of(row) for row in (await conn.execute(query)).all()]

@@ -1,8 +1,10 @@
-"""Reading objections, as each role may see them, and the overdue sweep every read runs first.
+"""Reading objections, as each role may see them, and the overdue sweep every listing runs
+first.
 
-The sweep lives with the reads because each read runs it: an overdue objection is recorded
-as such before anyone is shown it. Filing, answering and acknowledging are in
-:mod:`gateway.objections.service`.
+The sweep lives with the reads because a listing runs it: an overdue objection is recorded
+as such before a list shows it. :class:`ObjectionLookup` reads one objection with the
+engine and the calendar alone and records nothing (as :meth:`ObjectionReader.get` always
+did). Filing, answering and acknowledging are in :mod:`gateway.objections.service`.
 """
 
 from __future__ import annotations
@@ -32,9 +34,15 @@ from gateway.objections.models import (
 from gateway.objections.receipt import ReceiptKeys
 from gateway.sweeping import SweepLoop
 from gateway.workdays.recount import recount_deadlines
-from gateway.workflows.service import Deadlines, is_provisional
+from gateway.workflows.reading import Deadlines, is_provisional
 
-__all__ = ["DEFAULT_WORKING_DAYS", "OVERDUE_ACTOR", "ObjectionReader", "objection_of"]
+__all__ = [
+    "DEFAULT_WORKING_DAYS",
+    "OVERDUE_ACTOR",
+    "ObjectionLookup",
+    "ObjectionReader",
+    "objection_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,49 +85,14 @@ def objection_of(row: Any, calendar: Deadlines | None = None) -> Objection:
     )
 
 
-class ObjectionReader:
-    """Reads objections for one viewer at a time and records the overdue ones."""
+class ObjectionLookup:
+    """One objection as its viewer may see it, read from the engine with the calendar its
+    deadline was counted on; it records nothing (``dsgw objection show`` builds this
+    alone). Listing, which records the overdue ones first, is :class:`ObjectionReader`'s."""
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        uow: UnitOfWork,
-        calendar: Deadlines,
-        clock: Clock,
-        *,
-        keys: ReceiptKeys,
-        working_days: int = DEFAULT_WORKING_DAYS,
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, calendar: Deadlines) -> None:
         self._engine = engine
-        self._uow = uow
         self._calendar = calendar
-        self._clock = clock
-        self._keys = keys
-        self._working_days = working_days
-        self._sweeper = SweepLoop(
-            self.sweep, name="dsgw-objections", what="objection deadline sweep", log=log
-        )
-
-    @property
-    def working_days(self) -> int:
-        return self._working_days
-
-    async def recompute_provisional(self) -> list[str]:
-        """Count the open objections' deadlines again on the calendar as it is now (those
-        counted through a year without a loaded schedule move) and store the ones that
-        moved; returns their ids. Called after ``dsgw workdays import``."""
-        async with self._engine.begin() as conn:
-            moved: list[str] = await recount_deadlines(
-                conn,
-                self._calendar,
-                table=ObjectionRow,
-                keys=(ObjectionRow.id,),
-                start=ObjectionRow.filed_at,
-                due=ObjectionRow.due_at,
-                working_days=self._working_days,
-                open_when=(ObjectionRow.status == ObjectionStatus.OPEN.value,),
-            )
-        return moved
 
     @staticmethod
     def view_for(actor: Actor, objection: Objection) -> View | None:
@@ -156,6 +129,69 @@ class ObjectionReader:
         async with self._engine.connect() as conn:
             objection = await self._load(conn, objection_id)
         return objection, self._visible(actor, objection)
+
+    async def _load(self, conn: AsyncConnection, objection_id: str) -> Objection:
+        row = (
+            await conn.execute(
+                select(ObjectionRow.__table__).where(ObjectionRow.id == objection_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFoundError(f"objection {objection_id} does not exist")
+        return objection_of(row, self._calendar)
+
+    @staticmethod
+    async def _dataset(conn: AsyncConnection, dataset_id: str) -> Dataset:
+        definition = await conn.scalar(
+            select(DatasetRow.definition).where(DatasetRow.id == dataset_id)
+        )
+        if definition is None:
+            raise NotFoundError(f"dataset {dataset_id} is not in the catalog")
+        return Dataset.from_dict(definition)
+
+
+class ObjectionReader(ObjectionLookup):
+    """Reads objections for one viewer at a time and records the overdue ones."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        uow: UnitOfWork,
+        calendar: Deadlines,
+        clock: Clock,
+        *,
+        keys: ReceiptKeys,
+        working_days: int = DEFAULT_WORKING_DAYS,
+    ) -> None:
+        super().__init__(engine, calendar)
+        self._uow = uow
+        self._clock = clock
+        self._keys = keys
+        self._working_days = working_days
+        self._sweeper = SweepLoop(
+            self.sweep, name="dsgw-objections", what="objection deadline sweep", log=log
+        )
+
+    @property
+    def working_days(self) -> int:
+        return self._working_days
+
+    async def recompute_provisional(self) -> list[str]:
+        """Count the open objections' deadlines again on the calendar as it is now (those
+        counted through a year without a loaded schedule move) and store the ones that
+        moved; returns their ids. Called after ``dsgw workdays import``."""
+        async with self._engine.begin() as conn:
+            moved: list[str] = await recount_deadlines(
+                conn,
+                self._calendar,
+                table=ObjectionRow,
+                keys=(ObjectionRow.id,),
+                start=ObjectionRow.filed_at,
+                due=ObjectionRow.due_at,
+                working_days=self._working_days,
+                open_when=(ObjectionRow.status == ObjectionStatus.OPEN.value,),
+            )
+        return moved
 
     async def list(
         self,
@@ -194,25 +230,6 @@ class ObjectionReader:
             if view is not None:
                 out.append((objection, view))
         return out
-
-    async def _load(self, conn: AsyncConnection, objection_id: str) -> Objection:
-        row = (
-            await conn.execute(
-                select(ObjectionRow.__table__).where(ObjectionRow.id == objection_id)
-            )
-        ).first()
-        if row is None:
-            raise NotFoundError(f"objection {objection_id} does not exist")
-        return objection_of(row, self._calendar)
-
-    @staticmethod
-    async def _dataset(conn: AsyncConnection, dataset_id: str) -> Dataset:
-        definition = await conn.scalar(
-            select(DatasetRow.definition).where(DatasetRow.id == dataset_id)
-        )
-        if definition is None:
-            raise NotFoundError(f"dataset {dataset_id} is not in the catalog")
-        return Dataset.from_dict(definition)
 
     async def sweep(self) -> int:
         """Record, once each, the objections whose deadline passed unanswered. They stay

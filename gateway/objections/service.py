@@ -43,7 +43,7 @@ from gateway.objections.reading import (
     ObjectionReader,
 )
 from gateway.objections.receipt import check_received
-from gateway.workflows.service import is_provisional
+from gateway.workflows.reading import is_provisional
 
 __all__ = ["ObjectionService"]
 

@@ -21,7 +21,7 @@ from gateway.db.schema import ObjectionRow
 from gateway.governance.actor import Actor
 from gateway.objections.models import FilerKind, Objection, ObjectionStatus
 from gateway.objections.reading import objection_of
-from gateway.workflows.service import Deadlines
+from gateway.workflows.reading import Deadlines
 from gateway.workflows.task import Task, make_task
 
 __all__ = ["objection_tasks"]

@@ -1,5 +1,6 @@
 """Data products from registration to trade: each event one transaction with its record in
-the ``products`` log stream, which is checkpointed and anchored like the call log."""
+the ``products`` log stream, which is checkpointed and anchored like the call log. The
+reads (products, trades, revenue statements) are in :mod:`gateway.products.reading`."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.authorization.decisions import product_available
 from gateway.authorization.roles import Action
 from gateway.catalog.checks import check_id, expect_keys
 from gateway.catalog.models import Dataset
-from gateway.clock import Clock, utc
+from gateway.clock import Clock
 from gateway.db.schema import (
     AgreementRow,
     DatasetRow,
@@ -24,7 +25,7 @@ from gateway.db.schema import (
     SettlementRow,
     TradeRow,
 )
-from gateway.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from gateway.errors import ConflictError, ForbiddenError, ValidationError
 from gateway.governance.actor import Actor
 from gateway.governance.models import AgreementStatus, DatasetGrant, Scenario, parse_time_value
 from gateway.governance.policy import agreement_of
@@ -37,47 +38,22 @@ from gateway.products.models import (
     Trade,
     parse_money,
 )
-from gateway.products.revenue import Statement, statements
-from gateway.products.settlements import check_period, settled_trades
+from gateway.products.reading import ProductReader, trade_of
+from gateway.products.settlements import check_period
 from gateway.supervision.measures import MeasureKind, active_measure
 from gateway.workflows.onboarding import check_reasons
 
-__all__ = ["ProductService", "trade_of"]
+__all__ = ["ProductService"]
 
 T = TypeVar("T")
 
 
-def _product(row: Any) -> Product:
-    return Product(
-        definition=ProductDefinition.from_dict(row.definition),
-        merchant_id=row.merchant_id,
-        agreement_id=row.agreement_id,
-        status=ProductStatus(row.status),
-        created_at=utc(row.created_at),
-        check_reasons=tuple(row.check_reasons),
-        filing_number=row.filing_number,
-        listing_id=row.listing_id,
-    )
+class ProductService(ProductReader):
+    """The products' changes, each one transaction with its record in the ``products``
+    stream; the reads are :class:`ProductReader`'s."""
 
-
-def trade_of(row: Any) -> Trade:
-    return Trade(
-        exchange_trade_id=row.exchange_trade_id,
-        product_id=row.product_id,
-        buyer_code=row.buyer_code,
-        buyer_name=row.buyer_name,
-        quantity=int(row.quantity),
-        unit_price=Decimal(str(row.unit_price)).quantize(Decimal("0.01")),
-        amount=Decimal(str(row.amount)).quantize(Decimal("0.01")),
-        traded_at=utc(row.traded_at),
-        used=int(row.used),
-        settlement_id=row.settlement_id,
-    )
-
-
-class ProductService:
     def __init__(self, engine: AsyncEngine, uow: UnitOfWork, clock: Clock) -> None:
-        self._engine = engine
+        super().__init__(engine)
         self._uow = uow
         self._clock = clock
 
@@ -89,42 +65,6 @@ class ProductService:
         apply: Callable[[AsyncConnection, dt.datetime], Awaitable[T]],
     ) -> T:
         return await self._uow.change(actor, kind, body, apply, stream="products")
-
-    # -- reading ------------------------------------------------------------------------
-
-    async def get(self, product_id: str) -> Product:
-        async with self._engine.connect() as conn:
-            return await self._load(conn, product_id)
-
-    async def find(self, actor: Actor, *, status: ProductStatus | None = None) -> list[Product]:
-        """The products ``actor`` may see (of ``status``, if given), oldest first: a merchant
-        its own, staff with ``catalog.read`` every one. Raises :class:`ForbiddenError` for
-        other staff."""
-        query = select(ProductRow.__table__).order_by(ProductRow.created_at, ProductRow.id)
-        if actor.merchant_id is not None:
-            query = query.where(ProductRow.merchant_id == actor.merchant_id)
-        else:
-            actor.may(Action.READ_CATALOG)
-        if status is not None:
-            query = query.where(ProductRow.status == status.value)
-        async with self._engine.connect() as conn:
-            return [_product(row) for row in (await conn.execute(query)).all()]
-
-    @staticmethod
-    async def _load(conn: AsyncConnection, product_id: str) -> Product:
-        row = (
-            await conn.execute(select(ProductRow.__table__).where(ProductRow.id == product_id))
-        ).first()
-        if row is None:
-            raise NotFoundError(f"product {product_id} does not exist")
-        return _product(row)
-
-    async def trades(self, product_id: str | None = None) -> list[Trade]:
-        query = select(TradeRow.__table__).order_by(TradeRow.traded_at, TradeRow.exchange_trade_id)
-        if product_id is not None:
-            query = query.where(TradeRow.product_id == product_id)
-        async with self._engine.connect() as conn:
-            return [trade_of(row) for row in (await conn.execute(query)).all()]
 
     # -- the merchant registers ---------------------------------------------------------
 
@@ -435,29 +375,6 @@ class ProductService:
             },
             apply,
         )
-
-    async def revenue(self, actor: Actor, period: str) -> list[Statement]:
-        """The revenue statements of a settlement period (``YYYY-MM``): every trade settled
-        in it, split by its product's agreement (see :mod:`gateway.products.revenue`).
-        Raises :class:`ForbiddenError` for a role without ``calls.read``."""
-        actor.may(Action.READ_CALLS)
-        check_period(period)
-        settled = await settled_trades(self._engine, period)
-        if not settled:
-            raise NotFoundError(f"no trade was settled for {period}")
-        return statements(period, settled)
-
-    async def usage(self) -> dict[str, int]:
-        """Units delivered per trade."""
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(TradeRow.exchange_trade_id, TradeRow.used).where(TradeRow.used > 0)
-            )
-            return {trade_id: int(used) for trade_id, used in rows}
-
-    async def count(self) -> int:
-        async with self._engine.connect() as conn:
-            return int(await conn.scalar(select(func.count()).select_from(TradeRow)) or 0)
 
 
 def _text(what: str, value: object, limit: int) -> str:

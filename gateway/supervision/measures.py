@@ -46,6 +46,7 @@ __all__ = [
     "MAX_REASON",
     "Measure",
     "MeasureKind",
+    "MeasureReader",
     "MeasureService",
     "MeasureStatus",
     "active_measure",
@@ -251,13 +252,68 @@ def _status_filter(status: str | MeasureStatus | None) -> MeasureStatus | None:
         ) from None
 
 
-class MeasureService:
+class MeasureReader:
+    """Reading supervision measures, which needs :attr:`Action.READ_MEASURES` and the
+    engine alone (``dsgw measure list`` builds nothing else)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def get(self, actor: Actor, measure_id: str) -> Measure:
+        """One measure; :class:`NotFoundError` if there is none with this id,
+        :class:`ForbiddenError` for a role without ``measures.read``."""
+        actor.may(Action.READ_MEASURES)
+        return await self._load(measure_id)
+
+    async def _load(self, measure_id: str) -> Measure:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(MeasureRow.__table__).where(MeasureRow.id == measure_id[:64])
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"supervision measure {measure_id[:64]} does not exist")
+        return Measure.from_row(row)
+
+    async def list(
+        self, actor: Actor, status: str | MeasureStatus | None = MeasureStatus.ACTIVE
+    ) -> Sequence[Measure]:
+        """Measures, oldest first: ``active`` (the default), ``lifted`` or all (``"all"`` or
+        None). Raises :class:`ForbiddenError` for a role without ``measures.read``."""
+        actor.may(Action.READ_MEASURES)
+        wanted = _status_filter(status)
+        query = select(MeasureRow.__table__).order_by(MeasureRow.imposed_at, MeasureRow.id)
+        if wanted is not None:
+            query = query.where(MeasureRow.status == wanted.value)
+        async with self._engine.connect() as conn:
+            return [Measure.from_row(row) for row in (await conn.execute(query)).all()]
+
+    async def records(self, measure_id: str) -> Sequence[str]:
+        """The ``governance`` records (``stream/seq``) of the measure's imposition and
+        lifting: what an evidence bundle is asked for (``dsgw bundle governance SEQ``)."""
+        query = (
+            select(LogEntryRow.seq, LogEntryRow.payload)
+            .where(LogEntryRow.stream == "governance", LogEntryRow.kind.in_((IMPOSE, LIFT)))
+            .order_by(LogEntryRow.seq)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            f"governance/{seq}"
+            for seq, payload in rows
+            if json.loads(payload).get("measure_id") == measure_id
+        ]
+
+
+class MeasureService(MeasureReader):
     """Imposing, lifting and reading supervision measures. Imposing and lifting need
     :attr:`Action.IMPOSE_MEASURE` / :attr:`Action.LIFT_MEASURE` (supervisor, authority, the
-    local administrator); reading needs :attr:`Action.READ_MEASURES`."""
+    local administrator); reading (:class:`MeasureReader`) needs
+    :attr:`Action.READ_MEASURES`."""
 
     def __init__(self, engine: AsyncEngine, uow: UnitOfWork) -> None:
-        self._engine = engine
+        super().__init__(engine)
         self._uow = uow
 
     @staticmethod
@@ -386,49 +442,3 @@ class MeasureService:
             },
             apply,
         )
-
-    async def get(self, actor: Actor, measure_id: str) -> Measure:
-        """One measure; :class:`NotFoundError` if there is none with this id,
-        :class:`ForbiddenError` for a role without ``measures.read``."""
-        actor.may(Action.READ_MEASURES)
-        return await self._load(measure_id)
-
-    async def _load(self, measure_id: str) -> Measure:
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(MeasureRow.__table__).where(MeasureRow.id == measure_id[:64])
-                )
-            ).first()
-        if row is None:
-            raise NotFoundError(f"supervision measure {measure_id[:64]} does not exist")
-        return Measure.from_row(row)
-
-    async def list(
-        self, actor: Actor, status: str | MeasureStatus | None = MeasureStatus.ACTIVE
-    ) -> Sequence[Measure]:
-        """Measures, oldest first: ``active`` (the default), ``lifted`` or all (``"all"`` or
-        None). Raises :class:`ForbiddenError` for a role without ``measures.read``."""
-        actor.may(Action.READ_MEASURES)
-        wanted = _status_filter(status)
-        query = select(MeasureRow.__table__).order_by(MeasureRow.imposed_at, MeasureRow.id)
-        if wanted is not None:
-            query = query.where(MeasureRow.status == wanted.value)
-        async with self._engine.connect() as conn:
-            return [Measure.from_row(row) for row in (await conn.execute(query)).all()]
-
-    async def records(self, measure_id: str) -> Sequence[str]:
-        """The ``governance`` records (``stream/seq``) of the measure's imposition and
-        lifting: what an evidence bundle is asked for (``dsgw bundle governance SEQ``)."""
-        query = (
-            select(LogEntryRow.seq, LogEntryRow.payload)
-            .where(LogEntryRow.stream == "governance", LogEntryRow.kind.in_((IMPOSE, LIFT)))
-            .order_by(LogEntryRow.seq)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [
-            f"governance/{seq}"
-            for seq, payload in rows
-            if json.loads(payload).get("measure_id") == measure_id
-        ]

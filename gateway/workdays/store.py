@@ -15,21 +15,29 @@ year (an alert of rule ``workdays-schedule-missing`` in the monitoring alert sto
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.clock import local_date
 from gateway.db.schema import AlertRow, WorkdayScheduleRow
-from gateway.workdays.calendar import CalendarError, WorkingCalendar, YearSchedule
+from gateway.workdays.calendar import (
+    SHANGHAI,
+    CalendarError,
+    WorkingCalendar,
+    YearSchedule,
+    default_calendar,
+)
 
 __all__ = [
     "MISSING_SCHEDULE_RULE",
     "LiveCalendar",
     "LoadedSchedule",
     "missing_schedule_due",
+    "open_calendar",
     "store_schedule",
     "stored_schedules",
 ]
@@ -157,6 +165,23 @@ class LiveCalendar:
     @property
     def zone(self) -> dt.tzinfo:
         return self._current.zone
+
+
+async def open_calendar(
+    engine: AsyncEngine, *extra: str | os.PathLike[str], zone: dt.tzinfo = SHANGHAI
+) -> LiveCalendar:
+    """The calendar a process counts deadlines with: the shipped schedules and the files
+    ``extra`` (:func:`~gateway.workdays.calendar.default_calendar`), with the schedules
+    loaded into the store on top, read once now.
+
+    The gateway opens it when it starts; a read-only command whose output says whether a
+    deadline is provisional opens it alone, so both count the same days. Raises
+    :class:`CalendarError` for a schedule file or stored row that does not validate.
+    """
+    live = LiveCalendar(default_calendar(*extra, zone=zone))
+    async with engine.connect() as conn:
+        live.replace(item.schedule for item in await stored_schedules(conn))
+    return live
 
 
 def merged(base: WorkingCalendar, loaded: Sequence[LoadedSchedule]) -> WorkingCalendar:

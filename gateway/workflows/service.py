@@ -14,21 +14,21 @@ import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.authorization.roles import Action
-from gateway.clock import Clock, utc
+from gateway.clock import Clock
 from gateway.db.schema import ExclusionRow, OnboardingRow
-from gateway.errors import ConflictError, NotFoundError
+from gateway.errors import ConflictError
 from gateway.governance.actor import Actor
 from gateway.governance.merchants import insert_merchant, new_merchant
 from gateway.governance.models import Merchant
 from gateway.governance.unit_of_work import UnitOfWork
 from gateway.workdays.recount import recount_deadlines
-from gateway.workflows.exclusions import ExclusionCategory, ExclusionEntry
+from gateway.workflows.exclusions import ExclusionEntry
 from gateway.workflows.onboarding import (
     ONBOARDING_WORKING_DAYS,
     OnboardingApplication,
@@ -36,31 +36,9 @@ from gateway.workflows.onboarding import (
     OnboardingSubmission,
     check_reasons,
 )
+from gateway.workflows.reading import Deadlines, WorkflowReader, is_provisional
 
-__all__ = ["Deadlines", "ExclusionImport", "WorkflowService", "is_provisional"]
-
-
-class Deadlines(Protocol):
-    """The working-day calendar as the workflows use it."""
-
-    def deadline(self, start: dt.datetime, n: int) -> dt.datetime: ...
-
-    def provisional_years(self, start: dt.datetime, due: dt.datetime) -> tuple[int, ...]: ...
-
-    @property
-    def zone(self) -> dt.tzinfo:
-        """The deployment zone whose days are counted."""
-        ...
-
-
-def is_provisional(
-    calendar: Deadlines | None, start: dt.datetime | None, due: dt.datetime | None
-) -> bool:
-    """Whether the deadline ``due`` counted from ``start`` went through a year without a
-    loaded holiday schedule (so it was counted on weekends alone there)."""
-    if calendar is None or start is None or due is None:
-        return False
-    return bool(calendar.provisional_years(start, due))
+__all__ = ["ExclusionImport", "WorkflowService"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,36 +51,10 @@ class ExclusionImport:
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged}
 
 
-def _entry(row: Any) -> ExclusionEntry:
-    return ExclusionEntry(
-        row.credit_code,
-        row.name,
-        ExclusionCategory(row.category),
-        row.source,
-        row.listed_on,
-        row.lifted_on,
-    )
+class WorkflowService(WorkflowReader):
+    """Onboarding and the exclusion list, each change a governance record; the reads are
+    :class:`~gateway.workflows.reading.WorkflowReader`'s."""
 
-
-def _onboarding(row: Any, calendar: Deadlines | None = None) -> OnboardingApplication:
-    return OnboardingApplication(
-        provisional=is_provisional(calendar, utc(row.submitted_at), utc(row.due_at)),
-        id=row.id,
-        merchant_id=row.merchant_id,
-        name=row.name,
-        credit_code=row.credit_code,
-        details=row.details,
-        status=OnboardingStatus(row.status),
-        exclusion_hits=tuple(row.exclusion_hits),
-        submitted_at=utc(row.submitted_at),
-        due_at=utc(row.due_at),
-        decided_at=utc(row.decided_at) if row.decided_at else None,
-        decided_by=row.decided_by,
-        reasons=tuple(row.reasons),
-    )
-
-
-class WorkflowService:
     def __init__(
         self,
         engine: AsyncEngine,
@@ -110,15 +62,9 @@ class WorkflowService:
         calendar: Deadlines,
         clock: Clock,
     ) -> None:
-        self._engine = engine
+        super().__init__(engine, calendar)
         self._uow = uow
-        self._calendar = calendar
         self._clock = clock
-
-    @property
-    def deadlines(self) -> Deadlines:
-        """The calendar deadlines are counted on."""
-        return self._calendar
 
     async def recompute_provisional(self) -> list[str]:
         """Count the open deadlines again that were provisional (counted through a year
@@ -193,24 +139,6 @@ class WorkflowService:
             {"source": source_name, "entries": len(entries)},
             apply,
         )
-
-    async def exclusions_of(self, credit_code: str, day: dt.date) -> list[ExclusionEntry]:
-        """The entries in force on ``day`` for ``credit_code``."""
-        async with self._engine.connect() as conn:
-            return await self._exclusions(conn, credit_code, day)
-
-    @staticmethod
-    async def _exclusions(
-        conn: AsyncConnection, credit_code: str, day: dt.date
-    ) -> list[ExclusionEntry]:
-        rows = (
-            await conn.execute(
-                select(ExclusionRow.__table__).where(
-                    ExclusionRow.credit_code == credit_code.upper()
-                )
-            )
-        ).all()
-        return [entry for entry in map(_entry, rows) if entry.in_force(day)]
 
     # -- merchant onboarding ------------------------------------------------------------
 
@@ -351,41 +279,3 @@ class WorkflowService:
         return await self._uow.change(
             actor, "onboarding.withdrawn", {"application_id": application_id}, apply
         )
-
-    async def onboarding(self, application_id: str) -> OnboardingApplication:
-        async with self._engine.connect() as conn:
-            return await self._onboarding_row(conn, application_id)
-
-    async def list_onboarding(
-        self, actor: Actor, status: OnboardingStatus | None = None
-    ) -> list[OnboardingApplication]:
-        """Onboarding applications (of ``status``, if given), oldest first, for those who
-        decide them. Raises :class:`ForbiddenError` for a role without
-        ``merchant.register``."""
-        actor.may(Action.REGISTER_MERCHANT)
-        return await self.find_onboarding(status)
-
-    async def find_onboarding(
-        self, status: OnboardingStatus | None = None
-    ) -> list[OnboardingApplication]:
-        """Onboarding applications (of ``status``, if given), oldest first, with no role
-        check: for a caller that decided itself who sees them
-        (:func:`gateway.workflows.tasks.tasks_for` shows the supervisor the operator's
-        tasks)."""
-        query = select(OnboardingRow.__table__).order_by(OnboardingRow.submitted_at)
-        if status is not None:
-            query = query.where(OnboardingRow.status == status.value)
-        async with self._engine.connect() as conn:
-            return [_onboarding(row, self._calendar) for row in (await conn.execute(query)).all()]
-
-    async def _onboarding_row(
-        self, conn: AsyncConnection, application_id: str
-    ) -> OnboardingApplication:
-        row = (
-            await conn.execute(
-                select(OnboardingRow.__table__).where(OnboardingRow.id == application_id)
-            )
-        ).first()
-        if row is None:
-            raise NotFoundError(f"onboarding application {application_id} does not exist")
-        return _onboarding(row, self._calendar)

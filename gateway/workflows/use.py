@@ -50,7 +50,7 @@ from gateway.workflows.applications import (
     UseApplication,
     parse_requirements,
 )
-from gateway.workflows.service import is_provisional
+from gateway.workflows.reading import is_provisional
 from gateway.workflows.use_reviews import UseReviews
 
 __all__ = ["UseApplicationService"]

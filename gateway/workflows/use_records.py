@@ -46,7 +46,7 @@ from gateway.workflows.applications import (
     ReviewStatus,
     UseApplication,
 )
-from gateway.workflows.service import Deadlines, is_provisional
+from gateway.workflows.reading import Deadlines, is_provisional
 
 __all__ = ["UseApplicationRecords"]
 
