@@ -46,7 +46,8 @@ from gateway.cli.demo_data import DEMO_MERCHANT, DEMO_SCENARIO  # noqa: E402
 from gateway.db import engine_for  # noqa: E402
 from gateway.db.schema import LogEntryRow, MonitorCursorRow  # noqa: E402
 from gateway.ledger.records import CallRecord  # noqa: E402
-from gateway.monitoring import Monitor, Thresholds  # noqa: E402
+from gateway.monitoring.monitor import Monitor  # noqa: E402
+from gateway.monitoring.rules import Thresholds  # noqa: E402
 from gateway.runtime import Gateway  # noqa: E402
 from gateway.settings import Settings, load_settings  # noqa: E402
 

@@ -39,7 +39,8 @@ from gateway.governance.service import GovernanceService
 from gateway.initialise import InitReport, initialise
 from gateway.ledger.checkpoints import Checkpointer
 from gateway.ledger.log import STREAMS, LogWriter
-from gateway.monitoring import AlertStore, Monitor
+from gateway.monitoring.monitor import Monitor
+from gateway.monitoring.store import AlertStore
 from gateway.monitoring.wiring import build_monitoring
 from gateway.objections import ObjectionService, ReceiptKeys
 from gateway.passphrase import keystore_passphrase, open_keystore

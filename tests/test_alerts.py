@@ -30,16 +30,11 @@ from gateway.governance.service import LOCAL_ADMIN
 from gateway.identifiers import uscc_check_char
 from gateway.ledger.log import read_entries
 from gateway.ledger.records import CallRecord
-from gateway.monitoring import (
-    Alert,
-    AlertStore,
-    Monitor,
-    Thresholds,
-    WebhookSender,
-    verify_signature,
-)
-from gateway.monitoring.rules import longest_counter_run
-from gateway.monitoring.webhook import check_webhook_url
+from gateway.monitoring.models import Alert
+from gateway.monitoring.monitor import Monitor
+from gateway.monitoring.rules import Thresholds, longest_counter_run
+from gateway.monitoring.store import AlertStore
+from gateway.monitoring.webhook import WebhookSender, check_webhook_url, verify_signature
 from gateway.settings import load_settings
 from gateway.workdays import default_calendar
 from tests.support.enrolment import publish_scenario

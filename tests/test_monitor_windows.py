@@ -21,10 +21,10 @@ from sqlalchemy import event, func, select
 from gateway.cli.demo import DEMO_SCENARIO
 from gateway.db.schema import LogEntryRow
 from gateway.ledger.records import CallRecord
-from gateway.monitoring import Monitor, Thresholds
 from gateway.monitoring.calls import CallWindows, read_batch
 from gateway.monitoring.models import Detection
-from gateway.monitoring.rules import DEFAULT_RULES, RuleContext
+from gateway.monitoring.monitor import Monitor
+from gateway.monitoring.rules import DEFAULT_RULES, RuleContext, Thresholds
 from gateway.monitoring.window_state import EVICTION_SLACK
 from gateway.workdays import default_calendar
 from tests.support.world import World

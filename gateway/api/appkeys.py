@@ -21,7 +21,7 @@ from gateway.evidence.service import EvidenceService
 from gateway.governance.policy import PolicyStore
 from gateway.governance.service import GovernanceService
 from gateway.ledger.records import CallRecord
-from gateway.monitoring import AlertStore
+from gateway.monitoring.store import AlertStore
 from gateway.objections import ObjectionService
 from gateway.products.delivery import DeliveryService
 from gateway.products.service import ProductService

@@ -16,11 +16,13 @@ from rich.table import Table
 from gateway.cli.common import console, emit, run, settings_of, with_gateway, with_store
 from gateway.clock import SystemClock
 from gateway.governance.actor import LOCAL_ADMIN
-from gateway.monitoring import RULES, Alert, AlertStatus, AlertStore, MonitorRun, Severity
+from gateway.monitoring.models import RULES, Alert, AlertStatus, Severity
+from gateway.monitoring.store import AlertStore
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from gateway.monitoring.monitor import MonitorRun
     from gateway.runtime import Gateway
 
 __all__ = ["alerts", "monitor"]

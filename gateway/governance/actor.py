@@ -5,11 +5,13 @@ names its actor, and every change first asks the actor whether it may."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.authorization.roles import Action, Role, require
-from gateway.catalog.models import Dataset
 from gateway.errors import ForbiddenError
+
+if TYPE_CHECKING:
+    from gateway.catalog.models import Dataset
 
 __all__ = ["LOCAL_ADMIN", "Actor"]
 
