@@ -22,6 +22,7 @@ SQL when its window was cut.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import Collection, Mapping
@@ -46,6 +47,9 @@ __all__ = [
 ]
 
 _COLUMNS = (LogEntryRow.seq, LogEntryRow.recorded_at, LogEntryRow.kind, LogEntryRow.payload)
+# Records parsed between two turns of the event loop: what a monitor step may hold the
+# loop for (about 5 ms), however large its batch.
+PARSE_SLICE = 256
 # log_entries.seq is a 32-bit integer: the last position there can be.
 _LAST_SEQ = 2**31 - 1
 _NEWEST = (LogEntryRow.recorded_at.desc(), LogEntryRow.seq.desc())
@@ -93,6 +97,11 @@ class Page:
     number: int
 
 
+# Built once: ``json.dumps`` with options builds an encoder per call, and every query
+# record of the calls stream passes through _page.
+_WALK = json.JSONEncoder(sort_keys=True, default=str)
+
+
 def _page(mode: str | None, parameters: Mapping[str, Any]) -> Page | None:
     limit, offset = parameters.get("limit"), parameters.get("offset")
     if mode != "query" or not isinstance(limit, int) or not isinstance(offset, int):
@@ -100,7 +109,7 @@ def _page(mode: str | None, parameters: Mapping[str, Any]) -> Page | None:
     if limit <= 0 or offset < 0 or offset % limit:
         return None
     filters = {k: v for k, v in parameters.items() if k not in ("limit", "offset")}
-    walk = json.dumps([filters, limit], sort_keys=True, default=str)
+    walk = _WALK.encode([filters, limit])
     return Page(walk, limit, offset // limit)
 
 
@@ -219,8 +228,17 @@ async def read_batch(
     """
     last = _LAST_SEQ if end is None else min(end - 1, _LAST_SEQ)
     async with engine.connect() as conn:
-        rows = await conn.execute(_BATCH, {"start": start, "last": last, "limit": limit})
-        return [CallEvent.from_values(s, _time(t), k, p) for s, t, k, p in rows]
+        rows = (await conn.execute(_BATCH, {"start": start, "last": last, "limit": limit})).all()
+    events: list[CallEvent] = []
+    for first in range(0, len(rows), PARSE_SLICE):
+        if first:
+            # A batch of thousands parsed at once held the serving loop for tens of ms.
+            await asyncio.sleep(0)
+        events.extend(
+            CallEvent.from_values(s, _time(t), k, p)
+            for s, t, k, p in rows[first : first + PARSE_SLICE]
+        )
+    return events
 
 
 def _data_calls(end: int, since: dt.datetime) -> Any:

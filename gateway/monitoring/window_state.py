@@ -28,13 +28,20 @@ that commit out of their recording order (concurrent requests, several gateways)
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Collection, Iterable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.monitoring.baseline import AllowedHistory
-from gateway.monitoring.calls import CallEvent, CallWindows, read_batch, read_reach
+from gateway.monitoring.calls import (
+    PARSE_SLICE,
+    CallEvent,
+    CallWindows,
+    read_batch,
+    read_reach,
+)
 from gateway.monitoring.pattern_state import (
     PatternState,
     PatternWindow,
@@ -121,7 +128,10 @@ class WindowState:
             # A refused data call may be in both reads: add it once, to both lists.
             self._add({e.seq: e for e in [*data, *denied]}.values())
             self.end, self.loads = start, self.loads + 1
-        self._add(batch)
+        for first in range(0, len(batch), PARSE_SLICE):
+            if first:
+                await asyncio.sleep(0)  # as read_batch: a long batch leaves the loop turns
+            self._add(batch[first : first + PARSE_SLICE])
         self.end = batch[-1].seq + 1
         self._evict(max(self.horizon, horizon))
 
