@@ -70,7 +70,7 @@ from gateway.chain.backends import AnvilBackend  # noqa: E402
 from gateway.chain.contract import stream_id  # noqa: E402
 from gateway.chain.deployment import ensure_registry  # noqa: E402
 from gateway.chain.service import dev_block_time  # noqa: E402
-from gateway.db import create_engine  # noqa: E402
+from gateway.db.engines import create_engine  # noqa: E402
 from gateway.db.schema import AnchorRow, AnchorTransactionRow, CheckpointRow  # noqa: E402
 from gateway.ledger.log import LogWriter, PendingRecord  # noqa: E402
 from gateway.runtime import Gateway, initialise, keystore_passphrase  # noqa: E402

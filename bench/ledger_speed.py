@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.clock import SystemClock
-from gateway.db import create_engine, migrate
+from gateway.db.engines import create_engine, migrate
 from gateway.ledger.audit import audit_stream
 from gateway.ledger.checkpoints import Checkpointer, NoteSigner
 from gateway.ledger.log import LogWriter, PendingRecord

@@ -124,7 +124,7 @@ async def measure(fn: Callable[[], Awaitable[int]], batches: int, repeat: int) -
 
 
 async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
-    from gateway.db import create_engine, migrate
+    from gateway.db.engines import create_engine, migrate
     from gateway.ledger.hashing import GENESIS
     from gateway.ledger.log import LogWriter, _build_row
 

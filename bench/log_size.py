@@ -46,7 +46,7 @@ from sqlalchemy import text  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: E402
 
 from gateway.clock import SystemClock  # noqa: E402
-from gateway.db import create_engine, migrate  # noqa: E402
+from gateway.db.engines import create_engine, migrate  # noqa: E402
 from gateway.ledger.checkpoints import Checkpointer, NoteSigner  # noqa: E402
 from gateway.ledger.log import LogWriter, PendingRecord  # noqa: E402
 from gateway.ledger.records import CallRecord, keyed_digest  # noqa: E402

@@ -43,7 +43,7 @@ import query_path  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 
 from gateway.cli.demo_data import DEMO_MERCHANT, DEMO_SCENARIO  # noqa: E402
-from gateway.db import engine_for  # noqa: E402
+from gateway.db.engines import engine_for  # noqa: E402
 from gateway.db.schema import LogEntryRow, MonitorCursorRow  # noqa: E402
 from gateway.ledger.records import CallRecord  # noqa: E402
 from gateway.monitoring.monitor import Monitor  # noqa: E402

@@ -81,7 +81,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.authorization.roles import Role
 from gateway.cli.demo import demo_credit_code
 from gateway.clock import SystemClock
-from gateway.db import create_engine, migrate
+from gateway.db.engines import create_engine, migrate
 from gateway.db.schema import AnchorRegistryRow, AnchorRow, LogEntryRow
 from gateway.governance.service import Actor
 from gateway.ledger.audit import AnchoredRoot, AuditReport, audit_stream

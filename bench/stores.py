@@ -213,7 +213,7 @@ async def _prefill(store_url: str, records: int, say: Any) -> dict[str, Any]:
     gateway's own row builder (``gateway.ledger.log._build_row``: salt, leaf and chain
     hashes) and committed by its own sink in one transaction with its ``trace_rows``;
     the per-record futures and wake-ups of ``LogWriter.append`` are what this skips."""
-    from gateway.db import create_engine
+    from gateway.db.engines import create_engine
     from gateway.ledger.entries import SALT_BYTES
     from gateway.ledger.sinks import PostgresSink, SqliteSink
     from gateway.ledger.tree import MerkleTree

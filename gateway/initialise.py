@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.clock import Clock, SystemClock
-from gateway.db import create_engine, migrate
+from gateway.db.engines import create_engine, migrate
 from gateway.errors import KeystoreError
 from gateway.passphrase import keystore_passphrase, passphrase_file
 from gateway.settings import Settings

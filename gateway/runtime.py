@@ -25,7 +25,7 @@ from gateway.cluster.leadership import Leadership
 from gateway.dataplane.connectors import ConnectorRegistry
 from gateway.dataplane.service import DataPlane
 from gateway.dataplane.wiring import build_dataplane
-from gateway.db import engine_for, migrate
+from gateway.db.engines import engine_for, migrate
 from gateway.dependencies import DEPENDENCIES, DependencyHealth
 from gateway.derived_keys import DerivedKeys, derive_key
 from gateway.errors import DsgwError

@@ -39,7 +39,7 @@ from gateway.chain.records import covering_anchor
 from gateway.chain.status import anchoring_status
 from gateway.chain.worker import AnchorWorker
 from gateway.clock import FixedClock
-from gateway.db import create_engine, migrate
+from gateway.db.engines import create_engine, migrate
 from gateway.db.schema import AnchorRow, AnchorTransactionRow, CheckpointRow
 from gateway.ledger.hashing import HashAlgorithm
 from gateway.ledger.log import LogWriter, PendingRecord

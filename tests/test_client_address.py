@@ -94,7 +94,7 @@ async def test_call_records_carry_the_forwarded_client(
 
 
 async def _newest_call(settings: Settings) -> dict[str, object]:
-    from gateway.db import create_engine
+    from gateway.db.engines import create_engine
 
     engine = create_engine(settings.resolved_database_url)
     try:

@@ -36,7 +36,7 @@ from gateway.chain.deployment import ensure_registry
 from gateway.cli.demo import DEMO_SCENARIO
 from gateway.clock import FixedClock
 from gateway.cluster.leadership import LEADER_LOCK_KEY
-from gateway.db import create_engine
+from gateway.db.engines import create_engine
 from gateway.db.schema import AnchorRow, LogEntryRow
 from gateway.db.sessions import LOCK_NAMESPACE
 from gateway.ledger.tree import MerkleTree

@@ -282,7 +282,7 @@ async def test_every_response_is_logged_with_matching_hash(world: World) -> None
     raw = await resp.read()
     stream, seq = resp.headers["Dsgw-Record-Id"].split("/")
     # A fresh connection proves the record was committed before the answer arrived.
-    from gateway.db import create_engine
+    from gateway.db.engines import create_engine
 
     engine = create_engine(world.gateway.settings.resolved_database_url)
     try:

@@ -42,7 +42,7 @@ from connectors.base import ConnectorError
 from gateway.api.app import create_app
 from gateway.authorization.roles import Role
 from gateway.clock import FixedClock
-from gateway.db import create_engine, migrate
+from gateway.db.engines import create_engine, migrate
 from gateway.dependencies import DependencyHealth, dependency_error
 from gateway.errors import DsgwError, KeystoreError, StoreUnavailableError, ValidationError
 from gateway.governance.epoch import EpochFile

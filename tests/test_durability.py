@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from gateway.cli.demo import DEMO_SCENARIO
-from gateway.db import create_engine
+from gateway.db.engines import create_engine
 from gateway.ledger.checkpoints import latest_checkpoint
 from gateway.ledger.log import read_entry
 from gateway.settings import Settings

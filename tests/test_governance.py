@@ -12,8 +12,16 @@ from alembic.migration import MigrationContext
 
 from gateway.authorization.roles import Role
 from gateway.cli.demo import DEMO_MERCHANT, DEMO_SCENARIO, demo_credit_code, demo_scenario
+from gateway.db.reading import read_engine, sync_url
 from gateway.db.schema import Base
-from gateway.errors import CatalogError, ConflictError, ForbiddenError, ValidationError
+from gateway.errors import (
+    CatalogError,
+    ConfigError,
+    ConflictError,
+    ForbiddenError,
+    ValidationError,
+)
+from gateway.governance.listings import AGREEMENTS, MERCHANTS, list_agreements, list_merchants
 from gateway.governance.service import LOCAL_ADMIN, Actor
 from gateway.ledger.log import read_entries
 from tests.support.world import World
@@ -223,3 +231,59 @@ async def test_migrations_match_models(world: World) -> None:
             lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
         )
     assert diff == []
+
+
+async def test_core_listings_read_what_the_policy_holds(world: World) -> None:
+    """``dsgw merchant list`` and ``agreement list`` read through SQLAlchemy Core and the
+    synchronous driver (gateway/db/reading.py), naming their tables apart from the mapped
+    schema: on both stores they must show what the policy holds."""
+    world.clock.advance(dt.timedelta(minutes=1))  # registered after the demo merchant
+    await world.gateway.governance.merchants.register_merchant(
+        LOCAL_ADMIN, "a-listed", "列表商户", demo_credit_code("a-listed")
+    )
+    snapshot = await world.gateway.governance.snapshot()
+    engine = read_engine(world.gateway.settings)
+    try:
+        with engine.connect() as conn:
+            merchants = list_merchants(conn)
+            agreements = list_agreements(conn)
+    finally:
+        engine.dispose()
+    assert {m.id: (m.name, m.credit_code, m.status) for m in merchants} == {
+        m.id: (m.name, m.credit_code, m.status) for m in snapshot.merchants.values()
+    }
+    assert merchants[-1].id == "a-listed"  # oldest first, not by id
+    assert {
+        a.id: (a.merchant_id, a.scenario_id, a.starts_at, a.ends_at, a.status) for a in agreements
+    } == {
+        a.id: (a.merchant_id, a.scenario_id, a.starts_at, a.ends_at, a.status)
+        for a in snapshot.agreements.values()
+    }
+    assert all(a.starts_at.tzinfo is not None for a in agreements)
+
+
+def test_core_listing_tables_are_in_the_mapped_schema() -> None:
+    for listed in (MERCHANTS, AGREEMENTS):
+        mapped = Base.metadata.tables[listed.name]
+        assert {c.name for c in listed.c} <= {c.name for c in mapped.c}, listed.name
+        for c in listed.c:
+            assert c.type._type_affinity is mapped.c[c.name].type._type_affinity, c.name
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite+aiosqlite:////data/dsgw.sqlite3", "sqlite:////data/dsgw.sqlite3"),
+        (
+            "postgresql+asyncpg://dsgw:s3cret@db.example:5432/dsgw",
+            "postgresql+psycopg://dsgw:s3cret@db.example:5432/dsgw",
+        ),
+    ],
+)
+def test_sync_url_keeps_the_store_and_swaps_the_driver(url: str, expected: str) -> None:
+    assert sync_url(url) == expected
+
+
+def test_sync_url_refuses_other_dialects() -> None:
+    with pytest.raises(ConfigError, match="unsupported URL scheme"):
+        sync_url("mysql+aiomysql://u@h/db")

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import create_engine, migrate
+from gateway.db.engines import create_engine, migrate
 from gateway.db.schema import LogEntryRow
 from gateway.ledger.canonical import canonical_bytes, format_time
 from gateway.ledger.log import (
@@ -199,7 +199,7 @@ async def test_append_fails_closed_when_store_is_gone(settings: Settings) -> Non
 
 _APPENDER = """
 import asyncio, datetime as dt, json, sys
-from gateway.db import create_engine
+from gateway.db.engines import create_engine
 from gateway.ledger.log import LogWriter, PendingRecord, append_in_transaction
 
 async def main(url, tag, count):

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connectors import synthetic
-from gateway.db import engine_for
+from gateway.db.engines import engine_for
 from gateway.errors import CatalogError, ValidationError, VerificationBudgetExhaustedError
 from gateway.governance.models import DatasetGrant
 from gateway.identifiers import resident_id_check_char

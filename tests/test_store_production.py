@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connectors import synthetic
 from gateway.api.app import create_app
 from gateway.cli.demo import DEMO_SCENARIO
-from gateway.db import HEAD_REVISION, create_engine, engine_for, migrate
+from gateway.db.engines import HEAD_REVISION, create_engine, engine_for, migrate
 from gateway.db.upgrade import MIGRATIONS
 from gateway.errors import ConfigError
 from gateway.monitoring.calls import CallWindows

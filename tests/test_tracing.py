@@ -25,7 +25,7 @@ from gateway.api.app import create_app
 from gateway.catalog.models import Dataset
 from gateway.cli.demo import DEMO_MERCHANT, demo_credit_code, demo_datasets, demo_scenario
 from gateway.clock import FixedClock
-from gateway.db import create_engine, migrate
+from gateway.db.engines import create_engine, migrate
 from gateway.db.schema import TraceRow
 from gateway.errors import NotFoundError, ValidationError
 from gateway.governance.models import ScenarioStatus

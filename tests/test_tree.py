@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import create_engine, migrate
+from gateway.db.engines import create_engine, migrate
 from gateway.db.schema import LogEntryRow, TreeNodeRow
 from gateway.errors import DsgwError, NotFoundError, ValidationError
 from gateway.ledger.hashing import HashAlgorithm, hash_function

@@ -6,7 +6,8 @@ runtime, no SQLAlchemy): a command pays for what it opens, when it opens it.
 verb that changes something; :func:`with_store` opens the database alone, for a verb that
 only reads: it builds the one reader it reads through over the engine (``AlertStore(engine,
 clock)``, ``MeasureReader(engine)``, with :func:`working_calendar` where deadlines are
-shown), so it never imports :mod:`gateway.runtime`.
+shown), so it never imports :mod:`gateway.runtime`; :func:`read_store` opens it without the
+ORM, for the lightest listings (merchants, agreements).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.settings import Settings
 from gateway.tabular import read_text_file
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from gateway.governance.actor import Actor
@@ -39,6 +41,7 @@ __all__ = [
     "load_json",
     "local_admin",
     "policy_snapshot",
+    "read_store",
     "run",
     "settings_of",
     "with_changes",
@@ -104,7 +107,7 @@ async def with_store(settings: Settings, action: Callable[[AsyncEngine], Awaitab
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gateway.db import engine_for, migrate
+    from gateway.db.engines import engine_for, migrate
     from gateway.passphrase import open_keystore
 
     open_keystore(settings)
@@ -115,6 +118,44 @@ async def with_store(settings: Settings, action: Callable[[AsyncEngine], Awaitab
         except SQLAlchemyError:
             await migrate(engine, timezone=settings.timezone)
             return await action(engine)
+    finally:
+        await engine.dispose()
+
+
+def read_store(settings: Settings, action: Callable[[Connection], T]) -> T:
+    """Run the read-only ``action`` on one synchronous connection to the store.
+
+    For the lightest listings (:mod:`gateway.governance.listings`): SQLAlchemy Core and the
+    dialect's synchronous driver, no ORM, no schema (:mod:`gateway.db.reading` says why).
+    Otherwise as :func:`with_store`: the keystore is opened first (a wrong passphrase is
+    refused), and a store left behind by an older release is migrated when the read fails,
+    then read again.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.db.reading import read_engine
+    from gateway.passphrase import open_keystore
+
+    open_keystore(settings)
+    engine = read_engine(settings)
+    try:
+        try:
+            with engine.connect() as conn:
+                return action(conn)
+        except SQLAlchemyError:
+            run(_migrate(settings))
+            with engine.connect() as conn:
+                return action(conn)
+    finally:
+        engine.dispose()
+
+
+async def _migrate(settings: Settings) -> None:
+    from gateway.db.engines import engine_for, migrate
+
+    engine = engine_for(settings)
+    try:
+        await migrate(engine, timezone=settings.timezone)
     finally:
         await engine.dispose()
 

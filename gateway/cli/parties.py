@@ -15,10 +15,10 @@ from gateway.cli.common import (
     emit,
     load_json,
     local_admin,
+    read_store,
     run,
     settings_of,
     with_gateway,
-    with_store,
 )
 from gateway.cli.lazy import Lazy, LazyGroup
 from gateway.cli.status_changes import StatusChange
@@ -65,7 +65,7 @@ _MERCHANT_STATUS.command(merchant, "reinstate", MerchantStatus.ACTIVE)
 def merchant_list(ctx: click.Context, as_json: bool) -> None:
     from gateway.governance.listings import list_merchants
 
-    merchants = run(with_store(settings_of(ctx), list_merchants))
+    merchants = read_store(settings_of(ctx), list_merchants)
     table = Table("id", "name", "credit code", "status")
     data = []
     for m in merchants:
@@ -149,7 +149,7 @@ _AGREEMENT_STATUS.command(agreement, "terminate", AgreementStatus.TERMINATED)
 def agreement_list(ctx: click.Context, as_json: bool) -> None:
     from gateway.governance.listings import list_agreements
 
-    agreements = run(with_store(settings_of(ctx), list_agreements))
+    agreements = read_store(settings_of(ctx), list_agreements)
     table = Table("id", "merchant", "scenario", "from", "until", "status")
     data = []
     for a in agreements:

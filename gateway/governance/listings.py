@@ -3,7 +3,8 @@
 A listing needs a handful of columns of one table; the policy snapshot
 (:func:`gateway.governance.policy.load_snapshot`) reads and validates every dataset,
 scenario, client and measure, and loads the models to do so. ``dsgw merchant list`` and
-``dsgw agreement list`` read here instead, so they cost a query, not a policy load.
+``dsgw agreement list`` read here instead, on SQLAlchemy Core and the synchronous driver
+(:mod:`gateway.db.reading`), so they cost a query, not a policy load and the ORM.
 """
 
 from __future__ import annotations
@@ -11,14 +12,41 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, DateTime, String, column, select, table
 
 from gateway.clock import utc
-from gateway.db.schema import AgreementRow, MerchantRow
 from gateway.governance.statuses import AgreementStatus, MerchantStatus
 
-__all__ = ["AgreementListing", "MerchantListing", "list_agreements", "list_merchants"]
+__all__ = [
+    "AGREEMENTS",
+    "MERCHANTS",
+    "AgreementListing",
+    "MerchantListing",
+    "list_agreements",
+    "list_merchants",
+]
+
+_TIME = DateTime(timezone=True)
+
+#: The columns the listings read (checked against the mapped schema by the tests).
+MERCHANTS = table(
+    "merchants",
+    column("id", String),
+    column("name", String),
+    column("credit_code", String),
+    column("status", String),
+    column("created_at", _TIME),
+)
+AGREEMENTS = table(
+    "agreements",
+    column("id", String),
+    column("merchant_id", String),
+    column("scenario_id", String),
+    column("starts_at", _TIME),
+    column("ends_at", _TIME),
+    column("status", String),
+    column("created_at", _TIME),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,31 +67,22 @@ class AgreementListing:
     status: AgreementStatus
 
 
-async def list_merchants(engine: AsyncEngine) -> list[MerchantListing]:
+def list_merchants(conn: Connection) -> list[MerchantListing]:
     """Every merchant, oldest first."""
-    query = select(
-        MerchantRow.id, MerchantRow.name, MerchantRow.credit_code, MerchantRow.status
-    ).order_by(MerchantRow.created_at, MerchantRow.id)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    m = MERCHANTS.c
+    query = select(m.id, m.name, m.credit_code, m.status).order_by(m.created_at, m.id)
     return [
         MerchantListing(row.id, row.name, row.credit_code, MerchantStatus(row.status))
-        for row in rows
+        for row in conn.execute(query)
     ]
 
 
-async def list_agreements(engine: AsyncEngine) -> list[AgreementListing]:
+def list_agreements(conn: Connection) -> list[AgreementListing]:
     """Every agreement, oldest first."""
-    query = select(
-        AgreementRow.id,
-        AgreementRow.merchant_id,
-        AgreementRow.scenario_id,
-        AgreementRow.starts_at,
-        AgreementRow.ends_at,
-        AgreementRow.status,
-    ).order_by(AgreementRow.created_at, AgreementRow.id)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    a = AGREEMENTS.c
+    query = select(a.id, a.merchant_id, a.scenario_id, a.starts_at, a.ends_at, a.status).order_by(
+        a.created_at, a.id
+    )
     return [
         AgreementListing(
             row.id,
@@ -73,5 +92,5 @@ async def list_agreements(engine: AsyncEngine) -> list[AgreementListing]:
             utc(row.ends_at),
             AgreementStatus(row.status),
         )
-        for row in rows
+        for row in conn.execute(query)
     ]

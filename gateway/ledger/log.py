@@ -137,7 +137,7 @@ class LogWriter:
         self._batch_max = batch_max
         # Told the size of every committed batch (metrics).
         self.on_batch: Callable[[int], None] | None = None
-        # The two stores gateway.db.create_engine accepts.
+        # The two stores gateway.db.engines.create_engine accepts.
         self._sink: Sink = (
             SqliteSink(engine) if engine.dialect.name == "sqlite" else PostgresSink(engine)
         )

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import _sqlite_pragmas
+from gateway.db.engines import _sqlite_pragmas
 from gateway.db.schema import LogEntryRow
 from gateway.db.sessions import LOCK_NAMESPACE, libpq_dsn
 from gateway.ledger.entries import STREAMS, Batch, Heads, PendingRecord

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from gateway.db import create_engine, migrate
+from gateway.db.engines import create_engine, migrate
 
 __all__ = [
     "PG_ADMIN_DSN",

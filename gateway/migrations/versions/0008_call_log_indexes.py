@@ -64,7 +64,7 @@ def _swap(
         return
     with op.get_context().autocommit_block():
         # A concurrent build never blocks the log's writers, so it may wait as long as
-        # older transactions run: no lock_timeout here (gateway.db.migrate sets one for
+        # older transactions run: no lock_timeout here (gateway.db.engines.migrate sets one for
         # the other migrations, restored below).
         bind = op.get_bind()
         previous = bind.execute(sa.text("SHOW lock_timeout")).scalar_one()

@@ -53,7 +53,8 @@ _applications = sa.table(
 
 
 def _zone() -> ZoneInfo:
-    """The deployment zone :func:`gateway.db.migrate` passes in (Asia/Shanghai by default)."""
+    """The deployment zone :func:`gateway.db.engines.migrate` passes in (Asia/Shanghai by
+    default)."""
     return ZoneInfo(str(context.config.attributes.get("timezone", "Asia/Shanghai")))
 
 
