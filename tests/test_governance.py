@@ -21,8 +21,18 @@ from gateway.errors import (
     ForbiddenError,
     ValidationError,
 )
-from gateway.governance.listings import AGREEMENTS, MERCHANTS, list_agreements, list_merchants
+from gateway.governance.listings import (
+    AGREEMENTS,
+    DATASETS,
+    MERCHANTS,
+    SCENARIOS,
+    list_agreements,
+    list_datasets,
+    list_merchants,
+    list_scenarios,
+)
 from gateway.governance.service import LOCAL_ADMIN, Actor
+from gateway.governance.statuses import ScenarioStatus
 from gateway.ledger.log import read_entries
 from tests.support.world import World
 
@@ -234,7 +244,7 @@ async def test_migrations_match_models(world: World) -> None:
 
 
 async def test_core_listings_read_what_the_policy_holds(world: World) -> None:
-    """``dsgw merchant list`` and ``agreement list`` read through SQLAlchemy Core and the
+    """``dsgw merchant|agreement|dataset|scenario list`` read through SQLAlchemy Core and the
     synchronous driver (gateway/db/reading.py), naming their tables apart from the mapped
     schema: on both stores they must show what the policy holds."""
     world.clock.advance(dt.timedelta(minutes=1))  # registered after the demo merchant
@@ -247,6 +257,8 @@ async def test_core_listings_read_what_the_policy_holds(world: World) -> None:
         with engine.connect() as conn:
             merchants = list_merchants(conn)
             agreements = list_agreements(conn)
+            datasets = list_datasets(conn)
+            scenarios = list_scenarios(conn)
     finally:
         engine.dispose()
     assert {m.id: (m.name, m.credit_code, m.status) for m in merchants} == {
@@ -260,10 +272,13 @@ async def test_core_listings_read_what_the_policy_holds(world: World) -> None:
         for a in snapshot.agreements.values()
     }
     assert all(a.starts_at.tzinfo is not None for a in agreements)
+    assert datasets == list(snapshot.datasets.values())
+    assert scenarios == list(snapshot.scenarios.values())
+    assert {s.status for s in scenarios} >= {ScenarioStatus.PUBLISHED}
 
 
 def test_core_listing_tables_are_in_the_mapped_schema() -> None:
-    for listed in (MERCHANTS, AGREEMENTS):
+    for listed in (MERCHANTS, AGREEMENTS, DATASETS, SCENARIOS):
         mapped = Base.metadata.tables[listed.name]
         assert {c.name for c in listed.c} <= {c.name for c in mapped.c}, listed.name
         for c in listed.c:

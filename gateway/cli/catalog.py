@@ -12,11 +12,10 @@ from gateway.cli.common import (
     emit,
     load_json,
     local_admin,
-    policy_snapshot,
+    read_store,
     run,
     settings_of,
     with_gateway,
-    with_store,
 )
 
 __all__ = ["dataset"]
@@ -49,10 +48,12 @@ def dataset_register(ctx: click.Context, file: Path, replace: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def dataset_list(ctx: click.Context, as_json: bool) -> None:
-    snapshot = run(with_store(settings_of(ctx), policy_snapshot))
+    from gateway.governance.listings import list_datasets
+
+    datasets = read_store(settings_of(ctx), list_datasets)
     table = Table("id", "name", "provider", "open", "negative list", "sensitive fields")
     data = []
-    for d in snapshot.datasets.values():
+    for d in datasets:
         data.append(d.to_dict())
         table.add_row(
             d.id,

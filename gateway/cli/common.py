@@ -7,7 +7,7 @@ verb that changes something; :func:`with_store` opens the database alone, for a 
 only reads: it builds the one reader it reads through over the engine (``AlertStore(engine,
 clock)``, ``MeasureReader(engine)``, with :func:`working_calendar` where deadlines are
 shown), so it never imports :mod:`gateway.runtime`; :func:`read_store` opens it without the
-ORM, for the lightest listings (merchants, agreements).
+ORM, for the policy listings (merchants, agreements, datasets, scenarios).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from gateway.governance.actor import Actor
-    from gateway.governance.policy import PolicySnapshot
     from gateway.runtime import Gateway
     from gateway.workdays.store import LiveCalendar
 
@@ -40,7 +39,6 @@ __all__ = [
     "err_console",
     "load_json",
     "local_admin",
-    "policy_snapshot",
     "read_store",
     "run",
     "settings_of",
@@ -125,7 +123,7 @@ async def with_store(settings: Settings, action: Callable[[AsyncEngine], Awaitab
 def read_store(settings: Settings, action: Callable[[Connection], T]) -> T:
     """Run the read-only ``action`` on one synchronous connection to the store.
 
-    For the lightest listings (:mod:`gateway.governance.listings`): SQLAlchemy Core and the
+    For the policy listings (:mod:`gateway.governance.listings`): SQLAlchemy Core and the
     dialect's synchronous driver, no ORM, no schema (:mod:`gateway.db.reading` says why).
     Otherwise as :func:`with_store`: the keystore is opened first (a wrong passphrase is
     refused), and a store left behind by an older release is migrated when the read fails,
@@ -158,14 +156,6 @@ async def _migrate(settings: Settings) -> None:
         await migrate(engine, timezone=settings.timezone)
     finally:
         await engine.dispose()
-
-
-async def policy_snapshot(engine: AsyncEngine) -> PolicySnapshot:
-    """The current policy, as ``GovernanceService.snapshot`` reads it, from the engine alone."""
-    from gateway.clock import SystemClock
-    from gateway.governance.policy import load_snapshot
-
-    return await load_snapshot(engine, SystemClock().now())
 
 
 async def working_calendar(settings: Settings, engine: AsyncEngine) -> LiveCalendar:

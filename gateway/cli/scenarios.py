@@ -18,11 +18,10 @@ from gateway.cli.common import (
     emit,
     load_json,
     local_admin,
-    policy_snapshot,
+    read_store,
     run,
     settings_of,
     with_gateway,
-    with_store,
 )
 from gateway.cli.lazy import Lazy, LazyGroup
 from gateway.cli.status_changes import StatusChange
@@ -94,10 +93,12 @@ _SCENARIO_STATUS.command(scenario, "retire", ScenarioStatus.RETIRED)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def scenario_list(ctx: click.Context, as_json: bool) -> None:
-    snapshot = run(with_store(settings_of(ctx), policy_snapshot))
+    from gateway.governance.listings import list_scenarios
+
+    scenarios = read_store(settings_of(ctx), list_scenarios)
     table = Table("id", "name", "status", "datasets", "valid until")
     data = []
-    for s in snapshot.scenarios.values():
+    for s in scenarios:
         data.append(s.to_dict())
         table.add_row(
             s.id,

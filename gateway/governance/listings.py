@@ -1,29 +1,40 @@
-"""Merchants and agreements as the listings show them, read from their own tables.
+"""Merchants, agreements, datasets and scenarios as the listings show them, each read from
+its own table.
 
-A listing needs a handful of columns of one table; the policy snapshot
+A listing needs one table; the policy snapshot
 (:func:`gateway.governance.policy.load_snapshot`) reads and validates every dataset,
-scenario, client and measure, and loads the models to do so. ``dsgw merchant list`` and
-``dsgw agreement list`` read here instead, on SQLAlchemy Core and the synchronous driver
-(:mod:`gateway.db.reading`), so they cost a query, not a policy load and the ORM.
+scenario, client and measure. ``dsgw merchant list``, ``agreement list``, ``dataset list``
+and ``scenario list`` read here instead, on SQLAlchemy Core and the synchronous driver
+(:mod:`gateway.db.reading`), so they cost a query, not a policy load and the ORM. A dataset
+or scenario is still built by its model's ``from_dict``, as the snapshot builds it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, DateTime, String, column, select, table
+from sqlalchemy import JSON, Connection, DateTime, String, column, select, table
 
 from gateway.clock import utc
-from gateway.governance.statuses import AgreementStatus, MerchantStatus
+from gateway.governance.statuses import AgreementStatus, MerchantStatus, ScenarioStatus
+
+if TYPE_CHECKING:
+    from gateway.catalog.models import Dataset
+    from gateway.governance.models.scenario import Scenario
 
 __all__ = [
     "AGREEMENTS",
+    "DATASETS",
     "MERCHANTS",
+    "SCENARIOS",
     "AgreementListing",
     "MerchantListing",
     "list_agreements",
+    "list_datasets",
     "list_merchants",
+    "list_scenarios",
 ]
 
 _TIME = DateTime(timezone=True)
@@ -46,6 +57,11 @@ AGREEMENTS = table(
     column("ends_at", _TIME),
     column("status", String),
     column("created_at", _TIME),
+)
+
+DATASETS = table("datasets", column("id", String), column("definition", JSON))
+SCENARIOS = table(
+    "scenarios", column("id", String), column("status", String), column("definition", JSON)
 )
 
 
@@ -93,4 +109,23 @@ def list_agreements(conn: Connection) -> list[AgreementListing]:
             AgreementStatus(row.status),
         )
         for row in conn.execute(query)
+    ]
+
+
+def list_datasets(conn: Connection) -> list[Dataset]:
+    """Every catalog entry, in the store's order (as the policy snapshot has them)."""
+    from gateway.catalog.models import Dataset  # here: the merchant listing needs no model
+
+    d = DATASETS.c
+    return [Dataset.from_dict(row.definition) for row in conn.execute(select(d.definition))]
+
+
+def list_scenarios(conn: Connection) -> list[Scenario]:
+    """Every scenario with its status, in the store's order (as the policy snapshot)."""
+    from gateway.governance.models.scenario import Scenario  # here: as list_datasets
+
+    s = SCENARIOS.c
+    return [
+        replace(Scenario.from_dict(row.definition), status=ScenarioStatus(row.status))
+        for row in conn.execute(select(s.status, s.definition))
     ]
