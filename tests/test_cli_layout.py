@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,23 @@ def test_error_printers_with_debug_and_json_keep_markup(
     assert MARKUP in " ".join(capsys.readouterr().err.split())
     assert run_cli(group, ["fail", "--json"], "dsgw") == ExitCode.NOT_FOUND
     assert json.loads(capsys.readouterr().out)["error"]["detail"] == MARKUP
+
+
+def test_a_store_that_is_down_is_said_as_such_not_as_a_bug(tmp_path: Path) -> None:
+    """A PostgreSQL store refusing connections is the operator's to fix: a clear message and
+    exit 1, on the Core read path (``merchant list``) and the engine's (``alerts list``)."""
+    init = _python("from gateway.cli.main import main; main()", "--data-dir", str(tmp_path), "init")
+    assert init.returncode == 0, init.stderr
+    with socket.socket() as probe:  # a port nobody listens on once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = (
+        "import os, sys; os.environ['DSGW_DATABASE_URL'] = sys.argv.pop(1); "
+        "from gateway.cli.main import main; main()"
+    )
+    url = f"postgresql://postgres@127.0.0.1:{port}/nowhere"
+    for verb in (["merchant", "list"], ["alerts", "list"]):
+        done = _python(code, url, "--data-dir", str(tmp_path), *verb)
+        assert done.returncode == ExitCode.FAILED, (verb, done.stderr)
+        assert "store is unavailable" in done.stderr, done.stderr
+        assert "internal error" not in done.stderr

@@ -4,12 +4,14 @@ Every ``dsgw`` verb runs under :func:`run_cli`: whatever goes wrong ends as one 
 one exit code from :class:`ExitCode`, never a Python traceback. Messages go out as plain
 text (Rich markup in them, such as ``[x]`` in a file name or a trade id, is escaped), and
 as a JSON object on standard output when the command line asked for ``--json``, so a
-script reading JSON gets JSON on every outcome. An error the code did not foresee is a bug:
+script reading JSON gets JSON on every outcome. A dependency that is down (the store refusing
+connections, a full disk) is said as such, with :attr:`ExitCode.FAILED`. An error the code
+did not foresee is a bug:
 one line "internal error: ..., please report" and :attr:`ExitCode.INTERNAL`; its
 traceback is printed with ``--debug`` and logged at debug level.
 
 This module imports no domain code: it maps the :mod:`gateway.errors` hierarchy and click's
-own exceptions, nothing else.
+own exceptions, and asks :mod:`gateway.dependencies` whether an unforeseen error is an outage.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class ExitCode(IntEnum):
 
     OK = 0
     FAILED = 1
-    """A refusal or failure of another kind (configuration, keystore, chain, source)."""
+    """A refusal or failure of another kind (configuration, keystore, store, chain, source)."""
     INVALID = 2
     """Invalid input: a bad option or argument, an unreadable or malformed file."""
     NOT_FOUND = 3
@@ -144,8 +146,29 @@ def run_cli(command: click.Command, args: Sequence[str], prog_name: str) -> int:
             err.print(escape(traceback.format_exc()), end="", highlight=False)
         return code
     except Exception as error:
-        return _internal(error, as_json=as_json, debug=debug, console=err)
+        outage = _outage(error)
+        if outage is None:
+            return _internal(error, as_json=as_json, debug=debug, console=err)
+        print_error(outage, ExitCode.FAILED, as_json=as_json, kind="unavailable", console=err)
+        if debug:
+            err.print(escape(traceback.format_exc()), end="", highlight=False)
+        return ExitCode.FAILED
     return result if isinstance(result, int) else ExitCode.OK
+
+
+def _outage(error: BaseException) -> str | None:
+    """What to say when ``error`` means a dependency is down (the store refusing
+    connections, a full disk): the operator's to fix, not a bug to report. The driver's own
+    first line follows, since the local administrator needs it to act.
+
+    Imported here: the classification loads the drivers' exception types, and a command
+    that fails this way has already loaded them."""
+    from gateway.dependencies import dependency_error, describe
+
+    cause = dependency_error(error)
+    if cause is None:
+        return None
+    return f"{cause.detail} ({describe(error)})"
 
 
 def _status(code: object) -> int:
