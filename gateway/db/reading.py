@@ -7,7 +7,7 @@ imports, a third of such a command. This opens the store with the synchronous dr
 gateway already ships for each dialect (``sqlite3``; ``psycopg``, as the log writer does),
 for one read, without a pool.
 
-A reader names its table with :func:`sqlalchemy.table`; ``tests/test_cli_layout.py`` checks
+A reader names its table with :func:`sqlalchemy.table`; ``tests/test_governance.py`` checks
 every name against the mapped schema, so the two cannot drift apart.
 """
 
